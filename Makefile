@@ -1,0 +1,44 @@
+# firehose — the two commands of the quick start are `make demo` and `make test`.
+SHELL := /bin/bash
+GO ?= go
+BIN := bin/firehose
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+# Fuzz time per target in `make test` (short); `make fuzz` runs longer.
+FUZZTIME ?= 5s
+
+.PHONY: all build demo test unit vet fuzz services bench clean
+
+all: build
+
+build:
+	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/firehose
+
+services:
+	scripts/services.sh ensure
+
+# Ensure PostgreSQL and Redis, create the database, build, start the stack, send a
+# burst of readings, report what landed, stop cleanly.
+demo: services build
+	scripts/services.sh createdb firehose
+	$(BIN) demo
+
+# Everything CI runs: formatting, vet, the whole test suite with the race detector
+# (integration tests against the real PostgreSQL and Redis), and short fuzz runs.
+test: services vet
+	$(GO) test -race -count=1 -timeout 15m ./...
+	scripts/fuzz.sh $(FUZZTIME)
+
+vet:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$out" ]; then echo "gofmt needed on: $$out"; exit 1; fi
+	$(GO) vet ./...
+
+# Unit tests only: no services needed.
+unit:
+	$(GO) test -short -count=1 ./...
+
+fuzz:
+	scripts/fuzz.sh 60s
+
+clean:
+	rm -rf bin

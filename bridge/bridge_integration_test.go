@@ -1,0 +1,417 @@
+package bridge
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/redis/go-redis/v9"
+
+	"firehose/ingest"
+	"firehose/internal/testenv"
+)
+
+// env is one test's own database, key prefix and streams.
+type env struct {
+	t       *testing.T
+	pgURL   string
+	rdb     *redis.Client
+	streams ingest.Streams
+	pg      *pgx.Conn
+}
+
+func newEnv(t *testing.T, shards int) *env {
+	t.Helper()
+	pgURL := testenv.Postgres(t)
+	rdb, prefix := testenv.Redis(t)
+	conn, err := pgx.Connect(t.Context(), pgURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	return &env{t: t, pgURL: pgURL, rdb: rdb, streams: ingest.Streams{Prefix: prefix, Count: shards}, pg: conn}
+}
+
+// running is a bridge started by a test.
+type running struct {
+	reg    *prometheus.Registry
+	b      *Bridge
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func (e *env) start(cfg Config) *running {
+	e.t.Helper()
+	cfg.Postgres = e.pgURL
+	cfg.Streams = e.streams
+	if cfg.LockRetry == 0 {
+		cfg.LockRetry = 100 * time.Millisecond
+	}
+	reg := prometheus.NewRegistry()
+	b, err := New(cfg, e.rdb, slog.New(slog.NewTextHandler(io.Discard, nil)), reg)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &running{reg: reg, b: b, cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(r.done)
+		_ = b.Run(ctx)
+	}()
+	e.t.Cleanup(r.stop)
+	return r
+}
+
+func (r *running) stop() {
+	r.cancel()
+	<-r.done
+}
+
+// add writes readings straight to their streams, as a producer would.
+func (e *env) add(rs ...ingest.Reading) {
+	e.t.Helper()
+	for i := range rs {
+		body := ingest.AppendEncode(nil, &rs[i])
+		e.xadd(e.streams.Key(e.streams.Shard(rs[i].DeviceID)), ingest.FieldVersion, ingest.CodecVersion, ingest.FieldBody, body)
+	}
+}
+
+func (e *env) xadd(key string, values ...any) string {
+	e.t.Helper()
+	id, err := e.rdb.XAdd(e.t.Context(), &redis.XAddArgs{Stream: key, Values: values}).Result()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return id
+}
+
+func reading(device string, seq int) ingest.Reading {
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	return ingest.Reading{
+		DeviceID:   device,
+		Time:       now.Add(-time.Duration(seq) * time.Millisecond),
+		ReceivedAt: now,
+		Value:      float64(seq) + 0.25,
+		Payload:    fmt.Appendf(nil, `{"seq": %d}`, seq),
+	}
+}
+
+func (e *env) count(query string, args ...any) int {
+	e.t.Helper()
+	var n int
+	if err := e.pg.QueryRow(e.t.Context(), query, args...).Scan(&n); err != nil {
+		e.t.Fatal(err)
+	}
+	return n
+}
+
+func (e *env) waitRows(want int, timeout time.Duration) {
+	e.t.Helper()
+	testenv.Eventually(e.t, timeout, func() bool { return e.count("SELECT count(*) FROM readings") >= want },
+		"want %d rows in readings, have %d", want, e.count("SELECT count(*) FROM readings"))
+}
+
+func (e *env) streamLen() int64 {
+	var n int64
+	for _, k := range e.streams.Keys() {
+		n += e.rdb.XLen(e.t.Context(), k).Val()
+	}
+	return n
+}
+
+func TestIntegrationLandsExactlyOnceWithValues(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, 4)
+	var want []ingest.Reading
+	for d := range 20 {
+		for s := range 50 {
+			want = append(want, reading(fmt.Sprintf("dev-%d", d), s))
+		}
+	}
+	want[0].Payload = nil
+	e.add(want...)
+	r := e.start(Config{BatchSize: 300, BatchAge: 50 * time.Millisecond})
+	e.waitRows(len(want), 10*time.Second)
+
+	rows, err := e.pg.Query(t.Context(), "SELECT device_id, ts, received_at, reading, payload FROM readings")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]ingest.Reading{}
+	for rows.Next() {
+		var g ingest.Reading
+		if err := rows.Scan(&g.DeviceID, &g.Time, &g.ReceivedAt, &g.Value, &g.Payload); err != nil {
+			t.Fatal(err)
+		}
+		k := fmt.Sprintf("%s/%v", g.DeviceID, g.Value)
+		if _, dup := got[k]; dup {
+			t.Errorf("duplicate row %s", k)
+		}
+		got[k] = g
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(want) {
+		t.Fatalf("got %d distinct rows, want %d", len(got), len(want))
+	}
+	for _, w := range want {
+		g, ok := got[fmt.Sprintf("%s/%v", w.DeviceID, w.Value)]
+		switch {
+		case !ok:
+			t.Errorf("missing %s %v", w.DeviceID, w.Value)
+		case !g.Time.Equal(w.Time) || !g.ReceivedAt.Equal(w.ReceivedAt):
+			t.Errorf("%s %v: times %v/%v, want %v/%v", w.DeviceID, w.Value, g.Time, g.ReceivedAt, w.Time, w.ReceivedAt)
+		case (w.Payload == nil) != (g.Payload == nil):
+			t.Errorf("%s %v: payload %s, want %s", w.DeviceID, w.Value, g.Payload, w.Payload)
+		}
+	}
+	testenv.Eventually(t, 5*time.Second, func() bool { return e.streamLen() == 0 }, "streams not trimmed after commit: %d entries left", e.streamLen())
+	if n := testutil.ToFloat64(r.b.m.committed); n != float64(len(want)) {
+		t.Errorf("rows committed metric = %v, want %d", n, len(want))
+	}
+	if n := e.count("SELECT coalesce(sum(rows), 0)::int FROM bridge_checkpoints"); n != len(want) {
+		t.Errorf("checkpoints count %d rows, want %d", n, len(want))
+	}
+}
+
+func TestIntegrationQuietStreamFlushesByAge(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, 2)
+	r := e.start(Config{BatchSize: 5000, BatchAge: 300 * time.Millisecond})
+	testenv.Eventually(t, 5*time.Second, func() bool { return testutil.ToFloat64(r.b.m.owned) == 2 }, "bridge did not take its shards")
+	start := time.Now()
+	e.add(reading("quiet-1", 1), reading("quiet-2", 2), reading("quiet-3", 3))
+	e.waitRows(3, 5*time.Second)
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("three readings on a quiet stream took %s to land, batch age is 300ms", d)
+	}
+	if n := testutil.ToFloat64(r.b.m.flushes.WithLabelValues("age")); n < 1 {
+		t.Errorf("age-triggered flushes = %v, want >= 1", n)
+	}
+	if n := testutil.ToFloat64(r.b.m.flushes.WithLabelValues("size")); n != 0 {
+		t.Errorf("size-triggered flushes = %v, want 0", n)
+	}
+}
+
+func TestIntegrationFlushesBySize(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, 1)
+	var rs []ingest.Reading
+	for i := range 1000 {
+		rs = append(rs, reading("sized", i))
+	}
+	e.add(rs...)
+	r := e.start(Config{BatchSize: 100, BatchAge: time.Minute})
+	e.waitRows(1000, 10*time.Second)
+	if n := testutil.ToFloat64(r.b.m.flushes.WithLabelValues("size")); n != 10 {
+		t.Errorf("size-triggered flushes = %v, want 10", n)
+	}
+}
+
+func TestIntegrationShutdownCommitsBuffer(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, 2)
+	r := e.start(Config{BatchSize: 5000, BatchAge: time.Hour})
+	var rs []ingest.Reading
+	for i := range 100 {
+		rs = append(rs, reading(fmt.Sprintf("sd-%d", i%7), i))
+	}
+	e.add(rs...)
+	testenv.Eventually(t, 5*time.Second, func() bool { return testutil.ToFloat64(r.b.m.buffered) == 100 },
+		"bridge buffered %v entries, want 100", testutil.ToFloat64(r.b.m.buffered))
+	if n := e.count("SELECT count(*) FROM readings"); n != 0 {
+		t.Fatalf("%d rows before shutdown with a one-hour batch age", n)
+	}
+	r.stop()
+	if n := e.count("SELECT count(*) FROM readings"); n != 100 {
+		t.Fatalf("after shutdown %d rows, want 100", n)
+	}
+	if n := testutil.ToFloat64(r.b.m.flushes.WithLabelValues("shutdown")); n < 1 {
+		t.Errorf("shutdown flushes = %v", n)
+	}
+}
+
+func TestIntegrationRejectsPoisonAndCommitsTheRest(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, 1)
+	key := e.streams.Key(0)
+	e.add(reading("good", 1))
+	e.xadd(key, ingest.FieldVersion, "99", ingest.FieldBody, "from the future")
+	e.xadd(key, "foo", "bar")
+	e.add(reading("good", 2))
+	e.xadd(key, ingest.FieldVersion, ingest.CodecVersion, ingest.FieldBody, "\x05ab")
+	bad := reading("good", 3)
+	bad.DeviceID = "bad\xffutf8" // PostgreSQL refuses invalid UTF-8 in text
+	e.add(bad)
+	nul := reading("good", 4)
+	nul.Payload = []byte(`{"s":"\u0000"}`) // jsonb refuses \u0000
+	e.add(nul)
+	for i := 5; i < 50; i++ {
+		e.add(reading("good", i))
+	}
+	r := e.start(Config{BatchSize: 5000, BatchAge: 50 * time.Millisecond})
+	testenv.Eventually(t, 10*time.Second, func() bool {
+		return e.count("SELECT count(*) FROM readings")+e.count("SELECT count(*) FROM readings_rejected") >= 49+3
+	}, "batch with poison did not commit")
+	if n := e.count("SELECT count(*) FROM readings"); n != 47 {
+		t.Errorf("readings = %d, want 47", n)
+	}
+	type rej struct{ version, errText string }
+	rows, err := e.pg.Query(t.Context(), "SELECT coalesce(version, ''), error FROM readings_rejected ORDER BY id")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (rej, error) {
+		var r rej
+		return r, row.Scan(&r.version, &r.errText)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 5 {
+		t.Fatalf("rejected rows = %d (%v), want 5", len(got), got)
+	}
+	if n := testutil.ToFloat64(r.b.m.rejected.WithLabelValues("decode")); n != 3 {
+		t.Errorf("decode rejections metric = %v, want 3", n)
+	}
+	if n := testutil.ToFloat64(r.b.m.rejected.WithLabelValues("refused")); n != 2 {
+		t.Errorf("refused rejections metric = %v, want 2", n)
+	}
+	testenv.Eventually(t, 5*time.Second, func() bool { return e.streamLen() == 0 }, "stream not trimmed: %d left", e.streamLen())
+}
+
+func TestIntegrationResumesAfterCheckpoint(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, 1)
+	key := e.streams.Key(0)
+	var ids []string
+	for i := range 10 {
+		r := reading("resume", i)
+		ids = append(ids, e.xadd(key, ingest.FieldVersion, ingest.CodecVersion, ingest.FieldBody, ingest.AppendEncode(nil, &r)))
+	}
+	// A bridge committed the first four and crashed before trimming them.
+	if _, err := e.pg.Exec(t.Context(), "INSERT INTO bridge_checkpoints (stream, last_id, rows) VALUES ($1, $2, 4)", key, ids[3]); err != nil {
+		t.Fatal(err)
+	}
+	e.start(Config{BatchAge: 50 * time.Millisecond})
+	e.waitRows(6, 5*time.Second)
+	time.Sleep(200 * time.Millisecond) // a wrong bridge would write the other four by now
+	if n := e.count("SELECT count(*) FROM readings"); n != 6 {
+		t.Fatalf("rows = %d, want the 6 after the checkpoint", n)
+	}
+	if n := e.count("SELECT count(*) FROM readings WHERE reading < 4"); n != 0 {
+		t.Errorf("%d rows at or below the checkpoint were written again", n)
+	}
+}
+
+func TestIntegrationRetriesTransientFailure(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, 1)
+	if _, err := e.pg.Exec(t.Context(), "ALTER TABLE readings RENAME TO readings_away"); err != nil {
+		t.Fatal(err)
+	}
+	r := e.start(Config{BatchAge: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond})
+	e.add(reading("retry", 1), reading("retry", 2))
+	testenv.Eventually(t, 5*time.Second, func() bool { return testutil.ToFloat64(r.b.m.errors.WithLabelValues("commit")) >= 2 },
+		"bridge did not retry the failing commit")
+	if n := e.count("SELECT count(*) FROM readings_rejected"); n != 0 {
+		t.Fatalf("a transient failure rejected %d entries", n)
+	}
+	if _, err := e.pg.Exec(t.Context(), "ALTER TABLE readings_away RENAME TO readings"); err != nil {
+		t.Fatal(err)
+	}
+	e.waitRows(2, 5*time.Second)
+}
+
+func TestIntegrationOneOwnerPerShardAndTakeover(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, 4)
+	cfg := Config{BatchAge: 20 * time.Millisecond, LockRetry: 50 * time.Millisecond}
+	a := e.start(cfg)
+	testenv.Eventually(t, 5*time.Second, func() bool { return testutil.ToFloat64(a.b.m.owned) == 4 }, "first bridge did not take the shards")
+	b := e.start(cfg)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for i := range 500 {
+			e.add(reading(fmt.Sprintf("own-%d", i%13), i))
+		}
+	})
+	time.Sleep(100 * time.Millisecond)
+	if owned := testutil.ToFloat64(a.b.m.owned) + testutil.ToFloat64(b.b.m.owned); owned != 4 {
+		t.Errorf("shards owned by both bridges = %v, want 4", owned)
+	}
+	a.stop()
+	testenv.Eventually(t, 5*time.Second, func() bool { return testutil.ToFloat64(b.b.m.owned) == 4 }, "second bridge did not take over")
+	wg.Wait()
+	e.waitRows(500, 10*time.Second)
+	if n := e.count("SELECT count(*) - count(DISTINCT (device_id, reading)) FROM readings"); n != 0 {
+		t.Errorf("%d duplicate rows", n)
+	}
+	if n := e.count("SELECT count(*) FROM readings"); n != 500 {
+		t.Errorf("rows = %d, want 500", n)
+	}
+}
+
+func TestIntegrationRecreatedStreamIsReadFromStart(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, 1)
+	key := e.streams.Key(0)
+	// A checkpoint far in the future: as if Redis lost the stream and its ids
+	// restarted below the checkpoint.
+	future := ingest.StreamID{MS: uint64(time.Now().Add(time.Hour).UnixMilli())}
+	if _, err := e.pg.Exec(t.Context(), "INSERT INTO bridge_checkpoints (stream, last_id) VALUES ($1, $2)", key, future.String()); err != nil {
+		t.Fatal(err)
+	}
+	e.add(reading("recreated", 1))
+	e.start(Config{BatchAge: 20 * time.Millisecond})
+	e.waitRows(1, 5*time.Second)
+}
+
+func TestBackoffDoublesToCap(t *testing.T) {
+	b := backoff{min: 10 * time.Millisecond, max: 35 * time.Millisecond}
+	var got []time.Duration
+	for range 4 {
+		got = append(got, b.peek())
+		b.cur = min(2*b.peek(), b.max)
+	}
+	want := []time.Duration{10, 20, 35, 35}
+	for i := range want {
+		if got[i] != want[i]*time.Millisecond {
+			t.Fatalf("backoff steps %v, want %v ms", got, want)
+		}
+	}
+}
+
+func TestRowRefusedClassifiesSQLState(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		code string
+		want bool
+	}{
+		{"invalid utf8", "22021", true},
+		{"unique violation", "23505", true},
+		{"index row too big", "54000", true},
+		{"undefined table", "42P01", false},
+		{"deadlock", "40P01", false},
+		{"admin shutdown", "57P01", false},
+		{"disk full", "53100", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := rowRefused(pgErr(tc.code)); got != tc.want {
+				t.Errorf("rowRefused(%s) = %v, want %v", tc.code, got, tc.want)
+			}
+		})
+	}
+	if rowRefused(io.EOF) {
+		t.Error("a connection error counted as a refused row")
+	}
+
+}

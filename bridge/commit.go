@@ -1,0 +1,206 @@
+package bridge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+var (
+	readingsTable   = pgx.Identifier{"readings"}
+	readingsColumns = []string{"device_id", "ts", "received_at", "reading", "payload"}
+	rejectedTable   = pgx.Identifier{"readings_rejected"}
+	rejectedColumns = []string{"stream", "entry_id", "version", "raw", "error"}
+)
+
+const upsertCheckpoint = `INSERT INTO bridge_checkpoints (stream, last_id, rows, updated_at)
+VALUES ($1, $2, $3, now())
+ON CONFLICT (stream) DO UPDATE
+SET last_id = EXCLUDED.last_id, rows = bridge_checkpoints.rows + EXCLUDED.rows, updated_at = now()`
+
+type commitResult struct {
+	written, decodeBad, refused int
+	oldest                      time.Time // earliest ReceivedAt of the batch
+}
+
+// commit writes the buffer in one transaction: the good readings by COPY,
+// the bad entries into readings_rejected, and the checkpoint = the last
+// buffered id. If PostgreSQL refuses a row (a data or constraint error) the
+// batch is COPYed again in halves under savepoints until the refused rows are
+// isolated; they go to readings_rejected and the rest commits. Any other
+// error aborts the transaction and is returned: nothing was written.
+func (s *session) commit(ctx context.Context) (commitResult, error) {
+	var res commitResult
+	good := make([]*entry, 0, len(s.buf))
+	var bad []*entry
+	for i := range s.buf {
+		e := &s.buf[i]
+		if e.bad != nil {
+			bad = append(bad, e)
+			continue
+		}
+		good = append(good, e)
+		if res.oldest.IsZero() || e.r.ReceivedAt.Before(res.oldest) {
+			res.oldest = e.r.ReceivedAt
+		}
+	}
+	res.decodeBad = len(bad)
+
+	tx, err := s.conn.Begin(ctx)
+	if err != nil {
+		return res, fmt.Errorf("begin: %w", err)
+	}
+	defer func() { tx.Rollback(ctx) }() //nolint:errcheck // no-op after Commit
+
+	var refused []*entry
+	if _, err := tx.CopyFrom(ctx, readingsTable, readingsColumns, &rowSource{rows: good}); err != nil {
+		if !rowRefused(err) {
+			return res, fmt.Errorf("copy %d rows into readings: %w", len(good), err)
+		}
+		// The transaction is aborted: start again and isolate the bad rows.
+		if err := tx.Rollback(ctx); err != nil {
+			return res, fmt.Errorf("roll back refused batch: %w", err)
+		}
+		if tx, err = s.conn.Begin(ctx); err != nil {
+			return res, fmt.Errorf("begin: %w", err)
+		}
+		if refused, err = isolate(ctx, tx, good); err != nil {
+			return res, err
+		}
+		bad = append(bad, refused...)
+	}
+	if len(bad) > 0 {
+		if _, err := tx.CopyFrom(ctx, rejectedTable, rejectedColumns, &rejectSource{stream: s.key, rows: bad}); err != nil {
+			return res, fmt.Errorf("record %d rejected entries: %w", len(bad), err)
+		}
+	}
+	written := len(good) - len(refused)
+	if _, err := tx.Exec(ctx, upsertCheckpoint, s.key, s.cursor.String(), written); err != nil {
+		return res, fmt.Errorf("write checkpoint: %w", err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return res, fmt.Errorf("commit: %w", err)
+	}
+	res.written, res.refused = written, len(refused)
+	return res, nil
+}
+
+// isolate COPYs rows under a savepoint; when PostgreSQL refuses a row it
+// splits the rows in halves and recurses, so k bad rows among n cost about
+// 2k·log2(n) COPYs. It returns the refused rows, each with its error set.
+func isolate(ctx context.Context, tx pgx.Tx, rows []*entry) ([]*entry, error) {
+	if len(rows) == 0 {
+		return nil, nil
+	}
+	sp, err := tx.Begin(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("savepoint: %w", err)
+	}
+	_, err = sp.CopyFrom(ctx, readingsTable, readingsColumns, &rowSource{rows: rows})
+	if err == nil {
+		if err := sp.Commit(ctx); err != nil {
+			return nil, fmt.Errorf("release savepoint: %w", err)
+		}
+		return nil, nil
+	}
+	if rerr := sp.Rollback(ctx); rerr != nil {
+		return nil, fmt.Errorf("roll back to savepoint: %w", rerr)
+	}
+	if !rowRefused(err) {
+		return nil, fmt.Errorf("copy %d rows into readings: %w", len(rows), err)
+	}
+	if len(rows) == 1 {
+		rows[0].bad = err
+		return rows, nil
+	}
+	mid := len(rows) / 2
+	a, err := isolate(ctx, tx, rows[:mid])
+	if err != nil {
+		return nil, err
+	}
+	b, err := isolate(ctx, tx, rows[mid:])
+	if err != nil {
+		return nil, err
+	}
+	return append(a, b...), nil
+}
+
+// rowRefused reports whether PostgreSQL refused the data itself (SQLSTATE
+// class 22 data exception, 23 integrity constraint violation, 54 program limit
+// exceeded): retrying the same rows would fail again, so they are isolated.
+// Everything else (connection loss, 53 insufficient resources, 57 operator
+// intervention, 40 rollbacks, a missing table) is transient: the batch stays
+// in the stream and is retried after a backoff.
+func rowRefused(err error) bool {
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) || len(pe.Code) < 2 {
+		return false
+	}
+	switch pe.Code[:2] {
+	case "22", "23", "54":
+		return true
+	}
+	return false
+}
+
+// rowSource feeds decoded readings to COPY without building a [][]any.
+type rowSource struct {
+	rows []*entry
+	i    int
+	vals [5]any
+}
+
+func (s *rowSource) Next() bool {
+	s.i++
+	return s.i <= len(s.rows)
+}
+
+func (s *rowSource) Values() ([]any, error) {
+	r := &s.rows[s.i-1].r
+	s.vals[0] = r.DeviceID
+	s.vals[1] = r.Time
+	s.vals[2] = r.ReceivedAt
+	s.vals[3] = r.Value
+	s.vals[4] = r.Payload // nil []byte is NULL
+	return s.vals[:], nil
+}
+
+func (s *rowSource) Err() error { return nil }
+
+// rejectSource feeds rejected entries to COPY into readings_rejected.
+type rejectSource struct {
+	stream string
+	rows   []*entry
+	i      int
+}
+
+func (s *rejectSource) Next() bool {
+	s.i++
+	return s.i <= len(s.rows)
+}
+
+func (s *rejectSource) Values() ([]any, error) {
+	e := s.rows[s.i-1]
+	var version any // NULL when the entry named none
+	if e.version != "" {
+		version = cleanText(e.version, 64)
+	}
+	return []any{s.stream, e.id, version, []byte(e.raw), cleanText(e.bad.Error(), 2000)}, nil
+}
+
+func (s *rejectSource) Err() error { return nil }
+
+// cleanText makes s storable as PostgreSQL text: valid UTF-8, no NUL, at most
+// max bytes.
+func cleanText(s string, max int) string {
+	s = strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "\\0")
+	if len(s) > max {
+		s = strings.ToValidUTF8(s[:max], "")
+	}
+	return s
+}

@@ -1,0 +1,131 @@
+// Command firehose runs the firehose ingest pipeline: the HTTP gateway, the
+// bridge to PostgreSQL, schema migrations and a demo, in one binary.
+//
+//	firehose serve   [flags]   run the roles (default httpgw,bridge)
+//	firehose migrate [flags]   apply the schema and exit
+//	firehose demo    [flags]   run the stack, send a burst, report what landed
+//	firehose apikey  NAME [DEVICES]  make an API key and its keys-file line
+//	firehose version
+//
+// main only wires: every role lives in its own package.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime"
+	"runtime/debug"
+	"strings"
+	"syscall"
+
+	"firehose/httpgw"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+const usage = `firehose: IoT readings from HTTP (and MQTT) into PostgreSQL, exactly once, through Redis Streams.
+
+Usage:
+  firehose serve   [flags]          run the roles: httpgw (HTTP gateway) and bridge (Redis -> PostgreSQL)
+  firehose migrate [flags]          apply the schema to PostgreSQL and exit
+  firehose demo    [flags]          start the stack, send a burst of readings, report what landed, stop
+  firehose apikey  NAME [DEVICES]   make a new API key and the line to add to the --http-api-keys file
+  firehose version                  print the version
+
+Run "firehose <command> --help" for a command's flags; every flag also reads an
+environment variable (--batch-size <-> FIREHOSE_BATCH_SIZE).
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run executes one command and returns the process exit code: 0 success, 1
+// failure, 2 bad usage.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	var err error
+	switch cmd, rest := args[0], args[1:]; cmd {
+	case "serve":
+		err = runServe(ctx, rest, stderr)
+	case "migrate":
+		err = runMigrate(ctx, rest, stdout, stderr)
+	case "demo":
+		err = runDemo(ctx, rest, stdout, stderr)
+	case "apikey":
+		err = runAPIKey(rest, stdout)
+	case "version", "--version":
+		fmt.Fprintf(stdout, "firehose %s (%s, %s/%s)\n", buildVersion(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+	default:
+		fmt.Fprintf(stderr, "firehose: unknown command %q\n\n%s", cmd, usage)
+		return 2
+	}
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.As(err, new(usageError)):
+		fmt.Fprintf(stderr, "firehose: %s\n", oneLine(err.Error()))
+		return 2
+	default:
+		fmt.Fprintf(stderr, "firehose: %s\n", oneLine(err.Error()))
+		return 1
+	}
+}
+
+// oneLine folds a multi-line error (pgx lists every address it tried on a
+// line of its own) into one line.
+func oneLine(s string) string {
+	lines := strings.Split(s, "\n")
+	for i := range lines {
+		lines[i] = strings.TrimSpace(lines[i])
+	}
+	return strings.Join(lines, " ")
+}
+
+// usageError is a mistake on the command line: exit code 2.
+type usageError struct{ error }
+
+func buildVersion() string {
+	if version != "dev" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return version
+}
+
+func runAPIKey(args []string, stdout io.Writer) error {
+	if len(args) < 1 || len(args) > 2 || strings.HasPrefix(args[0], "-") {
+		return usageError{errors.New("usage: firehose apikey NAME [DEVICES]  (DEVICES: comma-separated device ids, default * for any)")}
+	}
+	name, devices := args[0], "*"
+	if len(args) == 2 {
+		devices = args[1]
+	}
+	if strings.ContainsAny(name, " \t\n#") {
+		return usageError{fmt.Errorf("key name %q: use letters, digits, '-' or '_'", name)}
+	}
+	key, err := httpgw.GenerateKey()
+	if err != nil {
+		return fmt.Errorf("generate key: %w", err)
+	}
+	fmt.Fprintf(stdout, "key (give it to the client; it is not stored anywhere):\n  %s\n", key)
+	fmt.Fprintf(stdout, "line for the --http-api-keys file:\n  %s %s %s\n", name, httpgw.HashKey(key), devices)
+	return nil
+}

@@ -1,0 +1,375 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"gopkg.in/yaml.v3"
+
+	"firehose/internal/cli"
+	"firehose/internal/testenv"
+)
+
+// binary is the firehose built once for the tests that run it as a process.
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "firehose-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binary = filepath.Join(dir, "firehose")
+	build := exec.Command("go", "build", "-o", binary, ".")
+	build.Stderr = os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build firehose:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// proc is a firehose process started by a test.
+type proc struct {
+	t      *testing.T
+	cmd    *exec.Cmd
+	stderr *syncBuffer
+	done   chan struct{}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func start(t *testing.T, args ...string) *proc {
+	t.Helper()
+	cmd := exec.Command(binary, args...)
+	cmd.Env = cleanEnv()
+	p := &proc{t: t, cmd: cmd, stderr: &syncBuffer{}, done: make(chan struct{})}
+	cmd.Stderr = p.stderr
+	cmd.Stdout = p.stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		_ = cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-p.done
+	})
+	return p
+}
+
+// cleanEnv is the test's environment without FIREHOSE_ variables, so that a
+// developer's settings do not leak into the processes under test.
+func cleanEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, cli.EnvPrefix) {
+			env = append(env, kv)
+		}
+	}
+	return env
+}
+
+func (p *proc) wait(timeout time.Duration) (int, bool) {
+	select {
+	case <-p.done:
+		return p.cmd.ProcessState.ExitCode(), true
+	case <-time.After(timeout):
+		return 0, false
+	}
+}
+
+func (p *proc) kill() {
+	_ = p.cmd.Process.Signal(syscall.SIGKILL)
+	<-p.done
+}
+
+// freeAddr returns a loopback address with a port free a moment ago.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func TestUsageErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		{"no command", nil, 2, "Usage:"},
+		{"unknown command", []string{"frobnicate"}, 2, `unknown command "frobnicate"`},
+		{"bad flag value", []string{"serve", "--batch-size", "lots"}, 2, "invalid value"},
+		{"unknown flag", []string{"serve", "--bogus"}, 2, "flag provided but not defined"},
+		{"bad role", []string{"serve", "--roles", "httpgw,toaster"}, 2, `unknown role "toaster"`},
+		{"bad batch size", []string{"serve", "--batch-size", "0"}, 2, "--batch-size 0"},
+		{"bad log level", []string{"serve", "--log-level", "loud"}, 2, "--log-level"},
+		{"extra argument", []string{"migrate", "now"}, 2, "takes no arguments"},
+		{"apikey without name", []string{"apikey"}, 2, "usage: firehose apikey"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var out, errOut bytes.Buffer
+			code := run(context.Background(), tc.args, &out, &errOut)
+			if code != tc.code {
+				t.Errorf("exit code %d, want %d; stderr: %s", code, tc.code, errOut.String())
+			}
+			if !strings.Contains(errOut.String(), tc.want) {
+				t.Errorf("stderr %q does not contain %q", errOut.String(), tc.want)
+			}
+		})
+	}
+}
+
+func TestEnvironmentFillsUnsetFlags(t *testing.T) {
+	var cfg serveConfig
+	fs := cli.NewFlagSet("serve", "", "")
+	cfg.registerFlags(fs.FlagSet)
+	env := map[string]string{"FIREHOSE_BATCH_SIZE": "123", "FIREHOSE_POSTGRES_URL": "postgres://db/x", "FIREHOSE_SHARDS": "8"}
+	fs.LookupEnv = func(k string) (string, bool) { v, ok := env[k]; return v, ok }
+	if err := fs.Parse([]string{"--shards", "2"}); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Bridge.BatchSize != 123 || cfg.Postgres != "postgres://db/x" {
+		t.Errorf("environment not applied: batch size %d, postgres %q", cfg.Bridge.BatchSize, cfg.Postgres)
+	}
+	if cfg.Streams.Count != 2 {
+		t.Errorf("flag must win over environment: shards %d", cfg.Streams.Count)
+	}
+}
+
+func TestServeHelpDocumentsEveryFlag(t *testing.T) {
+	var out, errOut bytes.Buffer
+	if code := run(context.Background(), []string{"serve", "--help"}, &out, &errOut); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	help := errOut.String()
+	var cfg serveConfig
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	cfg.registerFlags(fs)
+	fs.VisitAll(func(f *flag.Flag) {
+		if !strings.Contains(help, "--"+f.Name) || !strings.Contains(help, cli.EnvName(f.Name)) {
+			t.Errorf("help does not document --%s and %s", f.Name, cli.EnvName(f.Name))
+		}
+		if f.Usage == "" {
+			t.Errorf("--%s has no usage text", f.Name)
+		}
+	})
+	for _, want := range []string{"--http-addr", "FIREHOSE_HTTP_ADDR", "FIREHOSE_POSTGRES_URL", "FIREHOSE_REDIS_URL", "--batch-age", "--shards", "--high-water", "--log-level"} {
+		if !strings.Contains(help, want) {
+			t.Errorf("help lacks %s", want)
+		}
+	}
+}
+
+func TestUnreachableServicesGiveOneLineErrors(t *testing.T) {
+	dead := freeAddr(t) // nothing listens there
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"redis", []string{"serve", "--redis", "redis://" + dead + "/0"}, "cannot reach Redis at redis://" + dead},
+		{"postgres", []string{"migrate", "--postgres", "postgres://" + dead + "/firehose"}, "cannot reach PostgreSQL at postgres://" + dead},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var out, errOut bytes.Buffer
+			code := run(context.Background(), tc.args, &out, &errOut)
+			msg := strings.TrimSpace(errOut.String())
+			if code != 1 || !strings.Contains(msg, tc.want) || strings.Count(msg, "\n") > 0 {
+				t.Errorf("exit %d, stderr %q; want exit 1 and one line containing %q", code, msg, tc.want)
+			}
+		})
+	}
+}
+
+func TestIntegrationMissingDatabaseSaysHowToCreateIt(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration test")
+	}
+	u := strings.Replace(testenv.PostgresAdminURL(), "/postgres", "/firehose_nonexistent_"+testenv.ID(), 1)
+	var out, errOut bytes.Buffer
+	code := run(context.Background(), []string{"migrate", "--postgres", u}, &out, &errOut)
+	if code != 1 || !strings.Contains(errOut.String(), "does not exist") || !strings.Contains(errOut.String(), "createdb") {
+		t.Errorf("exit %d, stderr %q", code, errOut.String())
+	}
+}
+
+func TestIntegrationMigrateIsIdempotent(t *testing.T) {
+	pgURL := testenv.Postgres(t) // already migrated
+	var out, errOut bytes.Buffer
+	if code := run(context.Background(), []string{"migrate", "--postgres", pgURL}, &out, &errOut); code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut.String())
+	}
+	if !strings.Contains(out.String(), "schema is current") {
+		t.Errorf("second migrate said %q", out.String())
+	}
+}
+
+func TestAPIKeyCommand(t *testing.T) {
+	var out, errOut bytes.Buffer
+	if code := run(context.Background(), []string{"apikey", "gw-1", "pump-1,pump-2"}, &out, &errOut); code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut.String())
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) != 4 || !strings.HasPrefix(strings.TrimSpace(lines[3]), "gw-1 ") || !strings.HasSuffix(lines[3], " pump-1,pump-2") {
+		t.Errorf("unexpected output:\n%s", out.String())
+	}
+	key := strings.TrimSpace(lines[1])
+	if strings.Contains(lines[3], key) {
+		t.Error("the keys-file line contains the key itself, not its hash")
+	}
+}
+
+// TestComposeMatchesBinary checks that compose.yaml only sets environment
+// variables the binary reads and runs a command it has.
+func TestComposeMatchesBinary(t *testing.T) {
+	data, err := os.ReadFile("../../compose.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Services map[string]struct {
+			Build       any               `yaml:"build"`
+			Command     []string          `yaml:"command"`
+			Environment map[string]string `yaml:"environment"`
+		} `yaml:"services"`
+	}
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		t.Fatalf("compose.yaml does not parse: %v", err)
+	}
+	fh, ok := doc.Services["firehose"]
+	if !ok || fh.Build == nil {
+		t.Fatal("compose.yaml has no firehose service built from the Dockerfile")
+	}
+	if len(fh.Command) == 0 || fh.Command[0] != "serve" {
+		t.Errorf("firehose service command %v, want serve", fh.Command)
+	}
+	known := map[string]bool{}
+	var cfg serveConfig
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	cfg.registerFlags(fs)
+	fs.VisitAll(func(f *flag.Flag) { known[cli.EnvName(f.Name)] = true })
+	if len(fh.Environment) == 0 {
+		t.Fatal("firehose service sets no environment")
+	}
+	for k, v := range fh.Environment {
+		if !known[k] {
+			t.Errorf("compose.yaml sets %s, which firehose serve does not read", k)
+			continue
+		}
+		if err := fs.Set(flagOf(fs, k), v); err != nil {
+			t.Errorf("compose.yaml %s=%q: %v", k, v, err)
+		}
+	}
+	for _, want := range []string{"FIREHOSE_POSTGRES_URL", "FIREHOSE_REDIS_URL"} {
+		if _, ok := fh.Environment[want]; !ok {
+			t.Errorf("compose.yaml does not set %s", want)
+		}
+	}
+	if _, err := os.Stat("../../Dockerfile"); err != nil {
+		t.Errorf("compose builds from a Dockerfile: %v", err)
+	}
+}
+
+func flagOf(fs *flag.FlagSet, env string) string {
+	name := ""
+	fs.VisitAll(func(f *flag.Flag) {
+		if cli.EnvName(f.Name) == env {
+			name = f.Name
+		}
+	})
+	return name
+}
+
+// metric reads one sample of a Prometheus text exposition.
+func metric(t *testing.T, url, name string) (float64, bool) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0, false
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, name+" ") {
+			var v float64
+			if _, err := fmt.Sscan(strings.TrimPrefix(line, name+" "), &v); err == nil {
+				return v, true
+			}
+		}
+	}
+	return 0, false
+}
+
+func countRows(t *testing.T, pgURL, query string, args ...any) int {
+	t.Helper()
+	conn, err := pgx.Connect(t.Context(), pgURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	var n int
+	if err := conn.QueryRow(t.Context(), query, args...).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func post(t *testing.T, url, contentType, device, body string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", contentType)
+	if device != "" {
+		req.Header.Set("X-Device-ID", device)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}

@@ -1,0 +1,4 @@
+package ingest
+
+// CheckJSON exposes checkJSON to the tests of package ingest_test.
+var CheckJSON = checkJSON

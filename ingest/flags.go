@@ -1,0 +1,56 @@
+package ingest
+
+import (
+	"flag"
+	"fmt"
+	"time"
+)
+
+// RegisterFlags registers the producer's tuning flags on fs.
+func (c *ProducerConfig) RegisterFlags(fs *flag.FlagSet) {
+	fs.IntVar(&c.Pipelines, "producer-pipelines", 4, "XADD round trips in flight at once; callers arriving meanwhile share the next one (group commit)")
+	fs.IntVar(&c.MaxBatch, "producer-max-batch", 1024, "most entries in one pipelined XADD round trip")
+	fs.IntVar(&c.QueueSize, "producer-queue", 65536, "most readings waiting for Redis before edges answer busy (503 / no ack)")
+	fs.Int64Var(&c.HighWater, "high-water", 1_000_000, "backlog (entries in all streams not yet committed to PostgreSQL) above which edges refuse new readings;\n-1 disables; 1,000,000 small readings take about 100 MB of Redis memory")
+	fs.DurationVar(&c.BacklogInterval, "backlog-interval", 250*time.Millisecond, "how often the backlog is measured")
+}
+
+// Validate checks the configuration for values that cannot work.
+func (c ProducerConfig) Validate() error {
+	switch {
+	case c.Pipelines < 0 || c.Pipelines > 256:
+		return fmt.Errorf("--producer-pipelines %d: want 1 to 256", c.Pipelines)
+	case c.MaxBatch < 0:
+		return fmt.Errorf("--producer-max-batch %d: want a positive number", c.MaxBatch)
+	case c.QueueSize < 0:
+		return fmt.Errorf("--producer-queue %d: want a positive number", c.QueueSize)
+	case c.HighWater < -1:
+		return fmt.Errorf("--high-water %d: want a positive number, or -1 to disable", c.HighWater)
+	}
+	return nil
+}
+
+// RegisterFlags registers the validation limits on fs.
+func (l *Limits) RegisterFlags(fs *flag.FlagSet) {
+	fs.IntVar(&l.MaxDeviceID, "max-device-id-bytes", DefaultLimits.MaxDeviceID, "longest device id accepted, in bytes")
+	fs.IntVar(&l.MaxPayload, "max-payload-bytes", DefaultLimits.MaxPayload, "largest extra-fields JSON of one reading, in bytes")
+	fs.DurationVar(&l.MaxAge, "max-reading-age", DefaultLimits.MaxAge, "oldest measured time accepted, before the time of receipt")
+	fs.DurationVar(&l.MaxSkew, "max-clock-skew", DefaultLimits.MaxSkew, "latest measured time accepted, after the time of receipt (device clocks run fast)")
+}
+
+// RegisterFlags registers the deployment's stream layout on fs.
+func (s *Streams) RegisterFlags(fs *flag.FlagSet) {
+	fs.StringVar(&s.Prefix, "redis-prefix", "firehose", "prefix of every Redis key of the deployment (streams are <prefix>:readings:{N})")
+	fs.IntVar(&s.Count, "shards", 4, "number of shard streams; fixed when the deployment is first started")
+}
+
+// Validate checks the stream layout.
+func (s Streams) Validate() error {
+	if s.Count < 1 || s.Count > 1024 {
+		return fmt.Errorf("--shards %d: want 1 to 1024", s.Count)
+	}
+	if s.Prefix == "" {
+		return fmt.Errorf("--redis-prefix must not be empty")
+	}
+	return nil
+}

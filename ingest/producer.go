@@ -1,0 +1,431 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+)
+
+// Errors of Producer.Add. Each means the readings were not acknowledged and the
+// client should retry later; none of them means the readings are bad.
+var (
+	// ErrBacklogFull: the streams hold more uncommitted entries than the
+	// high-water mark; the bridge is behind.
+	ErrBacklogFull = errors.New("backlog over the high-water mark")
+	// ErrUnavailable: Redis did not confirm the entries (unreachable, timed out
+	// or refused the write). Some of a multi-reading call may have been stored.
+	ErrUnavailable = errors.New("redis unavailable")
+	// ErrOverloaded: more readings wait for Redis than the producer queues.
+	ErrOverloaded = errors.New("producer queue full")
+	// ErrClosed: the producer is shutting down.
+	ErrClosed = errors.New("producer closed")
+)
+
+// ProducerConfig tunes a Producer. Zero fields take the documented defaults.
+type ProducerConfig struct {
+	// Pipelines is how many XADD round trips may be in flight at once. While
+	// one is in flight the next callers queue up and share the next round
+	// trip (group commit). Default 4.
+	Pipelines int
+	// MaxBatch is the most entries one round trip carries. Default 1024.
+	MaxBatch int
+	// QueueSize is the most readings waiting for or in a round trip; past
+	// it Add answers ErrOverloaded. A call of more readings is accepted only
+	// while no other reading waits. Default 65536: at 50,000 readings/s that
+	// is over a second of Redis stall before callers are refused.
+	QueueSize int
+	// HighWater is the backlog (entries in all shard streams, that is readings
+	// not yet committed to PostgreSQL, since the bridge trims what it
+	// committed) above which Add answers ErrBacklogFull. 0 means the default,
+	// 1,000,000 entries (about 100 MB of Redis memory for small readings); -1
+	// disables the check.
+	HighWater int64
+	// BacklogInterval is how often the backlog is measured. Default 250ms.
+	BacklogInterval time.Duration
+	// Timeout bounds one round trip. Default 5s.
+	Timeout time.Duration
+}
+
+func (c ProducerConfig) withDefaults() ProducerConfig {
+	if c.Pipelines <= 0 {
+		c.Pipelines = 4
+	}
+	if c.MaxBatch <= 0 {
+		c.MaxBatch = 1024
+	}
+	if c.QueueSize <= 0 {
+		c.QueueSize = 65536
+	}
+	if c.HighWater == 0 {
+		c.HighWater = 1_000_000
+	}
+	if c.BacklogInterval <= 0 {
+		c.BacklogInterval = 250 * time.Millisecond
+	}
+	if c.Timeout <= 0 {
+		c.Timeout = 5 * time.Second
+	}
+	return c
+}
+
+// Producer writes readings to their shard streams with pipelined XADDs shared
+// by concurrent callers (group commit), and refuses new readings while the
+// backlog is over the high-water mark or Redis is unreachable.
+//
+// Add blocks until Redis has confirmed every entry of the call, or fails; the
+// Producer never retries a failed write itself (the caller did not get an
+// acknowledgement and may resend). A Producer is safe for concurrent use.
+type Producer struct {
+	rdb     redis.UniversalClient
+	streams Streams
+	keys    []string
+	cfg     ProducerConfig
+	log     *slog.Logger
+	m       producerMetrics
+
+	mu     sync.RWMutex // guards closed against sends on queue
+	closed bool
+	queue  chan *call
+	queued atomic.Int64
+
+	backlogFull atomic.Bool
+	redisDown   atomic.Bool
+	backlog     atomic.Int64
+
+	runOnce  sync.Once
+	stopOnce sync.Once
+	done     chan struct{}
+}
+
+// call is one Add waiting for its round trip.
+type call struct {
+	readings []Reading
+	done     chan error // buffered: the writer never blocks on an abandoned call
+}
+
+// NewProducer builds a Producer; Run starts it.
+func NewProducer(rdb redis.UniversalClient, streams Streams, cfg ProducerConfig, logger *slog.Logger, reg prometheus.Registerer) *Producer {
+	cfg = cfg.withDefaults()
+	p := &Producer{
+		rdb:     rdb,
+		streams: streams,
+		keys:    streams.Keys(),
+		cfg:     cfg,
+		log:     logger.With("component", "producer"),
+		queue:   make(chan *call, cfg.QueueSize),
+		done:    make(chan struct{}),
+	}
+	p.m = newProducerMetrics(reg, p)
+	return p
+}
+
+// Run writes queued readings until ctx is done, then refuses new ones, writes
+// what is queued (bounded by the round-trip timeout) and returns. Cancel ctx
+// only after the edges that call Add have stopped.
+func (p *Producer) Run(ctx context.Context) error {
+	started := false
+	p.runOnce.Do(func() { started = true })
+	if !started {
+		return errors.New("producer: Run called twice")
+	}
+	var wg sync.WaitGroup
+	for range p.cfg.Pipelines {
+		wg.Go(p.writer)
+	}
+	pollCtx, stopPoll := context.WithCancel(ctx)
+	var pollWG sync.WaitGroup
+	pollWG.Go(func() { p.pollBacklog(pollCtx) })
+
+	<-ctx.Done()
+	stopPoll()
+	// Refuse new readings before waiting for the poller: its round trip may
+	// hang on a stalled Redis for as long as the client's read timeout.
+	p.close()
+	pollWG.Wait()
+	wg.Wait()
+	close(p.done)
+	return nil
+}
+
+// close stops Add from queueing; writers drain the queue and exit.
+func (p *Producer) close() {
+	p.stopOnce.Do(func() {
+		p.mu.Lock()
+		p.closed = true
+		close(p.queue)
+		p.mu.Unlock()
+	})
+}
+
+// Done is closed when Run has written everything queued and returned.
+func (p *Producer) Done() <-chan struct{} { return p.done }
+
+// Ready reports whether Add would currently accept readings, and if not why.
+func (p *Producer) Ready() error {
+	p.mu.RLock()
+	closed := p.closed
+	p.mu.RUnlock()
+	switch {
+	case closed:
+		return ErrClosed
+	case p.redisDown.Load():
+		return ErrUnavailable
+	case p.backlogFull.Load():
+		return ErrBacklogFull
+	}
+	return nil
+}
+
+// Backlog is the last measured number of entries in all shard streams.
+func (p *Producer) Backlog() int64 { return p.backlog.Load() }
+
+// Add writes rs to their streams and returns nil once Redis has confirmed all
+// of them. The readings must be valid. On error the caller must not
+// acknowledge; with ErrUnavailable part of rs may have been stored. If ctx
+// ends first Add returns ctx.Err() and the write may still happen.
+func (p *Producer) Add(ctx context.Context, rs []Reading) error {
+	if len(rs) == 0 {
+		return nil
+	}
+	c := &call{readings: rs, done: make(chan error, 1)}
+	p.mu.RLock()
+	// Closed first: after shutdown the answer is ErrClosed, whatever the
+	// last state of Redis and the backlog, as Ready says.
+	err := ErrClosed
+	if !p.closed {
+		err = p.admit(len(rs))
+	}
+	if err != nil {
+		p.mu.RUnlock()
+		p.m.refused(err)
+		return err
+	}
+	// Never blocks: admit keeps at most QueueSize calls queued (see there).
+	p.queue <- c
+	p.mu.RUnlock()
+	select {
+	case err := <-c.done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (p *Producer) admit(n int) error {
+	if p.redisDown.Load() {
+		return ErrUnavailable
+	}
+	if p.backlogFull.Load() {
+		return ErrBacklogFull
+	}
+	// Readings queued or in flight stay within QueueSize, so the queue (of
+	// QueueSize calls of at least one reading each) never blocks a sender. A
+	// call of more readings than that is taken only when nothing else
+	// waits, and then it is the only call queued.
+	if q := p.queued.Add(int64(n)); q > int64(p.cfg.QueueSize) && q != int64(n) {
+		p.queued.Add(-int64(n))
+		return ErrOverloaded
+	}
+	return nil
+}
+
+// writer takes every call waiting in the queue (up to MaxBatch entries),
+// writes them in one pipelined round trip, and answers each.
+func (p *Producer) writer() {
+	var batch []*call
+	var buf []byte
+	for c := range p.queue {
+		batch = append(batch[:0], c)
+		n := len(c.readings)
+	fill:
+		for n < p.cfg.MaxBatch {
+			select {
+			case c, ok := <-p.queue:
+				if !ok {
+					break fill
+				}
+				batch = append(batch, c)
+				n += len(c.readings)
+			default:
+				break fill
+			}
+		}
+		buf = p.write(batch, n, buf[:0])
+		p.queued.Add(-int64(n))
+	}
+}
+
+// write sends the batch's XADDs in one pipeline and answers every call.
+func (p *Producer) write(batch []*call, n int, buf []byte) []byte {
+	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.Timeout)
+	defer cancel()
+	pipe := p.rdb.Pipeline()
+	// Encode all bodies into one reused buffer. Each command holds a
+	// full-capped slice of it; when append moves buf to a larger array the
+	// slices taken before keep the old one alive, unchanged.
+	cmds := make([]*redis.StringCmd, 0, n)
+	for _, c := range batch {
+		for i := range c.readings {
+			r := &c.readings[i]
+			start := len(buf)
+			buf = AppendEncode(buf, r)
+			cmd := redis.NewStringCmd(ctx, "xadd", p.keys[p.streams.Shard(r.DeviceID)], "*",
+				FieldVersion, CodecVersion, FieldBody, buf[start:len(buf):len(buf)])
+			_ = pipe.Process(ctx, cmd)
+			cmds = append(cmds, cmd)
+		}
+	}
+	start := time.Now()
+	_, execErr := pipe.Exec(ctx)
+	p.m.roundTrip.Observe(time.Since(start).Seconds())
+	p.m.batchSize.Observe(float64(n))
+
+	if execErr != nil && !isRedisReplyError(execErr) {
+		p.redisDown.Store(true)
+		p.log.Warn("xadd round trip failed", "err", execErr, "entries", n)
+	}
+	k := 0
+	for _, c := range batch {
+		var err error
+		for range c.readings {
+			if e := cmds[k].Err(); e != nil && err == nil {
+				err = fmt.Errorf("%w: xadd: %v", ErrUnavailable, e)
+			}
+			k++
+		}
+		if err != nil {
+			p.m.refused(err)
+		} else {
+			p.m.written.Add(float64(len(c.readings)))
+		}
+		c.done <- err
+	}
+	return buf
+}
+
+// isRedisReplyError tells an error Redis answered (the connection is fine) from
+// a failure to reach Redis.
+func isRedisReplyError(err error) bool {
+	var re redis.Error
+	return errors.As(err, &re) && !errors.Is(err, redis.ErrClosed)
+}
+
+// pollBacklog measures the streams' lengths every BacklogInterval; it sets
+// backlogFull and redisDown, which Add reads without a round trip.
+func (p *Producer) pollBacklog(ctx context.Context) {
+	t := time.NewTicker(p.cfg.BacklogInterval)
+	defer t.Stop()
+	for {
+		p.measureBacklog(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (p *Producer) measureBacklog(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
+	defer cancel()
+	pipe := p.rdb.Pipeline()
+	lens := make([]*redis.IntCmd, len(p.keys))
+	for i, k := range p.keys {
+		lens[i] = pipe.XLen(ctx, k)
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		if ctx.Err() == nil && !p.redisDown.Swap(true) {
+			p.log.Warn("redis unreachable: refusing readings until it answers", "err", err)
+		}
+		return
+	}
+	if p.redisDown.Swap(false) {
+		p.log.Info("redis reachable again: accepting readings")
+	}
+	var total int64
+	for i, c := range lens {
+		total += c.Val()
+		p.m.backlog.WithLabelValues(strconv.Itoa(i)).Set(float64(c.Val()))
+	}
+	p.backlog.Store(total)
+	full := p.cfg.HighWater > 0 && total > p.cfg.HighWater
+	if p.backlogFull.Swap(full) != full {
+		if full {
+			p.log.Warn("backlog over the high-water mark: refusing readings", "backlog", total, "high_water", p.cfg.HighWater)
+		} else {
+			p.log.Info("backlog under the high-water mark: accepting readings", "backlog", total)
+		}
+	}
+}
+
+type producerMetrics struct {
+	roundTrip prometheus.Histogram
+	batchSize prometheus.Histogram
+	written   prometheus.Counter
+	refusals  *prometheus.CounterVec
+	backlog   *prometheus.GaugeVec
+}
+
+func newProducerMetrics(reg prometheus.Registerer, p *Producer) producerMetrics {
+	m := producerMetrics{
+		roundTrip: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "firehose_producer_xadd_duration_seconds",
+			Help:    "Duration of one pipelined XADD round trip, shared by every reading in it.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
+		}),
+		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "firehose_producer_xadd_batch_entries",
+			Help:    "Entries written per pipelined XADD round trip (group commit size).",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 12),
+		}),
+		written: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "firehose_producer_entries_written_total",
+			Help: "Readings Redis confirmed (acknowledgeable).",
+		}),
+		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "firehose_producer_refused_total",
+			Help: "Producer calls refused, by reason (backlog_full, redis_unavailable, overloaded, closed).",
+		}, []string{"reason"}),
+		backlog: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "firehose_stream_backlog_entries",
+			Help: "Entries in a shard stream not yet committed to PostgreSQL (stream length).",
+		}, []string{"shard"}),
+	}
+	queued := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "firehose_producer_queued_readings",
+		Help: "Readings waiting for an XADD round trip.",
+	}, func() float64 { return float64(p.queued.Load()) })
+	reg.MustRegister(m.roundTrip, m.batchSize, m.written, m.refusals, m.backlog, queued)
+	for _, r := range []string{"backlog_full", "redis_unavailable", "overloaded", "closed"} {
+		m.refusals.WithLabelValues(r)
+	}
+	return m
+}
+
+func (m producerMetrics) refused(err error) {
+	m.refusals.WithLabelValues(RefusalReason(err)).Inc()
+}
+
+// RefusalReason names a Producer error as a small enum for metrics and logs:
+// backlog_full, redis_unavailable, overloaded, closed, or other.
+func RefusalReason(err error) string {
+	switch {
+	case errors.Is(err, ErrBacklogFull):
+		return "backlog_full"
+	case errors.Is(err, ErrUnavailable):
+		return "redis_unavailable"
+	case errors.Is(err, ErrOverloaded):
+		return "overloaded"
+	case errors.Is(err, ErrClosed):
+		return "closed"
+	}
+	return "other"
+}

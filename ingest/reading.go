@@ -1,0 +1,173 @@
+package ingest
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"time"
+	"unicode"
+	"unicode/utf8"
+)
+
+// ErrInvalidReading is wrapped by every validation error: a reading that fails
+// validation is refused at the edge and never reaches a stream. Use errors.As
+// with *FieldError to learn which field was wrong.
+var ErrInvalidReading = errors.New("invalid reading")
+
+// Reading is one measurement from one device, as it travels from an edge to
+// PostgreSQL.
+type Reading struct {
+	// DeviceID names the device: 1 to Limits.MaxDeviceID bytes of printable
+	// UTF-8 without spaces or the MQTT topic characters '/', '+' and '#'.
+	DeviceID string
+	// Time is when the device measured the value. The zero Time means "not
+	// given"; Normalize sets it to ReceivedAt.
+	Time time.Time
+	// ReceivedAt is when an edge of firehose received the reading.
+	ReceivedAt time.Time
+	// Value is the numeric reading; it must be finite.
+	Value float64
+	// Payload holds the reading's extra fields as a compact JSON object, or is
+	// nil when there are none.
+	Payload []byte
+}
+
+// Limits bound what a valid reading may hold. The zero value of a field means
+// the default in DefaultLimits.
+type Limits struct {
+	// MaxDeviceID is the longest device id in bytes. Default 128.
+	MaxDeviceID int
+	// MaxPayload is the largest Payload in bytes. Default 16 KiB.
+	MaxPayload int
+	// MaxDepth is the deepest nesting of objects and arrays in Payload.
+	// Default 16.
+	MaxDepth int
+	// MaxAge is how far before ReceivedAt a measured time may lie. Default one
+	// year: devices that buffer offline for longer must be re-provisioned.
+	MaxAge time.Duration
+	// MaxSkew is how far after ReceivedAt a measured time may lie (device
+	// clocks run fast). Default one hour.
+	MaxSkew time.Duration
+}
+
+// DefaultLimits are the limits used where none are configured.
+var DefaultLimits = Limits{
+	MaxDeviceID: 128,
+	MaxPayload:  16 << 10,
+	MaxDepth:    16,
+	MaxAge:      365 * 24 * time.Hour,
+	MaxSkew:     time.Hour,
+}
+
+func (l Limits) withDefaults() Limits {
+	d := DefaultLimits
+	if l.MaxDeviceID > 0 {
+		d.MaxDeviceID = l.MaxDeviceID
+	}
+	if l.MaxPayload > 0 {
+		d.MaxPayload = l.MaxPayload
+	}
+	if l.MaxDepth > 0 {
+		d.MaxDepth = l.MaxDepth
+	}
+	if l.MaxAge > 0 {
+		d.MaxAge = l.MaxAge
+	}
+	if l.MaxSkew > 0 {
+		d.MaxSkew = l.MaxSkew
+	}
+	return d
+}
+
+// FieldError says which field of a reading is wrong and why. It wraps
+// ErrInvalidReading.
+type FieldError struct {
+	// Field is the name of the field as the client spelled it ("device_id",
+	// "reading", "ts", or an extra field's name).
+	Field string
+	// Msg says what is wrong, in words a client can act on.
+	Msg string
+	// Type is a short machine-readable kind ("missing", "type", "range",
+	// "format", "too_long").
+	Type string
+}
+
+func (e *FieldError) Error() string { return e.Field + ": " + e.Msg }
+
+// Unwrap makes errors.Is(err, ErrInvalidReading) true.
+func (e *FieldError) Unwrap() error { return ErrInvalidReading }
+
+func fieldErr(field, typ, format string, args ...any) *FieldError {
+	return &FieldError{Field: field, Type: typ, Msg: fmt.Sprintf(format, args...)}
+}
+
+// Normalize fills what a client may leave out: a zero Time becomes ReceivedAt.
+// Times are kept in UTC.
+func (r *Reading) Normalize() {
+	if r.Time.IsZero() {
+		r.Time = r.ReceivedAt
+	}
+	r.Time = r.Time.UTC()
+	r.ReceivedAt = r.ReceivedAt.UTC()
+}
+
+// Validate checks r against lim (zero fields take their defaults) and returns
+// a *FieldError wrapping ErrInvalidReading for the first problem found. It
+// expects Normalize to have run.
+func (r *Reading) Validate(lim Limits) error {
+	lim = lim.withDefaults()
+	if err := ValidateDeviceID(r.DeviceID, lim.MaxDeviceID); err != nil {
+		return err
+	}
+	if math.IsNaN(r.Value) || math.IsInf(r.Value, 0) {
+		return fieldErr("reading", "range", "must be a finite number")
+	}
+	if r.ReceivedAt.IsZero() {
+		return fieldErr("received_at", "missing", "time of receipt is not set")
+	}
+	if r.Time.Before(r.ReceivedAt.Add(-lim.MaxAge)) {
+		return fieldErr("ts", "range", "%s is more than %s before the time of receipt", r.Time.Format(time.RFC3339), lim.MaxAge)
+	}
+	if r.Time.After(r.ReceivedAt.Add(lim.MaxSkew)) {
+		return fieldErr("ts", "range", "%s is more than %s after the time of receipt", r.Time.Format(time.RFC3339), lim.MaxSkew)
+	}
+	if y := r.Time.Year(); y < 1678 || y > 2261 {
+		// The stream encoding holds Unix nanoseconds in an int64.
+		return fieldErr("ts", "range", "%s is outside the years 1678 to 2261 that can be stored", r.Time.Format(time.RFC3339))
+	}
+	if r.Payload != nil {
+		if len(r.Payload) > lim.MaxPayload {
+			return fieldErr("payload", "too_long", "extra fields take %d bytes, more than the limit of %d", len(r.Payload), lim.MaxPayload)
+		}
+		if err := checkJSON(r.Payload, lim.MaxDepth); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ValidateDeviceID checks a device id: 1 to max bytes of valid UTF-8, no
+// control or space characters, and none of '/', '+', '#' (so that the id is one
+// MQTT topic level). max <= 0 means DefaultLimits.MaxDeviceID.
+func ValidateDeviceID(id string, max int) error {
+	if max <= 0 {
+		max = DefaultLimits.MaxDeviceID
+	}
+	switch {
+	case id == "":
+		return fieldErr("device_id", "missing", "must not be empty")
+	case len(id) > max:
+		return fieldErr("device_id", "too_long", "is %d bytes long, more than the limit of %d", len(id), max)
+	case !utf8.ValidString(id):
+		return fieldErr("device_id", "format", "is not valid UTF-8")
+	}
+	for _, c := range id {
+		switch {
+		case c == '/' || c == '+' || c == '#':
+			return fieldErr("device_id", "format", "must not contain %q (it is one MQTT topic level)", c)
+		case unicode.IsControl(c) || unicode.IsSpace(c) || !unicode.IsPrint(c):
+			return fieldErr("device_id", "format", "must not contain control or space characters (found %U)", c)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,95 @@
+// Package cli parses firehose's command lines: standard library flags, each
+// with an environment twin (--batch-size <-> FIREHOSE_BATCH_SIZE) that fills
+// what the command line did not set, and help that names both.
+//
+//	fs := cli.NewFlagSet("serve", "firehose serve [flags]", "Runs the roles.")
+//	cfg.RegisterFlags(fs.FlagSet)
+//	if err := fs.Parse(args); err != nil { ... } // flag.ErrHelp after --help
+package cli
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+)
+
+// EnvPrefix starts every environment variable firehose reads.
+const EnvPrefix = "FIREHOSE_"
+
+// envOverrides names the environment twins that are not simply the flag's
+// name in upper snake case: connection settings are URLs.
+var envOverrides = map[string]string{
+	"postgres": "FIREHOSE_POSTGRES_URL",
+	"redis":    "FIREHOSE_REDIS_URL",
+}
+
+// EnvName is the environment variable that backs the flag name.
+func EnvName(flagName string) string {
+	if e, ok := envOverrides[flagName]; ok {
+		return e
+	}
+	return EnvPrefix + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// FlagSet is a flag.FlagSet whose Parse also reads the environment.
+type FlagSet struct {
+	*flag.FlagSet
+	usage, about string
+	// LookupEnv reads the environment; tests replace it. Default os.LookupEnv.
+	LookupEnv func(string) (string, bool)
+}
+
+// NewFlagSet makes a FlagSet that returns errors rather than exiting. usage is
+// the synopsis line, about a paragraph printed under it in --help.
+func NewFlagSet(name, usage, about string) *FlagSet {
+	f := &FlagSet{FlagSet: flag.NewFlagSet(name, flag.ContinueOnError), usage: usage, about: about, LookupEnv: os.LookupEnv}
+	f.FlagSet.Usage = func() { f.PrintHelp(f.Output()) }
+	return f
+}
+
+// Parse parses args, then sets every flag the command line left unset from
+// its environment twin, if that is set. A bad value names where it came from.
+func (f *FlagSet) Parse(args []string) error {
+	if err := f.FlagSet.Parse(args); err != nil {
+		return err
+	}
+	set := map[string]bool{}
+	f.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
+	var err error
+	f.VisitAll(func(fl *flag.Flag) {
+		if set[fl.Name] || err != nil {
+			return
+		}
+		env := EnvName(fl.Name)
+		if v, ok := f.LookupEnv(env); ok {
+			if e := f.Set(fl.Name, v); e != nil {
+				err = fmt.Errorf("invalid value %q for %s (the --%s flag): %v", v, env, fl.Name, e)
+			}
+		}
+	})
+	return err
+}
+
+// PrintHelp writes the synopsis and every flag with its default and its
+// environment twin.
+func (f *FlagSet) PrintHelp(w io.Writer) {
+	fmt.Fprintf(w, "Usage: %s\n\n", f.usage)
+	if f.about != "" {
+		fmt.Fprintf(w, "%s\n\n", f.about)
+	}
+	fmt.Fprintf(w, "Flags (each may also be set by the environment variable shown; a flag wins):\n")
+	f.VisitAll(func(fl *flag.Flag) {
+		name, usage := flag.UnquoteUsage(fl)
+		line := "  --" + fl.Name
+		if name != "" {
+			line += " " + name
+		}
+		fmt.Fprintf(w, "%s\n    \t%s", line, strings.ReplaceAll(usage, "\n", "\n    \t"))
+		if fl.DefValue != "" && fl.DefValue != "0" && fl.DefValue != "false" {
+			fmt.Fprintf(w, " (default %s)", fl.DefValue)
+		}
+		fmt.Fprintf(w, "\n    \t[%s]\n", EnvName(fl.Name))
+	})
+}

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# bench-drain.sh — the bridge alone draining a pre-filled backlog into `readings`
+# (with its primary key and (device_id, ts) index), in rows/s.
+#
+#   scripts/bench-drain.sh                     # 1,000,000 readings, 3 rounds
+#   N=300000 ROUNDS=1 EXTRA_FLAGS="--batch-size 2000" scripts/bench-drain.sh
+#
+# Own redis-server on a free loopback port (AOF everysec) and own database
+# firehose_bench, both removed at the end.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+N=${N:-1000000}
+ROUNDS=${ROUNDS:-3}
+SHARDS=${SHARDS:-4}
+EXTRA_FLAGS=${EXTRA_FLAGS:-}
+scripts/services.sh ensure
+go build -o bin/firehose ./cmd/firehose
+go build -o bin/fill ./internal/benchtools/fill
+
+work=$(mktemp -d)
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+RPORT=$(free_port)
+redis-server --port "$RPORT" --bind 127.0.0.1 --dir "$work" --appendonly yes --appendfsync everysec \
+  --save "" --daemonize yes --logfile "$work/redis.log" --pidfile "$work/redis.pid"
+DB=firehose_bench
+PG="postgres://127.0.0.1:5432/$DB?sslmode=disable"
+cleanup() {
+  [ -n "${FH_PID:-}" ] && kill "$FH_PID" 2>/dev/null || true
+  redis-cli -p "$RPORT" shutdown nosave >/dev/null 2>&1 || true
+  psql -h 127.0.0.1 -d postgres -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+rows() { psql -h 127.0.0.1 -d "$DB" -tAc "SELECT count(*) FROM readings"; }
+committed() {
+  curl -sf "http://127.0.0.1:$aport/metrics" 2>/dev/null |
+    awk '$1 == "firehose_bridge_rows_committed_total" { printf "%d", $2; found = 1 } END { if (!found) print 0 }'
+}
+
+echo "| round | readings | shards | drain time | rows/s |"
+echo "|---|---|---|---|---|"
+for round in $(seq 1 "$ROUNDS"); do
+  psql -h 127.0.0.1 -d postgres -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -qc "CREATE DATABASE $DB" >/dev/null
+  bin/firehose migrate --postgres "$PG" >/dev/null
+  redis-cli -p "$RPORT" flushall >/dev/null
+  bin/fill -redis "redis://127.0.0.1:$RPORT/0" -prefix drain -shards "$SHARDS" -n "$N" >&2
+  aport=$(free_port)
+  start=$(date +%s.%N)
+  # shellcheck disable=SC2086
+  bin/firehose serve --roles bridge --postgres "$PG" --redis "redis://127.0.0.1:$RPORT/0" --redis-prefix drain \
+    --shards "$SHARDS" --admin-addr "127.0.0.1:$aport" --log-level warn $EXTRA_FLAGS 2>"$work/firehose.log" & FH_PID=$!
+  # Watch the bridge's own counter: polling count(*) would load PostgreSQL.
+  while [ "$(committed)" -lt "$N" ]; do sleep 0.05; done
+  end=$(date +%s.%N)
+  [ "$(rows)" -eq "$N" ] || echo "rows in readings: $(rows), want $N" >&2
+  kill -TERM "$FH_PID"; wait "$FH_PID" || true; FH_PID=
+  awk -v r="$round" -v n="$N" -v s="$SHARDS" -v a="$start" -v b="$end" \
+    'BEGIN { d = b - a; printf "| %d | %d | %d | %.2fs | %.0f |\n", r, n, s, d, n / d }'
+done
+echo
+echo "machine: $(nproc) cores, $(date -u +%Y-%m-%d); flags: ${EXTRA_FLAGS:-defaults}; Redis AOF everysec"
