@@ -8,7 +8,7 @@ import (
 
 // RegisterFlags registers the producer's tuning flags on fs.
 func (c *ProducerConfig) RegisterFlags(fs *flag.FlagSet) {
-	fs.IntVar(&c.Pipelines, "producer-pipelines", 4, "XADD round trips in flight at once; callers arriving meanwhile share the next one (group commit)")
+	fs.IntVar(&c.Pipelines, "producer-pipelines", 1, "XADD round trips in flight at once; callers arriving meanwhile share the next one (group commit)")
 	fs.IntVar(&c.MaxBatch, "producer-max-batch", 1024, "most entries in one pipelined XADD round trip")
 	fs.IntVar(&c.QueueSize, "producer-queue", 65536, "most readings waiting for Redis before edges answer busy (503 / no ack)")
 	fs.Int64Var(&c.HighWater, "high-water", 1_000_000, "backlog (entries in all streams not yet committed to PostgreSQL) above which edges refuse new readings;\n-1 disables; 1,000,000 small readings take about 100 MB of Redis memory")

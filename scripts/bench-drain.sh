@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # bench-drain.sh — the bridge alone draining a pre-filled backlog into `readings`
-# (with its primary key and (device_id, ts) index), in rows/s.
+# (with its primary key and (device_id, ts) index), in rows/s; and, in the same round,
+# the ceiling: raw pgx CopyFrom of the same number of rows from memory, 2 connections,
+# batches of 5,000, into a fresh `readings`.
 #
 #   scripts/bench-drain.sh                     # 1,000,000 readings, 3 rounds
 #   N=300000 ROUNDS=1 EXTRA_FLAGS="--batch-size 2000" scripts/bench-drain.sh
@@ -17,6 +19,7 @@ EXTRA_FLAGS=${EXTRA_FLAGS:-}
 scripts/services.sh ensure
 go build -o bin/firehose ./cmd/firehose
 go build -o bin/fill ./internal/benchtools/fill
+go build -o bin/copy ./internal/benchtools/copy
 
 work=$(mktemp -d)
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -38,7 +41,7 @@ committed() {
     awk '$1 == "firehose_bridge_rows_committed_total" { printf "%d", $2; found = 1 } END { if (!found) print 0 }'
 }
 
-echo "| round | readings | shards | drain time | rows/s |"
+echo "| round | what | rows | time | rows/s |"
 echo "|---|---|---|---|---|"
 for round in $(seq 1 "$ROUNDS"); do
   psql -h 127.0.0.1 -d postgres -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -qc "CREATE DATABASE $DB" >/dev/null
@@ -56,7 +59,13 @@ for round in $(seq 1 "$ROUNDS"); do
   [ "$(rows)" -eq "$N" ] || echo "rows in readings: $(rows), want $N" >&2
   kill -TERM "$FH_PID"; wait "$FH_PID" || true; FH_PID=
   awk -v r="$round" -v n="$N" -v s="$SHARDS" -v a="$start" -v b="$end" \
-    'BEGIN { d = b - a; printf "| %d | %d | %d | %.2fs | %.0f |\n", r, n, s, d, n / d }'
+    'BEGIN { d = b - a; printf "| %d | bridge drain, %d shards | %d | %.2fs | %.0f |\n", r, s, n, d, n / d }'
+
+  psql -h 127.0.0.1 -d postgres -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -qc "CREATE DATABASE $DB" >/dev/null
+  bin/firehose migrate --postgres "$PG" >/dev/null
+  out=$(bin/copy -postgres "$PG" -n "$N" -conns 2 -batch 5000)
+  echo "$out" >&2
+  awk -v r="$round" -v n="$N" '/copied/ { t = $5; gsub(/[()]/, "", $6); printf "| %d | raw pgx CopyFrom, 2 conns | %d | %s | %s |\n", r, n, t, $6 }' <<<"$out"
 done
 echo
 echo "machine: $(nproc) cores, $(date -u +%Y-%m-%d); flags: ${EXTRA_FLAGS:-defaults}; Redis AOF everysec"

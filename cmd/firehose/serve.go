@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"net/url"
 	"slices"
 	"strings"
@@ -47,6 +48,7 @@ type serveConfig struct {
 	Bridge          bridge.Config
 	HTTP            httpgw.Config
 	AdminAddr       string
+	DebugAddr       string
 	LogLevel        string
 	LogFormat       string
 	ShutdownTimeout time.Duration
@@ -70,6 +72,7 @@ func (c *serveConfig) registerFlags(fs *flag.FlagSet) {
 	c.Bridge.RegisterFlags(fs)
 	c.HTTP.RegisterFlags(fs)
 	fs.StringVar(&c.AdminAddr, "admin-addr", "", "address for /metrics, /livez and /readyz when the httpgw role does not run here (they are on --http-addr when it does)")
+	fs.StringVar(&c.DebugAddr, "debug-addr", "", "address for Go's /debug/pprof profiles (off when empty; bind it to loopback)")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 15*time.Second, "on SIGTERM, the longest to wait for in-flight requests and the final commit")
 }
 
@@ -358,12 +361,46 @@ func startStack(ctx context.Context, cfg *serveConfig, logger *slog.Logger) (*st
 	if st.http != nil {
 		edges = append(edges, startComponent(roleHTTP, st.http.Run))
 	}
+	if cfg.DebugAddr != "" {
+		dbg, err := listenDebug(cfg.DebugAddr, logger)
+		if err != nil {
+			return nil, err
+		}
+		edges = append(edges, startComponent("debug", dbg))
+	}
 	if st.admin != nil {
 		edges = append(edges, startComponent("admin", st.serveAdmin))
 	}
 	st.parts = append(edges, back...)
 	ok = true
 	return st, nil
+}
+
+// listenDebug binds --debug-addr and returns the run function of a server of
+// Go's profiles.
+func listenDebug(addr string, log *slog.Logger) (func(context.Context) error, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %v; choose another with --debug-addr", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	log.Info("pprof listening", "addr", ln.Addr().String())
+	return func(ctx context.Context) error {
+		go func() {
+			<-ctx.Done()
+			srv.Close()
+		}()
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("debug endpoint: %w", err)
+		}
+		return nil
+	}, nil
 }
 
 // listenAdmin binds --admin-addr for processes without the HTTP gateway.

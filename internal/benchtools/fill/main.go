@@ -23,6 +23,7 @@ func main() {
 	shards := flag.Int("shards", 4, "shard count")
 	n := flag.Int("n", 1_000_000, "readings to write")
 	devices := flag.Int("devices", 1000, "distinct device ids")
+	payload := flag.Bool("payload", true, `give each reading extra fields ({"seq": N})`)
 	flag.Parse()
 
 	opt, err := redis.ParseURL(*url)
@@ -46,7 +47,9 @@ func main() {
 				Time:       now,
 				ReceivedAt: now,
 				Value:      float64(done % 1000),
-				Payload:    fmt.Appendf(nil, `{"seq":%d}`, done),
+			}
+			if *payload {
+				r.Payload = fmt.Appendf(nil, `{"seq":%d}`, done)
 			}
 			p.XAdd(ctx, &redis.XAddArgs{Stream: streams.Key(streams.Shard(r.DeviceID)),
 				Values: []any{ingest.FieldVersion, ingest.CodecVersion, ingest.FieldBody, ingest.AppendEncode(nil, &r)}})
