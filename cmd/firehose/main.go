@@ -35,6 +35,7 @@ Usage:
   firehose serve   [flags]          run the roles: httpgw (HTTP gateway) and bridge (Redis -> PostgreSQL)
   firehose migrate [flags]          apply the schema to PostgreSQL and exit
   firehose demo    [flags]          start the stack, send a burst of readings, report what landed, stop
+  firehose simulate [flags]         drive a running firehose with a fleet of fake devices, verify what landed
   firehose apikey  NAME [DEVICES]   make a new API key and the line to add to the --http-api-keys file
   firehose version                  print the version
 
@@ -63,6 +64,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = runMigrate(ctx, rest, stdout, stderr)
 	case "demo":
 		err = runDemo(ctx, rest, stdout, stderr)
+	case "simulate":
+		err = runSimulate(ctx, rest, stdout, stderr)
 	case "apikey":
 		err = runAPIKey(rest, stdout)
 	case "version", "--version":
