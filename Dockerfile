@@ -10,6 +10,6 @@ FROM debian:bookworm-slim
 RUN useradd --system --uid 10001 firehose
 COPY --from=build /out/firehose /usr/local/bin/firehose
 USER firehose
-EXPOSE 8080
+EXPOSE 8080 1883
 ENTRYPOINT ["/usr/local/bin/firehose"]
 CMD ["serve"]

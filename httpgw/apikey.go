@@ -12,12 +12,11 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"os"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"firehose/ingest"
+	"firehose/internal/reload"
 )
 
 // keyPrefix starts every key GenerateKey makes, so a leaked key is easy to
@@ -164,40 +163,39 @@ func forbidden(k *apiKey, device string) *apiError {
 	return refusal(http.StatusForbidden, reasonForbidden, fmt.Sprintf("API key %q may not post for device %q", k.name, device))
 }
 
-// fileStamp identifies a version of a file well enough to notice a change.
-type fileStamp struct {
-	mod  time.Time
-	size int64
-}
-
-// racyWindow: a file modified this shortly before it was read may be
-// modified again with the same timestamp (file systems keep time in coarse
-// ticks), so its content is compared on the next check too, as git does
-// with its index.
-const racyWindow = time.Second
-
-// keyStore holds the current keys and re-reads the file when it changes.
+// keyStore holds the current keys; Run's watcher re-reads the file when it
+// changes, so removing a line revokes a key without a restart.
 type keyStore struct {
-	path        string
-	maxDeviceID int
-	log         *slog.Logger
-	cur         atomic.Pointer[keySet]
-
-	// Only the loader (New, then the watch goroutine) touches these.
-	stamp   fileStamp
-	sum     [sha256.Size]byte // of the content in use
-	racy    bool              // stamp too recent to trust alone
-	lastErr string
+	file *reload.File[keySet]
+	log  *slog.Logger
 }
 
 // newKeyStore loads path; an unreadable or invalid file is an error.
 func newKeyStore(path string, maxDeviceID int, log *slog.Logger) (*keyStore, error) {
-	ks := &keyStore{path: path, maxDeviceID: maxDeviceID, log: log}
-	if _, err := ks.reload(); err != nil {
+	f, err := reload.Load(path, "API key file", func(path string, data []byte) (keySet, error) {
+		return parseKeys(path, data, maxDeviceID)
+	}, log)
+	if err != nil {
 		return nil, err
 	}
-	log.Info("API keys loaded", "file", path, "keys", len(*ks.cur.Load()))
+	ks := &keyStore{file: f, log: log}
+	ks.loaded(f.Get())
 	return ks, nil
+}
+
+func (ks *keyStore) loaded(keys keySet) {
+	ks.log.Info("API keys loaded", "file", ks.file.Path(), "keys", len(keys))
+	if len(keys) == 0 {
+		ks.log.Warn("API key file holds no keys: every request to the readings endpoints is refused", "file", ks.file.Path())
+	}
+}
+
+// lookup returns the key whose hash is the hash of key, or nil.
+func (ks *keyStore) lookup(key string) *apiKey { return ks.file.Get().lookup(key) }
+
+// watch re-reads the key file every interval until ctx ends.
+func (ks *keyStore) watch(ctx context.Context, every time.Duration) {
+	ks.file.Watch(ctx, every, ks.loaded)
 }
 
 // lookup returns the key whose hash is the hash of key, or nil.
@@ -206,72 +204,11 @@ func newKeyStore(path string, maxDeviceID int, log *slog.Logger) (*keyStore, err
 // sent, which tells an attacker nothing about any stored key (finding a key
 // from its hash is a preimage attack); the final comparison is constant-time
 // all the same.
-func (ks *keyStore) lookup(key string) *apiKey {
+func (keys keySet) lookup(key string) *apiKey {
 	d := sha256.Sum256([]byte(key))
-	k := (*ks.cur.Load())[d]
+	k := keys[d]
 	if k == nil || subtle.ConstantTimeCompare(k.digest[:], d[:]) != 1 {
 		return nil
 	}
 	return k
-}
-
-// reload reads the file if its modification time or size changed since the
-// last load (or the last load was racy). It returns whether new keys are in
-// use. On error the previous keys stay in use.
-func (ks *keyStore) reload() (bool, error) {
-	fi, err := os.Stat(ks.path)
-	if err != nil {
-		return false, fmt.Errorf("read API key file: %w", err)
-	}
-	st := fileStamp{mod: fi.ModTime(), size: fi.Size()}
-	loaded := ks.cur.Load() != nil
-	if loaded && st == ks.stamp && !ks.racy {
-		return false, nil
-	}
-	readAt := time.Now()
-	data, err := os.ReadFile(ks.path)
-	if err != nil {
-		return false, fmt.Errorf("read API key file: %w", err)
-	}
-	sum := sha256.Sum256(data)
-	racy := readAt.Sub(st.mod) < racyWindow
-	if loaded && sum == ks.sum {
-		ks.stamp, ks.racy = st, racy
-		return false, nil
-	}
-	keys, err := parseKeys(ks.path, data, ks.maxDeviceID)
-	if err != nil {
-		return false, err
-	}
-	ks.stamp, ks.sum, ks.racy = st, sum, racy
-	ks.cur.Store(&keys)
-	if len(keys) == 0 {
-		ks.log.Warn("API key file holds no keys: every request to the readings endpoints is refused", "file", ks.path)
-	}
-	return true, nil
-}
-
-// watch checks the file every interval until ctx ends. A file that became
-// unreadable or invalid keeps the previous keys; the error is logged once.
-func (ks *keyStore) watch(ctx context.Context, every time.Duration) {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		changed, err := ks.reload()
-		switch {
-		case err != nil:
-			if msg := err.Error(); msg != ks.lastErr {
-				ks.lastErr = msg
-				ks.log.Error("API key file not reloaded: keeping the previous keys", "file", ks.path, "err", err)
-			}
-		case changed:
-			ks.lastErr = ""
-			ks.log.Info("API keys reloaded", "file", ks.path, "keys", len(*ks.cur.Load()))
-		}
-	}
 }

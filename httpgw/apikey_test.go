@@ -1,7 +1,6 @@
 package httpgw
 
 import (
-	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"log/slog"
@@ -67,16 +66,14 @@ func TestParseKeys(t *testing.T) {
 	if len(keys) != 2 {
 		t.Fatalf("%d keys, want 2", len(keys))
 	}
-	ks := &keyStore{}
-	ks.cur.Store(&keys)
-	a, p := ks.lookup("ka"), ks.lookup("kp")
+	a, p := keys.lookup("ka"), keys.lookup("kp")
 	if a == nil || a.name != "gateway-a" || !a.allows("anything") {
 		t.Errorf("gateway-a = %+v", a)
 	}
 	if p == nil || p.name != "pump-7" || !p.allows("pump-8") || p.allows("pump-9") {
 		t.Errorf("pump-7 = %+v", p)
 	}
-	if ks.lookup("kx") != nil || ks.lookup("") != nil {
+	if keys.lookup("kx") != nil || keys.lookup("") != nil {
 		t.Errorf("unknown key found")
 	}
 }
@@ -193,36 +190,4 @@ func TestKeyReload(t *testing.T) {
 		t.Errorf("kept or added key refused after reload")
 	}
 
-}
-
-// TestKeyStoreReload checks the reload step itself, without timing.
-func TestKeyStoreReload(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "keys")
-	writeKeys(t, path, [3]string{"a", "key-a", "*"})
-	ks, err := newKeyStore(path, 0, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if changed, err := ks.reload(); changed || err != nil {
-		t.Errorf("reload of an unchanged file = %v, %v", changed, err)
-	}
-	writeKeys(t, path, [3]string{"b", "key-b", "*"})
-	if changed, err := ks.reload(); !changed || err != nil || ks.lookup("key-a") != nil || ks.lookup("key-b") == nil {
-		t.Errorf("reload after a change = %v, %v", changed, err)
-	}
-	if err := os.WriteFile(path, []byte("broken line\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := ks.reload(); err == nil || !strings.Contains(err.Error(), path+":1:") || ks.lookup("key-b") == nil {
-		t.Errorf("invalid file: err %v; the previous keys must stay", err)
-	}
-	if err := os.Remove(path); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := ks.reload(); err == nil || ks.lookup("key-b") == nil {
-		t.Errorf("removed file: err %v; the previous keys must stay", err)
-	}
-	ctx, cancel := context.WithCancel(t.Context())
-	cancel()
-	ks.watch(ctx, time.Millisecond) // returns at once on an ended context
 }

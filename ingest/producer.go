@@ -108,10 +108,10 @@ type Producer struct {
 	done     chan struct{}
 }
 
-// call is one Add waiting for its round trip.
+// call is one Add waiting for its round trip, or one Enqueue.
 type call struct {
 	readings []Reading
-	done     chan error // buffered: the writer never blocks on an abandoned call
+	done     chan error // buffered: the writer never blocks on an abandoned call; nil for Enqueue
 }
 
 // NewProducer builds a Producer; Run starts it.
@@ -199,12 +199,33 @@ func (p *Producer) Add(ctx context.Context, rs []Reading) error {
 		return nil
 	}
 	c := &call{readings: rs, done: make(chan error, 1)}
+	if err := p.enqueue(c); err != nil {
+		return err
+	}
+	select {
+	case err := <-c.done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Enqueue queues r for the next round trip and returns without waiting for
+// Redis: at most once, for MQTT QoS 0. It refuses, like Add, when the
+// producer would refuse r; a write that fails later is only counted
+// (firehose_producer_refused_total).
+func (p *Producer) Enqueue(r Reading) error {
+	return p.enqueue(&call{readings: []Reading{r}})
+}
+
+// enqueue admits c and puts it in the queue.
+func (p *Producer) enqueue(c *call) error {
 	p.mu.RLock()
 	// Closed first: after shutdown the answer is ErrClosed, whatever the
 	// last state of Redis and the backlog, as Ready says.
 	err := ErrClosed
 	if !p.closed {
-		err = p.admit(len(rs))
+		err = p.admit(len(c.readings))
 	}
 	if err != nil {
 		p.mu.RUnlock()
@@ -214,12 +235,7 @@ func (p *Producer) Add(ctx context.Context, rs []Reading) error {
 	// Never blocks: admit keeps at most QueueSize calls queued (see there).
 	p.queue <- c
 	p.mu.RUnlock()
-	select {
-	case err := <-c.done:
-		return err
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return nil
 }
 
 func (p *Producer) admit(n int) error {
@@ -309,7 +325,9 @@ func (p *Producer) write(batch []*call, n int, buf []byte) []byte {
 		} else {
 			p.m.written.Add(float64(len(c.readings)))
 		}
-		c.done <- err
+		if c.done != nil { // nil: Enqueue, nobody waits
+			c.done <- err
+		}
 	}
 	return buf
 }

@@ -32,6 +32,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		args, stderr, func(c *serveConfig, fs *flag.FlagSet) {
 			c.registerFlags(fs)
 			setDefault(fs, "http-addr", "127.0.0.1:0")
+			setDefault(fs, "mqtt-addr", "127.0.0.1:0")
 			setDefault(fs, "log-level", "warn")
 			fs.IntVar(&dc.Readings, "readings", 20000, "readings to send, half to /readings/fast, half to /v1/readings in arrays of 100")
 			fs.IntVar(&dc.Concurrency, "concurrency", 32, "concurrent HTTP clients")

@@ -1,16 +1,20 @@
-// Command firehose runs the firehose ingest pipeline: the HTTP gateway, the
-// bridge to PostgreSQL, schema migrations and a demo, in one binary.
+// Command firehose runs the firehose ingest pipeline: the MQTT broker, the
+// HTTP gateway, the bridge to PostgreSQL, schema migrations, a demo and the
+// fleet simulator, in one binary.
 //
-//	firehose serve   [flags]   run the roles (default httpgw,bridge)
+//	firehose serve   [flags]   run the roles (default broker,httpgw,bridge)
 //	firehose migrate [flags]   apply the schema and exit
 //	firehose demo    [flags]   run the stack, send a burst, report what landed
 //	firehose apikey  NAME [DEVICES]  make an API key and its keys-file line
+//	firehose mqttpasswd DEVICE       hash a device's password for --mqtt-auth
+//	firehose simulate [flags]  drive a deployment with a simulated fleet
 //	firehose version
 //
 // main only wires: every role lives in its own package.
 package main
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"flag"
@@ -23,20 +27,23 @@ import (
 	"strings"
 	"syscall"
 
+	"firehose/broker"
 	"firehose/httpgw"
+	"firehose/ingest"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "dev"
 
-const usage = `firehose: IoT readings from HTTP (and MQTT) into PostgreSQL, exactly once, through Redis Streams.
+const usage = `firehose: IoT readings from MQTT and HTTP into PostgreSQL, exactly once, through Redis Streams.
 
 Usage:
-  firehose serve   [flags]          run the roles: httpgw (HTTP gateway) and bridge (Redis -> PostgreSQL)
+  firehose serve   [flags]          run the roles: broker (MQTT), httpgw (HTTP gateway), bridge (Redis -> PostgreSQL)
   firehose migrate [flags]          apply the schema to PostgreSQL and exit
   firehose demo    [flags]          start the stack, send a burst of readings, report what landed, stop
   firehose simulate [flags]         drive a running firehose with a fleet of fake devices, verify what landed
   firehose apikey  NAME [DEVICES]   make a new API key and the line to add to the --http-api-keys file
+  firehose mqttpasswd DEVICE        read a device's password on stdin, print its line for the --mqtt-auth file
   firehose version                  print the version
 
 Run "firehose <command> --help" for a command's flags; every flag also reads an
@@ -68,6 +75,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = runSimulate(ctx, rest, stdout, stderr)
 	case "apikey":
 		err = runAPIKey(rest, stdout)
+	case "mqttpasswd":
+		err = runMQTTPasswd(rest, os.Stdin, stdout)
 	case "version", "--version":
 		fmt.Fprintf(stdout, "firehose %s (%s, %s/%s)\n", buildVersion(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
 	case "help", "-h", "--help":
@@ -130,5 +139,24 @@ func runAPIKey(args []string, stdout io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "key (give it to the client; it is not stored anywhere):\n  %s\n", key)
 	fmt.Fprintf(stdout, "line for the --http-api-keys file:\n  %s %s %s\n", name, httpgw.HashKey(key), devices)
+	return nil
+}
+
+func runMQTTPasswd(args []string, stdin io.Reader, stdout io.Writer) error {
+	if len(args) != 1 || strings.HasPrefix(args[0], "-") {
+		return usageError{errors.New("usage: firehose mqttpasswd DEVICE  (the password is read from the first line of stdin)")}
+	}
+	if err := ingest.ValidateDeviceID(args[0], 0); err != nil {
+		return usageError{fmt.Errorf("device id %q: %v", args[0], err)}
+	}
+	line, err := bufio.NewReader(stdin).ReadString('\n')
+	if err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("read password: %w", err)
+	}
+	hash, err := broker.HashPassword(strings.TrimRight(line, "\r\n"))
+	if err != nil {
+		return usageError{err}
+	}
+	fmt.Fprintf(stdout, "%s %s\n", args[0], hash)
 	return nil
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"firehose/bridge"
+	"firehose/broker"
 	"firehose/httpgw"
 	"firehose/ingest"
 	"firehose/internal/cli"
@@ -31,11 +32,12 @@ import (
 
 // Roles firehose serve can run.
 const (
+	roleBroker = "broker"
 	roleHTTP   = "httpgw"
 	roleBridge = "bridge"
 )
 
-var allRoles = []string{roleHTTP, roleBridge}
+var allRoles = []string{roleBroker, roleHTTP, roleBridge}
 
 // serveConfig is everything firehose serve reads from flags and environment.
 type serveConfig struct {
@@ -47,6 +49,7 @@ type serveConfig struct {
 	Producer        ingest.ProducerConfig
 	Bridge          bridge.Config
 	HTTP            httpgw.Config
+	MQTT            broker.Config
 	AdminAddr       string
 	DebugAddr       string
 	LogLevel        string
@@ -71,7 +74,8 @@ func (c *serveConfig) registerFlags(fs *flag.FlagSet) {
 	c.Producer.RegisterFlags(fs)
 	c.Bridge.RegisterFlags(fs)
 	c.HTTP.RegisterFlags(fs)
-	fs.StringVar(&c.AdminAddr, "admin-addr", "", "address for /metrics, /livez and /readyz when the httpgw role does not run here (they are on --http-addr when it does)")
+	c.MQTT.RegisterFlags(fs)
+	fs.StringVar(&c.AdminAddr, "admin-addr", "", "address for /metrics, /livez and /readyz when the httpgw role does not run here\n(they are on --http-addr when it does)")
 	fs.StringVar(&c.DebugAddr, "debug-addr", "", "address for Go's /debug/pprof profiles (off when empty; bind it to loopback)")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 15*time.Second, "on SIGTERM, the longest to wait for in-flight requests and the final commit")
 }
@@ -109,7 +113,15 @@ func (c *serveConfig) validate() error {
 	if c.ShutdownTimeout <= 0 {
 		return fmt.Errorf("--shutdown-timeout %s: want a positive duration", c.ShutdownTimeout)
 	}
-	for _, v := range []interface{ Validate() error }{c.Streams, c.Producer, c.Bridge, c.HTTP} {
+	roles, _ := c.roles()
+	checks := []interface{ Validate() error }{c.Streams, c.Producer, c.Bridge}
+	if slices.Contains(roles, roleHTTP) {
+		checks = append(checks, c.HTTP)
+	}
+	if slices.Contains(roles, roleBroker) {
+		checks = append(checks, c.MQTT)
+	}
+	for _, v := range checks {
 		if err := v.Validate(); err != nil {
 			return err
 		}
@@ -137,6 +149,8 @@ func parseServe(name, synopsis, about string, args []string, stderr io.Writer, r
 	cfg.Bridge.ShutdownTimeout = cfg.ShutdownTimeout
 	cfg.HTTP.Limits = cfg.Limits
 	cfg.HTTP.ShutdownTimeout = cfg.ShutdownTimeout
+	cfg.MQTT.Limits = cfg.Limits
+	cfg.MQTT.ShutdownTimeout = cfg.ShutdownTimeout
 	return &cfg, nil
 }
 
@@ -284,6 +298,7 @@ type stack struct {
 	reg      *prometheus.Registry
 	producer *ingest.Producer
 	http     *httpgw.Server
+	mqtt     *broker.Broker
 	admin    *http.Server
 	adminLn  net.Listener
 	// Components in stop order: edges first, then the producer they feed, then
@@ -330,11 +345,21 @@ func startStack(ctx context.Context, cfg *serveConfig, logger *slog.Logger) (*st
 		"postgres", redactURL(cfg.Postgres), "redis", redactURL(cfg.Redis), "redis_prefix", cfg.Streams.Prefix,
 		"shards", cfg.Streams.Count, "batch_size", cfg.Bridge.BatchSize, "batch_age", cfg.Bridge.BatchAge,
 		"high_water", cfg.Producer.HighWater, "producer_pipelines", cfg.Producer.Pipelines,
-		"api_keys", cfg.HTTP.APIKeysFile != "", "tls", cfg.HTTP.TLSCert != "")
+		"http_api_keys", cfg.HTTP.APIKeysFile != "", "http_tls", cfg.HTTP.TLSCert != "", "mqtt_auth", cfg.MQTT.AuthFile != "")
 
 	var edges, back []*component
-	if has(roleHTTP) {
+	if has(roleHTTP) || has(roleBroker) {
 		st.producer = ingest.NewProducer(st.rdb, cfg.Streams, cfg.Producer, logger, st.reg)
+	}
+	if has(roleBroker) {
+		if st.mqtt, err = broker.New(cfg.MQTT, st.producer, logger, st.reg); err != nil {
+			return nil, fmt.Errorf("mqtt broker: %w", err)
+		}
+		if err := st.mqtt.Listen(); err != nil {
+			return nil, err
+		}
+	}
+	if has(roleHTTP) {
 		dbCheck := func(ctx context.Context) error { return st.pg.Ping(ctx) }
 		if st.http, err = httpgw.New(cfg.HTTP, st.producer, dbCheck, logger, st.reg); err != nil {
 			return nil, fmt.Errorf("http gateway: %w", err)
@@ -360,6 +385,9 @@ func startStack(ctx context.Context, cfg *serveConfig, logger *slog.Logger) (*st
 	}
 	if st.http != nil {
 		edges = append(edges, startComponent(roleHTTP, st.http.Run))
+	}
+	if st.mqtt != nil {
+		edges = append(edges, startComponent(roleBroker, st.mqtt.Run))
 	}
 	if cfg.DebugAddr != "" {
 		dbg, err := listenDebug(cfg.DebugAddr, logger)

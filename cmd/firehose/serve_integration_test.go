@@ -26,7 +26,7 @@ import (
 func stackArgs(t *testing.T, pgURL, prefix, httpAddr string, extra ...string) []string {
 	t.Helper()
 	args := []string{"serve", "--postgres", pgURL, "--redis", testenv.RedisURL(), "--redis-prefix", prefix,
-		"--http-addr", httpAddr, "--log-level", "warn"}
+		"--http-addr", httpAddr, "--mqtt-addr", "127.0.0.1:0", "--log-level", "warn"}
 	return append(args, extra...)
 }
 

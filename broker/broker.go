@@ -1,0 +1,238 @@
+package broker
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net"
+	"sync"
+	"syscall"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// ackGrace is how long the drain waits, after the last in-flight publish was
+// stored, for mochi to write its acknowledgement before clients are
+// disconnected (it writes it right after the hook returns).
+const ackGrace = 100 * time.Millisecond
+
+// credentialsCheckInterval is how often the credentials file is checked for
+// changes.
+const credentialsCheckInterval = 2 * time.Second
+
+// Broker is the embedded MQTT broker; see the package comment.
+type Broker struct {
+	cfg  Config
+	srv  *mqtt.Server
+	hook *hook
+	log  *slog.Logger
+	stop context.CancelFunc // ends hook.ctx after the drain
+
+	mu      sync.Mutex
+	lns     map[string]net.Listener // by listener id: tcp, tls, ws
+	started bool
+}
+
+// New builds the broker from cfg (zero fields take their defaults); it does
+// not listen yet. p stores the readings; reg receives the broker's metrics.
+func New(cfg Config, p Producer, logger *slog.Logger, reg prometheus.Registerer) (*Broker, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	t, _ := parseTopic(cfg.Topic)
+	log := logger.With("component", "broker")
+	ctx, cancel := context.WithCancel(context.Background())
+	h := &hook{
+		topic:  t,
+		p:      p,
+		limits: cfg.Limits,
+		maxKA:  uint16(cfg.MaxKeepAlive / time.Second),
+		log:    log,
+		ctx:    ctx,
+	}
+	if cfg.AuthFile != "" {
+		a, err := newAuthenticator(cfg.AuthFile, log)
+		if err != nil {
+			cancel()
+			return nil, fmt.Errorf("load --mqtt-auth: %w", err)
+		}
+		h.auth = a
+	}
+	caps := mqtt.NewDefaultServerCapabilities()
+	caps.MaximumClients = int64(cfg.MaxClients)
+	caps.MaximumPacketSize = uint32(cfg.MaxPacket)
+	caps.ReceiveMaximum = uint16(cfg.ReceiveMax)
+	caps.MaximumSessionExpiryInterval = uint32(min(cfg.SessionExpiry/time.Second, math.MaxUint32))
+	srv := mqtt.New(&mqtt.Options{
+		Capabilities: caps,
+		// mochi logs per connection and per refused publish (at error
+		// level, with the whole packet): silent unless firehose runs at
+		// debug level. What matters reaches us as errors and metrics.
+		Logger: slog.New(minLevel{h: log.Handler(), min: mochiLevel(log)}).With("component", "mochi"),
+	})
+	h.srv = srv
+	h.m = newMetrics(reg, func() float64 { return float64(srv.Info.ClientsConnected) })
+	if err := srv.AddHook(h, nil); err != nil {
+		cancel()
+		return nil, fmt.Errorf("add broker hook: %w", err)
+	}
+	return &Broker{cfg: cfg, srv: srv, hook: h, log: log, stop: cancel, lns: map[string]net.Listener{}}, nil
+}
+
+// Listen binds every configured listener. A port in use is an error naming
+// the address and the flag to change.
+func (b *Broker) Listen() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.lns) > 0 {
+		return errors.New("broker: already listening")
+	}
+	bind := func(id, addr, flag string, tc *tls.Config) error {
+		if addr == "" {
+			return nil
+		}
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			if errors.Is(err, syscall.EADDRINUSE) {
+				return fmt.Errorf("listen on %s: %w: choose another with %s, or set it empty to turn this listener off", addr, syscall.EADDRINUSE, flag)
+			}
+			return fmt.Errorf("listen on %s (%s): %w", addr, flag, err)
+		}
+		if tc != nil {
+			ln = tls.NewListener(ln, tc)
+		}
+		b.lns[id] = ln
+		return nil
+	}
+	var tc *tls.Config
+	if b.cfg.TLSAddr != "" {
+		cert, err := tls.LoadX509KeyPair(b.cfg.TLSCert, b.cfg.TLSKey)
+		if err != nil {
+			return fmt.Errorf("load MQTT TLS certificate (--mqtt-tls-cert %s, --mqtt-tls-key %s): %w", b.cfg.TLSCert, b.cfg.TLSKey, err)
+		}
+		tc = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
+	}
+	err := errors.Join(
+		bind("tcp", b.cfg.Addr, "--mqtt-addr", nil),
+		bind("tls", b.cfg.TLSAddr, "--mqtt-tls-addr", tc),
+		bind("ws", b.cfg.WSAddr, "--mqtt-ws-addr", nil),
+	)
+	if err == nil {
+		for id, ln := range b.lns {
+			var l listeners.Listener = listeners.NewNet(id, ln)
+			if id == "ws" {
+				l = newWSListener(id, ln)
+			}
+			if err = b.srv.AddListener(l); err != nil {
+				err = fmt.Errorf("add %s listener: %w", id, err)
+				break
+			}
+		}
+	}
+	if err != nil {
+		for _, ln := range b.lns {
+			ln.Close()
+		}
+		clear(b.lns)
+		return err
+	}
+	return nil
+}
+
+// Addr is the bound address of a listener ("tcp", "tls" or "ws"), or nil.
+func (b *Broker) Addr(id string) net.Addr {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if ln, ok := b.lns[id]; ok {
+		return ln.Addr()
+	}
+	return nil
+}
+
+// Run calls Listen if needed, serves until ctx ends, then drains: it refuses
+// new readings and stops accepting connections, waits (up to the shutdown
+// timeout) for in-flight QoS 1/2 publishes to be stored and acknowledged, and
+// disconnects the clients.
+func (b *Broker) Run(ctx context.Context) error {
+	b.mu.Lock()
+	listening, started := len(b.lns) > 0, b.started
+	b.started = true
+	b.mu.Unlock()
+	if started {
+		return errors.New("broker: Run called twice")
+	}
+	if !listening {
+		if err := b.Listen(); err != nil {
+			return err
+		}
+	}
+	if err := b.srv.Serve(); err != nil {
+		return fmt.Errorf("start mqtt server: %w", err)
+	}
+	for id := range b.lns {
+		b.log.Info("mqtt listening", "listener", id, "addr", b.Addr(id).String())
+	}
+	var wg sync.WaitGroup
+	if h := b.hook; h.auth != nil {
+		wg.Go(func() {
+			h.auth.file.Watch(ctx, credentialsCheckInterval, func(c Credentials) {
+				b.log.Info("MQTT device credentials reloaded", "devices", len(c))
+			})
+		})
+	}
+	<-ctx.Done()
+	b.drain()
+	wg.Wait()
+	return nil
+}
+
+func (b *Broker) drain() {
+	h := b.hook
+	h.draining.Store(true)
+	b.mu.Lock()
+	for _, ln := range b.lns {
+		ln.Close() // stop accepting; mochi closes them again, harmlessly
+	}
+	b.mu.Unlock()
+	deadline := time.Now().Add(b.cfg.ShutdownTimeout)
+	for h.inflight.Load() > 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if n := h.inflight.Load(); n > 0 {
+		b.log.Warn("shutdown: publishes still in flight after the shutdown timeout; their devices will resend", "publishes", n)
+	}
+	time.Sleep(ackGrace)
+	b.stop()
+	if err := b.srv.Close(); err != nil {
+		b.log.Warn("close mqtt server", "err", err)
+	}
+}
+
+// minLevel drops records below min: mochi's own logging is per connection.
+type minLevel struct {
+	h   slog.Handler
+	min slog.Level
+}
+
+func (m minLevel) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= m.min && m.h.Enabled(ctx, l)
+}
+func (m minLevel) Handle(ctx context.Context, r slog.Record) error { return m.h.Handle(ctx, r) }
+func (m minLevel) WithAttrs(a []slog.Attr) slog.Handler {
+	return minLevel{h: m.h.WithAttrs(a), min: m.min}
+}
+func (m minLevel) WithGroup(n string) slog.Handler { return minLevel{h: m.h.WithGroup(n), min: m.min} }
+
+func mochiLevel(log *slog.Logger) slog.Level {
+	if log.Enabled(context.Background(), slog.LevelDebug) {
+		return slog.LevelDebug
+	}
+	return slog.LevelError + 4
+}

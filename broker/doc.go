@@ -1,0 +1,19 @@
+// Package broker is firehose's embedded MQTT broker: devices publish readings
+// to it over MQTT 3.1.1 or 5, and it acknowledges a QoS 1 or 2 reading only
+// once the reading is durable in Redis.
+//
+// It is a mochi-mqtt server with a hook. Publishes to the readings topic
+// (devices/{device_id}/readings by default) are decoded, validated and handed
+// to the shared ingest Producer before mochi writes the PUBACK or PUBREC;
+// concurrent publishes of many devices share XADD round trips (group
+// commit). Refusals use MQTT 5 reason codes (0x99 payload format invalid, 0x87
+// not authorized, 0x97 quota exceeded); an MQTT 3.1.1 device gets no
+// acknowledgement for a transient refusal and resends. Every other topic is
+// ordinary publish/subscribe, and readings are also delivered to subscribers
+// (a dashboard may subscribe to devices/+/readings).
+//
+//	b, err := broker.New(cfg, producer, logger, registry)
+//	if err != nil { ... }
+//	if err := b.Listen(); err != nil { ... } // port in use: a clear error
+//	err = b.Run(ctx)                          // until ctx ends, then drains
+package broker
