@@ -9,6 +9,7 @@ import (
 	"math"
 	"net"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -78,7 +79,8 @@ func New(cfg Config, p Producer, logger *slog.Logger, reg prometheus.Registerer)
 		Logger: slog.New(minLevel{h: log.Handler(), min: mochiLevel(log)}).With("component", "mochi"),
 	})
 	h.srv = srv
-	h.m = newMetrics(reg, func() float64 { return float64(srv.Info.ClientsConnected) })
+	// mochi updates the count atomically; a plain read races with connects.
+	h.m = newMetrics(reg, func() float64 { return float64(atomic.LoadInt64(&srv.Info.ClientsConnected)) })
 	if err := srv.AddHook(h, nil); err != nil {
 		cancel()
 		return nil, fmt.Errorf("add broker hook: %w", err)

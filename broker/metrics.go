@@ -15,7 +15,7 @@ func newMetrics(reg prometheus.Registerer, clients func() float64) *metrics {
 	m := &metrics{
 		publishes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "firehose_mqtt_publishes_total",
-			Help: "PUBLISH packets received on the readings topic, by QoS.",
+			Help: "PUBLISH packets on the readings topic past the ACL check, by QoS (ACL refusals count in firehose_mqtt_readings_refused_total{reason=\"not_authorized\"}).",
 		}, []string{"qos"}),
 		accepted: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "firehose_mqtt_readings_accepted_total",
