@@ -6,7 +6,7 @@ VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 # Fuzz time per target in `make test` (short); `make fuzz` runs longer.
 FUZZTIME ?= 5s
 
-.PHONY: all build demo test unit vet fuzz services bench clean
+.PHONY: all build demo test unit vet fuzz services browser bench clean
 
 all: build
 
@@ -24,9 +24,14 @@ demo: services build
 
 # Everything CI runs: formatting, vet, the whole test suite with the race detector
 # (integration tests against the real PostgreSQL and Redis), and short fuzz runs.
-test: services vet
+test: services browser vet
 	$(GO) test -race -count=1 -timeout 15m ./...
 	scripts/fuzz.sh $(FUZZTIME)
+
+# Best effort: Debian's Chromium for the test that renders the simulator's HTML report
+# (installed when absent and running as root on Debian; otherwise that test skips).
+browser:
+	scripts/browser.sh ensure
 
 vet:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
@@ -39,6 +44,11 @@ unit:
 
 fuzz:
 	scripts/fuzz.sh 60s
+
+# The standard load scenarios with firehose simulate against a fresh stack (its own Redis
+# and database), printed as a markdown table for BENCHMARKS.md. DURATION=10s for short.
+bench: build
+	scripts/bench.sh
 
 clean:
 	rm -rf bin

@@ -1,0 +1,304 @@
+package simulator
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// Protocols a fleet can speak.
+const (
+	ProtocolHTTP  = "http"
+	ProtocolMQTT  = "mqtt"
+	ProtocolMixed = "mixed" // even-numbered devices over MQTT, odd-numbered over HTTP
+)
+
+// HTTP endpoints the HTTP devices post to.
+const (
+	EndpointFast = "fast" // POST /readings/fast, the seed's shape, one reading a request
+	EndpointV1   = "v1"   // POST /v1/readings, a JSON array of --batch readings
+)
+
+// Limits that keep a run bounded: load goes to the target's machine, and
+// every device is a goroutine (and, over MQTT, a connection).
+const (
+	maxDevices     = 100_000
+	maxBatch       = 10_000
+	maxExtraFields = 32
+	maxRunID       = 24
+)
+
+// Config is what a run does and where it sends. Zero values are not useful:
+// start from DefaultConfig (or RegisterFlags, which applies the same
+// defaults).
+type Config struct {
+	// HTTP is the gateway's base URL, http:// or https://. Default
+	// http://127.0.0.1:8080. Used when Protocol is http or mixed.
+	HTTP string
+	// MQTT is the broker's URL: tcp:// (or mqtt://) or ssl:// (tls://,
+	// mqtts://). Default tcp://127.0.0.1:1883. Used when Protocol is mqtt or
+	// mixed.
+	MQTT string
+	// Postgres is the URL of the database the deployment writes to, for the
+	// verification. Empty skips verification (the report then proves
+	// nothing about landing). Default postgres://localhost:5432/firehose,
+	// as firehose serve.
+	Postgres string
+	// Metrics is the URL of the target's Prometheus /metrics, scraped each
+	// second for the stream backlog. Default <HTTP>/metrics when the fleet
+	// uses HTTP, else none; "off" disables.
+	Metrics string
+
+	// CAFile is a PEM file of CA certificates trusted for https:// and
+	// ssl:// targets, in addition to the system's. Default none.
+	CAFile string
+	// InsecureSkipVerify accepts any server certificate (self-signed test
+	// deployments only). Default false.
+	InsecureSkipVerify bool
+	// APIKey is sent as "Authorization: Bearer <key>" on every HTTP request.
+	// Default none.
+	APIKey string
+	// MQTTPassword is every device's MQTT password (the username is the
+	// device id). Default none.
+	MQTTPassword string
+	// MQTTPasswordFile holds "device password" lines; a line for device "*"
+	// is the password of devices without a line of their own. Overrides
+	// MQTTPassword for the devices it names.
+	MQTTPasswordFile string
+	// MQTTTopic is the publish topic; {device_id} is replaced by the
+	// device's id. Default devices/{device_id}/readings.
+	MQTTTopic string
+
+	// Devices is the fleet's size. Default 100.
+	Devices int
+	// Protocol is http, mqtt or mixed. Default http.
+	Protocol string
+	// Endpoint is the HTTP endpoint: fast (/readings/fast) or v1
+	// (/v1/readings). Default v1.
+	Endpoint string
+	// Batch is the readings per /v1/readings request. A device's first
+	// request carries 1 to Batch readings (by its index) so that the
+	// fleet's uploads are spread evenly over time. Default 1.
+	Batch int
+	// QoS is the MQTT quality of service: 0, 1 or 2. Default 1.
+	QoS int
+	// Rate is the fleet's total target rate in readings per second (open
+	// loop); 0 is closed loop: each device sends its next reading as soon as
+	// the previous one was answered. Default 1000.
+	Rate float64
+	// Ramp is how long the open-loop rate takes to rise linearly from 0 to
+	// Rate. Default 0 (full rate at once).
+	Ramp time.Duration
+	// Duration is how long the fleet sends. Default 10s.
+	Duration time.Duration
+	// Concurrency caps the HTTP requests in flight across the fleet. Default
+	// 0: one per HTTP device, at most 256.
+	Concurrency int
+	// ExtraFields adds this many extra fields (rssi, temp_c, ...) to each
+	// /v1/readings and MQTT reading. Default 0.
+	ExtraFields int
+	// MaxAttempts bounds the attempts to send one HTTP request or one MQTT
+	// publish that got no acknowledgement. Default 5.
+	MaxAttempts int
+	// Timeout is the longest to wait for one answer (HTTP response,
+	// PUBACK/PUBCOMP) and for an MQTT connection. Default 10s.
+	Timeout time.Duration
+	// LandTimeout bounds the wait, after sending, for the acknowledged
+	// readings to land in PostgreSQL. Default 60s.
+	LandTimeout time.Duration
+	// RunID names the run; devices are sim-<RunID>-<n>. Lower-case letters
+	// and digits, at most 24. Default: 8 random hex digits. A run refuses
+	// to start when rows of its devices already exist.
+	RunID string
+	// ConnectParallel is how many MQTT devices connect at once before the
+	// run starts. Default 64.
+	ConnectParallel int
+
+	// BeforeVerify, when set, runs after landing and before verification.
+	// Tests use it to make a target lossy; it has no flag.
+	BeforeVerify func() error
+}
+
+// DefaultConfig is the configuration with every default applied.
+func DefaultConfig() Config {
+	var c Config
+	fs := flag.NewFlagSet("simulate", flag.ContinueOnError)
+	c.RegisterFlags(fs)
+	return c
+}
+
+// RegisterFlags registers the run's flags on fs, with their defaults.
+func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	fs.StringVar(&c.HTTP, "http", "http://127.0.0.1:8080", "base URL of the HTTP gateway (http:// or https://)")
+	fs.StringVar(&c.MQTT, "mqtt", "tcp://127.0.0.1:1883", "URL of the MQTT broker: tcp:// or ssl:// (also mqtt://, tls://, mqtts://)")
+	fs.StringVar(&c.Postgres, "postgres", "postgres://localhost:5432/firehose", "PostgreSQL URL of the deployment's database, to verify what landed; empty skips verification")
+	fs.StringVar(&c.Metrics, "metrics", "", "URL of the target's Prometheus metrics, scraped each second for the stream backlog (default <http>/metrics when the fleet uses HTTP; off to disable)")
+	fs.StringVar(&c.CAFile, "ca-file", "", "PEM file of CA certificates to trust for https:// and ssl:// targets")
+	fs.BoolVar(&c.InsecureSkipVerify, "insecure-skip-verify", false, "accept any TLS certificate (self-signed test deployments only)")
+	fs.StringVar(&c.APIKey, "api-key", "", "API key sent as Authorization: Bearer on every HTTP request")
+	fs.StringVar(&c.MQTTPassword, "mqtt-password", "", "MQTT password of every device (the username is the device id)")
+	fs.StringVar(&c.MQTTPasswordFile, "mqtt-password-file", "", "file of 'device password' lines (device * for the rest); overrides --mqtt-password")
+	fs.StringVar(&c.MQTTTopic, "mqtt-topic", "devices/{device_id}/readings", "MQTT topic template; {device_id} is replaced by the device's id")
+	fs.IntVar(&c.Devices, "devices", 100, "fake devices in the fleet, each sim-<run id>-<n>")
+	fs.StringVar(&c.Protocol, "protocol", ProtocolHTTP, "http, mqtt, or mixed (even devices over MQTT, odd over HTTP)")
+	fs.StringVar(&c.Endpoint, "endpoint", EndpointV1, "HTTP endpoint: fast (/readings/fast, the seed's shape) or v1 (/v1/readings)")
+	fs.IntVar(&c.Batch, "batch", 1, "readings per /v1/readings request (a JSON array)")
+	fs.IntVar(&c.QoS, "qos", 1, "MQTT quality of service: 0 (at most once), 1 or 2")
+	fs.Float64Var(&c.Rate, "rate", 1000, "total target rate of the fleet, readings/s (open loop); 0 for closed loop (send on each ack)")
+	fs.DurationVar(&c.Ramp, "ramp", 0, "time for the open-loop rate to rise linearly from 0 to --rate")
+	fs.DurationVar(&c.Duration, "duration", 10*time.Second, "how long the fleet sends")
+	fs.IntVar(&c.Concurrency, "concurrency", 0, "most HTTP requests in flight across the fleet (0: one per HTTP device, at most 256)")
+	fs.IntVar(&c.ExtraFields, "extra-fields", 0, "extra fields in each /v1/readings and MQTT reading (rssi, temp_c, humidity, ...)")
+	fs.IntVar(&c.MaxAttempts, "max-attempts", 5, "attempts to send a reading that got no acknowledgement (503, transport error, no PUBACK)")
+	fs.DurationVar(&c.Timeout, "timeout", 10*time.Second, "longest wait for one HTTP answer, PUBACK/PUBCOMP or MQTT connection")
+	fs.DurationVar(&c.LandTimeout, "land-timeout", 60*time.Second, "longest wait after sending for acknowledged readings to land in PostgreSQL")
+	fs.StringVar(&c.RunID, "run-id", "", "name of the run, in every device id (default: random); lower-case letters and digits")
+	fs.IntVar(&c.ConnectParallel, "connect-parallel", 64, "MQTT devices connecting at once before the run starts")
+}
+
+// Validate checks c and fills what is derived from other settings (the run
+// id, the metrics URL).
+func (c *Config) Validate() error {
+	switch c.Protocol {
+	case ProtocolHTTP, ProtocolMQTT, ProtocolMixed:
+	default:
+		return fmt.Errorf("--protocol %q: want http, mqtt or mixed", c.Protocol)
+	}
+	if c.Devices < 1 || c.Devices > maxDevices {
+		return fmt.Errorf("--devices %d: want 1 to %d", c.Devices, maxDevices)
+	}
+	if c.Protocol == ProtocolMixed && c.Devices < 2 {
+		return errors.New("--protocol mixed needs at least 2 devices")
+	}
+	if c.usesHTTP() {
+		if err := checkURL("--http", c.HTTP, "http", "https"); err != nil {
+			return err
+		}
+		switch c.Endpoint {
+		case EndpointFast:
+			if c.Batch != 1 {
+				return fmt.Errorf("--batch %d: /readings/fast takes one reading a request; use --endpoint v1", c.Batch)
+			}
+		case EndpointV1:
+		default:
+			return fmt.Errorf("--endpoint %q: want fast or v1", c.Endpoint)
+		}
+	}
+	if c.usesMQTT() {
+		if err := checkURL("--mqtt", c.MQTT, "tcp", "mqtt", "ssl", "tls", "mqtts"); err != nil {
+			return err
+		}
+		if c.QoS < 0 || c.QoS > 2 {
+			return fmt.Errorf("--qos %d: want 0, 1 or 2", c.QoS)
+		}
+		if !strings.Contains(c.MQTTTopic, "{device_id}") {
+			return fmt.Errorf("--mqtt-topic %q: must contain {device_id} (firehose takes the device from the topic)", c.MQTTTopic)
+		}
+		if strings.ContainsAny(c.MQTTTopic, "+#") {
+			return fmt.Errorf("--mqtt-topic %q: wildcards + and # are not allowed in a publish topic", c.MQTTTopic)
+		}
+	}
+	if c.Batch < 1 || c.Batch > maxBatch {
+		return fmt.Errorf("--batch %d: want 1 to %d", c.Batch, maxBatch)
+	}
+	if c.Rate < 0 || c.Rate > 10_000_000 {
+		return fmt.Errorf("--rate %g: want 0 (closed loop) to 10000000 readings/s", c.Rate)
+	}
+	if c.Ramp < 0 {
+		return fmt.Errorf("--ramp %s: want 0 or more", c.Ramp)
+	}
+	if c.Duration <= 0 {
+		return fmt.Errorf("--duration %s: want a positive duration", c.Duration)
+	}
+	if c.Concurrency < 0 {
+		return fmt.Errorf("--concurrency %d: want 0 (automatic) or more", c.Concurrency)
+	}
+	if c.ExtraFields < 0 || c.ExtraFields > maxExtraFields {
+		return fmt.Errorf("--extra-fields %d: want 0 to %d", c.ExtraFields, maxExtraFields)
+	}
+	if c.MaxAttempts < 1 || c.MaxAttempts > 100 {
+		return fmt.Errorf("--max-attempts %d: want 1 to 100", c.MaxAttempts)
+	}
+	if c.Timeout <= 0 {
+		return fmt.Errorf("--timeout %s: want a positive duration", c.Timeout)
+	}
+	if c.LandTimeout < 0 {
+		return fmt.Errorf("--land-timeout %s: want 0 or more", c.LandTimeout)
+	}
+	if c.ConnectParallel < 1 {
+		return fmt.Errorf("--connect-parallel %d: want 1 or more", c.ConnectParallel)
+	}
+	if c.RunID == "" {
+		b := make([]byte, 4)
+		_, _ = rand.Read(b)
+		c.RunID = hex.EncodeToString(b)
+	}
+	if len(c.RunID) > maxRunID || strings.Trim(c.RunID, "abcdefghijklmnopqrstuvwxyz0123456789") != "" {
+		return fmt.Errorf("--run-id %q: want 1 to %d lower-case letters and digits", c.RunID, maxRunID)
+	}
+	if c.Postgres != "" {
+		if _, err := url.Parse(c.Postgres); err != nil {
+			return fmt.Errorf("--postgres: %v", err)
+		}
+	}
+	switch {
+	case c.Metrics == "off":
+	case c.Metrics == "" && c.usesHTTP():
+		c.Metrics = strings.TrimSuffix(c.HTTP, "/") + "/metrics"
+	case c.Metrics != "":
+		if err := checkURL("--metrics", c.Metrics, "http", "https"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (c *Config) usesHTTP() bool { return c.Protocol == ProtocolHTTP || c.Protocol == ProtocolMixed }
+func (c *Config) usesMQTT() bool { return c.Protocol == ProtocolMQTT || c.Protocol == ProtocolMixed }
+
+// deviceUsesMQTT says which protocol device idx (0-based) speaks.
+func (c *Config) deviceUsesMQTT(idx int) bool {
+	switch c.Protocol {
+	case ProtocolMQTT:
+		return true
+	case ProtocolMixed:
+		return (idx+1)%2 == 0 // devices sim-<run>-2, -4, ...
+	}
+	return false
+}
+
+// DevicePrefix is what every device id of the run starts with.
+func (c *Config) DevicePrefix() string { return "sim-" + c.RunID + "-" }
+
+func checkURL(flagName, raw string, schemes ...string) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return fmt.Errorf("%s %q: %v", flagName, raw, err)
+	}
+	for _, s := range schemes {
+		if u.Scheme == s {
+			if u.Host == "" {
+				return fmt.Errorf("%s %q: no host", flagName, raw)
+			}
+			return nil
+		}
+	}
+	return fmt.Errorf("%s %q: want a %s:// URL", flagName, raw, strings.Join(schemes, ":// or "))
+}
+
+// redact hides a password in a URL for the report.
+func redact(raw string) string {
+	if raw == "" {
+		return ""
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparseable URL)"
+	}
+	return u.Redacted()
+}

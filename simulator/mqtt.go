@@ -1,0 +1,317 @@
+package simulator
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+	"github.com/eclipse/paho.mqtt.golang/packets"
+)
+
+// mqttDevice is a device's connection to the broker.
+type mqttDevice struct {
+	client mqtt.Client
+	topic  string
+	timer  *time.Timer // reused for every publish's timeout
+}
+
+// mqttPasswords is who logs in with what: per device, else the default.
+type mqttPasswords struct {
+	byDevice map[string]string
+	fallback string
+}
+
+func (p mqttPasswords) of(device string) string {
+	if pw, ok := p.byDevice[device]; ok {
+		return pw
+	}
+	return p.fallback
+}
+
+// loadPasswords reads "device password" lines ('#' starts a comment); a line
+// for device "*" is the password of the devices without their own.
+func loadPasswords(shared, file string) (mqttPasswords, error) {
+	p := mqttPasswords{fallback: shared}
+	if file == "" {
+		return p, nil
+	}
+	f, err := os.Open(file)
+	if err != nil {
+		return p, fmt.Errorf("--mqtt-password-file: %w", err)
+	}
+	defer f.Close()
+	p.byDevice = map[string]string{}
+	sc := bufio.NewScanner(f)
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		dev, pw, ok := strings.Cut(line, " ")
+		pw = strings.TrimSpace(pw)
+		if !ok || pw == "" {
+			return p, fmt.Errorf("--mqtt-password-file %s line %d: want 'device password'", file, n)
+		}
+		if dev == "*" {
+			p.fallback = pw
+		} else {
+			p.byDevice[dev] = pw
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return p, fmt.Errorf("--mqtt-password-file %s: %w", file, err)
+	}
+	return p, nil
+}
+
+// connectMQTT connects every MQTT device of the fleet, ConnectParallel at a
+// time, before the clock starts. Each device has its own connection, client
+// id and username (its id). At QoS 1 and 2 the session is persistent
+// (CleanSession false), so after a lost connection the client resends what
+// was in flight; it reconnects on its own, as a device does. A device that
+// cannot connect fails the run: the fleet would not be the one asked for.
+func (f *fleet) connectMQTT(ctx context.Context, tlsConf *tls.Config) error {
+	pws, err := loadPasswords(f.cfg.MQTTPassword, f.cfg.MQTTPasswordFile)
+	if err != nil {
+		return err
+	}
+	var (
+		wg       sync.WaitGroup
+		sem      = make(chan struct{}, f.cfg.ConnectParallel)
+		failed   atomic.Int64
+		firstErr error
+		once     sync.Once
+	)
+	for _, d := range f.devices {
+		if !d.mqtt {
+			continue
+		}
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			md, err := f.dialMQTT(d, pws.of(d.id), tlsConf)
+			if err != nil {
+				failed.Add(1)
+				once.Do(func() { firstErr = err })
+				return
+			}
+			f.mqtt[d.idx] = md
+		})
+	}
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		f.disconnectMQTT()
+		return fmt.Errorf("connect MQTT devices: %w", err)
+	}
+	if n := failed.Load(); n > 0 {
+		f.disconnectMQTT()
+		return fmt.Errorf("%d of %d MQTT devices could not connect to %s; the first: %w", n, f.mqttDevices, redact(f.cfg.MQTT), firstErr)
+	}
+	return nil
+}
+
+func (f *fleet) dialMQTT(d *device, password string, tlsConf *tls.Config) (*mqttDevice, error) {
+	opts := mqtt.NewClientOptions().
+		AddBroker(f.cfg.MQTT).
+		SetClientID(d.id).
+		SetUsername(d.id).
+		SetProtocolVersion(4). // MQTT 3.1.1
+		SetCleanSession(f.cfg.QoS == 0).
+		SetAutoReconnect(true).
+		SetConnectRetry(false).
+		SetConnectTimeout(f.cfg.Timeout).
+		SetMaxReconnectInterval(2 * time.Second).
+		SetKeepAlive(30 * time.Second).
+		SetPingTimeout(f.cfg.Timeout).
+		SetWriteTimeout(f.cfg.Timeout).
+		SetOrderMatters(false).
+		SetStore(&resumeStore{MemoryStore: mqtt.NewMemoryStore(), d: d}).
+		SetConnectionLostHandler(func(mqtt.Client, error) { f.c.reconnects.Add(1) }).
+		SetReconnectingHandler(func(mqtt.Client, *mqtt.ClientOptions) { d.epoch.Add(1) })
+	if password != "" {
+		opts.SetPassword(password)
+	}
+	if tlsConf != nil {
+		opts.SetTLSConfig(tlsConf)
+	}
+	cl := mqtt.NewClient(opts)
+	tok := cl.Connect()
+	if !tok.WaitTimeout(f.cfg.Timeout + time.Second) {
+		cl.Disconnect(0)
+		return nil, fmt.Errorf("connect %s: no CONNACK within %s", d.id, f.cfg.Timeout)
+	}
+	if err := tok.Error(); err != nil {
+		return nil, fmt.Errorf("connect %s: %w", d.id, err)
+	}
+	return &mqttDevice{
+		client: cl,
+		topic:  strings.ReplaceAll(f.cfg.MQTTTopic, "{device_id}", d.id),
+		timer:  stoppedTimer(),
+	}, nil
+}
+
+// resumeStore is paho's memory store of in-flight packets with two changes
+// for a device that must tell acknowledgements from paho's bookkeeping.
+//
+// After a reconnect paho resends what its store holds (resume), and hands
+// each resent PUBLISH a new token, completing the original one at once,
+// successfully, before any PUBACK (messageIds.claimID). resume starts by
+// listing the store (All): All moves the device's epoch on, so a publish
+// whose token resume may complete always sees the epoch change and is not
+// counted as acknowledged. (A publish stored after the listing is not
+// resent by that resume, and its token completes only on its PUBACK.)
+//
+// resume also sets the DUP flag on the stored packet while the same packet
+// may still be being written by the connection's writer, a data race
+// (eclipse-paho/paho.mqtt.golang#703): Get hands out a copy of a PUBLISH.
+type resumeStore struct {
+	*mqtt.MemoryStore
+	d *device
+}
+
+func (s *resumeStore) All() []string {
+	s.d.epoch.Add(1)
+	return s.MemoryStore.All()
+}
+
+func (s *resumeStore) Get(key string) packets.ControlPacket {
+	p := s.MemoryStore.Get(key)
+	if pub, ok := p.(*packets.PublishPacket); ok {
+		cp := *pub
+		return &cp
+	}
+	return p
+}
+
+// disconnectMQTT closes every connection, in parallel: each waits up to
+// 250 ms for its last packets.
+func (f *fleet) disconnectMQTT() {
+	var wg sync.WaitGroup
+	for i, md := range f.mqtt {
+		if md == nil {
+			continue
+		}
+		f.mqtt[i] = nil
+		wg.Go(func() { md.client.Disconnect(250) })
+	}
+	wg.Wait()
+}
+
+var errPublishTimeout = errors.New("no PUBACK/PUBCOMP in time")
+
+// publish sends reading r of d and waits for its acknowledgement (PUBACK at
+// QoS 1, PUBCOMP at QoS 2; at QoS 0 until the client wrote it). A publish
+// the client refuses (not connected, its queue full) is resent, up to
+// MaxAttempts. A publish without an acknowledgement within Timeout is left to
+// the client, which resends it after a reconnect: the device moves on and
+// the reading counts as unacknowledged and possibly resent.
+//
+// A publish whose connection was lost while it was in flight (the device's
+// epoch moved, see resumeStore) is neither counted acknowledged nor failed:
+// paho resends it from its store after reconnecting and completes the
+// original token right then, without waiting for the broker's PUBACK. So
+// that token's success proves nothing; the reading counts as unconfirmed and
+// possibly resent (if it lands, it landed without an acknowledgement; if
+// not, no promise was broken).
+// Latency runs from intended.
+func (f *fleet) publish(ctx context.Context, d *device, md *mqttDevice, r reading, intended time.Time) {
+	d.mark(r.seq, 1, flagSent)
+	f.c.sent.Add(1)
+	qos := byte(f.cfg.QoS)
+	if qos == 0 {
+		d.mark(r.seq, 1, flagQoS0)
+		f.c.qos0.Add(1)
+		if !md.client.IsConnectionOpen() {
+			// The client drops QoS 0 messages while reconnecting; say so.
+			f.c.offline.Add(1)
+			return
+		}
+		// At QoS 0 the client is done with the payload once written: the
+		// device's buffer is reused.
+		d.buf = appendMQTT(d.buf[:0], r, f.cfg.ExtraFields)
+	}
+	payload := d.buf
+	backoff := firstBackoff
+	for attempt := 1; ; attempt++ {
+		if attempt > 1 {
+			d.mark(r.seq, 1, flagResent)
+		}
+		if qos > 0 {
+			// The client keeps a QoS 1/2 payload in its store until it
+			// stops resending it, which we cannot see: a fresh one each
+			// time.
+			payload = appendMQTT(make([]byte, 0, 128+24*f.cfg.ExtraFields), r, f.cfg.ExtraFields)
+		}
+		epoch := d.epoch.Load()
+		tok := md.client.Publish(md.topic, qos, false, payload)
+		f.c.requests.Add(1)
+		md.timer.Reset(f.cfg.Timeout)
+		var err error
+		select {
+		case <-tok.Done():
+			err = tok.Error()
+		case <-md.timer.C:
+			err = errPublishTimeout
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+		stopTimer(md.timer)
+		reconnected := d.epoch.Load() != epoch
+		if reconnected {
+			d.mark(r.seq, 1, flagResent)
+		}
+		switch {
+		case err == nil && qos == 0:
+			f.lat.record(d.idx, time.Since(intended))
+			return
+		case err == nil && reconnected:
+			f.c.unconfirmed.Add(1)
+			return
+		case err == nil:
+			d.mark(r.seq, 1, flagAcked)
+			f.c.acked.Add(1)
+			if d.flags[r.seq-1]&flagResent != 0 {
+				f.c.ackedResent.Add(1)
+			}
+			f.lat.record(d.idx, time.Since(intended))
+			return
+		}
+		f.c.errors.Add(1)
+		f.noteError(err)
+		if qos > 0 && (errors.Is(err, errPublishTimeout) || ctx.Err() != nil) {
+			// Left in flight: the client resends it after a reconnect.
+			d.mark(r.seq, 1, flagResent)
+			f.c.givenUp.Add(1)
+			return
+		}
+		if qos == 0 || attempt >= f.cfg.MaxAttempts || !sleep(ctx, backoff) {
+			f.c.givenUp.Add(1)
+			return
+		}
+		backoff = min(2*backoff, maxBackoff)
+	}
+}
+
+func stoppedTimer() *time.Timer {
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	return t
+}
+
+// stopTimer stops t so that it can be Reset (Go 1.23+ timers need no
+// draining).
+func stopTimer(t *time.Timer) { t.Stop() }

@@ -1,0 +1,527 @@
+package simulator
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// ReportVersion is the version of report.json's layout; it changes when a
+// field changes meaning or goes away (new fields do not change it).
+const ReportVersion = 1
+
+// Report is everything a run measured and found: the numbers of the summary
+// table, the time series and the latency histogram. It is report.json.
+type Report struct {
+	Version      int    `json:"version"`
+	RunID        string `json:"run_id"`
+	DevicePrefix string `json:"device_prefix"` // every device id starts with it
+	// Started is when the fleet started sending; SendEnded when the last
+	// device stopped.
+	Started     time.Time `json:"started"`
+	SendEnded   time.Time `json:"send_ended"`
+	Interrupted bool      `json:"interrupted"` // stopped early (Ctrl-C)
+	Config      RunConfig `json:"config"`
+	Send        Send      `json:"send"`
+	// AckLatency runs from a request's or publish's intended send time to
+	// its acknowledgement (HTTP 200, PUBACK, PUBCOMP; at QoS 0 until the
+	// client wrote it), resends included: one sample per request or publish.
+	AckLatency Latency `json:"ack_latency"`
+	// Landing is nil when the run was not verified (no --postgres).
+	Landing *Landing `json:"landing"`
+	// OK is true when nothing that was acknowledged is missing or
+	// duplicated (and something was acknowledged); Failures says what
+	// failed otherwise.
+	OK        bool     `json:"ok"`
+	Failures  []string `json:"failures"`
+	Series    []Sample `json:"series"`
+	Histogram []Bucket `json:"ack_latency_histogram"`
+}
+
+// RunConfig is the run's shape as the report shows it (URLs without
+// passwords).
+type RunConfig struct {
+	Protocol    string  `json:"protocol"`
+	Endpoint    string  `json:"endpoint,omitempty"`
+	Batch       int     `json:"batch,omitempty"`
+	QoS         int     `json:"qos,omitempty"`
+	Devices     int     `json:"devices"`
+	HTTPDevices int     `json:"http_devices"`
+	MQTTDevices int     `json:"mqtt_devices"`
+	Loop        string  `json:"loop"` // open or closed
+	RatePerS    float64 `json:"rate_per_s"`
+	RampS       float64 `json:"ramp_s"`
+	DurationS   float64 `json:"duration_s"`
+	Concurrency int     `json:"concurrency,omitempty"` // HTTP requests in flight at most
+	ExtraFields int     `json:"extra_fields"`
+	MaxAttempts int     `json:"max_attempts"`
+	TimeoutS    float64 `json:"timeout_s"`
+	HTTP        string  `json:"http,omitempty"`
+	MQTT        string  `json:"mqtt,omitempty"`
+	Postgres    string  `json:"postgres,omitempty"`
+	Metrics     string  `json:"metrics,omitempty"`
+}
+
+// Send is what the fleet sent and what came back.
+type Send struct {
+	// Scheduled is, in open loop, the readings due before the end (those
+	// not sent by then are late: the target or this machine could not keep
+	// up); 0 in closed loop.
+	Scheduled int64 `json:"scheduled"`
+	// Sent counts readings sent at least once; Requests the HTTP requests
+	// and MQTT publishes, resends included.
+	Sent     int64 `json:"sent"`
+	Requests int64 `json:"requests"`
+	// Acked counts readings acknowledged; AckedAfterResend those among them
+	// sent (or possibly sent) more than once.
+	Acked            int64 `json:"acked"`
+	AckedAfterResend int64 `json:"acked_after_resend"`
+	// Refused counts 503 answers (each followed by a resend), Errors
+	// transport errors, 5xx and MQTT publish failures; Rejected readings
+	// refused for good (4xx), by answer in RejectedBy; GivenUp readings
+	// without an acknowledgement after every attempt.
+	Refused    int64            `json:"refused"`
+	Errors     int64            `json:"errors"`
+	Rejected   int64            `json:"rejected"`
+	RejectedBy map[string]int64 `json:"rejected_by,omitempty"`
+	GivenUp    int64            `json:"given_up"`
+	FirstError string           `json:"first_error,omitempty"`
+	// QoS0 counts readings published at QoS 0; QoS0Offline those the
+	// device dropped because it was reconnecting. Reconnects counts MQTT
+	// connections lost.
+	QoS0        int64 `json:"qos0"`
+	QoS0Offline int64 `json:"qos0_offline"`
+	Reconnects  int64 `json:"reconnects"`
+	// Unconfirmed counts MQTT QoS 1/2 readings whose connection was lost
+	// while they were in flight: the client resent them after reconnecting
+	// and reported them done without showing a PUBACK, so they count as
+	// neither acknowledged nor failed.
+	Unconfirmed int64 `json:"unconfirmed"`
+	// SendS is the time from the first send to the last answer; the rates
+	// are over it.
+	SendS     float64 `json:"send_s"`
+	SentPerS  float64 `json:"sent_per_s"`
+	AckedPerS float64 `json:"acked_per_s"`
+	// ClientCPUCores is the CPU the simulator itself used while sending,
+	// in cores (CPU seconds per second), of ClientCores on its machine:
+	// near ClientCores, the load generator limited the run, not the target.
+	ClientCPUCores float64 `json:"client_cpu_cores"`
+	ClientCores    int     `json:"client_cores"`
+}
+
+// Landing is what the verification found in PostgreSQL for the run's
+// devices.
+type Landing struct {
+	// WaitedS is the time from the end of sending to the end of the landing
+	// wait; TimedOut says the wait hit --land-timeout.
+	WaitedS  float64 `json:"waited_s"`
+	TimedOut bool    `json:"timed_out"`
+	// Rows is the run's rows; Readings the distinct (device, seq) among them.
+	Rows     int64 `json:"rows"`
+	Readings int64 `json:"readings"`
+	// Missing: acknowledged, not landed (a failure).
+	Missing       int64 `json:"missing"`
+	MissingSample []Ref `json:"missing_sample,omitempty"`
+	// DupOnceAcked: extra rows of readings acknowledged on their first and
+	// only attempt (a failure).
+	DupOnceAcked       int64 `json:"dup_once_acked"`
+	DupOnceAckedSample []Ref `json:"dup_once_acked_sample,omitempty"`
+	// DupAfterResend: extra rows of readings sent more than once after an
+	// attempt without an acknowledgement (allowed).
+	DupAfterResend int64 `json:"dup_after_resend"`
+	// LandedWithoutAck: readings that landed though their acknowledgement
+	// never came (allowed: it was lost).
+	LandedWithoutAck int64 `json:"landed_without_ack"`
+	// Unexpected: rows of the run's devices for readings the fleet never
+	// sent (a failure).
+	Unexpected int64 `json:"unexpected"`
+	// QoS 0 readings: at most once, their loss is no failure.
+	QoS0Sent   int64 `json:"qos0_sent"`
+	QoS0Landed int64 `json:"qos0_landed"`
+	QoS0Lost   int64 `json:"qos0_lost"`
+	// End-to-end latency of the run's rows from PostgreSQL: receipt at the
+	// edge (received_at) to commit (committed_at), and the device's
+	// measurement (ts) to commit. HasCommitTimes is false when the table
+	// has no committed_at.
+	HasCommitTimes   bool    `json:"has_commit_times"`
+	ReceiptToCommit  Latency `json:"receipt_to_commit"`
+	MeasuredToCommit Latency `json:"measured_to_commit"`
+}
+
+func (l *Landing) fromTally(t *tally) {
+	l.Rows, l.Readings = t.rows, t.readings
+	l.Missing, l.MissingSample = t.missing, t.missingRefs
+	l.DupOnceAcked, l.DupOnceAckedSample = t.dupOnce, t.dupOnceRefs
+	l.DupAfterResend, l.LandedWithoutAck, l.Unexpected = t.dupResent, t.landedUnacked, t.unexpected
+	l.QoS0Sent, l.QoS0Landed, l.QoS0Lost = t.qos0Sent, t.qos0Landed, t.qos0Lost
+}
+
+// report assembles the run's report; the sampler has stopped.
+func (f *fleet) report(sendEnd time.Time, interrupted bool, land *Landing) *Report {
+	cfg := f.cfg
+	r := &Report{
+		Version: ReportVersion, RunID: cfg.RunID, DevicePrefix: cfg.DevicePrefix(),
+		Started: f.start.UTC(), SendEnded: sendEnd.UTC(), Interrupted: interrupted,
+		Config: RunConfig{
+			Protocol: cfg.Protocol, Devices: cfg.Devices, HTTPDevices: f.httpDevices, MQTTDevices: f.mqttDevices,
+			Loop: "closed", RatePerS: cfg.Rate, RampS: cfg.Ramp.Seconds(), DurationS: cfg.Duration.Seconds(),
+			ExtraFields: cfg.ExtraFields, MaxAttempts: cfg.MaxAttempts, TimeoutS: cfg.Timeout.Seconds(),
+			Postgres: redact(cfg.Postgres),
+		},
+		Landing:   land,
+		Series:    f.series,
+		Histogram: buckets(f.totalLatency(), 10),
+	}
+	if f.open {
+		r.Config.Loop = "open"
+	}
+	if cfg.Metrics != "off" {
+		r.Config.Metrics = redact(cfg.Metrics)
+	}
+	if f.httpDevices > 0 {
+		r.Config.HTTP, r.Config.Endpoint, r.Config.Batch, r.Config.Concurrency = redact(cfg.HTTP), cfg.Endpoint, cfg.Batch, f.httpInFlight()
+	}
+	if f.mqttDevices > 0 {
+		r.Config.MQTT, r.Config.QoS = redact(cfg.MQTT), cfg.QoS
+	}
+	c := &f.c
+	sendS := max(sendEnd.Sub(f.start).Seconds(), 1e-3)
+	r.Send = Send{
+		Sent: c.sent.Load(), Requests: c.requests.Load(), Acked: c.acked.Load(), AckedAfterResend: c.ackedResent.Load(),
+		Refused: c.refused.Load(), Errors: c.errors.Load(), Rejected: c.rejected.Load(), RejectedBy: c.rejectionsCopy(),
+		GivenUp: c.givenUp.Load(), FirstError: f.firstErr,
+		QoS0: c.qos0.Load(), QoS0Offline: c.offline.Load(), Reconnects: c.reconnects.Load(), Unconfirmed: c.unconfirmed.Load(),
+		SendS: round3(sendS),
+	}
+	r.Send.ClientCPUCores, r.Send.ClientCores = round3(f.cpu.Seconds()/sendS), runtime.NumCPU()
+	r.Send.SentPerS = round3(float64(r.Send.Sent) / sendS)
+	r.Send.AckedPerS = round3(float64(r.Send.Acked) / sendS)
+	if f.open {
+		r.Send.Scheduled = f.sched.Due(min(sendEnd.Sub(f.start), cfg.Duration))
+	}
+	r.AckLatency = summarize(f.totalLatency())
+	r.Failures = r.failures()
+	r.OK = len(r.Failures) == 0
+	return r
+}
+
+// failures lists what makes the run fail.
+func (r *Report) failures() []string {
+	var out []string
+	if r.Send.Sent == 0 {
+		out = append(out, "nothing was sent")
+	} else if r.Send.Acked == 0 && r.Send.QoS0 < r.Send.Sent {
+		out = append(out, "nothing was acknowledged")
+	}
+	if l := r.Landing; l != nil {
+		if l.Missing > 0 {
+			out = append(out, fmt.Sprintf("%d acknowledged readings are missing (%s)", l.Missing, refs(l.MissingSample, l.Missing)))
+		}
+		if l.DupOnceAcked > 0 {
+			out = append(out, fmt.Sprintf("%d duplicate rows of readings acknowledged on their first and only attempt (%s)", l.DupOnceAcked, refs(l.DupOnceAckedSample, l.DupOnceAcked)))
+		}
+		if l.Unexpected > 0 {
+			out = append(out, fmt.Sprintf("%d rows of the run's devices are readings the fleet never sent", l.Unexpected))
+		}
+	}
+	return out
+}
+
+func refs(rs []Ref, total int64) string {
+	s := make([]string, 0, len(rs))
+	for _, r := range rs {
+		s = append(s, r.String())
+	}
+	out := "e.g. " + strings.Join(s, ", ")
+	if int64(len(rs)) < total {
+		out += ", ..."
+	}
+	return out
+}
+
+// Verdict is the run's one-line conclusion.
+func (r *Report) Verdict() string {
+	switch {
+	case !r.OK:
+		return "FAILED: " + strings.Join(r.Failures, "; ")
+	case r.Landing == nil:
+		return "NOT VERIFIED: no --postgres, so nothing was checked in PostgreSQL."
+	case r.Send.Acked == 0:
+		return fmt.Sprintf("OK: QoS 0, at most once: %d of %d readings landed, none twice.", r.Landing.QoS0Landed, r.Landing.QoS0Sent)
+	}
+	return "OK: every acknowledged reading landed exactly once."
+}
+
+// WriteJSON writes the report as indented JSON.
+func (r *Report) WriteJSON(w io.Writer) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(r); err != nil {
+		return fmt.Errorf("encode report: %w", err)
+	}
+	return nil
+}
+
+// WriteFiles writes report.json and report.html into dir, creating it.
+func (r *Report) WriteFiles(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("report directory: %w", err)
+	}
+	for name, write := range map[string]func(io.Writer) error{"report.json": r.WriteJSON, "report.html": r.WriteHTML} {
+		if err := writeFile(filepath.Join(dir, name), write); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func writeFile(path string, write func(io.Writer) error) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := write(f); err != nil {
+		f.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}
+
+// row is one line of the summary table, shared by the text and the HTML.
+type row struct {
+	section string // starts a section when not empty
+	label   string
+	value   string
+	note    string
+	status  string // "bad", "good" or ""
+}
+
+// Title describes the run in a line.
+func (r *Report) Title() string {
+	c := r.Config
+	var what string
+	switch c.Protocol {
+	case ProtocolHTTP:
+		what = "HTTP " + r.endpointText()
+	case ProtocolMQTT:
+		what = fmt.Sprintf("MQTT QoS %d", c.QoS)
+	default:
+		what = fmt.Sprintf("MQTT QoS %d and HTTP %s", c.QoS, r.endpointText())
+	}
+	load := "closed loop"
+	if c.Loop == "open" {
+		load = "open loop at " + count(int64(c.RatePerS)) + " readings/s"
+		if c.RampS > 0 {
+			load += fmt.Sprintf(" (ramp %s)", durText(c.RampS))
+		}
+	}
+	return fmt.Sprintf("run %s: %s devices over %s, %s, %s", r.RunID, count(int64(c.Devices)), what, load, durText(c.DurationS))
+}
+
+func (r *Report) endpointText() string {
+	if r.Config.Endpoint == EndpointFast {
+		return "POST /readings/fast"
+	}
+	if r.Config.Batch > 1 {
+		return fmt.Sprintf("POST /v1/readings, %d readings a request", r.Config.Batch)
+	}
+	return "POST /v1/readings"
+}
+
+func (r *Report) rows() []row {
+	s, c := r.Send, r.Config
+	var rows []row
+	add := func(label, value, note, status string) {
+		rows = append(rows, row{label: label, value: value, note: note, status: status})
+	}
+	section := func(name string) { rows = append(rows, row{section: name}) }
+	section("sending")
+	add("devices", fmt.Sprintf("%s-1 .. %s%d", r.DevicePrefix[:len(r.DevicePrefix)-1], r.DevicePrefix, c.Devices), devicesNote(c), "")
+	if s.Scheduled > 0 {
+		note := "due within the run (open loop)"
+		if late := s.Scheduled - s.Sent; late > 0 {
+			note = fmt.Sprintf("%s late: not sent within 1s after the end (the target or this machine fell behind)", count(late))
+		}
+		add("scheduled", count(s.Scheduled)+" readings", note, "")
+	}
+	add("sent", count(s.Sent)+" readings", fmt.Sprintf("%s requests/publishes, %s/s over %s", count(s.Requests), count(int64(s.SentPerS)), durText(s.SendS)), "")
+	if s.QoS0 < s.Sent {
+		add("acknowledged", count(s.Acked)+" readings", fmt.Sprintf("%s/s; %s of them after a resend", count(int64(s.AckedPerS)), count(s.AckedAfterResend)), "")
+	}
+	if s.QoS0 > 0 {
+		note := "at most once: no acknowledgement"
+		if s.QoS0Offline > 0 {
+			note += fmt.Sprintf("; %s dropped while reconnecting", count(s.QoS0Offline))
+		}
+		add("published at QoS 0", count(s.QoS0)+" readings", note, "")
+	}
+	add("refused (503)", count(s.Refused)+" answers", "each followed by a resend after Retry-After", "")
+	errNote := "transport errors, 5xx, publish failures; followed by a resend"
+	if s.FirstError != "" {
+		errNote = "first: " + clip(s.FirstError, 120)
+	}
+	add("errors", count(s.Errors), errNote, "")
+	if s.Rejected > 0 {
+		add("rejected (4xx)", count(s.Rejected)+" readings", rejectedNote(s.RejectedBy), "bad")
+	}
+	add("given up", count(s.GivenUp)+" readings", fmt.Sprintf("no acknowledgement after %d attempts or by the end", c.MaxAttempts), "")
+	if s.Reconnects > 0 {
+		add("MQTT reconnects", count(s.Reconnects), "connections lost and re-made by the devices", "")
+	}
+	if s.Unconfirmed > 0 {
+		add("unconfirmed (MQTT)", count(s.Unconfirmed)+" readings", "in flight when the connection was lost: resent by the client, outcome unseen", "")
+	}
+	l := r.AckLatency
+	latLabel := "ack latency"
+	if s.QoS0 == s.Sent {
+		latLabel = "publish latency"
+	}
+	add(latLabel, latencyText(l), fmt.Sprintf("from the intended send time, %s samples", count(l.Count)), "")
+	if s.ClientCPUCores > 0 {
+		note := "this simulator while sending"
+		if s.ClientCPUCores > 0.75*float64(s.ClientCores) {
+			note += ": near all the machine's cores, so the load generator may have limited the run"
+		}
+		add("simulator CPU", fmt.Sprintf("%.2f of %d cores", s.ClientCPUCores, s.ClientCores), note, "")
+	}
+
+	section("landing (PostgreSQL)")
+	land := r.Landing
+	if land == nil {
+		add("verified", "no", "run without --postgres: nothing was checked", "bad")
+		return rows
+	}
+	wait := fmt.Sprintf("within %s after sending ended", durText(land.WaitedS))
+	if land.TimedOut {
+		wait = fmt.Sprintf("still short after --land-timeout (%s)", durText(land.WaitedS))
+	}
+	add("landed", count(land.Rows)+" rows", fmt.Sprintf("%s distinct readings, %s", count(land.Readings), wait), "")
+	if s.QoS0 < s.Sent {
+		add("missing", count(land.Missing), "acknowledged but not in PostgreSQL", goodBad(land.Missing == 0))
+		add("duplicates, acked once", count(land.DupOnceAcked), "extra rows of readings acknowledged on their only attempt", goodBad(land.DupOnceAcked == 0))
+		add("duplicates after resend", count(land.DupAfterResend), "allowed: resent after an attempt without an acknowledgement", "")
+		add("landed without an ack", count(land.LandedWithoutAck), "allowed: stored, but the acknowledgement was lost", "")
+	}
+	if land.Unexpected > 0 {
+		add("never sent", count(land.Unexpected), "rows of the run's devices the fleet did not send", "bad")
+	}
+	if land.QoS0Sent > 0 {
+		add("QoS 0 landed", fmt.Sprintf("%s of %s", count(land.QoS0Landed), count(land.QoS0Sent)),
+			fmt.Sprintf("%s (%s lost: at most once, not a failure)", percent(land.QoS0Landed, land.QoS0Sent), count(land.QoS0Lost)), "")
+	}
+	if land.HasCommitTimes {
+		add("receipt -> commit", latencyText(land.ReceiptToCommit), "end to end in the pipeline: received_at to committed_at", "")
+		add("measured -> commit", latencyText(land.MeasuredToCommit), "device's ts to committed_at", "")
+	}
+	return rows
+}
+
+func devicesNote(c RunConfig) string {
+	switch {
+	case c.MQTTDevices > 0 && c.HTTPDevices > 0:
+		return fmt.Sprintf("%d over MQTT (even), %d over HTTP (odd)", c.MQTTDevices, c.HTTPDevices)
+	case c.HTTPDevices > 0:
+		return fmt.Sprintf("at most %d HTTP requests in flight", c.Concurrency)
+	}
+	return "one MQTT connection each"
+}
+
+func rejectedNote(by map[string]int64) string {
+	keys := make([]string, 0, len(by))
+	for k := range by {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	parts := make([]string, 0, len(keys))
+	for _, k := range keys {
+		parts = append(parts, fmt.Sprintf("%s: %s", k, count(by[k])))
+	}
+	return "not resent; " + strings.Join(parts, ", ")
+}
+
+func goodBad(ok bool) string {
+	if ok {
+		return "good"
+	}
+	return "bad"
+}
+
+func latencyText(l Latency) string {
+	if l.Count == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("p50 %s  p90 %s  p99 %s  p99.9 %s  max %s",
+		formatMs(l.P50Ms), formatMs(l.P90Ms), formatMs(l.P99Ms), formatMs(l.P999Ms), formatMs(l.MaxMs))
+}
+
+// WriteSummary prints the summary table and the verdict.
+func (r *Report) WriteSummary(w io.Writer) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "firehose simulate, %s\n", r.Title())
+	if r.Interrupted {
+		b.WriteString("(interrupted: sending stopped early)\n")
+	}
+	for _, rw := range r.rows() {
+		if rw.section != "" {
+			fmt.Fprintf(&b, "\n%s\n", rw.section)
+			continue
+		}
+		line := fmt.Sprintf("  %-26s %-22s", rw.label, rw.value)
+		if len(rw.value) > 22 {
+			line = fmt.Sprintf("  %-26s %s ", rw.label, rw.value)
+		}
+		if rw.note != "" {
+			line += " " + rw.note
+		}
+		b.WriteString(strings.TrimRight(line, " ") + "\n")
+	}
+	fmt.Fprintf(&b, "\n%s\n", r.Verdict())
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// count prints n with thousands separators.
+func count(n int64) string {
+	s := strconv.FormatInt(n, 10)
+	neg := strings.HasPrefix(s, "-")
+	s = strings.TrimPrefix(s, "-")
+	var b strings.Builder
+	for i, c := range s {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(c)
+	}
+	if neg {
+		return "-" + b.String()
+	}
+	return b.String()
+}
+
+func percent(a, b int64) string {
+	if b == 0 {
+		return "-"
+	}
+	return strconv.FormatFloat(100*float64(a)/float64(b), 'f', 2, 64) + " %"
+}
+
+func durText(s float64) string {
+	return (time.Duration(s * float64(time.Second))).Round(time.Millisecond).String()
+}
+
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
+}
