@@ -24,12 +24,18 @@ const (
 //	{"device_id": "pump-7", "reading": 21.5, "ts": "2026-11-28T08:00:00Z", "battery": 97}
 //
 // "reading" is required and must be a JSON number; "ts" is optional RFC 3339;
-// every other field is kept in r.Payload. If r.DeviceID is already set (the
-// MQTT topic named the device) a "device_id" in the object must equal it;
-// otherwise "device_id" is required. An unpaired UTF-16 surrogate escape in
-// the device id or in a field name is refused (encoding/json would turn it
-// into U+FFFD). ParseObject does not set ReceivedAt and does not call
-// Validate. Errors are *FieldError wrapping ErrInvalidReading.
+// every other field is kept in r.Payload, a JSON object of those members in
+// the sender's order, each value compacted (jsonb orders keys itself). If
+// r.DeviceID is already set (the MQTT topic named the device) a "device_id"
+// in the object must equal it; otherwise "device_id" is required. An
+// unpaired UTF-16 surrogate escape in the device id is refused (decoding it
+// would turn it into U+FFFD); in other fields Validate refuses it. When a
+// field appears twice the last one counts. ParseObject does not set
+// ReceivedAt and does not call Validate. Errors are *FieldError wrapping
+// ErrInvalidReading.
+//
+// It walks the object's members in place rather than decoding into a map:
+// readings arrive by the tens of thousands a second.
 func ParseObject(data []byte, r *Reading) error {
 	if !utf8.Valid(data) {
 		return fieldErr("body", "format", "is not valid UTF-8")
@@ -38,20 +44,43 @@ func ParseObject(data []byte, r *Reading) error {
 	if len(data) == 0 || data[0] != '{' {
 		return fieldErr("body", "type", "must be a JSON object")
 	}
-	var fields map[string]json.RawMessage
-	if err := json.Unmarshal(data, &fields); err != nil {
-		return jsonSyntaxError(err)
+	if !json.Valid(data) {
+		var v any
+		return jsonSyntaxError(json.Unmarshal(data, &v))
 	}
-	if raw, ok := fields[JSONDeviceID]; ok {
-		delete(fields, JSONDeviceID)
-		// encoding/json decodes an unpaired surrogate escape to U+FFFD
-		// without a word: "a\ud800" and "a\udc00" would become one device.
-		if err := checkEscapes(raw, JSONDeviceID); err != nil {
-			return err
+	var idRaw, readingRaw, tsRaw, payload []byte
+	// data is one valid JSON object: every index below stays in bounds.
+	for i := skipSpace(data, 1); data[i] != '}'; {
+		keyEnd := stringEnd(data, i)
+		key := data[i:keyEnd]
+		i = skipSpace(data, skipSpace(data, keyEnd)+1) // past ':'
+		valEnd := valueEnd(data, i)
+		val := data[i:valEnd]
+		switch memberName(key) {
+		case JSONDeviceID:
+			idRaw = val
+		case JSONReading:
+			readingRaw = val
+		case JSONTime:
+			tsRaw = val
+		default:
+			if payload == nil {
+				payload = append(make([]byte, 0, len(data)), '{')
+			} else {
+				payload = append(payload, ',')
+			}
+			payload = append(append(payload, key...), ':')
+			payload = appendCompact(payload, val)
 		}
-		var id string
-		if err := json.Unmarshal(raw, &id); err != nil {
-			return fieldErr(JSONDeviceID, "type", "must be a string")
+		i = skipSpace(data, valEnd)
+		if data[i] == ',' {
+			i = skipSpace(data, i+1)
+		}
+	}
+	if idRaw != nil {
+		id, err := jsonString(idRaw, JSONDeviceID, "must be a string")
+		if err != nil {
+			return err
 		}
 		if r.DeviceID != "" && id != r.DeviceID {
 			return fieldErr(JSONDeviceID, "format", "%q does not match the device %q the reading was sent for", id, r.DeviceID)
@@ -60,51 +89,125 @@ func ParseObject(data []byte, r *Reading) error {
 	} else if r.DeviceID == "" {
 		return fieldErr(JSONDeviceID, "missing", "field required")
 	}
-	raw, ok := fields[JSONReading]
-	if !ok {
+	if readingRaw == nil {
 		return fieldErr(JSONReading, "missing", "field required")
 	}
-	delete(fields, JSONReading)
-	v, err := ParseNumber(raw)
+	v, err := ParseNumber(readingRaw)
 	if err != nil {
 		return err
 	}
 	r.Value = v
-	if raw, ok := fields[JSONTime]; ok {
-		delete(fields, JSONTime)
-		if string(raw) != "null" {
-			var s string
-			if err := json.Unmarshal(raw, &s); err != nil {
-				return fieldErr(JSONTime, "type", "must be an RFC 3339 string such as \"2026-11-28T08:00:00Z\"")
-			}
-			t, err := ParseTime(s)
-			if err != nil {
-				return err
-			}
-			r.Time = t
+	if tsRaw != nil && string(tsRaw) != "null" {
+		s, err := jsonString(tsRaw, JSONTime, "must be an RFC 3339 string such as \"2026-11-28T08:00:00Z\"")
+		if err != nil {
+			return err
 		}
-	}
-	// Field names were decoded too, so Validate cannot see an unpaired
-	// surrogate escape in one; U+FFFD in a name is the only trace of it.
-	for name := range fields {
-		if strings.ContainsRune(name, utf8.RuneError) {
-			if err := checkEscapes(data, "payload"); err != nil {
-				return err
-			}
-			break
+		t, err := ParseTime(s)
+		if err != nil {
+			return err
 		}
+		r.Time = t
 	}
 	r.Payload = nil
-	if len(fields) > 0 {
-		// Marshal sorts the top-level keys and compacts the values (nested objects keep
-		// the sender's key order): a stable, compact form for jsonb.
-		p, err := json.Marshal(fields)
-		if err != nil {
-			return fieldErr("payload", "format", "cannot be encoded: %v", err)
-		}
-		r.Payload = p
+	if payload != nil {
+		r.Payload = append(payload, '}')
 	}
 	return nil
+}
+
+// skipSpace returns the index of the first non-space byte at or after i.
+func skipSpace(data []byte, i int) int {
+	for i < len(data) && (data[i] == ' ' || data[i] == '\t' || data[i] == '\n' || data[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// stringEnd returns the index just past the JSON string starting at i.
+func stringEnd(data []byte, i int) int {
+	for j := i + 1; j < len(data); j++ {
+		switch data[j] {
+		case '\\':
+			j++
+		case '"':
+			return j + 1
+		}
+	}
+	return len(data)
+}
+
+// valueEnd returns the index just past the JSON value starting at i.
+func valueEnd(data []byte, i int) int {
+	switch data[i] {
+	case '"':
+		return stringEnd(data, i)
+	case '{', '[':
+		depth := 0
+		for j := i; j < len(data); j++ {
+			switch data[j] {
+			case '"':
+				j = stringEnd(data, j) - 1
+			case '{', '[':
+				depth++
+			case '}', ']':
+				depth--
+				if depth == 0 {
+					return j + 1
+				}
+			}
+		}
+		return len(data)
+	}
+	j := i
+	for j < len(data) && bytes.IndexByte([]byte(",}] \t\n\r"), data[j]) < 0 {
+		j++
+	}
+	return j
+}
+
+// memberName is the name a quoted member key stands for.
+func memberName(key []byte) string {
+	inner := key[1 : len(key)-1]
+	if bytes.IndexByte(inner, '\\') < 0 {
+		return string(inner) // compared at once, not kept: no allocation
+	}
+	var s string
+	if json.Unmarshal(key, &s) != nil {
+		return ""
+	}
+	return s
+}
+
+// jsonString decodes a JSON string value, or fails with a type error of
+// field. Unpaired surrogate escapes and \u0000 are refused as errors of field.
+func jsonString(raw []byte, field, typeMsg string) (string, error) {
+	if len(raw) < 2 || raw[0] != '"' {
+		return "", fieldErr(field, "type", "%s", typeMsg)
+	}
+	inner := raw[1 : len(raw)-1]
+	if bytes.IndexByte(inner, '\\') < 0 {
+		return string(inner), nil
+	}
+	if err := checkEscapes(raw, field); err != nil {
+		return "", err
+	}
+	var s string
+	if err := json.Unmarshal(raw, &s); err != nil {
+		return "", fieldErr(field, "type", "%s", typeMsg)
+	}
+	return s, nil
+}
+
+// appendCompact appends the valid JSON value val without insignificant space.
+func appendCompact(dst, val []byte) []byte {
+	if bytes.IndexAny(val, " \t\n\r") < 0 {
+		return append(dst, val...)
+	}
+	var b bytes.Buffer
+	if json.Compact(&b, val) != nil {
+		return append(dst, val...)
+	}
+	return append(dst, b.Bytes()...)
 }
 
 // ParseNumber parses a JSON number (or a bare number such as an MQTT payload
