@@ -102,6 +102,10 @@ type Producer struct {
 	backlogFull atomic.Bool
 	redisDown   atomic.Bool
 	backlog     atomic.Int64
+	// written since the last measurement started: backlog+sinceMeasure
+	// bounds the backlog between measurements, so a burst cannot overshoot
+	// the high-water mark by a whole BacklogInterval of traffic.
+	sinceMeasure atomic.Int64
 
 	runOnce  sync.Once
 	stopOnce sync.Once
@@ -181,10 +185,16 @@ func (p *Producer) Ready() error {
 		return ErrClosed
 	case p.redisDown.Load():
 		return ErrUnavailable
-	case p.backlogFull.Load():
+	case p.overHighWater():
 		return ErrBacklogFull
 	}
 	return nil
+}
+
+// overHighWater reports whether the backlog, as last measured plus what was
+// written since, is over the high-water mark.
+func (p *Producer) overHighWater() bool {
+	return p.backlogFull.Load() || (p.cfg.HighWater > 0 && p.backlog.Load()+p.sinceMeasure.Load() > p.cfg.HighWater)
 }
 
 // Backlog is the last measured number of entries in all shard streams.
@@ -242,7 +252,7 @@ func (p *Producer) admit(n int) error {
 	if p.redisDown.Load() {
 		return ErrUnavailable
 	}
-	if p.backlogFull.Load() {
+	if p.overHighWater() {
 		return ErrBacklogFull
 	}
 	// Readings queued or in flight stay within QueueSize, so the queue (of
@@ -324,6 +334,7 @@ func (p *Producer) write(batch []*call, n int, buf []byte) []byte {
 			p.m.refused(err)
 		} else {
 			p.m.written.Add(float64(len(c.readings)))
+			p.sinceMeasure.Add(int64(len(c.readings)))
 		}
 		if c.done != nil { // nil: Enqueue, nobody waits
 			c.done <- err
@@ -357,6 +368,9 @@ func (p *Producer) pollBacklog(ctx context.Context) {
 func (p *Producer) measureBacklog(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
 	defer cancel()
+	// What is written from here on may or may not be counted by XLEN: keep
+	// it in the estimate until the next measurement.
+	before := p.sinceMeasure.Load()
 	pipe := p.rdb.Pipeline()
 	lens := make([]*redis.IntCmd, len(p.keys))
 	for i, k := range p.keys {
@@ -377,6 +391,7 @@ func (p *Producer) measureBacklog(ctx context.Context) {
 		p.m.backlog.WithLabelValues(strconv.Itoa(i)).Set(float64(c.Val()))
 	}
 	p.backlog.Store(total)
+	p.sinceMeasure.Add(-before)
 	full := p.cfg.HighWater > 0 && total > p.cfg.HighWater
 	if p.backlogFull.Swap(full) != full {
 		if full {
