@@ -18,6 +18,13 @@
 #   mqtt-qos0  MQTT QoS 0, 1,000 devices (one connection each), open loop at QOS0_RATE/s:
 #              at most once, so what matters is the share that lands at a given rate
 #   mqtt-qos1  MQTT QoS 1, 1,000 devices, closed loop (PUBACK only once durable in Redis)
+#   mqtt-qos1-open
+#              MQTT QoS 1, 1,000 devices, open loop at QOS1_RATE/s: the ack latency at a
+#              fixed load below saturation
+#   alone-qos0, alone-qos1
+#              the same two fleets against mochi alone, its hook only counting
+#              (internal/benchtools/mochicount: no decoding, no Redis, no PostgreSQL), so the
+#              cost of durability shows beside them; nothing is verified for these
 # The MQTT scenarios need the broker role (firehose serve --mqtt-addr); without it they
 # are listed as skipped.
 #
@@ -29,14 +36,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DURATION=${DURATION:-30s}
-SCENARIOS=${SCENARIOS:-"seed fast-open v1-batch mqtt-qos0 mqtt-qos1"}
+SCENARIOS=${SCENARIOS:-"seed fast-open v1-batch mqtt-qos0 alone-qos0 mqtt-qos1 alone-qos1 mqtt-qos1-open"}
 FAST_RATE=${FAST_RATE:-5000}
 QOS0_RATE=${QOS0_RATE:-10000}
+QOS1_RATE=${QOS1_RATE:-5000}
 EXTRA_FLAGS=${EXTRA_FLAGS:-}
 command -v jq >/dev/null || { echo "jq is not installed: apt-get install -y jq" >&2; exit 1; }
 command -v redis-server >/dev/null || { echo "redis-server is not installed: scripts/services.sh ensure installs it" >&2; exit 1; }
 scripts/services.sh ensure
 go build -o bin/firehose ./cmd/firehose
+go build -o bin/mochicount ./internal/benchtools/mochicount
 
 work=$(mktemp -d)
 REPORTS=${REPORTS:-$work/reports}
@@ -49,6 +58,7 @@ psql -h 127.0.0.1 -d postgres -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -qc
 PG="postgres://127.0.0.1:5432/$DB?sslmode=disable"
 cleanup() {
   if [ -n "${FH_PID:-}" ]; then kill -TERM "$FH_PID" 2>/dev/null || true; wait "$FH_PID" 2>/dev/null || true; fi
+  if [ -n "${ALONE_PID:-}" ]; then kill -TERM "$ALONE_PID" 2>/dev/null || true; wait "$ALONE_PID" 2>/dev/null || true; fi
   redis-cli -p "$RPORT" shutdown nosave >/dev/null 2>&1 || true
   psql -h 127.0.0.1 -d postgres -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
   rm -rf "$work"
@@ -78,6 +88,9 @@ scenario() {
     v1-batch)  echo "--endpoint v1 --batch 100 --rate 0 --devices 1000 --concurrency 32|HTTP /v1/readings ×100, closed loop, 32 clients" ;;
     mqtt-qos0) echo "--protocol mqtt --qos 0 --rate $QOS0_RATE --devices 1000|MQTT QoS 0, 1,000 devices, open loop $(n "$QOS0_RATE")/s" ;;
     mqtt-qos1) echo "--protocol mqtt --qos 1 --rate 0 --devices 1000|MQTT QoS 1, 1,000 devices, closed loop" ;;
+    mqtt-qos1-open) echo "--protocol mqtt --qos 1 --rate $QOS1_RATE --devices 1000|MQTT QoS 1, 1,000 devices, open loop $(n "$QOS1_RATE")/s" ;;
+    alone-qos0) echo "--protocol mqtt --qos 0 --rate $QOS0_RATE --devices 1000|mochi alone (hook only counts), MQTT QoS 0, 1,000 devices, open loop $(n "$QOS0_RATE")/s" ;;
+    alone-qos1) echo "--protocol mqtt --qos 1 --rate 0 --devices 1000|mochi alone (hook only counts), MQTT QoS 1, 1,000 devices, closed loop" ;;
     *) return 1 ;;
   esac
 }
@@ -91,16 +104,24 @@ rows=()
 failed=0
 seed_line=
 for name in $SCENARIOS; do
-  spec=$(scenario "$name") || { echo "unknown scenario $name (seed fast-open v1-batch mqtt-qos0 mqtt-qos1)" >&2; exit 2; }
+  spec=$(scenario "$name") || { echo "unknown scenario $name (seed fast-open v1-batch mqtt-qos0 alone-qos0 mqtt-qos1 alone-qos1 mqtt-qos1-open)" >&2; exit 2; }
   args=${spec%%|*}
   what=${spec#*|}
-  if [[ $name == mqtt-* && -z $MQTT ]]; then
+  if [[ $name == mqtt-* || $name == alone-* ]] && [ -z "$MQTT" ]; then
     rows+=("| $name | $what | skipped: firehose serve has no --mqtt-addr (broker role not built) | | | | | | | | |")
     continue
   fi
+  target=(--http "http://127.0.0.1:$HPORT" --mqtt "${MQTT:-tcp://127.0.0.1:1}" --postgres "$PG" --metrics "http://127.0.0.1:$HPORT/metrics")
+  if [[ $name == alone-* ]]; then
+    if [ -z "${ALONE_PID:-}" ]; then
+      APORT=$(free_port)
+      bin/mochicount -addr "127.0.0.1:$APORT" -http "127.0.0.1:$(free_port)" >"$work/mochicount.log" 2>&1 & ALONE_PID=$!
+      sleep 0.5
+    fi
+    target=(--mqtt "tcp://127.0.0.1:$APORT" --postgres "" --metrics off)
+  fi
   # shellcheck disable=SC2086
-  if ! bin/firehose simulate --http "http://127.0.0.1:$HPORT" --mqtt "${MQTT:-tcp://127.0.0.1:1}" --postgres "$PG" \
-      --metrics "http://127.0.0.1:$HPORT/metrics" \
+  if ! bin/firehose simulate "${target[@]}" \
       --duration "$DURATION" --report "$REPORTS/$name" --land-timeout 120s $args >"$work/$name.txt" 2>&1; then
     failed=1
     echo "scenario $name FAILED:" >&2

@@ -20,6 +20,7 @@ import (
 	"syscall"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/hooks/auth"
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 )
@@ -43,6 +44,9 @@ func main() {
 	httpAddr := flag.String("http", "127.0.0.1:18885", "address of /count")
 	flag.Parse()
 	srv := mqtt.New(&mqtt.Options{Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))})
+	if err := srv.AddHook(new(auth.AllowHook), nil); err != nil { // mochi refuses every client without an auth hook
+		log.Fatal(err)
+	}
 	c := &counter{}
 	if err := srv.AddHook(c, nil); err != nil {
 		log.Fatal(err)
