@@ -6,7 +6,7 @@ VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 # Fuzz time per target in `make test` (short); `make fuzz` runs longer.
 FUZZTIME ?= 5s
 
-.PHONY: all build demo test unit vet fuzz services browser bench clean
+.PHONY: all build demo test unit vet fuzz faults services browser bench clean
 
 all: build
 
@@ -44,6 +44,11 @@ unit:
 
 fuzz:
 	scripts/fuzz.sh 60s
+
+# The long form of the fault suite (faults/): kills, outages, backpressure, bad input,
+# poison, auth, each under load; prints the table kept in RELIABILITY.md.
+faults:
+	scripts/faults.sh long
 
 # The standard load scenarios with firehose simulate against a fresh stack (its own Redis
 # and database), printed as a markdown table for BENCHMARKS.md. DURATION=10s for short.

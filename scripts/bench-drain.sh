@@ -21,18 +21,12 @@ go build -o bin/firehose ./cmd/firehose
 go build -o bin/fill ./internal/benchtools/fill
 go build -o bin/copy ./internal/benchtools/copy
 
-work=$(mktemp -d)
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-RPORT=$(free_port)
-redis-server --port "$RPORT" --bind 127.0.0.1 --dir "$work" --appendonly yes --appendfsync everysec \
-  --save "" --daemonize yes --logfile "$work/redis.log" --pidfile "$work/redis.pid"
-DB=firehose_bench
-PG="postgres://127.0.0.1:5432/$DB?sslmode=disable"
+# shellcheck source=scripts/benchlib.sh
+. scripts/benchlib.sh
+bench_start firehose_bench
 cleanup() {
   [ -n "${FH_PID:-}" ] && kill "$FH_PID" 2>/dev/null || true
-  redis-cli -p "$RPORT" shutdown nosave >/dev/null 2>&1 || true
-  psql -h 127.0.0.1 -d postgres -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
-  rm -rf "$work"
+  bench_cleanup
 }
 trap cleanup EXIT
 rows() { psql -h 127.0.0.1 -d "$DB" -tAc "SELECT count(*) FROM readings"; }
@@ -44,7 +38,7 @@ committed() {
 echo "| round | what | rows | time | rows/s |"
 echo "|---|---|---|---|---|"
 for round in $(seq 1 "$ROUNDS"); do
-  psql -h 127.0.0.1 -d postgres -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -qc "CREATE DATABASE $DB" >/dev/null
+  bench_db
   bin/firehose migrate --postgres "$PG" >/dev/null
   redis-cli -p "$RPORT" flushall >/dev/null
   bin/fill -redis "redis://127.0.0.1:$RPORT/0" -prefix drain -shards "$SHARDS" -n "$N" >&2
@@ -61,7 +55,7 @@ for round in $(seq 1 "$ROUNDS"); do
   awk -v r="$round" -v n="$N" -v s="$SHARDS" -v a="$start" -v b="$end" \
     'BEGIN { d = b - a; printf "| %d | bridge drain, %d shards | %d | %.2fs | %.0f |\n", r, s, n, d, n / d }'
 
-  psql -h 127.0.0.1 -d postgres -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -qc "CREATE DATABASE $DB" >/dev/null
+  bench_db
   bin/firehose migrate --postgres "$PG" >/dev/null
   out=$(bin/copy -postgres "$PG" -n "$N" -conns 2 -batch 5000)
   echo "$out" >&2

@@ -22,20 +22,13 @@ scripts/services.sh ensure
 go build -o bin/firehose ./cmd/firehose
 go build -o bin/bare ./internal/benchtools/bare
 
-work=$(mktemp -d)
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-RPORT=$(free_port)
-redis-server --port "$RPORT" --bind 127.0.0.1 --dir "$work" --appendonly yes --appendfsync everysec \
-  --save "" --daemonize yes --logfile "$work/redis.log" --pidfile "$work/redis.pid"
-DB=firehose_bench
-psql -h 127.0.0.1 -d postgres -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -qc "CREATE DATABASE $DB" >/dev/null
-PG="postgres://127.0.0.1:5432/$DB?sslmode=disable"
+# shellcheck source=scripts/benchlib.sh
+. scripts/benchlib.sh
+bench_start firehose_bench
 cleanup() {
   [ -n "${FH_PID:-}" ] && kill "$FH_PID" 2>/dev/null || true
   [ -n "${BARE_PID:-}" ] && kill "$BARE_PID" 2>/dev/null || true
-  redis-cli -p "$RPORT" shutdown nosave >/dev/null 2>&1 || true
-  psql -h 127.0.0.1 -d postgres -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
-  rm -rf "$work"
+  bench_cleanup
 }
 trap cleanup EXIT
 
@@ -74,7 +67,7 @@ for round in $(seq 1 "$ROUNDS"); do
   port=$(free_port)
   before=$(rows)
   # shellcheck disable=SC2086
-  bin/firehose serve --postgres "$PG" --redis "redis://127.0.0.1:$RPORT/0" --redis-prefix "bench$round" \
+  bin/firehose serve --roles httpgw,bridge --postgres "$PG" --redis "redis://127.0.0.1:$RPORT/0" --redis-prefix "bench$round" \
     --http-addr "127.0.0.1:$port" --log-level warn $EXTRA_FLAGS 2>"$work/firehose.log" & FH_PID=$!
   for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.1; done
   read -r rps p50 p99 total non2xx < <(run_wrk "http://127.0.0.1:$port/readings/fast")

@@ -47,21 +47,14 @@ scripts/services.sh ensure
 go build -o bin/firehose ./cmd/firehose
 go build -o bin/mochicount ./internal/benchtools/mochicount
 
-work=$(mktemp -d)
+# shellcheck source=scripts/benchlib.sh
+. scripts/benchlib.sh
+bench_start firehose_bench_sim
 REPORTS=${REPORTS:-$work/reports}
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-RPORT=$(free_port)
-redis-server --port "$RPORT" --bind 127.0.0.1 --dir "$work" --appendonly yes --appendfsync everysec \
-  --save "" --daemonize yes --logfile "$work/redis.log" --pidfile "$work/redis.pid"
-DB=firehose_bench_sim
-psql -h 127.0.0.1 -d postgres -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -qc "CREATE DATABASE $DB" >/dev/null
-PG="postgres://127.0.0.1:5432/$DB?sslmode=disable"
 cleanup() {
   if [ -n "${FH_PID:-}" ]; then kill -TERM "$FH_PID" 2>/dev/null || true; wait "$FH_PID" 2>/dev/null || true; fi
   if [ -n "${ALONE_PID:-}" ]; then kill -TERM "$ALONE_PID" 2>/dev/null || true; wait "$ALONE_PID" 2>/dev/null || true; fi
-  redis-cli -p "$RPORT" shutdown nosave >/dev/null 2>&1 || true
-  psql -h 127.0.0.1 -d postgres -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
-  rm -rf "$work"
+  bench_cleanup
 }
 trap cleanup EXIT
 
