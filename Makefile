@@ -6,7 +6,7 @@ VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 # Fuzz time per target in `make test` (short); `make fuzz` runs longer.
 FUZZTIME ?= 5s
 
-.PHONY: all build demo test unit vet fuzz faults services browser bench clean
+.PHONY: all build demo test unit vet fuzz faults services testtools bench clean
 
 all: build
 
@@ -24,14 +24,14 @@ demo: services build
 
 # Everything CI runs: formatting, vet, the whole test suite with the race detector
 # (integration tests against the real PostgreSQL and Redis), and short fuzz runs.
-test: services browser vet
+test: services testtools vet
 	$(GO) test -race -count=1 -timeout 15m ./...
 	scripts/fuzz.sh $(FUZZTIME)
 
-# Best effort: Debian's Chromium for the test that renders the simulator's HTML report
-# (installed when absent and running as root on Debian; otherwise that test skips).
-browser:
-	scripts/browser.sh ensure
+# Best effort: Chromium (the simulator report test) and mosquitto-clients (the broker interop
+# test), installed when absent and running as root on Debian; otherwise those tests skip.
+testtools:
+	scripts/testtools.sh ensure
 
 vet:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

@@ -198,7 +198,7 @@ func TestReportHTMLWithoutData(t *testing.T) {
 }
 
 // chromium is Debian's headless browser, when installed (make test installs
-// it as root on Debian: scripts/browser.sh).
+// it as root on Debian: scripts/testtools.sh).
 const chromium = "/usr/bin/chromium"
 
 func runChromium(t *testing.T, args ...string) (stdout, stderr []byte) {
