@@ -32,8 +32,8 @@ type Config struct {
 	// LockRetry is how often a bridge tries to take a shard another bridge
 	// owns, which is how it takes over from a dead one. Default 2s.
 	LockRetry time.Duration
-	// ShutdownTimeout bounds the final commit when Run's context ends.
-	// Default 10s.
+	// ShutdownTimeout bounds, from the end of Run's context, the commit under
+	// way then and the final commit of what is buffered. Default 10s.
 	ShutdownTimeout time.Duration
 	// MaxBackoff caps the wait between retries after PostgreSQL or Redis
 	// failed. Default 5s (doubling from 100ms).

@@ -239,6 +239,67 @@ func TestIntegrationShutdownCommitsBuffer(t *testing.T) {
 	}
 }
 
+// TestIntegrationShutdownFinishesCommitUnderWay ends the bridge's context
+// while a batch's COPY waits on a table lock and more entries arrive: the
+// shutdown must not cut that commit off (the batch would stay in Redis for
+// the next start), and it commits what the stream holds after it, so a
+// clean stop leaves nothing uncommitted.
+func TestIntegrationShutdownFinishesCommitUnderWay(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, 1)
+	// A connection of its own: statistics views read inside a transaction
+	// stay as they were at its first read.
+	other, err := pgx.Connect(t.Context(), e.pgURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close(context.Background())
+	blocker, err := other.Begin(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer blocker.Rollback(context.Background()) //nolint:errcheck // after Commit, a no-op
+	if _, err := blocker.Exec(t.Context(), "LOCK TABLE readings IN SHARE MODE"); err != nil {
+		t.Fatal(err)
+	}
+	r := e.start(Config{BatchSize: 5000, BatchAge: 20 * time.Millisecond, ShutdownTimeout: 10 * time.Second})
+	var first, later []ingest.Reading
+	for i := range 50 {
+		first = append(first, reading("under-way", i))
+		later = append(later, reading("after", i))
+	}
+	e.add(first...)
+	waiting := func() bool {
+		var n int
+		err := e.pg.QueryRow(t.Context(), `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND wait_event_type = 'Lock' AND query ILIKE 'copy%'`).Scan(&n)
+		return err == nil && n > 0
+	}
+	testenv.Eventually(t, 5*time.Second, waiting, "the bridge's COPY is not waiting on the lock: %v", e.activity())
+	e.add(later...)
+	r.cancel()
+	// Long enough for a cancellation to reach PostgreSQL if the shutdown
+	// cut the commit off.
+	time.Sleep(300 * time.Millisecond)
+	if err := blocker.Commit(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-r.done:
+	case <-time.After(15 * time.Second):
+		t.Fatal("the bridge did not stop within its shutdown timeout")
+	}
+	if n := e.count("SELECT count(*) FROM readings WHERE device_id = 'under-way'"); n != 50 {
+		t.Errorf("the batch under way at shutdown: %d rows committed, want 50", n)
+	}
+	if n := e.count("SELECT count(*) FROM readings WHERE device_id = 'after'"); n != 50 {
+		t.Errorf("entries written during that commit: %d rows committed at shutdown, want 50", n)
+	}
+	if n := e.streamLen(); n != 0 {
+		t.Errorf("%d entries left in the stream after a clean stop", n)
+	}
+}
+
 func TestIntegrationRejectsPoisonAndCommitsTheRest(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, 1)
@@ -414,4 +475,15 @@ func TestRowRefusedClassifiesSQLState(t *testing.T) {
 		t.Error("a connection error counted as a refused row")
 	}
 
+}
+
+// activity lists the test database's sessions: state, wait, query.
+func (e *env) activity() []string {
+	rows, err := e.pg.Query(e.t.Context(), `SELECT concat_ws(' ', state, wait_event_type, left(query, 60))
+		FROM pg_stat_activity WHERE datname = current_database()`)
+	if err != nil {
+		return []string{err.Error()}
+	}
+	out, _ := pgx.CollectRows(rows, pgx.RowTo[string])
+	return out
 }

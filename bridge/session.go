@@ -142,17 +142,24 @@ func (s *session) start(ctx context.Context) error {
 
 // consume reads the stream after the cursor into the buffer and flushes it by
 // size or age; when ctx ends it flushes what it holds and returns nil.
+//
+// Commits run under dctx, which ends ShutdownTimeout after ctx does: a commit
+// under way when the shutdown begins finishes instead of being cut off (the
+// cancellation would close the connection and leave the batch to the next
+// start), and the shutdown's own commit shares that bound.
 func (s *session) consume(ctx context.Context) error {
 	cfg := s.b.cfg
+	dctx, cancel := drainContext(ctx, cfg.ShutdownTimeout)
+	defer cancel()
 	for {
 		if ctx.Err() != nil {
-			return s.shutdown(ctx)
+			return s.shutdown(dctx)
 		}
 		block := maxIdleBlock
 		if len(s.buf) > 0 {
 			left := cfg.BatchAge - time.Since(s.oldest)
 			if left < time.Millisecond {
-				if err := s.flush(ctx, "age"); err != nil {
+				if err := s.flush(dctx, "age"); err != nil {
 					return err
 				}
 				continue
@@ -166,11 +173,11 @@ func (s *session) consume(ctx context.Context) error {
 		}).Result()
 		if err != nil && !errors.Is(err, redis.Nil) {
 			if ctx.Err() != nil {
-				return s.shutdown(ctx)
+				return s.shutdown(dctx)
 			}
 			// Commit what was read before Redis failed; the next session
 			// reads the rest from the checkpoint.
-			if ferr := s.flush(ctx, "read_error"); ferr != nil {
+			if ferr := s.flush(dctx, "read_error"); ferr != nil {
 				return ferr
 			}
 			return opErr("read", fmt.Errorf("read %s: %w", s.key, err))
@@ -183,7 +190,7 @@ func (s *session) consume(ctx context.Context) error {
 		}
 		s.b.m.buffered.Add(float64(len(s.buf) - n))
 		if len(s.buf) >= cfg.BatchSize {
-			if err := s.flush(ctx, "size"); err != nil {
+			if err := s.flush(dctx, "size"); err != nil {
 				return err
 			}
 		}
@@ -226,16 +233,50 @@ func fieldDump(values map[string]any) string {
 	return sb.String()
 }
 
-// shutdown commits the buffer under a fresh bounded context and reports what
-// it could not commit.
-func (s *session) shutdown(ctx context.Context) error {
+// drainContext returns a context that is not cancelled with ctx but ends
+// grace after ctx does (or when the returned cancel is called).
+func drainContext(ctx context.Context, grace time.Duration) (context.Context, context.CancelFunc) {
+	dctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	stop := context.AfterFunc(ctx, func() {
+		t := time.AfterFunc(grace, cancel)
+		context.AfterFunc(dctx, func() { t.Stop() })
+	})
+	return dctx, func() {
+		stop()
+		cancel()
+	}
+}
+
+// shutdown commits the buffer, and what the stream holds after it, under
+// dctx (see consume) and reports what it could not commit.
+func (s *session) shutdown(dctx context.Context) error {
+	// Entries stored after the last read (while a batch was committing, or
+	// while the read was being cut short) are committed too, so a stop after
+	// the edges' leaves nothing behind. One read without blocking, of what
+	// fits in the batch: a larger backlog is left to the next owner rather
+	// than stretch the shutdown.
+	if room := s.b.cfg.BatchSize - len(s.buf); room > 0 {
+		res, err := s.b.rdb.XRead(dctx, &redis.XReadArgs{
+			Streams: []string{s.key, s.cursor.String()},
+			Count:   int64(room),
+			Block:   -1,
+		}).Result()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			s.log.Warn("shutdown: could not read the stream's last entries; left for the next owner", "err", err)
+		}
+		n := len(s.buf)
+		for _, st := range res {
+			for _, msg := range st.Messages {
+				s.add(msg)
+			}
+		}
+		s.b.m.buffered.Add(float64(len(s.buf) - n))
+	}
 	if len(s.buf) == 0 {
 		return nil
 	}
-	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.b.cfg.ShutdownTimeout)
-	defer cancel()
 	n := len(s.buf)
-	if err := s.flush(fctx, "shutdown"); err != nil {
+	if err := s.flush(dctx, "shutdown"); err != nil {
 		// Not lost: the entries stay in Redis after the checkpoint, and the
 		// next bridge to own the shard commits them.
 		s.log.Warn("shutdown: buffered entries left in the stream for the next owner", "rows", n, "err", err)

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	paho "github.com/eclipse/paho.golang/paho"
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 	"github.com/eclipse/paho.mqtt.golang/packets"
 
@@ -145,6 +146,84 @@ func TestIntegrationAuthCredentialsAndACL(t *testing.T) {
 	}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("landed %v, want %v", got, want)
+	}
+}
+
+// TestIntegrationTopicAliasChecked publishes readings through MQTT 5 topic
+// aliases, which mochi resolves only after its ACL check: a device's own
+// alias works, and once the device is revoked its open connection's
+// publishes through the alias are refused (0x87) like those naming the
+// topic, and do not land.
+func TestIntegrationTopicAliasChecked(t *testing.T) {
+	t.Parallel()
+	creds := filepath.Join(t.TempDir(), "creds")
+	writeCredentials(t, creds, map[string]string{"alias-a": cheapHash(t, "pw-a"), "alias-b": cheapHash(t, "pw-b")})
+	s := newStack(t, stackOptions{bridge: true, cfg: Config{AuthFile: creds}})
+	publishAlias := func(c *v5Client, topic, payload string) byte {
+		t.Helper()
+		alias := uint16(1)
+		resp, err := c.Publish(t.Context(), &paho.Publish{Topic: topic, QoS: 1, Payload: []byte(payload),
+			Properties: &paho.PublishProperties{TopicAlias: &alias}})
+		if resp == nil {
+			t.Fatalf("publish through topic alias 1 (topic %q): %v", topic, err)
+		}
+		return resp.ReasonCode
+	}
+	a, _, err := connectV5(t, s.tcpAddr(), v5Creds("v5-alias-a", "alias-a", "pw-a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _, err := connectV5(t, s.tcpAddr(), v5Creds("v5-alias-b", "alias-b", "pw-b"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		client *v5Client
+		dev    string
+	}{{a, "alias-a"}, {b, "alias-b"}} {
+		if got := publishAlias(c.client, "devices/"+c.dev+"/readings", "1"); got != 0 {
+			t.Errorf("%s sets its alias: reason code %#x", c.dev, got)
+		}
+		if got := publishAlias(c.client, "", "2"); got != 0 {
+			t.Errorf("%s publishes through its alias: reason code %#x", c.dev, got)
+		}
+	}
+
+	writeCredentials(t, creds, map[string]string{"alias-b": cheapHash(t, "pw-b")})
+	acked := 0
+	testenv.Eventually(t, 10*time.Second, func() bool {
+		switch code := publishAlias(a, "", fmt.Sprint(100+acked)); code {
+		case 0:
+			acked++
+			return false
+		case codeNotAuthorized:
+			return true
+		default:
+			t.Fatalf("alias-a while being revoked: reason code %#x", code)
+			return false
+		}
+	}, "alias-a, removed from the credentials file, can still publish through its topic alias")
+	if got := publishV5(t, a, "devices/alias-a/readings", 1, "666"); got != codeNotAuthorized {
+		t.Errorf("revoked alias-a naming its topic: reason code %#x, want 0x87", got)
+	}
+	if got := publishAlias(b, "", "3"); got != 0 {
+		t.Errorf("alias-b through its alias after the reload: reason code %#x", got)
+	}
+
+	s.settle(5+acked, 10*time.Second)
+	got := map[string]int{}
+	for _, r := range s.rows("") {
+		got[fmt.Sprintf("%s=%v", r.Device, r.Value)]++
+	}
+	want := map[string]int{"alias-a=1": 1, "alias-a=2": 1, "alias-b=1": 1, "alias-b=2": 1, "alias-b=3": 1}
+	for i := range acked {
+		want[fmt.Sprintf("alias-a=%d", 100+i)] = 1
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("landed %v, want %v", got, want)
+	}
+	if got := s.metric("firehose_mqtt_readings_refused_total", "reason", "not_authorized"); got != 2 {
+		t.Errorf("firehose_mqtt_readings_refused_total{reason=not_authorized} = %v, want 2", got)
 	}
 }
 

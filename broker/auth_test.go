@@ -122,7 +122,7 @@ func TestAuthenticatorCheck(t *testing.T) {
 	}
 
 	// The password changes: the remembered old one must not pass any more.
-	changed := make(chan Credentials, 1)
+	changed := make(chan Credentials, 64)
 	ctx, cancel := context.WithCancel(t.Context())
 	var wg sync.WaitGroup
 	wg.Go(func() {
@@ -134,11 +134,18 @@ func TestAuthenticatorCheck(t *testing.T) {
 		})
 	})
 	defer func() { cancel(); wg.Wait() }()
-	write("pump-7 " + cheapHash(t, "new"))
-	select {
-	case <-changed:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the rewritten credentials file was not reloaded within 10s")
+	newHash := cheapHash(t, "new")
+	write("pump-7 " + newHash)
+	// The watcher may catch the file half-written (os.WriteFile truncates
+	// first) and load that version; wait for the complete one.
+	deadline := time.After(10 * time.Second)
+	for loaded := false; !loaded; {
+		select {
+		case c := <-changed:
+			loaded = string(c["pump-7"]) == newHash
+		case <-deadline:
+			t.Fatal("the rewritten credentials file was not reloaded within 10s")
+		}
 	}
 	if a.check("pump-7", []byte("old")) {
 		t.Error("the old password still passes after the file changed it")

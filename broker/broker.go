@@ -55,6 +55,7 @@ func New(cfg Config, p Producer, logger *slog.Logger, reg prometheus.Registerer)
 		p:      p,
 		limits: cfg.Limits,
 		maxKA:  uint16(cfg.MaxKeepAlive / time.Second),
+		maxPkt: uint32(cfg.MaxPacket),
 		log:    log,
 		ctx:    ctx,
 	}

@@ -158,9 +158,13 @@ func parseTopic(tmpl string) (topic, error) {
 	return t, nil
 }
 
-// device returns the device id a topic name names, if it is a readings topic.
+// device returns the device id a topic name names, if it is a readings topic:
+// one that the filter matches. An empty level ("devices//readings") is one
+// (MQTT's + matches it), with an empty device id that validation refuses;
+// taking it for an ordinary topic would acknowledge a reading that is never
+// stored, and deliver it to subscribers of the readings.
 func (t topic) device(name string) (string, bool) {
-	if len(name) <= len(t.prefix)+len(t.suffix) || !strings.HasPrefix(name, t.prefix) || !strings.HasSuffix(name, t.suffix) {
+	if len(name) < len(t.prefix)+len(t.suffix) || !strings.HasPrefix(name, t.prefix) || !strings.HasSuffix(name, t.suffix) {
 		return "", false
 	}
 	dev := name[len(t.prefix) : len(name)-len(t.suffix)]

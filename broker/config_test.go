@@ -67,7 +67,7 @@ func TestTopicDevice(t *testing.T) {
 	}{
 		{"readings topic", def, "devices/pump-7/readings", "pump-7", true},
 		{"unicode id", def, "devices/température-1/readings", "température-1", true},
-		{"empty id", def, "devices//readings", "", false},
+		{"empty id", def, "devices//readings", "", true},
 		{"two levels", def, "devices/a/b/readings", "", false},
 		{"extra level after", def, "devices/pump-7/readings/x", "", false},
 		{"status topic", def, "devices/pump-7/status", "", false},
@@ -78,7 +78,7 @@ func TestTopicDevice(t *testing.T) {
 		{"leading slash", def, "/devices/pump-7/readings", "", false},
 		{"placeholder alone", alone, "pump-7", "pump-7", true},
 		{"placeholder alone, two levels", alone, "a/b", "", false},
-		{"placeholder alone, empty", alone, "", "", false},
+		{"placeholder alone, empty", alone, "", "", true},
 		{"prefix and suffix overlap", same, "r/r", "", false},
 		{"prefix equals suffix", same, "r/x/r", "x", true},
 	} {

@@ -12,6 +12,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	paholog "github.com/eclipse/paho.golang/paho/log"
 	"log/slog"
 	"math/big"
 	"net"
@@ -415,6 +416,22 @@ func connectV5(t *testing.T, addr string, cp *paho.Connect) (*v5Client, *paho.Co
 	return connectV5Conn(t, conn, cp)
 }
 
+// noPinger is a paho Pinger that never pings. paho.golang's default pinger
+// sends its PINGREQ from a goroutine of its own, at once after CONNECT, while
+// a publish may be writing its parts: on a TLS or WebSocket connection (which
+// write each part separately) the two interleave and the broker reads a
+// malformed packet. The tests' connections live well under their keep-alive.
+type noPinger struct{}
+
+func (noPinger) Run(ctx context.Context, _ net.Conn, _ uint16) error {
+	<-ctx.Done()
+	return nil
+}
+func (noPinger) PacketSent()             {}
+func (noPinger) PacketReceived()         {}
+func (noPinger) PingResp()               {}
+func (noPinger) SetDebug(paholog.Logger) {}
+
 // connectV5Conn is connectV5 over a connection the test dialled.
 func connectV5Conn(t *testing.T, conn net.Conn, cp *paho.Connect) (*v5Client, *paho.Connack, error) {
 	t.Helper()
@@ -422,6 +439,7 @@ func connectV5Conn(t *testing.T, conn net.Conn, cp *paho.Connect) (*v5Client, *p
 	c.Client = paho.NewClient(paho.ClientConfig{
 		Conn:               conn,
 		PacketTimeout:      15 * time.Second,
+		PingHandler:        noPinger{},
 		OnServerDisconnect: func(d *paho.Disconnect) { c.disconnects <- d },
 		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
 			select {

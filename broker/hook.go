@@ -38,6 +38,7 @@ type hook struct {
 	p      Producer
 	limits ingest.Limits
 	maxKA  uint16 // seconds
+	maxPkt uint32 // bytes, announced in MQTT 5 CONNACK
 	m      *metrics
 	log    *slog.Logger
 	ctx    context.Context // for Add; cancelled only after the drain
@@ -49,7 +50,18 @@ type hook struct {
 func (h *hook) ID() string { return "firehose" }
 
 func (h *hook) Provides(b byte) bool {
-	return bytes.Contains([]byte{mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnConnect, mqtt.OnPublish}, []byte{b})
+	return bytes.Contains([]byte{mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnConnect, mqtt.OnPublish, mqtt.OnPacketEncode}, []byte{b})
+}
+
+// OnPacketEncode tells MQTT 5 clients in CONNACK the largest packet the
+// broker accepts (Maximum Packet Size). mochi enforces the limit but does not
+// announce it, and a client that is not told assumes there is none: its
+// larger publish would cost it the connection without a reason.
+func (h *hook) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Packet {
+	if pk.FixedHeader.Type == packets.Connack && pk.ProtocolVersion == 5 {
+		pk.Properties.MaximumPacketSize = h.maxPkt
+	}
+	return pk
 }
 
 // OnConnectAuthenticate admits anonymous clients when auth is off, else a
@@ -71,20 +83,29 @@ func (h *hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 // OnACLCheck lets an authenticated device publish readings only under its own
 // id (and only while its credentials stand); other topics and subscriptions
 // are open to every connected client.
+//
+// A publish through an MQTT 5 topic alias arrives here with an empty topic
+// name: mochi resolves the alias only after this check, so OnPublish checks
+// the resolved topic.
 func (h *hook) OnACLCheck(cl *mqtt.Client, topicName string, write bool) bool {
-	if !write || h.auth == nil {
+	if !write || h.auth == nil || topicName == "" {
 		return true
 	}
 	dev, ok := h.topic.device(topicName)
-	if !ok {
-		return true
-	}
-	user := string(cl.Properties.Username)
-	if _, known := h.auth.file.Get()[user]; dev == user && known {
+	if !ok || h.mayPublish(cl, dev) {
 		return true
 	}
 	h.m.refused.WithLabelValues("not_authorized").Inc()
 	return false
+}
+
+// mayPublish reports whether an authenticated client may publish readings
+// of device dev: under its own id only, and only while its credentials
+// stand.
+func (h *hook) mayPublish(cl *mqtt.Client, dev string) bool {
+	user := string(cl.Properties.Username)
+	_, known := h.auth.file.Get()[user]
+	return dev == user && known
 }
 
 // OnConnect bounds the client's keep-alive: a client asking for none, or for
@@ -104,6 +125,11 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	dev, ok := h.topic.device(pk.TopicName)
 	if !ok {
 		return pk, nil
+	}
+	if h.auth != nil && !h.mayPublish(cl, dev) {
+		// Only a publish through a topic alias gets here: OnACLCheck
+		// refused the others.
+		return h.refuseUnauthorized(cl, pk)
 	}
 	qos := pk.FixedHeader.Qos
 	h.m.publishes.WithLabelValues(qosLabel[qos&3]).Inc()
@@ -154,6 +180,21 @@ func (h *hook) refuseInvalid(cl *mqtt.Client, pk packets.Packet, err error) (pac
 		return h.refuseV5(cl, pk, packets.ErrPayloadFormatInvalid)
 	}
 	return pk, packets.CodeSuccessIgnore
+}
+
+// refuseUnauthorized answers a reading its client may not publish as mochi
+// answers a publish its ACL check refused: MQTT 5 gets 0x87 (not
+// authorized), an MQTT 3.1.1 client is disconnected, QoS 0 is dropped.
+func (h *hook) refuseUnauthorized(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	h.m.refused.WithLabelValues("not_authorized").Inc()
+	switch {
+	case pk.FixedHeader.Qos == 0:
+		return pk, packets.CodeSuccessIgnore
+	case cl.Properties.ProtocolVersion == 5:
+		return h.refuseV5(cl, pk, packets.ErrNotAuthorized)
+	}
+	cl.Stop(packets.ErrNotAuthorized)
+	return pk, packets.ErrRejectPacket
 }
 
 // refuseTransient answers a reading that could not be stored now (backlog

@@ -192,9 +192,13 @@ func TestIntegrationMaxPacketDisconnects(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	v5, _, err := connectV5Conn(t, &sniffConn{Conn: conn, a: &sniff5}, &paho.Connect{ClientID: "big-v5", CleanStart: true, KeepAlive: 30})
+	v5, ca, err := connectV5Conn(t, &sniffConn{Conn: conn, a: &sniff5}, &paho.Connect{ClientID: "big-v5", CleanStart: true, KeepAlive: 30})
 	if err != nil {
 		t.Fatal(err)
+	}
+	// A conforming MQTT 5 client is told the limit and stays under it.
+	if p := ca.Properties; p == nil || p.MaximumPacketSize == nil || *p.MaximumPacketSize != 1024 {
+		t.Errorf("CONNACK does not announce the maximum packet size 1024: %+v", p)
 	}
 	if _, err := v5.PublishWithOptions(t.Context(), &paho.Publish{Topic: "devices/big-v5/readings", QoS: 1, Payload: []byte(big)},
 		paho.PublishOptions{Method: paho.PublishMethod_AsyncSend}); err != nil && !errors.Is(err, paho.ErrNetworkErrorAfterStored) {

@@ -93,6 +93,30 @@ func TestIntegrationV5RefusalReasonCodes(t *testing.T) {
 	}
 }
 
+// TestIntegrationEmptyDeviceLevelRefused publishes to the readings topic
+// with an empty device level (devices//readings, which devices/+/readings
+// matches): a reading with an empty device id, refused like any invalid
+// reading (0x99 to MQTT 5, dropped and counted for 3.1.1), not acknowledged
+// as an ordinary publish and silently not stored.
+func TestIntegrationEmptyDeviceLevelRefused(t *testing.T) {
+	t.Parallel()
+	s := newStack(t, stackOptions{bridge: true})
+	c := mustConnectV5(t, s.tcpAddr(), "empty-level-v5")
+	if got := publishV5(t, c, "devices//readings", 1, `{"reading": 1}`); got != codePayloadFormatBad {
+		t.Errorf("MQTT 5 publish to devices//readings: reason code %#x, want %#x", got, codePayloadFormatBad)
+	}
+	v3 := mustConnectV3(t, "tcp://"+s.tcpAddr(), "empty-level-v3")
+	publishV3(t, v3, "devices//readings", 1, `2`)
+	publishV3(t, v3, "devices/dev-ok/readings", 1, `3`)
+	s.settle(1, 10*time.Second)
+	if rows := s.rows(""); len(rows) != 1 || rows[0].Device != "dev-ok" {
+		t.Errorf("rows %+v, want only dev-ok's reading", rows)
+	}
+	if got := s.metric("firehose_mqtt_readings_refused_total", "reason", "invalid"); got != 2 {
+		t.Errorf("firehose_mqtt_readings_refused_total{reason=invalid} = %v, want 2", got)
+	}
+}
+
 // TestIntegrationBacklogOverHighWaterRefusesUntilDrained fills the streams
 // past the producer's high-water mark with no bridge running: MQTT 5 gets
 // 0x97 at QoS 1 and 2, an MQTT 3.1.1 device gets no acknowledgement and is

@@ -475,6 +475,12 @@ func timeField(errs []pydError, raw []byte) (time.Time, []pydError) {
 		if !ok {
 			return bad(reasonRFC3339)
 		}
+		if t.IsZero() {
+			// 0001-01-01T00:00:00Z is the zero Time, which Normalize
+			// would take for "not given" and replace with the time of
+			// receipt.
+			return t, append(errs, validationError(ingest.ErrZeroTime, "", raw))
+		}
 		return t, errs
 	}
 	f, _ := strconv.ParseFloat(string(raw), 64)

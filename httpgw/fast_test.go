@@ -145,6 +145,10 @@ func TestFastRefused(t *testing.T) {
 		{name: "timestamp type", body: `{"id": 1, "reading": 1, "timestamp": true}`, want: []want{{"datetime_type", "body.timestamp"}}},
 		{name: "timestamp beyond 9999", body: `{"id": 1, "reading": 1, "timestamp": 1e300}`, want: []want{{"datetime_parsing", "body.timestamp"}}},
 		{name: "timestamp in the future", body: `{"id": 1, "reading": 1, "timestamp": "` + future + `"}`, want: []want{{"value_error", "body.timestamp"}}},
+		// The zero Time: taken for "not given", it would become the time of receipt.
+		{name: "timestamp year 1", body: `{"id": 1, "reading": 1, "timestamp": "0001-01-01T00:00:00Z"}`, want: []want{{"value_error", "body.timestamp"}}},
+		{name: "timestamp year 1, date only", body: `{"id": 1, "reading": 1, "timestamp": "0001-01-01"}`, want: []want{{"value_error", "body.timestamp"}}},
+		{name: "timestamp year 1 and a bad device", body: `{"id": 1, "reading": 1, "timestamp": "0001-01-01"}`, header: []string{"X-Device-ID", "a+b"}, want: []want{{"value_error", "header.x-device-id"}, {"value_error", "body.timestamp"}}},
 		{name: "bad device header and body", body: `{"id": 1}`, header: []string{"X-Device-ID", "a/b"}, want: []want{{"value_error", "header.x-device-id"}, {"missing", "body.reading"}}},
 		{name: "empty device header", body: `{"id": 1, "reading": 1}`, header: []string{"X-Device-ID", ""}, want: []want{{"value_error", "header.x-device-id"}}},
 		{name: "deep nesting", body: `{"id": 1, "x": ` + strings.Repeat("[", 20000) + strings.Repeat("]", 20000) + `}`, want: []want{{"json_invalid", "body.10014"}}},

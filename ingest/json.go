@@ -276,14 +276,25 @@ func isJSONNumber(s string) bool {
 	return i == len(s)
 }
 
-// ParseTime parses an RFC 3339 time such as "2026-11-28T08:00:00.123Z".
+// ParseTime parses an RFC 3339 time such as "2026-11-28T08:00:00.123Z". The
+// instant 0001-01-01T00:00:00Z is refused: it is the zero Time, which a
+// Reading takes for "not given" (Normalize would replace it with the time
+// of receipt instead of Validate refusing it).
 func ParseTime(s string) (time.Time, error) {
 	t, err := time.Parse(time.RFC3339Nano, s)
 	if err != nil {
 		return time.Time{}, fieldErr(JSONTime, "format", "%.40q is not an RFC 3339 time such as \"2026-11-28T08:00:00Z\"", s)
 	}
+	if t.IsZero() {
+		return time.Time{}, ErrZeroTime
+	}
 	return t, nil
 }
+
+// ErrZeroTime is the error of a measured time at the instant
+// 0001-01-01T00:00:00Z, the zero Time (see ParseTime); it wraps
+// ErrInvalidReading.
+var ErrZeroTime = fieldErr(JSONTime, "range", "0001-01-01T00:00:00Z is outside the years 1678 to 2261 that can be stored")
 
 func jsonSyntaxError(err error) error {
 	var se *json.SyntaxError

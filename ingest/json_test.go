@@ -123,6 +123,9 @@ func TestParseObject(t *testing.T) {
 		{name: "ts out of range month", body: `{"device_id":"pump-7","reading":1,"ts":"2026-13-28T08:00:00Z"}`, wantField: "ts", wantType: "format"},
 		{name: "ts empty", body: `{"device_id":"pump-7","reading":1,"ts":""}`, wantField: "ts", wantType: "format"},
 		{name: "ts a number", body: `{"device_id":"pump-7","reading":1,"ts":1764316800}`, wantField: "ts", wantType: "type"},
+		// The zero Time: taken for "not given", it would become the time of receipt.
+		{name: "ts year 1", body: `{"device_id":"pump-7","reading":1,"ts":"0001-01-01T00:00:00Z"}`, wantField: "ts", wantType: "range"},
+		{name: "ts year 1 with an offset", body: `{"device_id":"pump-7","reading":1,"ts":"0001-01-01T01:00:00+01:00"}`, wantField: "ts", wantType: "range"},
 
 		{name: "array", body: `[{"device_id":"pump-7","reading":1}]`, wantField: "body", wantType: "type"},
 		{name: "number", body: `21.5`, wantField: "body", wantType: "type"},
