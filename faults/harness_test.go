@@ -619,16 +619,27 @@ func LoadDesc(rep *simulator.Report) string {
 	return fmt.Sprintf("%d devices (%d HTTP, %d MQTT QoS %d), %s, %.0fs", c.Devices, c.HTTPDevices, c.MQTTDevices, c.QoS, loop, c.DurationS)
 }
 
+// dbConn connects to dbURL for one check that must finish within timeout;
+// done closes the connection.
+func dbConn(t *testing.T, dbURL string, timeout time.Duration) (ctx context.Context, conn *pgx.Conn, done func()) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	conn, err := pgx.Connect(ctx, dbURL)
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	return ctx, conn, func() {
+		conn.Close(context.Background())
+		cancel()
+	}
+}
+
 // QueryInt runs a query returning one integer against url.
 func QueryInt(t *testing.T, dbURL, query string, args ...any) int64 {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
+	ctx, conn, done := dbConn(t, dbURL, 30*time.Second)
+	defer done()
 	var n int64
 	if err := conn.QueryRow(ctx, query, args...).Scan(&n); err != nil {
 		t.Fatalf("%s: %v", query, err)

@@ -1,0 +1,307 @@
+package faults
+
+// Scenario 2: two bridges at once, the owner killed: the other takes over
+// every shard, and no shard ever has two writers.
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"firehose/ingest"
+	"firehose/internal/testenv"
+)
+
+// tkLockRetry is the bridges' --lock-retry; takeover must happen within
+// tkTakeoverBound of a kill: the dead bridge's PostgreSQL sessions end with
+// its connections (at once on loopback), and the survivor's shard workers
+// try each lock every tkLockRetry. The bound is generous for a loaded
+// machine; the measured times are logged and recorded.
+const (
+	tkLockRetry     = 200 * time.Millisecond
+	tkTakeoverBound = 10 * tkLockRetry
+)
+
+// TestTwoBridgesOneKilled runs two bridge processes against the same
+// deployment under load. A monitor samples both bridges' shards_owned and
+// PostgreSQL's advisory locks every 50 ms for the whole run: the owned
+// shards never add up to more than the shard count, and no bridge lock has
+// two holders. The bridge owning shards is killed with SIGKILL; the other
+// must own every shard within tkTakeoverBound; the killed one is restarted
+// and waits as the standby. The long form repeats the cycle. Every
+// acknowledged reading must land exactly once.
+func TestTwoBridgesOneKilled(t *testing.T) {
+	skipShort(t)
+	t.Parallel()
+	svc := SharedServices(t)
+	edges := StartStack(t, svc, "--roles", "broker,httpgw")
+	keys := ingest.Streams{Prefix: svc.Prefix, Count: bkShards}.Keys()
+	bridgeFlags := []string{"--lock-retry", tkLockRetry.String(), "--batch-age", "100ms"}
+	start := func() *Stack { return StartBridge(t, svc, bridgeFlags...) }
+
+	mon := tkStartMonitor(t, svc.Postgres, keys, start(), start())
+	// Both running, the shards split between them somehow.
+	testenv.Eventually(t, 30*time.Second, func() bool { s := mon.Last(); return s.Reachable == 2 && s.Owned[0]+s.Owned[1] == bkShards },
+		"the two bridges did not take the %d shards: %+v", bkShards, mon.Last())
+
+	cycles := scale(2, 8)
+	l := StartLoad(t, edges, LoadOpts{Duration: scale(10*time.Second, 60*time.Second)})
+	var takeovers []time.Duration
+	for c := range cycles {
+		// Let the pair work a while under load.
+		bkPause(time.Duration(1000+rand.IntN(1500)) * time.Millisecond)
+		s := mon.Last()
+		victim := 0
+		if s.Owned[1] > s.Owned[0] {
+			victim = 1
+		}
+		if s.Owned[victim] == 0 {
+			t.Fatalf("cycle %d: no bridge owns shards: %+v", c+1, s)
+		}
+		survivor := 1 - victim
+		owned := s.Owned[victim]
+		mon.Bridge(victim).Proc.Kill()
+		killed := time.Now()
+		var took time.Duration
+		testenv.Eventually(t, 30*time.Second, func() bool {
+			s := mon.Last()
+			if s.At.After(killed) && s.Owned[survivor] == bkShards {
+				took = s.At.Sub(killed)
+				return true
+			}
+			return false
+		}, "cycle %d: the survivor did not take over all %d shards: %+v", c+1, bkShards, mon.Last())
+		takeovers = append(takeovers, took)
+		t.Logf("cycle %d: killed the bridge owning %d shards; the other owned all %d after %s", c+1, owned, bkShards, took)
+		if took > tkTakeoverBound {
+			t.Errorf("cycle %d: takeover took %s, over the bound %s", c+1, took, tkTakeoverBound)
+		}
+		// The restarted bridge finds every lock taken and waits.
+		mon.Replace(victim, start())
+		testenv.Eventually(t, 30*time.Second, func() bool { s := mon.Last(); return s.Reachable == 2 && s.At.After(killed) },
+			"cycle %d: the restarted bridge does not answer: %+v", c+1, mon.Last())
+	}
+
+	rep := l.Wait(5 * time.Minute)
+	AssertExactlyOnce(t, rep, l)
+	st := mon.Stop()
+	t.Logf("monitor: %d samples; owned shards summed to %d in %d, less (a bridge dead or starting) in %d, more in %d; max holders of a bridge lock %d, max bridge locks held %d",
+		st.Samples, bkShards, st.Full, st.Short, st.Over, st.MaxHolders, st.MaxLocks)
+	if st.Over > 0 {
+		t.Errorf("two writers: the bridges' owned shards summed to more than %d in %d samples (max %d)", bkShards, st.Over, st.MaxSum)
+	}
+	if st.MaxHolders > 1 {
+		t.Errorf("a bridge lock had %d holders in pg_locks", st.MaxHolders)
+	}
+	if st.MaxLocks != bkShards {
+		t.Errorf("at most %d bridge locks were held at once, want %d (is bkLockKey still bridge.lockKey?)", st.MaxLocks, bkShards)
+	}
+	if st.Samples < 20 || st.Errors > st.Samples/2 {
+		t.Errorf("monitor: %d samples, %d failed (last: %v): the run was not watched", st.Samples, st.Errors, st.LastErr)
+	}
+	bkAssertDrained(t, bkRedis(t), svc.Postgres, keys, time.Minute)
+
+	r := ResultOf(rep)
+	r.Scenario, r.Load = "2. two bridges, one killed", LoadDesc(rep)
+	r.Faults = fmt.Sprintf("SIGKILL of the owning bridge ×%d (restarted as standby each time)", cycles)
+	var maxTook time.Duration
+	for _, d := range takeovers {
+		maxTook = max(maxTook, d)
+	}
+	r.Notes = fmt.Sprintf("--lock-retry %s; takeover of all %d shards in %s (max %s, bound %s); %d samples every 50 ms of both bridges' shards_owned: sum > %d in %d, bridge locks with >1 holder in pg_locks: %d",
+		tkLockRetry, bkShards, tkDurations(takeovers), maxTook.Round(time.Millisecond), tkTakeoverBound, st.Samples, bkShards, st.Over, st.MultiHolder)
+	Record(t, r)
+	for i := range 2 {
+		mon.Bridge(i).Stop(20 * time.Second)
+	}
+	edges.Stop(20 * time.Second)
+}
+
+func tkDurations(ds []time.Duration) string {
+	s := ""
+	for i, d := range ds {
+		if i > 0 {
+			s += ", "
+		}
+		s += d.Round(time.Millisecond).String()
+	}
+	return s
+}
+
+// tkSample is one look at both bridges and PostgreSQL's locks.
+type tkSample struct {
+	At        time.Time
+	Owned     [2]int // firehose_bridge_shards_owned; 0 when the bridge does not answer
+	Reachable int    // bridges whose /metrics answered
+}
+
+// tkStats sums up the monitor's samples.
+type tkStats struct {
+	Samples, Errors   int
+	Full, Short, Over int // owned shards summed to bkShards, less, more
+	MaxSum            int
+	MaxHolders        int // pg_locks: most holders of one bridge lock
+	MaxLocks          int // pg_locks: most bridge locks held at once
+	MultiHolder       int // samples with a bridge lock of more than one holder
+	LastErr           error
+}
+
+// tkMonitor samples both bridges and the locks every 50 ms until Stop.
+type tkMonitor struct {
+	t        *testing.T
+	conn     *pgx.Conn
+	lockKeys map[[2]uint32]string // (classid, objid) of each bridge lock
+	stop     chan struct{}
+	done     chan struct{}
+
+	mu      sync.Mutex
+	bridges [2]*Stack
+	last    tkSample
+	stats   tkStats
+	stopped bool
+}
+
+const tkLockQuery = `SELECT classid::bigint, objid::bigint, count(*) FROM pg_locks
+WHERE locktype = 'advisory' AND granted AND objsubid = 1
+  AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+GROUP BY classid, objid`
+
+func tkStartMonitor(t *testing.T, dbURL string, keys []string, a, b *Stack) *tkMonitor {
+	t.Helper()
+	conn, err := pgx.Connect(context.Background(), dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &tkMonitor{t: t, bridges: [2]*Stack{a, b}, conn: conn, lockKeys: map[[2]uint32]string{},
+		stop: make(chan struct{}), done: make(chan struct{})}
+	for _, k := range keys {
+		u := uint64(bkLockKey(k))
+		m.lockKeys[[2]uint32{uint32(u >> 32), uint32(u)}] = k
+	}
+	go m.run()
+	t.Cleanup(func() { m.Stop() })
+	return m
+}
+
+func (m *tkMonitor) run() {
+	defer close(m.done)
+	defer m.conn.Close(context.Background())
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-m.stop:
+			return
+		case <-tick.C:
+		}
+		m.sample()
+	}
+}
+
+// tkOwned reads a bridge's shards_owned; ok is false when it does not answer.
+func tkOwned(s *Stack) (int, bool) {
+	v, ok := s.Metric("firehose_bridge_shards_owned")
+	return int(v), ok
+}
+
+func (m *tkMonitor) sample() {
+	m.mu.Lock()
+	br := m.bridges
+	m.mu.Unlock()
+	// A, B, A: a shard that moved from A to B between the two reads would
+	// count twice in A+B; the smaller of A's reads excludes that.
+	a1, okA1 := tkOwned(br[0])
+	b, okB := tkOwned(br[1])
+	a2, okA2 := tkOwned(br[0])
+	s := tkSample{At: time.Now()}
+	s.Owned = [2]int{min(a1, a2), b}
+	if !okA1 || !okA2 {
+		s.Owned[0] = 0
+	}
+	for _, ok := range []bool{okA1 && okA2, okB} {
+		if ok {
+			s.Reachable++
+		}
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	rows, err := m.conn.Query(ctx, tkLockQuery)
+	var holders, locks int
+	if err == nil {
+		var classid, objid, n int64
+		_, err = pgx.ForEachRow(rows, []any{&classid, &objid, &n}, func() error {
+			if _, ours := m.lockKeys[[2]uint32{uint32(classid), uint32(objid)}]; ours {
+				locks++
+				holders = max(holders, int(n))
+			}
+			return nil
+		})
+	}
+
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	st := &m.stats
+	st.Samples++
+	m.last = s
+	switch sum := s.Owned[0] + s.Owned[1]; {
+	case sum > bkShards:
+		st.Over++
+		m.t.Logf("sample at %s: owned shards sum to %d: %+v", s.At.Format(time.StampMilli), sum, s)
+	case sum == bkShards:
+		st.Full++
+	default:
+		st.Short++
+	}
+	st.MaxSum = max(st.MaxSum, s.Owned[0]+s.Owned[1])
+	if err != nil {
+		st.Errors++
+		st.LastErr = err
+		return
+	}
+	if holders > 1 {
+		st.MultiHolder++
+	}
+	st.MaxHolders = max(st.MaxHolders, holders)
+	st.MaxLocks = max(st.MaxLocks, locks)
+}
+
+// Last is the latest sample.
+func (m *tkMonitor) Last() tkSample {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.last
+}
+
+// Bridge is bridge i as the monitor watches it.
+func (m *tkMonitor) Bridge(i int) *Stack {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.bridges[i]
+}
+
+// Replace watches s as bridge i from now on.
+func (m *tkMonitor) Replace(i int, s *Stack) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.bridges[i] = s
+}
+
+// Stop ends the sampling and returns the totals.
+func (m *tkMonitor) Stop() tkStats {
+	m.mu.Lock()
+	if !m.stopped {
+		m.stopped = true
+		close(m.stop)
+	}
+	m.mu.Unlock()
+	<-m.done
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.stats
+}
