@@ -304,6 +304,11 @@ func (s *Server) handleHealthDB(w http.ResponseWriter, r *http.Request) int {
 	return writeJSON(w, http.StatusOK, bodyOK)
 }
 
+// StartDraining turns readiness to 503 (shutting_down) while the gateway
+// still serves, so load balancers polling /readyz stop routing here before
+// Run's context ends and the listener closes.
+func (s *Server) StartDraining() { s.draining.Store(true) }
+
 // handleReadyz answers 200 while readings would be accepted, else 503 with
 // the reason (shutting_down, or the producer's: backlog_full, ...).
 func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) int {

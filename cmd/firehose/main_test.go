@@ -143,6 +143,7 @@ func TestUsageErrors(t *testing.T) {
 		{"bad role", []string{"serve", "--roles", "httpgw,toaster"}, 2, `unknown role "toaster"`},
 		{"bad batch size", []string{"serve", "--batch-size", "0"}, 2, "--batch-size 0"},
 		{"bad log level", []string{"serve", "--log-level", "loud"}, 2, "--log-level"},
+		{"negative shutdown delay", []string{"serve", "--shutdown-delay", "-1s"}, 2, "--shutdown-delay -1s"},
 		{"extra argument", []string{"migrate", "now"}, 2, "takes no arguments"},
 		{"apikey without name", []string{"apikey"}, 2, "usage: firehose apikey"},
 	} {

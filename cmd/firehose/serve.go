@@ -11,8 +11,11 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"net/url"
+	"os"
+	"os/signal"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -37,6 +40,10 @@ const (
 	roleBridge = "bridge"
 )
 
+// maxShutdownDelay bounds --shutdown-delay: longer than any readiness probe
+// needs, short of hanging a deployment's rollout.
+const maxShutdownDelay = 5 * time.Minute
+
 var allRoles = []string{roleBroker, roleHTTP, roleBridge}
 
 // serveConfig is everything firehose serve reads from flags and environment.
@@ -55,6 +62,7 @@ type serveConfig struct {
 	LogLevel        string
 	LogFormat       string
 	ShutdownTimeout time.Duration
+	ShutdownDelay   time.Duration
 }
 
 // registerCommon registers the connection and logging flags every command
@@ -78,6 +86,7 @@ func (c *serveConfig) registerFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.AdminAddr, "admin-addr", "", "address for /metrics, /livez and /readyz when the httpgw role does not run here\n(they are on --http-addr when it does)")
 	fs.StringVar(&c.DebugAddr, "debug-addr", "", "address for Go's /debug/pprof profiles (off when empty; bind it to loopback)")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 15*time.Second, "on SIGTERM, the longest to wait for in-flight requests and the final commit")
+	fs.DurationVar(&c.ShutdownDelay, "shutdown-delay", 0, "on SIGTERM, keep serving this long with the gateway's /readyz answering 503 before intake stops,\nso a load balancer polling readiness stops sending here first (a second signal ends the wait)")
 }
 
 func (c *serveConfig) roles() ([]string, error) {
@@ -112,6 +121,9 @@ func (c *serveConfig) validate() error {
 	}
 	if c.ShutdownTimeout <= 0 {
 		return fmt.Errorf("--shutdown-timeout %s: want a positive duration", c.ShutdownTimeout)
+	}
+	if c.ShutdownDelay < 0 || c.ShutdownDelay > maxShutdownDelay {
+		return fmt.Errorf("--shutdown-delay %s: want 0 (none) up to %s", c.ShutdownDelay, maxShutdownDelay)
 	}
 	roles, _ := c.roles()
 	checks := []interface{ Validate() error }{c.Streams, c.Producer, c.Bridge}
@@ -484,6 +496,9 @@ func (st *stack) wait(ctx context.Context) error {
 	var failed error
 	select {
 	case <-ctx.Done():
+		if st.cfg.ShutdownDelay > 0 {
+			failed = st.delayShutdown(failures)
+		}
 		st.log.Info("shutting down", "timeout", st.cfg.ShutdownTimeout)
 	case failed = <-failures:
 		st.log.Error("component failed; shutting down", "err", failed)
@@ -494,6 +509,31 @@ func (st *stack) wait(ctx context.Context) error {
 		return errors.Join(failed, st.stop(true))
 	}
 	return st.stop(false)
+}
+
+// delayShutdown keeps serving for --shutdown-delay with the gateway's
+// readiness answering 503, so load balancers stop routing here before the
+// listeners close. Another SIGTERM or Ctrl-C ends the wait, and so does a
+// component's failure, which it returns.
+func (st *stack) delayShutdown(failures <-chan error) error {
+	if st.http != nil {
+		st.http.StartDraining()
+	}
+	st.log.Info("readiness answers 503; intake stops after the shutdown delay", "delay", st.cfg.ShutdownDelay)
+	again := make(chan os.Signal, 1)
+	signal.Notify(again, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(again)
+	t := time.NewTimer(st.cfg.ShutdownDelay)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-again:
+		st.log.Info("signalled again: shutting down now")
+	case err := <-failures:
+		st.log.Error("component failed; shutting down", "err", err)
+		return err
+	}
+	return nil
 }
 
 // stop stops the components in order within the shutdown timeout and closes

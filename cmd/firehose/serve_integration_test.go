@@ -146,6 +146,52 @@ func TestIntegrationSIGTERMCommitsBufferedReadings(t *testing.T) {
 	}
 }
 
+// TestIntegrationShutdownDelay checks --shutdown-delay: after SIGTERM the
+// gateway keeps accepting while /readyz answers 503, readings posted then
+// land, and a second SIGTERM ends the wait at once.
+func TestIntegrationShutdownDelay(t *testing.T) {
+	t.Parallel()
+	pgURL := testenv.Postgres(t)
+	_, prefix := testenv.Redis(t)
+	addr := freeAddr(t)
+	base := "http://" + addr
+	p := start(t, stackArgs(t, pgURL, prefix, addr, "--batch-age", "50ms", "--shutdown-delay", "1m")...)
+	waitReady(t, p, base)
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	readyz := func() int {
+		resp, err := http.Get(base + "/readyz")
+		if err != nil {
+			return 0
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode == http.StatusServiceUnavailable && !strings.Contains(string(b), "shutting_down") {
+			t.Errorf("/readyz during the delay: 503 %s, want reason shutting_down", b)
+		}
+		return resp.StatusCode
+	}
+	testenv.Eventually(t, 10*time.Second, func() bool { return readyz() == http.StatusServiceUnavailable },
+		"/readyz did not turn 503 after SIGTERM; output: %s", p.stderr.String())
+	const n = 10
+	for i := range n {
+		if code, body := post(t, base+"/readings/fast", "application/json", "delay-dev", fmt.Sprintf(`{"id": %d, "reading": 1}`, i)); code != http.StatusOK {
+			t.Fatalf("POST during the shutdown delay: %d %s", code, body)
+		}
+	}
+	select {
+	case <-p.done:
+		t.Fatalf("exited during the one-minute shutdown delay; output: %s", p.stderr.String())
+	default:
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	if code, ok := p.wait(20 * time.Second); !ok || code != 0 {
+		t.Fatalf("after a second SIGTERM: exited %v with %d; output: %s", ok, code, p.stderr.String())
+	}
+	if got := countRows(t, pgURL, "SELECT count(*) FROM readings WHERE device_id = 'delay-dev'"); got != n {
+		t.Errorf("%d of the %d readings posted during the delay landed", got, n)
+	}
+}
+
 // TestIntegrationBridgeSurvivesSIGKILL keeps a producer writing while a bridge
 // process is killed with SIGKILL at random moments and restarted, then checks
 // that exactly the acknowledged readings landed: none lost, none twice.
