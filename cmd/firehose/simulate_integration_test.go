@@ -381,15 +381,21 @@ func TestIntegrationSimulateRunIDAgain(t *testing.T) {
 	t.Parallel()
 	st := startSimStack(t)
 	run := "again" + testenv.ID()
+	var acked int64
 	for i := range 2 {
 		code, out, rep := simulate(t, "--http", st.http, "--postgres", st.pgURL, "--run-id", run,
 			"--devices", "4", "--rate", "400", "--duration", "1s")
 		if code != 0 || rep == nil || rep.Landing.Rows != rep.Send.Acked || rep.Landing.DupOnceAcked != 0 {
 			t.Fatalf("run %d: exit %d\n%s", i+1, code, out)
 		}
+		acked += rep.Send.Acked
 	}
-	if got := countLanded(t, st.pgURL, "sim-"+run+"-"); got.distinct*2 != got.rows {
-		t.Errorf("two runs of the same fleet: %d rows, %d distinct (device, seq)", got.rows, got.distinct)
+	// Each run numbers its readings from 1 again, so the (device, seq)
+	// pairs overlap; each run verified only its own rows, and together they
+	// are every row. (The runs need not send the same number: an open loop
+	// on a busy machine may fall short of its rate.)
+	if got := countLanded(t, st.pgURL, "sim-"+run+"-"); got.rows != acked || got.distinct >= got.rows {
+		t.Errorf("two runs of the same fleet: %d rows, %d distinct (device, seq), %d acknowledged by the two runs", got.rows, got.distinct, acked)
 	}
 }
 
