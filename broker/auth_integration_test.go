@@ -16,6 +16,7 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 	"github.com/eclipse/paho.mqtt.golang/packets"
 
+	"firehose/internal/mqtttest"
 	"firehose/internal/testenv"
 )
 
@@ -51,7 +52,7 @@ func TestIntegrationAuthCredentialsAndACL(t *testing.T) {
 		{"no credentials", "", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := connectV3(t, url, "bad-v3", v3Creds(tc.user, tc.password))
+			_, err := mqtttest.ConnectV3(t, url, "bad-v3", v3Creds(tc.user, tc.password))
 			if !errors.Is(err, packets.ErrorRefusedBadUsernameOrPassword) && !errors.Is(err, packets.ErrorRefusedNotAuthorised) {
 				t.Errorf("MQTT 3.1.1 CONNECT as %q/%q: %v, want a CONNACK refusal (bad user name or password, or not authorized)", tc.user, tc.password, err)
 			}
@@ -242,7 +243,7 @@ func TestIntegrationPasswordNeverLogged(t *testing.T) {
 	s := newStack(t, stackOptions{cfg: Config{AuthFile: creds}, logger: logger})
 	url := "tcp://" + s.tcpAddr()
 
-	if _, err := connectV3(t, url, "log-v3-bad", v3Creds("meter-1", wrong)); err == nil {
+	if _, err := mqtttest.ConnectV3(t, url, "log-v3-bad", v3Creds("meter-1", wrong)); err == nil {
 		t.Fatal("wrong password accepted")
 	}
 	if _, _, err := connectV5(t, s.tcpAddr(), v5Creds("log-v5-bad", "meter-1", wrong)); err == nil {

@@ -3,23 +3,13 @@ package broker
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
-	"errors"
 	"fmt"
-	paholog "github.com/eclipse/paho.golang/paho/log"
 	"log/slog"
-	"math/big"
 	"net"
 	"net/url"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"reflect"
 	"strconv"
 	"sync"
@@ -38,6 +28,7 @@ import (
 
 	"firehose/bridge"
 	"firehose/ingest"
+	"firehose/internal/mqtttest"
 	"firehose/internal/testenv"
 )
 
@@ -347,33 +338,9 @@ func findMetric(t *testing.T, reg *prometheus.Registry, name string, labels ...s
 	return nil
 }
 
-// connectV3 connects an MQTT 3.1.1 client (eclipse/paho.mqtt.golang) to url
-// (tcp://, tls://, ws://) and disconnects it when the test ends. mods adjust
-// the options: by default a clean session, no automatic reconnection.
-func connectV3(t *testing.T, url, clientID string, mods ...func(*mqtt.ClientOptions)) (mqtt.Client, error) {
-	t.Helper()
-	o := mqtt.NewClientOptions().AddBroker(url).SetClientID(clientID).
-		SetProtocolVersion(4).SetCleanSession(true).SetAutoReconnect(false).
-		SetConnectTimeout(5 * time.Second).SetWriteTimeout(5 * time.Second).SetKeepAlive(30 * time.Second)
-	for _, m := range mods {
-		m(o)
-	}
-	c := mqtt.NewClient(o)
-	tok := c.Connect()
-	if !tok.WaitTimeout(10 * time.Second) {
-		c.Disconnect(0)
-		return nil, errors.New("connect: no answer within 10s")
-	}
-	if err := tok.Error(); err != nil {
-		return nil, err
-	}
-	t.Cleanup(func() { c.Disconnect(100) })
-	return c, nil
-}
-
 func mustConnectV3(t *testing.T, url, clientID string, mods ...func(*mqtt.ClientOptions)) mqtt.Client {
 	t.Helper()
-	c, err := connectV3(t, url, clientID, mods...)
+	c, err := mqtttest.ConnectV3(t, url, clientID, mods...)
 	if err != nil {
 		t.Fatalf("MQTT 3.1.1 client %s: connect to %s: %v", clientID, url, err)
 	}
@@ -416,22 +383,6 @@ func connectV5(t *testing.T, addr string, cp *paho.Connect) (*v5Client, *paho.Co
 	return connectV5Conn(t, conn, cp)
 }
 
-// noPinger is a paho Pinger that never pings. paho.golang's default pinger
-// sends its PINGREQ from a goroutine of its own, at once after CONNECT, while
-// a publish may be writing its parts: on a TLS or WebSocket connection (which
-// write each part separately) the two interleave and the broker reads a
-// malformed packet. The tests' connections live well under their keep-alive.
-type noPinger struct{}
-
-func (noPinger) Run(ctx context.Context, _ net.Conn, _ uint16) error {
-	<-ctx.Done()
-	return nil
-}
-func (noPinger) PacketSent()             {}
-func (noPinger) PacketReceived()         {}
-func (noPinger) PingResp()               {}
-func (noPinger) SetDebug(paholog.Logger) {}
-
 // connectV5Conn is connectV5 over a connection the test dialled.
 func connectV5Conn(t *testing.T, conn net.Conn, cp *paho.Connect) (*v5Client, *paho.Connack, error) {
 	t.Helper()
@@ -439,7 +390,7 @@ func connectV5Conn(t *testing.T, conn net.Conn, cp *paho.Connect) (*v5Client, *p
 	c.Client = paho.NewClient(paho.ClientConfig{
 		Conn:               conn,
 		PacketTimeout:      15 * time.Second,
-		PingHandler:        noPinger{},
+		PingHandler:        mqtttest.NoPinger{},
 		OnServerDisconnect: func(d *paho.Disconnect) { c.disconnects <- d },
 		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
 			select {
@@ -527,51 +478,6 @@ func freeAddr(t *testing.T) string {
 	}
 	defer ln.Close()
 	return ln.Addr().String()
-}
-
-// selfSignedCert writes a self-signed certificate for 127.0.0.1 and localhost
-// and its key as PEM files, and returns them with a pool trusting the cert.
-func selfSignedCert(t *testing.T) (certFile, keyFile string, pool *x509.CertPool) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(time.Now().UnixNano()),
-		Subject:               pkix.Name{CommonName: "firehose broker test"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
-		DNSNames:              []string{"localhost"},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool = x509.NewCertPool()
-	pool.AddCert(cert)
-	return certFile, keyFile, pool
 }
 
 // redisServer is a throwaway redis-server of one test, on a loopback port of

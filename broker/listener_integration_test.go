@@ -15,6 +15,8 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 	"github.com/eclipse/paho.mqtt.golang/packets"
 
+	"firehose/internal/mqtttest"
+	"firehose/internal/testcert"
 	"firehose/internal/testenv"
 )
 
@@ -24,7 +26,7 @@ import (
 // port and a TLS client that does not trust the certificate are refused.
 func TestIntegrationTLSAndWebSocketListeners(t *testing.T) {
 	t.Parallel()
-	cert, key, pool := selfSignedCert(t)
+	cert, key, pool := testcert.SelfSigned(t)
 	s := newStack(t, stackOptions{bridge: true, cfg: Config{
 		Addr: "127.0.0.1:0", TLSAddr: "127.0.0.1:0", TLSCert: cert, TLSKey: key, WSAddr: "127.0.0.1:0",
 	}})
@@ -57,11 +59,11 @@ func TestIntegrationTLSAndWebSocketListeners(t *testing.T) {
 	overTCP := mustConnectV3(t, "tcp://"+s.tcpAddr(), "tcp-dev")
 	publishV3(t, overTCP, "devices/tcp-dev/readings", 1, `5`)
 
-	if c, err := connectV3(t, "tcp://"+tlsAddr, "plain-on-tls"); err == nil {
+	if c, err := mqtttest.ConnectV3(t, "tcp://"+tlsAddr, "plain-on-tls"); err == nil {
 		c.Disconnect(0)
 		t.Error("a plain-text MQTT client connected to the TLS port")
 	}
-	if c, err := connectV3(t, "tls://"+tlsAddr, "untrusting", func(o *mqtt.ClientOptions) {
+	if c, err := mqtttest.ConnectV3(t, "tls://"+tlsAddr, "untrusting", func(o *mqtt.ClientOptions) {
 		o.SetTLSConfig(&tls.Config{ServerName: "127.0.0.1"})
 	}); err == nil {
 		c.Disconnect(0)
@@ -92,7 +94,7 @@ func TestListenPortInUse(t *testing.T) {
 	}
 	defer held.Close()
 	taken := held.Addr().String()
-	cert, key, _ := selfSignedCert(t)
+	cert, key, _ := testcert.SelfSigned(t)
 	for _, tc := range []struct {
 		name, flag string
 		cfg        func(free string) Config
@@ -373,14 +375,14 @@ func TestIntegrationMaxClients(t *testing.T) {
 	if _, ca, err := connectV5(t, s.tcpAddr(), &paho.Connect{ClientID: "mc-3", CleanStart: true}); err == nil || ca == nil || ca.ReasonCode != 0x89 {
 		t.Errorf("third MQTT 5 client: CONNACK %+v, %v; want 0x89 (server busy)", ca, err)
 	}
-	if _, err := connectV3(t, "tcp://"+s.tcpAddr(), "mc-3"); !errors.Is(err, packets.ErrorRefusedServerUnavailable) {
+	if _, err := mqtttest.ConnectV3(t, "tcp://"+s.tcpAddr(), "mc-3"); !errors.Is(err, packets.ErrorRefusedServerUnavailable) {
 		t.Errorf("third MQTT 3.1.1 client: %v, want CONNACK \"server unavailable\"", err)
 	}
 	if err := first.Disconnect(&paho.Disconnect{ReasonCode: 0}); err != nil {
 		t.Fatal(err)
 	}
 	testenv.Eventually(t, 5*time.Second, func() bool {
-		c, err := connectV3(t, "tcp://"+s.tcpAddr(), "mc-4")
+		c, err := mqtttest.ConnectV3(t, "tcp://"+s.tcpAddr(), "mc-4")
 		if err == nil {
 			c.Disconnect(0)
 		}

@@ -21,6 +21,8 @@ import (
 
 	"firehose/broker"
 	"firehose/httpgw"
+	"firehose/internal/mqtttest"
+	"firehose/internal/testcert"
 	"firehose/internal/testenv"
 )
 
@@ -107,7 +109,7 @@ func TestWhoGetsIn(t *testing.T) {
 	t.Parallel()
 	secrets := auSecrets{}
 	dir := t.TempDir()
-	certFile, keyFile, pool := edgeSelfSigned(t, dir)
+	certFile, keyFile, pool := testcert.SelfSigned(t)
 
 	// Device credentials: the simulated fleet shares one password; the
 	// test's own devices have theirs.
@@ -179,7 +181,7 @@ func TestWhoGetsIn(t *testing.T) {
 	}
 	// Plain-text MQTT to the TLS port: no CONNACK, the connection closes.
 	auPlainToTLS(t, tlsAddr)
-	if _, err := edgeConnectV3(t, "tcp://"+tlsAddr, "bad-auth-plain-v3"); err == nil {
+	if _, err := mqtttest.ConnectV3(t, "tcp://"+tlsAddr, "bad-auth-plain-v3"); err == nil {
 		t.Error("an MQTT 3.1.1 client connected in plain text to the TLS-only listener")
 	}
 
@@ -198,7 +200,7 @@ func TestWhoGetsIn(t *testing.T) {
 			t.Errorf("MQTT 5 connect with %s: CONNACK 0x%02x (%v), want 0x86 (bad user name or password)", tc.what, code, err)
 		}
 	}
-	_, err = edgeConnectV3(t, "ssl://"+tlsAddr, "bad-auth-wrong-v3", auV3Creds(pool, "ok-auth-a", wrongPW))
+	_, err = mqtttest.ConnectV3(t, "ssl://"+tlsAddr, "bad-auth-wrong-v3", auV3Creds(pool, "ok-auth-a", wrongPW))
 	// mochi answers 3.1.1's return code 5, not authorized (4 is for
 	// malformed credentials).
 	if err == nil || !strings.Contains(strings.ToLower(err.Error()), "not authorized") {
@@ -211,7 +213,7 @@ func TestWhoGetsIn(t *testing.T) {
 	auExpectV5(t, a, "publish naming another device in the body", "devices/ok-auth-a/readings", `{"device_id": "bad-auth-victim", "reading": 667}`, 0x99)
 	auExpectV5(t, a, "publish of its own", "devices/ok-auth-a/readings", `{"reading": 1}`, 0x00)
 	lost := make(chan error, 1)
-	a3, err := edgeConnectV3(t, "ssl://"+tlsAddr, "ok-auth-a3", auV3Creds(pool, "ok-auth-a3", a3PW),
+	a3, err := mqtttest.ConnectV3(t, "ssl://"+tlsAddr, "ok-auth-a3", auV3Creds(pool, "ok-auth-a3", a3PW),
 		func(o *mqtt3.ClientOptions) {
 			o.SetConnectionLostHandler(func(_ mqtt3.Client, err error) { lost <- err })
 		})

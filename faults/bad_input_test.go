@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"firehose/internal/mqtttest"
+
 	paho "github.com/eclipse/paho.golang/paho"
 	mqtt3 "github.com/eclipse/paho.mqtt.golang"
 )
@@ -360,7 +362,7 @@ func biStartNeighbours(t *testing.T, s *Stack) *biNeighbours {
 		t.Errorf("CONNACK does not announce the maximum packet size %d: %+v", biMaxPacket, p)
 	}
 	nb.v5 = v5
-	if nb.v3, err = edgeConnectV3(t, s.MQTT(), "bad-input-v3"); err != nil {
+	if nb.v3, err = mqtttest.ConnectV3(t, s.MQTT(), "bad-input-v3"); err != nil {
 		t.Fatalf("MQTT 3.1.1 connect: %v", err)
 	}
 	return nb

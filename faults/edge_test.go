@@ -8,22 +8,14 @@ package faults
 import (
 	"bufio"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"fmt"
-	paholog "github.com/eclipse/paho.golang/paho/log"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -34,6 +26,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"firehose/ingest"
+	"firehose/internal/mqtttest"
 	"firehose/internal/testenv"
 )
 
@@ -347,28 +340,11 @@ type edgeV5 struct {
 	id string
 }
 
-// edgeNoPinger is a paho Pinger that never pings. paho.golang's default
-// pinger sends its PINGREQ from a goroutine of its own, at once after
-// CONNECT, while a publish may be writing its parts: on a TLS connection
-// (which writes each part separately) the two interleave and the broker
-// reads a malformed packet. The tests' connections live well under their
-// keep-alive, so they need no pings.
-type edgeNoPinger struct{}
-
-func (edgeNoPinger) Run(ctx context.Context, _ net.Conn, _ uint16) error {
-	<-ctx.Done()
-	return nil
-}
-func (edgeNoPinger) PacketSent()             {}
-func (edgeNoPinger) PacketReceived()         {}
-func (edgeNoPinger) PingResp()               {}
-func (edgeNoPinger) SetDebug(paholog.Logger) {}
-
 // edgeConnectV5 connects an MQTT 5 client over conn (plain or TLS). It
 // returns the CONNACK also when the server refused it (with an error).
 func edgeConnectV5(t *testing.T, conn net.Conn, cp *paho.Connect) (*edgeV5, *paho.Connack, error) {
 	t.Helper()
-	c := paho.NewClient(paho.ClientConfig{Conn: conn, PacketTimeout: 15 * time.Second, PingHandler: edgeNoPinger{}})
+	c := paho.NewClient(paho.ClientConfig{Conn: conn, PacketTimeout: 15 * time.Second, PingHandler: mqtttest.NoPinger{}})
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	ca, err := c.Connect(ctx, cp)
@@ -398,29 +374,6 @@ func (c *edgeV5) publish(topic string, payload []byte) (code byte, ok bool, err 
 		return resp.ReasonCode, true, nil
 	}
 	return 0, false, err
-}
-
-// edgeConnectV3 connects an MQTT 3.1.1 client (eclipse/paho.mqtt.golang):
-// clean session, no automatic reconnection. mods adjust its options.
-func edgeConnectV3(t *testing.T, url, clientID string, mods ...func(*mqtt3.ClientOptions)) (mqtt3.Client, error) {
-	t.Helper()
-	o := mqtt3.NewClientOptions().AddBroker(url).SetClientID(clientID).
-		SetProtocolVersion(4).SetCleanSession(true).SetAutoReconnect(false).
-		SetConnectTimeout(10 * time.Second).SetWriteTimeout(10 * time.Second).SetKeepAlive(30 * time.Second)
-	for _, m := range mods {
-		m(o)
-	}
-	c := mqtt3.NewClient(o)
-	tok := c.Connect()
-	if !tok.WaitTimeout(15 * time.Second) {
-		c.Disconnect(0)
-		return nil, errors.New("connect: no answer within 15s")
-	}
-	if err := tok.Error(); err != nil {
-		return nil, err
-	}
-	t.Cleanup(func() { c.Disconnect(100) })
-	return c, nil
 }
 
 // edgePublishV3 publishes at QoS 1 and waits for the PUBACK.
@@ -481,50 +434,6 @@ func edgeRawRequest(addr, method, path string, headers [][2]string, body []byte,
 }
 
 // --- TLS ----------------------------------------------------------------
-
-// edgeSelfSigned writes a self-signed certificate for 127.0.0.1 and its key
-// as PEM files in dir and returns their paths and a pool trusting it.
-func edgeSelfSigned(t *testing.T, dir string) (certFile, keyFile string, pool *x509.CertPool) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(time.Now().UnixNano()),
-		Subject:               pkix.Name{CommonName: "firehose fault suite"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
-		DNSNames:              []string{"localhost"},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool = x509.NewCertPool()
-	pool.AddCert(cert)
-	return certFile, keyFile, pool
-}
 
 // edgeDialTLS opens a TLS connection trusting pool.
 func edgeDialTLS(addr string, pool *x509.CertPool) (net.Conn, error) {

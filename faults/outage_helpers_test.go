@@ -22,6 +22,7 @@ import (
 	mqttpk "github.com/eclipse/paho.mqtt.golang/packets"
 	"github.com/redis/go-redis/v9"
 
+	"firehose/internal/mqtttest"
 	"firehose/internal/testenv"
 )
 
@@ -151,7 +152,7 @@ func outProbeMQTT5(s *Stack, device string) (byte, error) {
 	if err != nil {
 		return 0, err
 	}
-	c := paho.NewClient(paho.ClientConfig{Conn: conn, PacketTimeout: 10 * time.Second, PingHandler: edgeNoPinger{}})
+	c := paho.NewClient(paho.ClientConfig{Conn: conn, PacketTimeout: 10 * time.Second, PingHandler: mqtttest.NoPinger{}})
 	if _, err := c.Connect(ctx, &paho.Connect{ClientID: device, Username: device, UsernameFlag: true, CleanStart: true, KeepAlive: 30}); err != nil {
 		conn.Close()
 		return 0, fmt.Errorf("connect: %w", err)

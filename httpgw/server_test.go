@@ -2,18 +2,11 @@ package httpgw
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -25,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"firehose/ingest"
+	"firehose/internal/testcert"
 	"firehose/internal/testenv"
 )
 
@@ -267,7 +261,7 @@ func TestListenBadCertificate(t *testing.T) {
 
 // TestRunTLS serves HTTPS with a self-signed certificate and refuses TLS 1.1.
 func TestRunTLS(t *testing.T) {
-	certFile, keyFile, pool := selfSigned(t)
+	certFile, keyFile, pool := testcert.SelfSigned(t)
 	s := newTestServer(t, Config{Addr: "127.0.0.1:0", TLSCert: certFile, TLSKey: keyFile}, &fakeProducer{})
 	stop := runServer(t, s)
 	url := "https://" + s.Addr().String() + "/readings/fast"
@@ -399,43 +393,4 @@ func TestRunTwice(t *testing.T) {
 	if (first == nil) == (second == nil) || !strings.Contains(errors.Join(first, second).Error(), "Run called twice") {
 		t.Errorf("Run results %v and %v, want one nil and one \"Run called twice\"", first, second)
 	}
-}
-
-// selfSigned writes a certificate for 127.0.0.1 and its key, and returns a
-// pool trusting it.
-func selfSigned(t *testing.T) (certFile, keyFile string, pool *x509.CertPool) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: "firehose test"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	pool = x509.NewCertPool()
-	pool.AddCert(cert)
-	return certFile, keyFile, pool
 }

@@ -1,0 +1,59 @@
+// Package mqtttest connects the MQTT clients no one here wrote (eclipse
+// paho.mqtt.golang for 3.1.1, eclipse/paho.golang for 5) to a broker under
+// test, with settings tests need: no automatic reconnection, bounded waits,
+// disconnection when the test ends.
+package mqtttest
+
+import (
+	"context"
+	"errors"
+	"net"
+	"testing"
+	"time"
+
+	paholog "github.com/eclipse/paho.golang/paho/log"
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+)
+
+// ConnectV3 connects an MQTT 3.1.1 client to url (tcp://, ssl://, ws://):
+// clean session, no automatic reconnection, keep-alive 30s. mods adjust the
+// options. The client disconnects when the test ends.
+func ConnectV3(t testing.TB, url, clientID string, mods ...func(*mqtt.ClientOptions)) (mqtt.Client, error) {
+	t.Helper()
+	o := mqtt.NewClientOptions().AddBroker(url).SetClientID(clientID).
+		SetProtocolVersion(4).SetCleanSession(true).SetAutoReconnect(false).
+		SetConnectTimeout(10 * time.Second).SetWriteTimeout(10 * time.Second).SetKeepAlive(30 * time.Second)
+	for _, m := range mods {
+		m(o)
+	}
+	c := mqtt.NewClient(o)
+	tok := c.Connect()
+	if !tok.WaitTimeout(15 * time.Second) {
+		c.Disconnect(0)
+		return nil, errors.New("connect: no answer within 15s")
+	}
+	if err := tok.Error(); err != nil {
+		return nil, err
+	}
+	t.Cleanup(func() { c.Disconnect(100) })
+	return c, nil
+}
+
+// NoPinger is a paho.golang Pinger that never pings; give it as
+// ClientConfig.PingHandler. paho.golang's default pinger sends a PINGREQ
+// from a goroutine of its own, at once after CONNECT, while a publish may be
+// writing its parts: on a TLS or WebSocket connection (which writes each
+// part separately) the two interleave and the broker reads a malformed
+// packet. Test connections live well under their keep-alive.
+type NoPinger struct{}
+
+// Run waits for ctx to end.
+func (NoPinger) Run(ctx context.Context, _ net.Conn, _ uint16) error {
+	<-ctx.Done()
+	return nil
+}
+
+func (NoPinger) PacketSent()             {}
+func (NoPinger) PacketReceived()         {}
+func (NoPinger) PingResp()               {}
+func (NoPinger) SetDebug(paholog.Logger) {}
