@@ -17,6 +17,7 @@ import (
 	"github.com/eclipse/paho.mqtt.golang/packets"
 
 	"firehose/internal/mqtttest"
+	"firehose/internal/syncbuf"
 	"firehose/internal/testenv"
 )
 
@@ -237,7 +238,7 @@ func TestIntegrationPasswordNeverLogged(t *testing.T) {
 	const right, wrong = "Right-Pass-7f3a9c", "Wrong-Pass-2b8d1e"
 	creds := filepath.Join(t.TempDir(), "creds")
 	writeCredentials(t, creds, map[string]string{"meter-1": cheapHash(t, right)})
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	opts := &slog.HandlerOptions{Level: slog.LevelDebug}
 	logger := slog.New(slog.NewMultiHandler(slog.NewTextHandler(&logs, opts), slog.NewJSONHandler(&logs, opts)))
 	s := newStack(t, stackOptions{cfg: Config{AuthFile: creds}, logger: logger})

@@ -29,6 +29,7 @@ import (
 	"firehose/bridge"
 	"firehose/ingest"
 	"firehose/internal/mqtttest"
+	"firehose/internal/syncbuf"
 	"firehose/internal/testenv"
 )
 
@@ -42,24 +43,6 @@ func TestMain(m *testing.M) {
 type quietRedis struct{}
 
 func (quietRedis) Printf(context.Context, string, ...any) {}
-
-// syncBuffer is a bytes.Buffer safe for the concurrent writes of a logger.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // stackOptions describe a broker under test and what surrounds it.
 type stackOptions struct {
@@ -487,7 +470,7 @@ type redisServer struct {
 	t    *testing.T
 	port int
 	dir  string
-	out  *syncBuffer
+	out  *syncbuf.Buffer
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -505,7 +488,7 @@ func startRedisServer(t *testing.T) *redisServer {
 		t.Skipf("%s not installed: %v", redisServerBin, err)
 	}
 	_, port, _ := net.SplitHostPort(freeAddr(t))
-	r := &redisServer{t: t, dir: t.TempDir(), out: &syncBuffer{}}
+	r := &redisServer{t: t, dir: t.TempDir(), out: &syncbuf.Buffer{}}
 	r.port, _ = strconv.Atoi(port)
 	t.Cleanup(r.kill)
 	r.start()

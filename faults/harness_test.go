@@ -25,6 +25,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"firehose/internal/syncbuf"
 	"firehose/internal/testenv"
 	"firehose/simulator"
 )
@@ -86,26 +87,9 @@ type Proc struct {
 	t      testing.TB
 	name   string
 	cmd    *exec.Cmd
-	out    *syncBuffer
+	out    *syncbuf.Buffer
 	done   chan struct{}
 	exited error
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // StartProc starts a command with the test's environment minus FIREHOSE_
@@ -118,7 +102,7 @@ func StartProc(t testing.TB, name string, path string, args ...string) *Proc {
 			cmd.Env = append(cmd.Env, kv)
 		}
 	}
-	p := &Proc{t: t, name: name, cmd: cmd, out: &syncBuffer{}, done: make(chan struct{})}
+	p := &Proc{t: t, name: name, cmd: cmd, out: &syncbuf.Buffer{}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.out, p.out
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", name, err)

@@ -3,7 +3,6 @@
 package ingest_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -19,6 +18,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"firehose/ingest"
+	"firehose/internal/syncbuf"
 )
 
 // redisServer is a throwaway redis-server of one test, on a loopback port of
@@ -30,7 +30,7 @@ type redisServer struct {
 	dir  string
 	port int
 
-	out syncBuffer // the server's output, for the message when it fails to start
+	out syncbuf.Buffer // the server's output, for the message when it fails to start
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
@@ -183,30 +183,6 @@ func (s *redisServer) client(opt redis.Options) *redis.Client {
 	c := redis.NewClient(&opt)
 	s.t.Cleanup(func() { c.Close() })
 	return c
-}
-
-// syncBuffer is a bytes.Buffer safe for the goroutines of exec.Cmd.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-func (b *syncBuffer) Reset() {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.buf.Reset()
 }
 
 // TestIntegrationProducerRedisDown: while Redis is down Add never answers nil
