@@ -10,10 +10,6 @@ import (
 	"firehose/ingest"
 )
 
-// statusClientClosed is the status recorded (never sent) when the client went
-// away before its answer, as nginx logs it.
-const statusClientClosed = 499
-
 // jsonContentType is shared by every answer; net/http only reads it.
 var jsonContentType = []string{"application/json"}
 
@@ -52,6 +48,8 @@ var (
 	errUnknownKey = refusal(http.StatusUnauthorized, reasonUnauthorized, "unknown API key")
 )
 
+var bodyCanceled = []byte(`{"error":"request cancelled before it was answered: retry"}`)
+
 // producerRefusals are the Producer's errors a client should retry later:
 // the readings were fine, the pipeline could not take them.
 var producerRefusals = []error{ingest.ErrBacklogFull, ingest.ErrUnavailable, ingest.ErrOverloaded, ingest.ErrClosed}
@@ -64,8 +62,10 @@ var producerRefusals = []error{ingest.ErrBacklogFull, ingest.ErrUnavailable, ing
 //   - *http.MaxBytesError: 413.
 //   - ErrBacklogFull, ErrUnavailable, ErrOverloaded, ErrClosed: 503 with
 //     Retry-After: 1; the readings are fine, the client should resend them.
-//   - context.Canceled / DeadlineExceeded: the client went away; nothing is
-//     sent, 499 is recorded.
+//   - context.Canceled / DeadlineExceeded (the gateway's own checks, such as
+//     /health/db, when the client went away): 503, and the connection is
+//     closed. A request never ends without an answer: net/http would send an
+//     empty 200 for it.
 //   - anything else: 500.
 func (s *Server) answerError(w http.ResponseWriter, err error, n int) int {
 	var ae *apiError
@@ -86,7 +86,8 @@ func (s *Server) answerError(w http.ResponseWriter, err error, n int) int {
 			refusal(0, "", "body larger than "+strconv.FormatInt(tooLarge.Limit, 10)+" bytes").body)
 	case errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):
 		s.m.refuse(reasonCanceled, n)
-		return statusClientClosed
+		w.Header().Set("Connection", "close")
+		return writeJSON(w, http.StatusServiceUnavailable, bodyCanceled)
 	}
 	for _, pe := range producerRefusals {
 		if errors.Is(err, pe) {

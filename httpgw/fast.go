@@ -123,8 +123,8 @@ func (s *Server) handleFast(w http.ResponseWriter, req *http.Request) int {
 		recycleFast(st)
 		return s.answerError(w, forbidden(key, device), 1)
 	}
-	if err := s.p.Add(req.Context(), st.rs[:]); err != nil {
-		// Not recycled: if ctx ended, Add may still read st.rs.
+	if err := s.p.Add(addContext, st.rs[:]); err != nil {
+		recycleFast(st)
 		return s.answerError(w, err, 1)
 	}
 	s.m.accepted.Inc()

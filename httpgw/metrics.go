@@ -31,7 +31,7 @@ const (
 	reasonMediaType    = "unsupported_media_type"
 	reasonUnauthorized = "unauthorized"
 	reasonForbidden    = "forbidden"
-	reasonCanceled     = "canceled" // the client went away before its answer
+	reasonCanceled     = "canceled" // the request was cancelled before its answer (503)
 	reasonError        = "error"    // an unexpected producer error (500)
 )
 
@@ -56,7 +56,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "firehose_http_requests_total",
-			Help: "HTTP requests answered, by endpoint (route pattern, or other) and status code (499: the client went away first).",
+			Help: "HTTP requests answered, by endpoint (route pattern, or other) and status code.",
 		}, []string{"endpoint", "code"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "firehose_http_request_duration_seconds",

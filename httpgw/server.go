@@ -26,18 +26,28 @@ import (
 // Producer is what the gateway needs of ingest.Producer.
 //
 // Add blocks until every reading of rs is durable and returns nil, or returns
-// why not; the gateway acknowledges a request only after Add returned nil, and
-// never retries (the client did not get an acknowledgement and may resend).
-// Errors the client should retry are ingest.ErrBacklogFull, ErrUnavailable,
-// ErrOverloaded and ErrClosed. When ctx ends first Add returns ctx's error and
-// may still read rs afterwards; after any other return it no longer uses rs,
-// so the gateway may reuse its memory.
+// why not, within its own bound (ingest.Producer: one round-trip timeout); the
+// gateway acknowledges a request only after Add returned nil, and never
+// retries (the client did not get an acknowledgement and may resend). Errors
+// the client should retry are ingest.ErrBacklogFull, ErrUnavailable,
+// ErrOverloaded and ErrClosed. The gateway calls Add with a context that is
+// never cancelled (addContext), so Add answers only once it knows; after it
+// returned it no longer uses rs, so the gateway may reuse its memory.
 //
 // Ready reports whether Add would currently accept readings, and if not why.
 type Producer interface {
 	Add(ctx context.Context, rs []ingest.Reading) error
 	Ready() error
 }
+
+// addContext is the context of every Add: not the request's. net/http
+// cancels a request's context when the client half-closes its socket after
+// the body (shutdown(SHUT_WR), as some embedded HTTP stacks do), though the
+// client still waits for the answer; a cancelled Add could not say whether
+// the readings were stored, and the request would end without an answer,
+// which net/http sends as an empty 200. The producer bounds every Add by its
+// round-trip timeout, so waiting for its answer is bounded too.
+var addContext = context.Background()
 
 // Limits of the HTTP server, against slow clients (slowloris) holding
 // connections open.

@@ -69,7 +69,7 @@ func (s *Server) handleV1(w http.ResponseWriter, req *http.Request) int {
 			}
 		}
 	}
-	if err := s.p.Add(req.Context(), rs); err != nil {
+	if err := s.p.Add(addContext, rs); err != nil {
 		return s.answerError(w, err, len(rs))
 	}
 	s.m.accepted.Add(float64(len(rs)))
