@@ -137,11 +137,20 @@ func NewProducer(rdb redis.UniversalClient, streams Streams, cfg ProducerConfig,
 // Run writes queued readings until ctx is done, then refuses new ones, writes
 // what is queued (bounded by the round-trip timeout) and returns. Cancel ctx
 // only after the edges that call Add have stopped.
+//
+// Run refuses to start, and the producer answers every call ErrClosed, when
+// the Redis client would retry failed commands (see checkNoRetries).
 func (p *Producer) Run(ctx context.Context) error {
 	started := false
 	p.runOnce.Do(func() { started = true })
 	if !started {
 		return errors.New("producer: Run called twice")
+	}
+	if err := checkNoRetries(p.rdb); err != nil {
+		p.close()
+		p.failQueued()
+		close(p.done)
+		return fmt.Errorf("producer: %w", err)
 	}
 	var wg sync.WaitGroup
 	for range p.cfg.Pipelines {
@@ -266,8 +275,38 @@ func (p *Producer) admit(n int) error {
 	return nil
 }
 
+// failQueued answers ErrClosed to every call still queued after close.
+func (p *Producer) failQueued() {
+	for c := range p.queue {
+		p.queued.Add(-int64(len(c.readings)))
+		p.answer(c, ErrClosed)
+	}
+}
+
+// answer tells c's caller (if one waits) how its call ended, and counts it.
+func (p *Producer) answer(c *call, err error) {
+	if err != nil {
+		p.m.refused(err)
+	} else {
+		p.m.written.Add(float64(len(c.readings)))
+		p.sinceMeasure.Add(int64(len(c.readings)))
+	}
+	if c.done != nil { // nil: Enqueue, nobody waits
+		c.done <- err
+	}
+}
+
+// errRedisDown answers the calls that were queued when a round trip failed or
+// the backlog measurement found Redis unreachable: sending them would make
+// each wait a full timeout against a Redis that is not answering.
+var errRedisDown = fmt.Errorf("%w: an earlier round trip failed; refusing until Redis answers again", ErrUnavailable)
+
 // writer takes every call waiting in the queue (up to MaxBatch entries),
-// writes them in one pipelined round trip, and answers each.
+// writes them in one pipelined round trip, and answers each. While Redis is
+// known to be down it answers the calls at once instead (ErrUnavailable):
+// after a transport failure every queued caller hears within one round trip,
+// not one timeout after another; the backlog poller clears the state when
+// Redis answers again.
 func (p *Producer) writer() {
 	var batch []*call
 	var buf []byte
@@ -287,7 +326,13 @@ func (p *Producer) writer() {
 				break fill
 			}
 		}
-		buf = p.write(batch, n, buf[:0])
+		if p.redisDown.Load() {
+			for _, c := range batch {
+				p.answer(c, errRedisDown)
+			}
+		} else {
+			buf = p.write(batch, n, buf[:0])
+		}
 		p.queued.Add(-int64(n))
 	}
 }
@@ -318,8 +363,9 @@ func (p *Producer) write(batch []*call, n int, buf []byte) []byte {
 	p.m.batchSize.Observe(float64(n))
 
 	if execErr != nil && !isRedisReplyError(execErr) {
-		p.redisDown.Store(true)
-		p.log.Warn("xadd round trip failed", "err", execErr, "entries", n)
+		if !p.redisDown.Swap(true) {
+			p.log.Warn("xadd round trip failed: refusing readings until Redis answers", "err", execErr, "entries", n)
+		}
 	}
 	k := 0
 	for _, c := range batch {
@@ -330,15 +376,7 @@ func (p *Producer) write(batch []*call, n int, buf []byte) []byte {
 			}
 			k++
 		}
-		if err != nil {
-			p.m.refused(err)
-		} else {
-			p.m.written.Add(float64(len(c.readings)))
-			p.sinceMeasure.Add(int64(len(c.readings)))
-		}
-		if c.done != nil { // nil: Enqueue, nobody waits
-			c.done <- err
-		}
+		p.answer(c, err)
 	}
 	return buf
 }

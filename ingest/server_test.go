@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os/exec"
 	"strconv"
@@ -15,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
 	"firehose/ingest"
@@ -177,6 +179,9 @@ func (s *redisServer) stop() {
 // client is a go-redis client of the server, closed when the test ends.
 func (s *redisServer) client(opt redis.Options) *redis.Client {
 	opt.Addr = s.addr()
+	if opt.MaxRetries == 0 {
+		opt.MaxRetries = -1 // the producer refuses a client that retries
+	}
 	if opt.DialTimeout == 0 {
 		opt.DialTimeout = time.Second
 	}
@@ -461,5 +466,87 @@ func TestIntegrationProducerShutdownFlushesQueue(t *testing.T) {
 	}
 	if seen[100] {
 		t.Errorf("reading refused with ErrClosed is in Redis")
+	}
+}
+
+// TestIntegrationProducerStallFailsQueuedAtOnce: with Redis stalled, the
+// first round trip waits its timeout; every call queued behind it is then
+// answered ErrUnavailable at once instead of each waiting a timeout of its
+// own (12 calls of 1,000 readings used to be answered 5 s apart, the last
+// after a minute), and the producer keeps refusing until Redis answers.
+func TestIntegrationProducerStallFailsQueuedAtOnce(t *testing.T) {
+	t.Parallel()
+	srv := startRedisServer(t)
+	const timeout = time.Second
+	rdb := srv.client(redis.Options{ReadTimeout: timeout, WriteTimeout: timeout, PoolSize: 4})
+	streams := ingest.Streams{Prefix: "stall", Count: 2}
+	p, _, _ := startProducer(t, rdb, streams, ingest.ProducerConfig{Pipelines: 1, MaxBatch: 1024, BacklogInterval: 50 * time.Millisecond, Timeout: timeout})
+	if err := p.Add(t.Context(), []ingest.Reading{newReading("warm-up", -1)}); err != nil {
+		t.Fatalf("Add before the stall: %v", err)
+	}
+	srv.pause()
+	const calls = 12
+	type answer struct {
+		err   error
+		after time.Duration
+	}
+	answers := make(chan answer, calls)
+	start := time.Now()
+	for i := range calls {
+		go func() {
+			rs := make([]ingest.Reading, 1000)
+			for j := range rs {
+				rs[j] = newReading(fmt.Sprintf("d-%d", i), float64(j))
+			}
+			err := p.Add(context.Background(), rs)
+			answers <- answer{err, time.Since(start)}
+		}()
+	}
+	var last time.Duration
+	for range calls {
+		select {
+		case a := <-answers:
+			if !errors.Is(a.err, ingest.ErrUnavailable) {
+				t.Errorf("Add with Redis stalled = %v, want ErrUnavailable", a.err)
+			}
+			last = max(last, a.after)
+		case <-time.After(30 * time.Second):
+			t.Fatal("an Add with Redis stalled got no answer within 30 s")
+		}
+	}
+	// One round trip's timeout (plus the poller's, which may hold the state
+	// a moment longer) and scheduling slack: never one timeout per call.
+	if limit := 4 * timeout; last > limit {
+		t.Errorf("the last of %d queued calls was answered after %s, want within %s", calls, last, limit)
+	}
+	if err := p.Add(t.Context(), []ingest.Reading{newReading("during", 1)}); !errors.Is(err, ingest.ErrUnavailable) {
+		t.Errorf("Add while Redis is known stalled = %v, want ErrUnavailable at once", err)
+	}
+	srv.resume()
+	eventually(t, 15*time.Second, func() error {
+		return wantErr("Add after Redis resumed", p.Add(t.Context(), []ingest.Reading{newReading("after", 2)}), nil)
+	})
+}
+
+// TestIntegrationProducerRefusesRetryingClient: a client that would resend a
+// failed pipeline (go-redis's default MaxRetries) is refused by Run, and every
+// call is answered ErrClosed, never stored.
+func TestIntegrationProducerRefusesRetryingClient(t *testing.T) {
+	t.Parallel()
+	srv := startRedisServer(t)
+	rdb := srv.client(redis.Options{MaxRetries: 3})
+	reg := prometheus.NewRegistry()
+	p := ingest.NewProducer(rdb, ingest.Streams{Prefix: "retry", Count: 1}, ingest.ProducerConfig{}, slog.New(slog.DiscardHandler), reg)
+	err := p.Run(t.Context())
+	if err == nil || !strings.Contains(err.Error(), "MaxRetries") {
+		t.Fatalf("Run with a retrying client = %v, want an error naming MaxRetries", err)
+	}
+	if err := p.Add(t.Context(), []ingest.Reading{newReading("d", 1)}); !errors.Is(err, ingest.ErrClosed) {
+		t.Errorf("Add after Run refused the client = %v, want ErrClosed", err)
+	}
+	select {
+	case <-p.Done():
+	default:
+		t.Error("Done not closed after Run refused the client")
 	}
 }
