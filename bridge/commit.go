@@ -79,6 +79,9 @@ func (s *session) commit(ctx context.Context) (commitResult, error) {
 		}
 		bad = append(bad, refused...)
 	}
+	if bad, err = s.replays(ctx, tx, bad, &res); err != nil {
+		return res, err
+	}
 	if len(bad) > 0 {
 		if _, err := tx.CopyFrom(ctx, rejectedTable, rejectedColumns, &rejectSource{stream: s.key, rows: bad}); err != nil {
 			return res, fmt.Errorf("record %d rejected entries: %w", len(bad), err)
