@@ -6,7 +6,7 @@ VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 # Fuzz time per target in `make test` (short); `make fuzz` runs longer.
 FUZZTIME ?= 5s
 
-.PHONY: all build demo test unit vet fuzz faults services testtools bench clean
+.PHONY: all build demo test unit vet fuzz faults soak services testtools bench clean
 
 all: build
 
@@ -49,6 +49,13 @@ fuzz:
 # poison, auth, each under load; prints the table kept in RELIABILITY.md.
 faults:
 	scripts/faults.sh long
+
+# The soak (faults/soak_test.go; not in make test): 2,000 MQTT devices with persistent
+# sessions leaving and returning in waves, plus HTTP load, for 10 minutes, the memory of
+# every process sampled each second; prints the row for RELIABILITY.md.
+# SOAK_DURATION=1m for a short one; scripts/soak.sh lists the other knobs.
+soak:
+	scripts/soak.sh
 
 # The standard load scenarios with firehose simulate against a fresh stack (its own Redis
 # and database), printed as a markdown table for BENCHMARKS.md. DURATION=10s for short.
