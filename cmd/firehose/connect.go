@@ -1,0 +1,156 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/go-redis/v9"
+
+	"firehose/ingest"
+)
+
+// redactURL hides a password in a connection URL for logs and errors.
+func redactURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return "(unparseable URL)"
+	}
+	return u.Redacted()
+}
+
+// connectRedis opens a client and checks that Redis answers.
+func connectRedis(ctx context.Context, rawURL string, poolSize int) (*redis.Client, error) {
+	opt, err := redis.ParseURL(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("--redis %q is not a Redis URL: %v", redactURL(rawURL), err)
+	}
+	opt.PoolSize = max(opt.PoolSize, poolSize)
+	// No automatic retries: go-redis would resend a whole pipeline after a
+	// read error, storing an XADD twice though its caller is acked once.
+	// Callers retry themselves where that is safe.
+	opt.MaxRetries = -1
+	// Deadlines of the producer's and bridge's contexts bound every call.
+	opt.ContextTimeoutEnabled = true
+	opt.DialTimeout = 2 * time.Second
+	opt.ReadTimeout = 3 * time.Second
+	opt.WriteTimeout = 3 * time.Second
+	rdb := redis.NewClient(opt)
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := rdb.Ping(pctx).Err(); err != nil {
+		rdb.Close()
+		return nil, fmt.Errorf("cannot reach Redis at %s: %v; start it (scripts/services.sh ensure) or point --redis / FIREHOSE_REDIS_URL at it", redactURL(rawURL), err)
+	}
+	return rdb, nil
+}
+
+// openPostgres builds the process's small pool (migrations, /health/db)
+// without connecting: pgxpool connects on first use, so the edges start while
+// PostgreSQL is down.
+func openPostgres(rawURL string) (*pgxpool.Pool, error) {
+	pc, err := pgxpool.ParseConfig(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("--postgres %q is not a PostgreSQL URL: %v", redactURL(rawURL), err)
+	}
+	pc.MaxConns = 4
+	pool, err := pgxpool.NewWithConfig(context.Background(), pc)
+	if err != nil {
+		return nil, fmt.Errorf("postgres pool for %s: %w", redactURL(rawURL), err)
+	}
+	return pool, nil
+}
+
+// connectPostgres opens the pool and checks that the database answers.
+func connectPostgres(ctx context.Context, rawURL string) (*pgxpool.Pool, error) {
+	pool, err := openPostgres(rawURL)
+	if err != nil {
+		return nil, err
+	}
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := pool.Ping(pctx); err != nil {
+		pool.Close()
+		return nil, postgresError(err, rawURL)
+	}
+	return pool, nil
+}
+
+// checkPostgres tries the database once at start: a mistake the operator must
+// fix (no such database, authentication refused) is an error; an unreachable
+// server only a warning, since the bridge waits for it (runBridge) and the
+// edges do not need it.
+func checkPostgres(ctx context.Context, pool *pgxpool.Pool, rawURL string, log *slog.Logger) error {
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	err := pool.Ping(pctx)
+	switch {
+	case err == nil:
+		return nil
+	case permanentPostgresError(err):
+		return postgresError(err, rawURL)
+	}
+	log.Warn("PostgreSQL is not reachable at start: serving the edges; the bridge commits once it answers",
+		"postgres", redactURL(rawURL), "err", err)
+	return nil
+}
+
+// permanentPostgresError reports whether err is PostgreSQL refusing us for a
+// reason waiting will not change: an unknown database (3D000), failed
+// authentication or authorization (class 28), or a missing privilege (42501).
+func permanentPostgresError(err error) bool {
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) {
+		return false
+	}
+	return pe.Code == "3D000" || pe.Code == "42501" || strings.HasPrefix(pe.Code, "28")
+}
+
+// postgresError says what to do about a failed first contact.
+func postgresError(err error, rawURL string) error {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) && pe.Code == "3D000" {
+		pc, _ := pgconn.ParseConfig(rawURL)
+		if pc != nil {
+			return fmt.Errorf("database %q does not exist on %s: create it with `createdb -h %s -p %d %s` (make demo does), or point --postgres / FIREHOSE_POSTGRES_URL at another",
+				pc.Database, redactURL(rawURL), pc.Host, pc.Port, pc.Database)
+		}
+	}
+	return fmt.Errorf("cannot reach PostgreSQL at %s: %v; start it (scripts/services.sh ensure) or point --postgres / FIREHOSE_POSTGRES_URL at it", redactURL(rawURL), err)
+}
+
+// redisLogger sends go-redis's own messages (dial retries and the like) to
+// slog at debug level: the errors that matter reach us as return values.
+type redisLogger struct{ log *slog.Logger }
+
+func (l redisLogger) Printf(_ context.Context, format string, v ...any) {
+	l.log.Debug(fmt.Sprintf(format, v...), "component", "go-redis")
+}
+
+// checkRedisPersistence says at start how Redis can lose acknowledged
+// readings (a warning each), and refuses a Redis that may evict keys unless
+// the operator accepted it with --redis-allow-eviction. A Redis that refuses
+// INFO is refused too: firehose cannot tell what an acknowledgement is worth.
+func checkRedisPersistence(ctx context.Context, rdb *redis.Client, allowEviction bool, log *slog.Logger) error {
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	p, err := ingest.InspectRedis(pctx, rdb)
+	if err != nil {
+		return err
+	}
+	if p.Evicting() && !allowEviction {
+		return fmt.Errorf("redis maxmemory-policy is %s: under memory pressure Redis would delete streams of acknowledged readings; "+
+			"set maxmemory-policy noeviction (CONFIG SET maxmemory-policy noeviction, and in redis.conf), "+
+			"or start with --redis-allow-eviction to accept that risk", p.Policy)
+	}
+	for _, r := range p.Risks() {
+		log.Warn(r)
+	}
+	return nil
+}

@@ -1,0 +1,332 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/redis/go-redis/v9"
+
+	"firehose/bridge"
+	"firehose/broker"
+	"firehose/httpgw"
+	"firehose/ingest"
+	"firehose/schema"
+)
+
+// component is one running part of the stack, with a context of its own so
+// that the stack stops the parts one after another.
+type component struct {
+	name   string
+	cancel context.CancelFunc
+	done   chan struct{} // closed when run returned
+	err    error         // what run returned; read after done
+}
+
+func startComponent(name string, run func(context.Context) error) *component {
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &component{name: name, cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(c.done)
+		c.err = run(ctx)
+	}()
+	return c
+}
+
+// stack is firehose serve's running roles, stopped in dependency order.
+type stack struct {
+	cfg      *serveConfig
+	log      *slog.Logger
+	rdb      *redis.Client
+	pg       *pgxpool.Pool // nil when no role here needs PostgreSQL
+	reg      *prometheus.Registry
+	producer *ingest.Producer
+	http     *httpgw.Server
+	mqtt     *broker.Broker
+	admin    *http.Server
+	adminLn  net.Listener
+	draining atomic.Bool // shutting down: the admin endpoint's /readyz answers 503
+	// Stages in stop order, each stopped in parallel once the one before has
+	// finished: the edges (they stop taking readings and answer what they
+	// took), the producer they feed (it writes what is queued), the bridge
+	// (its final commit), then the admin and debug endpoints, so metrics and
+	// readiness stay visible to the end.
+	stages [][]*component
+}
+
+// startStack connects to the services, checks what Redis promises, and starts
+// the configured roles. Start-up failures (unreachable Redis, a Redis that may
+// evict streams, a port in use, a database that does not exist) are returned
+// before anything runs. PostgreSQL being unreachable is not one of them: the
+// edges do not need it, and the bridge waits for it (see runBridge).
+func startStack(ctx context.Context, cfg *serveConfig, logger *slog.Logger) (*stack, error) {
+	roles, _ := cfg.roles()
+	has := func(r string) bool { return slices.Contains(roles, r) }
+	redis.SetLogger(redisLogger{logger})
+
+	st := &stack{cfg: cfg, log: logger, reg: prometheus.NewRegistry()}
+	st.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	ok := false
+	defer func() {
+		if !ok {
+			st.close()
+		}
+	}()
+
+	var err error
+	if st.rdb, err = connectRedis(ctx, cfg.Redis, cfg.Producer.Pipelines+cfg.Streams.Count+8); err != nil {
+		return nil, err
+	}
+	if err := cfg.Streams.Check(ctx, st.rdb); err != nil {
+		return nil, err
+	}
+	if err := checkRedisPersistence(ctx, st.rdb, cfg.RedisAllowEviction, logger); err != nil {
+		return nil, err
+	}
+	if has(roleBridge) || has(roleHTTP) {
+		// The gateway's /health/db uses the pool too; it connects on demand.
+		if st.pg, err = openPostgres(cfg.Postgres); err != nil {
+			return nil, err
+		}
+	}
+	if has(roleBridge) {
+		if err := checkPostgres(ctx, st.pg, cfg.Postgres, logger); err != nil {
+			return nil, err
+		}
+	}
+	logger.Info("starting firehose", "version", buildVersion(), "roles", strings.Join(roles, ","),
+		"postgres", redactURL(cfg.Postgres), "redis", redactURL(cfg.Redis), "redis_prefix", cfg.Streams.Prefix,
+		"shards", cfg.Streams.Count, "batch_size", cfg.Bridge.BatchSize, "batch_age", cfg.Bridge.BatchAge,
+		"high_water", cfg.Producer.HighWater, "producer_pipelines", cfg.Producer.Pipelines,
+		"http_api_keys", cfg.HTTP.APIKeysFile != "", "http_tls", cfg.HTTP.TLSCert != "", "mqtt_auth", cfg.MQTT.AuthFile != "")
+
+	if has(roleHTTP) || has(roleBroker) {
+		st.producer = ingest.NewProducer(st.rdb, cfg.Streams, cfg.Producer, logger, st.reg)
+	}
+	if has(roleBroker) {
+		if st.mqtt, err = broker.New(cfg.MQTT, st.producer, logger, st.reg); err != nil {
+			return nil, fmt.Errorf("mqtt broker: %w", err)
+		}
+		if err := st.mqtt.Listen(); err != nil {
+			return nil, err
+		}
+	}
+	if has(roleHTTP) {
+		dbCheck := func(ctx context.Context) error { return st.pg.Ping(ctx) }
+		if st.http, err = httpgw.New(cfg.HTTP, st.producer, dbCheck, logger, st.reg); err != nil {
+			return nil, fmt.Errorf("http gateway: %w", err)
+		}
+		if err := st.http.Listen(); err != nil {
+			return nil, err
+		}
+		logger.Info("http gateway listening", "addr", st.http.Addr().String())
+	} else if cfg.AdminAddr != "" {
+		if err := st.listenAdmin(); err != nil {
+			return nil, err
+		}
+	}
+	var b *bridge.Bridge
+	if has(roleBridge) {
+		if b, err = bridge.New(cfg.Bridge, st.rdb, logger, st.reg); err != nil {
+			return nil, fmt.Errorf("bridge: %w", err)
+		}
+	}
+	var endpoints []*component
+	if cfg.DebugAddr != "" {
+		dbg, err := listenDebug(cfg.DebugAddr, logger)
+		if err != nil {
+			return nil, err
+		}
+		endpoints = append(endpoints, startComponent("debug", dbg))
+	}
+
+	var edges []*component
+	if st.http != nil {
+		edges = append(edges, startComponent(roleHTTP, st.http.Run))
+	}
+	if st.mqtt != nil {
+		edges = append(edges, startComponent(roleBroker, st.mqtt.Run))
+	}
+	st.stages = append(st.stages, edges)
+	if st.producer != nil {
+		st.stages = append(st.stages, []*component{startComponent("producer", st.producer.Run)})
+	}
+	if b != nil {
+		st.stages = append(st.stages, []*component{startComponent(roleBridge, func(ctx context.Context) error {
+			return st.runBridge(ctx, b)
+		})})
+	}
+	if st.admin != nil {
+		endpoints = append(endpoints, startComponent("admin", st.serveAdmin))
+	}
+	st.stages = append(st.stages, endpoints)
+	ok = true
+	return st, nil
+}
+
+// runBridge waits until PostgreSQL answers (retrying with backoff, so a
+// process whose database is down still serves its edges), applies the schema,
+// then runs the bridge until ctx ends.
+func (st *stack) runBridge(ctx context.Context, b *bridge.Bridge) error {
+	wait := 250 * time.Millisecond
+	for {
+		applied, err := schema.Apply(ctx, st.pg)
+		if err == nil {
+			if len(applied) > 0 {
+				st.log.Info("schema migrations applied", "migrations", strings.Join(applied, ","))
+			}
+			break
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		if permanentPostgresError(err) {
+			return fmt.Errorf("apply schema: %w", err)
+		}
+		st.log.Warn("PostgreSQL not reachable: the bridge waits for it (the edges keep taking readings into Redis)",
+			"err", err, "retry_in", wait)
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+		wait = min(2*wait, 10*time.Second)
+	}
+	return b.Run(ctx)
+}
+
+// parts lists every component, in stop order.
+func (st *stack) parts() []*component {
+	var all []*component
+	for _, stage := range st.stages {
+		all = append(all, stage...)
+	}
+	return all
+}
+
+// wait runs until ctx ends or a component fails, then stops the components
+// stage by stage.
+func (st *stack) wait(ctx context.Context) error {
+	parts := st.parts()
+	failures := make(chan error, len(parts))
+	watching := make(chan struct{})
+	for _, c := range parts {
+		go func() {
+			select {
+			case <-c.done:
+				if c.err != nil {
+					failures <- fmt.Errorf("%s: %w", c.name, c.err)
+				}
+			case <-watching:
+			}
+		}()
+	}
+	var failed error
+	select {
+	case <-ctx.Done():
+		if st.cfg.ShutdownDelay > 0 {
+			failed = st.delayShutdown(failures)
+		}
+		st.log.Info("shutting down", "timeout", st.cfg.ShutdownTimeout)
+	case failed = <-failures:
+		st.log.Error("component failed; shutting down", "err", failed)
+	}
+	close(watching)
+	if failed != nil {
+		// Reported once, above, not again by stop.
+		return errors.Join(failed, st.stop(true))
+	}
+	return st.stop(false)
+}
+
+// startDraining turns every readiness endpoint of the process to 503.
+func (st *stack) startDraining() {
+	st.draining.Store(true)
+	if st.http != nil {
+		st.http.StartDraining()
+	}
+}
+
+// delayShutdown keeps serving for --shutdown-delay with readiness answering
+// 503 (the gateway's /readyz, or the admin endpoint's for a broker without
+// the gateway), so load balancers stop routing here before the listeners
+// close. Another SIGTERM or Ctrl-C ends the wait, and so does a component's
+// failure, which it returns.
+func (st *stack) delayShutdown(failures <-chan error) error {
+	st.startDraining()
+	st.log.Info("readiness answers 503; intake stops after the shutdown delay", "delay", st.cfg.ShutdownDelay)
+	again := make(chan os.Signal, 1)
+	signal.Notify(again, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(again)
+	t := time.NewTimer(st.cfg.ShutdownDelay)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-again:
+		st.log.Info("signalled again: shutting down now")
+	case err := <-failures:
+		st.log.Error("component failed; shutting down", "err", err)
+		return err
+	}
+	return nil
+}
+
+// stop stops the stages in order, the components of a stage in parallel, and
+// closes the connections. Each stage bounds itself by the shutdown timeout
+// (the edges' in-flight answers, the producer's last round trip, the
+// bridge's final commit); a stage still running a little after it is
+// abandoned, and the process exits with an error.
+func (st *stack) stop(afterFailure bool) error {
+	st.startDraining()
+	var errs []error
+	for _, stage := range st.stages {
+		for _, c := range stage {
+			c.cancel()
+		}
+		deadline := time.NewTimer(st.cfg.ShutdownTimeout + 5*time.Second)
+		for _, c := range stage {
+			select {
+			case <-c.done:
+				if c.err != nil && !afterFailure {
+					errs = append(errs, fmt.Errorf("stop %s: %w", c.name, c.err))
+				}
+			case <-deadline.C:
+				st.close()
+				return fmt.Errorf("stop %s: not done within the shutdown timeout %s", c.name, st.cfg.ShutdownTimeout)
+			}
+		}
+		deadline.Stop()
+	}
+	st.close()
+	if len(errs) == 0 {
+		st.log.Info("stopped cleanly")
+	}
+	return errors.Join(errs...)
+}
+
+func (st *stack) close() {
+	if st.pg != nil {
+		st.pg.Close()
+	}
+	if st.rdb != nil {
+		st.rdb.Close()
+	}
+	if st.adminLn != nil {
+		st.adminLn.Close() // already closed after a Shutdown; harmless
+	}
+}

@@ -1,0 +1,84 @@
+package ingest
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// RedisPersistence is what a Redis server promises about the entries it
+// confirmed: whether they survive a restart, and whether memory pressure can
+// delete them. firehose acknowledges a reading once Redis confirmed its entry,
+// so these settings decide what an acknowledgement is worth until the bridge
+// has committed it.
+type RedisPersistence struct {
+	AOF    bool   // appendonly yes
+	Fsync  string // appendfsync: always, everysec or no; "" when CONFIG GET is refused (managed Redis)
+	RDB    bool   // snapshots are configured (save is not empty); false when unknown
+	Policy string // maxmemory-policy, e.g. noeviction
+}
+
+// InspectRedis reads the persistence and eviction settings of the server rdb
+// talks to, from INFO (always allowed) and CONFIG GET (often refused by
+// managed Redis: then Fsync and RDB stay unknown).
+func InspectRedis(ctx context.Context, rdb redis.UniversalClient) (RedisPersistence, error) {
+	var p RedisPersistence
+	info, err := rdb.Info(ctx, "persistence", "memory").Result()
+	if err != nil {
+		return p, fmt.Errorf("read redis INFO persistence and memory: %w", err)
+	}
+	sc := bufio.NewScanner(strings.NewReader(info))
+	for sc.Scan() {
+		k, v, ok := strings.Cut(strings.TrimSpace(sc.Text()), ":")
+		if !ok {
+			continue
+		}
+		switch k {
+		case "aof_enabled":
+			p.AOF = v == "1"
+		case "maxmemory_policy":
+			p.Policy = v
+		}
+	}
+	if p.Policy == "" {
+		return p, fmt.Errorf("redis INFO memory has no maxmemory_policy: cannot tell whether Redis may evict streams")
+	}
+	if cfg, err := rdb.ConfigGet(ctx, "appendfsync").Result(); err == nil {
+		p.Fsync = cfg["appendfsync"]
+	}
+	if cfg, err := rdb.ConfigGet(ctx, "save").Result(); err == nil {
+		p.RDB = strings.TrimSpace(cfg["save"]) != ""
+	}
+	return p, nil
+}
+
+// Evicting reports whether Redis may delete keys under memory pressure. Any
+// policy but noeviction is refused by firehose serve unless the operator says
+// otherwise (--redis-allow-eviction): an allkeys-* policy deletes whole
+// streams of acknowledged readings without a word, and a volatile-* policy
+// would too the day a key gets a TTL.
+func (p RedisPersistence) Evicting() bool { return p.Policy != "noeviction" }
+
+// Risks says, in an operator's words, how this Redis can lose readings that
+// were acknowledged but not yet committed to PostgreSQL; nil when it cannot
+// short of losing the disk.
+func (p RedisPersistence) Risks() []string {
+	var risks []string
+	switch {
+	case !p.AOF && p.RDB:
+		risks = append(risks, "Redis persists by RDB snapshots only (appendonly no): after a crash or kill, readings acknowledged since the last snapshot and not yet committed are lost (those already committed are never written twice); set appendonly yes")
+	case !p.AOF:
+		risks = append(risks, "Redis runs without appendonly (and without known snapshots): readings acknowledged but not yet committed to PostgreSQL are lost if Redis restarts; set appendonly yes")
+	case p.Fsync == "everysec":
+		risks = append(risks, "Redis appendfsync everysec: after a power loss or kernel crash up to about a second of acknowledged, uncommitted readings can be lost (a killed redis-server loses nothing); appendfsync always closes that window")
+	case p.Fsync == "no":
+		risks = append(risks, "Redis appendfsync no: after a power loss or kernel crash up to about 30 s of acknowledged, uncommitted readings can be lost; use everysec or always")
+	}
+	if p.Evicting() {
+		risks = append(risks, fmt.Sprintf("Redis maxmemory-policy %s may evict keys: under memory pressure whole streams of acknowledged readings can be deleted; set maxmemory-policy noeviction (firehose refuses work before memory runs out, see --high-water)", p.Policy))
+	}
+	return risks
+}
