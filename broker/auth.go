@@ -5,29 +5,53 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"crypto/subtle"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
 
+	mqtt "github.com/mochi-mqtt/server/v2"
 	"golang.org/x/crypto/bcrypt"
 
 	"firehose/ingest"
 	"firehose/internal/reload"
 )
 
-// Credentials maps a device id to the bcrypt hash of its password.
-type Credentials map[string][]byte
+// Credentials maps a device id (the MQTT username) to its line of the
+// credentials file.
+type Credentials map[string]Credential
+
+// Credential is one line of the credentials file.
+type Credential struct {
+	// Hash is the bcrypt hash of the password.
+	Hash []byte
+	// Read are the topic filters the user may subscribe to beyond its own
+	// topics (read=FILTER fields), e.g. devices/+/readings for a dashboard.
+	// They grant reading only: readings are still published only under the
+	// user's own id.
+	Read []string
+}
+
+// readField opens a field granting a topic filter to read.
+const readField = "read="
 
 // ParseCredentials parses the device credentials file:
 //
 //	# comment lines and blank lines are ignored
-//	# device-id  bcrypt hash of its password
+//	# device-id  bcrypt hash of its password  [read=FILTER ...]
 //	pump-7       $2a$10$N9qo8uLOickgx2ZMRZoMyeIjZAgcfl7p92ldGxad68LJZdL17lhWy
+//	dashboard    $2a$10$...  read=devices/+/readings read=devices/+/status
 //
-// A device connects with its id as the MQTT username and its password, and
-// may publish readings only under its own id. Passwords are stored only as
-// bcrypt hashes (make a line with firehose mqttpasswd). Errors name file:line.
+// A device connects with its id as the MQTT username and as the client id,
+// and its password. It may publish readings only under its own id, and
+// subscribe only to topics under its own id (devices/pump-7/# for the
+// default topic template). Each read=FILTER field grants subscribing to an
+// MQTT topic filter too (+ and # wildcards; no $share/ prefix: a grant
+// covers shared subscriptions to its filter; # does not cover $SYS/#). A
+// user with a grant may also connect with client ids username/anything,
+// one per dashboard tab. Passwords are stored only as bcrypt hashes (make a
+// line with firehose mqttpasswd). Errors name file:line.
 func ParseCredentials(file string, data []byte) (Credentials, error) {
 	creds := Credentials{}
 	sc := bufio.NewScanner(bytes.NewReader(data))
@@ -37,8 +61,8 @@ func ParseCredentials(file string, data []byte) (Credentials, error) {
 			continue
 		}
 		f := strings.Fields(line)
-		if len(f) != 2 {
-			return nil, fmt.Errorf("%s:%d: want \"device-id bcrypt-hash\", got %d fields", file, n, len(f))
+		if len(f) < 2 {
+			return nil, fmt.Errorf("%s:%d: want \"device-id bcrypt-hash [read=FILTER ...]\", got %d fields", file, n, len(f))
 		}
 		if err := ingest.ValidateDeviceID(f[0], 0); err != nil {
 			return nil, fmt.Errorf("%s:%d: device id %q: %v", file, n, f[0], err)
@@ -49,12 +73,41 @@ func ParseCredentials(file string, data []byte) (Credentials, error) {
 		if _, dup := creds[f[0]]; dup {
 			return nil, fmt.Errorf("%s:%d: device %q appears twice", file, n, f[0])
 		}
-		creds[f[0]] = []byte(f[1])
+		c := Credential{Hash: []byte(f[1])}
+		for _, field := range f[2:] {
+			filter, ok := strings.CutPrefix(field, readField)
+			if !ok {
+				return nil, fmt.Errorf("%s:%d: field %q of %q: want read=FILTER", file, n, field, f[0])
+			}
+			if err := validateGrant(filter); err != nil {
+				return nil, fmt.Errorf("%s:%d: %s of %q: %v", file, n, field, f[0], err)
+			}
+			c.Read = append(c.Read, filter)
+		}
+		creds[f[0]] = c
 	}
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("%s: %w", file, err)
 	}
 	return creds, nil
+}
+
+// validateGrant checks a read=FILTER grant.
+func validateGrant(filter string) error {
+	switch {
+	case filter == "":
+		return errors.New("empty topic filter")
+	case !mqtt.IsValidFilter(filter, false):
+		return errors.New("not a valid MQTT topic filter (# only as the last level, + and # as whole levels)")
+	case mqtt.IsSharedFilter(filter):
+		return errors.New("grant the filter itself: it covers shared subscriptions ($share/group/FILTER) to it")
+	}
+	for _, level := range strings.Split(filter, "/") {
+		if len(level) > 1 && strings.ContainsAny(level, "+#") {
+			return errors.New("not a valid MQTT topic filter (+ and # must be whole levels)")
+		}
+	}
+	return nil
 }
 
 // HashPassword returns the bcrypt hash of password for the credentials file.
@@ -96,9 +149,11 @@ func newAuthenticator(path string, log *slog.Logger) (*authenticator, error) {
 	return &authenticator{file: f, passed: map[string]passedCheck{}}, nil
 }
 
-// check reports whether password is device's password.
-func (a *authenticator) check(device string, password []byte) bool {
-	hash, ok := a.file.Get()[device]
+// remembered reports whether password is device's password by the
+// remembered check alone (microseconds, no bcrypt): it passed before against
+// the hash the file holds now.
+func (a *authenticator) remembered(device string, password []byte) bool {
+	c, ok := a.file.Get()[device]
 	if !ok || len(password) == 0 {
 		return false
 	}
@@ -106,14 +161,24 @@ func (a *authenticator) check(device string, password []byte) bool {
 	a.mu.Lock()
 	p, seen := a.passed[device]
 	a.mu.Unlock()
-	if seen && p.hash == string(hash) && subtle.ConstantTimeCompare(p.digest[:], digest[:]) == 1 {
+	return seen && p.hash == string(c.Hash) && subtle.ConstantTimeCompare(p.digest[:], digest[:]) == 1
+}
+
+// check reports whether password is device's password: the remembered check,
+// else bcrypt (tens of milliseconds of CPU at the default cost).
+func (a *authenticator) check(device string, password []byte) bool {
+	if a.remembered(device, password) {
 		return true
 	}
-	if bcrypt.CompareHashAndPassword(hash, password) != nil {
+	c, ok := a.file.Get()[device]
+	if !ok || len(password) == 0 {
+		return false
+	}
+	if bcrypt.CompareHashAndPassword(c.Hash, password) != nil {
 		return false
 	}
 	a.mu.Lock()
-	a.passed[device] = passedCheck{hash: string(hash), digest: digest}
+	a.passed[device] = passedCheck{hash: string(c.Hash), digest: sha256.Sum256(password)}
 	a.mu.Unlock()
 	return true
 }

@@ -38,7 +38,7 @@ func TestIntegrationAuthCredentialsAndACL(t *testing.T) {
 		t.Fatal(err)
 	}
 	creds := filepath.Join(t.TempDir(), "creds")
-	writeCredentials(t, creds, map[string]string{"sensor-1": one, "sensor-2": cheapHash(t, "pw-two")})
+	writeCredentials(t, creds, map[string]string{"sensor-1": one, "sensor-2": cheapHash(t, "pw-two"), "sensor-4": cheapHash(t, "pw-four")})
 	s := newStack(t, stackOptions{bridge: true, cfg: Config{AuthFile: creds}})
 	url := "tcp://" + s.tcpAddr()
 
@@ -70,11 +70,11 @@ func TestIntegrationAuthCredentialsAndACL(t *testing.T) {
 		})
 	}
 
-	v5one, _, err := connectV5(t, s.tcpAddr(), v5Creds("v5-one", "sensor-1", "pw-one"))
+	v5one, _, err := connectV5(t, s.tcpAddr(), v5Creds("sensor-1", "sensor-1", "pw-one"))
 	if err != nil {
 		t.Fatalf("sensor-1 with its password: %v", err)
 	}
-	v5two, _, err := connectV5(t, s.tcpAddr(), v5Creds("v5-two", "sensor-2", "pw-two"))
+	v5two, _, err := connectV5(t, s.tcpAddr(), v5Creds("sensor-2", "sensor-2", "pw-two"))
 	if err != nil {
 		t.Fatalf("sensor-2 with its password: %v", err)
 	}
@@ -95,10 +95,10 @@ func TestIntegrationAuthCredentialsAndACL(t *testing.T) {
 	// disconnects the device, unacknowledged.
 	var sniff ackSniffer
 	var lost atomic.Int64
-	v3 := mustConnectV3(t, url, "v3-one", v3Creds("sensor-1", "pw-one"), func(o *mqtt.ClientOptions) {
+	v3 := mustConnectV3(t, url, "sensor-4", v3Creds("sensor-4", "pw-four"), func(o *mqtt.ClientOptions) {
 		o.SetCustomOpenConnectionFn(sniff.dial).SetConnectionLostHandler(func(mqtt.Client, error) { lost.Add(1) })
 	})
-	publishV3(t, v3, "devices/sensor-1/readings", 1, "2")
+	publishV3(t, v3, "devices/sensor-4/readings", 1, "2")
 	acks := sniff.count(typePuback)
 	v3.Publish("devices/sensor-2/readings", 1, false, "667")
 	testenv.Eventually(t, 5*time.Second, func() bool { return lost.Load() == 1 },
@@ -123,10 +123,10 @@ func TestIntegrationAuthCredentialsAndACL(t *testing.T) {
 		}
 	}, "sensor-2, removed from the credentials file, can still publish")
 	t.Logf("sensor-2 published %d readings before the file was reloaded", acked)
-	if _, ca, err := connectV5(t, s.tcpAddr(), v5Creds("v5-two-again", "sensor-2", "pw-two")); err == nil {
+	if _, ca, err := connectV5(t, s.tcpAddr(), v5Creds("sensor-2", "sensor-2", "pw-two")); err == nil {
 		t.Errorf("sensor-2 connected after it was removed from the credentials file (CONNACK %+v)", ca)
 	}
-	v5three, _, err := connectV5(t, s.tcpAddr(), v5Creds("v5-three", "sensor-3", "pw-three"))
+	v5three, _, err := connectV5(t, s.tcpAddr(), v5Creds("sensor-3", "sensor-3", "pw-three"))
 	if err != nil {
 		t.Fatalf("sensor-3, added to the credentials file: %v", err)
 	}
@@ -142,7 +142,7 @@ func TestIntegrationAuthCredentialsAndACL(t *testing.T) {
 	for _, r := range s.rows("") {
 		got[fmt.Sprintf("%s=%v", r.Device, r.Value)]++
 	}
-	want := map[string]int{"sensor-1=1": 1, "sensor-1=2": 1, "sensor-3=3": 1, "sensor-1=4": 1}
+	want := map[string]int{"sensor-1=1": 1, "sensor-4=2": 1, "sensor-3=3": 1, "sensor-1=4": 1}
 	for i := range acked {
 		want[fmt.Sprintf("sensor-2=%d", 100+i)] = 1
 	}
@@ -171,11 +171,11 @@ func TestIntegrationTopicAliasChecked(t *testing.T) {
 		}
 		return resp.ReasonCode
 	}
-	a, _, err := connectV5(t, s.tcpAddr(), v5Creds("v5-alias-a", "alias-a", "pw-a"))
+	a, _, err := connectV5(t, s.tcpAddr(), v5Creds("alias-a", "alias-a", "pw-a"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, _, err := connectV5(t, s.tcpAddr(), v5Creds("v5-alias-b", "alias-b", "pw-b"))
+	b, _, err := connectV5(t, s.tcpAddr(), v5Creds("alias-b", "alias-b", "pw-b"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -237,7 +237,9 @@ func TestIntegrationPasswordNeverLogged(t *testing.T) {
 	t.Parallel()
 	const right, wrong = "Right-Pass-7f3a9c", "Wrong-Pass-2b8d1e"
 	creds := filepath.Join(t.TempDir(), "creds")
-	writeCredentials(t, creds, map[string]string{"meter-1": cheapHash(t, right)})
+	// A read grant lets meter-1 hold several connections at once, under
+	// client ids meter-1/...
+	writeCredentials(t, creds, map[string]string{"meter-1": cheapHash(t, right) + " read=devices/meter-1/#"})
 	var logs syncbuf.Buffer
 	opts := &slog.HandlerOptions{Level: slog.LevelDebug}
 	logger := slog.New(slog.NewMultiHandler(slog.NewTextHandler(&logs, opts), slog.NewJSONHandler(&logs, opts)))
@@ -250,17 +252,17 @@ func TestIntegrationPasswordNeverLogged(t *testing.T) {
 	if _, _, err := connectV5(t, s.tcpAddr(), v5Creds("log-v5-bad", "meter-1", wrong)); err == nil {
 		t.Fatal("wrong password accepted")
 	}
-	v3 := mustConnectV3(t, url, "log-v3", v3Creds("meter-1", right))
+	v3 := mustConnectV3(t, url, "meter-1/v3", v3Creds("meter-1", right))
 	publishV3(t, v3, "devices/meter-1/readings", 1, "1")
 	publishV3(t, v3, "devices/meter-1/readings", 1, "not a reading")
-	v5, _, err := connectV5(t, s.tcpAddr(), v5Creds("log-v5", "meter-1", right))
+	v5, _, err := connectV5(t, s.tcpAddr(), v5Creds("meter-1/v5", "meter-1", right))
 	if err != nil {
 		t.Fatal(err)
 	}
 	publishV5(t, v5, "devices/meter-1/readings", 2, `{"reading": "bad"}`)
 	publishV5(t, v5, "devices/meter-2/readings", 1, "2")
 	// A second connection with the right password takes the remembered path.
-	if _, _, err := connectV5(t, s.tcpAddr(), v5Creds("log-v5-again", "meter-1", right)); err != nil {
+	if _, _, err := connectV5(t, s.tcpAddr(), v5Creds("meter-1/v5-again", "meter-1", right)); err != nil {
 		t.Fatal(err)
 	}
 	v3.Publish("devices/meter-2/readings", 1, false, "3") // disconnects the 3.1.1 client

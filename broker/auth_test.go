@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -26,18 +27,25 @@ func cheapHash(t *testing.T, password string) string {
 func TestParseCredentials(t *testing.T) {
 	h1, h2 := cheapHash(t, "pw-one"), cheapHash(t, "pw-two")
 	for _, tc := range []struct {
-		name    string
-		data    string
-		want    map[string]string // device -> hash
-		wantErr string            // substring; "" means valid
+		name     string
+		data     string
+		want     map[string]string   // device -> hash
+		wantRead map[string][]string // device -> read grants
+		wantErr  string              // substring; "" means valid
 	}{
 		{name: "empty file", data: "", want: map[string]string{}},
 		{name: "comments and blank lines", data: "# devices\n\n  # indented comment\n", want: map[string]string{}},
 		{name: "two devices", data: "# id hash\npump-7 " + h1 + "\n\n  valve-2\t" + h2 + "  \n", want: map[string]string{"pump-7": h1, "valve-2": h2}},
 		{name: "CRLF line ends", data: "pump-7 " + h1 + "\r\nvalve-2 " + h2 + "\r\n", want: map[string]string{"pump-7": h1, "valve-2": h2}},
 		{name: "no final newline", data: "pump-7 " + h1, want: map[string]string{"pump-7": h1}},
-		{name: "one field", data: "# x\npump-7\n", wantErr: `creds:2: want "device-id bcrypt-hash", got 1 fields`},
-		{name: "three fields", data: "pump-7 " + h1 + " extra\n", wantErr: "creds:1: want \"device-id bcrypt-hash\", got 3 fields"},
+		{name: "one field", data: "# x\npump-7\n", wantErr: `creds:2: want "device-id bcrypt-hash [read=FILTER ...]", got 1 fields`},
+		{name: "third field not a grant", data: "pump-7 " + h1 + " extra\n", wantErr: `creds:1: field "extra" of "pump-7": want read=FILTER`},
+		{name: "grants", data: "dash " + h1 + " read=devices/+/readings read=# read=$SYS/#\npump-7 " + h2 + "\n",
+			want: map[string]string{"dash": h1, "pump-7": h2}, wantRead: map[string][]string{"dash": {"devices/+/readings", "#", "$SYS/#"}}},
+		{name: "empty grant", data: "dash " + h1 + " read=\n", wantErr: `creds:1: read= of "dash": empty topic filter`},
+		{name: "grant with # inside", data: "dash " + h1 + " read=devices/#/readings\n", wantErr: "not a valid MQTT topic filter"},
+		{name: "grant with a partial wildcard", data: "dash " + h1 + " read=devices/a+/readings\n", wantErr: "must be whole levels"},
+		{name: "shared grant", data: "dash " + h1 + " read=$share/g/devices/#\n", wantErr: "grant the filter itself"},
 		{name: "plain-text password", data: "pump-7 " + h1 + "\nvalve-2 secret\n", wantErr: `creds:2: the password of "valve-2" is not a bcrypt hash`},
 		{name: "truncated hash", data: "pump-7 " + h1[:20] + "\n", wantErr: "creds:1: the password of \"pump-7\" is not a bcrypt hash"},
 		{name: "device id with slash", data: "a/b " + h1 + "\n", wantErr: `creds:1: device id "a/b"`},
@@ -59,8 +67,11 @@ func TestParseCredentials(t *testing.T) {
 				t.Fatalf("ParseCredentials = %d devices, want %d", len(got), len(tc.want))
 			}
 			for dev, h := range tc.want {
-				if string(got[dev]) != h {
-					t.Errorf("hash of %s = %q, want %q", dev, got[dev], h)
+				if string(got[dev].Hash) != h {
+					t.Errorf("hash of %s = %q, want %q", dev, got[dev].Hash, h)
+				}
+				if g, w := fmt.Sprint(got[dev].Read), fmt.Sprint(tc.wantRead[dev]); g != w {
+					t.Errorf("read grants of %s = %s, want %s", dev, g, w)
 				}
 			}
 		})
@@ -83,7 +94,7 @@ func TestHashPassword(t *testing.T) {
 		t.Errorf("hash does not verify: %v", err)
 	}
 	c, err := ParseCredentials("f", []byte("pump-7 "+h+"\n"))
-	if err != nil || string(c["pump-7"]) != h {
+	if err != nil || string(c["pump-7"].Hash) != h {
 		t.Errorf("a line made with HashPassword does not parse: %v, %v", c, err)
 	}
 }
@@ -142,7 +153,7 @@ func TestAuthenticatorCheck(t *testing.T) {
 	for loaded := false; !loaded; {
 		select {
 		case c := <-changed:
-			loaded = string(c["pump-7"]) == newHash
+			loaded = string(c["pump-7"].Hash) == newHash
 		case <-deadline:
 			t.Fatal("the rewritten credentials file was not reloaded within 10s")
 		}

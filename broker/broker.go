@@ -66,12 +66,17 @@ func New(cfg Config, p Producer, logger *slog.Logger, reg prometheus.Registerer)
 			return nil, fmt.Errorf("load --mqtt-auth: %w", err)
 		}
 		h.auth = a
+		h.fails = newLoginThrottle(cfg.AuthFailBurst, cfg.AuthFailInterval, cfg.AuthFailAddresses)
+		h.slots = newCheckSlots()
 	}
+	h.ret = newRetained(cfg.MaxRetained, cfg.MaxRetainedBytes)
 	caps := mqtt.NewDefaultServerCapabilities()
 	caps.MaximumClients = int64(cfg.MaxClients)
 	caps.MaximumPacketSize = uint32(cfg.MaxPacket)
 	caps.ReceiveMaximum = uint16(cfg.ReceiveMax)
 	caps.MaximumSessionExpiryInterval = uint32(min(cfg.SessionExpiry/time.Second, math.MaxUint32))
+	caps.MaximumInflight = uint16(cfg.MaxInflight)
+	caps.MaximumClientWritesPending = int32(cfg.MaxWritesPending)
 	srv := mqtt.New(&mqtt.Options{
 		Capabilities: caps,
 		// mochi logs per connection and per refused publish (at error
@@ -80,8 +85,21 @@ func New(cfg Config, p Producer, logger *slog.Logger, reg prometheus.Registerer)
 		Logger: slog.New(minLevel{h: log.Handler(), min: mochiLevel(log)}).With("component", "mochi"),
 	})
 	h.srv = srv
-	// mochi updates the count atomically; a plain read races with connects.
-	h.m = newMetrics(reg, func() float64 { return float64(atomic.LoadInt64(&srv.Info.ClientsConnected)) })
+	h.m = newMetrics(reg, gauges{
+		// mochi updates the count atomically; a plain read races with connects.
+		clients:         func() float64 { return float64(atomic.LoadInt64(&srv.Info.ClientsConnected)) },
+		offlineSessions: func() float64 { return float64(h.sess.count()) },
+		offlineQueued:   func() float64 { return float64(h.sess.queued.Load()) },
+		throttled: func() float64 {
+			if h.fails == nil {
+				return 0
+			}
+			return float64(h.fails.tracked())
+		},
+		retained:      func() float64 { n, _ := h.ret.stats(); return float64(n) },
+		retainedBytes: func() float64 { _, b := h.ret.stats(); return float64(b) },
+	})
+	h.sess = newSessions(srv, cfg.MaxOfflineSessions, int64(cfg.MaxOfflineMessages), h.m)
 	if err := srv.AddHook(h, nil); err != nil {
 		cancel()
 		return nil, fmt.Errorf("add broker hook: %w", err)

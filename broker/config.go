@@ -19,6 +19,16 @@ const (
 	DefaultMaxKeepAlive = 10 * time.Minute
 	DefaultReceiveMax   = 256
 	DefaultSessionTTL   = time.Hour
+
+	DefaultMaxInflight        = 256
+	DefaultMaxWritesPending   = 1024
+	DefaultMaxOfflineSessions = 10_000
+	DefaultMaxOfflineMessages = 100_000
+	DefaultMaxRetained        = 10_000
+	DefaultMaxRetainedBytes   = 16 << 20
+	DefaultAuthFailBurst      = 10
+	DefaultAuthFailInterval   = time.Second
+	DefaultAuthFailAddresses  = 10_000
 )
 
 // Config is the broker's configuration. Zero fields take the defaults above
@@ -57,6 +67,40 @@ type Config struct {
 	// false; MQTT 5 asks for an interval, capped at this)
 	// (--mqtt-session-expiry, default 1h).
 	SessionExpiry time.Duration
+	// MaxInflight bounds the QoS 1/2 messages one session holds for its
+	// client: sent and not yet acknowledged, or queued while the client is
+	// away (--mqtt-max-inflight, default 256). A message past it is not
+	// delivered to that session.
+	MaxInflight int
+	// MaxWritesPending bounds the packets queued for writing to one
+	// connected client (--mqtt-max-writes-pending, default 1,024); each
+	// connection reserves 8 bytes a slot up front. Past it a message is not
+	// delivered to that client.
+	MaxWritesPending int
+	// MaxOfflineSessions bounds the sessions of disconnected clients kept
+	// (--mqtt-max-offline-sessions, default 10,000); past it the one
+	// disconnected longest is dropped.
+	MaxOfflineSessions int
+	// MaxOfflineMessages bounds the QoS 1/2 messages queued for all
+	// disconnected sessions together (--mqtt-max-offline-messages, default
+	// 100,000); past it new messages are not queued for them.
+	MaxOfflineMessages int
+	// MaxRetained and MaxRetainedBytes bound the retained messages, by
+	// count and by topic plus payload bytes (--mqtt-max-retained, default
+	// 10,000; --mqtt-max-retained-bytes, default 16 MiB); past them a
+	// publish is delivered, and a reading stored, without being retained.
+	MaxRetained      int
+	MaxRetainedBytes int64
+	// AuthFailBurst, AuthFailInterval and AuthFailAddresses throttle failed
+	// logins under AuthFile: each source address (IPv6: its /64) may fail
+	// AuthFailBurst times, then once per AuthFailInterval; further attempts
+	// are refused before bcrypt runs. At most AuthFailAddresses addresses
+	// are tracked; past it the others share one allowance
+	// (--mqtt-auth-fail-burst 10, --mqtt-auth-fail-interval 1s,
+	// --mqtt-auth-fail-addresses 10,000).
+	AuthFailBurst     int
+	AuthFailInterval  time.Duration
+	AuthFailAddresses int
 	// ShutdownTimeout bounds the wait for in-flight publishes on shutdown;
 	// set by the command.
 	ShutdownTimeout time.Duration
@@ -72,12 +116,34 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.TLSKey, "mqtt-tls-key", "", "PEM private key file of the MQTT TLS listener")
 	fs.StringVar(&c.WSAddr, "mqtt-ws-addr", "", "MQTT over WebSocket listener address, e.g. :8083 (for browser dashboards)")
 	fs.StringVar(&c.Topic, "mqtt-topic", DefaultTopic, "readings topic; {device_id} marks the level naming the device")
-	fs.StringVar(&c.AuthFile, "mqtt-auth", "", "device credentials file (lines: device-id bcrypt-hash; make them with firehose mqttpasswd);\nempty allows anonymous clients; with it a device may publish readings only under its own id")
+	fs.StringVar(&c.AuthFile, "mqtt-auth", "", "device credentials file (lines: device-id bcrypt-hash [read=FILTER ...]; make them with firehose mqttpasswd);\n"+
+		"empty allows anonymous clients. With it a client connects with its device id as username and client id, publishes readings only\n"+
+		"under its own id and subscribes only to topics under it (devices/ID/#), plus the filters its line grants with read=FILTER\n"+
+		"(e.g. read=devices/+/readings for a dashboard, which may then also use client ids ID/anything)")
 	fs.IntVar(&c.MaxClients, "mqtt-max-clients", DefaultMaxClients, "most MQTT clients connected at once")
 	fs.IntVar(&c.MaxPacket, "mqtt-max-packet-bytes", DefaultMaxPacket, "largest MQTT packet accepted, in bytes; a larger one disconnects the client")
 	fs.DurationVar(&c.MaxKeepAlive, "mqtt-max-keepalive", DefaultMaxKeepAlive, "longest keep-alive a client may ask for, also imposed on clients asking for none")
 	fs.DurationVar(&c.SessionExpiry, "mqtt-session-expiry", DefaultSessionTTL, "how long the session of a disconnected client that asked to keep it is kept")
 	fs.IntVar(&c.ReceiveMax, "mqtt-receive-max", DefaultReceiveMax, "QoS 1/2 publishes of one client that may await their acknowledgement at once")
+	fs.IntVar(&c.MaxInflight, "mqtt-max-inflight", DefaultMaxInflight, "QoS 1/2 messages one session holds for its subscriber (sent and unacknowledged, or queued while it is away);\n"+
+		"past it a message is not delivered to that session. Each costs its payload + about 1 KiB:\n"+
+		"256 x (1 KiB + 230 B reading) = 310 KiB per subscribing session; 256 x (1 KiB + 64 KiB max packet) = 16.3 MiB at worst")
+	fs.IntVar(&c.MaxWritesPending, "mqtt-max-writes-pending", DefaultMaxWritesPending, "packets queued for writing to one connected client; past it a message is not delivered to it.\n"+
+		"Each connection reserves 8 bytes a slot up front (1,024 x 8 B = 8 KiB; 100,000 clients = 800 MiB) and a full queue holds\n"+
+		"1,024 x (1 KiB + payload) = 1.2 MiB for 230-byte readings")
+	fs.IntVar(&c.MaxOfflineSessions, "mqtt-max-offline-sessions", DefaultMaxOfflineSessions, "sessions of disconnected clients kept (clean session off / MQTT 5 session expiry);\n"+
+		"past it the one disconnected longest is dropped. An empty session costs about 12 KiB: 10,000 x 12 KiB = 120 MiB")
+	fs.IntVar(&c.MaxOfflineMessages, "mqtt-max-offline-messages", DefaultMaxOfflineMessages, "QoS 1/2 messages queued for all disconnected sessions together; past it new messages are not queued for them\n"+
+		"(readings stay stored). 100,000 x (1 KiB + 230 B reading) = 120 MiB; 100,000 x (1 KiB + 64 KiB max packet) = 6.3 GiB at worst.\n"+
+		"A session's own queue is at most --mqtt-max-inflight")
+	fs.IntVar(&c.MaxRetained, "mqtt-max-retained", DefaultMaxRetained, "retained messages kept; past it a publish is delivered (a reading stored) but not retained.\n"+
+		"Each costs about 1 KiB besides its topic and payload: 10,000 x 1 KiB = 10 MiB on top of --mqtt-max-retained-bytes")
+	fs.Int64Var(&c.MaxRetainedBytes, "mqtt-max-retained-bytes", DefaultMaxRetainedBytes, "topic + payload bytes of all retained messages; past it a publish is delivered but not retained")
+	fs.IntVar(&c.AuthFailBurst, "mqtt-auth-fail-burst", DefaultAuthFailBurst, "with --mqtt-auth: failed logins a source address (IPv6: its /64) may make at once, before --mqtt-auth-fail-interval applies;\n"+
+		"a throttled CONNECT is refused (MQTT 5 0x9F connection rate exceeded, 3.1.1 code 3 server unavailable) before bcrypt runs")
+	fs.DurationVar(&c.AuthFailInterval, "mqtt-auth-fail-interval", DefaultAuthFailInterval, "with --mqtt-auth: a throttled source address gets one more login attempt per interval")
+	fs.IntVar(&c.AuthFailAddresses, "mqtt-auth-fail-addresses", DefaultAuthFailAddresses, "with --mqtt-auth: source addresses with recent failed logins tracked (about 100 B each);\n"+
+		"past it the untracked addresses share one allowance")
 }
 
 func (c Config) withDefaults() Config {
@@ -98,6 +164,33 @@ func (c Config) withDefaults() Config {
 	}
 	if c.SessionExpiry <= 0 {
 		c.SessionExpiry = DefaultSessionTTL
+	}
+	if c.MaxInflight <= 0 {
+		c.MaxInflight = DefaultMaxInflight
+	}
+	if c.MaxWritesPending <= 0 {
+		c.MaxWritesPending = DefaultMaxWritesPending
+	}
+	if c.MaxOfflineSessions <= 0 {
+		c.MaxOfflineSessions = DefaultMaxOfflineSessions
+	}
+	if c.MaxOfflineMessages <= 0 {
+		c.MaxOfflineMessages = DefaultMaxOfflineMessages
+	}
+	if c.MaxRetained <= 0 {
+		c.MaxRetained = DefaultMaxRetained
+	}
+	if c.MaxRetainedBytes <= 0 {
+		c.MaxRetainedBytes = DefaultMaxRetainedBytes
+	}
+	if c.AuthFailBurst <= 0 {
+		c.AuthFailBurst = DefaultAuthFailBurst
+	}
+	if c.AuthFailInterval <= 0 {
+		c.AuthFailInterval = DefaultAuthFailInterval
+	}
+	if c.AuthFailAddresses <= 0 {
+		c.AuthFailAddresses = DefaultAuthFailAddresses
 	}
 	if c.ShutdownTimeout <= 0 {
 		c.ShutdownTimeout = 15 * time.Second
@@ -121,6 +214,14 @@ func (c Config) Validate() error {
 		return fmt.Errorf("--mqtt-max-packet-bytes %d: want 1 to 268435456", c.MaxPacket)
 	case c.ReceiveMax < 0 || c.ReceiveMax > 65535:
 		return fmt.Errorf("--mqtt-receive-max %d: want 1 to 65535", c.ReceiveMax)
+	case c.MaxInflight < 0 || c.MaxInflight > 65535:
+		return fmt.Errorf("--mqtt-max-inflight %d: want 1 to 65535", c.MaxInflight)
+	case c.MaxWritesPending < 0 || c.MaxWritesPending > 1<<20:
+		return fmt.Errorf("--mqtt-max-writes-pending %d: want 1 to 1048576", c.MaxWritesPending)
+	case c.MaxOfflineSessions < 0 || c.MaxOfflineMessages < 0 || c.MaxRetained < 0 || c.MaxRetainedBytes < 0:
+		return errors.New("--mqtt-max-offline-sessions, --mqtt-max-offline-messages, --mqtt-max-retained and --mqtt-max-retained-bytes must not be negative")
+	case c.AuthFailBurst < 0 || c.AuthFailInterval < 0 || c.AuthFailAddresses < 0:
+		return errors.New("--mqtt-auth-fail-burst, --mqtt-auth-fail-interval and --mqtt-auth-fail-addresses must not be negative")
 	case c.MaxKeepAlive < 0 || c.MaxKeepAlive > 65535*time.Second:
 		return fmt.Errorf("--mqtt-max-keepalive %s: want at most 18h12m15s (65535s)", c.MaxKeepAlive)
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -35,6 +36,10 @@ type hook struct {
 	srv    *mqtt.Server
 	topic  topic
 	auth   *authenticator // nil: anonymous
+	fails  *loginThrottle // failed logins by source address; with auth
+	slots  checkSlots     // bcrypt checks at once; with auth
+	sess   *sessions
+	ret    *retained
 	p      Producer
 	limits ingest.Limits
 	maxKA  uint16 // seconds
@@ -50,7 +55,9 @@ type hook struct {
 func (h *hook) ID() string { return "firehose" }
 
 func (h *hook) Provides(b byte) bool {
-	return bytes.Contains([]byte{mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnConnect, mqtt.OnPublish, mqtt.OnPacketEncode}, []byte{b})
+	return bytes.Contains([]byte{mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnConnect, mqtt.OnPublish, mqtt.OnPacketEncode,
+		mqtt.OnSubscribed, mqtt.OnSessionEstablish, mqtt.OnDisconnect, mqtt.OnClientExpired,
+		mqtt.OnWill, mqtt.OnRetainMessage, mqtt.OnRetainedExpired}, []byte{b})
 }
 
 // OnPacketEncode tells MQTT 5 clients in CONNACK the largest packet the
@@ -64,31 +71,32 @@ func (h *hook) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Packet
 	return pk
 }
 
-// OnConnectAuthenticate admits anonymous clients when auth is off, else a
-// client whose username is a device id of the credentials file and whose
-// password matches it.
+// OnConnectAuthenticate admits every client that OnConnect let through:
+// mochi calls OnConnect first, and only OnConnect can answer with the reason
+// codes the checks need (see admit).
 func (h *hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
-	if h.auth == nil {
-		return true
-	}
-	ok := h.auth.check(string(pk.Connect.Username), pk.Connect.Password)
-	if !ok {
-		// The username is a device id, not a secret; the password never
-		// appears in logs.
-		h.log.Debug("mqtt connect refused: bad credentials", "device_id", string(pk.Connect.Username), "remote", cl.Net.Remote)
-	}
-	return ok
+	return true
 }
 
-// OnACLCheck lets an authenticated device publish readings only under its own
-// id (and only while its credentials stand); other topics and subscriptions
-// are open to every connected client.
+// OnACLCheck decides, under --mqtt-auth, what a client may publish and
+// read. It publishes readings only under its own id (and only while its
+// credentials stand); other topics are open to publish. It reads (write
+// false: mochi asks with the filter at SUBSCRIBE, and with the topic name
+// before each delivery) only what mayRead allows. With or without auth, a
+// message is not queued for a disconnected session past the bound on queued
+// messages (sessions.mayQueue).
 //
 // A publish through an MQTT 5 topic alias arrives here with an empty topic
 // name: mochi resolves the alias only after this check, so OnPublish checks
 // the resolved topic.
 func (h *hook) OnACLCheck(cl *mqtt.Client, topicName string, write bool) bool {
-	if !write || h.auth == nil || topicName == "" {
+	if !write {
+		if h.auth != nil && !h.mayRead(cl, topicName) {
+			return false
+		}
+		return h.sess.mayQueue(cl)
+	}
+	if h.auth == nil || topicName == "" {
 		return true
 	}
 	dev, ok := h.topic.device(topicName)
@@ -97,6 +105,20 @@ func (h *hook) OnACLCheck(cl *mqtt.Client, topicName string, write bool) bool {
 	}
 	h.m.refused.WithLabelValues("not_authorized").Inc()
 	return false
+}
+
+// OnSubscribed counts the filters refused because the client may not read
+// them (mochi answered 0x87 not authorized to MQTT 5, 0x80 failure to 3.1.1).
+func (h *hook) OnSubscribed(cl *mqtt.Client, pk packets.Packet, codes []byte) {
+	if h.auth == nil {
+		return
+	}
+	for i, sub := range pk.Filters {
+		if i < len(codes) && codes[i] >= packets.ErrUnspecifiedError.Code && mqtt.IsValidFilter(sub.Filter, false) && !h.mayRead(cl, sub.Filter) {
+			h.m.subsRefused.Inc()
+			h.log.Debug("mqtt subscribe refused: not authorized", "device_id", string(cl.Properties.Username), "filter", sub.Filter)
+		}
+	}
 }
 
 // mayPublish reports whether an authenticated client may publish readings
@@ -110,18 +132,161 @@ func (h *hook) mayPublish(cl *mqtt.Client, dev string) bool {
 
 // OnConnect bounds the client's keep-alive: a client asking for none, or for
 // more than the maximum, gets the maximum (MQTT 5 clients are told so in
-// CONNACK).
+// CONNACK). Under --mqtt-auth it admits the client or refuses it with its
+// CONNACK (see admit).
 func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	if h.maxKA > 0 && (cl.State.Keepalive == 0 || cl.State.Keepalive > h.maxKA) {
 		cl.State.Keepalive = h.maxKA
 		cl.State.ServerKeepalive = true
 	}
-	return nil
+	if h.auth == nil {
+		return nil
+	}
+	code, reason := h.admit(cl, pk)
+	if code == packets.CodeSuccess {
+		return nil
+	}
+	h.m.connectsRefused.WithLabelValues(reason).Inc()
+	// The username is a device id, not a secret; the password never
+	// appears in logs.
+	h.log.Debug("mqtt connect refused: "+strings.ReplaceAll(reason, "_", " "), "device_id", string(pk.Connect.Username), "client_id", pk.Connect.ClientIdentifier, "remote", cl.Net.Remote)
+	if err := h.srv.SendConnack(cl, code, false, nil); err != nil {
+		h.log.Debug("write connack", "err", err)
+	}
+	return code
 }
 
-// OnPublish stores a reading before mochi acknowledges it. Publishes to other
-// topics pass untouched.
+// Reasons a CONNECT is refused under auth (the reason label of
+// firehose_mqtt_connects_refused_total).
+const (
+	refusedCredentials = "bad_credentials"
+	refusedThrottled   = "throttled"
+	refusedClientID    = "client_id"
+	refusedWill        = "will_not_authorized"
+	refusedClosing     = "shutting_down"
+)
+
+var connectRefusals = []string{refusedCredentials, refusedThrottled, refusedClientID, refusedWill, refusedClosing}
+
+// admit checks an authenticating client, in this order:
+//
+//  1. its password (a password that passed before is checked in
+//     microseconds; else, unless its address is throttled, bcrypt runs in one
+//     of a few slots): wrong -> MQTT 5 0x86 bad user name or password, 3.1.1
+//     return code 5 not authorized, and the address loses a token;
+//     throttled -> 0x9F connection rate exceeded, 3.1.1 code 3 server
+//     unavailable, before any bcrypt;
+//  2. its client id: the username, or username/anything for a user whose
+//     line grants read filters (a dashboard per browser tab); an empty id
+//     becomes the username (MQTT 5 is told so in CONNACK) -> else 0x85
+//     client identifier not valid, 3.1.1 code 2 identifier rejected. So no
+//     one can take over, or read, another device's session;
+//  3. its will: not on another device's readings topic (mochi publishes
+//     wills without the ACL check) -> 0x87 not authorized, 3.1.1 code 5.
+//
+// The password comes first so that a wrong one is always answered 0x86,
+// whatever the client id.
+func (h *hook) admit(cl *mqtt.Client, pk packets.Packet) (packets.Code, string) {
+	v5 := cl.Properties.ProtocolVersion == 5
+	pick := func(c5, c3 packets.Code) packets.Code {
+		if v5 {
+			return c5
+		}
+		return c3 // mochi turns it into the 3.1.1 return code
+	}
+	user := string(pk.Connect.Username)
+	if !h.auth.remembered(user, pk.Connect.Password) {
+		key := sourceKey(cl.Net.Remote)
+		if !h.fails.allow(key) {
+			return pick(packets.ErrConnectionRateExceeded, packets.ErrServerUnavailable), refusedThrottled
+		}
+		if !h.slots.acquire(h.ctx) {
+			return packets.ErrServerUnavailable, refusedClosing
+		}
+		// Re-check after the wait: the logins queued behind a flood of
+		// failures from the same address are refused without bcrypt.
+		ok := false
+		allowed := h.fails.allow(key)
+		if allowed {
+			ok = h.auth.check(user, pk.Connect.Password)
+		}
+		h.slots.release()
+		if !allowed {
+			return pick(packets.ErrConnectionRateExceeded, packets.ErrServerUnavailable), refusedThrottled
+		}
+		if !ok {
+			h.fails.failed(key)
+			return packets.ErrBadUsernameOrPassword, refusedCredentials
+		}
+	}
+	switch id := pk.Connect.ClientIdentifier; {
+	case id == "":
+		cl.ID = user
+		cl.Properties.Props.AssignedClientID = user
+	case id == user:
+	case strings.HasPrefix(id, user+"/") && len(h.auth.file.Get()[user].Read) > 0:
+	default:
+		return packets.ErrClientIdentifierNotValid, refusedClientID
+	}
+	if pk.Connect.WillFlag {
+		if dev, ok := h.topic.device(pk.Connect.WillTopic); ok && dev != user {
+			return pick(packets.ErrNotAuthorized, packets.ErrBadUsernameOrPassword), refusedWill
+		}
+	}
+	return packets.CodeSuccess, ""
+}
+
+// OnSessionEstablish: a client of this id is connecting; its disconnected
+// session, if any, is about to be resumed or replaced, not evicted.
+func (h *hook) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
+	h.sess.resumed(cl.ID)
+}
+
+// OnDisconnect records a session kept for a client that went away.
+func (h *hook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
+	if expire || cl.IsTakenOver() {
+		return
+	}
+	h.sess.disconnected(cl)
+}
+
+// OnClientExpired drops the subscriptions and queued messages of an
+// expired session, which mochi leaves behind.
+func (h *hook) OnClientExpired(cl *mqtt.Client) {
+	h.sess.expired(cl)
+}
+
+// OnWill drops the retain flag of a will past the retained bounds.
+func (h *hook) OnWill(cl *mqtt.Client, will mqtt.Will) (mqtt.Will, error) {
+	if will.Retain && !h.ret.admit(will.TopicName, len(will.Payload)) {
+		will.Retain = false
+		h.m.retainDropped.Inc()
+	}
+	return will, nil
+}
+
+// OnRetainMessage and OnRetainedExpired keep the account of retained
+// messages.
+func (h *hook) OnRetainMessage(cl *mqtt.Client, pk packets.Packet, r int64) {
+	h.ret.kept(pk.TopicName, len(pk.Payload))
+}
+
+func (h *hook) OnRetainedExpired(filter string) { h.ret.kept(filter, 0) }
+
+// OnPublish stores a reading before mochi acknowledges it, and keeps a
+// retained message within the retained bounds. Publishes to other topics
+// pass untouched.
 func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	pk, err := h.publish(cl, pk)
+	if err == nil && pk.FixedHeader.Retain && !h.ret.admit(pk.TopicName, len(pk.Payload)) {
+		// mochi retains what OnPublish passes with the flag set.
+		pk.FixedHeader.Retain = false
+		h.m.retainDropped.Inc()
+	}
+	return pk, err
+}
+
+func (h *hook) publish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
 	dev, ok := h.topic.device(pk.TopicName)
 	if !ok {
 		return pk, nil

@@ -9,9 +9,20 @@ type metrics struct {
 	accepted  prometheus.Counter
 	refused   *prometheus.CounterVec
 	ack       prometheus.Histogram
+
+	connectsRefused   *prometheus.CounterVec
+	subsRefused       prometheus.Counter
+	deliveriesDropped *prometheus.CounterVec
+	sessionsEvicted   prometheus.Counter
+	retainDropped     prometheus.Counter
 }
 
-func newMetrics(reg prometheus.Registerer, clients func() float64) *metrics {
+// gauges are read from the broker's state when scraped.
+type gauges struct {
+	clients, offlineSessions, offlineQueued, throttled, retained, retainedBytes func() float64
+}
+
+func newMetrics(reg prometheus.Registerer, g gauges) *metrics {
 	m := &metrics{
 		publishes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "firehose_mqtt_publishes_total",
@@ -31,16 +42,47 @@ func newMetrics(reg prometheus.Registerer, clients func() float64) *metrics {
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
 		}),
 	}
-	connected := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "firehose_mqtt_clients_connected",
-		Help: "MQTT clients connected now.",
-	}, clients)
-	reg.MustRegister(m.publishes, m.accepted, m.refused, m.ack, connected)
+	m.connectsRefused = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "firehose_mqtt_connects_refused_total",
+		Help: "CONNECTs refused under --mqtt-auth, by reason (bad_credentials: 0x86 / 3.1.1 code 5; throttled: too many failed logins from the address, refused before bcrypt, 0x9F / code 3; client_id: not the username, 0x85 / code 2; will_not_authorized: a will on another device's readings topic, 0x87 / code 5; shutting_down).",
+	}, []string{"reason"})
+	m.subsRefused = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "firehose_mqtt_subscriptions_refused_total",
+		Help: "SUBSCRIBE topic filters refused under --mqtt-auth because the client may not read them (0x87 not authorized; 3.1.1: 0x80 failure).",
+	})
+	m.deliveriesDropped = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "firehose_mqtt_deliveries_dropped_total",
+		Help: "Messages not queued for a disconnected session, by reason (offline_queue_full: --mqtt-max-offline-messages reached).",
+	}, []string{"reason"})
+	m.sessionsEvicted = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "firehose_mqtt_sessions_evicted_total",
+		Help: "Sessions of disconnected clients dropped, oldest first, because more than --mqtt-max-offline-sessions were kept.",
+	})
+	m.retainDropped = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "firehose_mqtt_retain_dropped_total",
+		Help: "Publishes and wills delivered without being retained because --mqtt-max-retained or --mqtt-max-retained-bytes was reached.",
+	})
+	gauge := func(name, help string, f func() float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
+	}
+	reg.MustRegister(m.publishes, m.accepted, m.refused, m.ack,
+		m.connectsRefused, m.subsRefused, m.deliveriesDropped, m.sessionsEvicted, m.retainDropped,
+		gauge("firehose_mqtt_clients_connected", "MQTT clients connected now.", g.clients),
+		gauge("firehose_mqtt_offline_sessions", "Sessions of disconnected clients kept now (at most --mqtt-max-offline-sessions).", g.offlineSessions),
+		gauge("firehose_mqtt_offline_queued_messages", "QoS 1/2 messages queued for disconnected sessions now (at most about --mqtt-max-offline-messages).", g.offlineQueued),
+		gauge("firehose_mqtt_auth_throttled_addresses", "Source addresses with recent failed logins tracked by the login throttle (at most --mqtt-auth-fail-addresses).", g.throttled),
+		gauge("firehose_mqtt_retained_messages", "Retained messages kept now (at most --mqtt-max-retained).", g.retained),
+		gauge("firehose_mqtt_retained_bytes", "Topic and payload bytes of the retained messages kept now (at most --mqtt-max-retained-bytes).", g.retainedBytes),
+	)
 	for _, q := range []string{"0", "1", "2"} {
 		m.publishes.WithLabelValues(q)
 	}
 	for _, r := range []string{"invalid", "not_authorized", "backlog_full", "redis_unavailable", "overloaded", "closed", "shutting_down"} {
 		m.refused.WithLabelValues(r)
 	}
+	for _, r := range connectRefusals {
+		m.connectsRefused.WithLabelValues(r)
+	}
+	m.deliveriesDropped.WithLabelValues("offline_queue_full")
 	return m
 }

@@ -33,7 +33,7 @@ func TestIntegrationV5RefusalReasonCodes(t *testing.T) {
 	writeCredentials(t, creds, map[string]string{"dev-a": cheapHash(t, "pw-a"), "dev-b": cheapHash(t, "pw-b")})
 	s := newStack(t, stackOptions{bridge: true, cfg: Config{AuthFile: creds}})
 
-	c, _, err := connectV5(t, s.tcpAddr(), v5Creds("v5-a", "dev-a", "pw-a"))
+	c, _, err := connectV5(t, s.tcpAddr(), v5Creds("dev-a", "dev-a", "pw-a"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,8 +66,9 @@ func TestIntegrationV5RefusalReasonCodes(t *testing.T) {
 	}
 
 	// MQTT 3.1.1 cannot say why: an invalid payload is acknowledged (else the
-	// device would resend it forever) and dropped.
-	v3 := mustConnectV3(t, "tcp://"+s.tcpAddr(), "v3-a", func(o *mqtt.ClientOptions) { o.SetUsername("dev-a").SetPassword("pw-a") })
+	// device would resend it forever) and dropped. (Its client id is the
+	// device's: it takes the MQTT 5 connection's session over.)
+	v3 := mustConnectV3(t, "tcp://"+s.tcpAddr(), "dev-a", func(o *mqtt.ClientOptions) { o.SetUsername("dev-a").SetPassword("pw-a") })
 	publishV3(t, v3, "devices/dev-a/readings", 1, "twenty-one")
 	publishV3(t, v3, "devices/dev-a/readings", 2, `{"reading": []}`)
 	publishV3(t, v3, "devices/dev-a/readings", 1, `{"reading": 2, "marker": "v3"}`)
