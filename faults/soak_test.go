@@ -282,7 +282,8 @@ func TestSoak(t *testing.T) {
 	fmt.Fprintf(&sum, "| scenario | load | devices | waves | acked | landed | lost | dup. of once-acked | RSS max firehose | RSS max redis | command |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
 	fmt.Fprintf(&sum, "| soak | %s | %d MQTT + %d HTTP | %s | %d | %d | %d | %d | %s (bound %s) | %s (used_memory max %s, bound %s) | `%s` |\n\n",
 		loadDesc, cfg.Devices, cfg.HTTPDevices, waves, acked, landed, lost, dups, outMiB(fh.Max), outMiB(cfg.RSSBound), outMiB(rd.Max), outMiB(st["redis_used_memory"].Max), outMiB(cfg.RedisBound), command)
-	fmt.Fprintf(&sum, "| process | RSS idle | RSS median | RSS max |\n|---|---|---|---|\n")
+	cpu := smp.CPU()
+	fmt.Fprintf(&sum, "| process | RSS idle | RSS median | RSS max | CPU (cores, mean) |\n|---|---|---|---|---|\n")
 	for _, name := range []string{"firehose", "simulate", "fleet", "redis", "postgres", "redis_used_memory"} {
 		v := st[name]
 		label := map[string]string{"firehose": "firehose serve (all roles)", "simulate": "firehose simulate (HTTP load)", "fleet": "go test (the MQTT fleet, sampler)",
@@ -291,7 +292,11 @@ func TestSoak(t *testing.T) {
 		if b, ok := idle[name]; ok {
 			idleMiB = outMiB(b)
 		}
-		fmt.Fprintf(&sum, "| %s | %s | %s | %s |\n", label, idleMiB, outMiB(v.Median), outMiB(v.Max))
+		cores := "-"
+		if c, ok := cpu[name]; ok {
+			cores = fmt.Sprintf("%.2f", c)
+		}
+		fmt.Fprintf(&sum, "| %s | %s | %s | %s | %s |\n", label, idleMiB, outMiB(v.Median), outMiB(v.Max), cores)
 	}
 	fmt.Fprintf(&sum, "\nMQTT: acked %d, landed %d (rows %d), lost %d, dup. of once-acked %d, dup. after resend %d, resent %d, refused %d, given up %d, unexpected disconnects %d, connect failures %d.\n",
 		mq.Acked, mq.Landed, mq.Rows, mq.Missing, mq.DupOnceAcked, mq.DupResend, fs.Resent, fs.Refused, fs.GivenUp, fs.Drops, fs.ConnectFailures)
@@ -838,13 +843,25 @@ func (f *soakFleet) publish(d *soakDevice) bool {
 // every device of the quarter that is away: it waits in their sessions.
 func (f *soakFleet) commander(ctx context.Context) {
 	cmdr := &soakDevice{idx: 0, id: f.prefix + "commander", v5: true}
+	defer func() {
+		if cmdr.conn != nil {
+			cmdr.conn.leave(false)
+		}
+	}()
 	for k := 1; ; k++ {
 		if !soakSleep(ctx, time.Until(f.start.Add(time.Duration(k)*f.cfg.Wave))) {
 			return
 		}
 		f.waves.Add(1)
-		if !soakSleep(ctx, min(5*time.Second, f.cfg.Away/2)) {
+		if !soakSleep(ctx, min(5*time.Second, f.cfg.Away/3)) {
 			return
+		}
+		if cmdr.conn != nil {
+			select {
+			case <-cmdr.conn.done():
+				cmdr.conn = nil
+			default:
+			}
 		}
 		if cmdr.conn == nil {
 			c, _, err := f.connect5(ctx, cmdr, cmdr.id, true)
@@ -853,20 +870,30 @@ func (f *soakFleet) commander(ctx context.Context) {
 			}
 			cmdr.conn = c
 		}
+		// 16 publishes under way at once: the commands go out while the
+		// quarter is away, whatever the machine's load.
 		q := (k - 1) % 4
+		body := []byte(`{"cmd":"report","wave":` + strconv.Itoa(k) + `}`)
+		work := make(chan *soakDevice)
+		var wg sync.WaitGroup
+		for range 16 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for d := range work {
+					if ok, _ := cmdr.conn.publish("devices/"+d.id+"/commands", body, false, 1); ok {
+						f.commandsSent.Add(1)
+					}
+				}
+			}()
+		}
 		for _, d := range f.devices {
-			if d.quarter != q || ctx.Err() != nil {
-				continue
-			}
-			if ok, _ := cmdr.conn.publish("devices/"+d.id+"/commands", []byte(`{"cmd":"report","wave":`+strconv.Itoa(k)+`}`), false, 1); ok {
-				f.commandsSent.Add(1)
+			if d.quarter == q && ctx.Err() == nil {
+				work <- d
 			}
 		}
-		select {
-		case <-cmdr.conn.done():
-			cmdr.conn = nil
-		default:
-		}
+		close(work)
+		wg.Wait()
 	}
 }
 
@@ -1001,6 +1028,7 @@ type soakSampler struct {
 	cols     []string
 	samples  map[string][]int64
 	errors   int
+	cpu      map[string][2]soakCPUMark // first and last CPU time seen per process
 	abortAt  time.Time
 	aborted  chan struct{}
 	stop     chan struct{}
@@ -1016,7 +1044,7 @@ func startSoakSampler(path string, rdb *redis.Client, keys []string, dbURL strin
 		return nil, err
 	}
 	fmt.Fprintln(file, "elapsed_s,firehose_rss_bytes,simulate_rss_bytes,fleet_rss_bytes,redis_rss_bytes,postgres_backends_rss_bytes,redis_used_memory_bytes,stream_entries,mqtt_online,mqtt_acked")
-	s := &soakSampler{cols: soakColumns, samples: map[string][]int64{}, aborted: make(chan struct{}), stop: make(chan struct{}), done: make(chan struct{})}
+	s := &soakSampler{cols: soakColumns, samples: map[string][]int64{}, cpu: map[string][2]soakCPUMark{}, aborted: make(chan struct{}), stop: make(chan struct{}), done: make(chan struct{})}
 	start := time.Now()
 	go func() {
 		defer close(s.done)
@@ -1035,6 +1063,9 @@ func startSoakSampler(path string, rdb *redis.Client, keys []string, dbURL strin
 			for name, pid := range pids {
 				if id := pid(); id > 0 {
 					row[name] = RSS(id)
+					if c, ok := soakCPUTime(id); ok {
+						s.markCPU(name, c)
+					}
 				}
 			}
 			failed := false
@@ -1091,6 +1122,62 @@ func startSoakSampler(path string, rdb *redis.Client, keys []string, dbURL strin
 		}
 	}()
 	return s, nil
+}
+
+// soakCPUMark is a process's CPU time (user + system) at a moment.
+type soakCPUMark struct {
+	cpu time.Duration
+	at  time.Time
+}
+
+func (s *soakSampler) markCPU(name string, c time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m, ok := s.cpu[name]
+	now := soakCPUMark{c, time.Now()}
+	if !ok {
+		m[0] = now
+	}
+	m[1] = now
+	s.cpu[name] = m
+}
+
+// CPU is the cores each process used on average while it was sampled.
+func (s *soakSampler) CPU() map[string]float64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m := map[string]float64{}
+	for name, c := range s.cpu {
+		if wall := c[1].at.Sub(c[0].at); wall > 0 {
+			m[name] = float64(c[1].cpu-c[0].cpu) / float64(wall)
+		}
+	}
+	return m
+}
+
+// soakCPUTime is a process's user + system CPU time, from /proc/<pid>/stat
+// (in clock ticks of 10 ms, as on every Linux the suite runs on).
+func soakCPUTime(pid int) (time.Duration, bool) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, false
+	}
+	// The command name, in parentheses, may hold spaces: fields count from
+	// after its closing parenthesis (field 3 is the state; 14, 15 utime, stime).
+	i := strings.LastIndexByte(string(data), ')')
+	if i < 0 {
+		return 0, false
+	}
+	f := strings.Fields(string(data[i+1:]))
+	if len(f) < 13 {
+		return 0, false
+	}
+	u, err1 := strconv.ParseInt(f[11], 10, 64)
+	st, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, false
+	}
+	return time.Duration(u+st) * 10 * time.Millisecond, true
 }
 
 // Stop ends the sampling (idempotent).
