@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"hash/fnv"
 	"log/slog"
+	"net"
+	"strconv"
 	"sync"
 	"time"
 
@@ -38,6 +40,12 @@ type Config struct {
 	// MaxBackoff caps the wait between retries after PostgreSQL or Redis
 	// failed. Default 5s (doubling from 100ms).
 	MaxBackoff time.Duration
+	// SessionTimeout bounds how long a shard stays with a bridge that has
+	// gone silent (dead host, frozen network path): after it, PostgreSQL has
+	// ended the silent bridge's session, and its lock with it, or another
+	// bridge ends it. Default 30s; see the --bridge-session-timeout help for
+	// the arithmetic (sessionSettings).
+	SessionTimeout time.Duration
 }
 
 func (c Config) withDefaults() Config {
@@ -55,6 +63,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxBackoff <= 0 {
 		c.MaxBackoff = 5 * time.Second
+	}
+	if c.SessionTimeout <= 0 {
+		c.SessionTimeout = 30 * time.Second
 	}
 	return c
 }
@@ -76,6 +87,7 @@ func New(cfg Config, rdb redis.UniversalClient, logger *slog.Logger, reg prometh
 	if err != nil {
 		return nil, fmt.Errorf("parse postgres url: %w", err)
 	}
+	sessionSettings(pg, cfg.SessionTimeout)
 	return &Bridge{
 		cfg:  cfg,
 		pg:   pg,
@@ -86,26 +98,44 @@ func New(cfg Config, rdb redis.UniversalClient, logger *slog.Logger, reg prometh
 	}, nil
 }
 
+// ErrDeploymentMismatch means the shard's metadata hash in Redis names
+// another deployment (database) than the bridge's: two databases are fed from
+// one Redis prefix. The bridge neither commits nor trims such a shard; Run
+// returns the error.
+var ErrDeploymentMismatch = errors.New("the Redis prefix belongs to another deployment")
+
 // Run works every shard until ctx ends, then commits what each shard has
-// buffered (bounded by ShutdownTimeout) and returns. Failures of PostgreSQL or
-// Redis are retried with backoff, never returned.
+// buffered (bounded by ShutdownTimeout) and returns nil. Failures of
+// PostgreSQL or Redis are retried with backoff, never returned; the one error
+// returned is ErrDeploymentMismatch, which no retry can mend: Run then stops
+// every shard and returns it.
 func (b *Bridge) Run(ctx context.Context) error {
+	ctx, fail := context.WithCancelCause(ctx)
+	defer fail(nil)
 	var wg sync.WaitGroup
 	for shard := range b.keys {
-		wg.Go(func() { b.runShard(ctx, shard) })
+		wg.Go(func() { b.runShard(ctx, shard, fail) })
 	}
 	wg.Wait()
+	if err := context.Cause(ctx); errors.Is(err, ErrDeploymentMismatch) {
+		return err
+	}
 	return nil
 }
 
 // runShard owns a shard whenever it can: it keeps trying to take the shard's
-// lock and, once it holds it, consumes until ctx ends or something fails.
-func (b *Bridge) runShard(ctx context.Context, shard int) {
+// lock and, once it holds it, consumes until ctx ends or something fails. An
+// error no retry can mend ends every shard through fail.
+func (b *Bridge) runShard(ctx context.Context, shard int, fail context.CancelCauseFunc) {
 	log := b.log.With("stream", b.keys[shard])
 	bo := backoff{min: 100 * time.Millisecond, max: b.cfg.MaxBackoff}
 	for ctx.Err() == nil {
 		s := &session{b: b, shard: shard, key: b.keys[shard], log: log}
 		err := s.run(ctx)
+		if errors.Is(err, ErrDeploymentMismatch) {
+			fail(err)
+			return
+		}
 		if ctx.Err() != nil {
 			return
 		}
@@ -117,6 +147,63 @@ func (b *Bridge) runShard(ctx context.Context, shard int) {
 			return
 		}
 	}
+}
+
+// sessionSettings makes a silent bridge lose its shards within timeout T
+// (Config.SessionTimeout), whatever froze: the host, the network, or a proxy
+// that stops forwarding but keeps its sockets open (which TCP keepalives
+// alone never notice, as the proxy's kernel answers them).
+//
+// On the server, per session (PostgreSQL 14 or later):
+//   - idle_session_timeout T: a lock session that has not been used for T is
+//     ended; the bridge pings its idle sessions every T/3, so a healthy quiet
+//     bridge keeps them;
+//   - idle_in_transaction_session_timeout T/2 and statement_timeout T/2: a
+//     batch's transaction never waits T/2 for its client, and no statement
+//     runs longer (a COPY of one batch takes milliseconds);
+//   - tcp_keepalives_idle T/3, _interval T/6, _count 4 (T/3 + 4·T/6 = T) and
+//     tcp_user_timeout T: a dead peer is noticed within T;
+//   - client_connection_check_interval T/6: a long statement stops when the
+//     bridge's socket closes.
+//
+// A backend blocked waiting for the rows of a COPY honours none of the
+// timeouts, so a bridge that finds a shard's lock taken also ends the
+// holder's session when it has shown no activity for T (see evictStale):
+// a healthy holder is never silent that long (pings every T/3, statements
+// and transactions bounded by T/2).
+//
+// On the client: TCP keepalives with the same timings, and a deadline on
+// every PostgreSQL call (T/2, a batch's transaction T), so a bridge whose
+// path froze gives its session up instead of hanging.
+//
+// Takeover after an owner goes silent: within T + LockRetry (36s-ish with
+// the defaults, plus the holder's termination, a few ms).
+func sessionSettings(pg *pgx.ConnConfig, t time.Duration) {
+	secs := func(d time.Duration) string { return strconv.Itoa(max(1, int(d/time.Second))) }
+	ms := func(d time.Duration) string { return strconv.FormatInt(max(1, d.Milliseconds()), 10) }
+	set := map[string]string{
+		"idle_session_timeout":                ms(t),
+		"idle_in_transaction_session_timeout": ms(t / 2),
+		"statement_timeout":                   ms(t / 2),
+		"tcp_keepalives_idle":                 secs(t / 3),
+		"tcp_keepalives_interval":             secs(t / 6),
+		"tcp_keepalives_count":                "4",
+		"tcp_user_timeout":                    ms(t),
+		"client_connection_check_interval":    ms(t / 6),
+		"application_name":                    "firehose bridge",
+	}
+	if pg.RuntimeParams == nil {
+		pg.RuntimeParams = map[string]string{}
+	}
+	for k, v := range set {
+		if _, ok := pg.RuntimeParams[k]; !ok || k != "application_name" {
+			pg.RuntimeParams[k] = v
+		}
+	}
+	d := &net.Dialer{KeepAliveConfig: net.KeepAliveConfig{
+		Enable: true, Idle: max(time.Second, t/3), Interval: max(time.Second, t/6), Count: 4,
+	}}
+	pg.DialFunc = d.DialContext
 }
 
 // lockKey is the advisory lock id of a stream: one per stream key, so that
@@ -166,6 +253,8 @@ type metrics struct {
 	owned     prometheus.Gauge
 	buffered  prometheus.Gauge
 	lag       prometheus.Histogram
+	evicted   prometheus.Counter
+	newStream prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -194,7 +283,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"trigger"}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "firehose_bridge_errors_total",
-			Help: "Failures that made a shard back off and retry, by operation (connect, lock, read, commit).",
+			Help: "Failures that made a shard back off and retry, by operation (connect, lock, read, commit, ping).",
 		}, []string{"op"}),
 		owned: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "firehose_bridge_shards_owned",
@@ -210,14 +299,22 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 16),
 		}),
 	}
-	reg.MustRegister(m.committed, m.rejected, m.batchRows, m.commitDur, m.flushes, m.errors, m.owned, m.buffered, m.lag)
+	m.evicted = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "firehose_bridge_sessions_evicted_total",
+		Help: "PostgreSQL sessions of silent bridges (no activity for --bridge-session-timeout) this bridge ended to take their shard.",
+	})
+	m.newStream = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "firehose_bridge_streams_new_total",
+		Help: "Shard sessions that found a new stream (Redis lost everything: another generation token) and read it from its start.",
+	})
+	reg.MustRegister(m.committed, m.rejected, m.batchRows, m.commitDur, m.flushes, m.errors, m.owned, m.buffered, m.lag, m.evicted, m.newStream)
 	for _, t := range []string{"size", "age", "shutdown", "read_error"} {
 		m.flushes.WithLabelValues(t)
 	}
 	for _, r := range []string{"decode", "refused"} {
 		m.rejected.WithLabelValues(r)
 	}
-	for _, op := range []string{"connect", "lock", "read", "commit"} {
+	for _, op := range []string{"connect", "lock", "read", "commit", "ping"} {
 		m.errors.WithLabelValues(op)
 	}
 	return m

@@ -425,10 +425,11 @@ func TestIntegrationRecreatedStreamIsReadFromStart(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, 1)
 	key := e.streams.Key(0)
-	// A checkpoint far in the future: as if Redis lost the stream and its ids
-	// restarted below the checkpoint.
+	// A checkpoint far in the future, taken on a stream of another
+	// generation: as if Redis lost everything and its ids restarted below
+	// the checkpoint.
 	future := ingest.StreamID{MS: uint64(time.Now().Add(time.Hour).UnixMilli())}
-	if _, err := e.pg.Exec(t.Context(), "INSERT INTO bridge_checkpoints (stream, last_id) VALUES ($1, $2)", key, future.String()); err != nil {
+	if _, err := e.pg.Exec(t.Context(), "INSERT INTO bridge_checkpoints (stream, last_id, generation) VALUES ($1, $2, 'a-lost-redis')", key, future.String()); err != nil {
 		t.Fatal(err)
 	}
 	e.add(reading("recreated", 1))

@@ -19,10 +19,11 @@ var (
 	rejectedColumns = []string{"stream", "entry_id", "version", "raw", "error"}
 )
 
-const upsertCheckpoint = `INSERT INTO bridge_checkpoints (stream, last_id, rows, updated_at)
-VALUES ($1, $2, $3, now())
+const upsertCheckpoint = `INSERT INTO bridge_checkpoints (stream, last_id, rows, generation, updated_at)
+VALUES ($1, $2, $3, $4, now())
 ON CONFLICT (stream) DO UPDATE
-SET last_id = EXCLUDED.last_id, rows = bridge_checkpoints.rows + EXCLUDED.rows, updated_at = now()`
+SET last_id = EXCLUDED.last_id, rows = bridge_checkpoints.rows + EXCLUDED.rows,
+    generation = EXCLUDED.generation, updated_at = now()`
 
 type commitResult struct {
 	written, decodeBad, refused int
@@ -88,7 +89,7 @@ func (s *session) commit(ctx context.Context) (commitResult, error) {
 		}
 	}
 	written := len(good) - len(refused)
-	if _, err := tx.Exec(ctx, upsertCheckpoint, s.key, s.cursor.String(), written); err != nil {
+	if _, err := tx.Exec(ctx, upsertCheckpoint, s.key, s.cursor.String(), written, s.gen); err != nil {
 		return res, fmt.Errorf("write checkpoint: %w", err)
 	}
 	if err := tx.Commit(ctx); err != nil {

@@ -28,6 +28,9 @@ type session struct {
 	log   *slog.Logger
 
 	conn       *pgx.Conn
+	usedPG     time.Time       // last PostgreSQL call that succeeded: pinged when idle
+	deployment string          // firehose_deployment.id of the database
+	gen        string          // the stream's generation token (ingest.MetaGeneration)
 	cursor     ingest.StreamID // last entry read; equals the checkpoint after a flush
 	buf        []entry
 	oldest     time.Time // when the first buffered entry was read
@@ -45,13 +48,16 @@ type entry struct {
 }
 
 func (s *session) run(ctx context.Context) error {
-	conn, err := pgx.ConnectConfig(ctx, s.b.pg)
+	cctx, cancel := s.pgCtx(ctx)
+	conn, err := pgx.ConnectConfig(cctx, s.b.pg)
+	cancel()
 	if err != nil {
 		err = opErr("connect", fmt.Errorf("connect to postgres: %w", err))
 		s.b.m.countError(err)
 		return err
 	}
 	s.conn = conn
+	s.usedPG = time.Now()
 	defer func() {
 		// Closing the connection releases the lock, on purpose: the next
 		// session takes it again and starts from the checkpoint.
@@ -77,17 +83,39 @@ func (s *session) run(ctx context.Context) error {
 	return err
 }
 
+// pgCtx bounds one PostgreSQL call (a statement, a ping, a connect) to half
+// the session timeout, so a bridge whose path to PostgreSQL froze notices
+// (see sessionSettings).
+func (s *session) pgCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, s.b.cfg.SessionTimeout/2)
+}
+
 // lock waits for the shard's advisory lock, trying every LockRetry; false
-// when ctx ended or the connection failed.
+// when ctx ended or the connection failed. While another session holds the
+// lock, each try also ends that session if it has been silent for the
+// session timeout (evictStale), so a frozen owner gives the shard up.
 func (s *session) lock(ctx context.Context) (bool, error) {
 	key := lockKey(s.key)
 	for {
 		var ok bool
-		if err := s.conn.QueryRow(ctx, "SELECT pg_try_advisory_lock($1)", key).Scan(&ok); err != nil {
+		qctx, cancel := s.pgCtx(ctx)
+		err := s.conn.QueryRow(qctx, "SELECT pg_try_advisory_lock($1)", key).Scan(&ok)
+		if err == nil && !ok {
+			var evicted bool
+			if evicted, err = s.evictStale(qctx, key); err == nil && evicted {
+				err = s.conn.QueryRow(qctx, "SELECT pg_try_advisory_lock($1)", key).Scan(&ok)
+			}
+		}
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return false, nil
+			}
 			err = opErr("lock", fmt.Errorf("take lock of %s: %w", s.key, err))
 			s.b.m.countError(err)
 			return false, err
 		}
+		s.usedPG = time.Now()
 		if ok {
 			return true, nil
 		}
@@ -101,42 +129,194 @@ func (s *session) lock(ctx context.Context) (bool, error) {
 	}
 }
 
-// start sets the cursor from the checkpoint and trims what a previous owner
-// committed but did not trim.
-func (s *session) start(ctx context.Context) error {
-	var last string
-	err := s.conn.QueryRow(ctx, "SELECT last_id FROM bridge_checkpoints WHERE stream = $1", s.key).Scan(&last)
+// evictStaleQuery ends the session holding advisory lock ($1, $2) if it has
+// shown no activity (pg_stat_activity.state_change) for $3 ms, and waits up
+// to a second for it to go. A healthy holder changes state at least every
+// third of the session timeout (pings) and never runs a statement or waits in
+// a transaction for half of it (statement_timeout, idle_in_transaction_
+// session_timeout); a silent one may be stuck reading a COPY's rows from a
+// frozen path, where no server timeout reaches it.
+const evictStaleQuery = `SELECT a.pid, extract(epoch FROM clock_timestamp() - a.state_change)::float8,
+	pg_terminate_backend(a.pid, 1000)
+FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+  AND l.classid::bigint = $1 AND l.objid::bigint = $2
+  AND a.pid <> pg_backend_pid()
+  AND a.state_change < clock_timestamp() - $3 * interval '1 millisecond'`
+
+// evictStale ends the lock's holder if it has been silent for the session
+// timeout; true when it did.
+func (s *session) evictStale(ctx context.Context, key int64) (bool, error) {
+	u := uint64(key)
+	var (
+		pid    int32
+		silent float64
+		ended  bool
+	)
+	err := s.conn.QueryRow(ctx, evictStaleQuery, int64(u>>32), int64(uint32(u)), s.b.cfg.SessionTimeout.Milliseconds()).Scan(&pid, &silent, &ended)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
-		s.cursor = ingest.StreamID{}
-		return nil
+		return false, nil
+	case err != nil:
+		// Not allowed to end it (another role), or the query failed: the
+		// server's own timeouts still end a silent holder's idle session.
+		s.log.Warn("could not end a silent lock holder's session", "err", err)
+		return false, nil
+	}
+	s.b.m.evicted.Inc()
+	s.log.Warn("ended the session of a silent bridge holding the shard", "pid", pid, "silent_s", silent, "ended", ended)
+	return true, nil
+}
+
+// start reads the checkpoint and the shard's metadata in Redis, and sets the
+// cursor:
+//
+//   - no checkpoint: from the start of the stream;
+//   - the checkpoint's generation is the stream's (or the checkpoint has
+//     none yet, written before schema 003: it adopts the stream's): the
+//     stream is the one the checkpoint was taken on, perhaps with a lost
+//     tail (restored from a snapshot or an AOF, a promoted replica). The
+//     cursor stays at the checkpoint, so nothing committed is read again;
+//     the stream's last id is raised to the checkpoint so new entries get
+//     ids above it even if Redis's clock is behind; what a previous owner
+//     committed but did not trim is trimmed;
+//   - another generation: Redis lost everything and the stream is new: from
+//     its start; the new generation is written with the next checkpoint.
+//
+// A shard whose metadata names another deployment is refused with
+// ErrDeploymentMismatch.
+func (s *session) start(ctx context.Context) error {
+	var (
+		deployment string
+		last, gen  *string
+	)
+	qctx, cancel := s.pgCtx(ctx)
+	err := s.conn.QueryRow(qctx, `SELECT d.id::text, c.last_id, c.generation
+		FROM firehose_deployment d LEFT JOIN bridge_checkpoints c ON c.stream = $1`, s.key).Scan(&deployment, &last, &gen)
+	cancel()
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return opErr("commit", fmt.Errorf("read checkpoint of %s: table firehose_deployment is empty: restore its row (schema 003) or migrate a new database", s.key))
 	case err != nil:
 		return opErr("commit", fmt.Errorf("read checkpoint of %s: %w", s.key, err))
 	}
-	cp, err := ingest.ParseStreamID(last)
+	s.usedPG = time.Now()
+	s.deployment = deployment
+
+	meta, err := ingest.ClaimShardMeta(ctx, s.b.rdb, s.b.cfg.Streams, s.shard, deployment)
+	if err != nil {
+		return opErr("read", err)
+	}
+	if meta.Deployment != deployment {
+		return s.mismatch(meta.Deployment)
+	}
+	s.gen = meta.Generation
+
+	if last == nil {
+		s.cursor = ingest.StreamID{}
+		return nil
+	}
+	cp, err := ingest.ParseStreamID(*last)
 	if err != nil {
 		return opErr("commit", fmt.Errorf("checkpoint of %s: %w", s.key, err))
 	}
-	s.cursor = cp
-
-	// If the stream's newest id is below the checkpoint, the stream was
-	// recreated (Redis lost its data, or its clock went back): every entry in
-	// it is new, so read it from the start rather than skip entries.
-	info, err := s.b.rdb.XInfoStream(ctx, s.key).Result()
 	switch {
-	case err != nil && strings.Contains(err.Error(), "no such key"):
+	case gen == nil:
+		s.log.Info("checkpoint without a generation (written before schema 003): adopting the stream's", "checkpoint", cp.String(), "generation", s.gen)
+	case *gen != s.gen:
+		s.b.m.newStream.Inc()
+		s.log.Warn("Redis lost the stream (its generation token changed): reading the new stream from its start",
+			"checkpoint", cp.String(), "checkpoint_generation", *gen, "generation", s.gen)
 		s.cursor = ingest.StreamID{}
 		return nil
-	case err != nil:
-		return opErr("read", fmt.Errorf("inspect %s: %w", s.key, err))
 	}
-	if newest, err := ingest.ParseStreamID(info.LastGeneratedID); err == nil && newest.Less(cp) {
-		s.log.Warn("stream ids are below the checkpoint: the stream was recreated; reading it from the start",
-			"checkpoint", cp.String(), "last_generated_id", info.LastGeneratedID)
-		s.cursor = ingest.StreamID{}
-		return nil
+	s.cursor = cp
+	raised, err := s.raise(ctx)
+	if err != nil {
+		return opErr("read", fmt.Errorf("raise the last id of %s to its checkpoint: %w", s.key, err))
+	}
+	if raised {
+		s.log.Warn("the stream lost entries after its checkpoint (Redis restarted from older data): its last id was raised to the checkpoint",
+			"checkpoint", cp.String())
 	}
 	s.trim(ctx)
+	return nil
+}
+
+// mismatch is the error of a shard claimed by another deployment.
+func (s *session) mismatch(other string) error {
+	key := s.b.cfg.Streams.ShardMetaKey(s.shard)
+	return fmt.Errorf("%w: Redis prefix %q: %s names deployment %q, but this bridge's database is deployment %s. "+
+		"Two databases must not share a Redis prefix (each would trim the other's streams): give this database's deployment its own --redis-prefix; "+
+		"or, if this database replaces the other one for good and the streams' entries are to go into it, delete the old claim "+
+		"(HDEL %s %s on each shard's <prefix>:meta:{N}) and start again",
+		ErrDeploymentMismatch, s.b.cfg.Streams.Prefix, key, other, s.deployment, key, ingest.MetaDeployment)
+}
+
+// raiseScript sets a stream's last id to the checkpoint when it is below
+// it, creating the stream if it is missing (XADD of one entry at the
+// checkpoint's id, trimmed away at once); only while the shard's metadata
+// still holds this session's generation and deployment. It answers 1 when it
+// raised, 0 when there was nothing to do, -1 when the metadata changed.
+var raiseScript = redis.NewScript(`
+if redis.call('HGET', KEYS[1], 'generation') ~= ARGV[1] or redis.call('HGET', KEYS[1], 'deployment') ~= ARGV[2] then
+	return -1
+end
+local ms, seq = tonumber(ARGV[3]), tonumber(ARGV[4])
+if redis.call('EXISTS', KEYS[2]) == 0 then
+	redis.call('XADD', KEYS[2], 'MAXLEN', '0', ARGV[3] .. '-' .. ARGV[4], 'raised', '1')
+	return 1
+end
+local info = redis.call('XINFO', 'STREAM', KEYS[2])
+for i = 1, #info, 2 do
+	if info[i] == 'last-generated-id' then
+		local lms, lseq = string.match(info[i + 1], '^(%d+)-(%d+)$')
+		lms, lseq = tonumber(lms), tonumber(lseq)
+		if lms < ms or (lms == ms and lseq < seq) then
+			redis.call('XSETID', KEYS[2], ARGV[3] .. '-' .. ARGV[4])
+			return 1
+		end
+		return 0
+	end
+end
+return redis.error_reply('XINFO STREAM has no last-generated-id')
+`)
+
+// raise runs raiseScript for the cursor (the checkpoint).
+func (s *session) raise(ctx context.Context) (bool, error) {
+	n, err := raiseScript.Run(ctx, s.b.rdb, []string{s.b.cfg.Streams.ShardMetaKey(s.shard), s.key},
+		s.gen, s.deployment, s.cursor.MS, s.cursor.Seq).Int()
+	switch {
+	case err != nil:
+		return false, err
+	case n < 0:
+		return false, errMetaChanged
+	}
+	return n == 1, nil
+}
+
+// errMetaChanged: the shard's metadata hash no longer holds this session's
+// generation or deployment (Redis lost it, or another deployment claimed the
+// shard); the session ends and the next one decides again.
+var errMetaChanged = errors.New("the shard's metadata in Redis changed (Redis lost its data, or another deployment claimed the shard)")
+
+// checkMeta verifies, after a read, that the shard's metadata still holds
+// this session's generation and deployment. If it does, the entries just
+// read belong to the stream the session started on (Redis cannot lose the
+// token and keep them). If not, they may be a new stream's: the caller drops
+// them and ends the session after committing what it holds, and the next
+// session reads the new stream from its start.
+func (s *session) checkMeta(ctx context.Context) error {
+	meta, err := ingest.ReadShardMeta(ctx, s.b.rdb, s.b.cfg.Streams, s.shard)
+	switch {
+	case err != nil:
+		return opErr("read", err)
+	case meta.Deployment != "" && meta.Deployment != s.deployment:
+		return s.mismatch(meta.Deployment)
+	case meta.Generation != s.gen || meta.Deployment != s.deployment:
+		return opErr("read", fmt.Errorf("%s: %w", s.key, errMetaChanged))
+	}
 	return nil
 }
 
@@ -154,6 +334,12 @@ func (s *session) consume(ctx context.Context) error {
 	for {
 		if ctx.Err() != nil {
 			return s.shutdown(dctx)
+		}
+		if err := s.ping(ctx); err != nil {
+			if ctx.Err() != nil {
+				return s.shutdown(dctx)
+			}
+			return err
 		}
 		block := maxIdleBlock
 		if len(s.buf) > 0 {
@@ -182,6 +368,19 @@ func (s *session) consume(ctx context.Context) error {
 			}
 			return opErr("read", fmt.Errorf("read %s: %w", s.key, err))
 		}
+		// After every read, also an empty one: a new stream whose ids are
+		// below the cursor (Redis wiped, its clock behind) returns nothing.
+		if err := s.checkMeta(ctx); err != nil {
+			if ctx.Err() != nil {
+				return s.shutdown(dctx)
+			}
+			// What this read returned may be a new stream's: leave it to
+			// the next session, which decides from the metadata.
+			if ferr := s.flush(dctx, "read_error"); ferr != nil {
+				return ferr
+			}
+			return err
+		}
 		n := len(s.buf)
 		for _, st := range res {
 			for _, msg := range st.Messages {
@@ -195,6 +394,22 @@ func (s *session) consume(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// ping keeps an idle lock session alive: PostgreSQL ends a session idle for
+// the session timeout (sessionSettings), so one unused for a third of it is
+// pinged.
+func (s *session) ping(ctx context.Context) error {
+	if time.Since(s.usedPG) < s.b.cfg.SessionTimeout/3 {
+		return nil
+	}
+	pctx, cancel := s.pgCtx(ctx)
+	defer cancel()
+	if err := s.conn.Ping(pctx); err != nil {
+		return opErr("ping", fmt.Errorf("ping the session of %s: %w", s.key, err))
+	}
+	s.usedPG = time.Now()
+	return nil
 }
 
 // add decodes one stream message into the buffer and advances the cursor.
@@ -293,10 +508,15 @@ func (s *session) flush(ctx context.Context, trigger string) error {
 		return nil
 	}
 	start := time.Now()
-	res, err := s.commit(ctx)
+	// A batch's whole transaction under one deadline: a frozen path ends the
+	// session instead of hanging it (sessionSettings).
+	cctx, cancel := context.WithTimeout(ctx, s.b.cfg.SessionTimeout)
+	res, err := s.commit(cctx)
+	cancel()
 	if err != nil {
 		return opErr("commit", err)
 	}
+	s.usedPG = time.Now()
 	m := s.b.m
 	m.commitDur.Observe(time.Since(start).Seconds())
 	m.batchRows.Observe(float64(len(s.buf)))
@@ -323,12 +543,28 @@ func (s *session) flush(ctx context.Context, trigger string) error {
 }
 
 // trim removes the entries at or below the cursor (the checkpoint, after a
-// flush). A failed trim is harmless: the next one covers it.
+// flush), only while the shard's metadata holds this session's generation and
+// deployment: never a new stream's entries, nor another deployment's. A
+// failed trim is harmless: the next one covers it.
 func (s *session) trim(ctx context.Context) {
 	if s.cursor == (ingest.StreamID{}) {
 		return
 	}
-	if err := s.b.rdb.XTrimMinID(ctx, s.key, s.cursor.Next().String()).Err(); err != nil && ctx.Err() == nil {
+	n, err := trimScript.Run(ctx, s.b.rdb, []string{s.b.cfg.Streams.ShardMetaKey(s.shard), s.key},
+		s.gen, s.deployment, s.cursor.Next().String()).Int()
+	switch {
+	case err != nil && ctx.Err() == nil:
 		s.log.Warn("trim stream", "err", err)
+	case err == nil && n < 0:
+		s.log.Warn("not trimming: the shard's metadata in Redis changed", "err", errMetaChanged)
 	}
 }
+
+// trimScript is XTRIM MINID ARGV[3], only while the shard's metadata holds
+// generation ARGV[1] and deployment ARGV[2]; -1 when it does not.
+var trimScript = redis.NewScript(`
+if redis.call('HGET', KEYS[1], 'generation') ~= ARGV[1] or redis.call('HGET', KEYS[1], 'deployment') ~= ARGV[2] then
+	return -1
+end
+return redis.call('XTRIM', KEYS[2], 'MINID', ARGV[3])
+`)
