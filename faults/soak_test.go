@@ -51,7 +51,7 @@ type soakConfig struct {
 	Wave            time.Duration // SOAK_WAVE: a quarter of the fleet leaves every Wave, default 30s (Duration/8 if shorter)
 	Away            time.Duration // SOAK_AWAY: how long a leaving quarter stays away, default 1.5 x Wave
 	WildcardEvery   int           // SOAK_WILDCARD_EVERY: every n-th device also subscribes to devices/#, default 50 (40 of 2000); 0 none
-	Ghosts          int           // SOAK_GHOSTS: devices/# subscribers that leave at once and never return, default 20
+	Ghosts          int           // SOAK_GHOSTS: devices/# subscribers that leave at once and never return, default 200 (as in issue 8)
 	ConnectParallel int           // SOAK_CONNECT_PARALLEL: MQTT connects under way at once, default 32
 	RSSBound        int64         // SOAK_RSS_BOUND_MIB: the firehose process's RSS bound, default 512 MiB
 	RedisBound      int64         // SOAK_REDIS_BOUND_MIB: Redis used_memory bound, default 64 MiB
@@ -63,7 +63,7 @@ type soakConfig struct {
 func soakConfigFromEnv(t *testing.T) soakConfig {
 	t.Helper()
 	c := soakConfig{Duration: 10 * time.Minute, Devices: 2000, MQTTRate: 200, HTTPDevices: 50, HTTPRate: 100,
-		WildcardEvery: 50, Ghosts: 20, ConnectParallel: 32,
+		WildcardEvery: 50, Ghosts: 200, ConnectParallel: 32,
 		RSSBound: 512 << 20, RedisBound: 64 << 20, AbortRSS: 3072 << 20}
 	dur := func(name string, p *time.Duration) {
 		if v := os.Getenv(name); v != "" {
