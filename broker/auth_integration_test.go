@@ -39,7 +39,9 @@ func TestIntegrationAuthCredentialsAndACL(t *testing.T) {
 	}
 	creds := filepath.Join(t.TempDir(), "creds")
 	writeCredentials(t, creds, map[string]string{"sensor-1": one, "sensor-2": cheapHash(t, "pw-two"), "sensor-4": cheapHash(t, "pw-four")})
-	s := newStack(t, stackOptions{bridge: true, cfg: Config{AuthFile: creds}})
+	// Ten failed logins from 127.0.0.1 follow: more than the throttle's
+	// default burst (TestIntegrationLoginThrottle tests it).
+	s := newStack(t, stackOptions{bridge: true, cfg: Config{AuthFile: creds, AuthFailBurst: 100}})
 	url := "tcp://" + s.tcpAddr()
 
 	for _, tc := range []struct {

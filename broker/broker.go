@@ -96,6 +96,12 @@ func New(cfg Config, p Producer, logger *slog.Logger, reg prometheus.Registerer)
 			}
 			return float64(h.fails.tracked())
 		},
+		bcrypts: func() float64 {
+			if h.auth == nil {
+				return 0
+			}
+			return float64(h.auth.bcrypts.Load())
+		},
 		retained:      func() float64 { n, _ := h.ret.stats(); return float64(n) },
 		retainedBytes: func() float64 { _, b := h.ret.stats(); return float64(b) },
 	})

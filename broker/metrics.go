@@ -19,7 +19,7 @@ type metrics struct {
 
 // gauges are read from the broker's state when scraped.
 type gauges struct {
-	clients, offlineSessions, offlineQueued, throttled, retained, retainedBytes func() float64
+	clients, offlineSessions, offlineQueued, throttled, retained, retainedBytes, bcrypts func() float64
 }
 
 func newMetrics(reg prometheus.Registerer, g gauges) *metrics {
@@ -67,6 +67,10 @@ func newMetrics(reg prometheus.Registerer, g gauges) *metrics {
 	}
 	reg.MustRegister(m.publishes, m.accepted, m.refused, m.ack,
 		m.connectsRefused, m.subsRefused, m.deliveriesDropped, m.sessionsEvicted, m.retainDropped,
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "firehose_mqtt_auth_password_checks_total",
+			Help: "bcrypt comparisons run for CONNECTs under --mqtt-auth (a password that passed before is checked without one; a throttled CONNECT gets none).",
+		}, g.bcrypts),
 		gauge("firehose_mqtt_clients_connected", "MQTT clients connected now.", g.clients),
 		gauge("firehose_mqtt_offline_sessions", "Sessions of disconnected clients kept now (at most --mqtt-max-offline-sessions).", g.offlineSessions),
 		gauge("firehose_mqtt_offline_queued_messages", "QoS 1/2 messages queued for disconnected sessions now (at most about --mqtt-max-offline-messages).", g.offlineQueued),
