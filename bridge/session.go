@@ -479,6 +479,11 @@ func (s *session) shutdown(dctx context.Context) error {
 		if err != nil && !errors.Is(err, redis.Nil) {
 			s.log.Warn("shutdown: could not read the stream's last entries; left for the next owner", "err", err)
 		}
+		if err := s.checkMeta(dctx); err != nil {
+			// Perhaps a new stream's entries: the next session decides.
+			s.log.Warn("shutdown: the stream's last entries left for the next owner", "err", err)
+			res = nil
+		}
 		n := len(s.buf)
 		for _, st := range res {
 			for _, msg := range st.Messages {
