@@ -712,28 +712,30 @@ func sendReplays(ctx context.Context, rdb *redis.Client, streams ingest.Streams,
 // prints how they ended, and returns an error unless every one landed.
 func waitReplayed(ctx context.Context, pg *pgxpool.Pool, cfg *rejectedConfig, t *replayTally, stdout, stderr io.Writer) error {
 	deadline := time.Now().Add(cfg.Wait)
-	var rows []rejectedRow
 	var lastSay time.Time
 	tick := time.NewTicker(200 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		var err error
-		rows, err = queryRejected(ctx, pg, "WHERE r.id = ANY($1) AND r.replayed_at IS NOT NULL ORDER BY r.id", t.sent)
-		if err != nil {
-			return err
+		var n int
+		if err := pg.QueryRow(ctx, "SELECT count(*) FROM readings_rejected WHERE id = ANY($1) AND replayed_at IS NOT NULL", t.sent).Scan(&n); err != nil {
+			return fmt.Errorf("read how the replays ended: %w", err)
 		}
-		if len(rows) == len(t.sent) || time.Now().After(deadline) {
+		if n == len(t.sent) || time.Now().After(deadline) {
 			break
 		}
 		if len(t.sent) > replayBatch && time.Since(lastSay) > 2*time.Second {
-			fmt.Fprintf(stderr, "replay: %d of %d committed by the bridge\n", len(rows), len(t.sent))
+			fmt.Fprintf(stderr, "replay: %d of %d committed by the bridge\n", n, len(t.sent))
 			lastSay = time.Now()
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("interrupted while waiting for the bridge: %d of %d replays committed; the others are in the streams and land once", len(rows), len(t.sent))
+			return fmt.Errorf("interrupted while waiting for the bridge: %d of %d replays committed; the others are in the streams and land once", n, len(t.sent))
 		case <-tick.C:
 		}
+	}
+	rows, err := queryRejected(ctx, pg, "WHERE r.id = ANY($1) AND r.replayed_at IS NOT NULL ORDER BY r.id", t.sent)
+	if err != nil {
+		return err
 	}
 	var landed, others int
 	var refused []string
@@ -755,7 +757,11 @@ func waitReplayed(ctx context.Context, pg *pgxpool.Pool, cfg *rejectedConfig, t 
 	fmt.Fprintln(stdout, msg)
 	var errs []string
 	if len(refused) > 0 {
-		fmt.Fprintf(stdout, "%d refused again by the bridge, each a new row (firehose rejected list shows why): %s\n", len(refused), strings.Join(refused, ", "))
+		shown := refused
+		if len(shown) > 20 {
+			shown = append(shown[:20:20], "…")
+		}
+		fmt.Fprintf(stdout, "%d refused again by the bridge, each a new row (firehose rejected list shows why): %s\n", len(refused), strings.Join(shown, ", "))
 		errs = append(errs, fmt.Sprintf("%d replays refused again", len(refused)))
 	}
 	if waiting := len(t.sent) - len(rows); waiting > 0 {
