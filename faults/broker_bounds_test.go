@@ -69,7 +69,7 @@ func TestBrokerMemoryBounded(t *testing.T) {
 	devices := scale(50, 200)
 	rate := scale(1000.0, 2000.0)
 	duration := scale(15*time.Second, 40*time.Second) // 15,000 / 80,000 readings
-	const perSession = 256                             // --mqtt-max-inflight's default
+	const perSession = 256                            // --mqtt-max-inflight's default
 
 	svc := SharedServices(t)
 	s := StartStack(t, svc)
