@@ -10,7 +10,16 @@
 // not authorized, 0x97 quota exceeded); an MQTT 3.1.1 device gets no
 // acknowledgement for a transient refusal and resends. Every other topic is
 // ordinary publish/subscribe, and readings are also delivered to subscribers
-// (a dashboard may subscribe to devices/+/readings).
+// (a dashboard may subscribe to devices/+/readings). Under --mqtt-auth a
+// client's client id is its username, and it reads only topics under its
+// own device id plus the filters its credentials line grants (read=FILTER);
+// failed logins are throttled per source address before bcrypt runs.
+//
+// Memory is bounded: per session (--mqtt-max-inflight), per connection
+// (--mqtt-max-writes-pending), for disconnected sessions (their number,
+// oldest evicted, and the messages queued for them all), and for retained
+// messages (count and bytes; past them the retain flag is dropped). See
+// Config for the arithmetic.
 //
 //	b, err := broker.New(cfg, producer, logger, registry)
 //	if err != nil { ... }
