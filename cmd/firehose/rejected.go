@@ -143,6 +143,7 @@ func parseRejected(sub string, args []string, stderr io.Writer) (*rejectedConfig
 		fs.Var(&cfg.IDs, "id", "replay the row with this id (repeat the flag, or separate ids with commas)")
 		fs.BoolVar(&cfg.All, "all", false, "replay every row not yet replayed (with --since: rejected since then); rows that need a repair are skipped")
 		fs.StringVar(&cfg.Reading, "reading", "", "with one --id: the repaired reading as a JSON object, as POST /v1/readings takes it\n(device_id and reading required, ts optional: RFC 3339; other fields are extra fields)")
+		fs.CommandLineOnly("id", "all", "reading")
 		fs.DurationVar(&cfg.Wait, "wait", time.Minute, "wait this long for the bridge to commit the replays and report how each ended (0: do not wait)")
 		cfg.Limits.RegisterFlags(fs.FlagSet)
 	}

@@ -39,6 +39,19 @@ type FlagSet struct {
 	usage, about string
 	// LookupEnv reads the environment; tests replace it. Default os.LookupEnv.
 	LookupEnv func(string) (string, bool)
+	noEnv     map[string]bool
+}
+
+// CommandLineOnly marks flags that have no environment twin: one-off choices
+// of a single run (which rows to replay, "all of them") that a variable left
+// in an environment must never make for a later run.
+func (f *FlagSet) CommandLineOnly(names ...string) {
+	if f.noEnv == nil {
+		f.noEnv = map[string]bool{}
+	}
+	for _, n := range names {
+		f.noEnv[n] = true
+	}
 }
 
 // NewFlagSet makes a FlagSet that returns errors rather than exiting. usage is
@@ -59,7 +72,7 @@ func (f *FlagSet) Parse(args []string) error {
 	f.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
 	var err error
 	f.VisitAll(func(fl *flag.Flag) {
-		if set[fl.Name] || err != nil {
+		if set[fl.Name] || f.noEnv[fl.Name] || err != nil {
 			return
 		}
 		env := EnvName(fl.Name)
@@ -79,7 +92,7 @@ func (f *FlagSet) PrintHelp(w io.Writer) {
 	if f.about != "" {
 		fmt.Fprintf(w, "%s\n\n", f.about)
 	}
-	fmt.Fprintf(w, "Flags (each may also be set by the environment variable shown; a flag wins):\n")
+	fmt.Fprintf(w, "Flags (each may also be set by the environment variable shown, unless marked command line only; a flag wins):\n")
 	f.VisitAll(func(fl *flag.Flag) {
 		name, usage := flag.UnquoteUsage(fl)
 		line := "  --" + fl.Name
@@ -90,6 +103,10 @@ func (f *FlagSet) PrintHelp(w io.Writer) {
 		if fl.DefValue != "" && fl.DefValue != "0" && fl.DefValue != "false" {
 			fmt.Fprintf(w, " (default %s)", fl.DefValue)
 		}
-		fmt.Fprintf(w, "\n    \t[%s]\n", EnvName(fl.Name))
+		if f.noEnv[fl.Name] {
+			fmt.Fprintf(w, "\n    \t[command line only]\n")
+		} else {
+			fmt.Fprintf(w, "\n    \t[%s]\n", EnvName(fl.Name))
+		}
 	})
 }
