@@ -346,12 +346,26 @@ func (p *Producer) write(batch []*call, n int, buf []byte) []byte {
 	// full-capped slice of it; when append moves buf to a larger array the
 	// slices taken before keep the old one alive, unchanged.
 	cmds := make([]*redis.StringCmd, 0, n)
+	// Ahead of its first XADD to a shard, each round trip gives the shard a
+	// generation token if Redis has none (HSETNX: one small command per
+	// shard and round trip). Redis runs a pipeline's commands in order, so
+	// no entry is ever stored, and no snapshot taken, in a Redis without its
+	// shard's token, even one wiped between two round trips: the bridge
+	// relies on that to tell a stream that lost its tail from a new one (see
+	// MetaGeneration). A fresh token per round trip: a token used before a
+	// wipe must never come back after it.
+	gen := NewGeneration()
+	metas := make([]*redis.BoolCmd, len(p.keys))
 	for _, c := range batch {
 		for i := range c.readings {
 			r := &c.readings[i]
+			shard := p.streams.Shard(r.DeviceID)
+			if metas[shard] == nil {
+				metas[shard] = pipe.HSetNX(ctx, p.streams.ShardMetaKey(shard), MetaGeneration, gen)
+			}
 			start := len(buf)
 			buf = AppendEncode(buf, r)
-			cmd := redis.NewStringCmd(ctx, "xadd", p.keys[p.streams.Shard(r.DeviceID)], "*",
+			cmd := redis.NewStringCmd(ctx, "xadd", p.keys[shard], "*",
 				FieldVersion, CodecVersion, FieldBody, buf[start:len(buf):len(buf)])
 			_ = pipe.Process(ctx, cmd)
 			cmds = append(cmds, cmd)
@@ -367,9 +381,18 @@ func (p *Producer) write(batch []*call, n int, buf []byte) []byte {
 			p.log.Warn("xadd round trip failed: refusing readings until Redis answers", "err", execErr, "entries", n)
 		}
 	}
+	// If Redis refused a token (rare: a key of the wrong type), every call
+	// of the round trip fails as after a failed XADD: its entries may be
+	// stored, but none is acknowledged.
+	var metaErr error
+	for _, m := range metas {
+		if m != nil && m.Err() != nil && metaErr == nil {
+			metaErr = fmt.Errorf("%w: hsetnx %s: %v", ErrUnavailable, MetaGeneration, m.Err())
+		}
+	}
 	k := 0
 	for _, c := range batch {
-		var err error
+		err := metaErr
 		for range c.readings {
 			if e := cmds[k].Err(); e != nil && err == nil {
 				err = fmt.Errorf("%w: xadd: %v", ErrUnavailable, e)

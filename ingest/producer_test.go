@@ -577,3 +577,58 @@ func BenchmarkIntegrationProducerAdd(b *testing.B) {
 		})
 	}
 }
+
+// TestIntegrationProducerGenerationBeforeEntries: no entry is stored in a
+// Redis without its shard's generation token. Every shard written to has one
+// after an Add; a token Redis lost (a wipe) is created anew, different, by
+// the next round trip, and a token Redis kept is never replaced.
+func TestIntegrationProducerGenerationBeforeEntries(t *testing.T) {
+	t.Parallel()
+	rdb, prefix := testenv.Redis(t)
+	streams := ingest.Streams{Prefix: prefix, Count: 3}
+	p, _, _ := startProducer(t, rdb, streams, ingest.ProducerConfig{})
+	ctx := t.Context()
+	gens := func() []string {
+		var g []string
+		for shard := range streams.Count {
+			m, err := ingest.ReadShardMeta(ctx, rdb, streams, shard)
+			if err != nil {
+				t.Fatal(err)
+			}
+			g = append(g, m.Generation)
+		}
+		return g
+	}
+	var rs []ingest.Reading
+	for d := range 30 {
+		rs = append(rs, newReading(fmt.Sprintf("gen-%d", d), 1))
+	}
+	if err := p.Add(ctx, rs); err != nil {
+		t.Fatal(err)
+	}
+	first := gens()
+	for shard, g := range first {
+		if g == "" {
+			t.Fatalf("shard %d has entries but no generation token", shard)
+		}
+	}
+	if err := p.Add(ctx, rs); err != nil {
+		t.Fatal(err)
+	}
+	if again := gens(); !slices.Equal(again, first) {
+		t.Errorf("tokens changed while Redis kept them: %v -> %v", first, again)
+	}
+	if err := rdb.Del(ctx, streams.ShardMetaKey(1)).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Add(ctx, rs); err != nil {
+		t.Fatal(err)
+	}
+	after := gens()
+	if after[1] == "" || after[1] == first[1] {
+		t.Errorf("shard 1's token after it was lost = %q (before %q), want a new one", after[1], first[1])
+	}
+	if after[0] != first[0] || after[2] != first[2] {
+		t.Errorf("kept tokens replaced: %v -> %v", first, after)
+	}
+}
