@@ -27,6 +27,7 @@ SET last_id = EXCLUDED.last_id, rows = bridge_checkpoints.rows + EXCLUDED.rows,
 
 type commitResult struct {
 	written, decodeBad, refused int
+	replayed                    int       // of written: replays of rejected entries (see replays)
 	oldest                      time.Time // earliest ReceivedAt of the batch
 }
 
@@ -88,7 +89,7 @@ func (s *session) commit(ctx context.Context) (commitResult, error) {
 			return res, fmt.Errorf("record %d rejected entries: %w", len(bad), err)
 		}
 	}
-	written := len(good) - len(refused)
+	written := len(good) - len(refused) + res.replayed
 	if _, err := tx.Exec(ctx, upsertCheckpoint, s.key, s.cursor.String(), written, s.gen); err != nil {
 		return res, fmt.Errorf("write checkpoint: %w", err)
 	}

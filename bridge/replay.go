@@ -156,7 +156,8 @@ func (s *session) replays(ctx context.Context, tx pgx.Tx, bad []*entry, res *com
 			return nil, fmt.Errorf("record %d refused replays: %w", len(again), err)
 		}
 	}
-	res.decodeBad -= len(land) - len(refused) + dups
+	res.replayed = len(land) - len(refused)
+	res.decodeBad -= res.replayed + dups
 	s.log.Debug("replays of rejected entries in this batch", "rows", len(land)-len(refused),
 		"duplicates", dups, "refused_again", len(again))
 	return rest, nil

@@ -128,6 +128,15 @@ func TestIntegrationReplayLandsOnce(t *testing.T) {
 	if st2 := e.replayState(row); *st2.entry != entry {
 		t.Fatalf("a duplicate replay re-marked row %d: entry %s, want %s", row, *st2.entry, entry)
 	}
+	// A replay that landed is a committed row like any other (the others
+	// are settle's markers).
+	rows := e.count("SELECT count(*) FROM readings")
+	if n := testutil.ToFloat64(r.b.m.committed); int(n) != rows {
+		t.Fatalf("rows committed = %v, want the %d in readings, the replayed one among them", n, rows)
+	}
+	if n := e.count("SELECT coalesce(sum(rows), 0) FROM bridge_checkpoints WHERE stream LIKE $1", e.streams.Prefix+"%"); n != rows {
+		t.Fatalf("bridge_checkpoints.rows sum to %d, want the %d in readings", n, rows)
+	}
 }
 
 func TestIntegrationReplayDuplicatesInOneBatchLandOnce(t *testing.T) {
