@@ -120,13 +120,23 @@ func TestIntegrationBoundedOfflineSessions(t *testing.T) {
 		t.Errorf("heap in use grew by %d KiB for %d sessions x %d messages, want under 8 MiB", grown>>10, kept, inflight)
 	}
 
-	// The newest subscriber comes back and gets its queued readings.
+	// Full, each session left the topic index: mochi no longer copies every
+	// reading for it.
+	if got := s.metric("firehose_mqtt_offline_sessions_full_total", "reason", "session_queue_full"); got != kept {
+		t.Errorf("firehose_mqtt_offline_sessions_full_total{session_queue_full} = %v, want %d", got, kept)
+	}
+
+	// The newest subscriber comes back, gets its queued readings, and its
+	// subscription works again.
 	var got atomic.Int64
 	c := mustConnectV3(t, "tcp://"+s.tcpAddr(), fmt.Sprintf("sub-%d", subscribers-1), func(o *mqtt.ClientOptions) {
 		o.SetCleanSession(false).SetDefaultPublishHandler(func(mqtt.Client, mqtt.Message) { got.Add(1) })
 	})
 	testenv.Eventually(t, 10*time.Second, func() bool { return got.Load() >= inflight },
 		"the subscriber that came back got %d of its %d queued messages", got.Load(), inflight)
+	publishReadings(t, s, "pub-1", 1)
+	testenv.Eventually(t, 10*time.Second, func() bool { return got.Load() >= inflight+1 },
+		"the subscriber that came back does not receive new readings")
 	c.Disconnect(50)
 }
 
@@ -140,7 +150,7 @@ func (s *testStack) settleStreams(n int) {
 
 // TestIntegrationOfflineMessageBudget: the messages queued for all
 // disconnected sessions together stop at --mqtt-max-offline-messages; the
-// rest are counted as dropped and the readings are still stored.
+// sessions stop receiving, counted, and the readings are still stored.
 func TestIntegrationOfflineMessageBudget(t *testing.T) {
 	t.Parallel()
 	const (
@@ -164,8 +174,8 @@ func TestIntegrationOfflineMessageBudget(t *testing.T) {
 	if total < budget || total > budget+subscribers {
 		t.Errorf("%d messages queued for %d disconnected sessions, want %d (+ at most %d)", total, subscribers, budget, subscribers)
 	}
-	if got, want := s.metric("firehose_mqtt_deliveries_dropped_total", "reason", "offline_queue_full"), float64(subscribers*readings-total); got != want {
-		t.Errorf("firehose_mqtt_deliveries_dropped_total{offline_queue_full} = %v, want %v", got, want)
+	if got := s.metric("firehose_mqtt_offline_sessions_full_total", "reason", "offline_queue_full"); got != subscribers {
+		t.Errorf("firehose_mqtt_offline_sessions_full_total{offline_queue_full} = %v, want %d", got, subscribers)
 	}
 }
 

@@ -105,7 +105,7 @@ func New(cfg Config, p Producer, logger *slog.Logger, reg prometheus.Registerer)
 		retained:      func() float64 { n, _ := h.ret.stats(); return float64(n) },
 		retainedBytes: func() float64 { _, b := h.ret.stats(); return float64(b) },
 	})
-	h.sess = newSessions(srv, cfg.MaxOfflineSessions, int64(cfg.MaxOfflineMessages), h.m)
+	h.sess = newSessions(srv, cfg.MaxOfflineSessions, cfg.MaxInflight, int64(cfg.MaxOfflineMessages), h.m)
 	if err := srv.AddHook(h, nil); err != nil {
 		cancel()
 		return nil, fmt.Errorf("add broker hook: %w", err)

@@ -126,15 +126,17 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.SessionExpiry, "mqtt-session-expiry", DefaultSessionTTL, "how long the session of a disconnected client that asked to keep it is kept")
 	fs.IntVar(&c.ReceiveMax, "mqtt-receive-max", DefaultReceiveMax, "QoS 1/2 publishes of one client that may await their acknowledgement at once")
 	fs.IntVar(&c.MaxInflight, "mqtt-max-inflight", DefaultMaxInflight, "QoS 1/2 messages one session holds for its subscriber (sent and unacknowledged, or queued while it is away);\n"+
-		"past it a message is not delivered to that session. Each costs its payload + about 1 KiB:\n"+
-		"256 x (1 KiB + 230 B reading) = 310 KiB per subscribing session; 256 x (1 KiB + 64 KiB max packet) = 16.3 MiB at worst")
+		"past it a message is not delivered to that session. Each holds its payload + about 1 KiB live (mochi keeps an\n"+
+		"800-byte packets.Packet per message); count about 4 KiB of RSS for a 230-byte reading under Go's GC:\n"+
+		"256 x 4 KiB = 1 MiB per subscribing session; 256 x (1 KiB + 64 KiB max packet) = 16.3 MiB live at worst")
 	fs.IntVar(&c.MaxWritesPending, "mqtt-max-writes-pending", DefaultMaxWritesPending, "packets queued for writing to one connected client; past it a message is not delivered to it.\n"+
 		"Each connection reserves 8 bytes a slot up front (1,024 x 8 B = 8 KiB; 100,000 clients = 800 MiB) and a full queue holds\n"+
 		"1,024 x (1 KiB + payload) = 1.2 MiB for 230-byte readings")
 	fs.IntVar(&c.MaxOfflineSessions, "mqtt-max-offline-sessions", DefaultMaxOfflineSessions, "sessions of disconnected clients kept (clean session off / MQTT 5 session expiry);\n"+
 		"past it the one disconnected longest is dropped. An empty session costs about 12 KiB: 10,000 x 12 KiB = 120 MiB")
 	fs.IntVar(&c.MaxOfflineMessages, "mqtt-max-offline-messages", DefaultMaxOfflineMessages, "QoS 1/2 messages queued for all disconnected sessions together; past it new messages are not queued for them\n"+
-		"(readings stay stored). 100,000 x (1 KiB + 230 B reading) = 120 MiB; 100,000 x (1 KiB + 64 KiB max packet) = 6.3 GiB at worst.\n"+
+		"(readings stay stored); a full session stops receiving until its client comes back. 100,000 x (1 KiB + 230 B reading)\n"+
+		"= 120 MiB live, about 400 MiB of RSS; 100,000 x (1 KiB + 64 KiB max packet) = 6.3 GiB live at worst.\n"+
 		"A session's own queue is at most --mqtt-max-inflight")
 	fs.IntVar(&c.MaxRetained, "mqtt-max-retained", DefaultMaxRetained, "retained messages kept; past it a publish is delivered (a reading stored) but not retained.\n"+
 		"Each costs about 1 KiB besides its topic and payload: 10,000 x 1 KiB = 10 MiB on top of --mqtt-max-retained-bytes")

@@ -10,11 +10,11 @@ type metrics struct {
 	refused   *prometheus.CounterVec
 	ack       prometheus.Histogram
 
-	connectsRefused   *prometheus.CounterVec
-	subsRefused       prometheus.Counter
-	deliveriesDropped *prometheus.CounterVec
-	sessionsEvicted   prometheus.Counter
-	retainDropped     prometheus.Counter
+	connectsRefused *prometheus.CounterVec
+	subsRefused     prometheus.Counter
+	sessionsParked  *prometheus.CounterVec
+	sessionsEvicted prometheus.Counter
+	retainDropped   prometheus.Counter
 }
 
 // gauges are read from the broker's state when scraped.
@@ -50,9 +50,9 @@ func newMetrics(reg prometheus.Registerer, g gauges) *metrics {
 		Name: "firehose_mqtt_subscriptions_refused_total",
 		Help: "SUBSCRIBE topic filters refused under --mqtt-auth because the client may not read them (0x87 not authorized; 3.1.1: 0x80 failure).",
 	})
-	m.deliveriesDropped = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "firehose_mqtt_deliveries_dropped_total",
-		Help: "Messages not queued for a disconnected session, by reason (offline_queue_full: --mqtt-max-offline-messages reached).",
+	m.sessionsParked = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "firehose_mqtt_offline_sessions_full_total",
+		Help: "Disconnected sessions that stopped receiving messages until their client comes back, by reason (session_queue_full: --mqtt-max-inflight queued for it; offline_queue_full: --mqtt-max-offline-messages queued for all disconnected sessions).",
 	}, []string{"reason"})
 	m.sessionsEvicted = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "firehose_mqtt_sessions_evicted_total",
@@ -66,7 +66,7 @@ func newMetrics(reg prometheus.Registerer, g gauges) *metrics {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 	}
 	reg.MustRegister(m.publishes, m.accepted, m.refused, m.ack,
-		m.connectsRefused, m.subsRefused, m.deliveriesDropped, m.sessionsEvicted, m.retainDropped,
+		m.connectsRefused, m.subsRefused, m.sessionsParked, m.sessionsEvicted, m.retainDropped,
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "firehose_mqtt_auth_password_checks_total",
 			Help: "bcrypt comparisons run for CONNECTs under --mqtt-auth (a password that passed before is checked without one; a throttled CONNECT gets none).",
@@ -87,6 +87,7 @@ func newMetrics(reg prometheus.Registerer, g gauges) *metrics {
 	for _, r := range connectRefusals {
 		m.connectsRefused.WithLabelValues(r)
 	}
-	m.deliveriesDropped.WithLabelValues("offline_queue_full")
+	m.sessionsParked.WithLabelValues("session_queue_full")
+	m.sessionsParked.WithLabelValues("offline_queue_full")
 	return m
 }

@@ -58,10 +58,11 @@ func (m *mbSampler) Stop() int64 {
 // of them (the issue's 200 sessions x 80,000 readings took firehose from 28
 // MiB to 5.9 GiB and publishing down to ~600/s); with the broker's bounds
 // (defaults: --mqtt-max-inflight 256 per session, --mqtt-max-offline-messages
-// 100,000 in all) the process's RSS stays within idle + 96 MiB + sessions x
-// 256 x 2.5 KiB (a queued message costs ~1.2 KiB live; Go's GC lets the heap
-// reach twice that), the fleet's send rate holds, and every acknowledged
-// reading lands exactly once.
+// 100,000 in all; a full session leaves the topic index) the process's RSS
+// stays within idle + 96 MiB + sessions x 256 x 4 KiB (a queued message
+// holds ~1.2 KiB live; Go's GC and mochi's per-second scans of every queue
+// make its RSS cost about 4 KiB), the fleet's send rate holds, and every
+// acknowledged reading lands exactly once.
 func TestBrokerMemoryBounded(t *testing.T) {
 	skipShort(t)
 	t.Parallel()
@@ -102,24 +103,26 @@ func TestBrokerMemoryBounded(t *testing.T) {
 	rep := l.Wait(10 * time.Minute)
 	AssertExactlyOnce(t, rep, l)
 	queued, _ := s.Metric("firehose_mqtt_offline_queued_messages")
-	dropped, _ := s.Metric(`firehose_mqtt_deliveries_dropped_total{reason="offline_queue_full"}`)
+	full, _ := s.Metric(`firehose_mqtt_offline_sessions_full_total{reason="session_queue_full"}`)
 	rssPeak := peak.Stop()
 
-	bound := rssIdle + 96<<20 + int64(subscribers)*perSession*5<<9
+	bound := rssIdle + 96<<20 + int64(subscribers)*perSession*4<<10
 	if rssPeak > bound {
-		t.Errorf("firehose peak RSS %s, want at most %s (idle %s + 96 MiB + %d sessions x %d x 2.5 KiB)",
+		t.Errorf("firehose peak RSS %s, want at most %s (idle %s + 96 MiB + %d sessions x %d x 4 KiB)",
 			outMiB(rssPeak), outMiB(bound), outMiB(rssIdle), subscribers, perSession)
 	}
-	if queued > float64(subscribers*perSession) {
-		t.Errorf("%v messages queued for %d disconnected sessions, want at most %d x %d", queued, subscribers, subscribers, perSession)
+	// The per-session check races with concurrent publishers: a session may
+	// pass its bound by the few publishes checked at the same instant.
+	if queued > float64(subscribers*perSession)*1.05 {
+		t.Errorf("%v messages queued for %d disconnected sessions, want at most %d x %d (+5%%)", queued, subscribers, subscribers, perSession)
 	}
 	// Publishing must not slow to a crawl: the open loop sends on schedule.
 	achieved := float64(rep.Send.Sent) / duration.Seconds()
 	if achieved < rate*0.8 {
 		t.Errorf("the fleet sent %.0f readings/s of the %.0f/s it aimed at", achieved, rate)
 	}
-	notes := fmt.Sprintf("%d persistent subscribers to devices/# (QoS 1) gone before the load; %d messages queued for them at the end (bound %d x %d), %.0f not queued past --mqtt-max-offline-messages; firehose RSS idle %s, peak %s (bound %s); sent %.0f/s of %.0f/s",
-		subscribers, int64(queued), subscribers, perSession, dropped, outMiB(rssIdle), outMiB(rssPeak), outMiB(bound), achieved, rate)
+	notes := fmt.Sprintf("%d persistent subscribers to devices/# (QoS 1) gone before the load; %d messages queued for them at the end (bound %d x %d), %.0f sessions full (then out of the topic index); firehose RSS idle %s, peak %s (bound %s); sent %.0f/s of %.0f/s",
+		subscribers, int64(queued), subscribers, perSession, full, outMiB(rssIdle), outMiB(rssPeak), outMiB(bound), achieved, rate)
 	t.Log(notes)
 
 	r := ResultOf(rep)
