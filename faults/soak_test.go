@@ -60,6 +60,7 @@ type soakConfig struct {
 	AbortRSS        int64         // SOAK_ABORT_RSS_MIB: past this RSS the run stops early to spare the machine, default 3072 MiB
 	Out             string        // SOAK_OUT: directory for samples.csv and summary.md, default a new one under $TMPDIR
 	Flags           []string      // SOAK_FIREHOSE_FLAGS: more flags for firehose serve, space-separated
+	Env             []string      // SOAK_FIREHOSE_ENV: NAME=value pairs for firehose serve (e.g. GOMEMLIMIT=400MiB), space-separated
 }
 
 func soakConfigFromEnv(t *testing.T) soakConfig {
@@ -117,6 +118,12 @@ func soakConfigFromEnv(t *testing.T) soakConfig {
 	mib("SOAK_ABORT_RSS_MIB", &c.AbortRSS)
 	c.Out = os.Getenv("SOAK_OUT")
 	c.Flags = strings.Fields(os.Getenv("SOAK_FIREHOSE_FLAGS"))
+	c.Env = strings.Fields(os.Getenv("SOAK_FIREHOSE_ENV"))
+	for _, kv := range c.Env {
+		if name, _, ok := strings.Cut(kv, "="); !ok || name == "" || strings.HasPrefix(name, "FIREHOSE_") {
+			t.Fatalf("SOAK_FIREHOSE_ENV: %q is not NAME=value (FIREHOSE_ variables are not passed: use SOAK_FIREHOSE_FLAGS)", kv)
+		}
+	}
 	switch {
 	case c.Devices < 4 || c.Devices > 20000:
 		t.Fatalf("SOAK_DEVICES=%d: want 4 to 20000", c.Devices)
@@ -181,6 +188,13 @@ func TestSoak(t *testing.T) {
 	prefix := "fhsoak-" + runID
 	svc := Services{Postgres: testenv.Postgres(t), Redis: rs.URL(), Prefix: prefix}
 	debugAddr := fmt.Sprintf("127.0.0.1:%d", FreePort(t))
+	// Children inherit the test's environment (the Go runtime of this
+	// process read its own at start-up, so GOMEMLIMIT and the like here
+	// reach firehose serve and firehose simulate only).
+	for _, kv := range cfg.Env {
+		name, value, _ := strings.Cut(kv, "=")
+		t.Setenv(name, value)
+	}
 	s := StartStack(t, svc, append([]string{"--debug-addr", debugAddr}, cfg.Flags...)...)
 	rdb := outRedis(t, rs.URL())
 	keys := ingest.Streams{Prefix: prefix}.Keys()
@@ -317,8 +331,8 @@ func TestSoak(t *testing.T) {
 			st["firehose_mqtt_offline_sessions"].Max, st["firehose_mqtt_offline_queued_messages"].Max, st["firehose_mqtt_offline_queued_messages"].Median,
 			st["firehose_mqtt_retained_messages"].Max, st["firehose_mqtt_deliveries_dropped_total"].Max, st["go_goroutines"].Max)
 	}
-	fmt.Fprintf(&sum, "Streams: peak %d entries, %d at the end (drained: %v). Fleet connected in %s; run %s; %d samples every 1 s in samples.csv. Machine: %d cores (shared), %s; commit %s; firehose flags: %q.\n",
-		int64(st["stream_entries"].Max), backlog, drained, connectTook.Round(time.Millisecond), runTook.Round(time.Second), st["firehose"].N, runtime.NumCPU(), time.Now().UTC().Format("2006-01-02"), soakCommit(), strings.Join(s.Args, " "))
+	fmt.Fprintf(&sum, "Streams: peak %d entries, %d at the end (drained: %v). Fleet connected in %s; run %s; %d samples every 1 s in samples.csv. Machine: %d cores (shared), %s; commit %s; firehose flags: %q; environment: %q.\n",
+		int64(st["stream_entries"].Max), backlog, drained, connectTook.Round(time.Millisecond), runTook.Round(time.Second), st["firehose"].N, runtime.NumCPU(), time.Now().UTC().Format("2006-01-02"), soakCommit(), strings.Join(s.Args, " "), strings.Join(cfg.Env, " "))
 	if !abortedAt.IsZero() {
 		fmt.Fprintf(&sum, "ABORTED: firehose RSS passed %s after %s; the run was stopped early.\n", outMiB(cfg.AbortRSS), abortedAt.Sub(connectStart).Round(time.Second))
 	}
