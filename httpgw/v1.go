@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -13,10 +12,11 @@ import (
 	"time"
 
 	"firehose/ingest"
+	"firehose/internal/jsonscan"
 )
 
 // POST /v1/readings is the native endpoint: one reading object, a JSON array
-// of them, or NDJSON, each parsed by ingest.ParseObject. A request is all or
+// of them, or NDJSON, each read once by ingest.ParseObject or ReadObject. A request is all or
 // nothing: one bad reading refuses them all, and nothing is stored.
 
 // maxDetails caps the invalid readings listed in a 422 answer.
@@ -114,32 +114,50 @@ type v1Decoder struct {
 	details []v1Detail
 }
 
+// json reads a single object or an array of them, each item once: the
+// scanner validates the array as it hands each item to ingest.ReadObject.
 func (d *v1Decoder) json(body []byte) error {
-	i := skipSpace(body, 0)
-	switch {
-	case i == len(body):
-		return nil
-	case body[i] != '[':
+	var s jsonscan.Scanner
+	s.Reset(body)
+	if s.Peek() != '[' {
+		if s.Pos() == len(body) {
+			return nil
+		}
 		return d.item(body, 0)
 	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	if _, err := dec.Token(); err != nil { // '['
-		return malformed("malformed JSON: "+err.Error(), 0, 0)
-	}
-	for dec.More() {
-		var raw json.RawMessage
-		if err := dec.Decode(&raw); err != nil {
-			return malformed(fmt.Sprintf("malformed JSON in item %d at byte %d: %v", d.items, dec.InputOffset(), err), d.items, 0)
+	s.EnterArray()
+	// json.Decoder, which read the items before, counted each one's depth
+	// from the item, not from the array.
+	s.SetMaxDepth(jsonscan.MaxDepth + 1)
+	inItem := false // a syntax error met inside an item, not between items
+	for s.NextElement() {
+		inItem = true
+		if err := d.count(); err != nil {
+			if _, _, ok := s.Value(); ok {
+				return err
+			}
+			break // malformed JSON is told first, as when json.Decoder read the item
 		}
-		if err := d.item(raw, 0); err != nil {
-			return err
+		var r ingest.Reading
+		err := ingest.ReadObject(&s, &r)
+		if s.Err() != nil {
+			break
 		}
+		inItem = false
+		d.collect(&r, err, d.items-1, 0)
 	}
-	if t, err := dec.Token(); err != nil || t != json.Delim(']') {
-		return malformed(fmt.Sprintf("malformed JSON after item %d at byte %d: the array is not closed", d.items, dec.InputOffset()), d.items, 0)
+	if se := s.SyntaxError(); se != nil {
+		index := d.items
+		if inItem && index > 0 {
+			index-- // counted already
+		}
+		if !inItem && se.Offset == int64(len(body)) && strings.HasPrefix(se.Error(), "unexpected end") {
+			return malformed(fmt.Sprintf("malformed JSON after item %d at byte %d: the array is not closed", index, se.Offset), index, 0)
+		}
+		return malformed(fmt.Sprintf("malformed JSON in item %d at byte %d: %v", index, se.Offset, se), index, 0)
 	}
-	if _, err := dec.Token(); err != io.EOF {
-		return malformed(fmt.Sprintf("malformed JSON at byte %d: data after the array", dec.InputOffset()), d.items, 0)
+	if !s.End() {
+		return malformed(fmt.Sprintf("malformed JSON at byte %d: data after the array", s.Pos()), d.items, 0)
 	}
 	return nil
 }
@@ -161,34 +179,18 @@ func (d *v1Decoder) ndjson(body []byte) error {
 	return nil
 }
 
-// item parses one reading; line is its NDJSON line, or 0. It returns an
-// error only when the whole request must stop (malformed JSON, too many
-// readings); invalid readings are collected.
+// item parses one reading, a single object or an NDJSON line (line is its
+// number, or 0). It returns an error only when the whole request must stop
+// (malformed JSON, too many readings); invalid readings are collected.
 func (d *v1Decoder) item(raw []byte, line int) error {
-	if d.items == d.maxItems {
-		return refusal(http.StatusRequestEntityTooLarge, reasonTooLarge,
-			fmt.Sprintf("more than %d readings in one request: split it", d.maxItems))
+	if err := d.count(); err != nil {
+		return err
 	}
-	index := d.items
-	d.items++
+	index := d.items - 1
 	var r ingest.Reading
 	err := ingest.ParseObject(raw, &r)
-	if err == nil {
-		r.ReceivedAt = d.now
-		r.Normalize()
-		err = r.Validate(d.lim)
-	}
-	if err == nil {
-		if d.invalid == 0 {
-			d.rs = append(d.rs, r)
-		}
-		return nil
-	}
-	fe := &ingest.FieldError{Field: "body", Type: "invalid", Msg: err.Error()}
-	errors.As(err, &fe)
-	if fe.Type == "json_invalid" || (fe.Field == "body" && fe.Type == "type" && !json.Valid(raw)) {
-		// Array items were parsed by the array's decoder: only a single
-		// object or an NDJSON line gets here.
+	fe := &ingest.FieldError{}
+	if errors.As(err, &fe) && (fe.Type == "json_invalid" || (fe.Field == "body" && fe.Type == "type" && !jsonscan.Valid(raw))) {
 		if line > 0 {
 			return malformed(fmt.Sprintf("malformed JSON on line %d: %s", line, fe.Msg), index, line)
 		}
@@ -198,12 +200,42 @@ func (d *v1Decoder) item(raw []byte, line int) error {
 		}
 		return malformed(msg, index, line)
 	}
+	d.collect(&r, err, index, line)
+	return nil
+}
+
+// count counts one more reading, or refuses the request when there are too
+// many.
+func (d *v1Decoder) count() error {
+	if d.items == d.maxItems {
+		return refusal(http.StatusRequestEntityTooLarge, reasonTooLarge,
+			fmt.Sprintf("more than %d readings in one request: split it", d.maxItems))
+	}
+	d.items++
+	return nil
+}
+
+// collect keeps reading index (parsed with the error err), normalized and
+// validated, or what is wrong with it.
+func (d *v1Decoder) collect(r *ingest.Reading, err error, index, line int) {
+	if err == nil {
+		r.ReceivedAt = d.now
+		r.Normalize()
+		err = r.Validate(d.lim)
+	}
+	if err == nil {
+		if d.invalid == 0 {
+			d.rs = append(d.rs, *r)
+		}
+		return
+	}
+	fe := &ingest.FieldError{Field: "body", Type: "invalid", Msg: err.Error()}
+	errors.As(err, &fe)
 	d.invalid++
 	d.rs = nil // all or nothing: no reading of this request will be stored
 	if len(d.details) < maxDetails {
 		d.details = append(d.details, v1Detail{Index: index, Line: line, Field: fe.Field, Type: fe.Type, Msg: fe.Msg})
 	}
-	return nil
 }
 
 // malformed is the 400 answer to JSON that does not parse.

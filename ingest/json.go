@@ -2,13 +2,14 @@ package ingest
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"math"
 	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"firehose/internal/jsonscan"
 )
 
 // JSON field names of a reading object, shared by the HTTP native endpoint
@@ -32,53 +33,117 @@ const (
 // would turn it into U+FFFD); in other fields Validate refuses it. When a
 // field appears twice the last one counts. ParseObject does not set
 // ReceivedAt and does not call Validate. Errors are *FieldError wrapping
-// ErrInvalidReading.
+// ErrInvalidReading; the first that applies of: invalid UTF-8 anywhere
+// ("body", "format"), not an object ("body", "type"), not JSON ("body",
+// "json_invalid", in encoding/json's words), then the fields'. r is left
+// untouched by the first three.
 //
-// It walks the object's members in place rather than decoding into a map:
-// readings arrive by the tens of thousands a second.
+// It validates and walks the object in one pass (internal/jsonscan) rather
+// than decoding into a map: readings arrive by the tens of thousands a
+// second.
 func ParseObject(data []byte, r *Reading) error {
-	if !utf8.Valid(data) {
-		return fieldErr("body", "format", "is not valid UTF-8")
-	}
 	data = bytes.TrimSpace(data)
 	if len(data) == 0 || data[0] != '{' {
-		return fieldErr("body", "type", "must be a JSON object")
+		if !utf8.Valid(data) {
+			return errBodyUTF8()
+		}
+		return errNotObject()
 	}
-	if !json.Valid(data) {
-		var v any
-		return jsonSyntaxError(json.Unmarshal(data, &v))
+	var s jsonscan.Scanner
+	s.Reset(data)
+	f, err := readObject(&s)
+	if err == nil && !s.End() {
+		err = s.Err()
 	}
-	var idRaw, readingRaw, tsRaw, payload []byte
-	// data is one valid JSON object: every index below stays in bounds.
-	for i := skipSpace(data, 1); data[i] != '}'; {
-		keyEnd := stringEnd(data, i)
-		key := data[i:keyEnd]
-		i = skipSpace(data, skipSpace(data, keyEnd)+1) // past ':'
-		valEnd := valueEnd(data, i)
-		val := data[i:valEnd]
+	var se *jsonscan.SyntaxError
+	if errors.As(err, &se) {
+		if !utf8.Valid(data) {
+			return errBodyUTF8() // invalid UTF-8 ranks before a syntax error, wherever it is
+		}
+		return fieldErr("body", "json_invalid", "invalid JSON at byte %d: %v", se.Offset, se)
+	}
+	if err != nil {
+		return err
+	}
+	return f.apply(r)
+}
+
+// ReadObject reads the next value of s as a reading object, as ParseObject
+// reads a whole body, and fills r from it. It returns s's *SyntaxError when
+// the value is not JSON (s cannot go on), or else a *FieldError: invalid
+// UTF-8 in the value, not an object, or a field's error. After a
+// *FieldError s is past the value. It resets s's record of invalid UTF-8
+// (Scanner.ForgetInvalidUTF8). Callers walking an array or a stream of
+// readings use it to read each one once.
+func ReadObject(s *jsonscan.Scanner, r *Reading) error {
+	f, err := readObject(s)
+	if err != nil {
+		return err
+	}
+	return f.apply(r)
+}
+
+// The errors of a body as a whole, fresh each time (callers may change them).
+func errBodyUTF8() error  { return fieldErr("body", "format", "is not valid UTF-8") }
+func errNotObject() error { return fieldErr("body", "type", "must be a JSON object") }
+
+// objectFields are the raw JSON values of a reading object's fields, nil
+// when absent, and its other members as a payload object.
+type objectFields struct {
+	id, reading, ts []byte
+	readingKind     jsonscan.Kind
+	payload         []byte
+}
+
+// readObject reads the next value of s into objectFields, validating it.
+func readObject(s *jsonscan.Scanner) (objectFields, error) {
+	var f objectFields
+	s.ForgetInvalidUTF8()
+	if !s.EnterObject() {
+		if _, _, ok := s.Value(); !ok {
+			return f, s.Err()
+		}
+		if s.InvalidUTF8() >= 0 {
+			return f, errBodyUTF8()
+		}
+		return f, errNotObject()
+	}
+	start := s.Pos() - 1
+	for key, ok := s.NextMember(); ok; key, ok = s.NextMember() {
+		val, kind, ok := s.Value()
+		if !ok {
+			return f, s.Err()
+		}
 		switch memberName(key) {
 		case JSONDeviceID:
-			idRaw = val
+			f.id = val
 		case JSONReading:
-			readingRaw = val
+			f.reading, f.readingKind = val, kind
 		case JSONTime:
-			tsRaw = val
+			f.ts = val
 		default:
-			if payload == nil {
-				payload = append(make([]byte, 0, len(data)), '{')
+			if f.payload == nil {
+				f.payload = append(make([]byte, 0, s.Pos()-start+16), '{')
 			} else {
-				payload = append(payload, ',')
+				f.payload = append(f.payload, ',')
 			}
-			payload = append(append(payload, key...), ':')
-			payload = appendCompact(payload, val)
-		}
-		i = skipSpace(data, valEnd)
-		if data[i] == ',' {
-			i = skipSpace(data, i+1)
+			f.payload = append(append(f.payload, key...), ':')
+			f.payload = jsonscan.AppendCompact(f.payload, val)
 		}
 	}
-	if idRaw != nil {
-		id, err := jsonString(idRaw, JSONDeviceID, "must be a string")
+	if err := s.Err(); err != nil {
+		return f, err
+	}
+	if s.InvalidUTF8() >= 0 {
+		return f, errBodyUTF8()
+	}
+	return f, nil
+}
+
+// apply checks the fields and sets them in r.
+func (f *objectFields) apply(r *Reading) error {
+	if f.id != nil {
+		id, err := jsonString(f.id, JSONDeviceID, "must be a string")
 		if err != nil {
 			return err
 		}
@@ -89,16 +154,19 @@ func ParseObject(data []byte, r *Reading) error {
 	} else if r.DeviceID == "" {
 		return fieldErr(JSONDeviceID, "missing", "field required")
 	}
-	if readingRaw == nil {
+	if f.reading == nil {
 		return fieldErr(JSONReading, "missing", "field required")
 	}
-	v, err := ParseNumber(readingRaw)
+	if f.readingKind != jsonscan.Number {
+		return errNotNumber()
+	}
+	v, err := parseFloat(f.reading)
 	if err != nil {
 		return err
 	}
 	r.Value = v
-	if tsRaw != nil && string(tsRaw) != "null" {
-		s, err := jsonString(tsRaw, JSONTime, "must be an RFC 3339 string such as \"2026-11-28T08:00:00Z\"")
+	if f.ts != nil && string(f.ts) != "null" {
+		s, err := jsonString(f.ts, JSONTime, "must be an RFC 3339 string such as \"2026-11-28T08:00:00Z\"")
 		if err != nil {
 			return err
 		}
@@ -109,73 +177,21 @@ func ParseObject(data []byte, r *Reading) error {
 		r.Time = t
 	}
 	r.Payload = nil
-	if payload != nil {
-		r.Payload = append(payload, '}')
+	if f.payload != nil {
+		r.Payload = append(f.payload, '}')
 	}
 	return nil
 }
 
-// skipSpace returns the index of the first non-space byte at or after i.
-func skipSpace(data []byte, i int) int {
-	for i < len(data) && (data[i] == ' ' || data[i] == '\t' || data[i] == '\n' || data[i] == '\r') {
-		i++
-	}
-	return i
-}
-
-// stringEnd returns the index just past the JSON string starting at i.
-func stringEnd(data []byte, i int) int {
-	for j := i + 1; j < len(data); j++ {
-		switch data[j] {
-		case '\\':
-			j++
-		case '"':
-			return j + 1
-		}
-	}
-	return len(data)
-}
-
-// valueEnd returns the index just past the JSON value starting at i.
-func valueEnd(data []byte, i int) int {
-	switch data[i] {
-	case '"':
-		return stringEnd(data, i)
-	case '{', '[':
-		depth := 0
-		for j := i; j < len(data); j++ {
-			switch data[j] {
-			case '"':
-				j = stringEnd(data, j) - 1
-			case '{', '[':
-				depth++
-			case '}', ']':
-				depth--
-				if depth == 0 {
-					return j + 1
-				}
-			}
-		}
-		return len(data)
-	}
-	j := i
-	for j < len(data) && bytes.IndexByte([]byte(",}] \t\n\r"), data[j]) < 0 {
-		j++
-	}
-	return j
-}
-
-// memberName is the name a quoted member key stands for.
+// memberName is the name a quoted member key stands for, decoded as
+// encoding/json decodes it.
 func memberName(key []byte) string {
 	inner := key[1 : len(key)-1]
 	if bytes.IndexByte(inner, '\\') < 0 {
 		return string(inner) // compared at once, not kept: no allocation
 	}
-	var s string
-	if json.Unmarshal(key, &s) != nil {
-		return ""
-	}
-	return s
+	var buf [64]byte
+	return string(jsonscan.AppendUnquote(buf[:0], key))
 }
 
 // jsonString decodes a JSON string value, or fails with a type error of
@@ -191,23 +207,7 @@ func jsonString(raw []byte, field, typeMsg string) (string, error) {
 	if err := checkEscapes(raw, field); err != nil {
 		return "", err
 	}
-	var s string
-	if err := json.Unmarshal(raw, &s); err != nil {
-		return "", fieldErr(field, "type", "%s", typeMsg)
-	}
-	return s, nil
-}
-
-// appendCompact appends the valid JSON value val without insignificant space.
-func appendCompact(dst, val []byte) []byte {
-	if bytes.IndexAny(val, " \t\n\r") < 0 {
-		return append(dst, val...)
-	}
-	var b bytes.Buffer
-	if json.Compact(&b, val) != nil {
-		return append(dst, val...)
-	}
-	return append(dst, b.Bytes()...)
+	return string(jsonscan.AppendUnquote(nil, raw)), nil
 }
 
 // ParseNumber parses a JSON number (or a bare number such as an MQTT payload
@@ -215,65 +215,30 @@ func appendCompact(dst, val []byte) []byte {
 // does not call a number ("NaN", "Infinity", "0x1p4", "1_000", "007") is
 // refused with type "type"; a number beyond a 64-bit float with type "range".
 func ParseNumber(raw []byte) (float64, error) {
-	s := strings.TrimSpace(string(raw))
+	raw = bytes.TrimSpace(raw)
 	// strconv.ParseFloat also takes what JSON does not: "0x1p4", "1_000",
 	// "007", "1.", "-Inf".
-	if !isJSONNumber(s) {
-		return 0, fieldErr(JSONReading, "type", "must be a number")
+	if !jsonscan.IsNumber(raw) {
+		return 0, errNotNumber()
 	}
-	v, err := strconv.ParseFloat(s, 64)
+	return parseFloat(raw)
+}
+
+func errNotNumber() error { return fieldErr(JSONReading, "type", "must be a number") }
+
+// parseFloat parses raw, a JSON number, as the reading's value.
+func parseFloat(raw []byte) (float64, error) {
+	v, err := strconv.ParseFloat(string(raw), 64)
 	if err != nil {
 		if errors.Is(err, strconv.ErrRange) {
-			return 0, fieldErr(JSONReading, "range", "%.40s is out of the range of a 64-bit float", s)
+			return 0, fieldErr(JSONReading, "range", "%.40s is out of the range of a 64-bit float", raw)
 		}
-		return 0, fieldErr(JSONReading, "type", "must be a number")
+		return 0, errNotNumber()
 	}
 	if math.IsNaN(v) || math.IsInf(v, 0) {
 		return 0, fieldErr(JSONReading, "range", "must be a finite number")
 	}
 	return v, nil
-}
-
-// isJSONNumber reports whether s is a number in JSON's grammar,
-// -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?.
-func isJSONNumber(s string) bool {
-	digits := func(i int) int {
-		for i < len(s) && s[i] >= '0' && s[i] <= '9' {
-			i++
-		}
-		return i
-	}
-	i := 0
-	if i < len(s) && s[i] == '-' {
-		i++
-	}
-	switch {
-	case i < len(s) && s[i] == '0':
-		i++
-	case i < len(s) && s[i] >= '1' && s[i] <= '9':
-		i = digits(i)
-	default:
-		return false
-	}
-	if i < len(s) && s[i] == '.' {
-		j := digits(i + 1)
-		if j == i+1 {
-			return false
-		}
-		i = j
-	}
-	if i < len(s) && (s[i] == 'e' || s[i] == 'E') {
-		i++
-		if i < len(s) && (s[i] == '+' || s[i] == '-') {
-			i++
-		}
-		j := digits(i)
-		if j == i {
-			return false
-		}
-		i = j
-	}
-	return i == len(s)
 }
 
 // ParseTime parses an RFC 3339 time such as "2026-11-28T08:00:00.123Z". The
@@ -295,14 +260,6 @@ func ParseTime(s string) (time.Time, error) {
 // 0001-01-01T00:00:00Z, the zero Time (see ParseTime); it wraps
 // ErrInvalidReading.
 var ErrZeroTime = fieldErr(JSONTime, "range", "0001-01-01T00:00:00Z is outside the years 1678 to 2261 that can be stored")
-
-func jsonSyntaxError(err error) error {
-	var se *json.SyntaxError
-	if errors.As(err, &se) {
-		return fieldErr("body", "json_invalid", "invalid JSON at byte %d: %v", se.Offset, se)
-	}
-	return fieldErr("body", "json_invalid", "invalid JSON: %v", err)
-}
 
 // checkJSON checks what PostgreSQL's jsonb would refuse in syntactically valid
 // JSON, so that it is refused at the edge rather than in a COPY: invalid
