@@ -200,7 +200,7 @@ func (s *rejectSource) Values() ([]any, error) {
 	if e.version != "" {
 		version = cleanText(e.version, 64)
 	}
-	return []any{s.stream, e.id, version, []byte(e.raw), cleanText(e.bad.Error(), 2000)}, nil
+	return []any{s.stream, e.entryID(), version, []byte(e.raw), cleanText(e.bad.Error(), 2000)}, nil
 }
 
 func (s *rejectSource) Err() error { return nil }

@@ -52,7 +52,7 @@ func (s *session) replays(ctx context.Context, tx pgx.Tx, bad []*entry, res *com
 	for _, e := range bad {
 		// A cheap test on what the session kept of an entry without a body
 		// (a dump of its fields); the fields themselves are read below.
-		if strings.Contains(e.raw, ingest.FieldReplayOf) {
+		if e.dump && strings.Contains(e.raw, ingest.FieldReplayOf) {
 			cand = append(cand, e)
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
 	"time"
 
@@ -32,19 +33,37 @@ type session struct {
 	deployment string          // firehose_deployment.id of the database
 	gen        string          // the stream's generation token (ingest.MetaGeneration)
 	cursor     ingest.StreamID // last entry read; equals the checkpoint after a flush
-	buf        []entry
-	oldest     time.Time // when the first buffered entry was read
-	progressed bool      // a batch committed: the next failure starts a fresh backoff
+	// The shard's backlog counter (ingest.MetaBacklog) counts the readings
+	// of batch entries; trim counts down those it removes. buffered: the
+	// readings the buffer's batch entries declared (their FieldCount);
+	// untrimmed: those of entries committed and not yet trimmed, or -1 when
+	// unknown (entries a previous owner committed), which trim then counts.
+	countBuffered, untrimmed int64
+	perEntry                 int // readings per entry in recent reads, at least 1: XREAD counts entries
+	buf                      []entry
+	oldest                   time.Time // when the first buffered entry was read
+	progressed               bool      // a batch committed: the next failure starts a fresh backoff
 }
 
 // entry is one stream entry in the buffer: a decoded reading, or what to
 // record in readings_rejected.
 type entry struct {
 	id      string
+	item    int // 1-based position of the reading in a batch entry; 0 for an entry of one
 	r       ingest.Reading
 	bad     error  // why the entry is rejected; nil for a good reading
-	version string // the encoding version the entry named
-	raw     string // the body, or a dump of the fields; kept if rejected
+	version string // the encoding version of raw
+	raw     string // the body (of this reading alone, in a batch), or a dump of the fields; kept if rejected
+	dump    bool   // raw is a dump of the fields: the entry had no body
+}
+
+// entryID is the entry's id as readings_rejected records it: the stream id,
+// and for a reading of a batch entry its position after a slash.
+func (e *entry) entryID() string {
+	if e.item == 0 {
+		return e.id
+	}
+	return e.id + "/" + strconv.Itoa(e.item)
 }
 
 func (s *session) run(ctx context.Context) error {
@@ -240,6 +259,8 @@ func (s *session) start(ctx context.Context) error {
 		s.log.Warn("the stream lost entries after its checkpoint (Redis restarted from older data): its last id was raised to the checkpoint",
 			"checkpoint", cp.String())
 	}
+	// What a previous owner committed and did not trim: trim counts it.
+	s.untrimmed = -1
 	s.trim(ctx)
 	return nil
 }
@@ -354,7 +375,7 @@ func (s *session) consume(ctx context.Context) error {
 		}
 		res, err := s.b.rdb.XRead(ctx, &redis.XReadArgs{
 			Streams: []string{s.key, s.cursor.String()},
-			Count:   int64(cfg.BatchSize - len(s.buf)),
+			Count:   s.entriesFor(cfg.BatchSize - len(s.buf)),
 			Block:   block,
 		}).Result()
 		if err != nil && !errors.Is(err, redis.Nil) {
@@ -382,11 +403,7 @@ func (s *session) consume(ctx context.Context) error {
 			return err
 		}
 		n := len(s.buf)
-		for _, st := range res {
-			for _, msg := range st.Messages {
-				s.add(msg)
-			}
-		}
+		s.addAll(res)
 		s.b.m.buffered.Add(float64(len(s.buf) - n))
 		if len(s.buf) >= cfg.BatchSize {
 			if err := s.flush(dctx, "size"); err != nil {
@@ -412,6 +429,28 @@ func (s *session) ping(ctx context.Context) error {
 	return nil
 }
 
+// addAll adds what one XREAD returned and learns how many readings an
+// entry holds.
+func (s *session) addAll(res []redis.XStream) {
+	entries, before := 0, len(s.buf)
+	for _, st := range res {
+		for _, msg := range st.Messages {
+			s.add(msg)
+			entries++
+		}
+	}
+	if entries > 0 {
+		s.perEntry = max(1, (len(s.buf)-before)/entries)
+	}
+}
+
+// entriesFor is how many entries to read for room more readings: XREAD
+// counts entries, and a batch entry holds many readings. A read may still
+// bring a little more than room (entries are never split across commits).
+func (s *session) entriesFor(room int) int64 {
+	return int64(max(1, room/max(1, s.perEntry)))
+}
+
 // add decodes one stream message into the buffer and advances the cursor.
 func (s *session) add(msg redis.XMessage) {
 	id, err := ingest.ParseStreamID(msg.ID)
@@ -427,15 +466,37 @@ func (s *session) add(msg redis.XMessage) {
 	s.cursor = id
 	version, _ := msg.Values[ingest.FieldVersion].(string)
 	body, hasBody := msg.Values[ingest.FieldBody].(string)
-	e := entry{id: msg.ID, version: version}
-	if hasBody {
+	switch {
+	case !hasBody:
+		s.buf = append(s.buf, entry{id: msg.ID, version: version, dump: true, raw: fieldDump(msg.Values),
+			bad: fmt.Errorf("%w: no %q field", ingest.ErrCorruptEntry, ingest.FieldBody)})
+	case version == ingest.CodecBatch:
+		if n, err := strconv.ParseInt(fmt.Sprint(msg.Values[ingest.FieldCount]), 10, 64); err == nil && n > 0 {
+			s.countBuffered += n
+		}
+		s.addBatch(msg.ID, body)
+	default:
+		e := entry{id: msg.ID, version: version, raw: body}
 		e.r, e.bad = ingest.Decode(version, body)
-		e.raw = body
-	} else {
-		e.bad = fmt.Errorf("%w: no %q field", ingest.ErrCorruptEntry, ingest.FieldBody)
-		e.raw = fieldDump(msg.Values)
+		s.buf = append(s.buf, e)
 	}
-	s.buf = append(s.buf, e)
+}
+
+// addBatch adds the readings of a batch entry to the buffer, each on its
+// own: one that does not decode is rejected alone, with its own version-1
+// body (replayable as it is), while its neighbours commit. A batch whose
+// framing is broken is rejected whole, with its body.
+func (s *session) addBatch(id, body string) {
+	parts, err := ingest.SplitBatch(body)
+	if err != nil {
+		s.buf = append(s.buf, entry{id: id, version: ingest.CodecBatch, raw: body, bad: err})
+		return
+	}
+	for i, p := range parts {
+		e := entry{id: id, item: i + 1, version: ingest.CodecVersion, raw: p}
+		e.r, e.bad = ingest.Decode(ingest.CodecVersion, p)
+		s.buf = append(s.buf, e)
+	}
 }
 
 // fieldDump is what readings_rejected keeps of an entry without a body: every
@@ -473,7 +534,7 @@ func (s *session) shutdown(dctx context.Context) error {
 	if room := s.b.cfg.BatchSize - len(s.buf); room > 0 {
 		res, err := s.b.rdb.XRead(dctx, &redis.XReadArgs{
 			Streams: []string{s.key, s.cursor.String()},
-			Count:   int64(room),
+			Count:   s.entriesFor(room),
 			Block:   -1,
 		}).Result()
 		if err != nil && !errors.Is(err, redis.Nil) {
@@ -485,11 +546,7 @@ func (s *session) shutdown(dctx context.Context) error {
 			res = nil
 		}
 		n := len(s.buf)
-		for _, st := range res {
-			for _, msg := range st.Messages {
-				s.add(msg)
-			}
-		}
+		s.addAll(res)
 		s.b.m.buffered.Add(float64(len(s.buf) - n))
 	}
 	if len(s.buf) == 0 {
@@ -542,6 +599,10 @@ func (s *session) flush(ctx context.Context, trigger string) error {
 	s.log.Debug("batch committed", "rows", res.written, "trigger", trigger, "duration", time.Since(start))
 	m.buffered.Sub(float64(len(s.buf)))
 	s.buf = s.buf[:0]
+	if s.untrimmed >= 0 {
+		s.untrimmed += s.countBuffered
+	}
+	s.countBuffered = 0
 	s.progressed = true
 	s.trim(ctx)
 	return nil
@@ -556,20 +617,47 @@ func (s *session) trim(ctx context.Context) {
 		return
 	}
 	n, err := trimScript.Run(ctx, s.b.rdb, []string{s.b.cfg.Streams.ShardMetaKey(s.shard), s.key},
-		s.gen, s.deployment, s.cursor.Next().String()).Int()
+		s.gen, s.deployment, s.cursor.Next().String(), s.untrimmed).Int()
 	switch {
 	case err != nil && ctx.Err() == nil:
 		s.log.Warn("trim stream", "err", err)
 	case err == nil && n < 0:
 		s.log.Warn("not trimming: the shard's metadata in Redis changed", "err", errMetaChanged)
+	case err == nil:
+		s.untrimmed = 0
 	}
 }
 
 // trimScript is XTRIM MINID ARGV[3], only while the shard's metadata holds
-// generation ARGV[1] and deployment ARGV[2]; -1 when it does not.
+// generation ARGV[1] and deployment ARGV[2]; -1 when it does not. It counts
+// the shard's backlog (ingest.MetaBacklog) down by ARGV[4], the readings of
+// the batch entries it trims; -1 means unknown, and the script counts their
+// FieldCount itself (once a session, for what a previous owner committed: it
+// reads those entries whole). The counter is set to 0 when the stream is
+// left empty, which mends any drift (a trim whose reply was lost, entries
+// another build wrote).
 var trimScript = redis.NewScript(`
 if redis.call('HGET', KEYS[1], 'generation') ~= ARGV[1] or redis.call('HGET', KEYS[1], 'deployment') ~= ARGV[2] then
 	return -1
 end
-return redis.call('XTRIM', KEYS[2], 'MINID', ARGV[3])
+local n = tonumber(ARGV[4])
+if n < 0 then
+	n = 0
+	for _, e in ipairs(redis.call('XRANGE', KEYS[2], '-', '(' .. ARGV[3])) do
+		local f = e[2]
+		for i = 1, #f, 2 do
+			if f[i] == 'n' then
+				n = n + (tonumber(f[i + 1]) or 0)
+				break
+			end
+		end
+	end
+end
+local trimmed = redis.call('XTRIM', KEYS[2], 'MINID', ARGV[3])
+if redis.call('XLEN', KEYS[2]) == 0 then
+	redis.call('HSET', KEYS[1], 'backlog', 0)
+elseif trimmed > 0 and n > 0 and redis.call('HINCRBY', KEYS[1], 'backlog', -n) < 0 then
+	redis.call('HSET', KEYS[1], 'backlog', 0)
+end
+return trimmed
 `)

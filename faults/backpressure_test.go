@@ -82,7 +82,7 @@ func TestBackpressureBounded(t *testing.T) {
 		n, err := outStreamLen(ctx, rdb, keys)
 		code, body := outReadyz(s)
 		return err == nil && n >= highWater*9/10 && code == 503 && strings.Contains(body, "backlog_full"),
-			fmt.Sprintf("stream entries %d (%v), /readyz %d %s", n, err, code, body)
+			fmt.Sprintf("readings in the streams %d (%v), /readyz %d %s", n, err, code, body)
 	})
 	reached := time.Now()
 	probe := "probe-backpressure-" + testenv.ID()
@@ -124,7 +124,7 @@ func TestBackpressureBounded(t *testing.T) {
 	if l.proc.Exited() {
 		t.Fatalf("the simulator ended during the hold: make the load longer; output:\n%s", l.Output())
 	}
-	t.Logf("at the mark for %s: %d stream entries, %.0f acknowledged, refused HTTP %.0f / MQTT %.0f", hold, atMark, acceptedHeld, httpRefused, mqttRefused)
+	t.Logf("at the mark for %s: %d readings in the streams, %.0f acknowledged, refused HTTP %.0f / MQTT %.0f", hold, atMark, acceptedHeld, httpRefused, mqttRefused)
 
 	// A slow bridge starts while the load goes on; then the load ends.
 	b := StartBridge(t, svc, "--batch-size", "50", "--batch-age", "500ms")
@@ -143,7 +143,7 @@ func TestBackpressureBounded(t *testing.T) {
 	outWaitFor(t, 2*time.Minute, "the backlog did not drain once the load stopped", func() (bool, string) {
 		n, err := outStreamLen(ctx, rdb, keys)
 		g, ok := outMetricSum(s, "firehose_stream_backlog_entries")
-		return err == nil && n == 0 && ok && g == 0, fmt.Sprintf("stream entries %d (%v), backlog gauge %.0f", n, err, g)
+		return err == nil && n == 0 && ok && g == 0, fmt.Sprintf("readings in the streams %d (%v), backlog gauge %.0f", n, err, g)
 	})
 	// Under the mark again, the same process accepts again.
 	outWaitFor(t, 30*time.Second, "/readyz did not answer 200 after the drain", func() (bool, string) {
@@ -160,7 +160,7 @@ func TestBackpressureBounded(t *testing.T) {
 		t.Errorf("no MQTT 3.1.1 device was disconnected over the high-water mark")
 	}
 	if backlogPeak > highWater+backpressureMargin {
-		t.Errorf("backlog peaked at %d stream entries, want at most the mark %d + %d in flight", backlogPeak, highWater, backpressureMargin)
+		t.Errorf("backlog peaked at %d readings, want at most the mark %d + %d in flight", backlogPeak, highWater, backpressureMargin)
 	}
 	// Bounds. firehose (edges): the most live data they hold by design is
 	// the producer's queue (65,536 readings of ~200 bytes: 13 MiB) and the
@@ -185,7 +185,7 @@ func TestBackpressureBounded(t *testing.T) {
 	if peaks.Errors > peaks.Samples/10 {
 		t.Errorf("%d of %d samples of Redis failed", peaks.Errors, peaks.Samples)
 	}
-	notes := fmt.Sprintf("high-water %d; peak backlog %d stream entries (bound %d = mark + 2 per device in flight), %d at the mark after %s with the bridge stopped; %.0f acked during that hold; refused there HTTP %.0f / MQTT %.0f; slow bridge (--batch-size 50) started %s after the mark; peak RSS edges %s (idle %s, bound %s), bridge %s, redis-server %s; Redis peak used_memory %s (idle %s, bound %s); %d samples every 200 ms; backlog 0 after the load; duplicates after resend: %d MQTT, %d HTTP, 0 stream entries committed twice",
+	notes := fmt.Sprintf("high-water %d; peak backlog %d readings (bound %d = mark + 2 per device in flight), %d at the mark after %s with the bridge stopped; %.0f acked during that hold; refused there HTTP %.0f / MQTT %.0f; slow bridge (--batch-size 50) started %s after the mark; peak RSS edges %s (idle %s, bound %s), bridge %s, redis-server %s; Redis peak used_memory %s (idle %s, bound %s); %d samples every 200 ms; backlog 0 after the load; duplicates after resend: %d MQTT, %d HTTP, 0 stream entries committed twice",
 		highWater, backlogPeak, highWater+backpressureMargin, atMark, hold, acceptedHeld, httpRefused, mqttRefused,
 		bridgeStarted.Round(100*time.Millisecond), outMiB(rss["edges"]), outMiB(rssIdle), outMiB(rssBound), outMiB(rss["bridge"]), outMiB(rss["redis"]),
 		outMiB(memPeak), outMiB(memIdle), outMiB(memBound), peaks.Samples, dupMQTT, dupHTTP)

@@ -22,6 +22,7 @@ import (
 	mqttpk "github.com/eclipse/paho.mqtt.golang/packets"
 	"github.com/redis/go-redis/v9"
 
+	"firehose/ingest"
 	"firehose/internal/mqtttest"
 	"firehose/internal/testenv"
 )
@@ -245,20 +246,28 @@ func outUsedMemory(ctx context.Context, rdb *redis.Client) (int64, error) {
 	return strconv.ParseInt(v, 10, 64)
 }
 
-// outStreamLen is the entries in all the deployment's shard streams: the
-// backlog, as Redis itself counts it.
+// outStreamLen is the readings in all the deployment's shard streams: the
+// backlog the high-water mark is about. A batch entry counts its readings
+// (its count field), any other entry one; counted from the entries
+// themselves, not from the producer's counter.
 func outStreamLen(ctx context.Context, rdb *redis.Client, keys []string) (int64, error) {
 	pipe := rdb.Pipeline()
-	cmds := make([]*redis.IntCmd, len(keys))
+	cmds := make([]*redis.XMessageSliceCmd, len(keys))
 	for i, k := range keys {
-		cmds[i] = pipe.XLen(ctx, k)
+		cmds[i] = pipe.XRange(ctx, k, "-", "+")
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		return 0, err
 	}
 	var n int64
 	for _, c := range cmds {
-		n += c.Val()
+		for _, m := range c.Val() {
+			count, err := strconv.ParseInt(fmt.Sprint(m.Values[ingest.FieldCount]), 10, 64)
+			if err != nil || count < 1 {
+				count = 1
+			}
+			n += count
+		}
 	}
 	return n, nil
 }
@@ -269,7 +278,7 @@ type outPeaks struct {
 	mu      sync.Mutex
 	RSS     map[string]int64 // peak RSS by process name
 	Memory  int64            // peak used_memory
-	Backlog int64            // peak stream entries
+	Backlog int64            // peak readings in the streams
 	Samples int
 	Errors  int // samples Redis did not answer
 

@@ -47,14 +47,14 @@ func streamReadings(t *testing.T, rdb *redis.Client, streams ingest.Streams) (rs
 			t.Fatalf("xrange %s: %v", key, err)
 		}
 		for _, m := range msgs {
-			v, _ := m.Values[ingest.FieldVersion].(string)
-			b, _ := m.Values[ingest.FieldBody].(string)
-			r, err := ingest.Decode(v, b)
+			part, err := ingest.DecodeEntry(m.Values)
 			if err != nil {
 				t.Fatalf("decode entry %s of %s: %v", m.ID, key, err)
 			}
-			rs = append(rs, r)
-			shards = append(shards, shard)
+			for _, r := range part {
+				rs = append(rs, r)
+				shards = append(shards, shard)
+			}
 		}
 	}
 	return rs, shards

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strconv"
 	"time"
 )
 
@@ -15,8 +16,19 @@ import (
 const (
 	FieldVersion = "v"
 	FieldBody    = "b"
-	// CodecVersion is the version this build writes.
+	// FieldCount, on a batch entry, is how many readings its body holds
+	// (decimal): the bridge's trim counts the backlog down by it without
+	// decoding the body (see MetaBacklog).
+	FieldCount = "n"
+	// CodecVersion is the single-reading encoding (version 1): each entry
+	// one reading. Replays of dead letters use it, and a producer set to
+	// --stream-codec 1 writes it.
 	CodecVersion = "1"
+	// CodecBatch is the batch encoding (version 2) the producer writes by
+	// default: one entry per shard and round trip, holding every reading of
+	// that shard in it, so Redis, go-redis and the bridge work per batch, not
+	// per reading.
+	CodecBatch = "2"
 )
 
 // ErrUnknownCodec means an entry names an encoding this build cannot read.
@@ -40,6 +52,94 @@ func AppendEncode(dst []byte, r *Reading) []byte {
 	dst = binary.LittleEndian.AppendUint64(dst, math.Float64bits(r.Value))
 	dst = binary.AppendUvarint(dst, uint64(len(r.Payload)))
 	return append(dst, r.Payload...)
+}
+
+// AppendBatch appends to dst the version-2 body of rs: uvarint count, then
+// each reading as uvarint length and its version-1 encoding. The length of
+// each reading lets a reader isolate one that does not decode and keep its
+// neighbours (SplitBatch). One reading is a valid batch.
+func AppendBatch(dst []byte, rs []*Reading) []byte {
+	dst = binary.AppendUvarint(dst, uint64(len(rs)))
+	for _, r := range rs {
+		dst = AppendBatchItem(dst, r)
+	}
+	return dst
+}
+
+// AppendBatchItem appends one reading of a version-2 body being built
+// item by item (after BatchHeaderLen bytes reserved for the count, see
+// FinishBatch), encoding r in place without a copy.
+func AppendBatchItem(dst []byte, r *Reading) []byte {
+	// The version-1 encoding's length is known before encoding it.
+	dst = binary.AppendUvarint(dst, uint64(encodedLen(r)))
+	return AppendEncode(dst, r)
+}
+
+// BatchHeaderLen is the room a batch body reserves for its count: enough for
+// any count a round trip holds.
+const BatchHeaderLen = binary.MaxVarintLen32
+
+// FinishBatch writes the count n into the BatchHeaderLen bytes reserved at
+// the start of body and returns the body without the unused part of them.
+func FinishBatch(body []byte, n int) []byte {
+	var h [binary.MaxVarintLen64]byte
+	hl := binary.PutUvarint(h[:], uint64(n))
+	start := BatchHeaderLen - hl
+	copy(body[start:], h[:hl])
+	return body[start:]
+}
+
+// encodedLen is len(AppendEncode(nil, r)).
+func encodedLen(r *Reading) int {
+	return uvarintLen(uint64(len(r.DeviceID))) + len(r.DeviceID) +
+		varintLen(r.Time.UnixNano()) + varintLen(r.ReceivedAt.UnixNano()) + 8 +
+		uvarintLen(uint64(len(r.Payload))) + len(r.Payload)
+}
+
+func uvarintLen(v uint64) int {
+	n := 1
+	for v >= 0x80 {
+		v >>= 7
+		n++
+	}
+	return n
+}
+
+func varintLen(v int64) int {
+	u := uint64(v) << 1
+	if v < 0 {
+		u = ^u
+	}
+	return uvarintLen(u)
+}
+
+// SplitBatch splits a version-2 body into the version-1 bodies of its
+// readings, without decoding them. An error (wrapping ErrCorruptEntry) means
+// the framing itself is broken: the entry cannot be split, and is rejected
+// whole.
+func SplitBatch(body string) ([]string, error) {
+	d := decoder{s: body}
+	n := d.uvarint("count")
+	if d.err != nil {
+		return nil, d.err
+	}
+	// Each reading takes at least its length byte and 11 bytes: a count
+	// larger than the body can hold is corrupt, not an allocation to make.
+	if n == 0 || n > uint64(len(d.s))/12 {
+		return nil, fmt.Errorf("%w: batch of %d readings in %d bytes", ErrCorruptEntry, n, len(d.s))
+	}
+	parts := make([]string, 0, n)
+	for range n {
+		p := d.str()
+		if d.err != nil {
+			return nil, fmt.Errorf("%w: reading %d of %d: truncated", ErrCorruptEntry, len(parts)+1, n)
+		}
+		parts = append(parts, p)
+	}
+	if len(d.s) != 0 {
+		return nil, fmt.Errorf("%w: %d bytes after the last of %d readings", ErrCorruptEntry, len(d.s), n)
+	}
+	return parts, nil
 }
 
 // Decode decodes the body of an entry written in encoding version. Errors
@@ -125,4 +225,37 @@ func (d *decoder) uint64() uint64 {
 	v := binary.LittleEndian.Uint64([]byte(d.s[:8]))
 	d.s = d.s[8:]
 	return v
+}
+
+// DecodeEntry decodes every reading of a stream entry firehose wrote, in
+// either encoding, from its fields as go-redis returns them: for tools and
+// tests. It fails on the first reading that does not decode; the bridge
+// isolates such a reading from its neighbours itself (SplitBatch).
+func DecodeEntry(values map[string]any) ([]Reading, error) {
+	version, _ := values[FieldVersion].(string)
+	body, ok := values[FieldBody].(string)
+	if !ok {
+		return nil, fmt.Errorf("%w: no %q field", ErrCorruptEntry, FieldBody)
+	}
+	if version != CodecBatch {
+		r, err := Decode(version, body)
+		if err != nil {
+			return nil, err
+		}
+		return []Reading{r}, nil
+	}
+	parts, err := SplitBatch(body)
+	if err != nil {
+		return nil, err
+	}
+	rs := make([]Reading, len(parts))
+	for i, p := range parts {
+		if rs[i], err = Decode(CodecVersion, p); err != nil {
+			return nil, fmt.Errorf("reading %d of %d: %w", i+1, len(parts), err)
+		}
+	}
+	if n, ok := values[FieldCount].(string); ok && n != strconv.Itoa(len(rs)) {
+		return nil, fmt.Errorf("%w: %s=%s but the body holds %d readings", ErrCorruptEntry, FieldCount, n, len(rs))
+	}
+	return rs, nil
 }

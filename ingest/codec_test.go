@@ -312,3 +312,126 @@ func codecBenchReadings() []struct {
 		{"Payload1KiB", ingest.Reading{DeviceID: "pump-0007", Time: now.Add(-time.Second), ReceivedAt: now, Value: 21.5, Payload: payloadOfSize(1 << 10)}},
 	}
 }
+
+// TestBatchRoundTrip: a version-2 body built item by item (as the producer
+// does) or at once splits into the version-1 bodies of its readings, which
+// decode to the readings, in order; one reading is a valid batch.
+func TestBatchRoundTrip(t *testing.T) {
+	cases := codecReadings()
+	for _, n := range []int{1, 2, len(cases), 300} {
+		var rs []*ingest.Reading
+		for i := range n {
+			r := cases[i%len(cases)].r
+			rs = append(rs, &r)
+		}
+		whole := ingest.AppendBatch(nil, rs)
+		body := make([]byte, ingest.BatchHeaderLen)
+		for _, r := range rs {
+			body = ingest.AppendBatchItem(body, r)
+		}
+		body = ingest.FinishBatch(body, len(rs))
+		if !bytes.Equal(body, whole) {
+			t.Fatalf("%d readings: built item by item %x, at once %x", n, body, whole)
+		}
+		parts, err := ingest.SplitBatch(string(body))
+		if err != nil {
+			t.Fatalf("%d readings: SplitBatch: %v", n, err)
+		}
+		if len(parts) != n {
+			t.Fatalf("%d readings: split into %d", n, len(parts))
+		}
+		for i, p := range parts {
+			got, err := ingest.Decode(ingest.CodecVersion, p)
+			if err != nil {
+				t.Fatalf("reading %d of %d: %v", i, n, err)
+			}
+			assertSameReading(t, got, *rs[i])
+		}
+	}
+}
+
+// TestSplitBatchCorrupt: broken framing is an error wrapping
+// ErrCorruptEntry, never a panic or a huge allocation; a reading whose own
+// bytes are corrupt still splits (its neighbours decode, it alone fails).
+func TestSplitBatchCorrupt(t *testing.T) {
+	good := codecReadings()[0].r
+	body := ingest.AppendBatch(nil, []*ingest.Reading{&good, &good})
+	for _, tc := range []struct {
+		name string
+		body string
+	}{
+		{"empty", ""},
+		{"zero count", "\x00"},
+		{"count larger than the body", "\xff\xff\xff\xff\x0f" + string(body[1:])},
+		{"truncated", string(body[:len(body)-3])},
+		{"trailing bytes", string(body) + "x"},
+		{"unterminated count", "\xff"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := ingest.SplitBatch(tc.body); !errors.Is(err, ingest.ErrCorruptEntry) {
+				t.Errorf("SplitBatch = %v, want ErrCorruptEntry", err)
+			}
+		})
+	}
+	// The second reading's device-id length says more than it holds: the
+	// framing is fine, the reading is not.
+	one := ingest.AppendEncode(nil, &good)
+	bad := append([]byte{0x7f}, one[1:]...)
+	mixed := binary.AppendUvarint(nil, 2)
+	mixed = binary.AppendUvarint(mixed, uint64(len(one)))
+	mixed = append(mixed, one...)
+	mixed = binary.AppendUvarint(mixed, uint64(len(bad)))
+	mixed = append(mixed, bad...)
+	parts, err := ingest.SplitBatch(string(mixed))
+	if err != nil || len(parts) != 2 {
+		t.Fatalf("SplitBatch = %d parts, %v; want 2, nil", len(parts), err)
+	}
+	if _, err := ingest.Decode(ingest.CodecVersion, parts[0]); err != nil {
+		t.Errorf("good neighbour: %v", err)
+	}
+	if _, err := ingest.Decode(ingest.CodecVersion, parts[1]); !errors.Is(err, ingest.ErrCorruptEntry) {
+		t.Errorf("corrupt reading: %v, want ErrCorruptEntry", err)
+	}
+}
+
+// FuzzBatch: any body splits or fails with ErrCorruptEntry, never panics;
+// readings fuzzed into a batch come back the same, in order.
+func FuzzBatch(f *testing.F) {
+	good := codecReadings()[0].r
+	f.Add(string(ingest.AppendBatch(nil, []*ingest.Reading{&good})), "dev", int64(1), 2.5, []byte(`{"a":1}`), 3)
+	f.Add("\x02\x01\x00", "", int64(-1), math.NaN(), []byte(nil), 1)
+	f.Fuzz(func(t *testing.T, body, device string, ns int64, value float64, payload []byte, n int) {
+		if parts, err := ingest.SplitBatch(body); err != nil {
+			if !errors.Is(err, ingest.ErrCorruptEntry) {
+				t.Fatalf("SplitBatch error %v does not wrap ErrCorruptEntry", err)
+			}
+		} else {
+			for _, p := range parts {
+				_, _ = ingest.Decode(ingest.CodecVersion, p)
+			}
+		}
+		n = 1 + (n&0xff)%64
+		if n < 0 {
+			n = 1
+		}
+		rs := make([]*ingest.Reading, n)
+		for i := range rs {
+			r := ingest.Reading{DeviceID: device, Time: time.Unix(0, ns+int64(i)).UTC(), ReceivedAt: time.Unix(0, ns).UTC(), Value: value, Payload: payload}
+			if len(payload) == 0 {
+				r.Payload = nil
+			}
+			rs[i] = &r
+		}
+		parts, err := ingest.SplitBatch(string(ingest.AppendBatch(nil, rs)))
+		if err != nil || len(parts) != n {
+			t.Fatalf("round trip of %d readings: %d parts, %v", n, len(parts), err)
+		}
+		for i, p := range parts {
+			got, err := ingest.Decode(ingest.CodecVersion, p)
+			if err != nil {
+				t.Fatalf("reading %d: %v", i, err)
+			}
+			assertSameReading(t, got, *rs[i])
+		}
+	})
+}

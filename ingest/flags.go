@@ -9,9 +9,10 @@ import (
 // RegisterFlags registers the producer's tuning flags on fs.
 func (c *ProducerConfig) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.Pipelines, "producer-pipelines", 1, "XADD round trips in flight at once; callers arriving meanwhile share the next one (group commit)")
-	fs.IntVar(&c.MaxBatch, "producer-max-batch", 1024, "most entries in one pipelined XADD round trip")
+	fs.IntVar(&c.MaxBatch, "producer-max-batch", 1024, "most readings in one pipelined XADD round trip")
+	fs.StringVar(&c.Codec, "stream-codec", CodecBatch, "stream entry encoding the edges write: 2, one entry per shard and round trip holding its readings;\n1, one entry per reading (for a rolling upgrade: bridges read both; upgrade them first, then switch edges to 2)")
 	fs.IntVar(&c.QueueSize, "producer-queue", 65536, "most readings waiting for Redis before edges answer busy (503 / no ack)")
-	fs.Int64Var(&c.HighWater, "high-water", 1_000_000, "backlog (entries in all streams not yet committed to PostgreSQL) above which edges refuse new readings;\n-1 disables; 1,000,000 small readings take about 100 MB of Redis memory")
+	fs.Int64Var(&c.HighWater, "high-water", 1_000_000, "backlog (readings in all streams not yet committed to PostgreSQL) above which edges refuse new readings;\n-1 disables; see BENCHMARKS.md for Redis memory per backlogged reading")
 	fs.DurationVar(&c.BacklogInterval, "backlog-interval", 250*time.Millisecond, "how often the backlog is measured")
 }
 
@@ -26,6 +27,8 @@ func (c ProducerConfig) Validate() error {
 		return fmt.Errorf("--producer-queue %d: want a positive number", c.QueueSize)
 	case c.HighWater < -1:
 		return fmt.Errorf("--high-water %d: want a positive number, or -1 to disable", c.HighWater)
+	case c.Codec != "" && c.Codec != CodecVersion && c.Codec != CodecBatch:
+		return fmt.Errorf("--stream-codec %q: want %s (batch entries) or %s (one reading per entry)", c.Codec, CodecBatch, CodecVersion)
 	}
 	return nil
 }

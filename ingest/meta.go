@@ -32,6 +32,16 @@ const (
 	// A bridge of another database refuses the shard instead of committing
 	// or trimming its entries.
 	MetaDeployment = "deployment"
+	// MetaBacklog counts the readings in the shard's stream not yet
+	// trimmed: the producer adds each round trip's readings (HINCRBY, in
+	// the same pipeline as their XADD), the bridge's trim takes off those of
+	// the entries it trims (the FieldCount of each, in the same script as
+	// the XTRIM) and sets it to 0 when the stream is empty, which mends any
+	// drift. With batch entries the stream's length counts entries, not
+	// readings: this counter is what the high-water mark compares with
+	// (entries without a count, version 1, count by the stream's length:
+	// the producer takes the larger of the two).
+	MetaBacklog = "backlog"
 )
 
 // ShardMetaKey is the metadata hash of shard, 0 <= shard < Len(), e.g.

@@ -38,17 +38,20 @@ type ProducerConfig struct {
 	// syscalls (19k req/s against 15k with 4, see BENCHMARKS.md); raise it
 	// when Redis is far away and round trips are long.
 	Pipelines int
-	// MaxBatch is the most entries one round trip carries. Default 1024.
+	// MaxBatch is the most readings one round trip carries. Default 1024.
 	MaxBatch int
+	// Codec is the stream encoding written: CodecBatch (default), one entry
+	// per shard and round trip, or CodecVersion, one entry per reading.
+	Codec string
 	// QueueSize is the most readings waiting for or in a round trip; past
 	// it Add answers ErrOverloaded. A call of more readings is accepted only
 	// while no other reading waits. Default 65536: at 50,000 readings/s that
 	// is over a second of Redis stall before callers are refused.
 	QueueSize int
-	// HighWater is the backlog (entries in all shard streams, that is readings
-	// not yet committed to PostgreSQL, since the bridge trims what it
-	// committed) above which Add answers ErrBacklogFull. 0 means the default,
-	// 1,000,000 entries (about 100 MB of Redis memory for small readings); -1
+	// HighWater is the backlog (readings in all shard streams, that is
+	// readings not yet committed to PostgreSQL, since the bridge trims what
+	// it committed; counted by each shard's MetaBacklog) above which Add
+	// answers ErrBacklogFull. 0 means the default, 1,000,000 readings; -1
 	// disables the check.
 	HighWater int64
 	// BacklogInterval is how often the backlog is measured. Default 250ms.
@@ -75,6 +78,9 @@ func (c ProducerConfig) withDefaults() ProducerConfig {
 	}
 	if c.Timeout <= 0 {
 		c.Timeout = 5 * time.Second
+	}
+	if c.Codec == "" {
+		c.Codec = CodecBatch
 	}
 	return c
 }
@@ -309,7 +315,7 @@ var errRedisDown = fmt.Errorf("%w: an earlier round trip failed; refusing until 
 // Redis answers again.
 func (p *Producer) writer() {
 	var batch []*call
-	var buf []byte
+	var rt roundTrip
 	for c := range p.queue {
 		batch = append(batch[:0], c)
 		n := len(c.readings)
@@ -331,45 +337,117 @@ func (p *Producer) writer() {
 				p.answer(c, errRedisDown)
 			}
 		} else {
-			buf = p.write(batch, n, buf[:0])
+			p.write(batch, n, &rt)
 		}
 		p.queued.Add(-int64(n))
 	}
 }
 
-// write sends the batch's XADDs in one pipeline and answers every call.
-func (p *Producer) write(batch []*call, n int, buf []byte) []byte {
+// roundTrip is a writer's memory for building round trips, reused from one
+// to the next.
+type roundTrip struct {
+	bodies  [][]byte // per shard: the batch entry's body being built
+	counts  []int    // per shard: readings in it
+	shardOf []int    // per reading of the round trip, in call order
+	v1      []byte   // --stream-codec 1: every entry's body, one after another
+}
+
+// maxKeptBody keeps a rare huge batch body's memory from staying with the
+// writer.
+const maxKeptBody = 1 << 20
+
+func (rt *roundTrip) reset(shards int) {
+	if len(rt.bodies) != shards {
+		rt.bodies, rt.counts = make([][]byte, shards), make([]int, shards)
+	}
+	for i := range rt.bodies {
+		if cap(rt.bodies[i]) > maxKeptBody {
+			rt.bodies[i] = nil
+		}
+		rt.counts[i] = 0
+	}
+	rt.shardOf = rt.shardOf[:0]
+	rt.v1 = rt.v1[:0]
+}
+
+// write sends the batch in one pipelined round trip and answers every call.
+//
+// With the batch encoding (the default) each shard that has readings in the
+// round trip gets one stream entry holding all of them, in call order, so
+// one device's readings stay in order; with --stream-codec 1, one entry per
+// reading. Per shard the pipeline holds, in this order:
+//
+//   - HSETNX of the shard's generation token, if Redis has none. Redis runs
+//     a pipeline's commands in order, so no entry is ever stored, and no
+//     snapshot taken, in a Redis without its shard's token, even one wiped
+//     between two round trips: the bridge relies on that to tell a stream
+//     that lost its tail from a new one (see MetaGeneration). A fresh token
+//     per round trip: a token used before a wipe must never come back.
+//   - the XADD(s);
+//   - HINCRBY of the shard's backlog counter by the readings added (see
+//     MetaBacklog), which the bridge's trim counts down.
+//
+// A call is acknowledged only if every command of every shard it wrote to
+// succeeded.
+func (p *Producer) write(batch []*call, n int, rt *roundTrip) {
 	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.Timeout)
 	defer cancel()
 	pipe := p.rdb.Pipeline()
-	// Encode all bodies into one reused buffer. Each command holds a
-	// full-capped slice of it; when append moves buf to a larger array the
-	// slices taken before keep the old one alive, unchanged.
-	cmds := make([]*redis.StringCmd, 0, n)
-	// Ahead of its first XADD to a shard, each round trip gives the shard a
-	// generation token if Redis has none (HSETNX: one small command per
-	// shard and round trip). Redis runs a pipeline's commands in order, so
-	// no entry is ever stored, and no snapshot taken, in a Redis without its
-	// shard's token, even one wiped between two round trips: the bridge
-	// relies on that to tell a stream that lost its tail from a new one (see
-	// MetaGeneration). A fresh token per round trip: a token used before a
-	// wipe must never come back after it.
-	gen := NewGeneration()
-	metas := make([]*redis.BoolCmd, len(p.keys))
+	rt.reset(len(p.keys))
+	batched := p.cfg.Codec != CodecVersion
+	var perReading []*redis.StringCmd // --stream-codec 1
+	if !batched {
+		perReading = make([]*redis.StringCmd, 0, n)
+	}
 	for _, c := range batch {
 		for i := range c.readings {
 			r := &c.readings[i]
 			shard := p.streams.Shard(r.DeviceID)
-			if metas[shard] == nil {
-				metas[shard] = pipe.HSetNX(ctx, p.streams.ShardMetaKey(shard), MetaGeneration, gen)
+			rt.shardOf = append(rt.shardOf, shard)
+			rt.counts[shard]++
+			if batched {
+				if rt.counts[shard] == 1 {
+					rt.bodies[shard] = append(rt.bodies[shard][:0], make([]byte, BatchHeaderLen)...)
+				}
+				rt.bodies[shard] = AppendBatchItem(rt.bodies[shard], r)
+				continue
 			}
-			start := len(buf)
-			buf = AppendEncode(buf, r)
-			cmd := redis.NewStringCmd(ctx, "xadd", p.keys[shard], "*",
-				FieldVersion, CodecVersion, FieldBody, buf[start:len(buf):len(buf)])
-			_ = pipe.Process(ctx, cmd)
-			cmds = append(cmds, cmd)
+			// Each command holds a full-capped slice of one buffer; when
+			// append moves it to a larger array the slices taken before
+			// keep the old one alive, unchanged.
+			start := len(rt.v1)
+			rt.v1 = AppendEncode(rt.v1, r)
+			perReading = append(perReading, redis.NewStringCmd(ctx, "xadd", p.keys[shard], "*",
+				FieldVersion, CodecVersion, FieldBody, rt.v1[start:len(rt.v1):len(rt.v1)]))
 		}
+	}
+	gen := NewGeneration()
+	type shardCmds struct {
+		meta    *redis.BoolCmd
+		xadd    *redis.StringCmd // batch encoding
+		backlog *redis.IntCmd
+	}
+	cmds := make([]shardCmds, len(p.keys))
+	for shard, count := range rt.counts {
+		if count == 0 {
+			continue
+		}
+		meta := p.streams.ShardMetaKey(shard)
+		sc := &cmds[shard]
+		sc.meta = pipe.HSetNX(ctx, meta, MetaGeneration, gen)
+		if batched {
+			sc.xadd = redis.NewStringCmd(ctx, "xadd", p.keys[shard], "*", FieldVersion, CodecBatch,
+				FieldCount, strconv.Itoa(count), FieldBody, FinishBatch(rt.bodies[shard], count))
+			_ = pipe.Process(ctx, sc.xadd)
+		} else {
+			// This shard's entries, in call order.
+			for i, s := range rt.shardOf {
+				if s == shard {
+					_ = pipe.Process(ctx, perReading[i])
+				}
+			}
+		}
+		sc.backlog = pipe.HIncrBy(ctx, meta, MetaBacklog, int64(count))
 	}
 	start := time.Now()
 	_, execErr := pipe.Exec(ctx)
@@ -378,30 +456,44 @@ func (p *Producer) write(batch []*call, n int, buf []byte) []byte {
 
 	if execErr != nil && !isRedisReplyError(execErr) {
 		if !p.redisDown.Swap(true) {
-			p.log.Warn("xadd round trip failed: refusing readings until Redis answers", "err", execErr, "entries", n)
+			p.log.Warn("xadd round trip failed: refusing readings until Redis answers", "err", execErr, "readings", n)
 		}
 	}
-	// If Redis refused a token (rare: a key of the wrong type), every call
-	// of the round trip fails as after a failed XADD: its entries may be
-	// stored, but none is acknowledged.
-	var metaErr error
-	for _, m := range metas {
-		if m != nil && m.Err() != nil && metaErr == nil {
-			metaErr = fmt.Errorf("%w: hsetnx %s: %v", ErrUnavailable, MetaGeneration, m.Err())
+	// What each shard's commands say. A refused token or counter (rare: a
+	// key of the wrong type) fails the shard's callers as a failed XADD
+	// does: its entries may be stored, but none is acknowledged.
+	shardErr := make([]error, len(p.keys))
+	for shard, sc := range cmds {
+		if sc.meta == nil { // no readings for this shard
+			continue
 		}
-	}
-	k := 0
-	for _, c := range batch {
-		err := metaErr
-		for range c.readings {
-			if e := cmds[k].Err(); e != nil && err == nil {
-				err = fmt.Errorf("%w: xadd: %v", ErrUnavailable, e)
+		written := []redis.Cmder{sc.meta, sc.backlog}
+		if sc.xadd != nil {
+			written = append(written, sc.xadd)
+		}
+		for _, c := range written {
+			if err := c.Err(); err != nil && shardErr[shard] == nil {
+				shardErr[shard] = fmt.Errorf("%w: %s: %v", ErrUnavailable, c.Name(), err)
 			}
-			k++
+		}
+	}
+	r := 0
+	for _, c := range batch {
+		var err error
+		for range c.readings {
+			e := shardErr[rt.shardOf[r]]
+			if !batched {
+				if xe := perReading[r].Err(); xe != nil && e == nil {
+					e = fmt.Errorf("%w: xadd: %v", ErrUnavailable, xe)
+				}
+			}
+			if e != nil && err == nil {
+				err = e
+			}
+			r++
 		}
 		p.answer(c, err)
 	}
-	return buf
 }
 
 // isRedisReplyError tells an error Redis answered (the connection is fine) from
@@ -434,8 +526,10 @@ func (p *Producer) measureBacklog(ctx context.Context) {
 	before := p.sinceMeasure.Load()
 	pipe := p.rdb.Pipeline()
 	lens := make([]*redis.IntCmd, len(p.keys))
+	counts := make([]*redis.StringCmd, len(p.keys))
 	for i, k := range p.keys {
 		lens[i] = pipe.XLen(ctx, k)
+		counts[i] = pipe.HGet(ctx, p.streams.ShardMetaKey(i), MetaBacklog)
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		if ctx.Err() == nil && !p.redisDown.Swap(true) {
@@ -446,10 +540,17 @@ func (p *Producer) measureBacklog(ctx context.Context) {
 	if p.redisDown.Swap(false) {
 		p.log.Info("redis reachable again: accepting readings")
 	}
+	// A shard's backlog in readings: its counter (MetaBacklog), or its
+	// length when that is larger (entries of one reading that no counter
+	// saw, written by --stream-codec 1 or an older build).
 	var total int64
-	for i, c := range lens {
-		total += c.Val()
-		p.m.backlog.WithLabelValues(strconv.Itoa(i)).Set(float64(c.Val()))
+	for i := range lens {
+		n := lens[i].Val()
+		if c, err := counts[i].Int64(); err == nil && c > n {
+			n = c
+		}
+		total += n
+		p.m.backlog.WithLabelValues(strconv.Itoa(i)).Set(float64(n))
 	}
 	p.backlog.Store(total)
 	p.sinceMeasure.Add(-before)
@@ -480,7 +581,7 @@ func newProducerMetrics(reg prometheus.Registerer, p *Producer) producerMetrics 
 		}),
 		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "firehose_producer_xadd_batch_entries",
-			Help:    "Entries written per pipelined XADD round trip (group commit size).",
+			Help:    "Readings written per pipelined XADD round trip (group commit size); with the batch encoding each shard's readings of a round trip are one stream entry.",
 			Buckets: prometheus.ExponentialBuckets(1, 2, 12),
 		}),
 		written: prometheus.NewCounter(prometheus.CounterOpts{
@@ -493,7 +594,7 @@ func newProducerMetrics(reg prometheus.Registerer, p *Producer) producerMetrics 
 		}, []string{"reason"}),
 		backlog: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "firehose_stream_backlog_entries",
-			Help: "Entries in a shard stream not yet committed to PostgreSQL (stream length).",
+			Help: "Readings in a shard stream not yet committed to PostgreSQL (its backlog counter, or its length if larger; see --high-water).",
 		}, []string{"shard"}),
 	}
 	queued := prometheus.NewGaugeFunc(prometheus.GaugeOpts{

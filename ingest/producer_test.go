@@ -105,18 +105,17 @@ func readStreams(t testing.TB, rdb redis.UniversalClient, streams ingest.Streams
 			if err != nil {
 				t.Fatalf("entry id: %v", err)
 			}
-			if len(m.Values) != 2 || m.Values[ingest.FieldVersion] != ingest.CodecVersion {
-				t.Fatalf("entry %s of %s has fields %v, want %s=%s and %s", m.ID, key, slices.Collect(maps.Keys(m.Values)), ingest.FieldVersion, ingest.CodecVersion, ingest.FieldBody)
+			if v := m.Values[ingest.FieldVersion]; v != ingest.CodecBatch || m.Values[ingest.FieldCount] == nil {
+				t.Fatalf("entry %s of %s has fields %v (%s=%v), want a batch entry: %s=%s, %s and %s", m.ID, key, slices.Collect(maps.Keys(m.Values)), ingest.FieldVersion, v,
+					ingest.FieldVersion, ingest.CodecBatch, ingest.FieldCount, ingest.FieldBody)
 			}
-			body, ok := m.Values[ingest.FieldBody].(string)
-			if !ok {
-				t.Fatalf("entry %s of %s has no body", m.ID, key)
-			}
-			r, err := ingest.Decode(ingest.CodecVersion, body)
+			rs, err := ingest.DecodeEntry(m.Values)
 			if err != nil {
 				t.Fatalf("entry %s of %s: %v", m.ID, key, err)
 			}
-			out[shard] = append(out[shard], entry{id: id, r: r})
+			for _, r := range rs {
+				out[shard] = append(out[shard], entry{id: id, r: r})
+			}
 		}
 	}
 	return out
@@ -223,7 +222,8 @@ func TestIntegrationProducerRouting(t *testing.T) {
 			if want := streams.Shard(e.r.DeviceID); want != shard {
 				t.Errorf("device %s in shard %d, want %d", e.r.DeviceID, shard, want)
 			}
-			if i > 0 && !entries[i-1].id.Less(e.id) {
+			// Readings of one batch entry share its id.
+			if i > 0 && e.id.Less(entries[i-1].id) {
 				t.Errorf("stream ids out of order: %v then %v", entries[i-1].id, e.id)
 			}
 			got[e.r.DeviceID] = append(got[e.r.DeviceID], e.r)
@@ -357,9 +357,15 @@ func TestIntegrationProducerHighWater(t *testing.T) {
 		t.Errorf("firehose_stream_backlog_entries sum to %v, Backlog() = %d", sum, p.Backlog())
 	}
 
-	// The bridge trims what it committed: accepting again.
+	// The bridge trims what it committed (and counts the backlog down):
+	// accepting again.
 	if err := rdb.Del(ctx, streams.Keys()...).Err(); err != nil {
 		t.Fatal(err)
+	}
+	for shard := range streams.Len() {
+		if err := rdb.HSet(ctx, streams.ShardMetaKey(shard), ingest.MetaBacklog, 0).Err(); err != nil {
+			t.Fatal(err)
+		}
 	}
 	eventually(t, 5*time.Second, func() error {
 		return wantErr("Add after the streams were trimmed", p.Add(ctx, []ingest.Reading{newReading("hw-after", 1)}), nil)
@@ -630,5 +636,54 @@ func TestIntegrationProducerGenerationBeforeEntries(t *testing.T) {
 	}
 	if after[0] != first[0] || after[2] != first[2] {
 		t.Errorf("kept tokens replaced: %v -> %v", first, after)
+	}
+}
+
+// TestIntegrationProducerStreamCodecs: the batch encoding writes one entry
+// per shard and round trip, counting its readings in the entry and in the
+// shard's backlog counter; --stream-codec 1 writes one entry per reading, as
+// builds before batch entries did (for a rolling upgrade). Either way the
+// backlog is counted in readings.
+func TestIntegrationProducerStreamCodecs(t *testing.T) {
+	t.Parallel()
+	for _, codec := range []string{ingest.CodecBatch, ingest.CodecVersion} {
+		t.Run("codec "+codec, func(t *testing.T) {
+			rdb, prefix := testenv.Redis(t)
+			streams := ingest.Streams{Prefix: prefix, Count: 1}
+			p, _, _ := startProducer(t, rdb, streams, ingest.ProducerConfig{Codec: codec, BacklogInterval: 10 * time.Millisecond})
+			rs := make([]ingest.Reading, 10)
+			for i := range rs {
+				rs[i] = newReading("codec-dev", float64(i))
+			}
+			if err := p.Add(t.Context(), rs); err != nil {
+				t.Fatal(err)
+			}
+			msgs, err := rdb.XRange(t.Context(), streams.Key(0), "-", "+").Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			wantEntries := 1
+			if codec == ingest.CodecVersion {
+				wantEntries = 10
+			}
+			if len(msgs) != wantEntries {
+				t.Fatalf("%d entries for one call of 10 readings, want %d", len(msgs), wantEntries)
+			}
+			var got []ingest.Reading
+			for _, m := range msgs {
+				if m.Values[ingest.FieldVersion] != codec {
+					t.Fatalf("entry %s names encoding %v, want %s", m.ID, m.Values[ingest.FieldVersion], codec)
+				}
+				part, err := ingest.DecodeEntry(m.Values)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got = append(got, part...)
+			}
+			for i := range rs {
+				assertSameReading(t, got[i], rs[i])
+			}
+			eventually(t, 5*time.Second, func() error { return backlogIs(p, 10) })
+		})
 	}
 }
