@@ -7,7 +7,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
+	"runtime/debug"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -54,6 +57,7 @@ type serveConfig struct {
 	LogFormat          string
 	ShutdownTimeout    time.Duration
 	ShutdownDelay      time.Duration
+	MemoryLimit        string // --memory-limit, e.g. "384MiB"; "" leaves Go's default
 }
 
 // registerCommon registers the connection and logging flags every command
@@ -78,6 +82,7 @@ func (c *serveConfig) registerFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.AdminAddr, "admin-addr", "", "address for /metrics, /livez and /readyz when the httpgw role does not run here (they are on\n--http-addr when it does); /readyz answers 503 while the broker's producer refuses readings or\nthe process is shutting down")
 	fs.StringVar(&c.DebugAddr, "debug-addr", "", "address for Go's /debug/pprof profiles (off when empty; bind it to loopback)")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 15*time.Second, "on SIGTERM, the longest to wait for in-flight requests and the final commit")
+	fs.StringVar(&c.MemoryLimit, "memory-limit", "", "soft limit of the process's memory, e.g. 384MiB or 2GiB (Go's runtime/debug.SetMemoryLimit): the garbage\ncollector works harder as the heap nears it instead of letting garbage grow to twice the live data;\nempty: Go's default (GOMEMLIMIT if set, else none). Set it under the container's limit; see the MQTT memory bounds")
 	fs.DurationVar(&c.ShutdownDelay, "shutdown-delay", 0, "on SIGTERM, keep serving this long with /readyz (gateway or admin endpoint) answering 503 before intake stops,\nso a load balancer polling readiness stops sending here first (a second signal ends the wait)")
 }
 
@@ -113,6 +118,9 @@ func (c *serveConfig) validate() error {
 	}
 	if c.ShutdownTimeout <= 0 {
 		return fmt.Errorf("--shutdown-timeout %s: want a positive duration", c.ShutdownTimeout)
+	}
+	if _, err := parseBytes(c.MemoryLimit); err != nil {
+		return fmt.Errorf("--memory-limit %q: %v", c.MemoryLimit, err)
 	}
 	if c.ShutdownDelay < 0 || c.ShutdownDelay > maxShutdownDelay {
 		return fmt.Errorf("--shutdown-delay %s: want 0 (none) up to %s", c.ShutdownDelay, maxShutdownDelay)
@@ -172,6 +180,9 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return usageError{err}
 	}
+	if limit, _ := parseBytes(cfg.MemoryLimit); limit > 0 {
+		debug.SetMemoryLimit(limit)
+	}
 	st, err := startStack(ctx, cfg, logger)
 	if err != nil {
 		return err
@@ -192,4 +203,27 @@ func newLogger(level, format string, w io.Writer) (*slog.Logger, error) {
 		return slog.New(slog.NewJSONHandler(w, opts)), nil
 	}
 	return nil, fmt.Errorf("--log-format %q: want text or json", format)
+}
+
+// parseBytes reads a size such as 512MiB, 2GiB, 64KiB or a plain number of
+// bytes; "" is 0 (none).
+func parseBytes(s string) (int64, error) {
+	if s == "" {
+		return 0, nil
+	}
+	num, unit := s, int64(1)
+	for _, u := range []struct {
+		suffix string
+		size   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40}, {"B", 1}} {
+		if n, ok := strings.CutSuffix(s, u.suffix); ok {
+			num, unit = n, u.size
+			break
+		}
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(num), 10, 64)
+	if err != nil || n < 0 || n > math.MaxInt64/unit {
+		return 0, fmt.Errorf("want a size such as 384MiB, 2GiB or a number of bytes")
+	}
+	return n * unit, nil
 }
