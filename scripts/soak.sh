@@ -8,7 +8,7 @@
 #
 #   scripts/soak.sh                          # 10 minutes (make soak)
 #   SOAK_DURATION=1m scripts/soak.sh         # a short check
-#   SOAK_FIREHOSE_FLAGS='--mqtt-session-expiry 10m' scripts/soak.sh   # more serve flags
+#   SOAK_FIREHOSE_FLAGS='--memory-limit 384MiB --mqtt-session-expiry 10m' scripts/soak.sh   # serve flags (default --memory-limit 384MiB)
 #   SOAK_FIREHOSE_ENV='GOMEMLIMIT=400MiB' scripts/soak.sh             # environment of serve
 #
 # Other knobs (devices, rates, waves, bounds): the SOAK_ variables of soakConfig in
