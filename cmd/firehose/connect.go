@@ -14,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"firehose/ingest"
+	"firehose/schema"
 )
 
 // redactURL hides a password in a connection URL for logs and errors.
@@ -82,23 +83,33 @@ func connectPostgres(ctx context.Context, rawURL string) (*pgxpool.Pool, error) 
 	return pool, nil
 }
 
-// checkPostgres tries the database once at start: a mistake the operator must
-// fix (no such database, authentication refused) is an error; an unreachable
-// server only a warning, since the bridge waits for it (runBridge) and the
-// edges do not need it.
-func checkPostgres(ctx context.Context, pool *pgxpool.Pool, rawURL string, log *slog.Logger) error {
+// checkPostgres tries the database once at start and, when it answers,
+// applies the schema there and then, so the process is ready with its tables
+// in place (clients that read readings right away find them). A mistake the
+// operator must fix (no such database, authentication refused, a failed
+// migration) is an error; an unreachable server only a warning: the bridge
+// waits for it and migrates then (runBridge), and the edges do not need it.
+// It reports whether the schema was applied.
+func checkPostgres(ctx context.Context, pool *pgxpool.Pool, rawURL string, log *slog.Logger) (bool, error) {
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	err := pool.Ping(pctx)
 	switch {
 	case err == nil:
-		return nil
+		applied, err := schema.Apply(ctx, pool)
+		if err != nil {
+			return false, fmt.Errorf("apply schema: %w", err)
+		}
+		if len(applied) > 0 {
+			log.Info("schema migrations applied", "migrations", strings.Join(applied, ","))
+		}
+		return true, nil
 	case permanentPostgresError(err):
-		return postgresError(err, rawURL)
+		return false, postgresError(err, rawURL)
 	}
 	log.Warn("PostgreSQL is not reachable at start: serving the edges; the bridge commits once it answers",
 		"postgres", redactURL(rawURL), "err", err)
-	return nil
+	return false, nil
 }
 
 // permanentPostgresError reports whether err is PostgreSQL refusing us for a

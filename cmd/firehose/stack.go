@@ -59,6 +59,7 @@ type stack struct {
 	admin    *http.Server
 	adminLn  net.Listener
 	draining atomic.Bool // shutting down: the admin endpoint's /readyz answers 503
+	migrated bool        // the schema was applied at start (PostgreSQL answered)
 	// Stages in stop order, each stopped in parallel once the one before has
 	// finished: the edges (they stop taking readings and answer what they
 	// took), the producer they feed (it writes what is queued), the bridge
@@ -103,7 +104,7 @@ func startStack(ctx context.Context, cfg *serveConfig, logger *slog.Logger) (*st
 		}
 	}
 	if has(roleBridge) {
-		if err := checkPostgres(ctx, st.pg, cfg.Postgres, logger); err != nil {
+		if st.migrated, err = checkPostgres(ctx, st.pg, cfg.Postgres, logger); err != nil {
 			return nil, err
 		}
 	}
@@ -177,12 +178,12 @@ func startStack(ctx context.Context, cfg *serveConfig, logger *slog.Logger) (*st
 	return st, nil
 }
 
-// runBridge waits until PostgreSQL answers (retrying with backoff, so a
-// process whose database is down still serves its edges), applies the schema,
-// then runs the bridge until ctx ends.
+// runBridge, unless the schema was applied at start, waits until PostgreSQL
+// answers (retrying with backoff, so a process whose database is down still
+// serves its edges) and applies it; then it runs the bridge until ctx ends.
 func (st *stack) runBridge(ctx context.Context, b *bridge.Bridge) error {
 	wait := 250 * time.Millisecond
-	for {
+	for !st.migrated {
 		applied, err := schema.Apply(ctx, st.pg)
 		if err == nil {
 			if len(applied) > 0 {
