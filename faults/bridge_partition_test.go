@@ -161,7 +161,7 @@ func TestBridgePartitioned(t *testing.T) {
 	bkAssertDrained(t, bkRedis(t), svc.Postgres, keys, time.Minute)
 
 	r := ResultOf(rep)
-	r.Scenario, r.Load = "bridge partitioned from PostgreSQL", LoadDesc(rep)
+	r.Scenario, r.Load = "12. bridge partitioned from PostgreSQL", LoadDesc(rep)
 	r.Faults = fmt.Sprintf("the owning bridge's TCP path to PostgreSQL frozen ×%d (a proxy stops forwarding both ways, sockets kept open), thawed once the standby took over", len(onCopy))
 	r.Notes = fmt.Sprintf("--bridge-session-timeout %s --lock-retry %s, takeover bound %s: %s; max takeover %s; %.0f evictions in all; "+
 		"%d samples every 50 ms of pg_locks: bridge locks with >1 holder %d; the frozen bridge committed nothing after a freeze",

@@ -126,7 +126,7 @@ func TestBrokerMemoryBounded(t *testing.T) {
 	t.Log(notes)
 
 	r := ResultOf(rep)
-	r.Scenario = "11. broker memory bounded"
+	r.Scenario = "14. broker memory bounded"
 	r.Load = LoadDesc(rep) + ", readings of ~230 bytes (--extra-fields 8)"
 	r.Faults = fmt.Sprintf("%d subscribers to devices/# at QoS 1 with persistent sessions went away before the load", subscribers)
 	r.Notes = notes

@@ -229,7 +229,7 @@ func TestPrivateReadings(t *testing.T) {
 	}
 
 	r := ResultOf(rep)
-	r.Scenario = "10. private readings"
+	r.Scenario = "13. private readings"
 	r.Load = LoadDesc(rep) + ", per-device passwords, a dashboard subscribed to devices/+/readings"
 	r.Faults = "a device subscribing to every device's readings (devices/+/readings, #, +/+/readings, $share/g/devices/+/readings, $SYS/#, another device's topics; MQTT 5 and 3.1.1), a dashboard subscribing outside its grant and publishing a reading for a device, a device connecting under another device's client id"
 	r.Notes = fmt.Sprintf("%d SUBSCRIBE filters refused (0x87, 3.1.1 0x80), the spy received nothing of the fleet; the dashboard (read=devices/+/readings) received %d readings of all %d devices and nothing else; its publish for a device refused 0x87; a foreign client id refused 0x85",

@@ -200,7 +200,7 @@ func rrRun(t *testing.T, c rrCase) {
 	// sameEntry counts rows that dupOnce counts too (an entry committed
 	// twice is a reading landed twice): the larger is the duplicates.
 	r := Result{Acked: acked, Landed: landed, Lost: lost, DupOnceAcked: max(dupOnce, sameEntry), DupResend: dupResend, Refused: refused}
-	r.Scenario = "Redis restored from an older state: " + c.name
+	r.Scenario = "11. Redis restored from an older state: " + c.name
 	r.Load = LoadDesc(reps[0])
 	if len(reps) > 1 {
 		r.Load += fmt.Sprintf(", then again after the restart (%s)", LoadDesc(reps[1]))

@@ -149,7 +149,7 @@ func TestRejectedReplayed(t *testing.T) {
 	}
 
 	r := ResultOf(rep)
-	r.Scenario = "dead letters replayed"
+	r.Scenario = "15. dead letters replayed"
 	r.Load = LoadDesc(rep)
 	r.Faults = fmt.Sprintf("%d readings refused by PostgreSQL (a constraint, then dropped) and %d corrupt entries written into the streams; bridge SIGSTOPped %.1fs while "+
 		"`rejected replay --all` was SIGKILLed after sending and run twice more at once, each corrupt row repaired by two `replay --id --reading` at once, %d replay entries duplicated by hand",
