@@ -130,8 +130,9 @@ func (d *v1Decoder) json(body []byte) error {
 	// from the item, not from the array.
 	s.SetMaxDepth(jsonscan.MaxDepth + 1)
 	inItem := false // a syntax error met inside an item, not between items
+	index := 0      // of the item read, or the next
 	for s.NextElement() {
-		inItem = true
+		inItem, index = true, d.items
 		if err := d.count(); err != nil {
 			if _, _, ok := s.Value(); ok {
 				return err
@@ -147,9 +148,8 @@ func (d *v1Decoder) json(body []byte) error {
 		d.collect(&r, err, d.items-1, 0)
 	}
 	if se := s.SyntaxError(); se != nil {
-		index := d.items
-		if inItem && index > 0 {
-			index-- // counted already
+		if !inItem {
+			index = d.items
 		}
 		if !inItem && se.Offset == int64(len(body)) && strings.HasPrefix(se.Error(), "unexpected end") {
 			return malformed(fmt.Sprintf("malformed JSON after item %d at byte %d: the array is not closed", index, se.Offset), index, 0)
@@ -189,19 +189,30 @@ func (d *v1Decoder) item(raw []byte, line int) error {
 	index := d.items - 1
 	var r ingest.Reading
 	err := ingest.ParseObject(raw, &r)
-	fe := &ingest.FieldError{}
-	if errors.As(err, &fe) && (fe.Type == "json_invalid" || (fe.Field == "body" && fe.Type == "type" && !jsonscan.Valid(raw))) {
-		if line > 0 {
-			return malformed(fmt.Sprintf("malformed JSON on line %d: %s", line, fe.Msg), index, line)
+	if err != nil {
+		if msg, bad := malformedObject(err, raw); bad {
+			if line > 0 {
+				return malformed(fmt.Sprintf("malformed JSON on line %d: %s", line, msg), index, line)
+			}
+			msg = "malformed JSON: " + msg
+			if strings.Contains(msg, "after top-level value") {
+				msg += " (for one reading per line send Content-Type: application/x-ndjson)"
+			}
+			return malformed(msg, index, line)
 		}
-		msg := "malformed JSON: " + fe.Msg
-		if strings.Contains(msg, "after top-level value") {
-			msg += " (for one reading per line send Content-Type: application/x-ndjson)"
-		}
-		return malformed(msg, index, line)
 	}
 	d.collect(&r, err, index, line)
 	return nil
+}
+
+// malformedObject reports whether ParseObject refused raw with err because
+// it is not JSON, and in which words.
+func malformedObject(err error, raw []byte) (string, bool) {
+	var fe *ingest.FieldError
+	if !errors.As(err, &fe) {
+		return "", false
+	}
+	return fe.Msg, fe.Type == "json_invalid" || (fe.Field == "body" && fe.Type == "type" && !jsonscan.Valid(raw))
 }
 
 // count counts one more reading, or refuses the request when there are too

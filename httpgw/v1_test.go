@@ -265,3 +265,50 @@ func TestBodyTooLarge(t *testing.T) {
 		}
 	}
 }
+
+// TestV1ArrayReadOnce pins what the array walker keeps from the days when
+// json.Decoder read each item before ParseObject read it again.
+func TestV1ArrayReadOnce(t *testing.T) {
+	good := `{"device_id": "a", "reading": 1}`
+	deepItem := func(n int) string {
+		return `{"device_id": "a", "reading": 1, "x": ` + strings.Repeat("[", n) + strings.Repeat("]", n) + `}`
+	}
+	tests := []struct {
+		name     string
+		body     string
+		wantCode int
+		want     []string // substrings of the error
+		invalid  int
+	}{
+		// An item may nest 10,000 levels from itself, as json.Decoder
+		// allowed; the payload limit then refuses it.
+		{name: "item nesting 9,999 under its object", body: "[" + deepItem(9999) + "]", wantCode: 422, invalid: 1},
+		{name: "item nesting 10,000 under its object", body: "[" + deepItem(10000) + "]", wantCode: 400, want: []string{"malformed JSON in item 0", "exceeded max depth"}},
+		{name: "malformed item past the item limit", body: "[" + strings.Repeat(good+",", 5) + `{"device_id": ]`, wantCode: 400, want: []string{"malformed JSON in item 5"}},
+		{name: "well-formed item past the item limit", body: "[" + strings.Repeat(good+",", 5) + good + "]", wantCode: 413},
+		{name: "every item with invalid UTF-8 is listed", body: "[{\"device_id\": \"\xff\", \"reading\": 1}, " + good + ", {\"device_id\": \"a\", \"reading\": 1, \"x\": \"\xfe\"}]", wantCode: 422, invalid: 2},
+		{name: "invalid UTF-8 then malformed JSON in one item", body: "[{\"device_id\": \"\xff\", \"reading\": }]", wantCode: 400, want: []string{"malformed JSON in item 0"}},
+		{name: "array not closed", body: "[" + good, wantCode: 400, want: []string{"after item 1", "not closed"}},
+		{name: "missing comma names the next item", body: "[" + good + " " + good + "]", wantCode: 400, want: []string{"in item 1", "after array element"}},
+		{name: "data after the array", body: "[" + good + "] x", wantCode: 400, want: []string{"data after the array"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := &fakeProducer{}
+			s := newTestServer(t, Config{MaxItems: 5}, p)
+			rec := post(s.Handler(), "/v1/readings", tt.body, "Content-Type", "application/json")
+			if rec.Code != tt.wantCode {
+				t.Fatalf("code = %d, want %d; body %.300s", rec.Code, tt.wantCode, rec.Body)
+			}
+			a := decodeJSON[errorAnswer](t, rec)
+			for _, w := range tt.want {
+				if !strings.Contains(a.Error, w) {
+					t.Errorf("error %q does not say %q", a.Error, w)
+				}
+			}
+			if a.Invalid != tt.invalid {
+				t.Errorf("invalid = %d, want %d (%+v)", a.Invalid, tt.invalid, a.Details)
+			}
+		})
+	}
+}

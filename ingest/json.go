@@ -52,11 +52,10 @@ func ParseObject(data []byte, r *Reading) error {
 	var s jsonscan.Scanner
 	s.Reset(data)
 	f, err := readObject(&s)
-	if err == nil && !s.End() {
-		err = s.Err()
+	if err == nil {
+		s.End()
 	}
-	var se *jsonscan.SyntaxError
-	if errors.As(err, &se) {
+	if se := s.SyntaxError(); se != nil {
 		if !utf8.Valid(data) {
 			return errBodyUTF8() // invalid UTF-8 ranks before a syntax error, wherever it is
 		}
@@ -109,12 +108,13 @@ func readObject(s *jsonscan.Scanner) (objectFields, error) {
 		return f, errNotObject()
 	}
 	start := s.Pos() - 1
+	var nameBuf [32]byte
 	for key, ok := s.NextMember(); ok; key, ok = s.NextMember() {
 		val, kind, ok := s.Value()
 		if !ok {
 			return f, s.Err()
 		}
-		switch memberName(key) {
+		switch string(memberName(nameBuf[:0], key)) { // compared, not kept: no allocation
 		case JSONDeviceID:
 			f.id = val
 		case JSONReading:
@@ -184,14 +184,13 @@ func (f *objectFields) apply(r *Reading) error {
 }
 
 // memberName is the name a quoted member key stands for, decoded as
-// encoding/json decodes it.
-func memberName(key []byte) string {
+// encoding/json decodes it (into buf when it holds escapes).
+func memberName(buf, key []byte) []byte {
 	inner := key[1 : len(key)-1]
 	if bytes.IndexByte(inner, '\\') < 0 {
-		return string(inner) // compared at once, not kept: no allocation
+		return inner
 	}
-	var buf [64]byte
-	return string(jsonscan.AppendUnquote(buf[:0], key))
+	return jsonscan.AppendUnquote(buf, key)
 }
 
 // jsonString decodes a JSON string value, or fails with a type error of

@@ -578,3 +578,44 @@ func BenchmarkParseObject(b *testing.B) {
 		})
 	}
 }
+
+// TestParseObjectErrorRanks pins which error a body with several problems
+// gets, as it was when utf8.Valid and json.Valid each read the body first:
+// invalid UTF-8 anywhere, then not an object, then not JSON, then fields.
+func TestParseObjectErrorRanks(t *testing.T) {
+	tests := []struct {
+		name, body, wantField, wantType string
+	}{
+		{name: "invalid UTF-8 after a syntax error", body: "{\"reading\":,\"x\":\"\xff\"}", wantField: "body", wantType: "format"},
+		{name: "invalid UTF-8 outside a string", body: "{\"device_id\":\"a\",\"reading\":1}\xff", wantField: "body", wantType: "format"},
+		{name: "invalid UTF-8 in a non-object", body: "[\"\xff\"]", wantField: "body", wantType: "format"},
+		{name: "a non-object that is not JSON either", body: `[1,`, wantField: "body", wantType: "type"},
+		{name: "syntax error before a field error", body: `{"device_id":7,"reading":"x"} x`, wantField: "body", wantType: "json_invalid"},
+		{name: "Unicode space around the object is trimmed", body: "\u00a0{\"device_id\":\"a\",\"reading\":1}\u2005"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := ingest.Reading{Value: 42}
+			err := ingest.ParseObject([]byte(tt.body), &r)
+			if tt.wantField == "" {
+				if err != nil {
+					t.Fatalf("ParseObject: %v", err)
+				}
+				return
+			}
+			wantFieldError(t, err, tt.wantField, tt.wantType)
+			if r.Value != 42 || r.DeviceID != "" {
+				t.Errorf("refused body changed the reading to %+v", r)
+			}
+		})
+	}
+}
+
+// TestParseObjectSyntaxMessage: the words and offset are encoding/json's.
+func TestParseObjectSyntaxMessage(t *testing.T) {
+	err := ingest.ParseObject([]byte(`{"device_id":"a","reading":1}{}`), &ingest.Reading{})
+	want := "body: invalid JSON at byte 30: invalid character '{' after top-level value"
+	if err == nil || err.Error() != want {
+		t.Errorf("error %v, want %s", err, want)
+	}
+}
