@@ -232,6 +232,7 @@ for round in $(seq 1 "$ROUNDS"); do
     V[$name,$round,edge_name]=$edge_name
     V[$name,$round,wall]=$(cpu_of "$cpu" wall)
     for f in edge bridge redis pg total gen; do V[$name,$round,us_$f]=$(us_per "${!f}" "$count"); done
+    grep -q '^bridge ' "$cpu" || V[$name,$round,us_bridge]=-  # SPLIT=0: in the edge's process
   done
 done
 
@@ -251,7 +252,9 @@ for name in $SCENARIOS; do
   if ! ran "$name"; then echo "| $name | $what | ${V[$name,1,skip]:-did not run} | | | | | | | | |"; continue; fi
   verdict=ok
   for r in $(seq 1 "$ROUNDS"); do [ "${V[$name,$r,ok]:-false}" = true ] || verdict="**FAILED**"; done
-  if [ "$(sum "$name" q0)" -gt 0 ]; then
+  if [[ $name == alone-* || $name == bare-* ]] && [ "$(sum "$name" q0)" -gt 0 ]; then
+    acked_col="- (QoS 0)"
+  elif [ "$(sum "$name" q0)" -gt 0 ]; then
     acked_col="$(n "$(sum "$name" q0l)") of $(n "$(sum "$name" q0)") landed (QoS 0)"
   else
     acked_col=$(n "$(sum "$name" acked)")
@@ -310,6 +313,6 @@ mode="one process per role (--roles httpgw or broker; --roles bridge)"
 [ "$SPLIT" = 1 ] || mode="the scenario's roles in one process"
 echo "$(bench_stamp); $ROUNDS rounds of $DURATION a scenario, scenarios alternating within each round; firehose serve: $mode, default flags${EXTRA_FLAGS:+ and $EXTRA_FLAGS}; Redis AOF everysec; load generator on the same box."
 echo "readings/s: acknowledged readings a second over the send phase (QoS 0: readings written); latencies from each request's intended send time; receipt→commit from PostgreSQL (received_at to committed_at) over the run's rows."
-echo "CPU per reading: CPU seconds of each process from the simulator's start to its exit (connect, send, landing, verify), divided by the readings acknowledged (QoS 0: written); system total = edge + bridge + redis-server + PostgreSQL backends of the bench database (not the load generator); the load generator is simulate's own rusage plus its verifying PostgreSQL sessions."
+echo "CPU per reading: CPU seconds of each process from the simulator's start to its exit (connect, send, landing, verify: idle time counts too, which weighs on open-loop and short runs), divided by the readings acknowledged (QoS 0: written); system total = edge + bridge + redis-server + PostgreSQL backends of the bench database (not the load generator); the load generator is simulate's own rusage plus its verifying PostgreSQL sessions."
 [ "${REPORTS#"$work"}" = "$REPORTS" ] && echo "reports: $REPORTS/<scenario>/r<round>/report.html"
 exit "$failed"

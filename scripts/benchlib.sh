@@ -75,8 +75,12 @@ range() { printf '%s\n' "$@" | grep -E '^-?[0-9.]+$' | sort -g | awk 'NR == 1 { 
 # run from an exported tree), load average.
 bench_stamp() {
   local commit=${BENCH_COMMIT:-}
-  if [ -z "$commit" ] && commit=$(git rev-parse --short HEAD 2>/dev/null); then
-    git diff --quiet HEAD -- . 2>/dev/null || commit="$commit + uncommitted changes"
+  if [ -z "$commit" ]; then
+    if commit=$(git rev-parse --short HEAD 2>/dev/null); then
+      git diff --quiet HEAD -- . 2>/dev/null || commit="$commit + uncommitted changes"
+    else
+      commit="unknown (not a git checkout: set BENCH_COMMIT)"
+    fi
   fi
   echo "machine: $(nproc) cores, $(date -u '+%Y-%m-%d %H:%M UTC'), commit $commit; load average before/after: ${BENCH_LOAD0:-?} / $(cut -d' ' -f1-3 /proc/loadavg)"
 }
