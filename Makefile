@@ -58,7 +58,8 @@ soak:
 	scripts/soak.sh
 
 # The standard load scenarios with firehose simulate against a fresh stack (its own Redis
-# and database), printed as a markdown table for BENCHMARKS.md. DURATION=10s for short.
+# and database), 3 rounds each, with CPU per reading of every process (about 25 minutes);
+# DURATION=10s ROUNDS=1 for a short one. Tables go to BENCHMARKS.md.
 bench: build
 	scripts/bench.sh
 
