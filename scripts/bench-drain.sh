@@ -6,6 +6,11 @@
 #
 #   scripts/bench-drain.sh                     # 1,000,000 readings, 3 rounds
 #   N=300000 ROUNDS=1 EXTRA_FLAGS="--batch-size 2000" scripts/bench-drain.sh
+#   FILL_VIA=xadd scripts/bench-drain.sh       # a backlog of one v1 entry per reading
+#
+# The backlog is filled as the edges write it (FILL_VIA=producer, the default: batch
+# entries, 200 callers with one reading in flight each), or with one entry per reading
+# (FILL_VIA=xadd, as builds before batch entries wrote).
 #
 # Own redis-server on a free loopback port (AOF everysec) and own database
 # firehose_bench, both removed at the end.
@@ -16,6 +21,7 @@ N=${N:-1000000}
 ROUNDS=${ROUNDS:-3}
 SHARDS=${SHARDS:-4}
 EXTRA_FLAGS=${EXTRA_FLAGS:-}
+FILL_VIA=${FILL_VIA:-producer}
 scripts/services.sh ensure
 go build -o bin/firehose ./cmd/firehose
 go build -o bin/fill ./internal/benchtools/fill
@@ -41,7 +47,7 @@ for round in $(seq 1 "$ROUNDS"); do
   bench_db
   bin/firehose migrate --postgres "$PG" >/dev/null
   redis-cli -p "$RPORT" flushall >/dev/null
-  bin/fill -redis "redis://127.0.0.1:$RPORT/0" -prefix drain -shards "$SHARDS" -n "$N" >&2
+  bin/fill -via "$FILL_VIA" -redis "redis://127.0.0.1:$RPORT/0" -prefix drain -shards "$SHARDS" -n "$N" >&2
   aport=$(free_port)
   start=$(date +%s.%N)
   # shellcheck disable=SC2086
