@@ -29,6 +29,7 @@ import (
 	"firehose/bridge"
 	"firehose/ingest"
 	"firehose/internal/mqtttest"
+	"firehose/internal/pahostore"
 	"firehose/internal/syncbuf"
 	"firehose/internal/testenv"
 )
@@ -678,7 +679,7 @@ func (c *sniffConn) done() {
 func resendingV3(a *ackSniffer, lost *atomic.Int64) func(*mqtt.ClientOptions) {
 	return func(o *mqtt.ClientOptions) {
 		o.SetCleanSession(false).SetAutoReconnect(true).SetMaxReconnectInterval(200 * time.Millisecond).
-			SetCustomOpenConnectionFn(a.dial).
+			SetStore(pahostore.New()).SetCustomOpenConnectionFn(a.dial).
 			SetConnectionLostHandler(func(mqtt.Client, error) { lost.Add(1) })
 	}
 }

@@ -13,7 +13,8 @@ import (
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
-	"github.com/eclipse/paho.mqtt.golang/packets"
+
+	"firehose/internal/pahostore"
 )
 
 // mqttDevice is a device's connection to the broker.
@@ -139,7 +140,7 @@ func (f *fleet) dialMQTT(d *device, password string, tlsConf *tls.Config) (*mqtt
 		SetPingTimeout(f.cfg.Timeout).
 		SetWriteTimeout(f.cfg.Timeout).
 		SetOrderMatters(false).
-		SetStore(&resumeStore{MemoryStore: mqtt.NewMemoryStore(), d: d}).
+		SetStore(&resumeStore{Store: pahostore.New(), d: d}).
 		SetConnectionLostHandler(func(mqtt.Client, error) { f.c.reconnects.Add(1) }).
 		SetReconnectingHandler(func(mqtt.Client, *mqtt.ClientOptions) { d.epoch.Add(1) })
 	if password != "" {
@@ -164,7 +165,7 @@ func (f *fleet) dialMQTT(d *device, password string, tlsConf *tls.Config) (*mqtt
 	}, nil
 }
 
-// resumeStore is paho's memory store of in-flight packets with two changes
+// resumeStore is paho's memory store of in-flight packets with one change
 // for a device that must tell acknowledgements from paho's bookkeeping.
 //
 // After a reconnect paho resends what its store holds (resume), and hands
@@ -175,26 +176,15 @@ func (f *fleet) dialMQTT(d *device, password string, tlsConf *tls.Config) (*mqtt
 // counted as acknowledged. (A publish stored after the listing is not
 // resent by that resume, and its token completes only on its PUBACK.)
 //
-// resume also sets the DUP flag on the stored packet while the same packet
-// may still be being written by the connection's writer, a data race
-// (eclipse-paho/paho.mqtt.golang#703): Get hands out a copy of a PUBLISH.
+// Races in paho's resume are kept away by pahostore.
 type resumeStore struct {
-	*mqtt.MemoryStore
+	*pahostore.Store
 	d *device
 }
 
 func (s *resumeStore) All() []string {
 	s.d.epoch.Add(1)
-	return s.MemoryStore.All()
-}
-
-func (s *resumeStore) Get(key string) packets.ControlPacket {
-	p := s.MemoryStore.Get(key)
-	if pub, ok := p.(*packets.PublishPacket); ok {
-		cp := *pub
-		return &cp
-	}
-	return p
+	return s.Store.All()
 }
 
 // disconnectMQTT closes every connection, in parallel: each waits up to
