@@ -130,7 +130,10 @@ func (b *Bridge) runShard(ctx context.Context, shard int, fail context.CancelCau
 	log := b.log.With("stream", b.keys[shard])
 	bo := backoff{min: 100 * time.Millisecond, max: b.cfg.MaxBackoff}
 	for ctx.Err() == nil {
-		s := &session{b: b, shard: shard, key: b.keys[shard], log: log}
+		// The buffer at its working size from the start (a read may bring a
+		// batch entry's worth past BatchSize): growing it to there would copy
+		// it over and over.
+		s := &session{b: b, shard: shard, key: b.keys[shard], log: log, buf: make([]entry, 0, b.cfg.BatchSize+b.cfg.BatchSize/4)}
 		err := s.run(ctx)
 		if errors.Is(err, ErrDeploymentMismatch) {
 			fail(err)
@@ -233,13 +236,18 @@ func (b *backoff) reset() { b.cur = 0 }
 func (b *backoff) wait(ctx context.Context) bool {
 	d := b.peek()
 	b.cur = min(2*d, b.max)
+	return sleepCtx(ctx, d)
+}
+
+// sleepCtx waits d, or until ctx ends (then false).
+func sleepCtx(ctx context.Context, d time.Duration) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
-	case <-ctx.Done():
-		return false
 	case <-t.C:
 		return true
+	case <-ctx.Done():
+		return false
 	}
 }
 

@@ -39,9 +39,10 @@ type session struct {
 	// untrimmed: those of entries committed and not yet trimmed, or -1 when
 	// unknown (entries a previous owner committed), which trim then counts.
 	countBuffered, untrimmed int64
-	perEntry                 int // readings per entry in recent reads, at least 1: XREAD counts entries
+	perEntry                 int // most readings in one entry read so far (0: none read yet): XREAD counts entries
 	buf                      []entry
 	oldest                   time.Time // when the first buffered entry was read
+	caughtUp                 bool      // the last read returned entries, fewer than asked: the stream's end
 	progressed               bool      // a batch committed: the next failure starts a fresh backoff
 }
 
@@ -50,6 +51,7 @@ type session struct {
 type entry struct {
 	id      string
 	item    int // 1-based position of the reading in a batch entry; 0 for an entry of one
+	pos     int // index in the buffer, set by commit: a device's order when sorting
 	r       ingest.Reading
 	bad     error  // why the entry is rejected; nil for a good reading
 	version string // the encoding version of raw
@@ -372,10 +374,19 @@ func (s *session) consume(ctx context.Context) error {
 				continue
 			}
 			block = min(block, left)
+			if s.caughtUp {
+				// Gather what arrives for a while, then take it in one
+				// read (see readPace).
+				if !sleepCtx(ctx, min(readPace(cfg.BatchAge), left)) {
+					return s.shutdown(dctx)
+				}
+				block = -1 // no BLOCK: what is there now
+			}
 		}
+		count := s.entriesFor(cfg.BatchSize - len(s.buf))
 		res, err := s.b.rdb.XRead(ctx, &redis.XReadArgs{
 			Streams: []string{s.key, s.cursor.String()},
-			Count:   s.entriesFor(cfg.BatchSize - len(s.buf)),
+			Count:   count,
 			Block:   block,
 		}).Result()
 		if err != nil && !errors.Is(err, redis.Nil) {
@@ -403,7 +414,8 @@ func (s *session) consume(ctx context.Context) error {
 			return err
 		}
 		n := len(s.buf)
-		s.addAll(res)
+		read := s.addAll(res)
+		s.caughtUp = read > 0 && int64(read) < count
 		s.b.m.buffered.Add(float64(len(s.buf) - n))
 		if len(s.buf) >= cfg.BatchSize {
 			if err := s.flush(dctx, "size"); err != nil {
@@ -429,26 +441,47 @@ func (s *session) ping(ctx context.Context) error {
 	return nil
 }
 
-// addAll adds what one XREAD returned and learns how many readings an
-// entry holds.
-func (s *session) addAll(res []redis.XStream) {
-	entries, before := 0, len(s.buf)
+// addAll adds what one XREAD returned, learns how many readings an entry
+// may hold, and returns the number of entries.
+func (s *session) addAll(res []redis.XStream) int {
+	entries := 0
 	for _, st := range res {
 		for _, msg := range st.Messages {
+			before := len(s.buf)
 			s.add(msg)
+			s.perEntry = max(s.perEntry, len(s.buf)-before)
 			entries++
 		}
 	}
-	if entries > 0 {
-		s.perEntry = max(1, (len(s.buf)-before)/entries)
-	}
+	return entries
 }
 
+// readPace is how long a shard that has caught up with its stream waits
+// between reads while its buffer fills: a quarter of the batch age, at most
+// maxReadPace (a long batch age still sees a full batch soon). Read at
+// once, every entry the producer writes (one per round trip) would wake a
+// blocked XREAD of its own, then a metadata check: Redis and the bridge
+// would work per round trip, not per batch. Paced, one read takes what the
+// pace brought. A shard behind its stream (a read
+// returned all it asked for) reads again at once, so a backlog drains at
+// full speed; the commit still comes when the batch is full (noticed within
+// one pace) or its oldest reading is BatchAge old, with a last read just
+// before it.
+func readPace(batchAge time.Duration) time.Duration { return min(batchAge/4, maxReadPace) }
+
+const maxReadPace = 50 * time.Millisecond
+
 // entriesFor is how many entries to read for room more readings: XREAD
-// counts entries, and a batch entry holds many readings. A read may still
-// bring a little more than room (entries are never split across commits).
+// counts entries, and a batch entry holds up to the producer's round trip of
+// readings. Counted by the largest entry seen, so a read brings at most room
+// readings unless entries grow; before any entry is known, one entry (a
+// first read of room entries of a thousand readings each would take a whole
+// backlog into memory).
 func (s *session) entriesFor(room int) int64 {
-	return int64(max(1, room/max(1, s.perEntry)))
+	if s.perEntry == 0 {
+		return 1
+	}
+	return int64(max(1, room/s.perEntry))
 }
 
 // add decodes one stream message into the buffer and advances the cursor.

@@ -297,7 +297,7 @@ func (h *hook) publish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, erro
 		return h.refuseUnauthorized(cl, pk)
 	}
 	qos := pk.FixedHeader.Qos
-	h.m.publishes.WithLabelValues(qosLabel[qos&3]).Inc()
+	h.m.byQoS[qos&3].Inc()
 	h.inflight.Add(1)
 	defer h.inflight.Add(-1)
 	if h.draining.Load() {
@@ -329,8 +329,6 @@ func (h *hook) publish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, erro
 	h.m.accepted.Inc()
 	return pk, nil
 }
-
-var qosLabel = [4]string{"0", "1", "2", "2"}
 
 // refuseInvalid answers a payload that is not a valid reading: MQTT 5 gets
 // 0x99 (payload format invalid); MQTT 3.1.1, which has no way to say why, gets

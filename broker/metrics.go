@@ -6,6 +6,7 @@ import (
 
 type metrics struct {
 	publishes *prometheus.CounterVec
+	byQoS     [4]prometheus.Counter // publishes by QoS 0, 1, 2 (and 2 for the invalid 3): resolved once, counted per publish
 	accepted  prometheus.Counter
 	refused   *prometheus.CounterVec
 	ack       prometheus.Histogram
@@ -78,8 +79,8 @@ func newMetrics(reg prometheus.Registerer, g gauges) *metrics {
 		gauge("firehose_mqtt_retained_messages", "Retained messages kept now (at most --mqtt-max-retained).", g.retained),
 		gauge("firehose_mqtt_retained_bytes", "Topic and payload bytes of the retained messages kept now (at most --mqtt-max-retained-bytes).", g.retainedBytes),
 	)
-	for _, q := range []string{"0", "1", "2"} {
-		m.publishes.WithLabelValues(q)
+	for i, q := range []string{"0", "1", "2", "2"} {
+		m.byQoS[i] = m.publishes.WithLabelValues(q)
 	}
 	for _, r := range []string{"invalid", "not_authorized", "backlog_full", "redis_unavailable", "overloaded", "closed", "shutting_down"} {
 		m.refused.WithLabelValues(r)
