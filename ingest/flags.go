@@ -14,7 +14,13 @@ func (c *ProducerConfig) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.QueueSize, "producer-queue", 65536, "most readings waiting for Redis before edges answer busy (503 / no ack)")
 	fs.Int64Var(&c.HighWater, "high-water", 1_000_000, "backlog (readings in all streams not yet committed to PostgreSQL) above which edges refuse new readings;\n-1 disables; see BENCHMARKS.md for Redis memory per backlogged reading")
 	fs.DurationVar(&c.BacklogInterval, "backlog-interval", 250*time.Millisecond, "how often the backlog is measured")
+	fs.IntVar(&c.MinReplicas, "redis-min-replicas", 0, "replicas that must confirm a write (Redis WAIT, once per round trip) before readings are acknowledged;\n0: the primary's reply is the acknowledgement, and a failover loses what the replicas had not received")
+	fs.DurationVar(&c.ReplicaTimeout, "redis-replica-timeout", time.Second, "how long a round trip waits for --redis-min-replicas replicas; past it its readings are refused (503 / 0x97), never acknowledged")
 }
+
+// MaxReplicaTimeout is the longest --redis-replica-timeout: WAIT must answer
+// well within the Redis client's read timeout (3s, cmd/firehose).
+const MaxReplicaTimeout = 2 * time.Second
 
 // Validate checks the configuration for values that cannot work.
 func (c ProducerConfig) Validate() error {
@@ -27,6 +33,12 @@ func (c ProducerConfig) Validate() error {
 		return fmt.Errorf("--producer-queue %d: want a positive number", c.QueueSize)
 	case c.HighWater < -1:
 		return fmt.Errorf("--high-water %d: want a positive number, or -1 to disable", c.HighWater)
+	case c.MinReplicas < 0:
+		return fmt.Errorf("--redis-min-replicas %d: want 0 or more", c.MinReplicas)
+	case c.MinReplicas > 0 && (c.ReplicaTimeout < time.Millisecond || c.ReplicaTimeout > MaxReplicaTimeout):
+		// WAIT blocks the connection: past the client's read timeout the
+		// reply would count as a lost connection.
+		return fmt.Errorf("--redis-replica-timeout %s: want 1ms to %s", c.ReplicaTimeout, MaxReplicaTimeout)
 	case c.Codec != "" && c.Codec != CodecVersion && c.Codec != CodecBatch:
 		return fmt.Errorf("--stream-codec %q: want %s (batch entries) or %s (one reading per entry)", c.Codec, CodecBatch, CodecVersion)
 	}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/redis/go-redis/v9"
@@ -19,6 +20,9 @@ type RedisPersistence struct {
 	Fsync  string // appendfsync: always, everysec or no; "" when CONFIG GET is refused (managed Redis)
 	RDB    bool   // snapshots are configured (save is not empty); false when unknown
 	Policy string // maxmemory-policy, e.g. noeviction
+	// Replicas is how many replicas are connected to the server (INFO
+	// replication connected_slaves).
+	Replicas int
 }
 
 // InspectRedis reads the persistence and eviction settings of the server rdb
@@ -26,9 +30,9 @@ type RedisPersistence struct {
 // managed Redis: then Fsync and RDB stay unknown).
 func InspectRedis(ctx context.Context, rdb redis.UniversalClient) (RedisPersistence, error) {
 	var p RedisPersistence
-	info, err := rdb.Info(ctx, "persistence", "memory").Result()
+	info, err := rdb.Info(ctx, "persistence", "memory", "replication").Result()
 	if err != nil {
-		return p, fmt.Errorf("read redis INFO persistence and memory: %w", err)
+		return p, fmt.Errorf("read redis INFO persistence, memory and replication: %w", err)
 	}
 	sc := bufio.NewScanner(strings.NewReader(info))
 	for sc.Scan() {
@@ -41,6 +45,8 @@ func InspectRedis(ctx context.Context, rdb redis.UniversalClient) (RedisPersiste
 			p.AOF = v == "1"
 		case "maxmemory_policy":
 			p.Policy = v
+		case "connected_slaves":
+			p.Replicas, _ = strconv.Atoi(v)
 		}
 	}
 	if p.Policy == "" {
@@ -81,4 +87,16 @@ func (p RedisPersistence) Risks() []string {
 		risks = append(risks, fmt.Sprintf("Redis maxmemory-policy %s may evict keys: under memory pressure whole streams of acknowledged readings can be deleted; set maxmemory-policy noeviction (firehose refuses work before memory runs out, see --high-water)", p.Policy))
 	}
 	return risks
+}
+
+// ReplicaRisks says how replication affects what an acknowledgement is worth
+// when minReplicas replicas must confirm each write (--redis-min-replicas).
+func (p RedisPersistence) ReplicaRisks(minReplicas int) []string {
+	switch {
+	case minReplicas > p.Replicas:
+		return []string{fmt.Sprintf("--redis-min-replicas %d but the Redis primary has %d replica(s) connected: every write is refused (503 / 0x97) until enough replicas connect", minReplicas, p.Replicas)}
+	case minReplicas == 0 && p.Replicas > 0:
+		return []string{fmt.Sprintf("Redis has %d replica(s) but --redis-min-replicas is 0: readings are acknowledged on the primary's word, and a failover loses those its replicas had not received yet; --redis-min-replicas 1 waits for one replica per round trip", p.Replicas)}
+	}
+	return nil
 }

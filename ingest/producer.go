@@ -58,6 +58,15 @@ type ProducerConfig struct {
 	BacklogInterval time.Duration
 	// Timeout bounds one round trip. Default 5s.
 	Timeout time.Duration
+	// MinReplicas is how many replicas must confirm a round trip's writes
+	// (Redis WAIT, one per round trip, after its XADDs) before its callers
+	// are answered. 0 (the default): the primary's reply is the
+	// acknowledgement, and a failover can lose what its replicas had not
+	// received yet.
+	MinReplicas int
+	// ReplicaTimeout is WAIT's timeout: a round trip not confirmed by
+	// MinReplicas replicas within it answers ErrUnavailable. Default 1s.
+	ReplicaTimeout time.Duration
 }
 
 func (c ProducerConfig) withDefaults() ProducerConfig {
@@ -81,6 +90,9 @@ func (c ProducerConfig) withDefaults() ProducerConfig {
 	}
 	if c.Codec == "" {
 		c.Codec = CodecBatch
+	}
+	if c.ReplicaTimeout <= 0 {
+		c.ReplicaTimeout = time.Second
 	}
 	return c
 }
@@ -449,6 +461,16 @@ func (p *Producer) write(batch []*call, n int, rt *roundTrip) {
 		}
 		sc.backlog = pipe.HIncrBy(ctx, meta, MetaBacklog, int64(count))
 	}
+	// WAIT covers every write this connection made before it: the whole
+	// round trip, in one command.
+	var wait *redis.IntCmd
+	if p.cfg.MinReplicas > 0 {
+		// Not Pipeliner.Wait (there is none): a pipeline's replies are
+		// read under the client's read timeout, which MaxReplicaTimeout
+		// stays within.
+		wait = redis.NewIntCmd(ctx, "wait", p.cfg.MinReplicas, p.cfg.ReplicaTimeout.Milliseconds())
+		_ = pipe.Process(ctx, wait)
+	}
 	start := time.Now()
 	_, execErr := pipe.Exec(ctx)
 	p.m.roundTrip.Observe(time.Since(start).Seconds())
@@ -477,9 +499,22 @@ func (p *Producer) write(batch []*call, n int, rt *roundTrip) {
 			}
 		}
 	}
+	// Too few replicas confirmed: no caller of the round trip is answered
+	// success. Its entries are on the primary and reach PostgreSQL unless a
+	// failover loses them; a device that resends may land twice.
+	var replicaErr error
+	if wait != nil {
+		switch got, err := wait.Result(); {
+		case err != nil:
+			replicaErr = fmt.Errorf("%w: wait: %v", ErrUnavailable, err)
+		case got < int64(p.cfg.MinReplicas):
+			replicaErr = fmt.Errorf("%w: %d of %d replicas confirmed the write within %s", ErrUnavailable, got, p.cfg.MinReplicas, p.cfg.ReplicaTimeout)
+			p.m.replicaShort.Inc()
+		}
+	}
 	r := 0
 	for _, c := range batch {
-		var err error
+		err := replicaErr
 		for range c.readings {
 			e := shardErr[rt.shardOf[r]]
 			if !batched {
@@ -570,6 +605,8 @@ type producerMetrics struct {
 	written   prometheus.Counter
 	refusals  *prometheus.CounterVec
 	backlog   *prometheus.GaugeVec
+	// round trips fewer replicas confirmed than --redis-min-replicas
+	replicaShort prometheus.Counter
 }
 
 func newProducerMetrics(reg prometheus.Registerer, p *Producer) producerMetrics {
@@ -596,12 +633,16 @@ func newProducerMetrics(reg prometheus.Registerer, p *Producer) producerMetrics 
 			Name: "firehose_stream_backlog_entries",
 			Help: "Readings in a shard stream not yet committed to PostgreSQL (its backlog counter, or its length if larger; see --high-water).",
 		}, []string{"shard"}),
+		replicaShort: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "firehose_producer_replica_timeouts_total",
+			Help: "Round trips that fewer replicas confirmed (WAIT) than --redis-min-replicas within --redis-replica-timeout; their callers were refused.",
+		}),
 	}
 	queued := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "firehose_producer_queued_readings",
 		Help: "Readings waiting for an XADD round trip.",
 	}, func() float64 { return float64(p.queued.Load()) })
-	reg.MustRegister(m.roundTrip, m.batchSize, m.written, m.refusals, m.backlog, queued)
+	reg.MustRegister(m.roundTrip, m.batchSize, m.written, m.refusals, m.backlog, m.replicaShort, queued)
 	for _, r := range []string{"backlog_full", "redis_unavailable", "overloaded", "closed"} {
 		m.refusals.WithLabelValues(r)
 	}

@@ -148,7 +148,7 @@ func (l redisLogger) Printf(_ context.Context, format string, v ...any) {
 // readings (a warning each), and refuses a Redis that may evict keys unless
 // the operator accepted it with --redis-allow-eviction. A Redis that refuses
 // INFO is refused too: firehose cannot tell what an acknowledgement is worth.
-func checkRedisPersistence(ctx context.Context, rdb *redis.Client, allowEviction bool, log *slog.Logger) error {
+func checkRedisPersistence(ctx context.Context, rdb *redis.Client, allowEviction bool, minReplicas int, log *slog.Logger) error {
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	p, err := ingest.InspectRedis(pctx, rdb)
@@ -160,7 +160,7 @@ func checkRedisPersistence(ctx context.Context, rdb *redis.Client, allowEviction
 			"set maxmemory-policy noeviction (CONFIG SET maxmemory-policy noeviction, and in redis.conf), "+
 			"or start with --redis-allow-eviction to accept that risk", p.Policy)
 	}
-	for _, r := range p.Risks() {
+	for _, r := range append(p.Risks(), p.ReplicaRisks(minReplicas)...) {
 		log.Warn(r)
 	}
 	return nil

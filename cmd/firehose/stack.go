@@ -94,7 +94,7 @@ func startStack(ctx context.Context, cfg *serveConfig, logger *slog.Logger) (*st
 	if err := cfg.Streams.Check(ctx, st.rdb); err != nil {
 		return nil, err
 	}
-	if err := checkRedisPersistence(ctx, st.rdb, cfg.RedisAllowEviction, logger); err != nil {
+	if err := checkRedisPersistence(ctx, st.rdb, cfg.RedisAllowEviction, cfg.Producer.MinReplicas, logger); err != nil {
 		return nil, err
 	}
 	if has(roleBridge) || has(roleHTTP) {
