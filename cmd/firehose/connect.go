@@ -26,23 +26,55 @@ func redactURL(s string) string {
 	return u.Redacted()
 }
 
-// connectRedis opens a client and checks that Redis answers.
-func connectRedis(ctx context.Context, rawURL string, poolSize int) (*redis.Client, error) {
-	opt, err := redis.ParseURL(rawURL)
-	if err != nil {
-		return nil, fmt.Errorf("--redis %q is not a Redis URL: %v", redactURL(rawURL), err)
+// Settings of every Redis client of firehose, single node or through
+// Sentinel. No automatic retries (MaxRetries -1): go-redis would resend a
+// whole pipeline after a read error, storing an XADD twice though its caller
+// is acked once; callers retry themselves where that is safe. Deadlines of
+// the producer's and bridge's contexts bound every call.
+const (
+	redisDialTimeout = 2 * time.Second
+	redisIOTimeout   = 3 * time.Second // read and write
+)
+
+// newRedisClient parses --redis and builds its client: a Redis URL, or with
+// sentinelMaster the sentinels' URL (go-redis's failover form: the host and
+// any addr= parameters are sentinels; user and password are the master's).
+// Through Sentinel the client asks the sentinels for the master at every new
+// connection: after a failover the old master's connections fail (their
+// callers are refused, never acknowledged) and new ones reach the promoted
+// replica.
+func newRedisClient(rawURL, sentinelMaster string, poolSize int) (*redis.Client, error) {
+	if sentinelMaster == "" {
+		opt, err := redis.ParseURL(rawURL)
+		if err != nil {
+			return nil, fmt.Errorf("--redis %q is not a Redis URL: %v", redactURL(rawURL), err)
+		}
+		opt.PoolSize = max(opt.PoolSize, poolSize)
+		opt.MaxRetries, opt.ContextTimeoutEnabled = -1, true
+		opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout = redisDialTimeout, redisIOTimeout, redisIOTimeout
+		return redis.NewClient(opt), nil
 	}
-	opt.PoolSize = max(opt.PoolSize, poolSize)
-	// No automatic retries: go-redis would resend a whole pipeline after a
-	// read error, storing an XADD twice though its caller is acked once.
-	// Callers retry themselves where that is safe.
-	opt.MaxRetries = -1
-	// Deadlines of the producer's and bridge's contexts bound every call.
-	opt.ContextTimeoutEnabled = true
-	opt.DialTimeout = 2 * time.Second
-	opt.ReadTimeout = 3 * time.Second
-	opt.WriteTimeout = 3 * time.Second
-	rdb := redis.NewClient(opt)
+	fo, err := redis.ParseFailoverURL(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("--redis %q is not a Redis Sentinel URL (redis://sentinel1:26379/0?addr=sentinel2:26379): %v", redactURL(rawURL), err)
+	}
+	if fo.MasterName != "" && fo.MasterName != sentinelMaster {
+		return nil, fmt.Errorf("--redis names master %q and --redis-sentinel-master %q: give it once", fo.MasterName, sentinelMaster)
+	}
+	fo.MasterName = sentinelMaster
+	fo.PoolSize = max(fo.PoolSize, poolSize)
+	fo.MaxRetries, fo.ContextTimeoutEnabled = -1, true
+	fo.DialTimeout, fo.ReadTimeout, fo.WriteTimeout = redisDialTimeout, redisIOTimeout, redisIOTimeout
+	return redis.NewFailoverClient(fo), nil
+}
+
+// connectRedis opens a client (see newRedisClient) and checks that Redis
+// answers.
+func connectRedis(ctx context.Context, rawURL, sentinelMaster string, poolSize int) (*redis.Client, error) {
+	rdb, err := newRedisClient(rawURL, sentinelMaster, poolSize)
+	if err != nil {
+		return nil, err
+	}
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if err := rdb.Ping(pctx).Err(); err != nil {

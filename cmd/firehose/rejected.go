@@ -111,7 +111,7 @@ func runRejected(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if sub == "list" {
 		return listRejected(ctx, pg, cfg, stdout)
 	}
-	rdb, err := connectRedis(ctx, cfg.conn.Redis, 4)
+	rdb, err := connectRedis(ctx, cfg.conn.Redis, cfg.conn.RedisSentinelMaster, 4)
 	if err != nil {
 		return err
 	}

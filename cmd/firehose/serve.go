@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/redis/go-redis/v9"
 
 	"firehose/bridge"
 	"firehose/broker"
@@ -42,12 +41,15 @@ type serveConfig struct {
 	Roles    string
 	Postgres string
 	Redis    string
-	Streams  ingest.Streams
-	Limits   ingest.Limits
-	Producer ingest.ProducerConfig
-	Bridge   bridge.Config
-	HTTP     httpgw.Config
-	MQTT     broker.Config
+	// RedisSentinelMaster names the master Redis Sentinel watches; with it,
+	// Redis lists the sentinels, not Redis itself.
+	RedisSentinelMaster string
+	Streams             ingest.Streams
+	Limits              ingest.Limits
+	Producer            ingest.ProducerConfig
+	Bridge              bridge.Config
+	HTTP                httpgw.Config
+	MQTT                broker.Config
 	// RedisAllowEviction accepts a Redis whose maxmemory-policy may evict
 	// keys (refused by default: it can delete streams of acknowledged readings).
 	RedisAllowEviction bool
@@ -64,7 +66,8 @@ type serveConfig struct {
 // that talks to the services shares.
 func (c *serveConfig) registerCommon(fs *flag.FlagSet) {
 	fs.StringVar(&c.Postgres, "postgres", "postgres://localhost:5432/firehose", "PostgreSQL connection URL (libpq form; e.g. add ?sslmode=require)")
-	fs.StringVar(&c.Redis, "redis", "redis://localhost:6379/0", "Redis connection URL (redis:// or rediss:// for TLS)")
+	fs.StringVar(&c.Redis, "redis", "redis://localhost:6379/0", "Redis connection URL (redis:// or rediss:// for TLS); with --redis-sentinel-master, the sentinels:\nredis://[:password@]sentinel1:26379/0?addr=sentinel2:26379&addr=sentinel3:26379 (the password is the master's)")
+	fs.StringVar(&c.RedisSentinelMaster, "redis-sentinel-master", "", "name of the master Redis Sentinel monitors: firehose asks the sentinels in --redis for the current master\nand follows a failover (pair it with --redis-min-replicas 1 so that a failover loses nothing acknowledged)")
 	c.Streams.RegisterFlags(fs)
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", "text", "log format: text or json")
@@ -113,9 +116,11 @@ func (c *serveConfig) validate() error {
 	if _, err := pgxpool.ParseConfig(c.Postgres); err != nil {
 		return fmt.Errorf("--postgres %q is not a PostgreSQL URL: %v", redactURL(c.Postgres), err)
 	}
-	if _, err := redis.ParseURL(c.Redis); err != nil {
-		return fmt.Errorf("--redis %q is not a Redis URL: %v", redactURL(c.Redis), err)
+	rdb, err := newRedisClient(c.Redis, c.RedisSentinelMaster, 1)
+	if err != nil {
+		return err
 	}
+	rdb.Close() // parsed only: no connection was opened
 	if c.ShutdownTimeout <= 0 {
 		return fmt.Errorf("--shutdown-timeout %s: want a positive duration", c.ShutdownTimeout)
 	}

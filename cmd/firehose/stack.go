@@ -88,7 +88,7 @@ func startStack(ctx context.Context, cfg *serveConfig, logger *slog.Logger) (*st
 	}()
 
 	var err error
-	if st.rdb, err = connectRedis(ctx, cfg.Redis, cfg.Producer.Pipelines+cfg.Streams.Count+8); err != nil {
+	if st.rdb, err = connectRedis(ctx, cfg.Redis, cfg.RedisSentinelMaster, cfg.Producer.Pipelines+cfg.Streams.Count+8); err != nil {
 		return nil, err
 	}
 	if err := cfg.Streams.Check(ctx, st.rdb); err != nil {
