@@ -209,9 +209,9 @@ func sessionSettings(pg *pgx.ConnConfig, t time.Duration) {
 	pg.DialFunc = d.DialContext
 }
 
-// lockKey is the advisory lock id of a stream: one per stream key, so that
+// LockKey is the advisory lock id of a stream: one per stream key, so that
 // deployments sharing a database do not block each other.
-func lockKey(stream string) int64 {
+func LockKey(stream string) int64 {
 	h := fnv.New64a()
 	h.Write([]byte("firehose bridge "))
 	h.Write([]byte(stream))

@@ -283,7 +283,7 @@ func TestIntegrationSessionTimeoutPingsAndEvicts(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer holder.Close(context.Background())
-	if _, err := holder.Exec(t.Context(), "SELECT pg_advisory_lock($1)", lockKey(key)); err != nil {
+	if _, err := holder.Exec(t.Context(), "SELECT pg_advisory_lock($1)", LockKey(key)); err != nil {
 		t.Fatal(err)
 	}
 	const timeout = 3 * time.Second

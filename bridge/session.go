@@ -116,7 +116,7 @@ func (s *session) pgCtx(ctx context.Context) (context.Context, context.CancelFun
 // lock, each try also ends that session if it has been silent for the
 // session timeout (evictStale), so a frozen owner gives the shard up.
 func (s *session) lock(ctx context.Context) (bool, error) {
-	key := lockKey(s.key)
+	key := LockKey(s.key)
 	for {
 		var ok bool
 		qctx, cancel := s.pgCtx(ctx)

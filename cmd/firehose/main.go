@@ -9,6 +9,7 @@
 //	firehose mqttpasswd DEVICE       hash a device's password for --mqtt-auth
 //	firehose simulate [flags]  drive a deployment with a simulated fleet
 //	firehose rejected list|replay [flags]  inspect and replay dead letters
+//	firehose status  [flags]   each shard: owner, backlog, checkpoint, lag
 //	firehose version
 //
 // main only wires: every role lives in its own package.
@@ -44,6 +45,7 @@ Usage:
   firehose demo    [flags]          start the stack, send a burst of readings, report what landed, stop
   firehose simulate [flags]         drive a running firehose with a fleet of fake devices, verify what landed
   firehose rejected list|replay     list the entries the bridge rejected; replay them, repaired, each at most once
+  firehose status  [flags]          each shard: the bridge that owns it, backlog, checkpoint, lag, rows, rejected (--json)
   firehose apikey  NAME [DEVICES]   make a new API key and the line to add to the --http-api-keys file
   firehose mqttpasswd DEVICE        read a device's password on stdin, print its line for the --mqtt-auth file
   firehose version                  print the version
@@ -77,6 +79,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = runSimulate(ctx, rest, stdout, stderr)
 	case "rejected":
 		err = runRejected(ctx, rest, stdout, stderr)
+	case "status":
+		err = runStatus(ctx, rest, stdout, stderr)
 	case "apikey":
 		err = runAPIKey(rest, stdout)
 	case "mqttpasswd":
