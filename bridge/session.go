@@ -462,11 +462,10 @@ func (s *session) addAll(res []redis.XStream) int {
 // once, every entry the producer writes (one per round trip) would wake a
 // blocked XREAD of its own, then a metadata check: Redis and the bridge
 // would work per round trip, not per batch. Paced, one read takes what the
-// pace brought. A shard behind its stream (a read
-// returned all it asked for) reads again at once, so a backlog drains at
-// full speed; the commit still comes when the batch is full (noticed within
-// one pace) or its oldest reading is BatchAge old, with a last read just
-// before it.
+// pace brought. A shard behind its stream (a read returned all it asked
+// for) reads again at once, so a backlog drains at full speed; the commit
+// still comes when the batch is full (noticed within one pace) or its oldest
+// reading is BatchAge old, with a last read just before it.
 func readPace(batchAge time.Duration) time.Duration { return min(batchAge/4, maxReadPace) }
 
 const maxReadPace = 50 * time.Millisecond
