@@ -289,16 +289,17 @@ type RedisServer struct {
 
 // StartRedis starts a redis-server on a free loopback port. With always,
 // every write is fsynced before Redis answers (appendfsync always), so an
-// acknowledged entry survives a kill; otherwise AOF everysec.
-func StartRedis(t *testing.T, always bool) *RedisServer {
+// acknowledged entry survives a kill; otherwise AOF everysec. Extra
+// arguments follow (e.g. "--replicaof", host, port).
+func StartRedis(t *testing.T, always bool, extra ...string) *RedisServer {
 	t.Helper()
 	r := &RedisServer{t: t, Port: FreePort(t), Dir: t.TempDir()}
 	fsync := "everysec"
 	if always {
 		fsync = "always"
 	}
-	r.args = []string{"--port", strconv.Itoa(r.Port), "--bind", "127.0.0.1", "--dir", r.Dir,
-		"--save", "", "--appendonly", "yes", "--appendfsync", fsync, "--daemonize", "no", "--logfile", ""}
+	r.args = append([]string{"--port", strconv.Itoa(r.Port), "--bind", "127.0.0.1", "--dir", r.Dir,
+		"--save", "", "--appendonly", "yes", "--appendfsync", fsync, "--daemonize", "no", "--logfile", ""}, extra...)
 	r.Start()
 	return r
 }

@@ -43,7 +43,8 @@ func TestSentinelFailoverUnderLoad(t *testing.T) {
 
 func sfFailover(t *testing.T, minReplicas int) {
 	primary := StartRedis(t, false)
-	replicas := []*RedisServer{sfReplica(t, primary), sfReplica(t, primary)}
+	replicaOf := []string{"--replicaof", "127.0.0.1", strconv.Itoa(primary.Port)}
+	replicas := []*RedisServer{StartRedis(t, false, replicaOf...), StartRedis(t, false, replicaOf...)}
 	sentinel := sfSentinel(t, "fh", primary.Port)
 	for _, r := range replicas {
 		sfWaitLinked(t, r)
@@ -92,17 +93,6 @@ func sfFailover(t *testing.T, minReplicas int) {
 		"acked %d, landed %d rows, missing %d, duplicates of once-acked %d, resent duplicates %d",
 		minReplicas, promoted.Round(10*time.Millisecond), resumed.Round(10*time.Millisecond),
 		rep.Send.Acked, rep.Landing.Rows, rep.Landing.Missing, rep.Landing.DupOnceAcked, rep.Landing.DupAfterResend)
-}
-
-// sfReplica starts a replica of primary (AOF everysec, as the primary).
-func sfReplica(t *testing.T, primary *RedisServer) *RedisServer {
-	t.Helper()
-	r := &RedisServer{t: t, Port: FreePort(t), Dir: t.TempDir()}
-	r.args = []string{"--port", strconv.Itoa(r.Port), "--bind", "127.0.0.1", "--dir", r.Dir,
-		"--save", "", "--appendonly", "yes", "--appendfsync", "everysec", "--daemonize", "no", "--logfile", "",
-		"--replicaof", "127.0.0.1", strconv.Itoa(primary.Port)}
-	r.Start()
-	return r
 }
 
 // sfWaitLinked waits until replica r is in sync with its primary.
