@@ -273,7 +273,7 @@ func (s *session) mismatch(other string) error {
 	return fmt.Errorf("%w: Redis prefix %q: %s names deployment %q, but this bridge's database is deployment %s. "+
 		"Two databases must not share a Redis prefix (each would trim the other's streams): give this database's deployment its own --redis-prefix; "+
 		"or, if this database replaces the other one for good and the streams' entries are to go into it, delete the old claim "+
-		"(HDEL %s %s on each shard's <prefix>:meta:{N}) and start again",
+		"(HDEL %s %s on each shard's <prefix>:meta:{tag}) and start again",
 		ErrDeploymentMismatch, s.b.cfg.Streams.Prefix, key, other, s.deployment, key, ingest.MetaDeployment)
 }
 

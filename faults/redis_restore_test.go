@@ -16,6 +16,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"firehose/ingest"
 	"firehose/internal/testenv"
 	"firehose/simulator"
 )
@@ -324,8 +325,12 @@ func rrStreamEntries(t *testing.T, rdb *redis.Client, prefix string) int64 {
 	t.Helper()
 	ctx := context.Background()
 	var total int64
-	for i := range bkShards {
-		n, err := rdb.XLen(ctx, fmt.Sprintf("%s:readings:{%d}", prefix, i)).Result()
+	streams := ingest.Streams{Prefix: prefix, Count: bkShards}
+	if err := streams.Load(ctx, rdb); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range streams.Keys() {
+		n, err := rdb.XLen(ctx, k).Result()
 		if err != nil && err != redis.Nil {
 			t.Fatalf("XLEN: %v", err)
 		}

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -38,6 +39,12 @@ import (
 type Producer interface {
 	Add(ctx context.Context, rs []ingest.Reading) error
 	Ready() error
+}
+
+// shardedProducer is a Producer that can say which shards it refuses while
+// it is ready for the others (ingest.Producer is one).
+type shardedProducer interface {
+	UnavailableShards() []int
 }
 
 // addContext is the context of every Add: not the request's. net/http
@@ -320,7 +327,10 @@ func (s *Server) handleHealthDB(w http.ResponseWriter, r *http.Request) int {
 func (s *Server) StartDraining() { s.draining.Store(true) }
 
 // handleReadyz answers 200 while readings would be accepted, else 503 with
-// the reason (shutting_down, or the producer's: backlog_full, ...).
+// the reason (shutting_down, or the producer's: backlog_full, ...). While
+// only some shards are unavailable (a Redis Cluster node is down) it answers
+// 200 {"status":"degraded","unavailable_shards":[...]}: readings of the other
+// shards are accepted, and another gateway would refuse the same ones.
 func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) int {
 	reason, msg := "", ""
 	if s.draining.Load() {
@@ -329,6 +339,18 @@ func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) int {
 		reason, msg = ingest.RefusalReason(err), err.Error()
 	}
 	if reason == "" {
+		if sp, ok := s.p.(shardedProducer); ok {
+			if down := sp.UnavailableShards(); len(down) > 0 {
+				b := []byte(`{"status":"degraded","unavailable_shards":[`)
+				for i, shard := range down {
+					if i > 0 {
+						b = append(b, ',')
+					}
+					b = strconv.AppendInt(b, int64(shard), 10)
+				}
+				return writeJSON(w, http.StatusOK, append(b, "]}"...))
+			}
+		}
 		return writeJSON(w, http.StatusOK, bodyOK)
 	}
 	b := appendJSONString([]byte(`{"status":"unavailable","reason":`), reason)

@@ -6,12 +6,11 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"strconv"
 
 	"github.com/redis/go-redis/v9"
 )
 
-// Each shard has a metadata hash beside its stream, <prefix>:meta:{N}, in the
+// Each shard has a metadata hash beside its stream, <prefix>:meta:{tag}, in the
 // stream's hash slot (same hash tag), so that on Redis Cluster it lives and
 // dies with the node that holds the stream, and a script may touch both.
 // Its fields:
@@ -45,9 +44,9 @@ const (
 )
 
 // ShardMetaKey is the metadata hash of shard, 0 <= shard < Len(), e.g.
-// "firehose:meta:{3}" beside "firehose:readings:{3}".
+// "firehose:meta:{firehose:3.2}" beside "firehose:readings:{firehose:3.2}".
 func (s Streams) ShardMetaKey(shard int) string {
-	return s.prefix() + ":meta:{" + strconv.Itoa(shard) + "}"
+	return s.prefix() + ":meta:{" + s.tag(shard) + "}"
 }
 
 // ShardMeta is what a shard's metadata hash holds; "" for a missing field.

@@ -8,17 +8,19 @@ import (
 )
 
 func TestShardMetaKeySharesTheStreamsHashTag(t *testing.T) {
-	s := ingest.Streams{Prefix: "fh", Count: 4}
 	tests := []struct {
 		name  string
+		s     ingest.Streams
 		shard int
 		want  string
 	}{
-		{name: "first", shard: 0, want: "fh:meta:{0}"},
-		{name: "last", shard: 3, want: "fh:meta:{3}"},
+		{name: "first", s: ingest.Streams{Prefix: "fh", Count: 4}, shard: 0, want: "fh:meta:{fh:0.1}"},
+		{name: "last", s: ingest.Streams{Prefix: "fh", Count: 4}, shard: 3, want: "fh:meta:{fh:3.3}"},
+		{name: "legacy", s: ingest.Streams{Prefix: "fh", Count: 4, Layout: ingest.LayoutLegacy}, shard: 3, want: "fh:meta:{3}"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			s := tt.s
 			got := s.ShardMetaKey(tt.shard)
 			if got != tt.want {
 				t.Errorf("ShardMetaKey(%d) = %q, want %q", tt.shard, got, tt.want)

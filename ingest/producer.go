@@ -105,21 +105,25 @@ func (c ProducerConfig) withDefaults() ProducerConfig {
 // Producer never retries a failed write itself (the caller did not get an
 // acknowledgement and may resend). A Producer is safe for concurrent use.
 type Producer struct {
-	rdb     redis.UniversalClient
-	streams Streams
-	keys    []string
-	cfg     ProducerConfig
-	log     *slog.Logger
-	m       producerMetrics
+	rdb      redis.UniversalClient
+	cluster  *redis.ClusterClient // rdb, when it is a cluster's
+	streams  Streams
+	keys     []string // per shard: its stream
+	metaKeys []string // per shard: its metadata hash
+	cfg      ProducerConfig
+	log      *slog.Logger
+	m        producerMetrics
 
 	mu     sync.RWMutex // guards closed against sends on queue
 	closed bool
 	queue  chan *call
 	queued atomic.Int64
 
-	backlogFull atomic.Bool
-	redisDown   atomic.Bool
-	backlog     atomic.Int64
+	backlogFull   atomic.Bool
+	health        *shardHealth
+	layoutChanged atomic.Bool // see checkLayout
+	backlog       atomic.Int64
+	shardBacklog  []int64 // per shard, as last measured; the poller's own
 	// written since the last measurement started: backlog+sinceMeasure
 	// bounds the backlog between measurements, so a burst cannot overshoot
 	// the high-water mark by a whole BacklogInterval of traffic.
@@ -145,8 +149,15 @@ func NewProducer(rdb redis.UniversalClient, streams Streams, cfg ProducerConfig,
 		keys:    streams.Keys(),
 		cfg:     cfg,
 		log:     logger.With("component", "producer"),
-		queue:   make(chan *call, cfg.QueueSize),
-		done:    make(chan struct{}),
+		health:  newShardHealth(streams.Len()),
+
+		shardBacklog: make([]int64, streams.Len()),
+		queue:        make(chan *call, cfg.QueueSize),
+		done:         make(chan struct{}),
+	}
+	p.cluster, _ = rdb.(*redis.ClusterClient)
+	for i := range p.keys {
+		p.metaKeys = append(p.metaKeys, streams.ShardMetaKey(i))
 	}
 	p.m = newProducerMetrics(reg, p)
 	return p
@@ -203,6 +214,9 @@ func (p *Producer) close() {
 func (p *Producer) Done() <-chan struct{} { return p.done }
 
 // Ready reports whether Add would currently accept readings, and if not why.
+// While only some shards are unavailable (on a cluster, a node is down) the
+// producer is ready: readings routed to the other shards are accepted, and
+// UnavailableShards says which are not.
 func (p *Producer) Ready() error {
 	p.mu.RLock()
 	closed := p.closed
@@ -210,13 +224,20 @@ func (p *Producer) Ready() error {
 	switch {
 	case closed:
 		return ErrClosed
-	case p.redisDown.Load():
-		return ErrUnavailable
+	case p.health.all():
+		return errRedisDown
+	case p.layoutChanged.Load():
+		return errLayoutChanged
 	case p.overHighWater():
 		return ErrBacklogFull
 	}
 	return nil
 }
+
+// UnavailableShards lists the shards whose Redis node did not answer the
+// last round trip or backlog measurement: readings routed to them are
+// refused (ErrUnavailable) until it answers again.
+func (p *Producer) UnavailableShards() []int { return p.health.list() }
 
 // overHighWater reports whether the backlog, as last measured plus what was
 // written since, is over the high-water mark.
@@ -276,8 +297,11 @@ func (p *Producer) enqueue(c *call) error {
 }
 
 func (p *Producer) admit(n int) error {
-	if p.redisDown.Load() {
-		return ErrUnavailable
+	if p.health.all() {
+		return errRedisDown
+	}
+	if p.layoutChanged.Load() {
+		return errLayoutChanged
 	}
 	if p.overHighWater() {
 		return ErrBacklogFull
@@ -319,12 +343,17 @@ func (p *Producer) answer(c *call, err error) {
 // each wait a full timeout against a Redis that is not answering.
 var errRedisDown = fmt.Errorf("%w: an earlier round trip failed; refusing until Redis answers again", ErrUnavailable)
 
+// errLayoutChanged answers every call while checkLayout finds the
+// deployment's key layout changed.
+var errLayoutChanged = fmt.Errorf("%w: the deployment's key layout in Redis changed under this process; restart it", ErrUnavailable)
+
 // writer takes every call waiting in the queue (up to MaxBatch entries),
-// writes them in one pipelined round trip, and answers each. While Redis is
-// known to be down it answers the calls at once instead (ErrUnavailable):
-// after a transport failure every queued caller hears within one round trip,
-// not one timeout after another; the backlog poller clears the state when
-// Redis answers again.
+// writes them in one pipelined round trip, and answers each. A call with a
+// reading for a shard whose Redis node is known to be down is answered at
+// once instead (ErrUnavailable), and none of its readings is written: after
+// a transport failure every queued caller of that node hears within one
+// round trip, not one timeout after another; the backlog poller clears the
+// state when the node answers again.
 func (p *Producer) writer() {
 	var batch []*call
 	var rt roundTrip
@@ -344,202 +373,39 @@ func (p *Producer) writer() {
 				break fill
 			}
 		}
-		if p.redisDown.Load() {
-			for _, c := range batch {
-				p.answer(c, errRedisDown)
-			}
-		} else {
+		if p.health.any() {
+			batch = p.refuseDown(batch)
+		}
+		if len(batch) > 0 {
 			p.write(batch, n, &rt)
 		}
 		p.queued.Add(-int64(n))
 	}
 }
 
-// roundTrip is a writer's memory for building round trips, reused from one
-// to the next.
-type roundTrip struct {
-	bodies  [][]byte // per shard: the batch entry's body being built
-	counts  []int    // per shard: readings in it
-	shardOf []int    // per reading of the round trip, in call order
-	v1      []byte   // --stream-codec 1: every entry's body, one after another
-}
-
-// maxKeptBody keeps a rare huge batch body's memory from staying with the
-// writer.
-const maxKeptBody = 1 << 20
-
-func (rt *roundTrip) reset(shards int) {
-	if len(rt.bodies) != shards {
-		rt.bodies, rt.counts = make([][]byte, shards), make([]int, shards)
-	}
-	for i := range rt.bodies {
-		if cap(rt.bodies[i]) > maxKeptBody {
-			rt.bodies[i] = nil
-		}
-		rt.counts[i] = 0
-	}
-	rt.shardOf = rt.shardOf[:0]
-	rt.v1 = rt.v1[:0]
-}
-
-// write sends the batch in one pipelined round trip and answers every call.
-//
-// With the batch encoding (the default) each shard that has readings in the
-// round trip gets one stream entry holding all of them, in call order, so
-// one device's readings stay in order; with --stream-codec 1, one entry per
-// reading. Per shard the pipeline holds, in this order:
-//
-//   - HSETNX of the shard's generation token, if Redis has none. Redis runs
-//     a pipeline's commands in order, so no entry is ever stored, and no
-//     snapshot taken, in a Redis without its shard's token, even one wiped
-//     between two round trips: the bridge relies on that to tell a stream
-//     that lost its tail from a new one (see MetaGeneration). A fresh token
-//     per round trip: a token used before a wipe must never come back.
-//   - the XADD(s);
-//   - HINCRBY of the shard's backlog counter by the readings added (see
-//     MetaBacklog), which the bridge's trim counts down.
-//
-// A call is acknowledged only if every command of every shard it wrote to
-// succeeded.
-func (p *Producer) write(batch []*call, n int, rt *roundTrip) {
-	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.Timeout)
-	defer cancel()
-	pipe := p.rdb.Pipeline()
-	rt.reset(len(p.keys))
-	batched := p.cfg.Codec != CodecVersion
-	var perReading []*redis.StringCmd // --stream-codec 1
-	if !batched {
-		perReading = make([]*redis.StringCmd, 0, n)
-	}
+// refuseDown answers errRedisDown to every call of batch with a reading for a
+// shard that is down, and returns the others.
+func (p *Producer) refuseDown(batch []*call) []*call {
+	kept := batch[:0]
 	for _, c := range batch {
+		down := false
 		for i := range c.readings {
-			r := &c.readings[i]
-			shard := p.streams.Shard(r.DeviceID)
-			rt.shardOf = append(rt.shardOf, shard)
-			rt.counts[shard]++
-			if batched {
-				if rt.counts[shard] == 1 {
-					rt.bodies[shard] = append(rt.bodies[shard][:0], make([]byte, BatchHeaderLen)...)
-				}
-				rt.bodies[shard] = AppendBatchItem(rt.bodies[shard], r)
-				continue
+			if p.health.isDown(p.streams.Shard(c.readings[i].DeviceID)) {
+				down = true
+				break
 			}
-			// Each command holds a full-capped slice of one buffer; when
-			// append moves it to a larger array the slices taken before
-			// keep the old one alive, unchanged.
-			start := len(rt.v1)
-			rt.v1 = AppendEncode(rt.v1, r)
-			perReading = append(perReading, redis.NewStringCmd(ctx, "xadd", p.keys[shard], "*",
-				FieldVersion, CodecVersion, FieldBody, rt.v1[start:len(rt.v1):len(rt.v1)]))
 		}
-	}
-	gen := NewGeneration()
-	type shardCmds struct {
-		meta    *redis.BoolCmd
-		xadd    *redis.StringCmd // batch encoding
-		backlog *redis.IntCmd
-	}
-	cmds := make([]shardCmds, len(p.keys))
-	for shard, count := range rt.counts {
-		if count == 0 {
-			continue
-		}
-		meta := p.streams.ShardMetaKey(shard)
-		sc := &cmds[shard]
-		sc.meta = pipe.HSetNX(ctx, meta, MetaGeneration, gen)
-		if batched {
-			sc.xadd = redis.NewStringCmd(ctx, "xadd", p.keys[shard], "*", FieldVersion, CodecBatch,
-				FieldCount, strconv.Itoa(count), FieldBody, FinishBatch(rt.bodies[shard], count))
-			_ = pipe.Process(ctx, sc.xadd)
+		if down {
+			p.answer(c, errRedisDown)
 		} else {
-			// This shard's entries, in call order.
-			for i, s := range rt.shardOf {
-				if s == shard {
-					_ = pipe.Process(ctx, perReading[i])
-				}
-			}
-		}
-		sc.backlog = pipe.HIncrBy(ctx, meta, MetaBacklog, int64(count))
-	}
-	// WAIT covers every write this connection made before it: the whole
-	// round trip, in one command.
-	var wait *redis.IntCmd
-	if p.cfg.MinReplicas > 0 {
-		// Not Pipeliner.Wait (there is none): a pipeline's replies are
-		// read under the client's read timeout, which MaxReplicaTimeout
-		// stays within.
-		wait = redis.NewIntCmd(ctx, "wait", p.cfg.MinReplicas, p.cfg.ReplicaTimeout.Milliseconds())
-		_ = pipe.Process(ctx, wait)
-	}
-	start := time.Now()
-	_, execErr := pipe.Exec(ctx)
-	p.m.roundTrip.Observe(time.Since(start).Seconds())
-	p.m.batchSize.Observe(float64(n))
-
-	if execErr != nil && !isRedisReplyError(execErr) {
-		if !p.redisDown.Swap(true) {
-			p.log.Warn("xadd round trip failed: refusing readings until Redis answers", "err", execErr, "readings", n)
+			kept = append(kept, c)
 		}
 	}
-	// What each shard's commands say. A refused token or counter (rare: a
-	// key of the wrong type) fails the shard's callers as a failed XADD
-	// does: its entries may be stored, but none is acknowledged.
-	shardErr := make([]error, len(p.keys))
-	for shard, sc := range cmds {
-		if sc.meta == nil { // no readings for this shard
-			continue
-		}
-		written := []redis.Cmder{sc.meta, sc.backlog}
-		if sc.xadd != nil {
-			written = append(written, sc.xadd)
-		}
-		for _, c := range written {
-			if err := c.Err(); err != nil && shardErr[shard] == nil {
-				shardErr[shard] = fmt.Errorf("%w: %s: %v", ErrUnavailable, c.Name(), err)
-			}
-		}
-	}
-	// Too few replicas confirmed: no caller of the round trip is answered
-	// success. Its entries are on the primary and reach PostgreSQL unless a
-	// failover loses them; a device that resends may land twice.
-	var replicaErr error
-	if wait != nil {
-		switch got, err := wait.Result(); {
-		case err != nil:
-			replicaErr = fmt.Errorf("%w: wait: %v", ErrUnavailable, err)
-		case got < int64(p.cfg.MinReplicas):
-			replicaErr = fmt.Errorf("%w: %d of %d replicas confirmed the write within %s", ErrUnavailable, got, p.cfg.MinReplicas, p.cfg.ReplicaTimeout)
-			p.m.replicaShort.Inc()
-		}
-	}
-	r := 0
-	for _, c := range batch {
-		err := replicaErr
-		for range c.readings {
-			e := shardErr[rt.shardOf[r]]
-			if !batched {
-				if xe := perReading[r].Err(); xe != nil && e == nil {
-					e = fmt.Errorf("%w: xadd: %v", ErrUnavailable, xe)
-				}
-			}
-			if e != nil && err == nil {
-				err = e
-			}
-			r++
-		}
-		p.answer(c, err)
-	}
-}
-
-// isRedisReplyError tells an error Redis answered (the connection is fine) from
-// a failure to reach Redis.
-func isRedisReplyError(err error) bool {
-	var re redis.Error
-	return errors.As(err, &re) && !errors.Is(err, redis.ErrClosed)
+	return kept
 }
 
 // pollBacklog measures the streams' lengths every BacklogInterval; it sets
-// backlogFull and redisDown, which Add reads without a round trip.
+// backlogFull and each shard's health, which Add reads without a round trip.
 func (p *Producer) pollBacklog(ctx context.Context) {
 	t := time.NewTicker(p.cfg.BacklogInterval)
 	defer t.Stop()
@@ -561,31 +427,67 @@ func (p *Producer) measureBacklog(ctx context.Context) {
 	before := p.sinceMeasure.Load()
 	pipe := p.rdb.Pipeline()
 	lens := make([]*redis.IntCmd, len(p.keys))
-	counts := make([]*redis.StringCmd, len(p.keys))
+	counts := make([]*redis.IntCmd, len(p.keys))
 	for i, k := range p.keys {
 		lens[i] = pipe.XLen(ctx, k)
-		counts[i] = pipe.HGet(ctx, p.streams.ShardMetaKey(i), MetaBacklog)
+		// A write that changes nothing, so that only the shard's primary
+		// answers it: on a cluster whose primary died, a replica may
+		// answer the XLEN, and only a primary can take readings.
+		counts[i] = pipe.HIncrBy(ctx, p.metaKeys[i], MetaBacklog, 0)
 	}
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-		if ctx.Err() == nil && !p.redisDown.Swap(true) {
-			p.log.Warn("redis unreachable: refusing readings until it answers", "err", err)
-		}
-		return
+	layout := p.queueLayoutCheck(ctx, pipe)
+	_, _ = pipe.Exec(ctx) // each command's error is read below
+	if ctx.Err() != nil && errors.Is(ctx.Err(), context.Canceled) {
+		return // shutting down: say nothing about Redis
 	}
-	if p.redisDown.Swap(false) {
-		p.log.Info("redis reachable again: accepting readings")
-	}
-	// A shard's backlog in readings: its counter (MetaBacklog), or its
-	// length when that is larger (entries of one reading that no counter
-	// saw, written by --stream-codec 1 or an older build).
-	var total int64
+	p.checkLayout(layout)
+	// A shard is reachable when its primary answered; on a single node
+	// every shard answers or none does. Any error counts: on a cluster a
+	// MOVED, READONLY or CLUSTERDOWN answer means no primary serves the
+	// shard yet.
+	var up, down []int
 	for i := range lens {
+		err := lens[i].Err()
+		if err == nil {
+			err = counts[i].Err()
+		}
+		if err != nil {
+			if p.health.set(i, true) {
+				down = append(down, i)
+			}
+			continue
+		}
+		if p.health.set(i, false) {
+			up = append(up, i)
+		}
+		// A shard's backlog in readings: its counter (MetaBacklog), or its
+		// length when that is larger (entries of one reading that no
+		// counter saw, written by --stream-codec 1 or an older build).
 		n := lens[i].Val()
-		if c, err := counts[i].Int64(); err == nil && c > n {
+		if c := counts[i].Val(); c > n {
 			n = c
 		}
-		total += n
+		p.shardBacklog[i] = n
 		p.m.backlog.WithLabelValues(strconv.Itoa(i)).Set(float64(n))
+	}
+	if len(down) > 0 {
+		err := lens[down[0]].Err()
+		if err == nil {
+			err = counts[down[0]].Err()
+		}
+		p.log.Warn("redis unreachable: refusing readings of these shards until it answers", "shards", down, "err", err)
+	}
+	if len(up) > 0 {
+		p.log.Info("redis reachable again: accepting readings of these shards", "shards", up)
+	}
+	if p.cluster != nil && p.health.any() {
+		// After a failover the slot map must name the promoted replica.
+		p.cluster.ReloadState(ctx)
+	}
+	// An unreachable shard counts with its last measured backlog.
+	var total int64
+	for _, n := range p.shardBacklog {
+		total += n
 	}
 	p.backlog.Store(total)
 	p.sinceMeasure.Add(-before)
@@ -596,6 +498,36 @@ func (p *Producer) measureBacklog(ctx context.Context) {
 		} else {
 			p.log.Info("backlog under the high-water mark: accepting readings", "backlog", total)
 		}
+	}
+}
+
+// queueLayoutCheck queues, on pipe, the commands that keep the deployment's
+// shard count and key layout recorded (a Redis wiped under a running process
+// gets them back from the first process that measures) and read the layout
+// back. It returns nil for Streams that no Check resolved.
+func (p *Producer) queueLayoutCheck(ctx context.Context, pipe redis.Pipeliner) *redis.StringCmd {
+	if p.streams.Layout == 0 {
+		return nil
+	}
+	meta := p.streams.MetaKey()
+	pipe.HSetNX(ctx, meta, "shards", strconv.Itoa(p.streams.Len()))
+	pipe.HSetNX(ctx, meta, metaLayout, strconv.Itoa(p.streams.Layout))
+	return pipe.HGet(ctx, meta, metaLayout)
+}
+
+// checkLayout refuses every reading while the deployment's recorded key
+// layout differs from this process's: the bridge would read other keys than
+// this producer writes. It can only happen when Redis lost its data and a
+// process of another build recorded the layout first; restarting this
+// process resolves it.
+func (p *Producer) checkLayout(cmd *redis.StringCmd) {
+	if cmd == nil || cmd.Err() != nil {
+		return
+	}
+	changed := cmd.Val() != strconv.Itoa(p.streams.Layout)
+	if p.layoutChanged.Swap(changed) != changed && changed {
+		p.log.Error("the deployment's key layout in Redis changed under this process: refusing readings; restart it",
+			"recorded", cmd.Val(), "ours", p.streams.Layout, "key", p.streams.MetaKey())
 	}
 }
 

@@ -511,10 +511,12 @@ func TestIntegrationStreamsCheck(t *testing.T) {
 	if got, err := rdb.HGet(ctx, four.MetaKey(), "shards").Result(); err != nil || got != "4" {
 		t.Fatalf("shards recorded in %s = %q, %v; want 4", four.MetaKey(), got, err)
 	}
-	if err := (ingest.Streams{Prefix: prefix, Count: 4}).Check(ctx, rdb); err != nil {
+	same := ingest.Streams{Prefix: prefix, Count: 4}
+	if err := same.Check(ctx, rdb); err != nil {
 		t.Fatalf("Check with the same count: %v", err)
 	}
-	err := ingest.Streams{Prefix: prefix, Count: 8}.Check(ctx, rdb)
+	eight := ingest.Streams{Prefix: prefix, Count: 8}
+	err := eight.Check(ctx, rdb)
 	if !errors.Is(err, ingest.ErrShardMismatch) {
 		t.Fatalf("Check with 8 shards = %v, want ErrShardMismatch", err)
 	}
@@ -526,7 +528,8 @@ func TestIntegrationStreamsCheck(t *testing.T) {
 		t.Errorf("shards recorded = %q after a mismatch, want 4", got)
 	}
 	// Another deployment (prefix) has its own count.
-	if err := (ingest.Streams{Prefix: prefix + "-other", Count: 8}).Check(ctx, rdb); err != nil {
+	other := ingest.Streams{Prefix: prefix + "-other", Count: 8}
+	if err := other.Check(ctx, rdb); err != nil {
 		t.Errorf("Check of another prefix: %v", err)
 	}
 }

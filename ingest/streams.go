@@ -14,15 +14,19 @@ import (
 // Streams names a deployment's shard streams and routes devices to them.
 //
 // Shard = FNV-1a(device id) mod Count, so one device's readings stay in one
-// stream, in order. Keys look like "firehose:readings:{3}": the braces are a
-// Redis Cluster hash tag, so shards spread over cluster nodes by number.
-// Count is fixed when a deployment is created (see Check): changing it would
-// send a device's readings to another stream and lose their order.
+// stream, in order. Each shard's keys carry one Redis Cluster hash tag, so a
+// shard's stream and metadata live on one cluster node (see keys.go for the
+// layouts). Count is fixed when a deployment is created (see Check): changing
+// it would send a device's readings to another stream and lose their order.
 type Streams struct {
 	// Prefix starts every Redis key of the deployment. Default "firehose".
 	Prefix string
 	// Count is the number of shard streams. Default 4.
 	Count int
+	// Layout is how shard keys are named: LayoutSpread (the default) or,
+	// for deployments created before it, LayoutLegacy. Check reads it from
+	// Redis; it is never a flag.
+	Layout int
 }
 
 func (s Streams) prefix() string {
@@ -42,9 +46,10 @@ func (s Streams) count() int {
 // Len is the number of shards, defaults applied.
 func (s Streams) Len() int { return s.count() }
 
-// Key is the stream key of shard, 0 <= shard < Len().
+// Key is the stream key of shard, 0 <= shard < Len(), e.g.
+// "firehose:readings:{firehose:3.2}" (see keys.go).
 func (s Streams) Key(shard int) string {
-	return s.prefix() + ":readings:{" + strconv.Itoa(shard) + "}"
+	return s.prefix() + ":readings:{" + s.tag(shard) + "}"
 }
 
 // Keys lists every shard's stream key in shard order.
@@ -69,22 +74,90 @@ func (s Streams) MetaKey() string { return s.prefix() + ":meta" }
 // ErrShardMismatch means the deployment was created with another shard count.
 var ErrShardMismatch = errors.New("shard count differs from the deployment's")
 
-// Check records the shard count in Redis the first time a deployment starts
-// and refuses, with ErrShardMismatch, to run with a different one afterwards.
-func (s Streams) Check(ctx context.Context, rdb redis.UniversalClient) error {
+// Check records the shard count and key layout in Redis the first time a
+// deployment starts, and afterwards refuses, with ErrShardMismatch, to run
+// with a different count. It sets s.Layout to the deployment's (see Load).
+func (s *Streams) Check(ctx context.Context, rdb redis.UniversalClient) error {
+	if err := s.Load(ctx, rdb); err != nil {
+		return err
+	}
 	want := strconv.Itoa(s.count())
-	if err := rdb.HSetNX(ctx, s.MetaKey(), "shards", want).Err(); err != nil {
-		return fmt.Errorf("record shard count in %s: %w", s.MetaKey(), err)
+	if _, err := rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+		pipe.HSetNX(ctx, s.MetaKey(), "shards", want)
+		pipe.HSetNX(ctx, s.MetaKey(), metaLayout, strconv.Itoa(s.Layout))
+		return nil
+	}); err != nil {
+		return fmt.Errorf("record shard count and key layout in %s: %w", s.MetaKey(), err)
 	}
-	got, err := rdb.HGet(ctx, s.MetaKey(), "shards").Result()
+	vals, err := rdb.HMGet(ctx, s.MetaKey(), "shards", metaLayout).Result()
 	if err != nil {
-		return fmt.Errorf("read shard count from %s: %w", s.MetaKey(), err)
+		return fmt.Errorf("read shard count and key layout from %s: %w", s.MetaKey(), err)
 	}
+	got, _ := vals[0].(string)
 	if got != want {
 		return fmt.Errorf("%w: deployment %q was created with %s shards and this process was started with %s; start it with --shards %s, or use another --redis-prefix for a new deployment",
 			ErrShardMismatch, s.prefix(), got, want, got)
 	}
+	layout, _ := vals[1].(string)
+	return s.setLayout(layout)
+}
+
+// Load sets s.Layout to the deployment's key layout without writing
+// anything: the one recorded in its metadata (MetaKey); for a deployment
+// started by a build before LayoutSpread (metadata with a shard count and no
+// layout, or legacy streams and no metadata) LayoutLegacy, so that no stream,
+// nor the checkpoint named after it, changes its name under it; for a new
+// deployment LayoutSpread.
+func (s *Streams) Load(ctx context.Context, rdb redis.UniversalClient) error {
+	meta, err := rdb.HGetAll(ctx, s.MetaKey()).Result()
+	if err != nil {
+		return fmt.Errorf("read deployment settings from %s: %w", s.MetaKey(), err)
+	}
+	if l := meta[metaLayout]; l != "" {
+		return s.setLayout(l)
+	}
+	s.Layout = LayoutSpread
+	legacy := meta["shards"] != ""
+	if !legacy {
+		if legacy, err = s.hasLegacyStreams(ctx, rdb); err != nil {
+			return err
+		}
+	}
+	if legacy {
+		s.Layout = LayoutLegacy
+	}
 	return nil
+}
+
+func (s *Streams) setLayout(v string) error {
+	switch n, _ := strconv.Atoi(v); n {
+	case LayoutLegacy, LayoutSpread:
+		s.Layout = n
+		return nil
+	}
+	return fmt.Errorf("deployment %q has key layout %q in %s, which this build does not know: run a newer firehose", s.prefix(), v, s.MetaKey())
+}
+
+// hasLegacyStreams reports whether any shard stream of LayoutLegacy exists:
+// a deployment that ran before its metadata hash was written.
+func (s Streams) hasLegacyStreams(ctx context.Context, rdb redis.UniversalClient) (bool, error) {
+	legacy := s
+	legacy.Layout = LayoutLegacy
+	cmds, err := rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+		for _, k := range legacy.Keys() {
+			pipe.Exists(ctx, k) // one key per command: keys of a cluster are in different slots
+		}
+		return nil
+	})
+	if err != nil {
+		return false, fmt.Errorf("look for streams of %s's earlier key layout: %w", s.prefix(), err)
+	}
+	for _, c := range cmds {
+		if c.(*redis.IntCmd).Val() > 0 {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // StreamID is a Redis stream entry id, "<ms>-<seq>".

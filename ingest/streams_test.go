@@ -19,12 +19,14 @@ func TestStreamsKeys(t *testing.T) {
 		meta    string
 	}{
 		{name: "defaults", s: ingest.Streams{}, wantLen: 4,
-			keys: []string{"firehose:readings:{0}", "firehose:readings:{1}", "firehose:readings:{2}", "firehose:readings:{3}"},
+			keys: []string{"firehose:readings:{firehose:0.2}", "firehose:readings:{firehose:1.4}", "firehose:readings:{firehose:2.2}", "firehose:readings:{firehose:3.4}"},
 			meta: "firehose:meta"},
-		{name: "negative count means default", s: ingest.Streams{Prefix: "p", Count: -1}, wantLen: 4,
-			keys: []string{"p:readings:{0}", "p:readings:{1}", "p:readings:{2}", "p:readings:{3}"}, meta: "p:meta"},
-		{name: "one shard", s: ingest.Streams{Prefix: "fh", Count: 1}, wantLen: 1, keys: []string{"fh:readings:{0}"}, meta: "fh:meta"},
+		{name: "negative count means default", s: ingest.Streams{Prefix: "p", Count: -1}, wantLen: 4, meta: "p:meta"},
+		{name: "one shard", s: ingest.Streams{Prefix: "fh", Count: 1}, wantLen: 1, keys: []string{"fh:readings:{fh:0}"}, meta: "fh:meta"},
 		{name: "custom", s: ingest.Streams{Prefix: "plant-3", Count: 12}, wantLen: 12, meta: "plant-3:meta"},
+		{name: "many", s: ingest.Streams{Prefix: "x", Count: 1024}, wantLen: 1024, meta: "x:meta"},
+		{name: "legacy", s: ingest.Streams{Prefix: "p", Count: 4, Layout: ingest.LayoutLegacy}, wantLen: 4,
+			keys: []string{"p:readings:{0}", "p:readings:{1}", "p:readings:{2}", "p:readings:{3}"}, meta: "p:meta"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -40,22 +42,55 @@ func TestStreamsKeys(t *testing.T) {
 				prefix = "firehose"
 			}
 			for i, k := range keys {
-				// The hash tag is the shard number alone, so Redis Cluster
-				// places shards by number.
-				if want := fmt.Sprintf("%s:readings:{%d}", prefix, i); k != want || tt.s.Key(i) != want {
-					t.Errorf("Keys()[%d] = %q, Key(%d) = %q, want %q", i, k, i, tt.s.Key(i), want)
+				if k != tt.s.Key(i) {
+					t.Errorf("Keys()[%d] = %q, Key(%d) = %q", i, k, i, tt.s.Key(i))
 				}
-				if strings.Count(k, "{") != 1 || strings.Count(k, "}") != 1 {
-					t.Errorf("key %q has more than one hash tag", k)
+				if !strings.HasPrefix(k, prefix+":readings:{") || strings.Count(k, "{") != 1 || !strings.HasSuffix(k, "}") {
+					t.Errorf("key %q is not %s:readings:{tag}", k, prefix)
 				}
 				if tt.keys != nil && k != tt.keys[i] {
 					t.Errorf("Keys()[%d] = %q, want %q", i, k, tt.keys[i])
+				}
+				// The shard's metadata shares the stream's slot.
+				if meta := tt.s.ShardMetaKey(i); ingest.ClusterSlot(meta) != ingest.ClusterSlot(k) {
+					t.Errorf("slot of %s = %d, of %s = %d: want the same", meta, ingest.ClusterSlot(meta), k, ingest.ClusterSlot(k))
+				}
+				if tt.s.Layout == ingest.LayoutLegacy {
+					continue
+				}
+				// Shard i's slot is in the i-th 1/N of the slots, so shards
+				// spread evenly over primaries with equal slot ranges.
+				n := tt.s.Len()
+				if slot := ingest.ClusterSlot(k); slot < i*16384/n || slot >= (i+1)*16384/n {
+					t.Errorf("slot of %s = %d, want in [%d, %d)", k, slot, i*16384/n, (i+1)*16384/n)
 				}
 			}
 			if got := tt.s.MetaKey(); got != tt.meta {
 				t.Errorf("MetaKey() = %q, want %q", got, tt.meta)
 			}
 		})
+	}
+}
+
+func TestClusterSlot(t *testing.T) {
+	// Values from the Redis Cluster specification and CLUSTER KEYSLOT.
+	tests := []struct {
+		key  string
+		want int
+	}{
+		{"123456789", 12739}, // the specification's CRC16 check value 0x31C3
+		{"foo", 12182},
+		{"{user1000}.following", 3443},
+		{"{user1000}.followers", 3443},
+		{"foo{}{bar}", 8363}, // empty tag: the whole key
+		{"foo{{bar}}zap", 4015},
+		{"foo{bar}{zap}", 5061},
+		{"{", 4092},
+	}
+	for _, tt := range tests {
+		if got := ingest.ClusterSlot(tt.key); got != tt.want {
+			t.Errorf("ClusterSlot(%q) = %d, want %d", tt.key, got, tt.want)
+		}
 	}
 }
 

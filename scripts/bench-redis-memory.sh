@@ -43,8 +43,8 @@ for round in $(seq 1 "$ROUNDS"); do
     bin/fill -redis "redis://127.0.0.1:$RPORT/0" -prefix mem -shards "$SHARDS" -n "$N" -via "$mode" -callers "$CALLERS" >&2
     after=$(used)
     entries=0 usage=0
-    for s in $(seq 0 $((SHARDS - 1))); do
-      key="mem:readings:{$s}"
+    # The shard streams, whatever their key layout names them.
+    for key in $(r --scan --pattern 'mem:readings:*'); do
       entries=$((entries + $(r xlen "$key")))
       usage=$((usage + $(r memory usage "$key" samples 0)))
     done

@@ -87,7 +87,8 @@ func writeAdminJSON(w http.ResponseWriter, code int, body []byte) {
 // /readyz does: 503 once the process is shutting down (from the start of
 // --shutdown-delay), or while its producer refuses readings (Redis down,
 // backlog over the high-water mark); a bridge-only process is ready while it
-// runs.
+// runs. While only some shards are unavailable it answers 200 "degraded" with
+// their numbers, as the gateway's /readyz does.
 func (st *stack) handleReadyz(w http.ResponseWriter, _ *http.Request) {
 	reason, msg := "", ""
 	if st.draining.Load() {
@@ -98,6 +99,16 @@ func (st *stack) handleReadyz(w http.ResponseWriter, _ *http.Request) {
 		}
 	}
 	if reason == "" {
+		if st.producer != nil {
+			if down := st.producer.UnavailableShards(); len(down) > 0 {
+				body, _ := json.Marshal(struct {
+					Status string `json:"status"`
+					Down   []int  `json:"unavailable_shards"`
+				}{"degraded", down})
+				writeAdminJSON(w, http.StatusOK, body)
+				return
+			}
+		}
 		writeAdminJSON(w, http.StatusOK, bodyOK)
 		return
 	}

@@ -26,52 +26,104 @@ func redactURL(s string) string {
 	return u.Redacted()
 }
 
-// Settings of every Redis client of firehose, single node or through
-// Sentinel. No automatic retries (MaxRetries -1): go-redis would resend a
-// whole pipeline after a read error, storing an XADD twice though its caller
-// is acked once; callers retry themselves where that is safe. Deadlines of
-// the producer's and bridge's contexts bound every call.
+// Settings of every Redis client of firehose: single node, a Redis Cluster,
+// or through Sentinel. No automatic retries (MaxRetries -1): go-redis would
+// resend a whole pipeline after a read error, storing an XADD twice though
+// its caller is acked once; callers retry themselves where that is safe (the
+// producer writes to a cluster through each node's own client for the same
+// reason: see ingest's pipeFor). Deadlines of the producer's and bridge's
+// contexts bound every call.
 const (
 	redisDialTimeout = 2 * time.Second
 	redisIOTimeout   = 3 * time.Second // read and write
 )
 
-// newRedisClient parses --redis and builds its client: a Redis URL, or with
-// sentinelMaster the sentinels' URL (go-redis's failover form: the host and
-// any addr= parameters are sentinels; user and password are the master's).
-// Through Sentinel the client asks the sentinels for the master at every new
-// connection: after a failover the old master's connections fail (their
-// callers are refused, never acknowledged) and new ones reach the promoted
-// replica.
-func newRedisClient(rawURL, sentinelMaster string, poolSize int) (*redis.Client, error) {
-	if sentinelMaster == "" {
-		opt, err := redis.ParseURL(rawURL)
-		if err != nil {
-			return nil, fmt.Errorf("--redis %q is not a Redis URL: %v", redactURL(rawURL), err)
+// --redis-cluster values.
+const (
+	clusterAuto = "auto"
+	clusterYes  = "yes"
+	clusterNo   = "no"
+)
+
+// newRedisClient parses --redis and builds its client without connecting:
+//   - with sentinelMaster, the sentinels' URL (go-redis's failover form: the
+//     host and any addr= parameters are sentinels; user and password are the
+//     master's). Through Sentinel the client asks the sentinels for the
+//     master at every new connection: after a failover the old master's
+//     connections fail (their callers are refused, never acknowledged) and
+//     new ones reach the promoted replica;
+//   - with cluster "yes", or "auto" and addr= parameters, a Redis Cluster
+//     client: the host and any addr= parameters are seed nodes, from which
+//     the client learns every node and slot (go-redis's cluster URL form);
+//   - otherwise a single node's client. connectRedis turns it into a cluster
+//     client when cluster is "auto" and the server says it is a cluster node.
+func newRedisClient(rawURL, sentinelMaster, cluster string, poolSize int) (redis.UniversalClient, error) {
+	switch cluster {
+	case clusterAuto, clusterYes, clusterNo:
+	default:
+		return nil, fmt.Errorf("--redis-cluster %q: want auto, yes or no", cluster)
+	}
+	if sentinelMaster != "" {
+		if cluster == clusterYes {
+			return nil, fmt.Errorf("--redis-cluster yes and --redis-sentinel-master %q: a Redis Cluster fails over by itself, without Sentinel; give one", sentinelMaster)
 		}
-		opt.PoolSize = max(opt.PoolSize, poolSize)
-		opt.MaxRetries, opt.ContextTimeoutEnabled = -1, true
-		opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout = redisDialTimeout, redisIOTimeout, redisIOTimeout
-		return redis.NewClient(opt), nil
+		fo, err := redis.ParseFailoverURL(rawURL)
+		if err != nil {
+			return nil, fmt.Errorf("--redis %q is not a Redis Sentinel URL (redis://sentinel1:26379/0?addr=sentinel2:26379): %v", redactURL(rawURL), err)
+		}
+		if fo.MasterName != "" && fo.MasterName != sentinelMaster {
+			return nil, fmt.Errorf("--redis names master %q and --redis-sentinel-master %q: give it once", fo.MasterName, sentinelMaster)
+		}
+		fo.MasterName = sentinelMaster
+		fo.PoolSize = max(fo.PoolSize, poolSize)
+		fo.MaxRetries, fo.ContextTimeoutEnabled = -1, true
+		fo.DialTimeout, fo.ReadTimeout, fo.WriteTimeout = redisDialTimeout, redisIOTimeout, redisIOTimeout
+		return redis.NewFailoverClient(fo), nil
 	}
-	fo, err := redis.ParseFailoverURL(rawURL)
+	if cluster == clusterYes || (cluster == clusterAuto && hasAddrParams(rawURL)) {
+		return newClusterClient(rawURL, poolSize)
+	}
+	opt, err := redis.ParseURL(rawURL)
 	if err != nil {
-		return nil, fmt.Errorf("--redis %q is not a Redis Sentinel URL (redis://sentinel1:26379/0?addr=sentinel2:26379): %v", redactURL(rawURL), err)
+		return nil, fmt.Errorf("--redis %q is not a Redis URL: %v", redactURL(rawURL), err)
 	}
-	if fo.MasterName != "" && fo.MasterName != sentinelMaster {
-		return nil, fmt.Errorf("--redis names master %q and --redis-sentinel-master %q: give it once", fo.MasterName, sentinelMaster)
+	opt.PoolSize = max(opt.PoolSize, poolSize)
+	opt.MaxRetries, opt.ContextTimeoutEnabled = -1, true
+	opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout = redisDialTimeout, redisIOTimeout, redisIOTimeout
+	return redis.NewClient(opt), nil
+}
+
+// newClusterClient builds a Redis Cluster client from a cluster URL
+// (redis://node1:7000?addr=node2:7001&addr=node3:7002; a database number is
+// ignored: a cluster has only database 0). PoolSize is per node.
+func newClusterClient(rawURL string, poolSize int) (*redis.ClusterClient, error) {
+	co, err := redis.ParseClusterURL(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("--redis %q is not a Redis Cluster URL (redis://node1:7000?addr=node2:7001&addr=node3:7002): %v", redactURL(rawURL), err)
 	}
-	fo.MasterName = sentinelMaster
-	fo.PoolSize = max(fo.PoolSize, poolSize)
-	fo.MaxRetries, fo.ContextTimeoutEnabled = -1, true
-	fo.DialTimeout, fo.ReadTimeout, fo.WriteTimeout = redisDialTimeout, redisIOTimeout, redisIOTimeout
-	return redis.NewFailoverClient(fo), nil
+	co.PoolSize = max(co.PoolSize, poolSize)
+	co.MaxRetries, co.ContextTimeoutEnabled = -1, true
+	// One dial per attempt: a primary that is down refuses its shards'
+	// readings at once instead of after five dials, and the others' round
+	// trips do not wait for it.
+	co.DialerRetries = 1
+	co.DialTimeout, co.ReadTimeout, co.WriteTimeout = redisDialTimeout, redisIOTimeout, redisIOTimeout
+	return redis.NewClusterClient(co), nil
+}
+
+// hasAddrParams reports whether a Redis URL lists more nodes in addr=
+// parameters.
+func hasAddrParams(rawURL string) bool {
+	u, err := url.Parse(rawURL)
+	return err == nil && u.Query().Has("addr")
 }
 
 // connectRedis opens a client (see newRedisClient) and checks that Redis
-// answers.
-func connectRedis(ctx context.Context, rawURL, sentinelMaster string, poolSize int) (*redis.Client, error) {
-	rdb, err := newRedisClient(rawURL, sentinelMaster, poolSize)
+// answers. With cluster "auto" and a single node's URL it asks the node
+// (INFO cluster) and, if it is a cluster node, returns a cluster client
+// seeded with it instead.
+func connectRedis(ctx context.Context, rawURL, sentinelMaster, cluster string, poolSize int) (redis.UniversalClient, error) {
+	rdb, err := newRedisClient(rawURL, sentinelMaster, cluster, poolSize)
 	if err != nil {
 		return nil, err
 	}
@@ -81,7 +133,24 @@ func connectRedis(ctx context.Context, rawURL, sentinelMaster string, poolSize i
 		rdb.Close()
 		return nil, fmt.Errorf("cannot reach Redis at %s: %v; start it (scripts/services.sh ensure) or point --redis / FIREHOSE_REDIS_URL at it", redactURL(rawURL), err)
 	}
-	return rdb, nil
+	single, ok := rdb.(*redis.Client)
+	if !ok || sentinelMaster != "" || cluster != clusterAuto {
+		return rdb, nil
+	}
+	info, err := single.Info(pctx, "cluster").Result()
+	if err != nil || !strings.Contains(info, "cluster_enabled:1") {
+		return rdb, nil // INFO refused: taken for a single node (--redis-cluster yes says otherwise)
+	}
+	rdb.Close()
+	cc, err := newClusterClient(rawURL, poolSize)
+	if err != nil {
+		return nil, err
+	}
+	if err := cc.Ping(pctx).Err(); err != nil {
+		cc.Close()
+		return nil, fmt.Errorf("cannot reach the Redis Cluster of %s: %v", redactURL(rawURL), err)
+	}
+	return cc, nil
 }
 
 // openPostgres builds the process's small pool (migrations, /health/db)
@@ -180,20 +249,44 @@ func (l redisLogger) Printf(_ context.Context, format string, v ...any) {
 // readings (a warning each), and refuses a Redis that may evict keys unless
 // the operator accepted it with --redis-allow-eviction. A Redis that refuses
 // INFO is refused too: firehose cannot tell what an acknowledgement is worth.
-func checkRedisPersistence(ctx context.Context, rdb *redis.Client, allowEviction bool, minReplicas int, log *slog.Logger) error {
+// On a cluster every primary is asked, and its warnings name it.
+func checkRedisPersistence(ctx context.Context, rdb redis.UniversalClient, allowEviction bool, minReplicas int, log *slog.Logger) error {
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	p, err := ingest.InspectRedis(pctx, rdb)
+	cc, ok := rdb.(*redis.ClusterClient)
+	if !ok {
+		return checkNodePersistence(pctx, rdb, "", allowEviction, minReplicas, log)
+	}
+	return cc.ForEachMaster(pctx, func(ctx context.Context, node *redis.Client) error {
+		return checkNodePersistence(ctx, node, node.Options().Addr, allowEviction, minReplicas, log)
+	})
+}
+
+// checkNodePersistence is checkRedisPersistence for one primary; addr, when
+// not "", names it in what it says.
+func checkNodePersistence(ctx context.Context, rdb redis.UniversalClient, addr string, allowEviction bool, minReplicas int, log *slog.Logger) error {
+	p, err := ingest.InspectRedis(ctx, rdb)
 	if err != nil {
+		if addr != "" {
+			return fmt.Errorf("cluster node %s: %w", addr, err)
+		}
 		return err
 	}
 	if p.Evicting() && !allowEviction {
-		return fmt.Errorf("redis maxmemory-policy is %s: under memory pressure Redis would delete streams of acknowledged readings; "+
+		where := "redis"
+		if addr != "" {
+			where = "redis cluster node " + addr
+		}
+		return fmt.Errorf("%s maxmemory-policy is %s: under memory pressure Redis would delete streams of acknowledged readings; "+
 			"set maxmemory-policy noeviction (CONFIG SET maxmemory-policy noeviction, and in redis.conf), "+
-			"or start with --redis-allow-eviction to accept that risk", p.Policy)
+			"or start with --redis-allow-eviction to accept that risk", where, p.Policy)
 	}
 	for _, r := range append(p.Risks(), p.ReplicaRisks(minReplicas)...) {
-		log.Warn(r)
+		if addr != "" {
+			log.Warn(r, "node", addr)
+		} else {
+			log.Warn(r)
+		}
 	}
 	return nil
 }

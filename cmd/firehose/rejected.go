@@ -111,7 +111,7 @@ func runRejected(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if sub == "list" {
 		return listRejected(ctx, pg, cfg, stdout)
 	}
-	rdb, err := connectRedis(ctx, cfg.conn.Redis, cfg.conn.RedisSentinelMaster, 4)
+	rdb, err := connectRedis(ctx, cfg.conn.Redis, cfg.conn.RedisSentinelMaster, cfg.conn.RedisCluster, 4)
 	if err != nil {
 		return err
 	}
@@ -457,7 +457,10 @@ type replayTally struct {
 	skipped int              // rows that need a repair (--all)
 }
 
-func replayRejected(ctx context.Context, pg *pgxpool.Pool, rdb *redis.Client, cfg *rejectedConfig, stdout, stderr io.Writer) error {
+func replayRejected(ctx context.Context, pg *pgxpool.Pool, rdb redis.UniversalClient, cfg *rejectedConfig, stdout, stderr io.Writer) error {
+	if err := cfg.conn.Streams.Load(ctx, rdb); err != nil {
+		return err
+	}
 	if err := checkDeployment(ctx, pg, rdb, cfg.conn.Streams); err != nil {
 		return err
 	}
@@ -500,7 +503,7 @@ func skippedErr(t *replayTally) error {
 // replayIDs replays the rows of --id, all or none: if any of them cannot be
 // replayed (no such row, another deployment's, replayed already, needs a
 // repair) it says why for each and sends nothing.
-func replayIDs(ctx context.Context, pg *pgxpool.Pool, rdb *redis.Client, cfg *rejectedConfig, t *replayTally) error {
+func replayIDs(ctx context.Context, pg *pgxpool.Pool, rdb redis.UniversalClient, cfg *rejectedConfig, t *replayTally) error {
 	rows, err := queryRejected(ctx, pg, "WHERE r.id = ANY($1) ORDER BY r.id", []int64(cfg.IDs))
 	if err != nil {
 		return err
@@ -550,7 +553,7 @@ func replayIDs(ctx context.Context, pg *pgxpool.Pool, rdb *redis.Client, cfg *re
 // replayAll replays every row of the deployment not yet replayed (rejected
 // since --since), a page at a time; rows that need a repair are reported and
 // skipped.
-func replayAll(ctx context.Context, pg *pgxpool.Pool, rdb *redis.Client, cfg *rejectedConfig, t *replayTally, stderr io.Writer) error {
+func replayAll(ctx context.Context, pg *pgxpool.Pool, rdb redis.UniversalClient, cfg *rejectedConfig, t *replayTally, stderr io.Writer) error {
 	var since *time.Time
 	if !cfg.since.IsZero() {
 		since = &cfg.since
@@ -644,7 +647,7 @@ func planReplay(r *rejectedRow, repair []byte, lim ingest.Limits) (ingest.Readin
 // shard count Redis recorded for the prefix is --shards (else a device's
 // replay would go to another shard than its readings), and no shard is
 // claimed by another database.
-func checkDeployment(ctx context.Context, pg *pgxpool.Pool, rdb *redis.Client, streams ingest.Streams) error {
+func checkDeployment(ctx context.Context, pg *pgxpool.Pool, rdb redis.UniversalClient, streams ingest.Streams) error {
 	got, err := rdb.HGet(ctx, streams.MetaKey(), "shards").Result()
 	switch {
 	case errors.Is(err, redis.Nil):
@@ -676,7 +679,7 @@ func checkDeployment(ctx context.Context, pg *pgxpool.Pool, rdb *redis.Client, s
 // pipelined round trips that never retry (a retried pipeline would write
 // entries twice; harmless here, but the client is the producer's). On a
 // failure it says how far it got: running the command again is safe.
-func sendReplays(ctx context.Context, rdb *redis.Client, streams ingest.Streams, jobs []replayJob, t *replayTally) error {
+func sendReplays(ctx context.Context, rdb redis.UniversalClient, streams ingest.Streams, jobs []replayJob, t *replayTally) error {
 	for len(jobs) > 0 {
 		batch := jobs[:min(len(jobs), replayBatch)]
 		jobs = jobs[len(batch):]

@@ -44,12 +44,14 @@ type serveConfig struct {
 	// RedisSentinelMaster names the master Redis Sentinel watches; with it,
 	// Redis lists the sentinels, not Redis itself.
 	RedisSentinelMaster string
-	Streams             ingest.Streams
-	Limits              ingest.Limits
-	Producer            ingest.ProducerConfig
-	Bridge              bridge.Config
-	HTTP                httpgw.Config
-	MQTT                broker.Config
+	// RedisCluster is --redis-cluster: auto (ask the server), yes or no.
+	RedisCluster string
+	Streams      ingest.Streams
+	Limits       ingest.Limits
+	Producer     ingest.ProducerConfig
+	Bridge       bridge.Config
+	HTTP         httpgw.Config
+	MQTT         broker.Config
 	// RedisAllowEviction accepts a Redis whose maxmemory-policy may evict
 	// keys (refused by default: it can delete streams of acknowledged readings).
 	RedisAllowEviction bool
@@ -66,7 +68,8 @@ type serveConfig struct {
 // that talks to the services shares.
 func (c *serveConfig) registerCommon(fs *flag.FlagSet) {
 	fs.StringVar(&c.Postgres, "postgres", "postgres://localhost:5432/firehose", "PostgreSQL connection URL (libpq form; e.g. add ?sslmode=require)")
-	fs.StringVar(&c.Redis, "redis", "redis://localhost:6379/0", "Redis connection URL (redis:// or rediss:// for TLS); with --redis-sentinel-master, the sentinels:\nredis://[:password@]sentinel1:26379/0?addr=sentinel2:26379&addr=sentinel3:26379 (the password is the master's)")
+	fs.StringVar(&c.Redis, "redis", "redis://localhost:6379/0", "Redis connection URL (redis:// or rediss:// for TLS). A Redis Cluster: any one node, or several as\nredis://node1:7000?addr=node2:7001&addr=node3:7002 (see --redis-cluster). With --redis-sentinel-master, the sentinels:\nredis://[:password@]sentinel1:26379/0?addr=sentinel2:26379&addr=sentinel3:26379 (the password is the master's)")
+	fs.StringVar(&c.RedisCluster, "redis-cluster", clusterAuto, "whether --redis is a Redis Cluster: auto (a URL with addr= parameters is; otherwise ask the node, INFO cluster),\nyes, or no (a single node even if it says it is a cluster node)")
 	fs.StringVar(&c.RedisSentinelMaster, "redis-sentinel-master", "", "name of the master Redis Sentinel monitors: firehose asks the sentinels in --redis for the current master\nand follows a failover (pair it with --redis-min-replicas 1 so that a failover loses nothing acknowledged)")
 	c.Streams.RegisterFlags(fs)
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
@@ -116,7 +119,7 @@ func (c *serveConfig) validate() error {
 	if _, err := pgxpool.ParseConfig(c.Postgres); err != nil {
 		return fmt.Errorf("--postgres %q is not a PostgreSQL URL: %v", redactURL(c.Postgres), err)
 	}
-	rdb, err := newRedisClient(c.Redis, c.RedisSentinelMaster, 1)
+	rdb, err := newRedisClient(c.Redis, c.RedisSentinelMaster, c.RedisCluster, 1)
 	if err != nil {
 		return err
 	}

@@ -50,7 +50,7 @@ func startComponent(name string, run func(context.Context) error) *component {
 type stack struct {
 	cfg      *serveConfig
 	log      *slog.Logger
-	rdb      *redis.Client
+	rdb      redis.UniversalClient
 	pg       *pgxpool.Pool // nil when no role here needs PostgreSQL
 	reg      *prometheus.Registry
 	producer *ingest.Producer
@@ -88,12 +88,13 @@ func startStack(ctx context.Context, cfg *serveConfig, logger *slog.Logger) (*st
 	}()
 
 	var err error
-	if st.rdb, err = connectRedis(ctx, cfg.Redis, cfg.RedisSentinelMaster, cfg.Producer.Pipelines+cfg.Streams.Count+8); err != nil {
+	if st.rdb, err = connectRedis(ctx, cfg.Redis, cfg.RedisSentinelMaster, cfg.RedisCluster, cfg.Producer.Pipelines+cfg.Streams.Count+8); err != nil {
 		return nil, err
 	}
 	if err := cfg.Streams.Check(ctx, st.rdb); err != nil {
 		return nil, err
 	}
+	cfg.Bridge.Streams = cfg.Streams // with the deployment's key layout
 	if err := checkRedisPersistence(ctx, st.rdb, cfg.RedisAllowEviction, cfg.Producer.MinReplicas, logger); err != nil {
 		return nil, err
 	}

@@ -60,13 +60,16 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	defer pg.Close()
-	rdb, err := connectRedis(ctx, cfg.Redis, cfg.RedisSentinelMaster, 2)
+	rdb, err := connectRedis(ctx, cfg.Redis, cfg.RedisSentinelMaster, cfg.RedisCluster, 2)
 	if err != nil {
 		return err
 	}
 	defer rdb.Close()
 	qctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
+	if err := cfg.Streams.Load(qctx, rdb); err != nil {
+		return err
+	}
 	st, err := shardStatuses(qctx, pg, rdb, cfg.Streams, time.Now())
 	if err != nil {
 		return err
@@ -95,7 +98,7 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 // shardStatuses reads every shard's state from PostgreSQL (lock holder,
 // checkpoint, rows, rejected entries) and Redis (backlog, oldest entry after
 // the checkpoint).
-func shardStatuses(ctx context.Context, pg *pgxpool.Pool, rdb *redis.Client, streams ingest.Streams, now time.Time) ([]shardStatus, error) {
+func shardStatuses(ctx context.Context, pg *pgxpool.Pool, rdb redis.UniversalClient, streams ingest.Streams, now time.Time) ([]shardStatus, error) {
 	var out []shardStatus
 	for shard, key := range streams.Keys() {
 		s := shardStatus{Shard: shard, Stream: key}

@@ -21,6 +21,8 @@ import (
 // ends.
 type RedisServer struct {
 	Port int
+	bin  string
+	args []string
 	cmd  *exec.Cmd
 	out  syncbuf.Buffer
 	done chan struct{}
@@ -43,23 +45,38 @@ func StartRedisServer(t testing.TB, args ...string) *RedisServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &RedisServer{Port: ln.Addr().(*net.TCPAddr).Port, done: make(chan struct{})}
+	s := &RedisServer{Port: ln.Addr().(*net.TCPAddr).Port, bin: bin}
 	ln.Close()
-	all := append([]string{"--port", strconv.Itoa(s.Port), "--bind", "127.0.0.1", "--dir", t.TempDir(),
+	s.args = append([]string{"--port", strconv.Itoa(s.Port), "--bind", "127.0.0.1", "--dir", t.TempDir(),
 		"--save", "", "--appendonly", "no", "--protected-mode", "no", "--loglevel", "warning"}, args...)
-	s.cmd = exec.Command(bin, all...)
+	s.start(t)
+	t.Cleanup(s.Kill)
+	return s
+}
+
+// Restart starts the server again after Kill, with the same port, data
+// directory and arguments, and waits until it answers.
+func (s *RedisServer) Restart(t testing.TB) {
+	t.Helper()
+	s.start(t)
+}
+
+func (s *RedisServer) start(t testing.TB) {
+	t.Helper()
+	s.done = make(chan struct{})
+	s.cmd = exec.Command(s.bin, s.args...)
 	s.cmd.Stdout, s.cmd.Stderr = &s.out, &s.out
 	if err := s.cmd.Start(); err != nil {
 		t.Fatalf("start redis-server: %v", err)
 	}
-	go func() { _ = s.cmd.Wait(); close(s.done) }()
-	t.Cleanup(s.Kill)
+	cmd, done := s.cmd, s.done
+	go func() { _ = cmd.Wait(); close(done) }()
 
 	probe := redis.NewClient(&redis.Options{Addr: s.Addr(), DialTimeout: 200 * time.Millisecond, MaxRetries: -1})
 	defer probe.Close()
 	Eventually(t, 10*time.Second, func() bool {
 		select {
-		case <-s.done:
+		case <-done:
 			t.Fatalf("redis-server on port %d exited: %s", s.Port, s.out.String())
 		default:
 		}
@@ -68,9 +85,8 @@ func StartRedisServer(t testing.TB, args ...string) *RedisServer {
 		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 		defer cancel()
 		info, err := probe.Info(ctx, "server").Result()
-		return err == nil && strings.Contains(info, fmt.Sprintf("process_id:%d\r\n", s.cmd.Process.Pid))
+		return err == nil && strings.Contains(info, fmt.Sprintf("process_id:%d\r\n", cmd.Process.Pid))
 	}, "redis-server on port %d did not answer: %s", s.Port, s.out.String())
-	return s
 }
 
 // Addr is host:port; URL the Redis URL of database 0.

@@ -1,0 +1,233 @@
+package ingest_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"firehose/ingest"
+	"firehose/internal/testenv"
+)
+
+// TestIntegrationProducerOnCluster runs the producer on a Redis Cluster of
+// its own (3 primaries, a replica each) with MinReplicas 1: the 12 shards
+// spread 4 per primary; every acknowledged reading is on its shard's primary
+// once; a primary SIGKILLed refuses only the readings of its own shards
+// while the others keep being acknowledged; after its replica took over,
+// its shards are acknowledged again (once the old primary rejoined as its
+// replica: MinReplicas 1 needs one), and every reading acknowledged before,
+// during and after the failover is in its stream exactly once.
+func TestIntegrationProducerOnCluster(t *testing.T) {
+	t.Parallel()
+	cluster := testenv.StartRedisCluster(t, 3, 1)
+	rdb := cluster.Client(t)
+	ctx := context.Background()
+	streams := ingest.Streams{Prefix: "cl", Count: 12}
+	if err := streams.Check(ctx, rdb); err != nil {
+		t.Fatal(err)
+	}
+	if streams.Layout != ingest.LayoutSpread {
+		t.Fatalf("a new deployment got layout %d, want %d", streams.Layout, ingest.LayoutSpread)
+	}
+	// Even spread: 4 shards on each primary.
+	perNode := map[string][]int{}
+	for i, k := range streams.Keys() {
+		n := cluster.PrimaryOf(t, k)
+		perNode[n.Addr()] = append(perNode[n.Addr()], i)
+	}
+	if len(perNode) != 3 {
+		t.Fatalf("shards on %d primaries, want 3: %v", len(perNode), perNode)
+	}
+	for addr, shards := range perNode {
+		if len(shards) != 4 {
+			t.Errorf("primary %s holds shards %v, want 4 of the 12", addr, shards)
+		}
+	}
+
+	p, _, _ := startProducer(t, rdb, streams, ingest.ProducerConfig{MinReplicas: 1, ReplicaTimeout: 500 * time.Millisecond, BacklogInterval: 50 * time.Millisecond})
+	// One device per shard, so each shard's fate is seen.
+	devices := make([]string, streams.Len())
+	for i := 0; slices.Contains(devices, ""); i++ {
+		d := "dev-" + strconv.Itoa(i)
+		if s := streams.Shard(d); devices[s] == "" {
+			devices[s] = d
+		}
+	}
+	var mu sync.Mutex
+	acked := map[string]int{} // device/value -> times acknowledged
+	send := func(shard int, v int) error {
+		r := newReading(devices[shard], float64(v))
+		err := p.Add(ctx, []ingest.Reading{r})
+		if err == nil {
+			mu.Lock()
+			acked[fmt.Sprintf("%s/%d", r.DeviceID, v)]++
+			mu.Unlock()
+		}
+		return err
+	}
+	v := 0
+	for range 5 {
+		for shard := range devices {
+			if err := send(shard, v); err != nil {
+				t.Fatalf("Add for shard %d: %v", shard, err)
+			}
+			v++
+		}
+	}
+
+	// Kill the primary of shard 0.
+	victim := cluster.PrimaryOf(t, streams.Key(0))
+	lost := perNode[victim.Addr()]
+	start := time.Now()
+	victim.Kill()
+	t.Logf("%s: killed the primary %s of shards %v", start.Format(time.StampMilli), victim.Addr(), lost)
+	// Its shards are refused; every other shard is acknowledged throughout.
+	eventually(t, 10*time.Second, func() error {
+		if got := p.UnavailableShards(); !slices.Equal(got, lost) {
+			return fmt.Errorf("UnavailableShards() = %v, want %v", got, lost)
+		}
+		return nil
+	})
+	if err := p.Ready(); err != nil {
+		t.Errorf("Ready with one of three primaries down: %v, want nil", err)
+	}
+	for shard := range devices {
+		err := send(shard, v)
+		v++
+		switch {
+		case slices.Contains(lost, shard) && !errors.Is(err, ingest.ErrUnavailable):
+			t.Errorf("Add for shard %d on the dead primary: %v, want ErrUnavailable", shard, err)
+		case !slices.Contains(lost, shard) && err != nil:
+			t.Errorf("Add for shard %d on a live primary: %v, want nil", shard, err)
+		}
+	}
+	// A call spanning a live and a dead shard is refused whole, and nothing
+	// of it is written.
+	both := []ingest.Reading{newReading(devices[lost[0]], -1), newReading(devices[firstNotIn(len(devices), lost)], -1)}
+	if err := p.Add(ctx, both); !errors.Is(err, ingest.ErrUnavailable) {
+		t.Errorf("Add across a dead and a live shard: %v, want ErrUnavailable", err)
+	}
+
+	// The replica takes over; the producer follows. With MinReplicas 1 the
+	// promoted replica's writes are confirmed only once it has a replica of
+	// its own: the old primary, restarted, rejoins as one.
+	eventually(t, 30*time.Second, func() error {
+		if n := cluster.PrimaryOf(t, streams.Key(0)); n == victim {
+			return errors.New("the killed primary's replica has not taken over")
+		}
+		return nil
+	})
+	t.Logf("replica promoted %s after its primary was killed", time.Since(start).Round(time.Millisecond))
+	victim.Restart(t)
+	eventually(t, 30*time.Second, func() error {
+		if err := send(lost[0], v); err != nil {
+			v++
+			return err
+		}
+		v++
+		return nil
+	})
+	t.Logf("shard %d acknowledged again %s after its primary was killed", lost[0], time.Since(start).Round(time.Millisecond))
+	if n := cluster.PrimaryOf(t, streams.Key(0)); n == victim {
+		t.Errorf("the restarted node serves shard 0 again: it was to rejoin as a replica")
+	}
+	eventually(t, 10*time.Second, func() error {
+		if got := p.UnavailableShards(); len(got) > 0 {
+			return fmt.Errorf("UnavailableShards() = %v after the failover", got)
+		}
+		return nil
+	})
+	for shard := range devices {
+		if err := send(shard, v); err != nil {
+			t.Errorf("Add for shard %d after the failover: %v", shard, err)
+		}
+		v++
+	}
+
+	// Every acknowledged reading is in its stream once.
+	stored := map[string]int{}
+	for _, k := range streams.Keys() {
+		msgs, err := rdb.XRange(ctx, k, "-", "+").Result()
+		if err != nil {
+			t.Fatalf("XRANGE %s: %v", k, err)
+		}
+		for _, m := range msgs {
+			rs, err := ingest.DecodeEntry(m.Values)
+			if err != nil {
+				t.Fatalf("decode %s %s: %v", k, m.ID, err)
+			}
+			for _, r := range rs {
+				stored[fmt.Sprintf("%s/%d", r.DeviceID, int(r.Value))]++
+			}
+		}
+	}
+	for key, n := range acked {
+		if stored[key] != 1 {
+			t.Errorf("reading %s acknowledged %d time(s), stored %d time(s)", key, n, stored[key])
+		}
+	}
+	if stored[devices[lost[0]]+"/-1"] != 0 {
+		t.Errorf("a refused call spanning a dead shard was stored")
+	}
+	t.Logf("%d readings acknowledged, each stored once", len(acked))
+}
+
+func firstNotIn(n int, xs []int) int {
+	for i := range n {
+		if !slices.Contains(xs, i) {
+			return i
+		}
+	}
+	return -1
+}
+
+// TestIntegrationStreamsLayout: a new deployment gets LayoutSpread; one whose
+// metadata a build before it wrote (a shard count, no layout), or that has
+// only legacy streams, keeps LayoutLegacy; Load reads it without writing.
+func TestIntegrationStreamsLayout(t *testing.T) {
+	rdb, prefix := testenv.Redis(t)
+	ctx := t.Context()
+	tests := []struct {
+		name  string
+		setup func(s ingest.Streams)
+		want  int
+	}{
+		{name: "new", setup: func(ingest.Streams) {}, want: ingest.LayoutSpread},
+		{name: "metadata of an older build", setup: func(s ingest.Streams) {
+			rdb.HSet(ctx, s.MetaKey(), "shards", "4")
+		}, want: ingest.LayoutLegacy},
+		{name: "legacy streams only", setup: func(s ingest.Streams) {
+			rdb.XAdd(ctx, &redis.XAddArgs{Stream: s.Prefix + ":readings:{2}", Values: []string{"v", "1"}})
+		}, want: ingest.LayoutLegacy},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := ingest.Streams{Prefix: prefix + "-" + tt.name, Count: 4}
+			tt.setup(s)
+			loaded := s
+			if err := loaded.Load(ctx, rdb); err != nil || loaded.Layout != tt.want {
+				t.Fatalf("Load: layout %d, %v; want %d", loaded.Layout, err, tt.want)
+			}
+			if n, _ := rdb.HExists(ctx, s.MetaKey(), "layout").Result(); n {
+				t.Errorf("Load wrote the layout")
+			}
+			if err := s.Check(ctx, rdb); err != nil || s.Layout != tt.want {
+				t.Fatalf("Check: layout %d, %v; want %d", s.Layout, err, tt.want)
+			}
+			again := ingest.Streams{Prefix: s.Prefix, Count: 4}
+			if err := again.Check(ctx, rdb); err != nil || again.Layout != tt.want {
+				t.Errorf("second Check: layout %d, %v; want %d (recorded)", again.Layout, err, tt.want)
+			}
+			if got, want := again.Key(1), s.Key(1); got != want {
+				t.Errorf("Key(1) = %q, then %q", want, got)
+			}
+		})
+	}
+}

@@ -1,0 +1,309 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// roundTrip is a writer's memory for building round trips, reused from one
+// to the next.
+type roundTrip struct {
+	bodies  [][]byte // per shard: the batch entry's body being built
+	counts  []int    // per shard: readings in it
+	shardOf []int    // per reading of the round trip, in call order
+	v1      []byte   // --stream-codec 1: every entry's body, one after another
+	pipes   []*nodePipe
+}
+
+// nodePipe is the part of a round trip that goes to one Redis primary: the
+// commands of the shards it holds, ended by its WAIT.
+type nodePipe struct {
+	node   *redis.Client // the cluster node; nil: the producer's own client
+	pipe   redis.Pipeliner
+	shards []int
+	wait   *redis.IntCmd
+	err    error // what Exec returned
+}
+
+// maxKeptBody keeps a rare huge batch body's memory from staying with the
+// writer.
+const maxKeptBody = 1 << 20
+
+func (rt *roundTrip) reset(shards int) {
+	if len(rt.bodies) != shards {
+		rt.bodies, rt.counts = make([][]byte, shards), make([]int, shards)
+	}
+	for i := range rt.bodies {
+		if cap(rt.bodies[i]) > maxKeptBody {
+			rt.bodies[i] = nil
+		}
+		rt.counts[i] = 0
+	}
+	rt.shardOf = rt.shardOf[:0]
+	rt.v1 = rt.v1[:0]
+	rt.pipes = rt.pipes[:0]
+}
+
+// pipeFor is the pipeline of the primary that holds shard, created on first
+// use. On a single node or through Sentinel that is the producer's client for
+// every shard. On a cluster it is the node the client's slot map names,
+// written through that node's own client, never the cluster pipeline: a
+// cluster pipeline resends a node's commands after a network error (up to
+// MaxRedirects times), which would store an XADD twice, and routes a keyless
+// WAIT to a random node instead of the one that took the writes. A MOVED
+// answer means the node did not run the command: its callers are refused and
+// the slot map is reloaded for the next round trip.
+func (p *Producer) pipeFor(ctx context.Context, rt *roundTrip, shard int) (*nodePipe, error) {
+	var node *redis.Client
+	if p.cluster != nil {
+		var err error
+		if node, err = p.cluster.MasterForKey(ctx, p.keys[shard]); err != nil {
+			return nil, fmt.Errorf("%w: find the primary of %s: %v", ErrUnavailable, p.keys[shard], err)
+		}
+	}
+	for _, np := range rt.pipes {
+		if np.node == node {
+			np.shards = append(np.shards, shard)
+			return np, nil
+		}
+	}
+	np := &nodePipe{node: node, shards: []int{shard}}
+	if node != nil {
+		np.pipe = node.Pipeline()
+	} else {
+		np.pipe = p.rdb.Pipeline()
+	}
+	rt.pipes = append(rt.pipes, np)
+	return np, nil
+}
+
+// write sends the batch in one pipelined round trip per primary and answers
+// every call.
+//
+// With the batch encoding (the default) each shard that has readings in the
+// round trip gets one stream entry holding all of them, in call order, so
+// one device's readings stay in order; with --stream-codec 1, one entry per
+// reading. Per shard the pipeline holds, in this order:
+//
+//   - HSETNX of the shard's generation token, if Redis has none. Redis runs
+//     a pipeline's commands in order, so no entry is ever stored, and no
+//     snapshot taken, in a Redis without its shard's token, even one wiped
+//     between two round trips: the bridge relies on that to tell a stream
+//     that lost its tail from a new one (see MetaGeneration). A fresh token
+//     per round trip: a token used before a wipe must never come back.
+//   - the XADD(s);
+//   - HINCRBY of the shard's backlog counter by the readings added (see
+//     MetaBacklog), which the bridge's trim counts down.
+//
+// Each primary's pipeline ends with its WAIT when MinReplicas > 0. A call is
+// acknowledged only if every command of every shard it wrote to succeeded,
+// and every primary it wrote to had its WAIT confirmed.
+func (p *Producer) write(batch []*call, n int, rt *roundTrip) {
+	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.Timeout)
+	defer cancel()
+	rt.reset(len(p.keys))
+	batched := p.cfg.Codec != CodecVersion
+	var perReading []*redis.StringCmd // --stream-codec 1
+	if !batched {
+		perReading = make([]*redis.StringCmd, 0, n)
+	}
+	for _, c := range batch {
+		for i := range c.readings {
+			r := &c.readings[i]
+			shard := p.streams.Shard(r.DeviceID)
+			rt.shardOf = append(rt.shardOf, shard)
+			rt.counts[shard]++
+			if batched {
+				if rt.counts[shard] == 1 {
+					rt.bodies[shard] = append(rt.bodies[shard][:0], make([]byte, BatchHeaderLen)...)
+				}
+				rt.bodies[shard] = AppendBatchItem(rt.bodies[shard], r)
+				continue
+			}
+			// Each command holds a full-capped slice of one buffer; when
+			// append moves it to a larger array the slices taken before
+			// keep the old one alive, unchanged.
+			start := len(rt.v1)
+			rt.v1 = AppendEncode(rt.v1, r)
+			perReading = append(perReading, redis.NewStringCmd(ctx, "xadd", p.keys[shard], "*",
+				FieldVersion, CodecVersion, FieldBody, rt.v1[start:len(rt.v1):len(rt.v1)]))
+		}
+	}
+	gen := NewGeneration()
+	type shardCmds struct {
+		meta    *redis.BoolCmd
+		xadd    *redis.StringCmd // batch encoding
+		backlog *redis.IntCmd
+		np      *nodePipe
+	}
+	cmds := make([]shardCmds, len(p.keys))
+	shardErr := make([]error, len(p.keys))
+	for shard, count := range rt.counts {
+		if count == 0 {
+			continue
+		}
+		np, err := p.pipeFor(ctx, rt, shard)
+		if err != nil {
+			shardErr[shard] = err
+			continue
+		}
+		pipe, meta := np.pipe, p.metaKeys[shard]
+		sc := &cmds[shard]
+		sc.np = np
+		sc.meta = pipe.HSetNX(ctx, meta, MetaGeneration, gen)
+		if batched {
+			sc.xadd = redis.NewStringCmd(ctx, "xadd", p.keys[shard], "*", FieldVersion, CodecBatch,
+				FieldCount, strconv.Itoa(count), FieldBody, FinishBatch(rt.bodies[shard], count))
+			_ = pipe.Process(ctx, sc.xadd)
+		} else {
+			// This shard's entries, in call order.
+			for i, s := range rt.shardOf {
+				if s == shard {
+					_ = pipe.Process(ctx, perReading[i])
+				}
+			}
+		}
+		sc.backlog = pipe.HIncrBy(ctx, meta, MetaBacklog, int64(count))
+	}
+	if p.cfg.MinReplicas > 0 {
+		for _, np := range rt.pipes {
+			// WAIT covers every write its connection made before it: the
+			// node's whole part of the round trip, in one command. Not
+			// Pipeliner.Wait (there is none): a pipeline's replies are read
+			// under the client's read timeout, which MaxReplicaTimeout stays
+			// within.
+			np.wait = redis.NewIntCmd(ctx, "wait", p.cfg.MinReplicas, p.cfg.ReplicaTimeout.Milliseconds())
+			_ = np.pipe.Process(ctx, np.wait)
+		}
+	}
+	start := time.Now()
+	execPipes(ctx, rt.pipes)
+	p.m.roundTrip.Observe(time.Since(start).Seconds())
+	p.m.batchSize.Observe(float64(n))
+
+	reload := false
+	for _, np := range rt.pipes {
+		if np.err == nil || isRedisReplyError(np.err) {
+			continue
+		}
+		// The node did not answer: its shards are down until a backlog
+		// measurement reaches them again, and their next callers are
+		// refused at once instead of waiting a timeout each.
+		reload = true
+		var changed []int
+		for _, shard := range np.shards {
+			if p.health.set(shard, true) {
+				changed = append(changed, shard)
+			}
+		}
+		if len(changed) > 0 {
+			p.log.Warn("xadd round trip failed: refusing readings of these shards until Redis answers",
+				"shards", changed, "err", np.err, "readings", n)
+		}
+	}
+	// What each shard's commands say. A refused token or counter (rare: a
+	// key of the wrong type) fails the shard's callers as a failed XADD
+	// does: its entries may be stored, but none is acknowledged.
+	for shard, sc := range cmds {
+		if sc.meta == nil { // no readings for this shard, or no route to it
+			continue
+		}
+		written := []redis.Cmder{sc.meta, sc.backlog}
+		if sc.xadd != nil {
+			written = append(written, sc.xadd)
+		}
+		for _, c := range written {
+			if err := c.Err(); err != nil && shardErr[shard] == nil {
+				shardErr[shard] = fmt.Errorf("%w: %s: %v", ErrUnavailable, c.Name(), err)
+				if notServing(err) {
+					// The node answered that it does not serve the
+					// shard as primary: down as if unreachable.
+					reload = true
+					if p.health.set(shard, true) {
+						p.log.Warn("redis node does not serve this shard as primary: refusing its readings until one does",
+							"shard", shard, "err", err)
+					}
+				}
+			}
+		}
+		// Too few replicas confirmed: no caller of the shard is answered
+		// success. Its entries are on the primary and reach PostgreSQL
+		// unless a failover loses them; a device that resends may land
+		// twice.
+		if w := sc.np.wait; w != nil && shardErr[shard] == nil {
+			switch got, err := w.Result(); {
+			case err != nil:
+				shardErr[shard] = fmt.Errorf("%w: wait: %v", ErrUnavailable, err)
+			case got < int64(p.cfg.MinReplicas):
+				shardErr[shard] = fmt.Errorf("%w: %d of %d replicas confirmed the write within %s", ErrUnavailable, got, p.cfg.MinReplicas, p.cfg.ReplicaTimeout)
+			}
+		}
+	}
+	for _, np := range rt.pipes {
+		if w := np.wait; w != nil && w.Err() == nil && w.Val() < int64(p.cfg.MinReplicas) {
+			p.m.replicaShort.Inc()
+		}
+	}
+	if reload && p.cluster != nil {
+		p.cluster.ReloadState(ctx)
+	}
+	r := 0
+	for _, c := range batch {
+		var err error
+		for range c.readings {
+			e := shardErr[rt.shardOf[r]]
+			if !batched {
+				if xe := perReading[r].Err(); xe != nil && e == nil {
+					e = fmt.Errorf("%w: xadd: %v", ErrUnavailable, xe)
+				}
+			}
+			if e != nil && err == nil {
+				err = e
+			}
+			r++
+		}
+		p.answer(c, err)
+	}
+}
+
+// execPipes sends every primary's pipeline, at once when there are several,
+// and waits for their answers.
+func execPipes(ctx context.Context, pipes []*nodePipe) {
+	if len(pipes) == 1 {
+		_, pipes[0].err = pipes[0].pipe.Exec(ctx)
+		return
+	}
+	var wg sync.WaitGroup
+	for _, np := range pipes {
+		wg.Go(func() { _, np.err = np.pipe.Exec(ctx) })
+	}
+	wg.Wait()
+}
+
+// isRedisReplyError tells an error Redis answered (the connection is fine) from
+// a failure to reach Redis.
+func isRedisReplyError(err error) bool {
+	var re redis.Error
+	return errors.As(err, &re) && !errors.Is(err, redis.ErrClosed)
+}
+
+// notServing reports whether err is a node's answer that it cannot take
+// writes for the key now (the command did not run): MOVED (a cluster serves
+// the slot elsewhere), READONLY (a replica), CLUSTERDOWN, TRYAGAIN (a slot in
+// migration), LOADING (a restart reading its data) or MASTERDOWN.
+func notServing(err error) bool {
+	s := err.Error()
+	for _, p := range []string{"MOVED ", "ASK ", "READONLY ", "CLUSTERDOWN ", "TRYAGAIN ", "LOADING ", "MASTERDOWN "} {
+		if strings.HasPrefix(s, p) {
+			return true
+		}
+	}
+	return false
+}
