@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -256,6 +257,7 @@ func TestComposeMatchesBinary(t *testing.T) {
 	var doc struct {
 		Services map[string]struct {
 			Build       any               `yaml:"build"`
+			Profiles    []string          `yaml:"profiles"`
 			Command     []string          `yaml:"command"`
 			Environment map[string]string `yaml:"environment"`
 		} `yaml:"services"`
@@ -263,33 +265,57 @@ func TestComposeMatchesBinary(t *testing.T) {
 	if err := yaml.Unmarshal(data, &doc); err != nil {
 		t.Fatalf("compose.yaml does not parse: %v", err)
 	}
-	fh, ok := doc.Services["firehose"]
-	if !ok || fh.Build == nil {
+	if fh, ok := doc.Services["firehose"]; !ok || fh.Build == nil {
 		t.Fatal("compose.yaml has no firehose service built from the Dockerfile")
 	}
-	if len(fh.Command) == 0 || fh.Command[0] != "serve" {
-		t.Errorf("firehose service command %v, want serve", fh.Command)
-	}
-	known := map[string]bool{}
-	var cfg serveConfig
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	cfg.registerFlags(fs)
-	fs.VisitAll(func(f *flag.Flag) { known[cli.EnvName(f.Name)] = true })
-	if len(fh.Environment) == 0 {
-		t.Fatal("firehose service sets no environment")
-	}
-	for k, v := range fh.Environment {
-		if !known[k] {
-			t.Errorf("compose.yaml sets %s, which firehose serve does not read", k)
+	// Every service built from the Dockerfile is a firehose process: its
+	// environment must be what firehose serve reads, with valid values.
+	roles := map[string]bool{}
+	for name, svc := range doc.Services {
+		if svc.Build == nil {
 			continue
 		}
-		if err := fs.Set(flagOf(fs, k), v); err != nil {
-			t.Errorf("compose.yaml %s=%q: %v", k, v, err)
-		}
+		t.Run(name, func(t *testing.T) {
+			if len(svc.Command) == 0 || svc.Command[0] != "serve" {
+				t.Errorf("command %v, want serve", svc.Command)
+			}
+			var cfg serveConfig
+			fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+			cfg.registerFlags(fs)
+			known := map[string]bool{}
+			fs.VisitAll(func(f *flag.Flag) { known[cli.EnvName(f.Name)] = true })
+			if len(svc.Environment) == 0 {
+				t.Fatal("sets no environment")
+			}
+			for k, v := range svc.Environment {
+				if !known[k] {
+					t.Errorf("sets %s, which firehose serve does not read", k)
+					continue
+				}
+				if err := fs.Set(flagOf(fs, k), v); err != nil {
+					t.Errorf("%s=%q: %v", k, v, err)
+				}
+			}
+			for _, want := range []string{"FIREHOSE_POSTGRES_URL", "FIREHOSE_REDIS_URL"} {
+				if _, ok := svc.Environment[want]; !ok {
+					t.Errorf("does not set %s", want)
+				}
+			}
+			if err := cfg.validate(); err != nil {
+				t.Errorf("firehose serve would refuse this environment: %v", err)
+			}
+			rs, _ := cfg.roles()
+			for _, r := range rs {
+				if slices.Contains(svc.Profiles, "cluster") {
+					roles[r] = true
+				}
+			}
+		})
 	}
-	for _, want := range []string{"FIREHOSE_POSTGRES_URL", "FIREHOSE_REDIS_URL"} {
-		if _, ok := fh.Environment[want]; !ok {
-			t.Errorf("compose.yaml does not set %s", want)
+	// The cluster profile runs every role, on its own processes.
+	for _, r := range allRoles {
+		if !roles[r] {
+			t.Errorf("the cluster profile runs no %s", r)
 		}
 	}
 	if _, err := os.Stat("../../Dockerfile"); err != nil {
