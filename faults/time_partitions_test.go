@@ -19,8 +19,8 @@ import (
 // readings fall into 11 days: 5 earlier partitions, today's and the 3 the
 // bridge makes ahead, and the default partition (4 and 5 days ahead). Mid-
 // load a second bridge starts with --retention 7d: its first pass detaches
-// and drops the partitions of 8 to 10 days ago while the first bridge commits
-// and the two split the shards. Checked: every acknowledged reading landed
+// and drops the partitions of 8 to 10 days ago while the first bridge keeps
+// committing (both then run maintenance passes, one at a time). Checked: every acknowledged reading landed
 // exactly once (by device and sequence), each row is in the partition whose
 // range holds its ts (or the default one, for days without a partition), the
 // partitions past retention and only those are gone, none of the load's.
