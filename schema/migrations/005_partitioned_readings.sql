@@ -37,13 +37,15 @@
 -- What it locks, on a table with rows: this migration runs in schema.Apply's transaction,
 -- so it holds ACCESS EXCLUSIVE on the old table (taken by the RENAME) until it commits.
 -- Under that lock it reads the old table twice (moving rows dated after the cutover to
--- readings_default, then ATTACH's check that every row is before the cutover) and builds
--- the new (id, ts) primary-key index on it; the (device_id, ts) index is kept and adopted
--- as the partition's, not rebuilt. No row is copied except those dated after the cutover.
+-- readings_default, then ATTACH's check that every row is before the cutover). The new
+-- (id, ts) primary-key index was built before, outside the transaction, by CREATE UNIQUE
+-- INDEX CONCURRENTLY (schema.Apply's prepare step: writers go on meanwhile), and the
+-- (device_id, ts) index is kept: both are adopted as the partition's, not rebuilt. No row is copied except those dated after the cutover.
 -- Meanwhile the bridges' COPYs wait (each shard's batch keeps its stream entries pending)
 -- and SELECTs on readings wait; the HTTP and MQTT edges keep acknowledging into Redis (up
 -- to --high-water of backlog), so devices are not refused unless the wait outlasts that.
--- Measured: see README "Partitions and retention" (seconds per million rows).
+-- Measured: a writer waited at most 326 ms while 3M rows (519 MB) migrated (README,
+-- "Partitions and retention").
 -- Distributed later (Citus, Timescale): see the same section.
 
 CREATE TABLE firehose_partitioning (
@@ -91,8 +93,15 @@ BEGIN
 
     -- A partition has no identity of its own: ids come from the parent's.
     ALTER TABLE readings_unpartitioned ALTER COLUMN id DROP IDENTITY;
-    -- Its primary key (id) gives way to the parent's (id, ts), built by ATTACH.
+    -- Its primary key (id) gives way to the parent's (id, ts): the index schema.Apply built
+    -- beforehand without blocking writers (CREATE INDEX CONCURRENTLY), else one ATTACH
+    -- builds under the lock (Apply given a transaction, or the build failed).
     ALTER TABLE readings_unpartitioned DROP CONSTRAINT readings_unpartitioned_pkey;
+    IF (SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass('readings_id_ts_key')) THEN
+        ALTER TABLE readings_unpartitioned ADD CONSTRAINT readings_unpartitioned_pkey PRIMARY KEY USING INDEX readings_id_ts_key;
+    ELSIF to_regclass('readings_id_ts_key') IS NOT NULL THEN
+        DROP INDEX readings_id_ts_key;
+    END IF;
 
     -- Rows dated after the cutover (device clocks in the future) belong to later partitions:
     -- they move to the default partition, from which the bridge moves them on.
