@@ -3,13 +3,16 @@ package schema
 import (
 	"context"
 	"embed"
+	"errors"
 	"fmt"
 	"io/fs"
+	"math"
 	"sort"
 	"strconv"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 //go:embed migrations/*.sql
@@ -63,7 +66,92 @@ const lockKey = 0x0f19e5058e
 // firehose_schema_migrations, in one transaction, and returns the names of
 // those it applied (none when the schema is current). Concurrent callers wait
 // for each other on an advisory lock; the later ones find nothing to do.
+//
+// Before the transaction, on a database whose readings is not partitioned
+// yet, Apply builds the index migration 005 needs with CREATE INDEX
+// CONCURRENTLY (see prepare), so that the migration's lock does not last
+// an index build. db given as a pgx.Tx, that step is left to the migration.
 func Apply(ctx context.Context, db Beginner) ([]string, error) {
+	if err := prepare(ctx, db); err != nil {
+		return nil, err
+	}
+	return apply(ctx, db, math.MaxInt)
+}
+
+// prepareKey serialises prepare's index builds across processes (a session
+// lock: CREATE INDEX CONCURRENTLY cannot run in a transaction).
+const prepareKey = lockKey + 1
+
+// preparedIndex is the unique (id, ts) index that migration 005 adopts as
+// the old table's primary key when it is valid.
+const preparedIndex = "readings_id_ts_key"
+
+// prepare builds preparedIndex without blocking writers while readings is
+// an ordinary table (schema before 005). A build that failed half-way
+// leaves an invalid index: it is dropped and built again.
+func prepare(ctx context.Context, db Beginner) error {
+	var conn *pgx.Conn
+	switch c := db.(type) {
+	case pgx.Tx:
+		return nil
+	case *pgx.Conn:
+		conn = c
+	case *pgxpool.Pool:
+		pc, err := c.Acquire(ctx)
+		if err != nil {
+			return fmt.Errorf("prepare migrations: %w", err)
+		}
+		defer pc.Release()
+		conn = pc.Conn()
+	default:
+		return nil
+	}
+	unpartitioned := func() (bool, error) {
+		var kind *string
+		err := conn.QueryRow(ctx, "SELECT relkind::text FROM pg_class WHERE oid = to_regclass('readings')").Scan(&kind)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return false, nil
+		}
+		return kind != nil && *kind == "r", err
+	}
+	if ok, err := unpartitioned(); err != nil || !ok {
+		if err != nil {
+			return fmt.Errorf("inspect readings: %w", err)
+		}
+		return nil
+	}
+	if _, err := conn.Exec(ctx, "SELECT pg_advisory_lock($1)", int64(prepareKey)); err != nil {
+		return fmt.Errorf("lock the index build: %w", err)
+	}
+	defer conn.Exec(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock($1)", int64(prepareKey)) //nolint:errcheck // the session ends the lock anyway
+	if ok, err := unpartitioned(); err != nil || !ok {
+		if err != nil {
+			return fmt.Errorf("inspect readings: %w", err)
+		}
+		return nil // another process migrated meanwhile
+	}
+	var valid *bool
+	err := conn.QueryRow(ctx, "SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass($1)", preparedIndex).Scan(&valid)
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return fmt.Errorf("inspect index %s: %w", preparedIndex, err)
+	}
+	if valid != nil && *valid {
+		return nil
+	}
+	if valid != nil {
+		if _, err := conn.Exec(ctx, "DROP INDEX CONCURRENTLY "+preparedIndex); err != nil {
+			return fmt.Errorf("drop the invalid index %s: %w", preparedIndex, err)
+		}
+	}
+	if _, err := conn.Exec(ctx, "CREATE UNIQUE INDEX CONCURRENTLY "+preparedIndex+" ON readings (id, ts)"); err != nil {
+		return fmt.Errorf("build index %s for migration 005: %w", preparedIndex, err)
+	}
+	return nil
+}
+
+// apply is Apply of the migrations up to version upTo (tests build a
+// database as an older release left it).
+func apply(ctx context.Context, db Beginner, upTo int) ([]string, error) {
 	ms, err := Migrations()
 	if err != nil {
 		return nil, err
@@ -96,7 +184,7 @@ func Apply(ctx context.Context, db Beginner) ([]string, error) {
 	}
 	var applied []string
 	for _, m := range ms {
-		if have[m.Version] {
+		if have[m.Version] || m.Version > upTo {
 			continue
 		}
 		if _, err := tx.Exec(ctx, m.SQL); err != nil {

@@ -118,6 +118,11 @@ type Config struct {
 	// ConnectParallel is how many MQTT devices connect at once before the
 	// run starts. Default 64.
 	ConnectParallel int
+	// ClockSpread sets the devices' clocks apart: device i of n measures at
+	// the time plus an offset from -ClockSpread (the first) to +ClockSpread
+	// (the last), evenly spread, so the fleet's readings span that many days
+	// either side of now (time partitions). Default 0: every clock is right.
+	ClockSpread time.Duration
 
 	// BeforeVerify, when set, runs after landing and before verification.
 	// Tests use it to make a target lossy; it has no flag.
@@ -158,6 +163,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.Timeout, "timeout", 10*time.Second, "longest wait for one HTTP answer, PUBACK/PUBCOMP or MQTT connection")
 	fs.DurationVar(&c.LandTimeout, "land-timeout", 60*time.Second, "longest wait after sending for acknowledged readings to land in PostgreSQL")
 	fs.StringVar(&c.RunID, "run-id", "", "name of the run, in every device id (default: random); lower-case letters and digits")
+	fs.DurationVar(&c.ClockSpread, "clock-spread", 0, "set the devices' clocks from this much behind (the first) to this much ahead (the last), evenly; the edge refuses ts past --max-clock-skew ahead; the report's measurement-to-commit latency then means little")
 	fs.IntVar(&c.ConnectParallel, "connect-parallel", 64, "MQTT devices connecting at once before the run starts")
 }
 
@@ -254,6 +260,9 @@ func (c *Config) Validate() error {
 		if err := checkURL("--metrics", c.Metrics, "http", "https"); err != nil {
 			return err
 		}
+	}
+	if c.ClockSpread < 0 || c.ClockSpread > 100*365*24*time.Hour {
+		return fmt.Errorf("--clock-spread %s: want 0 up to 100 years", c.ClockSpread)
 	}
 	return nil
 }

@@ -30,7 +30,8 @@ type device struct {
 	rng     *rand.Rand
 	base    float64 // the value the sensor drifts around
 	value   float64
-	battery float64 // percent
+	battery float64       // percent
+	clock   time.Duration // added to the time of each measurement (Config.ClockSpread)
 
 	// flags[seq-1] is the ledger entry of reading seq.
 	flags []uint8

@@ -189,6 +189,9 @@ func newFleet(cfg *Config, log *slog.Logger) *fleet {
 	for i := range f.devices {
 		m := cfg.deviceUsesMQTT(i)
 		f.devices[i] = newDevice(cfg.RunID, i, m)
+		if cfg.ClockSpread > 0 && cfg.Devices > 1 {
+			f.devices[i].clock = -cfg.ClockSpread + time.Duration(float64(2*cfg.ClockSpread)*float64(i)/float64(cfg.Devices-1))
+		}
 		if m {
 			f.mqttDevices++
 		} else {
@@ -279,7 +282,7 @@ func (f *fleet) runDevice(ctx, sendCtx context.Context, d *device) {
 		if sendCtx.Err() != nil {
 			break
 		}
-		r := d.next(due)
+		r := d.next(due.Add(d.clock))
 		switch {
 		case d.mqtt:
 			f.publish(ctx, d, md, r, due)

@@ -21,6 +21,7 @@ import (
 	"firehose/httpgw"
 	"firehose/ingest"
 	"firehose/internal/cli"
+	"firehose/partition"
 )
 
 // Roles firehose serve can run.
@@ -50,6 +51,7 @@ type serveConfig struct {
 	Limits       ingest.Limits
 	Producer     ingest.ProducerConfig
 	Bridge       bridge.Config
+	Partition    partition.Config
 	HTTP         httpgw.Config
 	MQTT         broker.Config
 	// RedisAllowEviction accepts a Redis whose maxmemory-policy may evict
@@ -82,6 +84,7 @@ func (c *serveConfig) registerFlags(fs *flag.FlagSet) {
 	c.Limits.RegisterFlags(fs)
 	c.Producer.RegisterFlags(fs)
 	c.Bridge.RegisterFlags(fs)
+	c.Partition.RegisterFlags(fs)
 	c.HTTP.RegisterFlags(fs)
 	c.MQTT.RegisterFlags(fs)
 	fs.BoolVar(&c.RedisAllowEviction, "redis-allow-eviction", false, "start even though Redis's maxmemory-policy is not noeviction (it may then delete streams of\nacknowledged readings under memory pressure); without it firehose refuses to start")
@@ -134,7 +137,7 @@ func (c *serveConfig) validate() error {
 		return fmt.Errorf("--shutdown-delay %s: want 0 (none) up to %s", c.ShutdownDelay, maxShutdownDelay)
 	}
 	roles, _ := c.roles()
-	checks := []interface{ Validate() error }{c.Streams, c.Producer, c.Bridge}
+	checks := []interface{ Validate() error }{c.Streams, c.Producer, c.Bridge, c.Partition}
 	if slices.Contains(roles, roleHTTP) {
 		checks = append(checks, c.HTTP)
 	}

@@ -24,6 +24,7 @@ import (
 	"firehose/broker"
 	"firehose/httpgw"
 	"firehose/ingest"
+	"firehose/partition"
 	"firehose/schema"
 )
 
@@ -209,6 +210,32 @@ func (st *stack) runBridge(ctx context.Context, b *bridge.Bridge) error {
 		}
 		wait = min(2*wait, 10*time.Second)
 	}
+	return st.runPartitioned(ctx, b)
+}
+
+// runPartitioned runs the bridge beside the maintenance of readings'
+// partitions. The first pass runs before the bridge writes, so that rows land
+// in their partition rather than the default one; a failed pass only delays
+// that (the default partition takes every row meanwhile), but a
+// --partition-interval that disagrees with the database's stops the bridge.
+func (st *stack) runPartitioned(ctx context.Context, b *bridge.Bridge) error {
+	pm := partition.New(st.cfg.Partition, st.pg, st.log, st.reg)
+	if err := pm.Maintain(ctx); err != nil {
+		if errors.Is(err, partition.ErrIntervalMismatch) {
+			return err
+		}
+		st.log.Warn("partition maintenance failed; the bridge starts, rows without a partition go to readings_default", "err", err)
+	}
+	pctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		pm.Run(pctx)
+	}()
+	defer func() {
+		cancel()
+		<-done
+	}()
 	return b.Run(ctx)
 }
 

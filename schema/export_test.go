@@ -1,0 +1,4 @@
+package schema
+
+// ApplyUpTo applies the migrations up to version upTo, as an older release did.
+var ApplyUpTo = apply
