@@ -17,15 +17,17 @@ import (
 )
 
 // TestSentinelFailoverUnderLoad runs firehose through Redis Sentinel (a
-// primary with AOF everysec, two replicas, one sentinel) with
-// --redis-min-replicas 1 under a mixed HTTP and MQTT QoS 1 load, and kills
-// the primary with SIGKILL. It shows that:
+// primary with AOF everysec, two replicas, one sentinel) under a mixed HTTP
+// and MQTT QoS 1 load, lets the replicas fall behind (their replication
+// paths, through proxies of the test's, stop forwarding for sfLag, as a
+// congested link does), and kills the primary with SIGKILL. It shows that:
 //
 //   - the sentinel promotes a replica, and the same firehose process follows
 //     it (readings are acknowledged again, same pid) without a restart;
 //   - with --redis-min-replicas 1, every reading acknowledged before, during
 //     or after the failover landed exactly once: each was on a replica before
-//     its acknowledgement, so the promoted replica has it;
+//     its acknowledgement, so the promoted replica has it (while the replicas
+//     lag, callers are refused after --redis-replica-timeout instead);
 //   - with 0, what the promoted replica had not received is lost: the test
 //     reports how many acknowledged readings that was (the README's figure),
 //     and still none landed twice.
@@ -44,8 +46,15 @@ func TestSentinelFailoverUnderLoad(t *testing.T) {
 
 func sfFailover(t *testing.T, minReplicas int) {
 	primary := StartRedis(t, false)
-	replicaOf := []string{"--replicaof", "127.0.0.1", strconv.Itoa(primary.Port)}
-	replicas := []*RedisServer{StartRedis(t, false, replicaOf...), StartRedis(t, false, replicaOf...)}
+	// Each replica replicates through a proxy of the test's, so that the
+	// test can make it lag: frozen, the path holds what the primary sent.
+	var proxies []*tcpProxy
+	var replicas []*RedisServer
+	for range 2 {
+		px := startTCPProxy(t, fmt.Sprintf("127.0.0.1:%d", primary.Port))
+		proxies = append(proxies, px)
+		replicas = append(replicas, StartRedis(t, false, "--replicaof", "127.0.0.1", strconv.Itoa(px.Port())))
+	}
 	sentinel := sfSentinel(t, "fh", primary.Port)
 	for _, r := range replicas {
 		sfWaitLinked(t, r)
@@ -62,8 +71,20 @@ func sfFailover(t *testing.T, minReplicas int) {
 	pid := s.Proc.Pid()
 	l := foStartLoad(t, s, scale(18*time.Second, 45*time.Second))
 
+	// The replicas fall behind: for sfLag nothing reaches them, as across a
+	// congested link; then the primary dies and their links drop, losing
+	// what was in flight to them.
+	for _, px := range proxies {
+		px.Freeze()
+	}
+	acceptedAtFreeze := outAccepted(t, s)
+	time.Sleep(sfLag)
+	ackedWhileLagging := outAccepted(t, s) - acceptedAtFreeze
 	primary.Kill()
 	killed := time.Now()
+	for _, px := range proxies {
+		px.Cut()
+	}
 	acceptedAtKill := outAccepted(t, s)
 	outWaitFor(t, 30*time.Second, "the sentinel did not promote a replica", func() (bool, string) {
 		addr, err := sc.GetMasterAddrByName(context.Background(), "fh").Result()
@@ -80,11 +101,15 @@ func sfFailover(t *testing.T, minReplicas int) {
 	}
 
 	rep := foCheck(t, l, minReplicas)
-	t.Logf("--redis-min-replicas %d, primary SIGKILLed under load: replica promoted after %s, acknowledgements again after %s; "+
-		"acked %d, landed %d rows, missing %d, duplicates of once-acked %d, resent duplicates %d",
-		minReplicas, promoted.Round(10*time.Millisecond), resumed.Round(10*time.Millisecond),
+	t.Logf("--redis-min-replicas %d, replicas %s behind (%.0f readings acknowledged meanwhile), then the primary SIGKILLed under load: "+
+		"replica promoted after %s, acknowledgements again after %s; "+
+		"acked %d, landed %d rows, missing (acknowledged, lost by the failover) %d, duplicates of once-acked %d, resent duplicates %d",
+		minReplicas, sfLag, ackedWhileLagging, promoted.Round(10*time.Millisecond), resumed.Round(10*time.Millisecond),
 		rep.Send.Acked, rep.Landing.Rows, rep.Landing.Missing, rep.Landing.DupOnceAcked, rep.Landing.DupAfterResend)
 }
+
+// sfLag is how long the replicas receive nothing before the primary dies.
+const sfLag = time.Second
 
 // sfWaitLinked waits until replica r is in sync with its primary.
 func sfWaitLinked(t *testing.T, r *RedisServer) {
