@@ -7,7 +7,9 @@ import (
 	"hash/fnv"
 	"log/slog"
 	"net"
+	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -218,8 +220,10 @@ func (b *Bridge) takeShard(ctx context.Context, shard int, log *slog.Logger, bo 
 // every PostgreSQL call (T/2, a batch's transaction T), so a bridge whose
 // path froze gives its session up instead of hanging.
 //
-// Takeover after an owner goes silent: within T + LockRetry (36s-ish with
-// the defaults, plus the holder's termination, a few ms).
+// Takeover after an owner goes silent: within T + 2·LockRetry (34s-ish with
+// the defaults, plus the holder's termination, a few ms): its membership
+// session ends (or its heartbeat is T old) within T, and the other bridges'
+// next ticks take its shards (members.go).
 func sessionSettings(pg *pgx.ConnConfig, t time.Duration) {
 	secs := func(d time.Duration) string { return strconv.Itoa(max(1, int(d/time.Second))) }
 	ms := func(d time.Duration) string { return strconv.FormatInt(max(1, d.Milliseconds()), 10) }
@@ -232,7 +236,7 @@ func sessionSettings(pg *pgx.ConnConfig, t time.Duration) {
 		"tcp_keepalives_count":                "4",
 		"tcp_user_timeout":                    ms(t),
 		"client_connection_check_interval":    ms(t / 6),
-		"application_name":                    "firehose bridge",
+		"application_name":                    BridgeAppName(),
 	}
 	if pg.RuntimeParams == nil {
 		pg.RuntimeParams = map[string]string{}
@@ -246,6 +250,33 @@ func sessionSettings(pg *pgx.ConnConfig, t time.Duration) {
 		Enable: true, Idle: max(time.Second, t/3), Interval: max(time.Second, t/6), Count: 4,
 	}}
 	pg.DialFunc = d.DialContext
+}
+
+// appNamePrefix starts the application_name of a bridge's PostgreSQL
+// sessions (unless the URL names one): the rest is the bridge process,
+// host:pid, so that pg_stat_activity and firehose status tell which bridge
+// holds a shard.
+const appNamePrefix = "firehose bridge "
+
+// BridgeAppName is the application_name of this process's bridge sessions.
+func BridgeAppName() string {
+	host, _ := os.Hostname()
+	name := appNamePrefix + host + ":" + strconv.Itoa(os.Getpid())
+	if len(name) > 63 { // PostgreSQL keeps NAMEDATALEN-1 bytes: keep the pid
+		pid := ":" + strconv.Itoa(os.Getpid())
+		name = name[:63-len(pid)] + pid
+	}
+	return name
+}
+
+// BridgeOf is the bridge process (host:pid) of a session whose
+// application_name is app, or "" if it is not a bridge's.
+func BridgeOf(app string) string {
+	b, ok := strings.CutPrefix(app, appNamePrefix)
+	if !ok {
+		return ""
+	}
+	return b
 }
 
 // LockKey is the advisory lock id of a stream: one per stream key, so that
