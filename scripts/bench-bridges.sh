@@ -8,7 +8,7 @@
 # against 1 bridge. On one machine more bridges add overhead (membership, more connections
 # and smaller batches per shard), not speed: CPU per reading shows the shape of it.
 #
-#   scripts/bench-bridges.sh                   # 500,000 readings of 12 shards, 2 rounds
+#   scripts/bench-bridges.sh                   # 500,000 readings of 12 shards, 3 rounds
 #   N=200000 ROUNDS=1 BRIDGES="1 3" scripts/bench-bridges.sh
 #
 # Own redis-server on a free loopback port (AOF everysec) and own database
@@ -16,7 +16,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-500000}
-ROUNDS=${ROUNDS:-2}
+ROUNDS=${ROUNDS:-3}
 SHARDS=${SHARDS:-12}
 BRIDGES=${BRIDGES:-1 2 3}
 EXTRA_FLAGS=${EXTRA_FLAGS:-}
@@ -47,13 +47,14 @@ metric() {
   done
   echo "$sum"
 }
-# even K: every bridge owns SHARDS/K shards (rounded as the shares are) and all are owned.
+# even: every bridge sees them all as members and owns its share, and every shard is owned.
 even() {
-  local p o s total=0
+  local p o s m total=0
   for p in "${PORTS[@]}"; do
-    read -r o s < <(curl -sf "http://127.0.0.1:$p/metrics" 2>/dev/null |
-      awk '$1 == "firehose_bridge_shards_owned" { o = $2 } $1 == "firehose_bridge_shards_share" { s = $2 } END { print o + 0, s + 0 }')
-    [ "$o" = "$s" ] || return 1
+    read -r o s m < <(curl -sf "http://127.0.0.1:$p/metrics" 2>/dev/null |
+      awk '$1 == "firehose_bridge_shards_owned" { o = $2 } $1 == "firehose_bridge_shards_share" { s = $2 }
+           $1 == "firehose_bridge_members" { m = $2 } END { print o + 0, s + 0, m + 0 }')
+    [ "$m" = "${#PORTS[@]}" ] && [ "$o" = "$s" ] || return 1
     total=$((total + o))
   done
   [ "$total" -eq "$SHARDS" ]
@@ -75,7 +76,7 @@ for round in $(seq 1 "$ROUNDS"); do
       PIDS+=($!) PORTS+=("$port")
       cpu_args+=("bridge$i=$!")
     done
-    for _ in $(seq 1 300); do even && break; sleep 0.1; done
+    for _ in $(seq 1 300); do even && sleep 0.5 && even && break; sleep 0.1; done
     even || { echo "round $round, $k bridges: the shards were not shared evenly" >&2; cat "$work/bridge.log" >&2; exit 1; }
     bench_cpu_start "$work/cpu.$round.$k" "${cpu_args[@]}"
     start=$(date +%s.%N)
