@@ -158,8 +158,9 @@ func TestBridgePartitioned(t *testing.T) {
 	r.Scenario, r.Load = "12. bridge partitioned from PostgreSQL", LoadDesc(rep)
 	r.Faults = fmt.Sprintf("the TCP path to PostgreSQL of one of two bridges sharing the shards (2 each) frozen ×%d (a proxy stops forwarding both ways, sockets kept open), thawed once the other took over; it then took its share back", len(onCopy))
 	r.Notes = fmt.Sprintf("--bridge-session-timeout %s --lock-retry %s, takeover bound %s: %s; max takeover %s; %.0f evictions in all; "+
-		"%d samples every 50 ms of pg_locks: bridge locks with >1 holder %d; the frozen bridge committed nothing after a freeze",
-		timeout, lockRetry, bound, strings.Join(notes, "; "), maxTook.Round(time.Millisecond), evicted, st.Samples, st.MultiHolder)
+		"%d samples every 50 ms of pg_locks: bridge locks with >1 holder %d; the frozen bridge committed nothing after a freeze; "+
+		"%d samples where the bridges' shards_owned summed over %d (the frozen bridge still counting shards whose sessions PostgreSQL had ended: a belief, not a writer)",
+		timeout, lockRetry, bound, strings.Join(notes, "; "), maxTook.Round(time.Millisecond), evicted, st.Samples, st.MultiHolder, st.Over, bkShards)
 	Record(t, r)
 	for i := range 2 {
 		mon.Bridge(i).Stop(20 * time.Second)
