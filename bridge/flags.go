@@ -19,7 +19,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.SessionTimeout, "bridge-session-timeout", 30*time.Second,
 		"T: a bridge that goes silent (host down, network path frozen) loses its shards within T, and the other bridges take them within T + 2 × --lock-retry. "+
 			"PostgreSQL ends a lock session idle for T (the bridge pings every T/3), waits at most T/2 for a statement or in a transaction, "+
-			"and probes the socket with keepalives after T/3, every T/6, 4 times (T/3 + 4·T/6 = T); a waiting bridge ends a holder's session silent for T. "+
+			"and probes the socket with keepalives after T/3, every T/6, 4 times (T/3 + 4·T/6 = T); a bridge taking the shard ends a holder's session silent for T. "+
 			"Every PostgreSQL call of the bridge has a deadline of T/2 (a batch's transaction T). Needs PostgreSQL 14 or later")
 }
 
