@@ -7,7 +7,9 @@ import (
 	"hash/fnv"
 	"log/slog"
 	"net"
+	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -31,8 +33,10 @@ type Config struct {
 	// BatchAge flushes a shard's buffer when its oldest entry has waited this
 	// long, also when the stream has gone quiet. Default 200ms.
 	BatchAge time.Duration
-	// LockRetry is how often a bridge tries to take a shard another bridge
-	// owns, which is how it takes over from a dead one. Default 2s.
+	// LockRetry is the bridge's heartbeat in bridge_members and how often
+	// it rebalances: takes the shards its share lacks (a dead bridge's, or
+	// free ones), hands over those above its share (to a bridge that
+	// joined). Default 2s. See members.go for the bounds it sets.
 	LockRetry time.Duration
 	// ShutdownTimeout bounds, from the end of Run's context, the commit under
 	// way then and the final commit of what is buffered. Default 10s.
@@ -72,12 +76,14 @@ func (c Config) withDefaults() Config {
 
 // Bridge runs one worker per shard; see the package comment.
 type Bridge struct {
-	cfg  Config
-	pg   *pgx.ConnConfig
-	rdb  redis.UniversalClient
-	log  *slog.Logger
-	m    *metrics
-	keys []string
+	cfg    Config
+	pg     *pgx.ConnConfig
+	rdb    redis.UniversalClient
+	log    *slog.Logger
+	m      *metrics
+	keys   []string
+	prefix string    // the deployment's Redis prefix: its bridges' group in bridge_members
+	bal    *balancer // the shards' states, shared by the coordinator and the workers
 }
 
 // New checks cfg and builds a Bridge; Run starts it.
@@ -88,13 +94,20 @@ func New(cfg Config, rdb redis.UniversalClient, logger *slog.Logger, reg prometh
 		return nil, fmt.Errorf("parse postgres url: %w", err)
 	}
 	sessionSettings(pg, cfg.SessionTimeout)
+	keys := cfg.Streams.Keys()
+	prefix := cfg.Streams.Prefix
+	if prefix == "" {
+		prefix = "firehose" // ingest.Streams' default
+	}
 	return &Bridge{
-		cfg:  cfg,
-		pg:   pg,
-		rdb:  rdb,
-		log:  logger.With("component", "bridge"),
-		m:    newMetrics(reg),
-		keys: cfg.Streams.Keys(),
+		cfg:    cfg,
+		pg:     pg,
+		rdb:    rdb,
+		log:    logger.With("component", "bridge"),
+		m:      newMetrics(reg),
+		keys:   keys,
+		prefix: prefix,
+		bal:    newBalancer(len(keys)),
 	}, nil
 }
 
@@ -104,8 +117,10 @@ func New(cfg Config, rdb redis.UniversalClient, logger *slog.Logger, reg prometh
 // returns the error.
 var ErrDeploymentMismatch = errors.New("the Redis prefix belongs to another deployment")
 
-// Run works every shard until ctx ends, then commits what each shard has
-// buffered (bounded by ShutdownTimeout) and returns nil. Failures of
+// Run works its share of the shards until ctx ends, then commits what each
+// shard has buffered (bounded by ShutdownTimeout) and returns nil. The
+// bridges of a deployment share its shards (members.go): with K of them on N
+// shards each owns at most ceil(N/K). Failures of
 // PostgreSQL or Redis are retried with backoff, never returned; the one error
 // returned is ErrDeploymentMismatch, which no retry can mend: Run then stops
 // every shard and returns it.
@@ -113,6 +128,7 @@ func (b *Bridge) Run(ctx context.Context) error {
 	ctx, fail := context.WithCancelCause(ctx)
 	defer fail(nil)
 	var wg sync.WaitGroup
+	wg.Go(func() { b.coordinate(ctx) })
 	for shard := range b.keys {
 		wg.Go(func() { b.runShard(ctx, shard, fail) })
 	}
@@ -123,29 +139,54 @@ func (b *Bridge) Run(ctx context.Context) error {
 	return nil
 }
 
-// runShard owns a shard whenever it can: it keeps trying to take the shard's
-// lock and, once it holds it, consumes until ctx ends or something fails. An
-// error no retry can mend ends every shard through fail.
+// runShard works a shard whenever the coordinator tells it to take it: it
+// tries the shard's lock and, once it holds it, consumes until ctx ends, the
+// shard is handed over, or something fails. An idle shard holds no
+// connection. An error no retry can mend ends every shard through fail.
 func (b *Bridge) runShard(ctx context.Context, shard int, fail context.CancelCauseFunc) {
 	log := b.log.With("stream", b.keys[shard])
 	bo := backoff{min: 100 * time.Millisecond, max: b.cfg.MaxBackoff}
-	for ctx.Err() == nil {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-b.bal.grant[shard]:
+		}
+		b.takeShard(ctx, shard, log, &bo, fail)
+		b.bal.ended(shard)
+		if ctx.Err() != nil {
+			return
+		}
+	}
+}
+
+// takeShard is one grant of a shard: sessions until the shard is handed
+// over, another bridge holds its lock, or ctx ends. After a failure it backs
+// off and tries again: the shard is still this bridge's to take (the
+// coordinator counts it as being taken meanwhile).
+func (b *Bridge) takeShard(ctx context.Context, shard int, log *slog.Logger, bo *backoff, fail context.CancelCauseFunc) {
+	for {
 		// The buffer at its working size from the start (a read may bring a
 		// batch entry's worth past BatchSize): growing it to there would copy
 		// it over and over.
 		s := &session{b: b, shard: shard, key: b.keys[shard], log: log, buf: make([]entry, 0, b.cfg.BatchSize+b.cfg.BatchSize/4)}
 		err := s.run(ctx)
-		if errors.Is(err, ErrDeploymentMismatch) {
+		switch {
+		case errors.Is(err, ErrDeploymentMismatch):
 			fail(err)
 			return
-		}
-		if ctx.Err() != nil {
+		case ctx.Err() != nil:
+			return
+		case err == nil, errors.Is(err, errLockTaken):
+			// Handed over, or another bridge holds the lock: the
+			// coordinator decides what next.
 			return
 		}
 		if s.progressed {
 			bo.reset()
 		}
 		log.Warn("shard session ended; retrying", "err", err, "retry_in", bo.peek())
+		b.bal.retrying(shard)
 		if !bo.wait(ctx) {
 			return
 		}
@@ -179,8 +220,10 @@ func (b *Bridge) runShard(ctx context.Context, shard int, fail context.CancelCau
 // every PostgreSQL call (T/2, a batch's transaction T), so a bridge whose
 // path froze gives its session up instead of hanging.
 //
-// Takeover after an owner goes silent: within T + LockRetry (36s-ish with
-// the defaults, plus the holder's termination, a few ms).
+// Takeover after an owner goes silent: within T + 2·LockRetry (34s-ish with
+// the defaults, plus the holder's termination, a few ms): its membership
+// session ends (or its heartbeat is T old) within T, and the other bridges'
+// next ticks take its shards (members.go).
 func sessionSettings(pg *pgx.ConnConfig, t time.Duration) {
 	secs := func(d time.Duration) string { return strconv.Itoa(max(1, int(d/time.Second))) }
 	ms := func(d time.Duration) string { return strconv.FormatInt(max(1, d.Milliseconds()), 10) }
@@ -193,7 +236,7 @@ func sessionSettings(pg *pgx.ConnConfig, t time.Duration) {
 		"tcp_keepalives_count":                "4",
 		"tcp_user_timeout":                    ms(t),
 		"client_connection_check_interval":    ms(t / 6),
-		"application_name":                    "firehose bridge",
+		"application_name":                    BridgeAppName(),
 	}
 	if pg.RuntimeParams == nil {
 		pg.RuntimeParams = map[string]string{}
@@ -207,6 +250,33 @@ func sessionSettings(pg *pgx.ConnConfig, t time.Duration) {
 		Enable: true, Idle: max(time.Second, t/3), Interval: max(time.Second, t/6), Count: 4,
 	}}
 	pg.DialFunc = d.DialContext
+}
+
+// appNamePrefix starts the application_name of a bridge's PostgreSQL
+// sessions (unless the URL names one): the rest is the bridge process,
+// host:pid, so that pg_stat_activity and firehose status tell which bridge
+// holds a shard.
+const appNamePrefix = "firehose bridge "
+
+// BridgeAppName is the application_name of this process's bridge sessions.
+func BridgeAppName() string {
+	host, _ := os.Hostname()
+	name := appNamePrefix + host + ":" + strconv.Itoa(os.Getpid())
+	if len(name) > 63 { // PostgreSQL keeps NAMEDATALEN-1 bytes: keep the pid
+		pid := ":" + strconv.Itoa(os.Getpid())
+		name = name[:63-len(pid)] + pid
+	}
+	return name
+}
+
+// BridgeOf is the bridge process (host:pid) of a session whose
+// application_name is app, or "" if it is not a bridge's.
+func BridgeOf(app string) string {
+	b, ok := strings.CutPrefix(app, appNamePrefix)
+	if !ok {
+		return ""
+	}
+	return b
 }
 
 // LockKey is the advisory lock id of a stream: one per stream key, so that
@@ -263,6 +333,9 @@ type metrics struct {
 	lag       prometheus.Histogram
 	evicted   prometheus.Counter
 	newStream prometheus.Counter
+	members   prometheus.Gauge
+	share     prometheus.Gauge
+	handovers prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -287,15 +360,15 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 		flushes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "firehose_bridge_flushes_total",
-			Help: "Batches committed, by the trigger that fired (size, age, shutdown, read_error).",
+			Help: "Batches committed, by the trigger that fired (size, age, shutdown, handover, read_error).",
 		}, []string{"trigger"}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "firehose_bridge_errors_total",
-			Help: "Failures that made a shard back off and retry, by operation (connect, lock, read, commit, ping).",
+			Help: "Failures that made a shard back off and retry, by operation (connect, lock, read, commit, ping), or the bridge's membership session (members).",
 		}, []string{"op"}),
 		owned: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "firehose_bridge_shards_owned",
-			Help: "Shards this bridge holds the lock of.",
+			Help: "Shards this bridge holds the lock of (owns), handing over included.",
 		}),
 		buffered: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "firehose_bridge_buffered_rows",
@@ -315,14 +388,27 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		Name: "firehose_bridge_streams_new_total",
 		Help: "Shard sessions that found a new stream (Redis lost everything: another generation token) and read it from its start.",
 	})
-	reg.MustRegister(m.committed, m.rejected, m.batchRows, m.commitDur, m.flushes, m.errors, m.owned, m.buffered, m.lag, m.evicted, m.newStream)
-	for _, t := range []string{"size", "age", "shutdown", "read_error"} {
+	m.members = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "firehose_bridge_members",
+		Help: "Live bridges of the deployment (rows of bridge_members), this one included, at the last heartbeat.",
+	})
+	m.share = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "firehose_bridge_shards_share",
+		Help: "Shards this bridge is to own: floor(shards / members), one more for the first shards mod members (so at most ceil).",
+	})
+	m.handovers = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "firehose_bridge_handovers_total",
+		Help: "Shards this bridge handed over (after committing the batch in hand) because it owned more than its share.",
+	})
+	reg.MustRegister(m.committed, m.rejected, m.batchRows, m.commitDur, m.flushes, m.errors, m.owned, m.buffered, m.lag, m.evicted, m.newStream,
+		m.members, m.share, m.handovers)
+	for _, t := range []string{"size", "age", "shutdown", "handover", "read_error"} {
 		m.flushes.WithLabelValues(t)
 	}
 	for _, r := range []string{"decode", "refused"} {
 		m.rejected.WithLabelValues(r)
 	}
-	for _, op := range []string{"connect", "lock", "read", "commit", "ping"} {
+	for _, op := range []string{"connect", "lock", "read", "commit", "ping", "members"} {
 		m.errors.WithLabelValues(op)
 	}
 	return m

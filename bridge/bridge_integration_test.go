@@ -118,6 +118,19 @@ func (e *env) waitRows(want int, timeout time.Duration) {
 		"want %d rows in readings, have %d", want, e.count("SELECT count(*) FROM readings"))
 }
 
+// waitOnce waits for want rows, then checks that readings holds each
+// (device, reading) once and no more rows.
+func (e *env) waitOnce(want int, timeout time.Duration) {
+	e.t.Helper()
+	e.waitRows(want, timeout)
+	if n := e.count("SELECT count(*) - count(DISTINCT (device_id, reading)) FROM readings"); n != 0 {
+		e.t.Errorf("%d duplicate rows", n)
+	}
+	if n := e.count("SELECT count(*) FROM readings"); n != want {
+		e.t.Errorf("rows = %d, want %d", n, want)
+	}
+}
+
 func (e *env) streamLen() int64 {
 	var n int64
 	for _, k := range e.streams.Keys() {
@@ -405,20 +418,18 @@ func TestIntegrationOneOwnerPerShardAndTakeover(t *testing.T) {
 			e.add(reading(fmt.Sprintf("own-%d", i%13), i))
 		}
 	})
-	time.Sleep(100 * time.Millisecond)
-	if owned := testutil.ToFloat64(a.b.m.owned) + testutil.ToFloat64(b.b.m.owned); owned != 4 {
-		t.Errorf("shards owned by both bridges = %v, want 4", owned)
-	}
+	// The second takes its share from the first, never a shard the first
+	// still holds.
+	testenv.Eventually(t, 5*time.Second, func() bool {
+		if owned := testutil.ToFloat64(a.b.m.owned) + testutil.ToFloat64(b.b.m.owned); owned > 4 {
+			t.Fatalf("shards owned by both bridges = %v, over 4", owned)
+		}
+		return testutil.ToFloat64(a.b.m.owned) == 2 && testutil.ToFloat64(b.b.m.owned) == 2
+	}, "the two bridges did not share the shards 2 and 2: %v and %v", testutil.ToFloat64(a.b.m.owned), testutil.ToFloat64(b.b.m.owned))
 	a.stop()
 	testenv.Eventually(t, 5*time.Second, func() bool { return testutil.ToFloat64(b.b.m.owned) == 4 }, "second bridge did not take over")
 	wg.Wait()
-	e.waitRows(500, 10*time.Second)
-	if n := e.count("SELECT count(*) - count(DISTINCT (device_id, reading)) FROM readings"); n != 0 {
-		t.Errorf("%d duplicate rows", n)
-	}
-	if n := e.count("SELECT count(*) FROM readings"); n != 500 {
-		t.Errorf("rows = %d, want 500", n)
-	}
+	e.waitOnce(500, 10*time.Second)
 }
 
 func TestIntegrationRecreatedStreamIsReadFromStart(t *testing.T) {

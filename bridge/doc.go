@@ -10,6 +10,13 @@
 // are read again and nothing committed is written twice. After each commit the
 // stream is trimmed below the checkpoint, which keeps Redis memory bounded.
 //
+// The bridges of a deployment share its shards: each is a row in
+// bridge_members while it lives, and every LockRetry it rebalances so that K
+// bridges on N shards own at most ceil(N/K) each, handing a shard over only
+// after committing the batch in hand (members.go has the bounds). The lock
+// stays the fence: the sharing decides who tries to take which shard, never
+// who may write.
+//
 //	b, err := bridge.New(bridge.Config{Postgres: url, Streams: streams}, rdb, logger, registry)
 //	if err != nil { ... }
 //	err = b.Run(ctx) // until ctx ends; commits what it holds before returning

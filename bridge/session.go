@@ -87,20 +87,32 @@ func (s *session) run(ctx context.Context) error {
 		conn.Close(cctx)
 	}()
 
-	if ok, err := s.lock(ctx); !ok {
+	if err := s.lock(ctx); err != nil {
 		return err
 	}
+	// Handing the shard over ends the session like a shutdown: it commits
+	// the batch in hand (and what the stream holds after it, up to a batch)
+	// before the lock goes with the connection.
+	sctx, handOver := context.WithCancel(ctx)
+	defer handOver()
+	s.b.bal.acquired(s.shard, handOver)
 	s.b.m.owned.Inc()
 	defer s.b.m.owned.Dec()
 	s.log.Info("shard acquired")
 
 	defer func() { s.b.m.buffered.Sub(float64(len(s.buf))) }()
-	if err := s.start(ctx); err != nil {
+	if err := s.start(sctx); err != nil {
+		if sctx.Err() != nil && ctx.Err() == nil {
+			return nil // handed over before it started
+		}
 		s.b.m.countError(err)
 		return err
 	}
-	err = s.consume(ctx)
+	err = s.consume(sctx)
 	s.b.m.countError(err)
+	if err == nil && ctx.Err() == nil {
+		s.log.Info("shard handed over")
+	}
 	return err
 }
 
@@ -111,43 +123,37 @@ func (s *session) pgCtx(ctx context.Context) (context.Context, context.CancelFun
 	return context.WithTimeout(ctx, s.b.cfg.SessionTimeout/2)
 }
 
-// lock waits for the shard's advisory lock, trying every LockRetry; false
-// when ctx ended or the connection failed. While another session holds the
-// lock, each try also ends that session if it has been silent for the
-// session timeout (evictStale), so a frozen owner gives the shard up.
-func (s *session) lock(ctx context.Context) (bool, error) {
+// errLockTaken: another session holds the shard's lock (and is not
+// silent): the coordinator decides what next.
+var errLockTaken = errors.New("the shard's lock is held by another bridge")
+
+// lock takes the shard's advisory lock, or returns errLockTaken. If another
+// session holds the lock, it also ends that session when it has been silent
+// for the session timeout (evictStale), so a frozen owner gives the shard up.
+func (s *session) lock(ctx context.Context) error {
 	key := LockKey(s.key)
-	for {
-		var ok bool
-		qctx, cancel := s.pgCtx(ctx)
-		err := s.conn.QueryRow(qctx, "SELECT pg_try_advisory_lock($1)", key).Scan(&ok)
-		if err == nil && !ok {
-			var evicted bool
-			if evicted, err = s.evictStale(qctx, key); err == nil && evicted {
-				err = s.conn.QueryRow(qctx, "SELECT pg_try_advisory_lock($1)", key).Scan(&ok)
-			}
-		}
-		cancel()
-		if err != nil {
-			if ctx.Err() != nil {
-				return false, nil
-			}
-			err = opErr("lock", fmt.Errorf("take lock of %s: %w", s.key, err))
-			s.b.m.countError(err)
-			return false, err
-		}
-		s.usedPG = time.Now()
-		if ok {
-			return true, nil
-		}
-		t := time.NewTimer(s.b.cfg.LockRetry)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return false, nil
-		case <-t.C:
+	var ok bool
+	qctx, cancel := s.pgCtx(ctx)
+	defer cancel()
+	err := s.conn.QueryRow(qctx, "SELECT pg_try_advisory_lock($1)", key).Scan(&ok)
+	if err == nil && !ok {
+		var evicted bool
+		if evicted, err = s.evictStale(qctx, key); err == nil && evicted {
+			err = s.conn.QueryRow(qctx, "SELECT pg_try_advisory_lock($1)", key).Scan(&ok)
 		}
 	}
+	switch {
+	case err != nil && ctx.Err() != nil:
+		return ctx.Err()
+	case err != nil:
+		err = opErr("lock", fmt.Errorf("take lock of %s: %w", s.key, err))
+		s.b.m.countError(err)
+		return err
+	case !ok:
+		return errLockTaken
+	}
+	s.usedPG = time.Now()
+	return nil
 }
 
 // evictStaleQuery ends the session holding advisory lock ($1, $2) if it has
@@ -585,13 +591,17 @@ func (s *session) shutdown(dctx context.Context) error {
 		return nil
 	}
 	n := len(s.buf)
-	if err := s.flush(dctx, "shutdown"); err != nil {
+	trigger := "shutdown"
+	if s.b.bal.handingOver(s.shard) {
+		trigger = "handover"
+	}
+	if err := s.flush(dctx, trigger); err != nil {
 		// Not lost: the entries stay in Redis after the checkpoint, and the
 		// next bridge to own the shard commits them.
 		s.log.Warn("shutdown: buffered entries left in the stream for the next owner", "rows", n, "err", err)
 		return nil
 	}
-	s.log.Info("shutdown: committed buffered readings", "rows", n)
+	s.log.Info("shutdown: committed buffered readings", "rows", n, "trigger", trigger)
 	return nil
 }
 

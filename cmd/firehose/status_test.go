@@ -51,6 +51,13 @@ func TestIntegrationStatus(t *testing.T) {
 	if _, err := conn.Exec(ctx, "SELECT pg_advisory_lock($1)", bridge.LockKey(key)); err != nil {
 		t.Fatal(err)
 	}
+	// As a bridge process's session names itself, and its member row.
+	if _, err := conn.Exec(ctx, "SET application_name = 'firehose bridge testhost:42'"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, `INSERT INTO bridge_members (id, prefix, host, pid, lock_key, shards_owned) VALUES ('m1', $1, 'testhost', 42, 7, 1)`, prefix); err != nil {
+		t.Fatal(err)
+	}
 
 	status := func() []shardStatus {
 		t.Helper()
@@ -74,19 +81,19 @@ func TestIntegrationStatus(t *testing.T) {
 	if got.Backlog != 3 || got.Checkpoint != "0-1" || got.Committed != 42 || got.Rejected != 1 || got.LagSeconds > 60 || got.LagSeconds < 0 {
 		t.Errorf("shard %d: %+v, want backlog 3, checkpoint 0-1, 42 rows, 1 rejected, lag under a minute", shard, got)
 	}
-	if !strings.HasPrefix(got.Owner, "pid ") {
-		t.Errorf("shard %d owner %q, want the lock holder's session", shard, got.Owner)
+	if !strings.HasPrefix(got.Owner, "pid ") || got.Bridge != "testhost:42" {
+		t.Errorf("shard %d owner %q of bridge %q, want the lock holder's session, of testhost:42", shard, got.Owner, got.Bridge)
 	}
 	if other.Owner != "" || other.Backlog != 0 || other.Checkpoint != "" || other.LagSeconds != 0 {
 		t.Errorf("idle shard %d: %+v, want no owner, backlog or checkpoint", 1-shard, other)
 	}
 
-	// The table form names every shard.
 	out.Reset()
 	if code := run(ctx, []string{"status", "--postgres", pgURL, "--redis", testenv.RedisURL(), "--redis-prefix", prefix, "--shards", "2"}, &out, &errOut); code != 0 {
 		t.Fatalf("status: %s", errOut.String())
 	}
-	if !strings.Contains(out.String(), key) || !strings.Contains(out.String(), "(none)") {
+	// The table form names every shard, and the live bridges.
+	if !strings.Contains(out.String(), key) || !strings.Contains(out.String(), "(none)") || !strings.Contains(out.String(), "testhost:42  m1") {
 		t.Errorf("status table:\n%s", out.String())
 	}
 }

@@ -1,0 +1,187 @@
+package faults
+
+// Scenario 17: three bridges share 12 shards, 4 each; one dies and the
+// survivors own 6 each within the bound; it comes back and they own 4 each
+// again. Helpers start with sh.
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"firehose/ingest"
+	"firehose/internal/testenv"
+)
+
+const (
+	shShards  = 12
+	shBridges = 3
+	// shLockRetry is the bridges' --lock-retry: their heartbeat and
+	// rebalancing tick. The documented bounds (bridge/members.go, README):
+	// a dead bridge's shards are taken within 2 ticks, a joining bridge has
+	// its share within 2 ticks + 1 s + a commit. The bounds checked here add
+	// slack for a loaded 2-core machine (make test runs every scenario at
+	// once) and, for a join, the start of the process (migration check,
+	// admin listener, joining).
+	shLockRetry   = 200 * time.Millisecond
+	shDeathBound  = 10 * shLockRetry
+	shJoinBound   = 2*shLockRetry + time.Second + 8*time.Second
+	shTermTimeout = 20 * time.Second
+)
+
+// TestBridgesShareTheShards runs three bridge processes on a deployment of
+// 12 shards under load. A monitor samples the bridges' shards_owned and
+// PostgreSQL's advisory locks every 50 ms for the whole run. It shows that:
+//
+//   - started one after the other, the three own 4 shards each within
+//     shJoinBound of the last start (the first took all 12; each later one
+//     took its share from the others, who handed shards over after
+//     committing their batch in hand);
+//   - a bridge killed with SIGKILL: the two survivors own 6 each within
+//     shDeathBound; restarted, the three own 4 each again within
+//     shJoinBound. The long form repeats this for each bridge in turn, and
+//     also stops one with SIGTERM (a bridge leaving);
+//   - the owned shards never add up to more than 12 and no bridge lock has
+//     two holders in pg_locks; bridge_members holds one row per live
+//     bridge; every acknowledged reading lands exactly once.
+func TestBridgesShareTheShards(t *testing.T) {
+	skipShort(t)
+	t.Parallel()
+	svc := SharedServices(t)
+	shards := []string{"--shards", fmt.Sprint(shShards)}
+	edges := StartStack(t, svc, append([]string{"--roles", "broker,httpgw"}, shards...)...)
+	keys := ingest.Streams{Prefix: svc.Prefix, Count: shShards}.Keys()
+	flags := append([]string{"--lock-retry", shLockRetry.String(), "--batch-age", "100ms"}, shards...)
+	start := func() *Stack { return StartBridge(t, svc, flags...) }
+
+	// Started one after the other (each a process of its own, so the first
+	// may own all 12 for a moment, then 6 + 6), then 4 + 4 + 4.
+	first := time.Now()
+	m := tkStartMonitor(t, svc.Postgres, keys, start(), start(), start())
+	testenv.Eventually(t, 30*time.Second, func() bool { s := m.Last(); return s.Reachable == shBridges && shEach(s.Owned, shShards/shBridges) },
+		"three bridges did not own %d shards each: %+v", shShards/shBridges, m.Last())
+	startup := time.Since(first)
+	t.Logf("three bridges own %d shards each %s after they started", shShards/shBridges, startup.Round(time.Millisecond))
+	shMembers(t, svc.Postgres, shBridges)
+
+	type cycle struct {
+		kill bool // SIGKILL, else SIGTERM
+	}
+	cycles := []cycle{{kill: true}}
+	if Long() {
+		cycles = []cycle{{kill: true}, {kill: true}, {kill: false}, {kill: true}}
+	}
+	l := StartLoad(t, edges, LoadOpts{Duration: scale(14*time.Second, 60*time.Second)})
+	rrWaitAccepted(t, edges, l, 2000)
+	var deaths, joins []time.Duration
+	var notes []string
+	for c, cy := range cycles {
+		bkPause(scale(1500*time.Millisecond, 4*time.Second))
+		victim := c % shBridges
+		how := "SIGKILL"
+		gone := time.Now()
+		if cy.kill {
+			m.Bridge(victim).Proc.Kill()
+		} else {
+			how = "SIGTERM"
+			m.Bridge(victim).Proc.Signal(syscall.SIGTERM)
+		}
+		var took time.Duration
+		testenv.Eventually(t, 30*time.Second, func() bool {
+			s := m.Last()
+			if !s.At.After(gone) {
+				return false
+			}
+			for i, o := range s.Owned {
+				if i != victim && o != shShards/(shBridges-1) {
+					return false
+				}
+			}
+			took = s.At.Sub(gone)
+			return true
+		}, "cycle %d: after the %s of bridge %d the survivors did not own %d shards each: %+v", c+1, how, victim, shShards/(shBridges-1), m.Last())
+		if !cy.kill {
+			if code, ok := m.Bridge(victim).Proc.Wait(shTermTimeout); !ok || code != 0 {
+				t.Fatalf("cycle %d: after SIGTERM the bridge exited %v with code %d; output: %s", c+1, ok, code, m.Bridge(victim).Proc.Output())
+			}
+		}
+		deaths = append(deaths, took)
+		if took > shDeathBound {
+			t.Errorf("cycle %d: the survivors took the shards of the bridge gone (%s) after %s, over the bound %s", c+1, how, took, shDeathBound)
+		}
+		shMembers(t, svc.Postgres, shBridges-1)
+
+		m.Replace(victim, start())
+		back := time.Now()
+		var joined time.Duration
+		testenv.Eventually(t, 30*time.Second, func() bool {
+			s := m.Last()
+			if s.At.After(back) && s.Reachable == shBridges && shEach(s.Owned, shShards/shBridges) {
+				joined = s.At.Sub(back)
+				return true
+			}
+			return false
+		}, "cycle %d: the bridge restarted did not get its share: %+v", c+1, m.Last())
+		joins = append(joins, joined)
+		if joined > shJoinBound {
+			t.Errorf("cycle %d: the bridge restarted had its share after %s, over the bound %s", c+1, joined, shJoinBound)
+		}
+		note := fmt.Sprintf("%s of a bridge: the survivors owned 6 + 6 after %s; restarted, 4 + 4 + 4 after %s", how, took.Round(time.Millisecond), joined.Round(time.Millisecond))
+		t.Logf("cycle %d: %s", c+1, note)
+		notes = append(notes, note)
+		shMembers(t, svc.Postgres, shBridges)
+	}
+
+	rep := l.Wait(5 * time.Minute)
+	AssertExactlyOnce(t, rep, l)
+	st := m.Stop()
+	st.check(t, shShards)
+	bkAssertDrained(t, bkRedis(t), svc.Postgres, keys, time.Minute)
+	handovers := 0.0
+	for i := range shBridges {
+		n, _ := m.Bridge(i).Metric("firehose_bridge_handovers_total")
+		handovers += n
+	}
+
+	r := ResultOf(rep)
+	r.Scenario, r.Load = "19. bridges share the shards", LoadDesc(rep)
+	r.Faults = fmt.Sprintf("3 bridges on %d shards; %d× one of them gone (%s) and restarted", shShards, len(cycles), shHow(cycles, func(c cycle) bool { return c.kill }))
+	r.Notes = fmt.Sprintf("--lock-retry %s; started one after the other, 4 + 4 + 4 after %s; %s; max takeover %s (bound %s), max join %s (bound %s, process start included); %.0f shards handed over (counted by the processes running at the end); %d samples every 50 ms of the bridges' shards_owned: sum > %d in %d, bridge locks with >1 holder in pg_locks: %d",
+		shLockRetry, startup.Round(time.Millisecond), strings.Join(notes, "; "), tkMax(deaths).Round(time.Millisecond), shDeathBound,
+		tkMax(joins).Round(time.Millisecond), shJoinBound, handovers, st.Samples, shShards, st.Over, st.MultiHolder)
+	Record(t, r)
+	for i := range shBridges {
+		m.Bridge(i).Stop(shTermTimeout)
+	}
+	shMembers(t, svc.Postgres, 0)
+	edges.Stop(20 * time.Second)
+}
+
+// shEach reports whether every bridge owns n shards.
+func shEach(owned []int, n int) bool {
+	return !slices.ContainsFunc(owned, func(o int) bool { return o != n })
+}
+
+// shMembers waits until bridge_members holds n rows (a dead bridge's row goes
+// at the survivors' next tick; a stopped one deletes its own).
+func shMembers(t *testing.T, dbURL string, n int) {
+	t.Helper()
+	testenv.Eventually(t, 10*time.Second, func() bool { return QueryInt(t, dbURL, "SELECT count(*) FROM bridge_members") == int64(n) },
+		"bridge_members holds %d rows, want %d", QueryInt(t, dbURL, "SELECT count(*) FROM bridge_members"), n)
+}
+
+func shHow[C any](cs []C, kill func(C) bool) string {
+	k := 0
+	for _, c := range cs {
+		if kill(c) {
+			k++
+		}
+	}
+	if k == len(cs) {
+		return "SIGKILL"
+	}
+	return fmt.Sprintf("%d SIGKILL, %d SIGTERM", k, len(cs)-k)
+}
