@@ -193,12 +193,13 @@ func (p *Producer) write(batch []*call, n int, rt *roundTrip) {
 		if np.err == nil || isRedisReplyError(np.err) {
 			continue
 		}
-		// The node did not answer: its shards are down until a backlog
-		// measurement reaches them again, and their next callers are
-		// refused at once instead of waiting a timeout each.
+		// The node did not answer: every shard it holds, not only those of
+		// this round trip, is down until a backlog measurement reaches it
+		// again, and their next callers are refused at once instead of
+		// waiting a timeout each.
 		reload = true
 		var changed []int
-		for _, shard := range np.shards {
+		for _, shard := range p.shardsOn(ctx, np.node) {
 			if p.health.set(shard, true) {
 				changed = append(changed, shard)
 			}
@@ -271,6 +272,22 @@ func (p *Producer) write(batch []*call, n int, rt *roundTrip) {
 		}
 		p.answer(c, err)
 	}
+}
+
+// shardsOn lists the shards whose primary is node (nil: the producer's own
+// client, which holds every shard).
+func (p *Producer) shardsOn(ctx context.Context, node *redis.Client) []int {
+	var out []int
+	for shard := range p.keys {
+		if node == nil {
+			out = append(out, shard)
+			continue
+		}
+		if n, err := p.cluster.MasterForKey(ctx, p.keys[shard]); err == nil && n == node {
+			out = append(out, shard)
+		}
+	}
+	return out
 }
 
 // execPipes sends every primary's pipeline, at once when there are several,
