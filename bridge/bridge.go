@@ -336,6 +336,9 @@ type metrics struct {
 	members   prometheus.Gauge
 	share     prometheus.Gauge
 	handovers prometheus.Counter
+	// per shard, while this bridge owns it
+	shardOwned *prometheus.GaugeVec
+	shardLag   *prometheus.GaugeVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -400,8 +403,16 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		Name: "firehose_bridge_handovers_total",
 		Help: "Shards this bridge handed over (after committing the batch in hand) because it owned more than its share.",
 	})
+	m.shardOwned = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "firehose_bridge_shard_owned",
+		Help: "1 for each shard this bridge owns (holds the lock of); a shard it does not own has no series here.",
+	}, []string{"shard"})
+	m.shardLag = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "firehose_bridge_shard_lag_seconds",
+		Help: "Per shard this bridge owns: age of the oldest reading it has read and not yet committed (since Redis stored it), 0 once it has committed everything it found.",
+	}, []string{"shard"})
 	reg.MustRegister(m.committed, m.rejected, m.batchRows, m.commitDur, m.flushes, m.errors, m.owned, m.buffered, m.lag, m.evicted, m.newStream,
-		m.members, m.share, m.handovers)
+		m.members, m.share, m.handovers, m.shardOwned, m.shardLag)
 	for _, t := range []string{"size", "age", "shutdown", "handover", "read_error"} {
 		m.flushes.WithLabelValues(t)
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
 	"firehose/ingest"
@@ -41,9 +42,10 @@ type session struct {
 	countBuffered, untrimmed int64
 	perEntry                 int // most readings in one entry read so far (0: none read yet): XREAD counts entries
 	buf                      []entry
-	oldest                   time.Time // when the first buffered entry was read
-	caughtUp                 bool      // the last read returned entries, fewer than asked: the stream's end
-	progressed               bool      // a batch committed: the next failure starts a fresh backoff
+	oldest                   time.Time        // when the first buffered entry was read
+	caughtUp                 bool             // the last read returned entries, fewer than asked: the stream's end
+	lagGauge                 prometheus.Gauge // firehose_bridge_shard_lag_seconds of this shard
+	progressed               bool             // a batch committed: the next failure starts a fresh backoff
 }
 
 // entry is one stream entry in the buffer: a decoded reading, or what to
@@ -98,6 +100,13 @@ func (s *session) run(ctx context.Context) error {
 	s.b.bal.acquired(s.shard, handOver)
 	s.b.m.owned.Inc()
 	defer s.b.m.owned.Dec()
+	label := strconv.Itoa(s.shard)
+	s.b.m.shardOwned.WithLabelValues(label).Set(1)
+	s.lagGauge = s.b.m.shardLag.WithLabelValues(label)
+	defer func() {
+		s.b.m.shardOwned.DeleteLabelValues(label)
+		s.b.m.shardLag.DeleteLabelValues(label)
+	}()
 	s.log.Info("shard acquired")
 
 	defer func() { s.b.m.buffered.Sub(float64(len(s.buf))) }()
@@ -423,11 +432,31 @@ func (s *session) consume(ctx context.Context) error {
 		read := s.addAll(res)
 		s.caughtUp = read > 0 && int64(read) < count
 		s.b.m.buffered.Add(float64(len(s.buf) - n))
+		s.reportLag(read == 0)
 		if len(s.buf) >= cfg.BatchSize {
 			if err := s.flush(dctx, "size"); err != nil {
 				return err
 			}
 		}
+	}
+}
+
+// reportLag sets the shard's lag gauge: the age of the oldest entry in the
+// buffer (since Redis stored it: its id's time), or 0 when the buffer is
+// empty and the stream has nothing more (atEnd, or the last read reached its
+// end). An empty buffer behind a longer stream keeps the last value until
+// the next read.
+func (s *session) reportLag(atEnd bool) {
+	if s.lagGauge == nil { // not owned yet
+		return
+	}
+	switch {
+	case len(s.buf) > 0:
+		if id, err := ingest.ParseStreamID(s.buf[0].id); err == nil {
+			s.lagGauge.Set(max(0, time.Since(time.UnixMilli(int64(id.MS))).Seconds()))
+		}
+	case atEnd || s.caughtUp:
+		s.lagGauge.Set(0)
 	}
 }
 
@@ -646,6 +675,7 @@ func (s *session) flush(ctx context.Context, trigger string) error {
 	}
 	s.countBuffered = 0
 	s.progressed = true
+	s.reportLag(false)
 	s.trim(ctx)
 	return nil
 }

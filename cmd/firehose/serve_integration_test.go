@@ -30,6 +30,20 @@ func stackArgs(t *testing.T, pgURL, prefix, httpAddr string, extra ...string) []
 	return append(args, extra...)
 }
 
+// startServe starts `firehose serve` with every role on the test's own
+// database and key prefix, with extra flags, and waits until it is ready; it
+// returns the process, its base URL and the database's URL.
+func startServe(t *testing.T, extra ...string) (p *proc, base, pgURL string) {
+	t.Helper()
+	pgURL = testenv.Postgres(t)
+	_, prefix := testenv.Redis(t)
+	addr := freeAddr(t)
+	base = "http://" + addr
+	p = start(t, stackArgs(t, pgURL, prefix, addr, extra...)...)
+	waitReady(t, p, base)
+	return p, base, pgURL
+}
+
 func waitReady(t *testing.T, p *proc, base string) {
 	t.Helper()
 	testenv.Eventually(t, 15*time.Second, func() bool {
@@ -49,12 +63,7 @@ func waitReady(t *testing.T, p *proc, base string) {
 
 func TestIntegrationServeLandsBothEndpointsExactlyOnce(t *testing.T) {
 	t.Parallel()
-	pgURL := testenv.Postgres(t)
-	_, prefix := testenv.Redis(t)
-	addr := freeAddr(t)
-	base := "http://" + addr
-	p := start(t, stackArgs(t, pgURL, prefix, addr, "--batch-age", "50ms")...)
-	waitReady(t, p, base)
+	p, base, pgURL := startServe(t, "--batch-age", "50ms")
 
 	for i := range 20 {
 		code, body := post(t, base+"/readings/fast", "application/json", "fast-dev",
@@ -112,12 +121,7 @@ func TestIntegrationServeLandsBothEndpointsExactlyOnce(t *testing.T) {
 
 func TestIntegrationSIGTERMCommitsBufferedReadings(t *testing.T) {
 	t.Parallel()
-	pgURL := testenv.Postgres(t)
-	_, prefix := testenv.Redis(t)
-	addr := freeAddr(t)
-	base := "http://" + addr
-	p := start(t, stackArgs(t, pgURL, prefix, addr, "--batch-age", "1h", "--batch-size", "100000", "--shutdown-timeout", "10s")...)
-	waitReady(t, p, base)
+	p, base, pgURL := startServe(t, "--batch-age", "1h", "--batch-size", "100000", "--shutdown-timeout", "10s")
 	const n = 200
 	for i := range n {
 		if code, body := post(t, base+"/readings/fast", "application/json", fmt.Sprintf("term-%d", i%5), fmt.Sprintf(`{"id": %d, "reading": 1}`, i)); code != 200 {
@@ -151,12 +155,7 @@ func TestIntegrationSIGTERMCommitsBufferedReadings(t *testing.T) {
 // land, and a second SIGTERM ends the wait at once.
 func TestIntegrationShutdownDelay(t *testing.T) {
 	t.Parallel()
-	pgURL := testenv.Postgres(t)
-	_, prefix := testenv.Redis(t)
-	addr := freeAddr(t)
-	base := "http://" + addr
-	p := start(t, stackArgs(t, pgURL, prefix, addr, "--batch-age", "50ms", "--shutdown-delay", "1m")...)
-	waitReady(t, p, base)
+	p, base, pgURL := startServe(t, "--batch-age", "50ms", "--shutdown-delay", "1m")
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	readyz := func() int {
 		resp, err := http.Get(base + "/readyz")
