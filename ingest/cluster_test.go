@@ -231,3 +231,154 @@ func TestIntegrationStreamsLayout(t *testing.T) {
 		})
 	}
 }
+
+// TestIntegrationProducerFollowsSlotMigration moves the slot of a shard to
+// another primary while calls for that shard keep coming (CLUSTER SETSLOT
+// IMPORTING / MIGRATING, MIGRATE of its keys, SETSLOT NODE: what
+// `redis-cli --cluster reshard` does): calls that meet the move (ASK, MOVED,
+// TRYAGAIN) are refused, never half-stored; the producer follows the slot to
+// its new primary; every acknowledged reading is in the stream once.
+func TestIntegrationProducerFollowsSlotMigration(t *testing.T) {
+	t.Parallel()
+	cluster := testenv.StartRedisCluster(t, 3, 0)
+	rdb := cluster.Client(t)
+	ctx := context.Background()
+	streams := ingest.Streams{Prefix: "mig", Count: 3}
+	if err := streams.Check(ctx, rdb); err != nil {
+		t.Fatal(err)
+	}
+	p, _, _ := startProducer(t, rdb, streams, ingest.ProducerConfig{BacklogInterval: 50 * time.Millisecond})
+	device := ""
+	for i := 0; device == ""; i++ {
+		if d := "m-" + strconv.Itoa(i); streams.Shard(d) == 0 {
+			device = d
+		}
+	}
+	key := streams.Key(0)
+	from := cluster.PrimaryOf(t, key)
+	var to *testenv.RedisServer
+	for _, n := range cluster.Nodes {
+		if n != from {
+			to = n
+			break
+		}
+	}
+
+	var mu sync.Mutex
+	acked, refused := map[int]bool{}, 0
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for v := 0; ; v++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			err := p.Add(ctx, []ingest.Reading{newReading(device, float64(v))})
+			mu.Lock()
+			if err == nil {
+				acked[v] = true
+			} else {
+				refused++
+			}
+			mu.Unlock()
+			time.Sleep(time.Millisecond)
+		}
+	})
+	time.Sleep(200 * time.Millisecond)
+	migrateSlot(t, cluster, key, from, to)
+	// Acknowledged again, now by the new primary.
+	mu.Lock()
+	before := len(acked)
+	mu.Unlock()
+	eventually(t, 10*time.Second, func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(acked) < before+50 {
+			return fmt.Errorf("%d readings acknowledged since the move, want 50", len(acked)-before)
+		}
+		return nil
+	})
+	close(stop)
+	wg.Wait()
+	if n := cluster.PrimaryOf(t, key); n != to {
+		t.Fatalf("shard 0's slot is on %s after the move, want %s", n.Addr(), to.Addr())
+	}
+
+	stored := map[int]int{}
+	msgs, err := rdb.XRange(ctx, key, "-", "+").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range msgs {
+		rs, err := ingest.DecodeEntry(m.Values)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range rs {
+			stored[int(r.Value)]++
+		}
+	}
+	for v := range acked {
+		if stored[v] != 1 {
+			t.Errorf("reading %d acknowledged, stored %d time(s)", v, stored[v])
+		}
+	}
+	for v, n := range stored {
+		if n > 1 {
+			t.Errorf("reading %d stored %d times", v, n)
+		}
+	}
+	t.Logf("slot of %s moved from %s to %s under load: %d readings acknowledged, %d refused, each acknowledged one stored once",
+		key, from.Addr(), to.Addr(), len(acked), refused)
+}
+
+// migrateSlot moves key's slot, and the keys in it, from one primary to
+// another, as redis-cli --cluster reshard does.
+func migrateSlot(t *testing.T, cluster *testenv.RedisCluster, key string, from, to *testenv.RedisServer) {
+	t.Helper()
+	ctx := context.Background()
+	client := func(n *testenv.RedisServer) *redis.Client {
+		c := redis.NewClient(&redis.Options{Addr: n.Addr(), MaxRetries: -1})
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	src, dst := client(from), client(to)
+	slot, err := src.ClusterKeySlot(ctx, key).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	srcID, err := src.Do(ctx, "cluster", "myid").Text()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dstID, err := dst.Do(ctx, "cluster", "myid").Text()
+	if err != nil {
+		t.Fatal(err)
+	}
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatalf("migrate slot %d: %v", slot, err)
+		}
+	}
+	must(dst.Do(ctx, "cluster", "setslot", slot, "importing", srcID).Err())
+	must(src.Do(ctx, "cluster", "setslot", slot, "migrating", dstID).Err())
+	time.Sleep(100 * time.Millisecond) // calls meet the migrating slot
+	for {
+		keys, err := src.ClusterGetKeysInSlot(ctx, int(slot), 100).Result()
+		must(err)
+		if len(keys) == 0 {
+			break
+		}
+		args := []any{"migrate", "127.0.0.1", to.Port, "", 0, 5000, "keys"}
+		for _, k := range keys {
+			args = append(args, k)
+		}
+		must(src.Do(ctx, args...).Err())
+	}
+	for _, n := range cluster.Nodes {
+		must(client(n).Do(ctx, "cluster", "setslot", slot, "node", dstID).Err())
+	}
+}
