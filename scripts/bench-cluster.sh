@@ -27,7 +27,8 @@ for i in 1 2 3; do
   p=$(free_port)
   CPORTS+=("$p")
   mkdir -p "$cdir/$i"
-  redis-server --port "$p" --bind 127.0.0.1 --dir "$cdir/$i" --appendonly yes --appendfsync everysec --save "" \
+  # its own bus port: the default (port + 10000) does not exist above 55535
+  redis-server --port "$p" --cluster-port "$(free_port)" --bind 127.0.0.1 --dir "$cdir/$i" --appendonly yes --appendfsync everysec --save "" \
     --cluster-enabled yes --cluster-node-timeout 5000 --cluster-require-full-coverage no \
     --daemonize yes --logfile "$cdir/$i/redis.log" --pidfile "$cdir/$i/redis.pid"
 done

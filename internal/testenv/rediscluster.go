@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"context"
+	"net"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -34,7 +35,9 @@ func StartRedisCluster(t testing.TB, primaries, replicas int, args ...string) *R
 	}
 	c := &RedisCluster{}
 	for range primaries * (1 + replicas) {
-		c.Nodes = append(c.Nodes, StartRedisServer(t, append([]string{"--cluster-enabled", "yes",
+		// A bus port of its own: the default, the port + 10,000, does not
+		// exist for a port above 55,535, and may be taken.
+		c.Nodes = append(c.Nodes, StartRedisServer(t, append([]string{"--cluster-enabled", "yes", "--cluster-port", strconv.Itoa(freePort(t)),
 			"--cluster-node-timeout", "1000", "--cluster-replica-validity-factor", "0",
 			"--cluster-require-full-coverage", "no"}, args...)...))
 	}
@@ -138,4 +141,15 @@ func (c *RedisCluster) PrimaryOf(t testing.TB, key string) *RedisServer {
 	}
 	t.Fatalf("no live node of the cluster names the primary of %s", key)
 	return nil
+}
+
+// freePort is a loopback port that was free a moment ago.
+func freePort(t testing.TB) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
 }
