@@ -11,11 +11,17 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"firehose/ingest"
 )
 
 var (
 	readingsTable   = pgx.Identifier{"readings"}
 	readingsColumns = []string{"device_id", "ts", "received_at", "reading", "payload"}
+	// With a metric: a batch with a reading that names one. Without, the
+	// column takes its default ('reading', ingest.DefaultMetric) and COPY
+	// sends a field less per row.
+	metricColumns   = []string{"device_id", "ts", "received_at", "reading", "payload", "metric"}
 	rejectedTable   = pgx.Identifier{"readings_rejected"}
 	rejectedColumns = []string{"stream", "entry_id", "version", "raw", "error"}
 )
@@ -74,7 +80,7 @@ func (s *session) commit(ctx context.Context) (commitResult, error) {
 	defer func() { tx.Rollback(ctx) }() //nolint:errcheck // no-op after Commit
 
 	var refused []*entry
-	if _, err := tx.CopyFrom(ctx, readingsTable, readingsColumns, &rowSource{rows: good}); err != nil {
+	if _, err := tx.CopyFrom(ctx, readingsTable, columnsFor(good), newRowSource(good)); err != nil {
 		if !rowRefused(err) {
 			return res, fmt.Errorf("copy %d rows into readings: %w", len(good), err)
 		}
@@ -120,7 +126,7 @@ func isolate(ctx context.Context, tx pgx.Tx, rows []*entry) ([]*entry, error) {
 	if err != nil {
 		return nil, fmt.Errorf("savepoint: %w", err)
 	}
-	_, err = sp.CopyFrom(ctx, readingsTable, readingsColumns, &rowSource{rows: rows})
+	_, err = sp.CopyFrom(ctx, readingsTable, columnsFor(rows), newRowSource(rows))
 	if err == nil {
 		if err := sp.Commit(ctx); err != nil {
 			return nil, fmt.Errorf("release savepoint: %w", err)
@@ -169,9 +175,31 @@ func rowRefused(err error) bool {
 
 // rowSource feeds decoded readings to COPY without building a [][]any.
 type rowSource struct {
-	rows []*entry
-	i    int
-	vals [5]any
+	rows   []*entry
+	i      int
+	metric bool // the metric column too (metricColumns)
+	vals   [6]any
+}
+
+func newRowSource(rows []*entry) *rowSource {
+	return &rowSource{rows: rows, metric: hasMetric(rows)}
+}
+
+// columnsFor is the column list of a COPY of rows.
+func columnsFor(rows []*entry) []string {
+	if hasMetric(rows) {
+		return metricColumns
+	}
+	return readingsColumns
+}
+
+func hasMetric(rows []*entry) bool {
+	for _, e := range rows {
+		if e.r.Metric != "" {
+			return true
+		}
+	}
+	return false
 }
 
 func (s *rowSource) Next() bool {
@@ -186,6 +214,13 @@ func (s *rowSource) Values() ([]any, error) {
 	s.vals[2] = r.ReceivedAt
 	s.vals[3] = r.Value
 	s.vals[4] = r.Payload // nil []byte is NULL
+	if !s.metric {
+		return s.vals[:5], nil
+	}
+	s.vals[5] = r.Metric
+	if r.Metric == "" {
+		s.vals[5] = ingest.DefaultMetric
+	}
 	return s.vals[:], nil
 }
 

@@ -537,11 +537,11 @@ func (s *session) add(msg redis.XMessage) {
 	case !hasBody:
 		s.buf = append(s.buf, entry{id: msg.ID, version: version, dump: true, raw: fieldDump(msg.Values),
 			bad: fmt.Errorf("%w: no %q field", ingest.ErrCorruptEntry, ingest.FieldBody)})
-	case version == ingest.CodecBatch:
+	case version == ingest.CodecBatch || version == ingest.CodecMetricBatch:
 		if n, err := strconv.ParseInt(fmt.Sprint(msg.Values[ingest.FieldCount]), 10, 64); err == nil && n > 0 {
 			s.countBuffered += n
 		}
-		s.addBatch(msg.ID, body)
+		s.addBatch(msg.ID, version, body)
 	default:
 		e := entry{id: msg.ID, version: version, raw: body}
 		e.r, e.bad = ingest.Decode(version, body)
@@ -550,18 +550,20 @@ func (s *session) add(msg redis.XMessage) {
 }
 
 // addBatch adds the readings of a batch entry to the buffer, each on its
-// own: one that does not decode is rejected alone, with its own version-1
-// body (replayable as it is), while its neighbours commit. A batch whose
-// framing is broken is rejected whole, with its body.
-func (s *session) addBatch(id, body string) {
+// own: one that does not decode is rejected alone, with its own body
+// (version 1, or 3 in a version-4 batch: replayable as it is), while its
+// neighbours commit. A batch whose framing is broken is rejected whole, with
+// its body.
+func (s *session) addBatch(id, version, body string) {
 	parts, err := ingest.SplitBatch(body)
 	if err != nil {
-		s.buf = append(s.buf, entry{id: id, version: ingest.CodecBatch, raw: body, bad: err})
+		s.buf = append(s.buf, entry{id: id, version: version, raw: body, bad: err})
 		return
 	}
+	item, _ := ingest.ItemCodec(version)
 	for i, p := range parts {
-		e := entry{id: id, item: i + 1, version: ingest.CodecVersion, raw: p}
-		e.r, e.bad = ingest.Decode(ingest.CodecVersion, p)
+		e := entry{id: id, item: i + 1, version: item, raw: p}
+		e.r, e.bad = ingest.Decode(item, p)
 		s.buf = append(s.buf, e)
 	}
 }

@@ -29,7 +29,28 @@ const (
 	// that shard in it, so Redis, go-redis and the bridge work per batch, not
 	// per reading.
 	CodecBatch = "2"
+	// CodecMetric is the single-reading encoding of a reading that names a
+	// metric (version 3): version 1's fields, then the metric name. A
+	// reading of the default metric is written as version 1 or 2, byte for
+	// byte as before metrics existed.
+	CodecMetric = "3"
+	// CodecMetricBatch is the batch encoding of version-3 readings (version
+	// 4), framed as version 2: the producer writes it for a shard's round
+	// trip when one of its readings names a metric.
+	CodecMetricBatch = "4"
 )
+
+// ItemCodec is the encoding of the readings inside a batch entry of
+// encoding version, and whether version is a batch encoding at all.
+func ItemCodec(version string) (string, bool) {
+	switch version {
+	case CodecBatch:
+		return CodecVersion, true
+	case CodecMetricBatch:
+		return CodecMetric, true
+	}
+	return "", false
+}
 
 // ErrUnknownCodec means an entry names an encoding this build cannot read.
 var ErrUnknownCodec = errors.New("unknown stream encoding version")
@@ -45,13 +66,29 @@ var ErrCorruptEntry = errors.New("corrupt stream entry")
 // its IEEE 754 bits; uvarint length and bytes of Payload. A reading of a short
 // device id and no payload takes about 30 bytes.
 func AppendEncode(dst []byte, r *Reading) []byte {
+	return appendEncode(dst, r, false)
+}
+
+// AppendEncodeMetric appends the version-3 encoding of r: version 1's
+// fields, then uvarint length and bytes of Metric (length 0: the default
+// metric).
+func AppendEncodeMetric(dst []byte, r *Reading) []byte {
+	return appendEncode(dst, r, true)
+}
+
+func appendEncode(dst []byte, r *Reading, metric bool) []byte {
 	dst = binary.AppendUvarint(dst, uint64(len(r.DeviceID)))
 	dst = append(dst, r.DeviceID...)
 	dst = binary.AppendVarint(dst, r.Time.UnixNano())
 	dst = binary.AppendVarint(dst, r.ReceivedAt.UnixNano())
 	dst = binary.LittleEndian.AppendUint64(dst, math.Float64bits(r.Value))
 	dst = binary.AppendUvarint(dst, uint64(len(r.Payload)))
-	return append(dst, r.Payload...)
+	dst = append(dst, r.Payload...)
+	if metric {
+		dst = binary.AppendUvarint(dst, uint64(len(r.Metric)))
+		dst = append(dst, r.Metric...)
+	}
+	return dst
 }
 
 // AppendBatch appends to dst the version-2 body of rs: uvarint count, then
@@ -73,6 +110,13 @@ func AppendBatchItem(dst []byte, r *Reading) []byte {
 	// The version-1 encoding's length is known before encoding it.
 	dst = binary.AppendUvarint(dst, uint64(encodedLen(r)))
 	return AppendEncode(dst, r)
+}
+
+// AppendBatchItemMetric is AppendBatchItem for a version-4 body: r in its
+// version-3 encoding.
+func AppendBatchItemMetric(dst []byte, r *Reading) []byte {
+	dst = binary.AppendUvarint(dst, uint64(encodedLen(r)+uvarintLen(uint64(len(r.Metric)))+len(r.Metric)))
+	return AppendEncodeMetric(dst, r)
 }
 
 // BatchHeaderLen is the room a batch body reserves for its count: enough for
@@ -146,7 +190,7 @@ func SplitBatch(body string) ([]string, error) {
 // wrap ErrUnknownCodec or ErrCorruptEntry. Decode checks structure only: a
 // decoded reading is not re-validated.
 func Decode(version, body string) (Reading, error) {
-	if version != CodecVersion {
+	if version != CodecVersion && version != CodecMetric {
 		return Reading{}, fmt.Errorf("%w %q", ErrUnknownCodec, version)
 	}
 	d := decoder{s: body}
@@ -157,6 +201,9 @@ func Decode(version, body string) (Reading, error) {
 	r.Value = math.Float64frombits(d.uint64())
 	if p := d.str(); p != "" {
 		r.Payload = []byte(p)
+	}
+	if version == CodecMetric {
+		r.Metric = d.str()
 	}
 	if d.err != nil {
 		return Reading{}, d.err
@@ -228,7 +275,7 @@ func (d *decoder) uint64() uint64 {
 }
 
 // DecodeEntry decodes every reading of a stream entry firehose wrote, in
-// either encoding, from its fields as go-redis returns them: for tools and
+// any encoding, from its fields as go-redis returns them: for tools and
 // tests. It fails on the first reading that does not decode; the bridge
 // isolates such a reading from its neighbours itself (SplitBatch).
 func DecodeEntry(values map[string]any) ([]Reading, error) {
@@ -237,7 +284,8 @@ func DecodeEntry(values map[string]any) ([]Reading, error) {
 	if !ok {
 		return nil, fmt.Errorf("%w: no %q field", ErrCorruptEntry, FieldBody)
 	}
-	if version != CodecBatch {
+	item, batched := ItemCodec(version)
+	if !batched {
 		r, err := Decode(version, body)
 		if err != nil {
 			return nil, err
@@ -250,7 +298,7 @@ func DecodeEntry(values map[string]any) ([]Reading, error) {
 	}
 	rs := make([]Reading, len(parts))
 	for i, p := range parts {
-		if rs[i], err = Decode(CodecVersion, p); err != nil {
+		if rs[i], err = Decode(item, p); err != nil {
 			return nil, fmt.Errorf("reading %d of %d: %w", i+1, len(parts), err)
 		}
 	}

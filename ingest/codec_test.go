@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"math"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -28,6 +29,9 @@ func assertSameReading(t testing.TB, got, want ingest.Reading) {
 	}
 	if math.Float64bits(got.Value) != math.Float64bits(want.Value) {
 		t.Errorf("Value = %v (%#x), want %v (%#x)", got.Value, math.Float64bits(got.Value), want.Value, math.Float64bits(want.Value))
+	}
+	if got.Metric != want.Metric {
+		t.Errorf("Metric = %q, want %q", got.Metric, want.Metric)
 	}
 	if !bytes.Equal(got.Payload, want.Payload) {
 		t.Errorf("Payload = %q, want %q", got.Payload, want.Payload)
@@ -267,7 +271,50 @@ func FuzzCodecRoundTrip(f *testing.F) {
 			t.Fatalf("Decode(AppendEncode(%+v)): %v", r, err)
 		}
 		assertSameReading(t, got, r)
+		// Version 3: the same with a metric (the id's bytes stand for one).
+		r.Metric = id
+		body = ingest.AppendEncodeMetric(nil, &r)
+		if got, err = ingest.Decode(ingest.CodecMetric, string(body)); err != nil {
+			t.Fatalf("Decode(AppendEncodeMetric(%+v)): %v", r, err)
+		}
+		assertSameReading(t, got, r)
 	})
+}
+
+// TestMetricBatchRoundTrip: a version-4 entry (the producer's batch of
+// readings that name metrics) splits into version-3 bodies that decode to
+// its readings, metric included; a version-1/2 body never carries one.
+func TestMetricBatchRoundTrip(t *testing.T) {
+	now := time.Now()
+	rs := []ingest.Reading{
+		{DeviceID: "press-7", Metric: "temp", Time: now, ReceivedAt: now, Value: 71.2},
+		{DeviceID: "press-7", Metric: "pressure", Time: now, ReceivedAt: now, Value: 3.1, Payload: []byte(`{"line":"3"}`)},
+		{DeviceID: "press-7", Time: now, ReceivedAt: now, Value: 1}, // the default metric
+		{DeviceID: "node", Metric: "Node Control/Rebirth", Time: now, ReceivedAt: now, Value: 0},
+	}
+	body := make([]byte, ingest.BatchHeaderLen)
+	for i := range rs {
+		body = ingest.AppendBatchItemMetric(body, &rs[i])
+	}
+	body = ingest.FinishBatch(body, len(rs))
+	got, err := ingest.DecodeEntry(map[string]any{ingest.FieldVersion: ingest.CodecMetricBatch, ingest.FieldBody: string(body), ingest.FieldCount: strconv.Itoa(len(rs))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(rs) {
+		t.Fatalf("%d readings, want %d", len(got), len(rs))
+	}
+	for i := range rs {
+		assertSameReading(t, got[i], rs[i])
+	}
+	if item, ok := ingest.ItemCodec(ingest.CodecMetricBatch); !ok || item != ingest.CodecMetric {
+		t.Errorf("ItemCodec(4) = %q, %v", item, ok)
+	}
+	// A version-3 body read as version 1 has bytes left over: refused.
+	one := ingest.AppendEncodeMetric(nil, &rs[0])
+	if _, err := ingest.Decode(ingest.CodecVersion, string(one)); !errors.Is(err, ingest.ErrCorruptEntry) {
+		t.Errorf("a version-3 body decoded as version 1: %v, want ErrCorruptEntry", err)
+	}
 }
 
 func BenchmarkEncode(b *testing.B) {

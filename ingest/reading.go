@@ -25,12 +25,25 @@ type Reading struct {
 	Time time.Time
 	// ReceivedAt is when an edge of firehose received the reading.
 	ReceivedAt time.Time
+	// Metric names what Value measures ("temp", "pressure"); "" is the
+	// default metric, DefaultMetric, which a message of one value lands as.
+	// Many readings of one message share DeviceID, Time and ReceivedAt and
+	// differ by Metric.
+	Metric string
 	// Value is the numeric reading; it must be finite.
 	Value float64
 	// Payload holds the reading's extra fields as a compact JSON object, or is
 	// nil when there are none.
 	Payload []byte
 }
+
+// DefaultMetric is the metric of a reading that names none: the field a
+// single-value message carries its value in ({"reading": 21.5}). The
+// readings table's metric column defaults to it.
+const DefaultMetric = "reading"
+
+// MaxMetric is the longest metric name in bytes.
+const MaxMetric = 255
 
 // Limits bound what a valid reading may hold. The zero value of a field means
 // the default in DefaultLimits.
@@ -119,6 +132,9 @@ func (r *Reading) Validate(lim Limits) error {
 	if err := ValidateDeviceID(r.DeviceID, lim.MaxDeviceID); err != nil {
 		return err
 	}
+	if err := ValidateMetric(r.Metric); err != nil {
+		return err
+	}
 	if math.IsNaN(r.Value) || math.IsInf(r.Value, 0) {
 		return fieldErr("reading", "range", "must be a finite number")
 	}
@@ -167,6 +183,24 @@ func ValidateDeviceID(id string, max int) error {
 			return fieldErr("device_id", "format", "must not contain %q (it is one MQTT topic level)", c)
 		case unicode.IsControl(c) || unicode.IsSpace(c) || !unicode.IsPrint(c):
 			return fieldErr("device_id", "format", "must not contain control or space characters (found %U)", c)
+		}
+	}
+	return nil
+}
+
+// ValidateMetric checks a metric name: "" (the default metric) or up to
+// MaxMetric bytes of valid UTF-8 without control characters. Names may hold
+// spaces and '/' ("Node Control/Rebirth" is a Sparkplug metric).
+func ValidateMetric(name string) error {
+	switch {
+	case len(name) > MaxMetric:
+		return fieldErr("metric", "too_long", "is %d bytes long, more than the limit of %d", len(name), MaxMetric)
+	case !utf8.ValidString(name):
+		return fieldErr("metric", "format", "is not valid UTF-8")
+	}
+	for _, c := range name {
+		if unicode.IsControl(c) || !unicode.IsPrint(c) && c != ' ' {
+			return fieldErr("metric", "format", "must not contain control characters (found %U)", c)
 		}
 	}
 	return nil

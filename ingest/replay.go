@@ -42,6 +42,15 @@ func ReplayValues(of int64, body []byte) []any {
 	return []any{FieldVersion, CodecVersion, FieldReplayOf, strconv.FormatInt(of, 10), FieldReplayBody, body}
 }
 
+// ReplayReading returns the fields of the replay entry of row of for the
+// reading r, encoded as version 1, or version 3 when it names a metric.
+func ReplayReading(of int64, r *Reading) []any {
+	if r.Metric == "" {
+		return ReplayValues(of, AppendEncode(nil, r))
+	}
+	return []any{FieldVersion, CodecMetric, FieldReplayOf, strconv.FormatInt(of, 10), FieldReplayBody, AppendEncodeMetric(nil, r)}
+}
+
 // ParseReplay reads the fields of a stream entry. ok is false when the entry
 // is not a replay entry (it has no FieldReplayOf); otherwise err, wrapping
 // ErrMalformedReplay, says what is wrong with its fields, if anything.

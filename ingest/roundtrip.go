@@ -17,6 +17,7 @@ import (
 type roundTrip struct {
 	bodies  [][]byte // per shard: the batch entry's body being built
 	counts  []int    // per shard: readings in it
+	metric  []bool   // per shard: a reading names a metric (version 4)
 	shardOf []int    // per reading of the round trip, in call order
 	v1      []byte   // --stream-codec 1: every entry's body, one after another
 	pipes   []*nodePipe
@@ -38,13 +39,15 @@ const maxKeptBody = 1 << 20
 
 func (rt *roundTrip) reset(shards int) {
 	if len(rt.bodies) != shards {
-		rt.bodies, rt.counts = make([][]byte, shards), make([]int, shards)
+		rt.bodies, rt.counts, rt.metric = make([][]byte, shards), make([]int, shards), make([]bool, shards)
 	}
 	for i := range rt.bodies {
 		if cap(rt.bodies[i]) > maxKeptBody {
 			rt.bodies[i] = nil
 		}
+		rt.bodies[i] = rt.bodies[i][:0]
 		rt.counts[i] = 0
+		rt.metric[i] = false
 	}
 	rt.shardOf = rt.shardOf[:0]
 	rt.v1 = rt.v1[:0]
@@ -114,26 +117,48 @@ func (p *Producer) write(batch []*call, n int, rt *roundTrip) {
 	if !batched {
 		perReading = make([]*redis.StringCmd, 0, n)
 	}
+	// Route every reading first: a shard's batch entry is version 4 when
+	// one of its readings names a metric, else version 2, byte for byte as
+	// before metrics existed.
 	for _, c := range batch {
 		for i := range c.readings {
 			r := &c.readings[i]
 			shard := p.streams.Shard(r.DeviceID)
 			rt.shardOf = append(rt.shardOf, shard)
 			rt.counts[shard]++
+			if r.Metric != "" {
+				rt.metric[shard] = true
+			}
+		}
+	}
+	k := 0
+	for _, c := range batch {
+		for i := range c.readings {
+			r := &c.readings[i]
+			shard := rt.shardOf[k]
+			k++
 			if batched {
-				if rt.counts[shard] == 1 {
-					rt.bodies[shard] = append(rt.bodies[shard][:0], make([]byte, BatchHeaderLen)...)
+				if len(rt.bodies[shard]) == 0 {
+					rt.bodies[shard] = append(rt.bodies[shard], make([]byte, BatchHeaderLen)...)
 				}
-				rt.bodies[shard] = AppendBatchItem(rt.bodies[shard], r)
+				if rt.metric[shard] {
+					rt.bodies[shard] = AppendBatchItemMetric(rt.bodies[shard], r)
+				} else {
+					rt.bodies[shard] = AppendBatchItem(rt.bodies[shard], r)
+				}
 				continue
 			}
 			// Each command holds a full-capped slice of one buffer; when
 			// append moves it to a larger array the slices taken before
 			// keep the old one alive, unchanged.
-			start := len(rt.v1)
-			rt.v1 = AppendEncode(rt.v1, r)
+			start, version := len(rt.v1), CodecVersion
+			if r.Metric != "" {
+				rt.v1, version = AppendEncodeMetric(rt.v1, r), CodecMetric
+			} else {
+				rt.v1 = AppendEncode(rt.v1, r)
+			}
 			perReading = append(perReading, redis.NewStringCmd(ctx, "xadd", p.keys[shard], "*",
-				FieldVersion, CodecVersion, FieldBody, rt.v1[start:len(rt.v1):len(rt.v1)]))
+				FieldVersion, version, FieldBody, rt.v1[start:len(rt.v1):len(rt.v1)]))
 		}
 	}
 	gen := NewGeneration()
@@ -159,7 +184,11 @@ func (p *Producer) write(batch []*call, n int, rt *roundTrip) {
 		sc.np = np
 		sc.meta = pipe.HSetNX(ctx, meta, MetaGeneration, gen)
 		if batched {
-			sc.xadd = redis.NewStringCmd(ctx, "xadd", p.keys[shard], "*", FieldVersion, CodecBatch,
+			version := CodecBatch
+			if rt.metric[shard] {
+				version = CodecMetricBatch
+			}
+			sc.xadd = redis.NewStringCmd(ctx, "xadd", p.keys[shard], "*", FieldVersion, version,
 				FieldCount, strconv.Itoa(count), FieldBody, FinishBatch(rt.bodies[shard], count))
 			_ = pipe.Process(ctx, sc.xadd)
 		} else {

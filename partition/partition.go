@@ -283,9 +283,9 @@ func (m *Maintainer) create(ctx context.Context, tx pgx.Tx, parts []partition, i
 		if waiting {
 			tag, err := tx.Exec(ctx, `WITH moved AS (
 				DELETE FROM `+Default+` WHERE ts >= $1 AND ts < $2
-				RETURNING id, device_id, ts, received_at, reading, payload, committed_at)
-			INSERT INTO `+ident+` (id, device_id, ts, received_at, reading, payload, committed_at)
-			SELECT id, device_id, ts, received_at, reading, payload, committed_at FROM moved`, lo, hi)
+				RETURNING id, device_id, metric, ts, received_at, reading, payload, committed_at)
+			INSERT INTO `+ident+` (id, device_id, metric, ts, received_at, reading, payload, committed_at)
+			SELECT id, device_id, metric, ts, received_at, reading, payload, committed_at FROM moved`, lo, hi)
 			if err != nil {
 				return nil, 0, fmt.Errorf("move rows of %s out of %s: %w", name, Default, err)
 			}

@@ -695,7 +695,7 @@ func sendReplays(ctx context.Context, rdb redis.UniversalClient, streams ingest.
 				ingest.QueueEnsureGeneration(pipe, streams, shard)
 				shards[shard] = true
 			}
-			cmds[i] = pipe.XAdd(ctx, &redis.XAddArgs{Stream: streams.Key(shard), Values: ingest.ReplayValues(batch[i].row, ingest.AppendEncode(nil, r))})
+			cmds[i] = pipe.XAdd(ctx, &redis.XAddArgs{Stream: streams.Key(shard), Values: ingest.ReplayReading(batch[i].row, r)})
 		}
 		_, execErr := pipe.Exec(ctx)
 		for i, c := range cmds {

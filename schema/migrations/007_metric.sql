@@ -1,0 +1,24 @@
+-- 007_metric: a metric per row, so that one message can carry many metrics.
+--
+-- readings.metric   text COLLATE "C" NOT NULL DEFAULT 'reading': the name of the metric the
+--                   row's value measures ("temp", "pressure", a Sparkplug metric name). A
+--                   message of one value (today's {"reading": ...} or a bare number) lands
+--                   as metric 'reading', the name of the field it came in; so does every
+--                   row written before this migration. Many rows of one message share their
+--                   device, time and receipt, and differ by metric. COLLATE "C" as
+--                   device_id: names are identifiers, compared bytewise.
+--
+-- What it locks: ADD COLUMN with a constant default is a change of the catalog only (since
+-- PostgreSQL 11 the default is stored once, not written into every row): an ACCESS
+-- EXCLUSIVE lock on readings and each partition for milliseconds, whatever the table's size.
+-- The bridges' COPYs wait for it; nothing is rewritten.
+--
+-- Indexes: (device_id, ts) stays the only secondary index. "A device's metric over time"
+-- (WHERE device_id = $1 AND metric = $2 AND ts BETWEEN ...) reads the device's rows of the
+-- range from it and filters by metric: a device's metrics share its pages, so the filter
+-- costs little next to the index walk, and ingest pays for one index, not two. A deployment
+-- whose devices carry many metrics each and that queries one at a time can add
+-- (device_id, metric, ts) itself (CREATE INDEX ON readings (device_id, metric, ts); on a
+-- partitioned table it is built on every partition): at ingest a second index of the same
+-- shape costs about what the first does (README, "Schema").
+ALTER TABLE readings ADD COLUMN metric text COLLATE "C" NOT NULL DEFAULT 'reading';
