@@ -52,6 +52,7 @@ func New(cfg Config, p Producer, logger *slog.Logger, reg prometheus.Registerer)
 	ctx, cancel := context.WithCancel(context.Background())
 	h := &hook{
 		topic:  t,
+		rules:  cfg.Rules,
 		p:      p,
 		limits: cfg.Limits,
 		maxKA:  uint16(cfg.MaxKeepAlive / time.Second),

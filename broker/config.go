@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"firehose/ingest"
+	"firehose/mapping"
 )
 
 // Defaults of Config.
@@ -47,6 +48,9 @@ type Config struct {
 	// Topic is the readings topic template; "{device_id}" marks the level
 	// that names the device (--mqtt-topic, default devices/{device_id}/readings).
 	Topic string
+	// Rules map the messages of other topics (and shapes) to readings; a
+	// publish is matched against them, in order, before Topic. Nil: none.
+	Rules *mapping.Mapper
 	// AuthFile is the device credentials file (--mqtt-auth); empty means
 	// anonymous access, the demo default. See ParseCredentials.
 	AuthFile string

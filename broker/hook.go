@@ -8,11 +8,13 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"firehose/ingest"
+	"firehose/mapping"
 )
 
 // Producer is what the broker needs of ingest.Producer.
@@ -35,7 +37,8 @@ type hook struct {
 	mqtt.HookBase
 	srv    *mqtt.Server
 	topic  topic
-	auth   *authenticator // nil: anonymous
+	rules  *mapping.Mapper // nil: none
+	auth   *authenticator  // nil: anonymous
 	fails  *loginThrottle // failed logins by source address; with auth
 	slots  checkSlots     // bcrypt checks at once; with auth
 	sess   *sessions
@@ -287,14 +290,22 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 }
 
 func (h *hook) publish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
-	dev, ok := h.topic.device(pk.TopicName)
-	if !ok {
-		return pk, nil
+	var mt mapping.Match
+	mapped := false
+	if h.rules.Len() > 0 {
+		mt, mapped = h.rules.MatchTopic(pk.TopicName)
 	}
-	if h.auth != nil && !h.mayPublish(cl, dev) {
-		// Only a publish through a topic alias gets here: OnACLCheck
-		// refused the others.
-		return h.refuseUnauthorized(cl, pk)
+	var dev string
+	if !mapped {
+		var ok bool
+		if dev, ok = h.topic.device(pk.TopicName); !ok {
+			return pk, nil
+		}
+		if h.auth != nil && !h.mayPublish(cl, dev) {
+			// Only a publish through a topic alias gets here: OnACLCheck
+			// refused the others.
+			return h.refuseUnauthorized(cl, pk)
+		}
 	}
 	qos := pk.FixedHeader.Qos
 	h.m.byQoS[qos&3].Inc()
@@ -302,6 +313,9 @@ func (h *hook) publish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, erro
 	defer h.inflight.Add(-1)
 	if h.draining.Load() {
 		return h.refuseTransient(cl, pk, "shutting_down")
+	}
+	if mapped {
+		return h.publishMapped(cl, pk, mt)
 	}
 
 	start := time.Now()
@@ -330,6 +344,43 @@ func (h *hook) publish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, erro
 	return pk, nil
 }
 
+// publishMapped stores the readings a mapping rule makes of a publish: all of
+// them in one call, acknowledged together or refused together. A message the
+// rule cannot map is refused as an invalid reading is, with the rule and the
+// path as MQTT 5's reason string. Under --mqtt-auth every reading must be of
+// the client's own device, as on the readings topic.
+func (h *hook) publishMapped(cl *mqtt.Client, pk packets.Packet, mt mapping.Match) (packets.Packet, error) {
+	qos := pk.FixedHeader.Qos
+	start := time.Now()
+	rs, err := mt.Map(pk.Payload, start, h.limits)
+	if err != nil {
+		return h.refuseInvalid(cl, pk, err)
+	}
+	if h.auth != nil {
+		for i := range rs {
+			if !h.mayPublish(cl, rs[i].DeviceID) {
+				return h.refuseUnauthorized(cl, pk)
+			}
+		}
+	}
+	if qos == 0 {
+		for i := range rs {
+			if err := h.p.Enqueue(rs[i]); err != nil {
+				h.m.refused.WithLabelValues(ingest.RefusalReason(err)).Add(float64(len(rs) - i))
+				return pk, packets.CodeSuccessIgnore // at most once: dropped
+			}
+		}
+		h.m.accepted.Add(float64(len(rs)))
+		return pk, nil
+	}
+	if err := h.p.Add(h.ctx, rs); err != nil {
+		return h.refuseTransient(cl, pk, ingest.RefusalReason(err))
+	}
+	h.m.ack.Observe(time.Since(start).Seconds())
+	h.m.accepted.Add(float64(len(rs)))
+	return pk, nil
+}
+
 // refuseInvalid answers a payload that is not a valid reading: MQTT 5 gets
 // 0x99 (payload format invalid); MQTT 3.1.1, which has no way to say why, gets
 // its acknowledgement and the reading is dropped (it would never become
@@ -340,9 +391,28 @@ func (h *hook) refuseInvalid(cl *mqtt.Client, pk packets.Packet, err error) (pac
 	h.m.refused.WithLabelValues("invalid").Inc()
 	h.log.Debug("mqtt reading refused", "device_id", cl.Properties.Username, "topic", pk.TopicName, "err", err)
 	if pk.FixedHeader.Qos > 0 && cl.Properties.ProtocolVersion == 5 {
-		return h.refuseV5(cl, pk, packets.ErrPayloadFormatInvalid)
+		code := packets.ErrPayloadFormatInvalid
+		var me *mapping.Error
+		if errors.As(err, &me) {
+			code.Reason = truncateReason(me.Error())
+		}
+		return h.refuseV5(cl, pk, code)
 	}
 	return pk, packets.CodeSuccessIgnore
+}
+
+// truncateReason keeps a reason string short: MQTT 5 allows 65,535 bytes,
+// and a client should not get back a large part of its payload.
+func truncateReason(s string) string {
+	const max = 256
+	if len(s) <= max {
+		return s
+	}
+	cut := max
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "..."
 }
 
 // refuseUnauthorized answers a reading its client may not publish as mochi

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"firehose/ingest"
+	"firehose/mapping"
 )
 
 // Defaults of Config. New applies them to zero fields.
@@ -36,6 +37,9 @@ type Config struct {
 	// MaxBody is the largest request body in bytes (--http-max-body); larger
 	// bodies are answered 413. Default 1 MiB (1048576).
 	MaxBody int64
+	// Rules are the mapping rules a request to /v1/readings may name with
+	// ?rule=NAME (rules with endpoint /v1/readings). Nil: none.
+	Rules *mapping.Mapper
 	// MaxItems is the most readings in one request to /v1/readings
 	// (--http-max-items); more are answered 413. Default 10000.
 	MaxItems int

@@ -13,6 +13,7 @@ import (
 
 	"firehose/ingest"
 	"firehose/internal/jsonscan"
+	"firehose/mapping"
 )
 
 // POST /v1/readings is the native endpoint: one reading object, a JSON array
@@ -58,7 +59,12 @@ func (s *Server) handleV1(w http.ResponseWriter, req *http.Request) int {
 	if err != nil {
 		return s.answerError(w, err, 1)
 	}
-	rs, err := decodeV1(body, ndjson, s.cfg.MaxItems, s.cfg.Limits, time.Now())
+	var rs []ingest.Reading
+	if rule := req.URL.Query().Get("rule"); rule != "" {
+		rs, err = s.mapV1(rule, body, ndjson, time.Now())
+	} else {
+		rs, err = decodeV1(body, ndjson, s.cfg.MaxItems, s.cfg.Limits, time.Now())
+	}
 	if err != nil {
 		return s.answerError(w, err, 1)
 	}
@@ -268,4 +274,51 @@ func (d *v1Decoder) invalidError() *apiError {
 	}{"invalid readings", d.invalid, d.details, d.invalid - len(d.details)}
 	body, _ := json.Marshal(answer) // plain strings and ints: cannot fail
 	return &apiError{code: http.StatusUnprocessableEntity, reason: reasonInvalid, n: d.items, body: body}
+}
+
+// mapV1 maps a /v1/readings body by the rule named: one message (a JSON
+// object), or with ndjson one message per line; the readings of every
+// message are stored together or refused together. A message the rule cannot
+// map is 422 naming the rule, the path and (NDJSON) the line; an unknown rule
+// 400.
+func (s *Server) mapV1(rule string, body []byte, ndjson bool, now time.Time) ([]ingest.Reading, error) {
+	mt, ok := s.cfg.Rules.ForEndpoint(epV1, rule)
+	if !ok {
+		return nil, refusal(http.StatusBadRequest, reasonInvalid, "no mapping rule "+strconv.Quote(rule)+" for "+epV1)
+	}
+	msgs := [][]byte{body}
+	if ndjson {
+		msgs = msgs[:0]
+		for _, line := range bytes.Split(body, []byte{'\n'}) {
+			msgs = append(msgs, line) // blank lines are skipped below, but keep the numbering
+		}
+	}
+	var rs []ingest.Reading
+	for i, m := range msgs {
+		if ndjson && len(bytes.TrimSpace(m)) == 0 {
+			continue
+		}
+		got, err := mt.Map(m, now, s.cfg.Limits)
+		if err != nil {
+			var me *mapping.Error
+			if !errors.As(err, &me) {
+				return nil, err
+			}
+			extra := appendJSONString([]byte(`,"rule":`), me.Rule)
+			extra = appendJSONString(append(extra, `,"path":`...), me.Path)
+			if ndjson {
+				extra = strconv.AppendInt(append(extra, `,"line":`...), int64(i+1), 10)
+			}
+			return nil, refusal(http.StatusUnprocessableEntity, reasonInvalid, me.Error(), extra...)
+		}
+		if len(rs)+len(got) > s.cfg.MaxItems {
+			return nil, refusal(http.StatusRequestEntityTooLarge, reasonTooLarge,
+				"the request maps to more than "+strconv.Itoa(s.cfg.MaxItems)+" readings")
+		}
+		rs = append(rs, got...)
+	}
+	if len(rs) == 0 {
+		return nil, refusal(http.StatusBadRequest, reasonInvalid, "no message in the body")
+	}
+	return rs, nil
 }

@@ -1,0 +1,244 @@
+package mapping
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// Rule says how the messages of one shape become readings. The YAML keys
+// are those of the configuration file's rules (see the README, "Mapping your
+// devices").
+type Rule struct {
+	// Name names the rule in errors and metrics.
+	Name string `yaml:"name"`
+	// Topic is the MQTT topic the rule matches, level by level: a literal
+	// level, "+" (any one level), "{name}" (any one level, captured as
+	// name), or a last "#" (any rest). "{device_id}" captures the device;
+	// other captures become tags.
+	Topic string `yaml:"topic"`
+	// Endpoint is the HTTP path the rule applies to ("/v1/readings"): a
+	// request names it with ?rule=NAME.
+	Endpoint string `yaml:"endpoint"`
+	// Device is the GJSON path of the device id in the payload, for rules
+	// whose topic has no {device_id} (or HTTP). In a rule with Samples it is
+	// read from the message, not from each sample.
+	Device string `yaml:"device"`
+	// Samples is the GJSON path of an array of samples: each one is mapped
+	// like a message of its own (Time and Metrics are paths within it), and
+	// the rows of all of them are acknowledged together.
+	Samples string `yaml:"samples"`
+	// Time is the GJSON path of the measured time; "" takes the time of
+	// receipt.
+	Time string `yaml:"time"`
+	// TimeFormat is how Time is written: rfc3339, unix_s, unix_ms, unix_us
+	// or unix_ns. Default rfc3339 for a string, unix_ms for a number.
+	TimeFormat string `yaml:"time_format"`
+	// Metrics lists the metrics: "name" (the field of that name) or
+	// "name=path" (the value at a GJSON path); ["*"] takes every numeric
+	// field of the message (or sample), Exclude aside.
+	Metrics []string `yaml:"metrics"`
+	// Exclude lists fields "*" does not take as metrics.
+	Exclude []string `yaml:"exclude"`
+	// Payload says what goes to the rows' payload: "rest" (default: the
+	// tags and every field that is not a metric, the time or the device),
+	// "tags" (the tags only) or "none".
+	Payload string `yaml:"payload"`
+}
+
+// Time formats.
+const (
+	FormatRFC3339 = "rfc3339"
+	FormatUnixS   = "unix_s"
+	FormatUnixMS  = "unix_ms"
+	FormatUnixUS  = "unix_us"
+	FormatUnixNS  = "unix_ns"
+)
+
+// Payload choices.
+const (
+	PayloadRest = "rest"
+	PayloadTags = "tags"
+	PayloadNone = "none"
+)
+
+// deviceCapture is the topic capture that names the device.
+const deviceCapture = "device_id"
+
+// metricSpec is one metric of a rule: the row's metric name and where its
+// value is.
+type metricSpec struct {
+	name, path string
+}
+
+// level is one level of a compiled topic pattern.
+type level struct {
+	literal string // a literal level
+	capture string // "{name}": captured
+	any     bool   // "+"
+	rest    bool   // "#": any rest, the last level
+}
+
+// compiled is a checked rule, ready to match and map.
+type compiled struct {
+	Rule
+	levels  []level
+	metrics []metricSpec // nil with all
+	all     bool         // Metrics ["*"]
+	exclude map[string]bool
+}
+
+// compile checks r and prepares it.
+func compile(r Rule) (*compiled, error) {
+	c := &compiled{Rule: r, exclude: map[string]bool{}}
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("rule %q: %s", r.Name, fmt.Sprintf(format, args...))
+	}
+	if r.Name == "" {
+		return nil, errors.New("a rule has no name")
+	}
+	switch {
+	case r.Topic == "" && r.Endpoint == "":
+		return nil, bad("give a topic (MQTT) or an endpoint (HTTP)")
+	case r.Topic != "" && r.Endpoint != "":
+		return nil, bad("give a topic or an endpoint, not both: write two rules")
+	case r.Endpoint != "" && r.Endpoint != "/v1/readings":
+		return nil, bad("endpoint %q: rules apply to /v1/readings", r.Endpoint)
+	}
+	hasDevice := r.Device != ""
+	if r.Topic != "" {
+		seen := map[string]bool{}
+		parts := strings.Split(r.Topic, "/")
+		for i, p := range parts {
+			switch {
+			case p == "+":
+				c.levels = append(c.levels, level{any: true})
+			case p == "#":
+				if i != len(parts)-1 {
+					return nil, bad("topic %q: # must be the last level", r.Topic)
+				}
+				c.levels = append(c.levels, level{rest: true})
+			case strings.HasPrefix(p, "{") && strings.HasSuffix(p, "}"):
+				name := p[1 : len(p)-1]
+				if name == "" || strings.ContainsAny(name, "{}+#") {
+					return nil, bad("topic %q: level %q is not a capture {name}", r.Topic, p)
+				}
+				if seen[name] {
+					return nil, bad("topic %q: {%s} captured twice", r.Topic, name)
+				}
+				seen[name] = true
+				c.levels = append(c.levels, level{capture: name})
+			case strings.ContainsAny(p, "{}+#"):
+				return nil, bad("topic %q: level %q mixes a wildcard or capture with text", r.Topic, p)
+			default:
+				c.levels = append(c.levels, level{literal: p})
+			}
+		}
+		if seen[deviceCapture] && hasDevice {
+			return nil, bad("the device comes from the topic ({device_id}) and from device %q: give one", r.Device)
+		}
+		hasDevice = hasDevice || seen[deviceCapture]
+	}
+	if !hasDevice {
+		return nil, bad("no device: capture {device_id} in the topic or give device, the payload's path of the id")
+	}
+	switch r.TimeFormat {
+	case "", FormatRFC3339, FormatUnixS, FormatUnixMS, FormatUnixUS, FormatUnixNS:
+	default:
+		return nil, bad("time_format %q: want rfc3339, unix_s, unix_ms, unix_us or unix_ns", r.TimeFormat)
+	}
+	if r.TimeFormat != "" && r.Time == "" {
+		return nil, bad("time_format without time: give the path of the time")
+	}
+	switch r.Payload {
+	case "":
+		c.Payload = PayloadRest
+	case PayloadRest, PayloadTags, PayloadNone:
+	default:
+		return nil, bad("payload %q: want rest, tags or none", r.Payload)
+	}
+	if len(r.Metrics) == 0 {
+		return nil, bad("no metrics: list them (name, or name=path) or give [\"*\"] for every numeric field")
+	}
+	names := map[string]bool{}
+	for _, m := range r.Metrics {
+		if m == "*" {
+			if len(r.Metrics) > 1 {
+				return nil, bad("metrics: \"*\" takes every numeric field; list no others beside it")
+			}
+			c.all = true
+			continue
+		}
+		name, path, found := strings.Cut(m, "=")
+		name, path = strings.TrimSpace(name), strings.TrimSpace(path)
+		if !found {
+			path = escapePath(name)
+		}
+		if name == "" || path == "" {
+			return nil, bad("metric %q: want name or name=path", m)
+		}
+		if names[name] {
+			return nil, bad("metric %q listed twice", name)
+		}
+		names[name] = true
+		c.metrics = append(c.metrics, metricSpec{name: name, path: path})
+	}
+	if len(r.Exclude) > 0 && !c.all {
+		return nil, bad("exclude applies to metrics [\"*\"] only")
+	}
+	for _, x := range r.Exclude {
+		c.exclude[x] = true
+	}
+	return c, nil
+}
+
+// escapePath makes a field name a GJSON path of that one field.
+func escapePath(name string) string {
+	var sb strings.Builder
+	for _, r := range name {
+		if strings.ContainsRune(`.*?|#@!\`, r) {
+			sb.WriteByte('\\')
+		}
+		sb.WriteRune(r)
+	}
+	return sb.String()
+}
+
+// match reports whether topic matches the rule's pattern and returns its
+// captures.
+func (c *compiled) match(topic string) (map[string]string, bool) {
+	if len(c.levels) == 0 {
+		return nil, false
+	}
+	var caps map[string]string
+	rest := topic
+	for i, l := range c.levels {
+		if l.rest {
+			return caps, true
+		}
+		part, tail, more := strings.Cut(rest, "/")
+		switch {
+		case l.literal != "":
+			if part != l.literal {
+				return nil, false
+			}
+		case l.capture != "":
+			if part == "" {
+				return nil, false
+			}
+			if caps == nil {
+				caps = map[string]string{}
+			}
+			caps[l.capture] = part
+		}
+		if i == len(c.levels)-1 {
+			return caps, !more
+		}
+		if !more {
+			// "a/#" matches "a" too, as in MQTT.
+			return caps, i == len(c.levels)-2 && c.levels[i+1].rest
+		}
+		rest = tail
+	}
+	return caps, false
+}
