@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strconv"
 	"unicode/utf8"
 
 	"google.golang.org/protobuf/encoding/protowire"
@@ -193,18 +194,26 @@ var typeNames = map[protowire.Type]string{
 	protowire.BytesType:   "bytes",
 }
 
-// want checks the wire type of f.
-func want(f field, path string, typ protowire.Type) error {
+// join makes a field's path: only on errors, so decoding allocates none.
+func join(path, name string) string {
+	if name == "" {
+		return path
+	}
+	return path + "." + name
+}
+
+// want checks the wire type of field name of the message at path.
+func want(f field, path, name string, typ protowire.Type) error {
 	if f.typ == typ {
 		return nil
 	}
-	return &DecodeError{Field: path, Offset: f.off, Err: fmt.Errorf("wire type %s, want %s", typeNames[f.typ], typeNames[typ])}
+	return &DecodeError{Field: join(path, name), Offset: f.off, Err: fmt.Errorf("wire type %s, want %s", typeNames[f.typ], typeNames[typ])}
 }
 
 // text checks that a string field is UTF-8, as PostgreSQL text must be.
-func text(f field, path string) (string, error) {
+func text(f field, path, name string) (string, error) {
 	if !utf8.Valid(f.b) {
-		return "", &DecodeError{Field: path, Offset: f.off, Err: errors.New("not valid UTF-8")}
+		return "", &DecodeError{Field: join(path, name), Offset: f.off, Err: errors.New("not valid UTF-8")}
 	}
 	return string(f.b), nil
 }
@@ -224,8 +233,7 @@ func scalar(f field, path string, first protowire.Number) (scalarValue, error) {
 	names := [...]string{"int_value", "long_value", "float_value", "double_value", "boolean_value", "string_value"}
 	types := [...]protowire.Type{protowire.VarintType, protowire.VarintType, protowire.Fixed32Type,
 		protowire.Fixed64Type, protowire.VarintType, protowire.BytesType}
-	fp := path + "." + names[i]
-	if err := want(f, fp, types[i]); err != nil {
+	if err := want(f, path, names[i], types[i]); err != nil {
 		return scalarValue{}, err
 	}
 	switch i {
@@ -244,7 +252,7 @@ func scalar(f field, path string, first protowire.Number) (scalarValue, error) {
 		}
 		return sv, nil
 	}
-	s, err := text(f, fp)
+	s, err := text(f, path, names[i])
 	return scalarValue{kind: KindString, s: s}, err
 }
 
@@ -256,13 +264,13 @@ func DecodePayload(b []byte) (*Payload, error) {
 	err := walk(b, 0, "payload", func(f field) error {
 		switch f.num {
 		case 1:
-			if err := want(f, "timestamp", protowire.VarintType); err != nil {
+			if err := want(f, "timestamp", "", protowire.VarintType); err != nil {
 				return err
 			}
 			p.Timestamp, p.HasTimestamp = f.u, true
 		case 2:
-			path := fmt.Sprintf("metrics[%d]", len(p.Metrics))
-			if err := want(f, path, protowire.BytesType); err != nil {
+			path := "metrics[" + strconv.Itoa(len(p.Metrics)) + "]"
+			if err := want(f, path, "", protowire.BytesType); err != nil {
 				return err
 			}
 			if len(p.Metrics) == MaxMetrics {
@@ -274,21 +282,21 @@ func DecodePayload(b []byte) (*Payload, error) {
 			}
 			p.Metrics = append(p.Metrics, m)
 		case 3:
-			if err := want(f, "seq", protowire.VarintType); err != nil {
+			if err := want(f, "seq", "", protowire.VarintType); err != nil {
 				return err
 			}
 			p.Seq, p.HasSeq = f.u, true
 		case 4:
-			if err := want(f, "uuid", protowire.BytesType); err != nil {
+			if err := want(f, "uuid", "", protowire.BytesType); err != nil {
 				return err
 			}
-			s, err := text(f, "uuid")
+			s, err := text(f, "uuid", "")
 			if err != nil {
 				return err
 			}
 			p.UUID = s
 		case 5:
-			if err := want(f, "body", protowire.BytesType); err != nil {
+			if err := want(f, "body", "", protowire.BytesType); err != nil {
 				return err
 			}
 			p.Body = bytes.Clone(f.b)
@@ -304,26 +312,25 @@ func DecodePayload(b []byte) (*Payload, error) {
 func decodeMetric(b []byte, base int, path string, depth int) (Metric, error) {
 	var m Metric
 	err := walk(b, base, path, func(f field) error {
-		fp := func(name string) string { return path + "." + name }
 		switch f.num {
 		case 1:
-			if err := want(f, fp("name"), protowire.BytesType); err != nil {
+			if err := want(f, path, "name", protowire.BytesType); err != nil {
 				return err
 			}
 			if len(f.b) > MaxNameBytes {
-				return &DecodeError{Field: fp("name"), Offset: f.off, Err: fmt.Errorf("%d bytes, more than %d", len(f.b), MaxNameBytes)}
+				return &DecodeError{Field: join(path, "name"), Offset: f.off, Err: fmt.Errorf("%d bytes, more than %d", len(f.b), MaxNameBytes)}
 			}
 			if bytes.IndexByte(f.b, 0) >= 0 {
-				return &DecodeError{Field: fp("name"), Offset: f.off, Err: errors.New("contains a NUL byte")}
+				return &DecodeError{Field: join(path, "name"), Offset: f.off, Err: errors.New("contains a NUL byte")}
 			}
-			s, err := text(f, fp("name"))
+			s, err := text(f, path, "name")
 			if err != nil {
 				return err
 			}
 			m.Name, m.HasName = s, true
 		case 2, 3, 4, 5, 6, 7:
 			names := [...]string{2: "alias", 3: "timestamp", 4: "datatype", 5: "is_historical", 6: "is_transient", 7: "is_null"}
-			if err := want(f, fp(names[f.num]), protowire.VarintType); err != nil {
+			if err := want(f, path, names[f.num], protowire.VarintType); err != nil {
 				return err
 			}
 			switch f.num {
@@ -342,19 +349,19 @@ func decodeMetric(b []byte, base int, path string, depth int) (Metric, error) {
 				m.IsNull = f.u != 0
 			}
 		case 8:
-			if err := want(f, fp("metadata"), protowire.BytesType); err != nil {
+			if err := want(f, path, "metadata", protowire.BytesType); err != nil {
 				return err
 			}
-			md, err := decodeMetaData(f.b, f.bo, fp("metadata"))
+			md, err := decodeMetaData(f.b, f.bo, join(path, "metadata"))
 			if err != nil {
 				return err
 			}
 			m.Metadata = md
 		case 9:
-			if err := want(f, fp("properties"), protowire.BytesType); err != nil {
+			if err := want(f, path, "properties", protowire.BytesType); err != nil {
 				return err
 			}
-			ps, err := decodePropertySet(f.b, f.bo, fp("properties"), depth+1)
+			ps, err := decodePropertySet(f.b, f.bo, join(path, "properties"), depth+1)
 			if err != nil {
 				return err
 			}
@@ -368,13 +375,13 @@ func decodeMetric(b []byte, base int, path string, depth int) (Metric, error) {
 		case 16, 17, 18, 19:
 			kinds := [...]ValueKind{16: KindBytes, 17: KindDataSet, 18: KindTemplate, 19: KindExtension}
 			names := [...]string{16: "bytes_value", 17: "dataset_value", 18: "template_value", 19: "extension_value"}
-			if err := want(f, fp(names[f.num]), protowire.BytesType); err != nil {
+			if err := want(f, path, names[f.num], protowire.BytesType); err != nil {
 				return err
 			}
 			if f.num == 18 {
 				// A template's metrics are checked, not kept: a malformed
 				// template is a malformed payload.
-				if err := checkTemplate(f.b, f.bo, fp("template_value"), depth+1); err != nil {
+				if err := checkTemplate(f.b, f.bo, join(path, "template_value"), depth+1); err != nil {
 					return err
 				}
 			}
@@ -394,7 +401,7 @@ func decodeMetaData(b []byte, base int, path string) (*MetaData, error) {
 		switch f.num {
 		case 1, 3, 4:
 			names := [...]string{1: "is_multi_part", 3: "size", 4: "seq"}
-			if err := want(f, path+"."+names[f.num], protowire.VarintType); err != nil {
+			if err := want(f, path, names[f.num], protowire.VarintType); err != nil {
 				return err
 			}
 			switch f.num {
@@ -407,11 +414,10 @@ func decodeMetaData(b []byte, base int, path string) (*MetaData, error) {
 			}
 		case 2, 5, 6, 7, 8:
 			names := [...]string{2: "content_type", 5: "file_name", 6: "file_type", 7: "md5", 8: "description"}
-			fp := path + "." + names[f.num]
-			if err := want(f, fp, protowire.BytesType); err != nil {
+			if err := want(f, path, names[f.num], protowire.BytesType); err != nil {
 				return err
 			}
-			s, err := text(f, fp)
+			s, err := text(f, path, names[f.num])
 			if err != nil {
 				return err
 			}
@@ -432,17 +438,17 @@ func decodePropertySet(b []byte, base int, path string, depth int) (*Properties,
 		switch f.num {
 		case 1:
 			fp := fmt.Sprintf("%s.keys[%d]", path, len(ps.Keys))
-			if err := want(f, fp, protowire.BytesType); err != nil {
+			if err := want(f, fp, "", protowire.BytesType); err != nil {
 				return err
 			}
-			s, err := text(f, fp)
+			s, err := text(f, fp, "")
 			if err != nil {
 				return err
 			}
 			ps.Keys = append(ps.Keys, s)
 		case 2:
 			fp := fmt.Sprintf("%s.values[%d]", path, len(ps.Values))
-			if err := want(f, fp, protowire.BytesType); err != nil {
+			if err := want(f, fp, "", protowire.BytesType); err != nil {
 				return err
 			}
 			v, err := decodePropertyValue(f.b, f.bo, fp, depth)
@@ -465,15 +471,14 @@ func decodePropertySet(b []byte, base int, path string, depth int) (*Properties,
 func decodePropertyValue(b []byte, base int, path string, depth int) (PropertyValue, error) {
 	var v PropertyValue
 	err := walk(b, base, path, func(f field) error {
-		fp := func(name string) string { return path + "." + name }
 		switch f.num {
 		case 1:
-			if err := want(f, fp("type"), protowire.VarintType); err != nil {
+			if err := want(f, path, "type", protowire.VarintType); err != nil {
 				return err
 			}
 			v.Type = DataType(uint32(f.u))
 		case 2:
-			if err := want(f, fp("is_null"), protowire.VarintType); err != nil {
+			if err := want(f, path, "is_null", protowire.VarintType); err != nil {
 				return err
 			}
 			v.IsNull = f.u != 0
@@ -484,25 +489,25 @@ func decodePropertyValue(b []byte, base int, path string, depth int) (PropertyVa
 			}
 			v.Kind, v.Uint, v.Float, v.String = sc.kind, sc.u, sc.f, sc.s
 		case 9:
-			if err := want(f, fp("propertyset_value"), protowire.BytesType); err != nil {
+			if err := want(f, path, "propertyset_value", protowire.BytesType); err != nil {
 				return err
 			}
-			ps, err := decodePropertySet(f.b, f.bo, fp("propertyset_value"), depth+1)
+			ps, err := decodePropertySet(f.b, f.bo, join(path, "propertyset_value"), depth+1)
 			if err != nil {
 				return err
 			}
 			v.Kind, v.Set, v.List = KindPropertySet, ps, nil
 		case 10:
-			if err := want(f, fp("propertysets_value"), protowire.BytesType); err != nil {
+			if err := want(f, path, "propertysets_value", protowire.BytesType); err != nil {
 				return err
 			}
-			list, err := decodePropertySetList(f.b, f.bo, fp("propertysets_value"), depth+1)
+			list, err := decodePropertySetList(f.b, f.bo, join(path, "propertysets_value"), depth+1)
 			if err != nil {
 				return err
 			}
 			v.Kind, v.Set, v.List = KindPropertySetList, nil, list
 		case 11:
-			if err := want(f, fp("extension_value"), protowire.BytesType); err != nil {
+			if err := want(f, path, "extension_value", protowire.BytesType); err != nil {
 				return err
 			}
 			v.Kind, v.Raw = KindExtension, bytes.Clone(f.b)
@@ -522,7 +527,7 @@ func decodePropertySetList(b []byte, base int, path string, depth int) ([]Proper
 			return nil
 		}
 		fp := fmt.Sprintf("%s.propertyset[%d]", path, len(list))
-		if err := want(f, fp, protowire.BytesType); err != nil {
+		if err := want(f, fp, "", protowire.BytesType); err != nil {
 			return err
 		}
 		ps, err := decodePropertySet(f.b, f.bo, fp, depth+1)
@@ -547,7 +552,7 @@ func checkTemplate(b []byte, base int, path string, depth int) error {
 			return nil
 		}
 		fp := fmt.Sprintf("%s.metrics[%d]", path, n)
-		if err := want(f, fp, protowire.BytesType); err != nil {
+		if err := want(f, fp, "", protowire.BytesType); err != nil {
 			return err
 		}
 		if n++; n > MaxMetrics {

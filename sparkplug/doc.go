@@ -5,7 +5,7 @@
 //	msg, err := tr.Handle(ctx, topic, payload) // topic: spBv1.0/{group}/{type}/{edge}[/{device}]
 //	if err != nil { /* malformed (errors.Is(err, sparkplug.ErrMalformed)) or Redis down */ }
 //	for _, v := range msg.Values { /* one row: v.Device, v.Name, v.Timestamp, v.Number or v.Other */ }
-//	if msg.Rebirth != nil {
+//	if msg.Rebirth != nil && !msg.Rebirth.Duplicate {
 //		t, p, _ := sparkplug.RebirthRequest(msg.Rebirth.Group, msg.Rebirth.EdgeNode, time.Now())
 //		/* publish p on t, QoS 0, not retained */
 //	}
@@ -58,6 +58,10 @@
 //   - DDEATH forgets the device; NDEATH forgets the node, unless its bdSeq
 //     differs from the live NBIRTH's: then it is an earlier session's will,
 //     published late, and Message.Stale is set instead.
+//
+// A Rebirth request is marked Duplicate for RebirthInterval (10 s) after one
+// went out for the same node (field rb, in the node's state, so the broker
+// instances agree), so the messages in flight from a node do not each ask.
 //
 // BIRTH messages' metrics are values too (the current ones) and land like
 // DATA's; Message.Topic.Type tells births and deaths apart for whoever

@@ -374,3 +374,75 @@ func TestIntegrationRedisStoreSharedState(t *testing.T) {
 		t.Errorf("%s still exists after NDEATH", key)
 	}
 }
+
+func TestRebirthThrottled(t *testing.T) {
+	tr := NewTracker(NewMemoryStore())
+	now := time.UnixMilli(1700000000000)
+	tr.Now = func() time.Time { return now }
+	data := readFixture(t, "unknown-alias-01-NDATA.bin") // NDATA seq 1 with alias 7, never born
+	want := []struct {
+		after     time.Duration
+		duplicate bool
+	}{{0, false}, {time.Second, true}, {9 * time.Second, true}, {11 * time.Second, false}, {12 * time.Second, true}}
+	for i, w := range want {
+		now = time.UnixMilli(1700000000000).Add(w.after)
+		msg, err := tr.Handle(t.Context(), "spBv1.0/g/NDATA/e", data)
+		if err != nil || msg.Rebirth == nil || msg.Rebirth.Reason != NotBorn {
+			t.Fatalf("message %d: %+v, %v", i, msg, err)
+		}
+		if msg.Rebirth.Duplicate != w.duplicate {
+			t.Errorf("message %d at +%v: duplicate %v, want %v", i, w.after, msg.Rebirth.Duplicate, w.duplicate)
+		}
+	}
+	// An NBIRTH starts afresh: the next rebirth goes out at once.
+	if _, err := tr.Handle(t.Context(), "spBv1.0/g/NBIRTH/e", readFixture(t, "unknown-alias-00-NBIRTH.bin")); err != nil {
+		t.Fatal(err)
+	}
+	msg, err := tr.Handle(t.Context(), "spBv1.0/g/NDATA/e", data)
+	if err != nil || msg.Rebirth == nil || msg.Rebirth.Reason != UnknownAlias || msg.Rebirth.Duplicate {
+		t.Fatalf("after NBIRTH: %+v, %v", msg.Rebirth, err)
+	}
+}
+
+// TestFixturesAreWhatTheyClaim: Tahu's encoder sign-extends negative Int8
+// into the uint32 int_value and leaves names out of alias-only metrics, so
+// the fixtures exercise those paths.
+func TestFixturesAreWhatTheyClaim(t *testing.T) {
+	birth, err := DecodePayload(readFixture(t, "datatypes-00-NBIRTH.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, m := range birth.Metrics {
+		if m.Name == "Int8/min" {
+			found = m.Kind == KindInt && m.Uint == 0xFFFFFF80
+		}
+	}
+	if !found {
+		t.Errorf("Int8/min is not int_value 0xFFFFFF80 in the fixture")
+	}
+	data, err := DecodePayload(readFixture(t, "datatypes-01-NDATA.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, m := range data.Metrics {
+		if m.HasName || !m.HasAlias {
+			t.Errorf("NDATA metric %d: name %q (%v), alias %v: want alias only", i, m.Name, m.HasName, m.HasAlias)
+		}
+	}
+}
+
+func BenchmarkDecodePayload(b *testing.B) {
+	for _, file := range []string{"datatypes-00-NBIRTH.bin", "datatypes-01-NDATA.bin"} {
+		payload := readFixture(b, file)
+		b.Run(file, func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(len(payload)))
+			for b.Loop() {
+				if _, err := DecodePayload(payload); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

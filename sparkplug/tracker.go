@@ -75,6 +75,9 @@ type RebirthError struct {
 	Aliases         []uint64 // UnknownAlias: the aliases not known
 	Names           []string // UnknownAlias: the names not known
 	Seq, Want       uint64   // SeqGap: the seq received and the one expected
+	// Duplicate is set when a request for the node went out less than
+	// Tracker.RebirthInterval ago: do not send another.
+	Duplicate bool
 }
 
 func (e *RebirthError) Error() string {
@@ -104,7 +107,8 @@ type Message struct {
 	// Invalid are the metrics whose value did not fit their datatype.
 	Invalid []MetricError
 	// Rebirth, when set, asks the caller to send a Rebirth request to the edge
-	// node. Values still holds what could be resolved (with SeqGap, all).
+	// node, unless Rebirth.Duplicate. Values still holds what could be
+	// resolved (with SeqGap, all).
 	Rebirth *RebirthError
 	// Stale is set for an NDEATH whose bdSeq is not the live NBIRTH's: a
 	// death certificate of an earlier session, ignored.
@@ -116,15 +120,29 @@ type Message struct {
 // node must be handled in the order they arrived.
 type Tracker struct {
 	store Store
+	// RebirthInterval is how long after a Rebirth request for an edge node
+	// the next ones are marked Duplicate (default DefaultRebirthInterval;
+	// 0 marks none). Set it before the first Handle.
+	RebirthInterval time.Duration
+	// Now is the clock (default time.Now).
+	Now func() time.Time
 }
 
+// DefaultRebirthInterval: an edge node answers a Rebirth request within a
+// second or so, but every message still in flight from it would ask again;
+// after this long an unanswered request (say, a lost NCMD) is repeated.
+const DefaultRebirthInterval = 10 * time.Second
+
 // NewTracker returns a Tracker keeping state in store.
-func NewTracker(store Store) *Tracker { return &Tracker{store: store} }
+func NewTracker(store Store) *Tracker {
+	return &Tracker{store: store, RebirthInterval: DefaultRebirthInterval, Now: time.Now}
+}
 
 // Fields of a node's state.
 const (
 	fieldSeq   = "seq"   // last seq, decimal; present while the node is born
 	fieldBdSeq = "bdseq" // the NBIRTH's bdSeq, decimal, if it had one
+	fieldAsked = "rb"    // when a Rebirth request last went out, ms
 )
 
 func aliasField(alias uint64) string       { return "a/" + strconv.FormatUint(alias, 10) }
@@ -187,10 +205,35 @@ func (t *Tracker) Handle(ctx context.Context, topic string, payload []byte) (*Me
 	case NDEATH:
 		err = t.nodeDeath(ctx, msg)
 	}
+	if err == nil && msg.Rebirth != nil {
+		err = t.throttle(ctx, msg)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", topic, err)
 	}
 	return msg, nil
+}
+
+// throttle marks msg.Rebirth Duplicate if a request went out for the node
+// less than RebirthInterval ago, and otherwise records that one goes out now.
+// The record is in the node's state, so every broker instance sees it, and
+// an NBIRTH clears it.
+func (t *Tracker) throttle(ctx context.Context, msg *Message) error {
+	node, now := msg.Topic.Node(), t.Now()
+	got, err := t.store.Get(ctx, node, []string{fieldAsked})
+	if err != nil {
+		return err
+	}
+	if s, ok := got[fieldAsked]; ok {
+		if ms, err := strconv.ParseInt(s, 10, 64); err == nil {
+			since := now.Sub(time.UnixMilli(ms))
+			if since >= 0 && since < t.RebirthInterval {
+				msg.Rebirth.Duplicate = true
+				return nil
+			}
+		}
+	}
+	return t.store.Update(ctx, node, false, map[string]string{fieldAsked: strconv.FormatInt(now.UnixMilli(), 10)}, nil)
 }
 
 func (t *Tracker) rebirth(msg *Message, r RebirthReason) *RebirthError {
