@@ -16,6 +16,8 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"firehose/sparkplug"
 )
 
 // ackGrace is how long the drain waits, after the last in-flight publish was
@@ -78,8 +80,18 @@ func New(cfg Config, p Producer, logger *slog.Logger, reg prometheus.Registerer)
 	caps.MaximumSessionExpiryInterval = uint32(min(cfg.SessionExpiry/time.Second, math.MaxUint32))
 	caps.MaximumInflight = uint16(cfg.MaxInflight)
 	caps.MaximumClientWritesPending = int32(cfg.MaxWritesPending)
+	if cfg.Sparkplug {
+		store := cfg.SparkplugStore
+		if store == nil {
+			store = sparkplug.NewMemoryStore()
+		}
+		h.spb = sparkplug.NewTracker(store)
+		h.rebirths = make(chan [2]string, 64)
+	}
 	srv := mqtt.New(&mqtt.Options{
 		Capabilities: caps,
+		// The inline client publishes Sparkplug Rebirth requests.
+		InlineClient: cfg.Sparkplug,
 		// mochi logs per connection and per refused publish (at error
 		// level, with the whole packet): silent unless firehose runs at
 		// debug level. What matters reaches us as errors and metrics.
@@ -208,6 +220,9 @@ func (b *Broker) Run(ctx context.Context) error {
 		b.log.Info("mqtt listening", "listener", id, "addr", b.Addr(id).String())
 	}
 	var wg sync.WaitGroup
+	if h := b.hook; h.spb != nil {
+		wg.Go(func() { h.sendRebirths(ctx) })
+	}
 	if h := b.hook; h.auth != nil {
 		wg.Go(func() {
 			h.auth.file.Watch(ctx, credentialsCheckInterval, func(c Credentials) {

@@ -9,6 +9,7 @@ import (
 
 	"firehose/ingest"
 	"firehose/mapping"
+	"firehose/sparkplug"
 )
 
 // Defaults of Config.
@@ -51,6 +52,12 @@ type Config struct {
 	// Rules map the messages of other topics (and shapes) to readings; a
 	// publish is matched against them, in order, before Topic. Nil: none.
 	Rules *mapping.Mapper
+	// Sparkplug turns on Sparkplug B (spBv1.0/...) ingest (--mqtt-sparkplug,
+	// default on in firehose serve).
+	Sparkplug bool
+	// SparkplugStore keeps the edge nodes' aliases and sequence numbers;
+	// nil: in this process's memory (lost on restart, not shared).
+	SparkplugStore sparkplug.Store
 	// AuthFile is the device credentials file (--mqtt-auth); empty means
 	// anonymous access, the demo default. See ParseCredentials.
 	AuthFile string
@@ -120,6 +127,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.TLSKey, "mqtt-tls-key", "", "PEM private key file of the MQTT TLS listener")
 	fs.StringVar(&c.WSAddr, "mqtt-ws-addr", "", "MQTT over WebSocket listener address, e.g. :8083 (for browser dashboards)")
 	fs.StringVar(&c.Topic, "mqtt-topic", DefaultTopic, "readings topic; {device_id} marks the level naming the device")
+	fs.BoolVar(&c.Sparkplug, "mqtt-sparkplug", true, "store Sparkplug B messages (spBv1.0/GROUP/NBIRTH|DBIRTH|NDATA|DDATA|NDEATH|DDEATH/EDGE[/DEVICE]): a row per metric,\n"+
+		"device GROUP/EDGE[/DEVICE]; aliases and seq kept in Redis per edge node; a Rebirth request for an unknown alias or a seq gap")
 	fs.StringVar(&c.AuthFile, "mqtt-auth", "", "device credentials file (lines: device-id bcrypt-hash [read=FILTER ...]; make them with firehose mqttpasswd);\n"+
 		"empty allows anonymous clients. With it a client connects with its device id as username and client id, publishes readings only\n"+
 		"under its own id and subscribes only to topics under it (devices/ID/#), plus the filters its line grants with read=FILTER\n"+

@@ -15,6 +15,7 @@ import (
 
 	"firehose/ingest"
 	"firehose/mapping"
+	"firehose/sparkplug"
 )
 
 // Producer is what the broker needs of ingest.Producer.
@@ -35,21 +36,24 @@ type Producer interface {
 // share the producer's round trips.
 type hook struct {
 	mqtt.HookBase
-	srv    *mqtt.Server
-	topic  topic
-	rules  *mapping.Mapper // nil: none
-	auth   *authenticator  // nil: anonymous
-	fails  *loginThrottle // failed logins by source address; with auth
-	slots  checkSlots     // bcrypt checks at once; with auth
-	sess   *sessions
-	ret    *retained
-	p      Producer
-	limits ingest.Limits
-	maxKA  uint16 // seconds
-	maxPkt uint32 // bytes, announced in MQTT 5 CONNACK
-	m      *metrics
-	log    *slog.Logger
-	ctx    context.Context // for Add; cancelled only after the drain
+	srv   *mqtt.Server
+	topic topic
+	rules *mapping.Mapper    // nil: none
+	spb   *sparkplug.Tracker // nil: Sparkplug B off
+	// rebirths queues Rebirth requests for sendRebirths: group, edge node.
+	rebirths chan [2]string
+	auth     *authenticator // nil: anonymous
+	fails    *loginThrottle // failed logins by source address; with auth
+	slots    checkSlots     // bcrypt checks at once; with auth
+	sess     *sessions
+	ret      *retained
+	p        Producer
+	limits   ingest.Limits
+	maxKA    uint16 // seconds
+	maxPkt   uint32 // bytes, announced in MQTT 5 CONNACK
+	m        *metrics
+	log      *slog.Logger
+	ctx      context.Context // for Add; cancelled only after the drain
 
 	draining atomic.Bool  // shutting down: refuse new readings
 	inflight atomic.Int64 // OnPublish calls on readings topics under way
@@ -290,13 +294,14 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 }
 
 func (h *hook) publish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	spb := h.spb != nil && sparkplug.IsTopic(pk.TopicName)
 	var mt mapping.Match
 	mapped := false
-	if h.rules.Len() > 0 {
+	if h.rules.Len() > 0 && !spb {
 		mt, mapped = h.rules.MatchTopic(pk.TopicName)
 	}
 	var dev string
-	if !mapped {
+	if !mapped && !spb {
 		var ok bool
 		if dev, ok = h.topic.device(pk.TopicName); !ok {
 			return pk, nil
@@ -314,7 +319,10 @@ func (h *hook) publish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, erro
 	if h.draining.Load() {
 		return h.refuseTransient(cl, pk, "shutting_down")
 	}
-	if mapped {
+	switch {
+	case spb:
+		return h.publishSparkplug(cl, pk)
+	case mapped:
 		return h.publishMapped(cl, pk, mt)
 	}
 
@@ -350,7 +358,6 @@ func (h *hook) publish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, erro
 // path as MQTT 5's reason string. Under --mqtt-auth every reading must be of
 // the client's own device, as on the readings topic.
 func (h *hook) publishMapped(cl *mqtt.Client, pk packets.Packet, mt mapping.Match) (packets.Packet, error) {
-	qos := pk.FixedHeader.Qos
 	start := time.Now()
 	rs, err := mt.Map(pk.Payload, start, h.limits)
 	if err != nil {
@@ -363,7 +370,14 @@ func (h *hook) publishMapped(cl *mqtt.Client, pk packets.Packet, mt mapping.Matc
 			}
 		}
 	}
-	if qos == 0 {
+	return h.store(cl, pk, rs, start)
+}
+
+// store writes the readings of one publish: at QoS 0 queued without
+// waiting (at most once), at QoS 1 and 2 all in one producer call before
+// the acknowledgement, or refused together.
+func (h *hook) store(cl *mqtt.Client, pk packets.Packet, rs []ingest.Reading, start time.Time) (packets.Packet, error) {
+	if pk.FixedHeader.Qos == 0 {
 		for i := range rs {
 			if err := h.p.Enqueue(rs[i]); err != nil {
 				h.m.refused.WithLabelValues(ingest.RefusalReason(err)).Add(float64(len(rs) - i))

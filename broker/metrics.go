@@ -16,6 +16,7 @@ type metrics struct {
 	sessionsParked  *prometheus.CounterVec
 	sessionsEvicted prometheus.Counter
 	retainDropped   prometheus.Counter
+	rebirths        prometheus.Counter
 }
 
 // gauges are read from the broker's state when scraped.
@@ -66,7 +67,11 @@ func newMetrics(reg prometheus.Registerer, g gauges) *metrics {
 	gauge := func(name, help string, f func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 	}
-	reg.MustRegister(m.publishes, m.accepted, m.refused, m.ack,
+	m.rebirths = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "firehose_mqtt_sparkplug_rebirths_total",
+		Help: "Sparkplug B Rebirth requests (NCMD Node Control/Rebirth) sent to edge nodes whose DATA used an alias no birth gave, came before its birth, or skipped a seq.",
+	})
+	reg.MustRegister(m.publishes, m.accepted, m.refused, m.ack, m.rebirths,
 		m.connectsRefused, m.subsRefused, m.sessionsParked, m.sessionsEvicted, m.retainDropped,
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "firehose_mqtt_auth_password_checks_total",

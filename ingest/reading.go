@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strings"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -61,6 +62,9 @@ type Limits struct {
 	// MaxSkew is how far after ReceivedAt a measured time may lie (device
 	// clocks run fast). Default one hour.
 	MaxSkew time.Duration
+	// DeviceSlash lets device ids hold '/': those that do not name one topic
+	// level, such as Sparkplug B's group/edge_node/device.
+	DeviceSlash bool
 }
 
 // DefaultLimits are the limits used where none are configured.
@@ -74,6 +78,7 @@ var DefaultLimits = Limits{
 
 func (l Limits) withDefaults() Limits {
 	d := DefaultLimits
+	d.DeviceSlash = l.DeviceSlash
 	if l.MaxDeviceID > 0 {
 		d.MaxDeviceID = l.MaxDeviceID
 	}
@@ -129,7 +134,7 @@ func (r *Reading) Normalize() {
 // expects Normalize to have run.
 func (r *Reading) Validate(lim Limits) error {
 	lim = lim.withDefaults()
-	if err := ValidateDeviceID(r.DeviceID, lim.MaxDeviceID); err != nil {
+	if err := validateDeviceID(r.DeviceID, lim.MaxDeviceID, lim.DeviceSlash); err != nil {
 		return err
 	}
 	if err := ValidateMetric(r.Metric); err != nil {
@@ -166,6 +171,12 @@ func (r *Reading) Validate(lim Limits) error {
 // control or space characters, and none of '/', '+', '#' (so that the id is one
 // MQTT topic level). max <= 0 means DefaultLimits.MaxDeviceID.
 func ValidateDeviceID(id string, max int) error {
+	return validateDeviceID(id, max, false)
+}
+
+// validateDeviceID is ValidateDeviceID, with slash allowing '/' inside an id
+// (not at either end, and not twice in a row).
+func validateDeviceID(id string, max int, slash bool) error {
 	if max <= 0 {
 		max = DefaultLimits.MaxDeviceID
 	}
@@ -177,8 +188,12 @@ func ValidateDeviceID(id string, max int) error {
 	case !utf8.ValidString(id):
 		return fieldErr("device_id", "format", "is not valid UTF-8")
 	}
+	if slash && (strings.HasPrefix(id, "/") || strings.HasSuffix(id, "/") || strings.Contains(id, "//")) {
+		return fieldErr("device_id", "format", "must not start or end with '/' or hold an empty level")
+	}
 	for _, c := range id {
 		switch {
+		case c == '/' && slash:
 		case c == '/' || c == '+' || c == '#':
 			return fieldErr("device_id", "format", "must not contain %q (it is one MQTT topic level)", c)
 		case unicode.IsControl(c) || unicode.IsSpace(c) || !unicode.IsPrint(c):

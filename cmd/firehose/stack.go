@@ -26,6 +26,7 @@ import (
 	"firehose/ingest"
 	"firehose/partition"
 	"firehose/schema"
+	"firehose/sparkplug"
 )
 
 // component is one running part of the stack, with a context of its own so
@@ -120,6 +121,9 @@ func startStack(ctx context.Context, cfg *serveConfig, logger *slog.Logger) (*st
 		st.producer = ingest.NewProducer(st.rdb, cfg.Streams, cfg.Producer, logger, st.reg)
 	}
 	if has(roleBroker) {
+		// Sparkplug B aliases and sequence numbers live beside the
+		// deployment's streams, where every broker sees them.
+		cfg.MQTT.SparkplugStore = sparkplug.NewRedisStore(st.rdb, cfg.Streams.Prefix+":spb:")
 		if st.mqtt, err = broker.New(cfg.MQTT, st.producer, logger, st.reg); err != nil {
 			return nil, fmt.Errorf("mqtt broker: %w", err)
 		}

@@ -1,0 +1,119 @@
+package broker
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+
+	"firehose/ingest"
+	"firehose/sparkplug"
+)
+
+// TestIntegrationSparkplug publishes, through the broker into PostgreSQL,
+// the Sparkplug B messages that Eclipse Tahu's own encoder (the npm package
+// sparkplug-payload, sparkplug/testdata) made: births with aliases and
+// alias-only data, every datatype's edge values, a DATA before its BIRTH, an
+// unknown alias, a seq gap, device births and deaths. Every resolved metric
+// value lands as a row (device group/edge[/device], metric its name), each
+// birth and death as a row of its own, and an edge node whose DATA could not
+// be resolved is sent a Rebirth request (NCMD), which a subscriber receives.
+func TestIntegrationSparkplug(t *testing.T) {
+	t.Parallel()
+	dir := filepath.Join("..", "sparkplug", "testdata")
+	data, err := os.ReadFile(filepath.Join(dir, "expected.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want struct {
+		Scenarios []struct {
+			Name  string
+			Steps []struct {
+				Topic, File, Rebirth string
+				Values               []struct {
+					Null bool
+				}
+			}
+		}
+	}
+	if err := json.Unmarshal(data, &want); err != nil {
+		t.Fatal(err)
+	}
+	lim := ingest.Limits{MaxAge: 20 * 365 * 24 * time.Hour} // the fixtures are of 2023
+	s := newStack(t, stackOptions{bridge: true, cfg: Config{Sparkplug: true, Limits: lim}})
+	sub := mustConnectV5(t, s.tcpAddr(), "scada")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := sub.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "spBv1.0/+/NCMD/+", QoS: 0}}}); err != nil {
+		t.Fatal(err)
+	}
+	edge := mustConnectV5(t, s.tcpAddr(), "edge")
+	rows := 0
+	rebirthsFor := map[string]bool{}
+	for _, sc := range want.Scenarios {
+		for _, st := range sc.Steps {
+			payload, err := os.ReadFile(filepath.Join(dir, "fixtures", st.File))
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp, err := edge.Publish(ctx, &paho.Publish{Topic: st.Topic, QoS: 1, Payload: payload})
+			if resp == nil || resp.ReasonCode != 0 {
+				t.Fatalf("%s %s: %+v %v", sc.Name, st.File, resp, err)
+			}
+			for _, v := range st.Values {
+				if !v.Null {
+					rows++
+				}
+			}
+			tp, _ := sparkplug.ParseTopic(st.Topic)
+			switch tp.Type {
+			case sparkplug.NBIRTH, sparkplug.DBIRTH, sparkplug.NDEATH, sparkplug.DDEATH:
+				rows++
+			}
+			if st.Rebirth != "" {
+				rebirthsFor["spBv1.0/"+tp.Group+"/NCMD/"+tp.EdgeNode] = true
+			}
+		}
+	}
+	s.settle(rows, 15*time.Second)
+	if got := s.count("SELECT count(*) FROM readings"); got != rows {
+		t.Errorf("%d rows, want %d", got, rows)
+	}
+	for _, q := range []struct {
+		sql  string
+		want int
+	}{
+		{"SELECT count(*) FROM readings WHERE device_id = 'plant1/edge1' AND metric = 'Int8/min' AND reading = -128", 1},
+		{"SELECT count(*) FROM readings WHERE metric = 'sparkplug/NBIRTH'", 7},
+		{"SELECT count(*) FROM readings WHERE device_id LIKE '%/%/%' AND metric = 'sparkplug/DBIRTH'", 2},
+		{"SELECT count(*) FROM readings WHERE payload->>'datatype' = 'String' AND payload ? 'value'", -1}, // at least one
+	} {
+		if got := s.count(q.sql); (q.want < 0 && got < 1) || (q.want >= 0 && got != q.want) {
+			t.Errorf("%s = %d, want %d", q.sql, got, q.want)
+		}
+	}
+	t.Logf("%d scenarios of Tahu-encoded messages: %d rows landed", len(want.Scenarios), rows)
+	// A Rebirth request reached every edge node that needed one.
+	deadline := time.After(10 * time.Second)
+	for len(rebirthsFor) > 0 {
+		select {
+		case pb := <-sub.received:
+			if rebirthsFor[pb.Topic] {
+				p, err := sparkplug.DecodePayload(pb.Payload)
+				if err != nil || len(p.Metrics) == 0 || p.Metrics[0].Name != "Node Control/Rebirth" {
+					t.Errorf("NCMD on %s: %+v %v", pb.Topic, p, err)
+				}
+				delete(rebirthsFor, pb.Topic)
+			}
+		case <-deadline:
+			t.Fatalf("no Rebirth request for %v", rebirthsFor)
+		}
+	}
+	if v := s.metric("firehose_mqtt_sparkplug_rebirths_total"); v < 1 {
+		t.Errorf("firehose_mqtt_sparkplug_rebirths_total = %v", v)
+	}
+}
