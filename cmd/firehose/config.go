@@ -227,14 +227,21 @@ func checkConfig(ca checkArgs, now time.Time) (*checkReport, error) {
 		}
 		rep.Settings = append(rep.Settings, s)
 	})
+	edge := ""
 	switch {
 	case ca.topic != "":
+		edge = roleBroker
 		rep.Sample = mqttSample(cfg, ca.topic, []byte(ca.payload), now)
 	case ca.endpoint != "":
+		edge = roleHTTP
 		rep.Sample, err = httpSample(cfg, ca)
 		if err != nil {
 			return fail(err)
 		}
+	}
+	if edge != "" && !slices.Contains(rep.Roles, edge) {
+		rep.Sample.Note = strings.TrimPrefix(rep.Sample.Note+"; ", "; ") +
+			fmt.Sprintf("this file runs no %s role: the processes that do map it so, with these settings", edge)
 	}
 	return rep, nil
 }
@@ -378,6 +385,9 @@ func httpSample(cfg *serveConfig, ca checkArgs) (*checkSample, error) {
 		return s, nil
 	}
 	s.Rows = landedRows(cfg, p.rs)
+	if cfg.HTTP.APIKeysFile != "" {
+		s.Note = "the sample was not asked for an API key; under --http-api-keys the request's key must allow each device"
+	}
 	return s, nil
 }
 

@@ -65,6 +65,8 @@ type serveConfig struct {
 	ShutdownTimeout    time.Duration
 	ShutdownDelay      time.Duration
 	MemoryLimit        string // --memory-limit, e.g. "384MiB"; "" leaves Go's default
+	// ConfigFile is the configuration file serve read (--config), or "".
+	ConfigFile string
 }
 
 // registerCommon registers the connection and logging flags every command
@@ -220,6 +222,7 @@ func loadServe(args []string, stderr io.Writer) (*serveConfig, *cli.FlagSet, err
 	if err != nil {
 		return nil, nil, usageError{locate(fs, err)}
 	}
+	cfg.ConfigFile = fs.ConfigPath()
 	return &cfg, fs, nil
 }
 

@@ -21,9 +21,9 @@ const ConfigFlag = "config"
 
 // FileError is a configuration file refused: where, and why.
 type FileError struct {
-	File string
-	Line int // 1-based; 0 when the error is not on one line
-	Msg  string
+	File string // the path as given
+	Line int    // 1-based; 0 when the error is not on one line
+	Msg  string // the reason, naming the key
 }
 
 func (e *FileError) Error() string {
@@ -152,6 +152,11 @@ func (f *FlagSet) applyFile(path string) error {
 	if err != nil {
 		return fmt.Errorf("read configuration file: %w", err)
 	}
+	return f.applyYAML(path, data)
+}
+
+// applyYAML sets every flag the configuration file's text data names.
+func (f *FlagSet) applyYAML(path string, data []byte) error {
 	root, err := parseYAML(path, data)
 	if err != nil || root == nil {
 		return err

@@ -206,3 +206,29 @@ func TestScanArgs(t *testing.T) {
 		}
 	}
 }
+
+// FuzzConfigFile feeds arbitrary text to the file reader: it must not
+// panic, and every refusal of the text is a *FileError.
+func FuzzConfigFile(f *testing.F) {
+	for _, seed := range []string{
+		"batch-size: 100\nroles: [httpgw, bridge]\n",
+		"rules:\n  - topic: a\n",
+		"a: &x 1\nb: *x\n",
+		"<<: {batch-size: 1}\n",
+		"batch-size: [1, [2]]\n",
+		"--- 1\n--- 2\n",
+		"? [a]\n: b\n",
+		"\t- x",
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		tf := newTestFlags(nil)
+		tf.fs.origins = map[string]Origin{}
+		err := tf.fs.applyYAML("f.yaml", data)
+		var fe *FileError
+		if err != nil && !errors.As(err, &fe) {
+			t.Errorf("%q: error %v is not a *FileError", data, err)
+		}
+	})
+}
