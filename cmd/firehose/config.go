@@ -300,6 +300,13 @@ func (p *sampleProducer) Ready() error { return nil }
 // the reading is normalized and validated against the limits.
 func mqttSample(cfg *serveConfig, topic string, payload []byte, now time.Time) *checkSample {
 	s := &checkSample{Protocol: "mqtt", Topic: topic, Rows: []checkRow{}}
+	if topic == "" || strings.ContainsAny(topic, "+#\x00") {
+		s.Refused = &checkRefusal{
+			Reason: "a topic name must not be empty or hold wildcards (+, #)",
+			MQTT:   "the broker refuses the packet and disconnects the client",
+		}
+		return s
+	}
 	tmpl := cmp.Or(cfg.MQTT.Topic, broker.DefaultTopic)
 	dev, ok := readingsDevice(tmpl, topic)
 	if !ok {

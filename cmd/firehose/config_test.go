@@ -144,6 +144,13 @@ func TestConfigCheck(t *testing.T) {
 		}
 	})
 
+	t.Run("wildcard topic", func(t *testing.T) {
+		rep := checkJSON(t, check, "--topic", "devices/+/readings", "--payload", `1`)
+		if rep.Sample == nil || rep.Sample.Refused == nil || !strings.Contains(rep.Sample.Refused.Reason, "wildcards") {
+			t.Errorf("sample %+v", rep.Sample)
+		}
+	})
+
 	t.Run("not a readings topic", func(t *testing.T) {
 		rep := checkJSON(t, check, "--topic", "devices/pump-7/status", "--payload", `1`)
 		if rep.Sample == nil || len(rep.Sample.Rows) != 0 || !strings.Contains(rep.Sample.Note, "not a readings topic") {

@@ -18,7 +18,9 @@ var errNoRules = errors.New("mapping rules are not supported by this build yet: 
 // the file is read, before the flags are validated. A rule that cannot work
 // must be refused here, with its line (return a *cli.FileError; any other
 // error is reported at the rules: line), so that serve refuses it at start
-// and config check shows it. Until rules exist the section is refused.
+// and config check shows it. config check maps its sample with the edges'
+// own code (mqttSample, httpSample in config.go): rules applied by the edges
+// show there without more work. Until rules exist the section is refused.
 func (c *serveConfig) decodeRules(v *yaml.Node) error {
 	return errNoRules
 }
