@@ -3,6 +3,7 @@
 // fleet simulator, in one binary.
 //
 //	firehose serve   [flags]   run the roles (default broker,httpgw,bridge)
+//	firehose config check FILE  validate a configuration file, map a sample
 //	firehose migrate [flags]   apply the schema and exit
 //	firehose demo    [flags]   run the stack, send a burst, report what landed
 //	firehose apikey  NAME [DEVICES]  make an API key and its keys-file line
@@ -41,6 +42,8 @@ const usage = `firehose: IoT readings from MQTT and HTTP into PostgreSQL, exactl
 
 Usage:
   firehose serve   [flags]          run the roles: broker (MQTT), httpgw (HTTP gateway), bridge (Redis -> PostgreSQL)
+  firehose config check FILE        validate serve's --config FILE, print each setting and its source; with
+                                    --topic/--payload or --endpoint/--body, the rows that sample would land
   firehose migrate [flags]          apply the schema to PostgreSQL and exit
   firehose demo    [flags]          start the stack, send a burst of readings, report what landed, stop
   firehose simulate [flags]         drive a running firehose with a fleet of fake devices, verify what landed
@@ -51,7 +54,8 @@ Usage:
   firehose version                  print the version
 
 Run "firehose <command> --help" for a command's flags; every flag also reads an
-environment variable (--batch-size <-> FIREHOSE_BATCH_SIZE).
+environment variable (--batch-size <-> FIREHOSE_BATCH_SIZE), and serve's a key of
+its --config file (batch-size: 5000).
 `
 
 func main() {
@@ -71,6 +75,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	switch cmd, rest := args[0], args[1:]; cmd {
 	case "serve":
 		err = runServe(ctx, rest, stderr)
+	case "config":
+		err = runConfig(rest, stdout, stderr)
 	case "migrate":
 		err = runMigrate(ctx, rest, stdout, stderr)
 	case "demo":

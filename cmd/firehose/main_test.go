@@ -181,7 +181,7 @@ func TestServeHelpDocumentsEveryFlag(t *testing.T) {
 			t.Errorf("--%s has no usage text", f.Name)
 		}
 	})
-	for _, want := range []string{"--http-addr", "FIREHOSE_HTTP_ADDR", "FIREHOSE_POSTGRES_URL", "FIREHOSE_REDIS_URL", "--batch-age", "--shards", "--high-water", "--log-level"} {
+	for _, want := range []string{"--http-addr", "FIREHOSE_HTTP_ADDR", "FIREHOSE_POSTGRES_URL", "FIREHOSE_REDIS_URL", "--batch-age", "--shards", "--high-water", "--log-level", "--config file", "FIREHOSE_CONFIG"} {
 		if !strings.Contains(help, want) {
 			t.Errorf("help lacks %s", want)
 		}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"regexp"
 	"runtime/debug"
 	"slices"
 	"strconv"
@@ -64,6 +65,8 @@ type serveConfig struct {
 	ShutdownTimeout    time.Duration
 	ShutdownDelay      time.Duration
 	MemoryLimit        string // --memory-limit, e.g. "384MiB"; "" leaves Go's default
+	// ConfigFile is the configuration file serve read (--config), or "".
+	ConfigFile string
 }
 
 // registerCommon registers the connection and logging flags every command
@@ -152,40 +155,101 @@ func (c *serveConfig) validate() error {
 	return nil
 }
 
-// parseServe parses serve's flags and environment into a checked config.
+// parseServe parses a command's flags and environment into a config, wired
+// but not yet validated.
 func parseServe(name, synopsis, about string, args []string, stderr io.Writer, register func(*serveConfig, *flag.FlagSet)) (*serveConfig, error) {
 	var cfg serveConfig
 	fs := cli.NewFlagSet(name, synopsis, about)
 	fs.SetOutput(stderr)
 	register(&cfg, fs.FlagSet)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil, err
-		}
-		return nil, usageError{err}
+	if err := cfg.parse(fs, name, args); err != nil {
+		return nil, err
 	}
-	if fs.NArg() > 0 {
-		return nil, usageError{fmt.Errorf("%s takes no arguments, got %q", name, fs.Args())}
-	}
-	cfg.Bridge.Postgres = cfg.Postgres
-	cfg.Bridge.Streams = cfg.Streams
-	cfg.Bridge.ShutdownTimeout = cfg.ShutdownTimeout
-	cfg.HTTP.Limits = cfg.Limits
-	cfg.HTTP.ShutdownTimeout = cfg.ShutdownTimeout
-	cfg.MQTT.Limits = cfg.Limits
-	cfg.MQTT.ShutdownTimeout = cfg.ShutdownTimeout
 	return &cfg, nil
 }
 
-func runServe(ctx context.Context, args []string, stderr io.Writer) error {
-	cfg, err := parseServe("serve", "firehose serve [flags]",
-		"Runs firehose's roles in this process until SIGTERM or Ctrl-C, then stops intake, writes what is queued\nto Redis, commits what the bridge holds, and exits 0.",
-		args, stderr, (*serveConfig).registerFlags)
+// parse parses args, the environment and (with --config) the file into c,
+// and copies the shared settings into each role's config.
+func (c *serveConfig) parse(fs *cli.FlagSet, name string, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return usageError{err}
+	}
+	if fs.NArg() > 0 {
+		return usageError{fmt.Errorf("%s takes no arguments, got %q", name, fs.Args())}
+	}
+	c.Bridge.Postgres = c.Postgres
+	c.Bridge.Streams = c.Streams
+	c.Bridge.ShutdownTimeout = c.ShutdownTimeout
+	c.HTTP.Limits = c.Limits
+	c.HTTP.ShutdownTimeout = c.ShutdownTimeout
+	c.MQTT.Limits = c.Limits
+	c.MQTT.ShutdownTimeout = c.ShutdownTimeout
+	return nil
+}
+
+const serveAbout = "Runs firehose's roles in this process until SIGTERM or Ctrl-C, then stops intake, writes what is queued\n" +
+	"to Redis, commits what the bridge holds, and exits 0. Settings come from, strongest first, the flags, their\n" +
+	"FIREHOSE_* variables, and the YAML file of --config (keys are the flag names: firehose config check FILE)."
+
+// newServeFlags is serve's flag set: every role's flags, --config and the
+// configuration file's sections.
+func newServeFlags(cfg *serveConfig, stderr io.Writer) *cli.FlagSet {
+	fs := cli.NewFlagSet("serve", "firehose serve [flags]", serveAbout)
+	fs.SetOutput(stderr)
+	cfg.registerFlags(fs.FlagSet)
+	fs.ConfigFile()
+	fs.Lists("roles")
+	fs.Section(rulesKey, cfg.decodeRules)
+	return fs
+}
+
+// loadServe reads serve's settings from args, the environment and the
+// configuration file, and validates them without connecting to anything:
+// serve and config check share it.
+func loadServe(args []string, stderr io.Writer) (*serveConfig, *cli.FlagSet, error) {
+	var cfg serveConfig
+	fs := newServeFlags(&cfg, stderr)
+	if err := cfg.parse(fs, "serve", args); err != nil {
+		return nil, nil, err
+	}
+	err := cfg.validate()
+	if err == nil {
+		_, err = newLogger(cfg.LogLevel, cfg.LogFormat, io.Discard)
+	}
 	if err != nil {
+		return nil, nil, usageError{locate(fs, err)}
+	}
+	cfg.ConfigFile = fs.ConfigPath()
+	return &cfg, fs, nil
+}
+
+// flagInError finds the flag a validation error names first.
+var flagInError = regexp.MustCompile(`--([a-z0-9][a-z0-9-]*)`)
+
+// locate adds to a validation error where the value of the flag it names
+// came from, when that is not the command line: the file's line, or the
+// environment variable.
+func locate(fs *cli.FlagSet, err error) error {
+	m := flagInError.FindStringSubmatch(err.Error())
+	if m == nil || fs.Lookup(m[1]) == nil {
 		return err
 	}
-	if err := cfg.validate(); err != nil {
-		return usageError{err}
+	switch o := fs.Origin(m[1]); o.Source {
+	case cli.FromFile:
+		return &cli.FileError{File: o.File, Line: o.Line, Msg: err.Error()}
+	case cli.FromEnvironment:
+		return fmt.Errorf("%w (set by %s)", err, o.Env)
+	}
+	return err
+}
+
+func runServe(ctx context.Context, args []string, stderr io.Writer) error {
+	cfg, _, err := loadServe(args, stderr)
+	if err != nil {
+		return err
 	}
 	logger, err := newLogger(cfg.LogLevel, cfg.LogFormat, stderr)
 	if err != nil {

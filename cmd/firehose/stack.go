@@ -111,7 +111,7 @@ func startStack(ctx context.Context, cfg *serveConfig, logger *slog.Logger) (*st
 			return nil, err
 		}
 	}
-	logger.Info("starting firehose", "version", buildVersion(), "roles", strings.Join(roles, ","),
+	logger.Info("starting firehose", "version", buildVersion(), "config", cfg.ConfigFile, "roles", strings.Join(roles, ","),
 		"postgres", redactURL(cfg.Postgres), "redis", redactURL(cfg.Redis), "redis_prefix", cfg.Streams.Prefix,
 		"shards", cfg.Streams.Count, "batch_size", cfg.Bridge.BatchSize, "batch_age", cfg.Bridge.BatchAge,
 		"high_water", cfg.Producer.HighWater, "producer_pipelines", cfg.Producer.Pipelines,

@@ -1,10 +1,13 @@
-// Package cli parses firehose's command lines: standard library flags, each
-// with an environment twin (--batch-size <-> FIREHOSE_BATCH_SIZE) that fills
-// what the command line did not set, and help that names both.
+// Package cli reads firehose's settings: standard library flags, each with an
+// environment twin (--batch-size <-> FIREHOSE_BATCH_SIZE) that fills what the
+// command line did not set, optionally a YAML configuration file below both
+// (--config, keys are the flag names), and help that names them.
 //
 //	fs := cli.NewFlagSet("serve", "firehose serve [flags]", "Runs the roles.")
 //	cfg.RegisterFlags(fs.FlagSet)
+//	fs.ConfigFile() // --config FILE; optional
 //	if err := fs.Parse(args); err != nil { ... } // flag.ErrHelp after --help
+//	fs.Origin("batch-size") // where the value came from: command line, FIREHOSE_BATCH_SIZE, firehose.yaml:3, default
 package cli
 
 import (
@@ -40,6 +43,11 @@ type FlagSet struct {
 	// LookupEnv reads the environment; tests replace it. Default os.LookupEnv.
 	LookupEnv func(string) (string, bool)
 	noEnv     map[string]bool
+
+	configPath *string            // --config, with ConfigFile
+	lists      map[string]bool    // flags a file may give as YAML lists
+	sections   map[string]Section // top-level file keys that are not flags
+	origins    map[string]Origin  // set by Parse; absent: default
 }
 
 // CommandLineOnly marks flags that have no environment twin: one-off choices
@@ -62,24 +70,60 @@ func NewFlagSet(name, usage, about string) *FlagSet {
 	return f
 }
 
-// Parse parses args, then sets every flag the command line left unset from
-// its environment twin, if that is set. A bad value names where it came from.
+// Parse sets the flags from, strongest first, the command line args, their
+// environment twins, and the configuration file (with ConfigFile: --config,
+// else FIREHOSE_CONFIG); the rest keep their defaults. Every value a file
+// gives goes through its flag's Set, also where the environment or the
+// command line then overrides it, so a file is valid on its own; a bad value
+// names where it came from (a file's errors are *FileError, FILE:LINE).
+// A flag set by more than one source must replace its value on Set;
+// accumulating flags are CommandLineOnly.
 func (f *FlagSet) Parse(args []string) error {
+	f.origins = map[string]Origin{}
+	named, help := f.scanArgs(args)
+	if !help {
+		if err := f.applySources(named); err != nil {
+			return err
+		}
+	}
 	if err := f.FlagSet.Parse(args); err != nil {
 		return err
 	}
-	set := map[string]bool{}
-	f.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
+	f.Visit(func(fl *flag.Flag) {
+		if _, ok := named[fl.Name]; ok {
+			f.origins[fl.Name] = Origin{Source: FromCommandLine}
+		}
+	})
+	return nil
+}
+
+// applySources sets the flags the file and the environment give, the
+// environment only where the command line does not name the flag.
+func (f *FlagSet) applySources(named map[string]string) error {
+	if f.configPath != nil {
+		path, ok := named[ConfigFlag]
+		if !ok {
+			path, _ = f.LookupEnv(EnvName(ConfigFlag))
+		}
+		if path != "" {
+			if err := f.applyFile(path); err != nil {
+				return err
+			}
+		}
+	}
 	var err error
 	f.VisitAll(func(fl *flag.Flag) {
-		if set[fl.Name] || f.noEnv[fl.Name] || err != nil {
+		_, onCommandLine := named[fl.Name]
+		if onCommandLine || f.noEnv[fl.Name] || err != nil {
 			return
 		}
 		env := EnvName(fl.Name)
 		if v, ok := f.LookupEnv(env); ok {
 			if e := f.Set(fl.Name, v); e != nil {
 				err = fmt.Errorf("invalid value %q for %s (the --%s flag): %v", v, env, fl.Name, e)
+				return
 			}
+			f.origins[fl.Name] = Origin{Source: FromEnvironment, Env: env}
 		}
 	})
 	return err
@@ -92,7 +136,11 @@ func (f *FlagSet) PrintHelp(w io.Writer) {
 	if f.about != "" {
 		fmt.Fprintf(w, "%s\n\n", f.about)
 	}
-	fmt.Fprintf(w, "Flags (each may also be set by the environment variable shown, unless marked command line only; a flag wins):\n")
+	if f.configPath != nil {
+		fmt.Fprintf(w, "Flags (each may also be set by the environment variable shown, or by the key of its name in the --config\nfile, unless marked command line only; the command line wins, then the environment, then the file):\n")
+	} else {
+		fmt.Fprintf(w, "Flags (each may also be set by the environment variable shown, unless marked command line only; a flag wins):\n")
+	}
 	f.VisitAll(func(fl *flag.Flag) {
 		name, usage := flag.UnquoteUsage(fl)
 		line := "  --" + fl.Name
