@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -187,11 +188,7 @@ func (mt Match) tags() [][2]string {
 			t = append(t, [2]string{k, v})
 		}
 	}
-	for i := 1; i < len(t); i++ { // few: insertion sort
-		for j := i; j > 0 && t[j][0] < t[j-1][0]; j-- {
-			t[j], t[j-1] = t[j-1], t[j]
-		}
-	}
+	slices.SortFunc(t, func(a, b [2]string) int { return strings.Compare(a[0], b[0]) })
 	return t
 }
 

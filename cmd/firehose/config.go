@@ -153,6 +153,7 @@ type checkSample struct {
 // and the shard stream it would travel through.
 type checkRow struct {
 	DeviceID   string          `json:"device_id"`
+	Metric     string          `json:"metric"`
 	TS         time.Time       `json:"ts"`
 	ReceivedAt time.Time       `json:"received_at"` // the check's time stands for the time of receipt
 	Reading    float64         `json:"reading"`
@@ -307,6 +308,19 @@ func mqttSample(cfg *serveConfig, topic string, payload []byte, now time.Time) *
 		}
 		return s
 	}
+	if mt, ok := cfg.MQTT.Rules.MatchTopic(topic); ok {
+		rs, err := mt.Map(payload, now, cfg.MQTT.Limits)
+		if err != nil {
+			s.Refused = &checkRefusal{
+				Reason: err.Error(),
+				MQTT:   "QoS 1/2: MQTT 5 gets 0x99 payload format invalid with this reason, MQTT 3.1.1 an acknowledgement and the message is dropped; QoS 0: dropped; nothing of it is stored",
+			}
+			return s
+		}
+		s.Rows = landedRows(cfg, rs)
+		s.Note = "mapped by rule " + mt.Rule() + ": its rows are stored together or not at all"
+		return s
+	}
 	tmpl := cmp.Or(cfg.MQTT.Topic, broker.DefaultTopic)
 	dev, ok := readingsDevice(tmpl, topic)
 	if !ok {
@@ -403,12 +417,12 @@ func httpSample(cfg *serveConfig, ca checkArgs) (*checkSample, error) {
 func landedRows(cfg *serveConfig, rs []ingest.Reading) []checkRow {
 	rows := make([]checkRow, 0, len(rs))
 	for i := range rs {
-		r, err := ingest.Decode(ingest.CodecVersion, string(ingest.AppendEncode(nil, &rs[i])))
+		r, err := ingest.Decode(ingest.CodecMetric, string(ingest.AppendEncodeMetric(nil, &rs[i])))
 		if err != nil {
 			r = rs[i] // cannot happen for a reading that validated; show it as it is
 		}
 		shard := cfg.Streams.Shard(r.DeviceID)
-		row := checkRow{DeviceID: r.DeviceID, TS: r.Time, ReceivedAt: r.ReceivedAt, Reading: r.Value, Payload: json.RawMessage("null"), Shard: shard, Stream: cfg.Streams.Key(shard)}
+		row := checkRow{DeviceID: r.DeviceID, Metric: cmp.Or(r.Metric, ingest.DefaultMetric), TS: r.Time, ReceivedAt: r.ReceivedAt, Reading: r.Value, Payload: json.RawMessage("null"), Shard: shard, Stream: cfg.Streams.Key(shard)}
 		if r.Payload != nil {
 			row.Payload = json.RawMessage(r.Payload)
 		}
@@ -474,9 +488,9 @@ func printReport(w io.Writer, rep *checkReport) {
 	default:
 		fmt.Fprintf(w, "%d row(s) would land in readings:\n", len(s.Rows))
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "DEVICE_ID\tTS\tRECEIVED_AT\tREADING\tPAYLOAD\tSTREAM")
+		fmt.Fprintln(tw, "DEVICE_ID\tMETRIC\tTS\tRECEIVED_AT\tREADING\tPAYLOAD\tSTREAM")
 		for _, r := range s.Rows {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.DeviceID, r.TS.Format(time.RFC3339Nano), r.ReceivedAt.Format(time.RFC3339Nano),
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.DeviceID, r.Metric, r.TS.Format(time.RFC3339Nano), r.ReceivedAt.Format(time.RFC3339Nano),
 				strconv.FormatFloat(r.Reading, 'g', -1, 64), r.Payload, r.Stream)
 		}
 		tw.Flush()

@@ -74,7 +74,10 @@ func TestServeRefusesBadConfigFile(t *testing.T) {
 		{"unknown role", "roles: [httpgw, toaster]\n", `1: --roles: unknown role "toaster"`},
 		{"duplicate key", "shards: 4\nshards: 8\n", "2: shards is already set on line 1"},
 		{"not a mapping", "[batch-size, 5]\n", "1: want a mapping of flag names to values"},
-		{"mapping rules", "roles: httpgw\nrules:\n  - topic: x\n", "2: rules: mapping rules are not supported by this build yet"},
+		{"rules not a list", "roles: httpgw\nrules: {name: x}\n", "2: rules: want a list of rules"},
+		{"rule with an unknown key", "rules:\n  - name: press\n    topic: a/{device_id}\n    metric: [v]\n", `4: rules: unknown key "metric" (a rule has device, endpoint`},
+		{"rule that cannot work", "rules:\n  - name: press\n    topic: a/{device_id}\n  - name: b\n    topic: b/x\n    metrics: [v]\n", `2: rules: rule "press": no metrics`},
+		{"rules of one name", "rules:\n  - {name: a, topic: \"a/{device_id}\", metrics: [v]}\n  - {name: a, topic: \"b/{device_id}\", metrics: [v]}\n", `3: rules: rule "a": the rule on line 2 has that name`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			file := writeConfig(t, tc.text)

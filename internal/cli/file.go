@@ -35,7 +35,8 @@ func (e *FileError) Error() string {
 
 // Section decodes a top-level key of a configuration file that is not a
 // flag (such as rules:). value is the key's YAML node, with its lines; an
-// error that is not a *FileError is reported at the key's line.
+// error that is not a *FileError is reported at the key's line, and a
+// *FileError without a File gets the file's path.
 type Section func(value *yaml.Node) error
 
 // Source says where a flag's value came from.
@@ -182,6 +183,9 @@ func (f *FlagSet) applyYAML(path string, data []byte) error {
 			if err := decode(v); err != nil {
 				var fe *FileError
 				if errors.As(err, &fe) {
+					if fe.File == "" {
+						fe.File = path
+					}
 					return err
 				}
 				return fail(k.Line, "%s: %v", key, err)
