@@ -150,7 +150,7 @@ func TestTopicMatching(t *testing.T) {
 		"site/x/dev1/data/z":  "",
 		"site/x/dev1":         "",
 		"site//dev1/data":     "a", // + matches an empty level, as in MQTT
-		"site/x//data":        "", // a capture does not
+		"site/x//data":        "",  // a capture does not
 		"raw/dev2":            "b",
 		"raw/dev2/a/b/c":      "b",
 		"other/dev1/data":     "",
