@@ -60,7 +60,7 @@ func (s *Server) handleV1(w http.ResponseWriter, req *http.Request) int {
 		return s.answerError(w, err, 1)
 	}
 	var rs []ingest.Reading
-	if rule := req.URL.Query().Get("rule"); rule != "" {
+	if rule := ruleOf(req); rule != "" {
 		rs, err = s.mapV1(rule, body, ndjson, time.Now())
 	} else {
 		rs, err = decodeV1(body, ndjson, s.cfg.MaxItems, s.cfg.Limits, time.Now())
@@ -321,4 +321,13 @@ func (s *Server) mapV1(rule string, body []byte, ndjson bool, now time.Time) ([]
 		return nil, refusal(http.StatusBadRequest, reasonInvalid, "no message in the body")
 	}
 	return rs, nil
+}
+
+// ruleOf is the mapping rule a request names (?rule=NAME), without parsing a
+// query that is not there: the common request pays nothing for rules.
+func ruleOf(req *http.Request) string {
+	if req.URL.RawQuery == "" {
+		return ""
+	}
+	return req.URL.Query().Get("rule")
 }
