@@ -141,8 +141,12 @@ func TestBadInputHasNoEffect(t *testing.T) {
 	httpCases := biManifest[biHTTPCase](t, "http")
 	mqttCases := biManifest[biMQTTCase](t, "mqtt")
 	svc := SharedServices(t)
+	rules, err := filepath.Abs(filepath.Join("testdata", "badinput", "rules.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	s := StartStack(t, svc, "--http-max-body", strconv.Itoa(biMaxBody), "--http-max-items", strconv.Itoa(biMaxItems),
-		"--mqtt-max-packet-bytes", strconv.Itoa(biMaxPacket))
+		"--mqtt-max-packet-bytes", strconv.Itoa(biMaxPacket), "--config", rules)
 	rdb := edgeRedis(t, s)
 	l := StartLoad(t, s, LoadOpts{Devices: 100, Rate: scale(500.0, 2000.0), Duration: scale(15*time.Second, 60*time.Second)})
 	edgeWaitLoadRunning(t, s, l)
