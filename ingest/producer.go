@@ -427,13 +427,19 @@ func (p *Producer) measureBacklog(ctx context.Context) {
 	before := p.sinceMeasure.Load()
 	pipe := p.rdb.Pipeline()
 	lens := make([]*redis.IntCmd, len(p.keys))
-	counts := make([]*redis.IntCmd, len(p.keys))
+	counts := make([]backlogCounter, len(p.keys))
 	for i, k := range p.keys {
 		lens[i] = pipe.XLen(ctx, k)
-		// A write that changes nothing, so that only the shard's primary
-		// answers it: on a cluster whose primary died, a replica may
-		// answer the XLEN, and only a primary can take readings.
-		counts[i] = pipe.HIncrBy(ctx, p.metaKeys[i], MetaBacklog, 0)
+		if p.cluster != nil {
+			// A write that changes nothing, so that only the shard's
+			// primary answers it: on a cluster whose primary died, a
+			// replica may answer the XLEN, and only a primary can take
+			// readings. (A single node or Sentinel's master needs no such
+			// proof, and its AOF no such write.)
+			counts[i] = pipe.HIncrBy(ctx, p.metaKeys[i], MetaBacklog, 0)
+		} else {
+			counts[i] = stringCounter{pipe.HGet(ctx, p.metaKeys[i], MetaBacklog)}
+		}
 	}
 	layout := p.queueLayoutCheck(ctx, pipe)
 	_, _ = pipe.Exec(ctx) // each command's error is read below
@@ -448,8 +454,8 @@ func (p *Producer) measureBacklog(ctx context.Context) {
 	var up, down []int
 	for i := range lens {
 		err := lens[i].Err()
-		if err == nil {
-			err = counts[i].Err()
+		if _, cerr := counts[i].Result(); err == nil {
+			err = cerr
 		}
 		if err != nil {
 			if p.health.set(i, true) {
@@ -464,7 +470,7 @@ func (p *Producer) measureBacklog(ctx context.Context) {
 		// length when that is larger (entries of one reading that no
 		// counter saw, written by --stream-codec 1 or an older build).
 		n := lens[i].Val()
-		if c := counts[i].Val(); c > n {
+		if c, _ := counts[i].Result(); c > n {
 			n = c
 		}
 		p.shardBacklog[i] = n
@@ -472,8 +478,8 @@ func (p *Producer) measureBacklog(ctx context.Context) {
 	}
 	if len(down) > 0 {
 		err := lens[down[0]].Err()
-		if err == nil {
-			err = counts[down[0]].Err()
+		if _, cerr := counts[down[0]].Result(); err == nil {
+			err = cerr
 		}
 		p.log.Warn("redis unreachable: refusing readings of these shards until it answers", "shards", down, "err", err)
 	}
@@ -499,6 +505,27 @@ func (p *Producer) measureBacklog(ctx context.Context) {
 			p.log.Info("backlog under the high-water mark: accepting readings", "backlog", total)
 		}
 	}
+}
+
+// backlogCounter is a shard's backlog counter as a backlog measurement
+// reads it: HINCRBY by 0 on a cluster, HGET elsewhere.
+type backlogCounter interface {
+	Result() (int64, error)
+}
+
+// stringCounter reads an HGET of the counter; a missing or unreadable one
+// is 0, not an error.
+type stringCounter struct{ cmd *redis.StringCmd }
+
+func (c stringCounter) Result() (int64, error) {
+	if err := c.cmd.Err(); err != nil {
+		if errors.Is(err, redis.Nil) {
+			return 0, nil
+		}
+		return 0, err
+	}
+	n, _ := strconv.ParseInt(c.cmd.Val(), 10, 64) // not a number: 0, the stream's length counts
+	return n, nil
 }
 
 // queueLayoutCheck queues, on pipe, the commands that keep the deployment's

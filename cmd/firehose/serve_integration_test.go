@@ -156,6 +156,12 @@ func TestIntegrationSIGTERMCommitsBufferedReadings(t *testing.T) {
 func TestIntegrationShutdownDelay(t *testing.T) {
 	t.Parallel()
 	p, base, pgURL := startServe(t, "--batch-age", "50ms", "--shutdown-delay", "1m")
+	// The bridge owns its shards (it takes them within a --lock-retry of
+	// joining): what it owns at the end it commits before it exits.
+	testenv.Eventually(t, 10*time.Second, func() bool {
+		v, _ := metric(t, base+"/metrics", "firehose_bridge_shards_owned")
+		return v == 4
+	}, "the bridge did not take the 4 shards")
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	readyz := func() int {
 		resp, err := http.Get(base + "/readyz")
