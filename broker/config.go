@@ -290,5 +290,16 @@ func (t topic) device(name string) (string, bool) {
 	return dev, true
 }
 
+// ReadingsDevice is the device a topic name names under the readings topic
+// template (--mqtt-topic), read as the broker reads it; false when the
+// topic is not a readings topic or the template is not valid.
+func ReadingsDevice(template, name string) (string, bool) {
+	t, err := parseTopic(template)
+	if err != nil {
+		return "", false
+	}
+	return t.device(name)
+}
+
 // filter is the subscription filter matching every readings topic.
 func (t topic) filter() string { return t.prefix + "+" + t.suffix }

@@ -322,7 +322,7 @@ func mqttSample(cfg *serveConfig, topic string, payload []byte, now time.Time) *
 		return s
 	}
 	tmpl := cmp.Or(cfg.MQTT.Topic, broker.DefaultTopic)
-	dev, ok := readingsDevice(tmpl, topic)
+	dev, ok := broker.ReadingsDevice(tmpl, topic)
 	if !ok {
 		s.Note = fmt.Sprintf("not a readings topic (--mqtt-topic %s): the broker delivers it to subscribers and stores nothing", tmpl)
 		return s
@@ -353,18 +353,6 @@ func mqttSample(cfg *serveConfig, topic string, payload []byte, now time.Time) *
 		s.Note = "under --mqtt-auth only device " + dev + " may publish it"
 	}
 	return s
-}
-
-// readingsDevice is the device a topic names under the readings topic
-// template, read as the broker reads it: the topic is the template's text
-// around {device_id}, with one topic level in its place.
-func readingsDevice(tmpl, topic string) (string, bool) {
-	prefix, suffix, ok := strings.Cut(tmpl, "{device_id}")
-	if !ok || len(topic) < len(prefix)+len(suffix) || !strings.HasPrefix(topic, prefix) || !strings.HasSuffix(topic, suffix) {
-		return "", false
-	}
-	dev := topic[len(prefix) : len(topic)-len(suffix)]
-	return dev, !strings.Contains(dev, "/")
 }
 
 // httpSample posts the body to the gateway's own handler, built from the
