@@ -41,8 +41,9 @@ type Rule struct {
 	// Exclude lists fields "*" does not take as metrics.
 	Exclude []string `yaml:"exclude"`
 	// Payload says what goes to the rows' payload: "rest" (default: the
-	// tags and every field that is not a metric, the time or the device),
-	// "tags" (the tags only) or "none".
+	// tags and every top-level field that is not a metric, the time or the
+	// device; with Samples, the fields of each sample, not of the message
+	// around them), "tags" (the tags only) or "none".
 	Payload string `yaml:"payload"`
 }
 
