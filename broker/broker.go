@@ -80,6 +80,12 @@ func New(cfg Config, p Producer, logger *slog.Logger, reg prometheus.Registerer)
 	caps.MaximumSessionExpiryInterval = uint32(min(cfg.SessionExpiry/time.Second, math.MaxUint32))
 	caps.MaximumInflight = uint16(cfg.MaxInflight)
 	caps.MaximumClientWritesPending = int32(cfg.MaxWritesPending)
+	// An acknowledgement does not echo the publish's properties: mochi
+	// would copy a user property (msg_id) into the PUBACK, and with
+	// properties there it writes its QoS 1 code, 0x01, as the PUBACK's
+	// reason, which MQTT 5 does not define (success is 0x00). A refusal
+	// keeps its reason string.
+	caps.Compatibilities.NoInheritedPropertiesOnAck = true
 	if cfg.Sparkplug {
 		store := cfg.SparkplugStore
 		if store == nil {

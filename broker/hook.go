@@ -336,6 +336,9 @@ func (h *hook) publish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, erro
 	if err != nil {
 		return h.refuseInvalid(cl, pk, err)
 	}
+	if id := messageID(pk); id != "" {
+		r.ID = id
+	}
 	if qos == 0 {
 		if err := h.p.Enqueue(r); err != nil {
 			h.m.refused.WithLabelValues(ingest.RefusalReason(err)).Inc()
@@ -370,7 +373,24 @@ func (h *hook) publishMapped(cl *mqtt.Client, pk packets.Packet, mt mapping.Matc
 			}
 		}
 	}
+	ingest.NameRows(rs, messageID(pk))
 	return h.store(cl, pk, rs, start)
+}
+
+// PropertyMessageID is the MQTT 5 user property of a message's id: with
+// --dedup id a publish sent again with the same id (a QoS 1 resend after a
+// lost PUBACK, or a device's own retry) is acknowledged and not stored
+// again. It wins over a msg_id in the payload or a rule's id.
+const PropertyMessageID = "msg_id"
+
+// messageID is pk's PropertyMessageID, or "".
+func messageID(pk packets.Packet) string {
+	for _, p := range pk.Properties.User {
+		if p.Key == PropertyMessageID {
+			return p.Val
+		}
+	}
+	return ""
 }
 
 // store writes the readings of one publish: at QoS 0 queued without

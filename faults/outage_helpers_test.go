@@ -392,3 +392,22 @@ func outDupsByProtocol(t *testing.T, dbURL, prefix string) (overMQTT, overHTTP i
 		GROUP BY device_id, coalesce(payload->>'seq', payload->>'id') HAVING count(*) > 1) d`
 	return QueryInt(t, dbURL, q, prefix, true), QueryInt(t, dbURL, q, prefix, false)
 }
+
+// outUnderLoad fails t when the load l has already ended, before what.
+func outUnderLoad(t *testing.T, l *Load, what string) {
+	t.Helper()
+	if l.proc.Exited() {
+		t.Fatalf("the simulator ended before %s: make the load longer; output:\n%s", what, l.Output())
+	}
+}
+
+// outWaitFlowing waits until both edges of s acknowledged 500 readings of l.
+func outWaitFlowing(t *testing.T, s *Stack, l *Load, before string) {
+	t.Helper()
+	outWaitFor(t, 60*time.Second, "the load did not start flowing", func() (bool, string) {
+		outUnderLoad(t, l, before)
+		h, _ := outMetricSum(s, "firehose_http_readings_accepted_total")
+		m, _ := outMetricSum(s, "firehose_mqtt_readings_accepted_total")
+		return h > 500 && m > 500, fmt.Sprintf("accepted: HTTP %.0f, MQTT %.0f", h, m)
+	})
+}

@@ -41,18 +41,8 @@ func TestRedisRestartedUnderLoad(t *testing.T) {
 	pid := s.Proc.Pid()
 	l := StartLoad(t, s, LoadOpts{Duration: duration})
 
-	underLoad := func(what string) {
-		t.Helper()
-		if l.proc.Exited() {
-			t.Fatalf("the simulator ended before %s: make the load longer; output:\n%s", what, l.Output())
-		}
-	}
-	outWaitFor(t, 60*time.Second, "the load did not start flowing", func() (bool, string) {
-		underLoad("the first outage")
-		h, _ := outMetricSum(s, "firehose_http_readings_accepted_total")
-		m, _ := outMetricSum(s, "firehose_mqtt_readings_accepted_total")
-		return h > 500 && m > 500, fmt.Sprintf("accepted: HTTP %.0f, MQTT %.0f", h, m)
-	})
+	underLoad := func(what string) { t.Helper(); outUnderLoad(t, l, what) }
+	outWaitFlowing(t, s, l, "the first outage")
 
 	probes := "probe-redis-" + testenv.ID() // device ids of the probes, refused one by one
 	var (

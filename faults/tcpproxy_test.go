@@ -4,6 +4,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 )
 
@@ -11,10 +12,15 @@ import (
 // address. Freeze stops forwarding in both directions while every socket
 // stays open (a stalled network path: what was sent sits in buffers, nothing
 // arrives); Cut closes every connection. A scenario puts one between a Redis
-// replica and its primary to make the replica lag behind.
+// replica and its primary to make the replica lag behind. DropReplies makes
+// lost acknowledgements: while it is on, every request still reaches the
+// server, and the first reply on a connection closes it instead of arriving.
 type tcpProxy struct {
 	ln       net.Listener
 	upstream string
+
+	dropReplies atomic.Bool
+	dropped     atomic.Int64 // replies dropped
 
 	mu     sync.Mutex
 	thawed chan struct{} // closed while forwarding
@@ -74,8 +80,8 @@ func (p *tcpProxy) accept() {
 		if !p.track(c, up) {
 			return
 		}
-		p.wg.Go(func() { p.pipe(up, c) })
-		p.wg.Go(func() { p.pipe(c, up) })
+		p.wg.Go(func() { p.pipe(up, c, false) })
+		p.wg.Go(func() { p.pipe(c, up, true) })
 	}
 }
 
@@ -95,8 +101,15 @@ func (p *tcpProxy) track(cs ...net.Conn) bool {
 	return true
 }
 
+// DropReplies turns the dropping of replies on or off.
+func (p *tcpProxy) DropReplies(on bool) { p.dropReplies.Store(on) }
+
+// Dropped is how many replies were dropped, each with its connection.
+func (p *tcpProxy) Dropped() int64 { return p.dropped.Load() }
+
 // pipe copies src to dst while thawed; when either side ends, both close.
-func (p *tcpProxy) pipe(dst, src net.Conn) {
+// reply says src is the upstream server.
+func (p *tcpProxy) pipe(dst, src net.Conn, reply bool) {
 	defer func() {
 		dst.Close()
 		src.Close()
@@ -108,6 +121,10 @@ func (p *tcpProxy) pipe(dst, src net.Conn) {
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := src.Read(buf)
+		if n > 0 && reply && p.dropReplies.Load() {
+			p.dropped.Add(1)
+			return // the deferred closes end both sides: the request ran, its answer is lost
+		}
 		if n > 0 {
 			p.mu.Lock()
 			thawed := p.thawed

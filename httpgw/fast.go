@@ -80,6 +80,9 @@ func (s *Server) handleFast(w http.ResponseWriter, req *http.Request) int {
 		recycleFast(st)
 		return s.answerError(w, forbidden(key, device), 1)
 	}
+	if v := req.Header[headerIdempotencyKey]; len(v) > 0 {
+		r.ID = v[0]
+	}
 	if err := s.p.Add(addContext, st.rs[:]); err != nil {
 		recycleFast(st)
 		return s.answerError(w, err, 1)

@@ -20,6 +20,11 @@ import (
 // of them, or NDJSON, each read once by ingest.ParseObject or ReadObject. A request is all or
 // nothing: one bad reading refuses them all, and nothing is stored.
 
+// headerIdempotencyKey is the header of a request's id: with --dedup id a
+// request sent again with the same id (after a lost answer) is answered as
+// before and its readings are not stored again.
+const headerIdempotencyKey = "Idempotency-Key"
+
 // maxDetails caps the invalid readings listed in a 422 answer.
 const maxDetails = 100
 
@@ -74,6 +79,11 @@ func (s *Server) handleV1(w http.ResponseWriter, req *http.Request) int {
 				return s.answerError(w, forbidden(key, rs[i].DeviceID), len(rs))
 			}
 		}
+	}
+	// The request's id names each of its readings (--dedup id), before
+	// any msg_id of their own or of a rule.
+	if v := req.Header[headerIdempotencyKey]; len(v) > 0 {
+		ingest.NameRows(rs, v[0])
 	}
 	if err := s.p.Add(addContext, rs); err != nil {
 		return s.answerError(w, err, len(rs))

@@ -16,6 +16,8 @@ func (c *ProducerConfig) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.BacklogInterval, "backlog-interval", 250*time.Millisecond, "how often the backlog is measured")
 	fs.IntVar(&c.MinReplicas, "redis-min-replicas", 0, "replicas that must confirm a write (Redis WAIT, once per round trip) before readings are acknowledged;\n0: the primary's reply is the acknowledgement, and a failover loses what the replicas had not received")
 	fs.DurationVar(&c.ReplicaTimeout, "redis-replica-timeout", time.Second, "how long a round trip waits for --redis-min-replicas replicas; past it its readings are refused (503 / 0x97), never acknowledged")
+	fs.StringVar(&c.Dedup, "dedup", DedupOff, "store a resent reading once: off; id (readings with a message id: Idempotency-Key, MQTT 5 user property msg_id,\na JSON field msg_id, a rule's id); natural (device, metric and the device's time)")
+	fs.DurationVar(&c.DedupWindow, "dedup-window", DefaultDedupWindow, "how long --dedup remembers a reading's key, at least (at most twice that): a resend later than that is stored again")
 }
 
 // MaxReplicaTimeout is the longest --redis-replica-timeout: WAIT must answer
@@ -41,6 +43,12 @@ func (c ProducerConfig) Validate() error {
 		return fmt.Errorf("--redis-replica-timeout %s: want 1ms to %s", c.ReplicaTimeout, MaxReplicaTimeout)
 	case c.Codec != "" && c.Codec != CodecVersion && c.Codec != CodecBatch:
 		return fmt.Errorf("--stream-codec %q: want %s (batch entries) or %s (one reading per entry)", c.Codec, CodecBatch, CodecVersion)
+	case c.Dedup != "" && c.Dedup != DedupOff && c.Dedup != DedupID && c.Dedup != DedupNatural:
+		return fmt.Errorf("--dedup %q: want %s, %s or %s", c.Dedup, DedupOff, DedupID, DedupNatural)
+	case c.Dedup != "" && c.Dedup != DedupOff && c.Codec == CodecVersion:
+		return fmt.Errorf("--dedup %s needs --stream-codec %s: it writes batch entries", c.Dedup, CodecBatch)
+	case c.DedupWindow < 0 || (c.DedupWindow > 0 && c.DedupWindow < time.Second) || c.DedupWindow > 7*24*time.Hour:
+		return fmt.Errorf("--dedup-window %s: want 1s to 168h", c.DedupWindow)
 	}
 	return nil
 }

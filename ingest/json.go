@@ -18,6 +18,9 @@ const (
 	JSONDeviceID = "device_id"
 	JSONReading  = "reading"
 	JSONTime     = "ts"
+	// JSONMessageID is the field of a message id (a string or a number),
+	// which --dedup id uses; it stays in Payload too.
+	JSONMessageID = "msg_id"
 )
 
 // ParseObject fills r from a JSON object such as
@@ -91,6 +94,8 @@ func errNotObject() error { return fieldErr("body", "type", "must be a JSON obje
 type objectFields struct {
 	id, reading, ts []byte
 	readingKind     jsonscan.Kind
+	msgID           []byte // also in payload
+	msgIDKind       jsonscan.Kind
 	payload         []byte
 }
 
@@ -121,6 +126,9 @@ func readObject(s *jsonscan.Scanner) (objectFields, error) {
 			f.reading, f.readingKind = val, kind
 		case JSONTime:
 			f.ts = val
+		case JSONMessageID:
+			f.msgID, f.msgIDKind = val, kind
+			fallthrough // kept in the payload too
 		default:
 			if f.payload == nil {
 				f.payload = append(make([]byte, 0, s.Pos()-start+16), '{')
@@ -179,6 +187,14 @@ func (f *objectFields) apply(r *Reading) error {
 	r.Payload = nil
 	if f.payload != nil {
 		r.Payload = append(f.payload, '}')
+	}
+	r.ID = ""
+	switch f.msgIDKind {
+	case jsonscan.String:
+		// Not an id when it does not decode: the field is only payload.
+		r.ID, _ = jsonString(f.msgID, JSONMessageID, "")
+	case jsonscan.Number:
+		r.ID = string(f.msgID)
 	}
 	return nil
 }

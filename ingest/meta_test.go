@@ -28,6 +28,11 @@ func TestShardMetaKeySharesTheStreamsHashTag(t *testing.T) {
 			if tag := "{" + got[len("fh:meta:{"):]; s.Key(tt.shard)[len("fh:readings:"):] != tag {
 				t.Errorf("%q and %q do not share a hash tag", got, s.Key(tt.shard))
 			}
+			for _, k := range s.ShardDedupKeys(tt.shard) {
+				if ingest.ClusterSlot(k) != ingest.ClusterSlot(s.Key(tt.shard)) {
+					t.Errorf("%q and %q are not in one slot: the dedup script cannot touch both on a cluster", k, s.Key(tt.shard))
+				}
+			}
 		})
 	}
 	if a, b := ingest.NewGeneration(), ingest.NewGeneration(); a == b || len(a) != 32 {

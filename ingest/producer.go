@@ -67,6 +67,14 @@ type ProducerConfig struct {
 	// ReplicaTimeout is WAIT's timeout: a round trip not confirmed by
 	// MinReplicas replicas within it answers ErrUnavailable. Default 1s.
 	ReplicaTimeout time.Duration
+	// Dedup is the deduplication mode: DedupOff (default), DedupID or
+	// DedupNatural. A reading with a key under it is stored only if its
+	// shard does not remember the key; a resend is acknowledged like the
+	// original and not stored again (see dedupScript). Needs CodecBatch.
+	Dedup string
+	// DedupWindow is how long a key is remembered at least (at most twice
+	// that). Default DefaultDedupWindow.
+	DedupWindow time.Duration
 }
 
 func (c ProducerConfig) withDefaults() ProducerConfig {
@@ -93,6 +101,12 @@ func (c ProducerConfig) withDefaults() ProducerConfig {
 	}
 	if c.ReplicaTimeout <= 0 {
 		c.ReplicaTimeout = time.Second
+	}
+	if c.Dedup == "" {
+		c.Dedup = DedupOff
+	}
+	if c.DedupWindow <= 0 {
+		c.DedupWindow = DefaultDedupWindow
 	}
 	return c
 }
@@ -566,6 +580,7 @@ type producerMetrics struct {
 	backlog   *prometheus.GaugeVec
 	// round trips fewer replicas confirmed than --redis-min-replicas
 	replicaShort prometheus.Counter
+	duplicates   prometheus.Counter
 }
 
 func newProducerMetrics(reg prometheus.Registerer, p *Producer) producerMetrics {
@@ -597,11 +612,15 @@ func newProducerMetrics(reg prometheus.Registerer, p *Producer) producerMetrics 
 			Help: "Round trips that fewer replicas confirmed (WAIT) than --redis-min-replicas within --redis-replica-timeout; their callers were refused.",
 		}),
 	}
+	m.duplicates = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "firehose_producer_duplicates_total",
+		Help: "Readings acknowledged without being stored again: resends whose key their shard remembered (--dedup).",
+	})
 	queued := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "firehose_producer_queued_readings",
 		Help: "Readings waiting for an XADD round trip.",
 	}, func() float64 { return float64(p.queued.Load()) })
-	reg.MustRegister(m.roundTrip, m.batchSize, m.written, m.refusals, m.backlog, m.replicaShort, queued)
+	reg.MustRegister(m.roundTrip, m.batchSize, m.written, m.refusals, m.backlog, m.replicaShort, m.duplicates, queued)
 	for _, r := range []string{"backlog_full", "redis_unavailable", "overloaded", "closed"} {
 		m.refusals.WithLabelValues(r)
 	}

@@ -36,6 +36,11 @@ type Reading struct {
 	// Payload holds the reading's extra fields as a compact JSON object, or is
 	// nil when there are none.
 	Payload []byte
+	// ID identifies the reading for deduplication (--dedup id): the id of
+	// the message it came in, told apart from the message's other readings
+	// by position (NameRows). It travels no further than the producer,
+	// which remembers a key made of it; "" has none.
+	ID string
 }
 
 // DefaultMetric is the metric of a reading that names none: the field a

@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"strconv"
@@ -21,6 +22,10 @@ type roundTrip struct {
 	shardOf []int    // per reading of the round trip, in call order
 	v1      []byte   // --stream-codec 1: every entry's body, one after another
 	pipes   []*nodePipe
+	// With --dedup, per shard: the keys of its keyed readings, and each
+	// one's item bounds in the body (see dedupScript).
+	dedupKeys   [][]byte
+	dedupBounds [][]byte
 }
 
 // nodePipe is the part of a round trip that goes to one Redis primary: the
@@ -40,6 +45,7 @@ const maxKeptBody = 1 << 20
 func (rt *roundTrip) reset(shards int) {
 	if len(rt.bodies) != shards {
 		rt.bodies, rt.counts, rt.metric = make([][]byte, shards), make([]int, shards), make([]bool, shards)
+		rt.dedupKeys, rt.dedupBounds = make([][]byte, shards), make([][]byte, shards)
 	}
 	for i := range rt.bodies {
 		if cap(rt.bodies[i]) > maxKeptBody {
@@ -48,6 +54,8 @@ func (rt *roundTrip) reset(shards int) {
 		rt.bodies[i] = rt.bodies[i][:0]
 		rt.counts[i] = 0
 		rt.metric[i] = false
+		rt.dedupKeys[i] = rt.dedupKeys[i][:0]
+		rt.dedupBounds[i] = rt.dedupBounds[i][:0]
 	}
 	rt.shardOf = rt.shardOf[:0]
 	rt.v1 = rt.v1[:0]
@@ -113,6 +121,7 @@ func (p *Producer) write(batch []*call, n int, rt *roundTrip) {
 	defer cancel()
 	rt.reset(len(p.keys))
 	batched := p.cfg.Codec != CodecVersion
+	dedup := batched && p.cfg.Dedup != "" && p.cfg.Dedup != DedupOff
 	var perReading []*redis.StringCmd // --stream-codec 1
 	if !batched {
 		perReading = make([]*redis.StringCmd, 0, n)
@@ -141,10 +150,18 @@ func (p *Producer) write(batch []*call, n int, rt *roundTrip) {
 				if len(rt.bodies[shard]) == 0 {
 					rt.bodies[shard] = append(rt.bodies[shard], make([]byte, BatchHeaderLen)...)
 				}
+				start := len(rt.bodies[shard]) - BatchHeaderLen
 				if rt.metric[shard] {
 					rt.bodies[shard] = AppendBatchItemMetric(rt.bodies[shard], r)
 				} else {
 					rt.bodies[shard] = AppendBatchItem(rt.bodies[shard], r)
+				}
+				if dedup {
+					var keyed bool
+					if rt.dedupKeys[shard], keyed = appendDedupKey(rt.dedupKeys[shard], p.cfg.Dedup, r); keyed {
+						rt.dedupBounds[shard] = binary.LittleEndian.AppendUint32(rt.dedupBounds[shard], uint32(start))
+						rt.dedupBounds[shard] = binary.LittleEndian.AppendUint32(rt.dedupBounds[shard], uint32(len(rt.bodies[shard])-BatchHeaderLen))
+					}
 				}
 				continue
 			}
@@ -166,6 +183,7 @@ func (p *Producer) write(batch []*call, n int, rt *roundTrip) {
 		meta    *redis.BoolCmd
 		xadd    *redis.StringCmd // batch encoding
 		backlog *redis.IntCmd
+		dedup   *redis.Cmd // instead of the three above, with --dedup (dedupScript)
 		np      *nodePipe
 	}
 	cmds := make([]shardCmds, len(p.keys))
@@ -182,6 +200,23 @@ func (p *Producer) write(batch []*call, n int, rt *roundTrip) {
 		pipe, meta := np.pipe, p.metaKeys[shard]
 		sc := &cmds[shard]
 		sc.np = np
+		if dedup && len(rt.dedupKeys[shard]) > 0 {
+			version := CodecBatch
+			if rt.metric[shard] {
+				version = CodecMetricBatch
+			}
+			sets := p.streams.ShardDedupKeys(shard)
+			keys := rt.dedupKeys[shard]
+			m := len(keys) / dedupKeyLen
+			args := make([]any, 0, 7+m)
+			args = append(args, gen, version, p.cfg.DedupWindow.Milliseconds(), rt.bodies[shard][BatchHeaderLen:],
+				rt.dedupBounds[shard], count, m)
+			for j := range m {
+				args = append(args, keys[j*dedupKeyLen:(j+1)*dedupKeyLen])
+			}
+			sc.dedup = dedupScript.Eval(ctx, pipe, []string{p.keys[shard], meta, sets[0], sets[1]}, args...)
+			continue
+		}
 		sc.meta = pipe.HSetNX(ctx, meta, MetaGeneration, gen)
 		if batched {
 			version := CodecBatch
@@ -242,12 +277,17 @@ func (p *Producer) write(batch []*call, n int, rt *roundTrip) {
 	// key of the wrong type) fails the shard's callers as a failed XADD
 	// does: its entries may be stored, but none is acknowledged.
 	for shard, sc := range cmds {
-		if sc.meta == nil { // no readings for this shard, or no route to it
+		var written []redis.Cmder
+		switch {
+		case sc.dedup != nil:
+			written = []redis.Cmder{sc.dedup}
+		case sc.meta != nil:
+			written = []redis.Cmder{sc.meta, sc.backlog}
+			if sc.xadd != nil {
+				written = append(written, sc.xadd)
+			}
+		default: // no readings for this shard, or no route to it
 			continue
-		}
-		written := []redis.Cmder{sc.meta, sc.backlog}
-		if sc.xadd != nil {
-			written = append(written, sc.xadd)
 		}
 		for _, c := range written {
 			if err := c.Err(); err != nil && shardErr[shard] == nil {
@@ -279,6 +319,14 @@ func (p *Producer) write(batch []*call, n int, rt *roundTrip) {
 	for _, np := range rt.pipes {
 		if w := np.wait; w != nil && w.Err() == nil && w.Val() < int64(p.cfg.MinReplicas) {
 			p.m.replicaShort.Inc()
+		}
+	}
+	for shard, sc := range cmds {
+		if sc.dedup != nil && shardErr[shard] == nil {
+			if d, err := sc.dedup.Int64(); err == nil && d > 0 {
+				// Acknowledged as the resends they are, not stored again.
+				p.m.duplicates.Add(float64(d))
+			}
 		}
 	}
 	if reload && p.cluster != nil {

@@ -135,6 +135,18 @@ func (mt Match) Map(payload []byte, receivedAt time.Time, lim ingest.Limits) ([]
 	if err := ingest.ValidateDeviceID(device, lim.MaxDeviceID); err != nil {
 		return nil, fail(r.Device, "device id %q: %v", device, err)
 	}
+	var id string
+	if r.ID != "" {
+		switch v := root.Get(r.ID); v.Type {
+		case gjson.String:
+			id = v.Str
+		case gjson.Number:
+			id = v.Raw
+		}
+		if id == "" {
+			return nil, fail(r.ID, "the message id must be a non-empty string or a number, found %s", describe(root.Get(r.ID)))
+		}
+	}
 	tags := mt.tags()
 	var out []ingest.Reading
 	if r.Samples == "" {
@@ -142,6 +154,7 @@ func (mt Match) Map(payload []byte, receivedAt time.Time, lim ingest.Limits) ([]
 		if err != nil {
 			return nil, err
 		}
+		ingest.NameRows(rows, id)
 		return rows, nil
 	}
 	arr := root.Get(r.Samples)
@@ -177,6 +190,7 @@ func (mt Match) Map(payload []byte, receivedAt time.Time, lim ingest.Limits) ([]
 	if len(out) == 0 {
 		return nil, fail(r.Samples, "the samples array is empty")
 	}
+	ingest.NameRows(out, id)
 	return out, nil
 }
 
@@ -217,6 +231,9 @@ func (r *compiled) mapOne(obj gjson.Result, isRoot bool, device string, tags [][
 	}
 	if isRoot && r.Samples != "" {
 		used[topField(r.Samples)] = true
+	}
+	if isRoot && r.ID != "" {
+		used[topField(r.ID)] = true
 	}
 	type value struct {
 		name string

@@ -45,6 +45,11 @@ type Rule struct {
 	// device; with Samples, the fields of each sample, not of the message
 	// around them), "tags" (the tags only) or "none".
 	Payload string `yaml:"payload"`
+	// ID is the GJSON path of the message's id (a string or a number), for
+	// --dedup id: each row is named by it and its position in the message,
+	// so a resent message is stored once. Read from the message, not from
+	// each sample; it is neither a metric nor payload.
+	ID string `yaml:"id"`
 }
 
 // Time formats.

@@ -1,0 +1,197 @@
+package ingest
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Deduplication modes (--dedup): which readings the producer stores only
+// once however often a device resends them.
+const (
+	// DedupOff stores every reading an edge accepts: a resend after a lost
+	// acknowledgement lands twice.
+	DedupOff = "off"
+	// DedupID deduplicates readings that carry an id (Reading.ID): the
+	// message id a device gives (HTTP Idempotency-Key, MQTT 5 user property
+	// msg_id, a JSON field msg_id, a rule's id path), told apart within a
+	// message by position. Readings without one are stored as they come.
+	DedupID = "id"
+	// DedupNatural deduplicates by the natural key: device, metric and the
+	// time the device gave. Readings timed by their receipt have no natural
+	// key and are stored as they come.
+	DedupNatural = "natural"
+)
+
+// DefaultDedupWindow is --dedup-window's default: how long a reading's key is
+// remembered at least.
+const DefaultDedupWindow = 5 * time.Minute
+
+// NameRows gives the readings of one message the message's id: the id
+// itself for a message of one reading, else the id and the reading's
+// position ("id#2"), so that a resend of the same message names each row
+// as before. An empty id changes nothing.
+func NameRows(rs []Reading, id string) {
+	if id == "" {
+		return
+	}
+	if len(rs) == 1 {
+		rs[0].ID = id
+		return
+	}
+	for i := range rs {
+		rs[i].ID = id + "#" + strconv.Itoa(i)
+	}
+}
+
+// dedupKeyLen is the length of a remembered key: 128 bits of SHA-256, so
+// that neither chance (2^-64 at 2^32 keys in a window) nor a device that
+// chooses its ids can make another device's reading pass for a duplicate.
+const dedupKeyLen = 16
+
+// appendDedupKey appends r's deduplication key under mode to dst, and
+// reports whether r has one: SHA-256 of device, metric and id (DedupID) or
+// the device's time (DedupNatural), truncated to dedupKeyLen bytes.
+func appendDedupKey(dst []byte, mode string, r *Reading) ([]byte, bool) {
+	var buf [512]byte
+	b := append(buf[:0], r.DeviceID...)
+	b = append(b, 0)
+	b = append(b, r.Metric...)
+	b = append(b, 0)
+	switch mode {
+	case DedupID:
+		if r.ID == "" {
+			return dst, false
+		}
+		b = append(b, 'i')
+		b = append(b, r.ID...)
+	case DedupNatural:
+		// Normalize sets a missing time to the time of receipt: such a
+		// reading has no natural key (two samples of one message received
+		// together would pass for one).
+		if r.Time.IsZero() || r.Time.Equal(r.ReceivedAt) {
+			return dst, false
+		}
+		b = append(b, 't')
+		b = binary.AppendVarint(b, r.Time.UnixNano())
+	default:
+		return dst, false
+	}
+	sum := sha256.Sum256(b)
+	return append(dst, sum[:dedupKeyLen]...), true
+}
+
+// ShardDedupKeys are the two sets that remember shard's deduplication keys,
+// in the stream's hash slot: one holds the keys of the current window, the
+// other those of the window before (see dedupScript).
+func (s Streams) ShardDedupKeys(shard int) [2]string {
+	base := s.prefix() + ":dedup:{" + s.tag(shard) + "}:"
+	return [2]string{base + "0", base + "1"}
+}
+
+// Fields of a shard's metadata hash (ShardMetaKey) that name the window each
+// dedup set holds.
+const (
+	metaDedup0 = "dedup0"
+	metaDedup1 = "dedup1"
+)
+
+// dedupScript writes one shard's batch entry of a round trip with
+// deduplication, in one atomic step: the readings whose key the shard
+// remembers from the last window or two are left out of the entry, the
+// others are added and their keys remembered.
+//
+// KEYS: stream, metadata hash, dedup set 0, dedup set 1.
+// ARGV: generation token, entry version, window in ms, the readings' items
+// (each uvarint length and encoding, as in a batch body, without the count),
+// for each keyed reading its item's start and end in the items (two
+// little-endian uint32), the number of items, the number m of keyed
+// readings, then their m keys (16 bytes each) in item order.
+//
+// Windows are numbered by Redis's clock (TIME, so every producer counts the
+// same), and the set of window w is set w%2: a set found holding a window
+// older than the previous one is dropped (UNLINK, freed in the background)
+// before it takes the current window's keys. A key is thus remembered for at
+// least one window and at most two. The entry is written before any key is
+// remembered: if the XADD fails the script stops, and no reading that was
+// not stored is ever taken for a duplicate. Membership is asked for many
+// keys per call (SMISMEMBER, Redis 6.2), in chunks within Lua's stack. It
+// returns how many readings it left out.
+var dedupScript = redis.NewScript(fmt.Sprintf(`
+redis.call('HSETNX', KEYS[2], %[1]q, ARGV[1])
+local t = redis.call('TIME')
+local w = tonumber(ARGV[3])
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local win = math.floor(now / w)
+local cur, prev = win %% 2, (win + 1) %% 2
+local fields = {%[2]q, %[3]q}
+local held = redis.call('HMGET', KEYS[2], fields[1], fields[2])
+local winStr = string.format('%%d', win)
+local curOK = held[cur + 1] == winStr
+local prevOK = held[prev + 1] == string.format('%%d', win - 1)
+local curKey, prevKey = KEYS[3 + cur], KEYS[3 + prev]
+local m, first, chunk = tonumber(ARGV[7]), 8, 1000
+local dup = {}
+local function ask(key)
+  for i = 0, m - 1, chunk do
+    local last = math.min(i + chunk, m) - 1
+    local r = redis.call('SMISMEMBER', key, unpack(ARGV, first + i, first + last))
+    for j = 1, #r do
+      if r[j] == 1 then dup[i + j] = true end
+    end
+  end
+end
+if curOK then ask(curKey) end
+if prevOK then ask(prevKey) end
+local seen, kept, ndup = {}, {}, 0
+for j = 1, m do
+  local k = ARGV[first + j - 1]
+  if not dup[j] and seen[k] then dup[j] = true end
+  if dup[j] then
+    ndup = ndup + 1
+  else
+    seen[k] = true
+    kept[#kept + 1] = k
+  end
+end
+local items, bounds = ARGV[4], ARGV[5]
+local body = items
+if ndup > 0 then
+  local parts, pos = {}, 1
+  for j = 1, m do
+    if dup[j] then
+      local s, e = struct.unpack('<I4I4', bounds, (j - 1) * 8 + 1)
+      parts[#parts + 1] = string.sub(items, pos, s)
+      pos = e + 1
+    end
+  end
+  parts[#parts + 1] = string.sub(items, pos)
+  body = table.concat(parts)
+end
+local n = tonumber(ARGV[6]) - ndup
+if n > 0 then
+  local v, h = n, {}
+  while v >= 128 do
+    h[#h + 1] = string.char(v %% 128 + 128)
+    v = math.floor(v / 128)
+  end
+  h[#h + 1] = string.char(v)
+  redis.call('XADD', KEYS[1], '*', %[4]q, ARGV[2], %[5]q, n, %[6]q, table.concat(h) .. body)
+  redis.call('HINCRBY', KEYS[2], %[7]q, n)
+end
+if #kept > 0 then
+  if not curOK then
+    redis.call('UNLINK', curKey)
+    redis.call('HSET', KEYS[2], fields[cur + 1], winStr)
+  end
+  for i = 1, #kept, chunk do
+    redis.call('SADD', curKey, unpack(kept, i, math.min(i + chunk - 1, #kept)))
+  end
+  redis.call('PEXPIRE', curKey, 2 * w)
+end
+return ndup
+`, MetaGeneration, metaDedup0, metaDedup1, FieldVersion, FieldCount, FieldBody, MetaBacklog))
