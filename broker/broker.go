@@ -73,6 +73,7 @@ func New(cfg Config, p Producer, logger *slog.Logger, reg prometheus.Registerer)
 		h.slots = newCheckSlots()
 	}
 	h.ret = newRetained(cfg.MaxRetained, cfg.MaxRetainedBytes)
+	h.wills = make(chan will, 1024)
 	caps := mqtt.NewDefaultServerCapabilities()
 	caps.MaximumClients = int64(cfg.MaxClients)
 	caps.MaximumPacketSize = uint32(cfg.MaxPacket)
@@ -229,6 +230,7 @@ func (b *Broker) Run(ctx context.Context) error {
 	if h := b.hook; h.spb != nil {
 		wg.Go(func() { h.sendRebirths(ctx) })
 	}
+	wg.Go(func() { b.hook.storeWills(ctx) })
 	if h := b.hook; h.auth != nil {
 		wg.Go(func() {
 			h.auth.file.Watch(ctx, credentialsCheckInterval, func(c Credentials) {

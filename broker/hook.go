@@ -42,18 +42,20 @@ type hook struct {
 	spb   *sparkplug.Tracker // nil: Sparkplug B off
 	// rebirths queues Rebirth requests for sendRebirths: group, edge node.
 	rebirths chan [2]string
-	auth     *authenticator // nil: anonymous
-	fails    *loginThrottle // failed logins by source address; with auth
-	slots    checkSlots     // bcrypt checks at once; with auth
-	sess     *sessions
-	ret      *retained
-	p        Producer
-	limits   ingest.Limits
-	maxKA    uint16 // seconds
-	maxPkt   uint32 // bytes, announced in MQTT 5 CONNACK
-	m        *metrics
-	log      *slog.Logger
-	ctx      context.Context // for Add; cancelled only after the drain
+	// wills queues the wills mochi published, for storeWills.
+	wills  chan will
+	auth   *authenticator // nil: anonymous
+	fails  *loginThrottle // failed logins by source address; with auth
+	slots  checkSlots     // bcrypt checks at once; with auth
+	sess   *sessions
+	ret    *retained
+	p      Producer
+	limits ingest.Limits
+	maxKA  uint16 // seconds
+	maxPkt uint32 // bytes, announced in MQTT 5 CONNACK
+	m      *metrics
+	log    *slog.Logger
+	ctx    context.Context // for Add; cancelled only after the drain
 
 	draining atomic.Bool  // shutting down: refuse new readings
 	inflight atomic.Int64 // OnPublish calls on readings topics under way
@@ -64,7 +66,7 @@ func (h *hook) ID() string { return "firehose" }
 func (h *hook) Provides(b byte) bool {
 	return bytes.Contains([]byte{mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnConnect, mqtt.OnPublish, mqtt.OnPacketEncode,
 		mqtt.OnSubscribed, mqtt.OnSessionEstablish, mqtt.OnDisconnect, mqtt.OnClientExpired,
-		mqtt.OnWill, mqtt.OnRetainMessage, mqtt.OnRetainedExpired}, []byte{b})
+		mqtt.OnWill, mqtt.OnWillSent, mqtt.OnRetainMessage, mqtt.OnRetainedExpired}, []byte{b})
 }
 
 // OnPacketEncode tells MQTT 5 clients in CONNACK the largest packet the
@@ -270,6 +272,45 @@ func (h *hook) OnWill(cl *mqtt.Client, will mqtt.Will) (mqtt.Will, error) {
 		h.m.retainDropped.Inc()
 	}
 	return will, nil
+}
+
+// will is a will mochi published, and the client it was the will of.
+type will struct {
+	cl *mqtt.Client
+	pk packets.Packet
+}
+
+// OnWillSent queues a will that mochi published for storeWills: mochi
+// publishes wills past OnPublish, so without this a Sparkplug B NDEATH (the
+// death certificate an edge node registers as its will) or a reading a
+// device left as its will would reach subscribers and never land. It does
+// not wait: mochi calls it from its event loop for delayed wills. A full
+// queue drops the will, counted as refused (overloaded).
+func (h *hook) OnWillSent(cl *mqtt.Client, pk packets.Packet) {
+	select {
+	case h.wills <- will{cl: cl, pk: pk}:
+	default:
+		h.m.refused.WithLabelValues("overloaded").Inc()
+		h.log.Warn("mqtt will not stored: too many wills queued", "client", cl.ID, "topic", pk.TopicName)
+	}
+}
+
+// storeWills stores the queued wills until ctx ends, each as a QoS 1
+// publish of its topic would be (rules, Sparkplug B, the readings topic;
+// other topics pass), counted like one; nobody is there to answer.
+func (h *hook) storeWills(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case w := <-h.wills:
+			w.pk.FixedHeader.Qos = 1
+			w.pk.PacketID = 0
+			if _, err := h.publish(w.cl, w.pk); err != nil {
+				h.log.Debug("mqtt will not stored", "client", w.cl.ID, "topic", w.pk.TopicName, "err", err)
+			}
+		}
+	}
 }
 
 // OnRetainMessage and OnRetainedExpired keep the account of retained

@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"encoding/json"
+	"net"
 	"os"
 	"path/filepath"
 	"testing"
@@ -115,5 +116,43 @@ func TestIntegrationSparkplug(t *testing.T) {
 	}
 	if v := s.metric("firehose_mqtt_sparkplug_rebirths_total"); v < 1 {
 		t.Errorf("firehose_mqtt_sparkplug_rebirths_total = %v", v)
+	}
+}
+
+// TestIntegrationSparkplugDeathAsWill: an edge node registers its NDEATH as
+// its will, as the Sparkplug B specification has it, and its connection
+// dies without a DISCONNECT. mochi publishes wills past OnPublish; the
+// death certificate still lands as the node's death row, once.
+func TestIntegrationSparkplugDeathAsWill(t *testing.T) {
+	t.Parallel()
+	dir := filepath.Join("..", "sparkplug", "testdata", "fixtures")
+	birth, err := os.ReadFile(filepath.Join(dir, "death-00-NBIRTH.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	death, err := os.ReadFile(filepath.Join(dir, "death-03-NDEATH.bin")) // the bdSeq of that birth
+	if err != nil {
+		t.Fatal(err)
+	}
+	lim := ingest.Limits{MaxAge: 20 * 365 * 24 * time.Hour} // the fixtures are of 2023
+	s := newStack(t, stackOptions{bridge: true, cfg: Config{Sparkplug: true, Limits: lim}})
+	conn, err := net.Dial("tcp", s.tcpAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	edge, _, err := connectV5Conn(t, conn, &paho.Connect{ClientID: "edge-will", CleanStart: true, KeepAlive: 30,
+		WillMessage: &paho.WillMessage{Topic: "spBv1.0/willgrp/NDEATH/edge6", QoS: 1, Payload: death}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if resp, err := edge.Publish(ctx, &paho.Publish{Topic: "spBv1.0/willgrp/NBIRTH/edge6", QoS: 1, Payload: birth}); resp == nil || resp.ReasonCode != 0 {
+		t.Fatalf("NBIRTH: %+v %v", resp, err)
+	}
+	conn.Close()                // gone without a DISCONNECT: mochi publishes the will
+	s.settle(4, 15*time.Second) // the birth row, its two metrics, the death row
+	if got := s.count("SELECT count(*) FROM readings WHERE device_id = 'willgrp/edge6' AND metric = 'sparkplug/NDEATH'"); got != 1 {
+		t.Errorf("%d NDEATH rows of the will, want 1", got)
 	}
 }

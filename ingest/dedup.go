@@ -53,10 +53,10 @@ func NameRows(rs []Reading, id string) {
 // chooses its ids can make another device's reading pass for a duplicate.
 const dedupKeyLen = 16
 
-// appendDedupKey appends r's deduplication key under mode to dst, and
-// reports whether r has one: SHA-256 of device, metric and id (DedupID) or
-// the device's time (DedupNatural), truncated to dedupKeyLen bytes.
-func appendDedupKey(dst []byte, mode string, r *Reading) ([]byte, bool) {
+// dedupKey is r's deduplication key under mode, and whether r has one:
+// SHA-256 of device, metric and id (DedupID) or the device's time
+// (DedupNatural), truncated to dedupKeyLen bytes.
+func dedupKey(mode string, r *Reading) (key [dedupKeyLen]byte, ok bool) {
 	var buf [512]byte
 	b := append(buf[:0], r.DeviceID...)
 	b = append(b, 0)
@@ -65,7 +65,7 @@ func appendDedupKey(dst []byte, mode string, r *Reading) ([]byte, bool) {
 	switch mode {
 	case DedupID:
 		if r.ID == "" {
-			return dst, false
+			return key, false
 		}
 		b = append(b, 'i')
 		b = append(b, r.ID...)
@@ -74,15 +74,16 @@ func appendDedupKey(dst []byte, mode string, r *Reading) ([]byte, bool) {
 		// reading has no natural key (two samples of one message received
 		// together would pass for one).
 		if r.Time.IsZero() || r.Time.Equal(r.ReceivedAt) {
-			return dst, false
+			return key, false
 		}
 		b = append(b, 't')
 		b = binary.AppendVarint(b, r.Time.UnixNano())
 	default:
-		return dst, false
+		return key, false
 	}
 	sum := sha256.Sum256(b)
-	return append(dst, sum[:dedupKeyLen]...), true
+	copy(key[:], sum[:dedupKeyLen])
+	return key, true
 }
 
 // ShardDedupKeys are the two sets that remember shard's deduplication keys,
@@ -110,7 +111,9 @@ const (
 // (each uvarint length and encoding, as in a batch body, without the count),
 // for each keyed reading its item's start and end in the items (two
 // little-endian uint32), the number of items, the number m of keyed
-// readings, then their m keys (16 bytes each) in item order.
+// readings, then their m keys (16 bytes each) in item order, none twice:
+// the producer leaves out a reading whose key an earlier reading of the
+// same round trip has (the script stores both or neither).
 //
 // Windows are numbered by Redis's clock (TIME, so every producer counts the
 // same), and the set of window w is set w%2: a set found holding a window
@@ -147,16 +150,9 @@ local function ask(key)
 end
 if curOK then ask(curKey) end
 if prevOK then ask(prevKey) end
-local seen, kept, ndup = {}, {}, 0
+local ndup = 0
 for j = 1, m do
-  local k = ARGV[first + j - 1]
-  if not dup[j] and seen[k] then dup[j] = true end
-  if dup[j] then
-    ndup = ndup + 1
-  else
-    seen[k] = true
-    kept[#kept + 1] = k
-  end
+  if dup[j] then ndup = ndup + 1 end
 end
 local items, bounds = ARGV[4], ARGV[5]
 local body = items
@@ -183,13 +179,23 @@ if n > 0 then
   redis.call('XADD', KEYS[1], '*', %[4]q, ARGV[2], %[5]q, n, %[6]q, table.concat(h) .. body)
   redis.call('HINCRBY', KEYS[2], %[7]q, n)
 end
-if #kept > 0 then
+if ndup < m then
   if not curOK then
     redis.call('UNLINK', curKey)
     redis.call('HSET', KEYS[2], fields[cur + 1], winStr)
   end
-  for i = 1, #kept, chunk do
-    redis.call('SADD', curKey, unpack(kept, i, math.min(i + chunk - 1, #kept)))
+  if ndup == 0 then
+    for i = 0, m - 1, chunk do
+      redis.call('SADD', curKey, unpack(ARGV, first + i, first + math.min(i + chunk, m) - 1))
+    end
+  else
+    local kept = {}
+    for j = 1, m do
+      if not dup[j] then kept[#kept + 1] = ARGV[first + j - 1] end
+    end
+    for i = 1, #kept, chunk do
+      redis.call('SADD', curKey, unpack(kept, i, math.min(i + chunk - 1, #kept)))
+    end
   end
   redis.call('PEXPIRE', curKey, 2 * w)
 end

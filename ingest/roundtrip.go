@@ -23,9 +23,12 @@ type roundTrip struct {
 	v1      []byte   // --stream-codec 1: every entry's body, one after another
 	pipes   []*nodePipe
 	// With --dedup, per shard: the keys of its keyed readings, and each
-	// one's item bounds in the body (see dedupScript).
+	// one's item bounds in the body (see dedupScript); the keys of the
+	// round trip, and per shard the readings left out as repeats of one.
 	dedupKeys   [][]byte
 	dedupBounds [][]byte
+	dedupSeen   map[[dedupKeyLen]byte]struct{}
+	dedupRepeat []int
 }
 
 // nodePipe is the part of a round trip that goes to one Redis primary: the
@@ -46,7 +49,9 @@ func (rt *roundTrip) reset(shards int) {
 	if len(rt.bodies) != shards {
 		rt.bodies, rt.counts, rt.metric = make([][]byte, shards), make([]int, shards), make([]bool, shards)
 		rt.dedupKeys, rt.dedupBounds = make([][]byte, shards), make([][]byte, shards)
+		rt.dedupRepeat = make([]int, shards)
 	}
+	clear(rt.dedupSeen)
 	for i := range rt.bodies {
 		if cap(rt.bodies[i]) > maxKeptBody {
 			rt.bodies[i] = nil
@@ -56,6 +61,7 @@ func (rt *roundTrip) reset(shards int) {
 		rt.metric[i] = false
 		rt.dedupKeys[i] = rt.dedupKeys[i][:0]
 		rt.dedupBounds[i] = rt.dedupBounds[i][:0]
+		rt.dedupRepeat[i] = 0
 	}
 	rt.shardOf = rt.shardOf[:0]
 	rt.v1 = rt.v1[:0]
@@ -147,6 +153,24 @@ func (p *Producer) write(batch []*call, n int, rt *roundTrip) {
 			shard := rt.shardOf[k]
 			k++
 			if batched {
+				var key [dedupKeyLen]byte
+				keyed := false
+				if dedup {
+					if key, keyed = dedupKey(p.cfg.Dedup, r); keyed {
+						if _, again := rt.dedupSeen[key]; again {
+							// A repeat of a reading of this round trip
+							// (of its shard, since the key holds the
+							// device): stored with it, or refused with it.
+							rt.counts[shard]--
+							rt.dedupRepeat[shard]++
+							continue
+						}
+						if rt.dedupSeen == nil {
+							rt.dedupSeen = make(map[[dedupKeyLen]byte]struct{})
+						}
+						rt.dedupSeen[key] = struct{}{}
+					}
+				}
 				if len(rt.bodies[shard]) == 0 {
 					rt.bodies[shard] = append(rt.bodies[shard], make([]byte, BatchHeaderLen)...)
 				}
@@ -156,12 +180,10 @@ func (p *Producer) write(batch []*call, n int, rt *roundTrip) {
 				} else {
 					rt.bodies[shard] = AppendBatchItem(rt.bodies[shard], r)
 				}
-				if dedup {
-					var keyed bool
-					if rt.dedupKeys[shard], keyed = appendDedupKey(rt.dedupKeys[shard], p.cfg.Dedup, r); keyed {
-						rt.dedupBounds[shard] = binary.LittleEndian.AppendUint32(rt.dedupBounds[shard], uint32(start))
-						rt.dedupBounds[shard] = binary.LittleEndian.AppendUint32(rt.dedupBounds[shard], uint32(len(rt.bodies[shard])-BatchHeaderLen))
-					}
+				if keyed {
+					rt.dedupKeys[shard] = append(rt.dedupKeys[shard], key[:]...)
+					rt.dedupBounds[shard] = binary.LittleEndian.AppendUint32(rt.dedupBounds[shard], uint32(start))
+					rt.dedupBounds[shard] = binary.LittleEndian.AppendUint32(rt.dedupBounds[shard], uint32(len(rt.bodies[shard])-BatchHeaderLen))
 				}
 				continue
 			}
@@ -323,9 +345,9 @@ func (p *Producer) write(batch []*call, n int, rt *roundTrip) {
 	}
 	for shard, sc := range cmds {
 		if sc.dedup != nil && shardErr[shard] == nil {
-			if d, err := sc.dedup.Int64(); err == nil && d > 0 {
+			if d, err := sc.dedup.Int64(); err == nil && d+int64(rt.dedupRepeat[shard]) > 0 {
 				// Acknowledged as the resends they are, not stored again.
-				p.m.duplicates.Add(float64(d))
+				p.m.duplicates.Add(float64(d) + float64(rt.dedupRepeat[shard]))
 			}
 		}
 	}
