@@ -299,3 +299,33 @@ func FuzzMap(f *testing.F) {
 		}
 	})
 }
+
+// TestMessageID: a rule's id names each row of the message by the id and
+// its position; the id is neither a metric (under "*") nor payload; a
+// message without one is refused, naming the path.
+func TestMessageID(t *testing.T) {
+	m := mustMapper(t, mapping.Rule{Name: "press", Topic: "plant/{device_id}/telemetry", ID: "msg", Metrics: []string{"*"}},
+		mapping.Rule{Name: "upload", Endpoint: "/v1/readings", Device: "device", Samples: "samples", ID: "batch", Metrics: []string{"v"}})
+	mt, _ := m.MatchTopic("plant/p7/telemetry")
+	rs, err := mt.Map([]byte(`{"msg": 42, "temp": 71.2, "rpm": 1200, "site": "b"}`), received, lim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameRows(t, rs, []row{
+		{"p7", "temp", received, 71.2, `{"site":"b"}`},
+		{"p7", "rpm", received, 1200, `{"site":"b"}`},
+	})
+	if rs[0].ID != "42#0" || rs[1].ID != "42#1" {
+		t.Errorf("ids %q, %q; want 42#0, 42#1", rs[0].ID, rs[1].ID)
+	}
+	up, _ := m.ForEndpoint("/v1/readings", "upload")
+	rs, err = up.Map([]byte(`{"device": "d", "batch": "b-1", "samples": [{"v": 1}]}`), received, lim)
+	if err != nil || len(rs) != 1 || rs[0].ID != "b-1" {
+		t.Errorf("one sample: %+v, %v; want one row of id b-1", rs, err)
+	}
+	_, err = mt.Map([]byte(`{"temp": 1}`), received, lim)
+	var me *mapping.Error
+	if !errors.As(err, &me) || me.Path != "msg" {
+		t.Errorf("no id: %v; want an *Error at path msg", err)
+	}
+}
