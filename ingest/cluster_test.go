@@ -382,3 +382,45 @@ func migrateSlot(t *testing.T, cluster *testenv.RedisCluster, key string, from, 
 		must(client(n).Do(ctx, "cluster", "setslot", slot, "node", dstID).Err())
 	}
 }
+
+// TestIntegrationDedupOnCluster: the dedup script's keys (stream, metadata,
+// both dedup sets) share a slot on a real cluster, so every primary runs it
+// (no CROSSSLOT), and a resend is stored once whichever primary holds it.
+func TestIntegrationDedupOnCluster(t *testing.T) {
+	t.Parallel()
+	cluster := testenv.StartRedisCluster(t, 3, 0)
+	rdb := cluster.Client(t)
+	streams := ingest.Streams{Prefix: "cd", Count: 6}
+	if err := streams.Check(t.Context(), rdb); err != nil {
+		t.Fatal(err)
+	}
+	p, _, _ := startProducer(t, rdb, streams, ingest.ProducerConfig{Dedup: ingest.DedupID})
+	var rs []ingest.Reading
+	for i := range 60 {
+		r := newReading("cdev-"+strconv.Itoa(i), float64(i))
+		r.ID = "m" + strconv.Itoa(i)
+		rs = append(rs, r)
+	}
+	for range 2 {
+		if err := p.Add(t.Context(), rs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var n int
+	for _, key := range streams.Keys() {
+		msgs, err := rdb.XRange(t.Context(), key, "-", "+").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range msgs {
+			got, err := ingest.DecodeEntry(m.Values)
+			if err != nil {
+				t.Fatal(err)
+			}
+			n += len(got)
+		}
+	}
+	if n != len(rs) {
+		t.Fatalf("%d readings stored for %d sent twice, want %d", n, len(rs), len(rs))
+	}
+}
