@@ -269,3 +269,23 @@ func redisCPU(b *testing.B, rdb redis.UniversalClient) float64 {
 	}
 	return sum
 }
+
+// TestDedupFlagsValidate: what --dedup and --dedup-window refuse, and why.
+func TestDedupFlagsValidate(t *testing.T) {
+	for _, tt := range []struct {
+		cfg  ingest.ProducerConfig
+		want string // "" valid
+	}{
+		{ingest.ProducerConfig{Dedup: ingest.DedupID}, ""},
+		{ingest.ProducerConfig{Dedup: ingest.DedupNatural, DedupWindow: time.Hour}, ""},
+		{ingest.ProducerConfig{Dedup: "yes"}, `--dedup "yes": want off, id or natural`},
+		{ingest.ProducerConfig{Dedup: ingest.DedupID, Codec: ingest.CodecVersion}, "--dedup id needs --stream-codec 2"},
+		{ingest.ProducerConfig{Dedup: ingest.DedupID, DedupWindow: time.Millisecond}, "--dedup-window 1ms: want 1s to 168h"},
+		{ingest.ProducerConfig{Dedup: ingest.DedupID, DedupWindow: 200 * time.Hour}, "--dedup-window 200h0m0s: want 1s to 168h"},
+	} {
+		err := tt.cfg.Validate()
+		if (err == nil) != (tt.want == "") || (err != nil && !strings.Contains(err.Error(), tt.want)) {
+			t.Errorf("%+v: Validate() = %v, want %q", tt.cfg, err, tt.want)
+		}
+	}
+}

@@ -262,6 +262,29 @@ func checkRedisPersistence(ctx context.Context, rdb redis.UniversalClient, allow
 	})
 }
 
+// checkDedupSupport refuses a Redis that cannot run --dedup's script: it
+// asks every primary for SMISMEMBER (Redis 6.2), which the script calls.
+func checkDedupSupport(ctx context.Context, rdb redis.UniversalClient) error {
+	check := func(ctx context.Context, node redis.UniversalClient, where string) error {
+		v, err := node.Do(ctx, "COMMAND", "INFO", "SMISMEMBER").Slice()
+		if err != nil {
+			return fmt.Errorf("%s: ask for SMISMEMBER (--dedup): %w", where, err)
+		}
+		if len(v) != 1 || v[0] == nil {
+			return fmt.Errorf("%s has no SMISMEMBER: --dedup needs Redis 6.2 or newer; upgrade Redis or run --dedup off", where)
+		}
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if cc, ok := rdb.(*redis.ClusterClient); ok {
+		return cc.ForEachMaster(ctx, func(ctx context.Context, node *redis.Client) error {
+			return check(ctx, node, "redis cluster node "+node.Options().Addr)
+		})
+	}
+	return check(ctx, rdb, "redis")
+}
+
 // checkNodePersistence is checkRedisPersistence for one primary; addr, when
 // not "", names it in what it says.
 func checkNodePersistence(ctx context.Context, rdb redis.UniversalClient, addr string, allowEviction bool, minReplicas int, log *slog.Logger) error {

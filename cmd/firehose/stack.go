@@ -100,6 +100,11 @@ func startStack(ctx context.Context, cfg *serveConfig, logger *slog.Logger) (*st
 	if err := checkRedisPersistence(ctx, st.rdb, cfg.RedisAllowEviction, cfg.Producer.MinReplicas, logger); err != nil {
 		return nil, err
 	}
+	if cfg.Producer.Dedup != "" && cfg.Producer.Dedup != ingest.DedupOff && (has(roleHTTP) || has(roleBroker)) {
+		if err := checkDedupSupport(ctx, st.rdb); err != nil {
+			return nil, err
+		}
+	}
 	if has(roleBridge) || has(roleHTTP) {
 		// The gateway's /health/db uses the pool too; it connects on demand.
 		if st.pg, err = openPostgres(cfg.Postgres); err != nil {
