@@ -328,7 +328,7 @@ func (r *Report) failures() []string {
 			switch {
 			case e.Landed < e.Acked:
 				out = append(out, fmt.Sprintf("%d of %d acknowledged %s rows are missing", e.Acked-e.Landed, e.Acked, e.Metric))
-			case e.Landed > e.Acked+e.Resent || (r.Config.ExpectDedup && e.Landed > e.Acked):
+			case e.Landed > e.Acked+e.Resent+e.Unacked || (r.Config.ExpectDedup && e.Landed > e.Acked+e.Unacked):
 				out = append(out, fmt.Sprintf("%d %s rows landed for %d acknowledged", e.Landed, e.Metric, e.Acked))
 			}
 		}
@@ -474,6 +474,7 @@ func (r *Report) endpointText() string {
 
 func (r *Report) rows() []row {
 	s, c := r.Send, r.Config
+	u := unitWord(c.Shape)
 	var rows []row
 	add := func(label, value, note, status string) {
 		rows = append(rows, row{label: label, value: value, note: note, status: status})
@@ -486,18 +487,18 @@ func (r *Report) rows() []row {
 		if late := s.Scheduled - s.Sent; late > 0 {
 			note = fmt.Sprintf("%s late: not sent within 1s after the end (the target or this machine fell behind)", count(late))
 		}
-		add("scheduled", count(s.Scheduled)+" readings", note, "")
+		add("scheduled", count(s.Scheduled)+" "+u, note, "")
 	}
-	add("sent", count(s.Sent)+" readings", fmt.Sprintf("%s requests/publishes, %s/s over %s", count(s.Requests), count(int64(s.SentPerS)), durText(s.SendS)), "")
+	add("sent", count(s.Sent)+" "+u, fmt.Sprintf("%s requests/publishes, %s/s over %s", count(s.Requests), count(int64(s.SentPerS)), durText(s.SendS)), "")
 	if s.QoS0 < s.Sent {
-		add("acknowledged", count(s.Acked)+" readings", fmt.Sprintf("%s/s; %s of them after a resend", count(int64(s.AckedPerS)), count(s.AckedAfterResend)), "")
+		add("acknowledged", count(s.Acked)+" "+u, fmt.Sprintf("%s/s; %s of them after a resend", count(int64(s.AckedPerS)), count(s.AckedAfterResend)), "")
 	}
 	if s.QoS0 > 0 {
 		note := "at most once: no acknowledgement"
 		if s.QoS0Offline > 0 {
 			note += fmt.Sprintf("; %s dropped while reconnecting", count(s.QoS0Offline))
 		}
-		add("published at QoS 0", count(s.QoS0)+" readings", note, "")
+		add("published at QoS 0", count(s.QoS0)+" "+u, note, "")
 	}
 	if c.Shape != ShapeReading && c.Shape != "" {
 		add("readings acknowledged", count(s.ReadingsAcked), fmt.Sprintf("%s/s: the acknowledged messages' values", count(int64(s.ReadingsPerS))), "")
@@ -517,14 +518,14 @@ func (r *Report) rows() []row {
 	}
 	add("errors", count(s.Errors), errNote, "")
 	if s.Rejected > 0 {
-		add("rejected (4xx)", count(s.Rejected)+" readings", rejectedNote(s.RejectedBy), "bad")
+		add("rejected (4xx)", count(s.Rejected)+" "+u, rejectedNote(s.RejectedBy), "bad")
 	}
-	add("given up", count(s.GivenUp)+" readings", fmt.Sprintf("no acknowledgement after %d attempts or by the end", c.MaxAttempts), "")
+	add("given up", count(s.GivenUp)+" "+u, fmt.Sprintf("no acknowledgement after %d attempts or by the end", c.MaxAttempts), "")
 	if s.Reconnects > 0 {
 		add("MQTT reconnects", count(s.Reconnects), "connections lost and re-made by the devices", "")
 	}
 	if s.Unconfirmed > 0 {
-		add("unconfirmed (MQTT)", count(s.Unconfirmed)+" readings", "in flight when the connection was lost: resent by the client, outcome unseen", "")
+		add("unconfirmed (MQTT)", count(s.Unconfirmed)+" "+u, "in flight when the connection was lost: resent by the client, outcome unseen", "")
 	}
 	l := r.AckLatency
 	latLabel := "ack latency"
@@ -573,7 +574,7 @@ func (r *Report) rows() []row {
 			goodBad(m.Missing == 0 && m.Duplicated == 0))
 	}
 	for _, e := range land.Events {
-		add("  "+e.Metric, fmt.Sprintf("%s acked, %s landed", count(e.Acked), count(e.Landed)), "rows of Sparkplug births and deaths", goodBad(e.Landed >= e.Acked && e.Landed <= e.Acked+e.Resent))
+		add("  "+e.Metric, fmt.Sprintf("%s acked, %s landed", count(e.Acked), count(e.Landed)), "rows of Sparkplug births and deaths", goodBad(e.Landed >= e.Acked && e.Landed <= e.Acked+e.Resent+e.Unacked))
 	}
 	if land.Unexpected > 0 {
 		add("never sent", count(land.Unexpected), "rows of the run's devices the fleet did not send", "bad")
@@ -587,6 +588,17 @@ func (r *Report) rows() []row {
 		add("measured -> commit", latencyText(land.MeasuredToCommit), "device's ts to committed_at", "")
 	}
 	return rows
+}
+
+// unitWord names the units a shape's ledger counts.
+func unitWord(shape string) string {
+	switch shape {
+	case ShapeTelemetry, ShapeSparkplug:
+		return "messages"
+	case ShapeSamples:
+		return "samples"
+	}
+	return "readings"
 }
 
 func devicesNote(c RunConfig) string {

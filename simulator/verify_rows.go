@@ -43,8 +43,10 @@ type EventCheck struct {
 	Acked  int64  `json:"acked"`
 	Landed int64  `json:"landed"`
 	// Resent: those messages sent again on purpose (--resend), whose
-	// second row is allowed.
-	Resent int64 `json:"resent"`
+	// second row is allowed; Unacked: births sent without an
+	// acknowledgement (QoS 0, or lost), which may land.
+	Resent  int64 `json:"resent"`
+	Unacked int64 `json:"unacked"`
 }
 
 // rowTally is what verifyRows found.
@@ -206,15 +208,20 @@ func verifyRows(ctx context.Context, db *pgxpool.Pool, sc scope, ls []*ledger, d
 	for _, l := range ls {
 		c := landed[l]
 		for i, f := range l.flags {
-			if f&flagBirth != 0 && f&flagAcked != 0 {
+			if f&flagBirth != 0 {
 				name := spEventRows + "DBIRTH"
-				if l.birthMetrics != nil && len(l.birthMetrics) > 0 && l.birthMetrics[0] == spBdSeq {
+				if len(l.birthMetrics) > 0 && l.birthMetrics[0] == spBdSeq {
 					name = spEventRows + "NBIRTH"
 				}
 				e := event(name)
-				e.Acked++
-				if f&flagResentOnPurpose != 0 {
+				switch {
+				case f&flagAcked == 0:
+					e.Unacked++
+				case f&flagResentOnPurpose != 0:
+					e.Acked++
 					e.Resent++
+				default:
+					e.Acked++
 				}
 			}
 			for mi, name := range l.unitRows(i) {
