@@ -26,8 +26,8 @@ const (
 // datatype.
 type spMetric struct {
 	name     string // "" in DATA messages: the alias alone
-	alias    uint64
-	datatype uint32 // 0 in DATA messages: the birth gave it
+	alias    uint64 // 0: none
+	datatype uint32 // 0: none (DATA messages: the birth gave it)
 	value    float64
 	vtype    uint32 // the datatype that decides the value's field (datatype, or the birth's)
 }
@@ -51,7 +51,8 @@ func appendSparkplug(b []byte, ts uint64, seq uint64, hasSeq bool, metrics []spM
 	return b
 }
 
-// appendSpMetric appends one Payload.Metric: name (1), alias (2), datatype
+// appendSpMetric appends one Payload.Metric: name (1), alias (2; 0 is
+// none), datatype
 // (4) and the value in the field its datatype uses: int_value (10, uint32,
 // signed types two's complement of 32 bits as Tahu sends them), long_value
 // (11), float_value (12), double_value (13) or boolean_value (14).
@@ -60,8 +61,10 @@ func appendSpMetric(b []byte, m *spMetric) []byte {
 		b = protowire.AppendTag(b, 1, protowire.BytesType)
 		b = protowire.AppendString(b, m.name)
 	}
-	b = protowire.AppendTag(b, 2, protowire.VarintType)
-	b = protowire.AppendVarint(b, m.alias)
+	if m.alias != 0 {
+		b = protowire.AppendTag(b, 2, protowire.VarintType)
+		b = protowire.AppendVarint(b, m.alias)
+	}
 	if m.datatype != 0 {
 		b = protowire.AppendTag(b, 4, protowire.VarintType)
 		b = protowire.AppendVarint(b, uint64(m.datatype))
