@@ -319,17 +319,8 @@ func (f *fleet) resendMQTT(ctx context.Context, md *mqttDevice, led *ledger, top
 	led.mark(first, n, flagResentOnPurpose)
 	f.c.resends.Add(1)
 	f.c.resentUnits.Add(int64(n))
-	tok := md.client.Publish(topic, byte(f.cfg.QoS), false, payload)
-	f.c.requests.Add(1)
-	md.timer.Reset(f.cfg.Timeout)
-	defer stopTimer(md.timer)
-	select {
-	case <-tok.Done():
-		if tok.Error() == nil {
-			f.c.resendsAcked.Add(1)
-		}
-	case <-md.timer.C:
-	case <-ctx.Done():
+	if f.publishOnce(ctx, md, topic, payload) {
+		f.c.resendsAcked.Add(1)
 	}
 }
 

@@ -269,7 +269,6 @@ func (f *fleet) runDevice(ctx, sendCtx context.Context, d *device) {
 		f.runEdgeNode(ctx, sendCtx, d)
 		return
 	}
-	n := int64(len(f.devices))
 	md := f.mqtt[d.idx]
 	d.reqCtx = context.WithoutCancel(ctx)
 	batch := 1
@@ -288,26 +287,14 @@ func (f *fleet) runDevice(ctx, sendCtx context.Context, d *device) {
 		due     time.Time
 	)
 	for j := int64(0); ; j++ {
-		if f.open {
-			at := f.sched.At(j*n + int64(d.idx))
-			if at >= f.cfg.Duration {
-				break
-			}
-			due = f.start.Add(at)
-			if wait := time.Until(due); wait > 0 {
-				timer.Reset(wait)
-				select {
-				case <-timer.C:
-				case <-sendCtx.Done():
-				}
-			}
-		} else {
-			due = time.Now()
-		}
 		// A reading still waiting for its turn when the time is up (past
 		// lateGrace, in open loop) is not sent: the report counts it as
 		// scheduled and late.
-		if sendCtx.Err() != nil {
+		next, ok := f.nextDue(sendCtx, d, j, timer)
+		if !next.IsZero() {
+			due = next
+		}
+		if !ok {
 			break
 		}
 		r := d.next(due.Add(d.clock))
@@ -364,13 +351,14 @@ func (f *fleet) sendReadings(ctx context.Context, d *device, h http.Header, firs
 
 // nextDue waits for the turn of device d's unit j (open loop: its time in
 // the schedule; closed loop: now) and returns its intended send time; false
-// when the run is over for d.
+// when the run is over for d (with the zero time when the schedule has no
+// unit j within the run).
 func (f *fleet) nextDue(sendCtx context.Context, d *device, j int64, timer *time.Timer) (time.Time, bool) {
 	due := time.Now()
 	if f.open {
 		at := f.sched.At(j*int64(len(f.devices)) + int64(d.idx))
 		if at >= f.cfg.Duration {
-			return due, false
+			return time.Time{}, false
 		}
 		due = f.start.Add(at)
 		if wait := time.Until(due); wait > 0 {
@@ -515,7 +503,7 @@ func (f *fleet) land(ctx context.Context, db *pgxpool.Pool, sendEnd time.Time) (
 		}
 		land.fromTally(t)
 	} else {
-		t, err := verifyRows(ctx, db, f.scope, f.ledgers(), f.c.deathsAcked.Load())
+		t, err := verifyRows(ctx, db, f.scope, f.ledgers(), f.c.deathsAcked.Load(), f.c.deathsUnacked.Load())
 		if err != nil {
 			return nil, err
 		}

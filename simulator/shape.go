@@ -1,6 +1,7 @@
 package simulator
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -97,6 +98,17 @@ func messageID(b []byte, deviceID string, seq uint64) []byte {
 // (the device owns h and sends one request at a time).
 func setMessageID(h http.Header, deviceID string, seq uint64) {
 	h["Idempotency-Key"] = []string{string(messageID(nil, deviceID, seq))}
+}
+
+// shapeTarget prepares device d of the shapes telemetry and samples: the
+// context of its requests, and its MQTT connection and topic or its HTTP
+// headers.
+func (f *fleet) shapeTarget(ctx context.Context, d *device, topic string) (*mqttDevice, string, http.Header) {
+	d.reqCtx = context.WithoutCancel(ctx)
+	if d.mqtt {
+		return f.mqtt[d.idx], topic, nil
+	}
+	return nil, "", f.http.headers(d, f.cfg.APIKey)
 }
 
 // deviceMs is a device's clock for the new shapes: Unix milliseconds,

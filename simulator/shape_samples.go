@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"math"
-	"net/http"
 	"strconv"
 	"time"
 )
@@ -22,17 +21,7 @@ const samplesMetric = "v"
 // that the fleet's uploads spread over time.
 func (f *fleet) runSamples(ctx, sendCtx context.Context, d *device) {
 	batch := f.cfg.Batch
-	d.reqCtx = context.WithoutCancel(ctx)
-	md := f.mqtt[d.idx]
-	var (
-		h     http.Header
-		topic string
-	)
-	if d.mqtt {
-		topic = "sim/" + d.id + "/samples"
-	} else {
-		h = f.http.headers(d, f.cfg.APIKey)
-	}
+	md, topic, h := f.shapeTarget(ctx, d, "sim/"+d.id+"/samples")
 	send := func(first uint64, n int, due time.Time) {
 		d.buf = append(d.buf, ']', '}')
 		if d.mqtt {

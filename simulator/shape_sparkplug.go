@@ -152,8 +152,11 @@ func (f *fleet) runEdgeNode(ctx, sendCtx context.Context, d *device) {
 	}
 	death := appendSparkplug(nil, uint64(d.deviceMs(time.Now())), 0, false,
 		[]spMetric{{name: spBdSeq, alias: 1, datatype: spInt64, vtype: spInt64, value: float64(e.bdSeq)}})
-	if f.publishOnce(context.WithoutCancel(ctx), md, e.topic("NDEATH", ""), death) {
+	switch acked := f.publishOnce(context.WithoutCancel(ctx), md, e.topic("NDEATH", ""), death); {
+	case acked && f.cfg.QoS > 0:
 		f.c.deathsAcked.Add(1)
+	default: // at QoS 0 written is not stored
+		f.c.deathsUnacked.Add(1)
 	}
 }
 

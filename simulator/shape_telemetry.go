@@ -3,7 +3,6 @@ package simulator
 import (
 	"context"
 	"math"
-	"net/http"
 	"strconv"
 	"time"
 )
@@ -23,17 +22,7 @@ func telemetryTopic(d *device) string {
 // of the ledger, landing a row per metric.
 func (f *fleet) runTelemetry(ctx, sendCtx context.Context, d *device) {
 	k := f.cfg.MetricCount
-	d.reqCtx = context.WithoutCancel(ctx)
-	md := f.mqtt[d.idx]
-	var (
-		h     http.Header
-		topic string
-	)
-	if d.mqtt {
-		topic = telemetryTopic(d)
-	} else {
-		h = f.http.headers(d, f.cfg.APIKey)
-	}
+	md, topic, h := f.shapeTarget(ctx, d, telemetryTopic(d))
 	timer := stoppedTimer()
 	defer timer.Stop()
 	for j := int64(0); ; j++ {

@@ -34,6 +34,7 @@ type counters struct {
 	rebirthsAsked    atomic.Int64 // Rebirth requests (NCMD) the edge nodes received
 	rebirthsAnswered atomic.Int64 // rebirths published (NBIRTH and DBIRTHs again)
 	deathsAcked      atomic.Int64 // NDEATHs acknowledged at the end
+	deathsUnacked    atomic.Int64 // NDEATHs sent at QoS 0, or without an acknowledgement
 
 	mu         sync.Mutex
 	rejections map[string]int64 // rejected readings by answer ("HTTP 401")

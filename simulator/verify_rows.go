@@ -105,8 +105,8 @@ func rowsAcked(ls []*ledger) (acked, qos0, births int64) {
 // ms), one query over the run's scope, and checks them against the ledgers:
 // every metric of every acknowledged unit once. Rows of Sparkplug births and
 // deaths (metric sparkplug/...) are counted apart, against deaths (the
-// acknowledged NDEATHs).
-func verifyRows(ctx context.Context, db *pgxpool.Pool, sc scope, ls []*ledger, deaths int64) (*rowTally, error) {
+// acknowledged NDEATHs; deathsUnacked those sent at QoS 0 or unanswered).
+func verifyRows(ctx context.Context, db *pgxpool.Pool, sc scope, ls []*ledger, deaths, deathsUnacked int64) (*rowTally, error) {
 	byID := make(map[string]*ledger, len(ls))
 	stride := 1
 	for _, l := range ls {
@@ -147,11 +147,6 @@ func verifyRows(ctx context.Context, db *pgxpool.Pool, sc scope, ls []*ledger, d
 		return nil, fmt.Errorf("read the run's rows: %w", err)
 	}
 	defer rows.Close()
-	type unitKey struct {
-		l *ledger
-		i int
-	}
-	seen := map[unitKey]bool{}
 	var (
 		dev, metric string
 		ms, count   int64
@@ -186,10 +181,6 @@ func verifyRows(ctx context.Context, db *pgxpool.Pool, sc scope, ls []*ledger, d
 			landed[l] = c
 		}
 		c[i*stride+mi] = uint8(min(int64(c[i*stride+mi])+count, 255))
-		if k := (unitKey{l, i}); !seen[k] {
-			seen[k] = true
-			t.units++
-		}
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("read the run's rows: %w", err)
@@ -223,6 +214,9 @@ func verifyRows(ctx context.Context, db *pgxpool.Pool, sc scope, ls []*ledger, d
 				default:
 					e.Acked++
 				}
+			}
+			if c != nil && slices.ContainsFunc(c[i*stride:(i+1)*stride], func(n uint8) bool { return n > 0 }) {
+				t.units++
 			}
 			for mi, name := range l.unitRows(i) {
 				var n int64
@@ -265,8 +259,9 @@ func verifyRows(ctx context.Context, db *pgxpool.Pool, sc scope, ls []*ledger, d
 			}
 		}
 	}
-	if deaths > 0 {
-		event(spEventRows + "NDEATH").Acked += deaths
+	if deaths+deathsUnacked > 0 {
+		e := event(spEventRows + "NDEATH")
+		e.Acked, e.Unacked = e.Acked+deaths, e.Unacked+deathsUnacked
 	}
 	for _, e := range events {
 		t.events = append(t.events, e)
