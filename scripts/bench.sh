@@ -29,6 +29,17 @@
 #   mqtt-qos1-open
 #              MQTT QoS 1, 1,000 devices, open loop at QOS1_RATE/s: the ack latency at a
 #              fixed load below saturation
+#   mqtt-telemetry
+#              MQTT QoS 1, 200 devices, closed loop, --shape telemetry: a JSON message of 3
+#              metrics under sim/{site}/{line}/{device}/telemetry, mapped by a rule (3 rows)
+#   http-samples
+#              HTTP /v1/readings?rule=sim-samples, --shape samples: uploads of 100 samples
+#              {"device", "samples": [{"ts", "v", "seq"}, ...]}, closed loop, 32 clients
+#   mqtt-sparkplug
+#              Sparkplug B, --shape sparkplug: 200 edge nodes with 2 devices each, 3 metrics
+#              (Double, Float, UInt32) by alias, QoS 1, closed loop
+#              The shape scenarios start firehose with --config deploy/simulate-rules.yaml
+#              (the rules the shapes need), the others without it.
 #   alone-qos0, alone-qos1, alone-qos1-200
 #              the same fleets against mochi alone, its hook only counting
 #              (internal/benchtools/mochicount: no decoding, no Redis, no PostgreSQL), so the
@@ -56,7 +67,7 @@ cd "$(dirname "$0")/.."
 
 DURATION=${DURATION:-30s}
 ROUNDS=${ROUNDS:-3}
-ALL="seed bare-seed fast-open v1-batch mqtt-qos0 alone-qos0 mqtt-qos1 alone-qos1 mqtt-qos1-200 alone-qos1-200 mqtt-qos1-open"
+ALL="seed bare-seed fast-open v1-batch mqtt-qos0 alone-qos0 mqtt-qos1 alone-qos1 mqtt-qos1-200 alone-qos1-200 mqtt-qos1-open mqtt-telemetry http-samples mqtt-sparkplug"
 SCENARIOS=${SCENARIOS:-$ALL}
 FAST_RATE=${FAST_RATE:-5000}
 QOS0_RATE=${QOS0_RATE:-10000}
@@ -90,8 +101,9 @@ REDIS_PID=$(cat "$work/redis.pid")
 MQTT_OK=
 grep -q -- '--mqtt-addr' <<<"$(bin/firehose serve --help 2>&1 || true)" && MQTT_OK=1
 
-# scenario NAME -> "target|simulate flags|description"; target is what serves it:
-# http or mqtt (firehose), alone (mochicount), bare.
+# scenario NAME -> "target|simulate flags|description[|firehose serve flags]"; target is
+# what serves it: http or mqtt (firehose), alone (mochicount), bare.
+RULES="--config deploy/simulate-rules.yaml"
 scenario() {
   case "$1" in
     seed)      echo "http|--endpoint fast --rate 0 --devices 100 --concurrency 100|HTTP /readings/fast, closed loop, 100 clients" ;;
@@ -105,6 +117,9 @@ scenario() {
     alone-qos0) echo "alone|--protocol mqtt --qos 0 --rate $QOS0_RATE --devices 1000|mochi alone, same fleet as mqtt-qos0" ;;
     alone-qos1) echo "alone|--protocol mqtt --qos 1 --rate 0 --devices 1000|mochi alone, same fleet as mqtt-qos1" ;;
     alone-qos1-200) echo "alone|--protocol mqtt --qos 1 --rate 0 --devices 200|mochi alone, same fleet as mqtt-qos1-200" ;;
+    mqtt-telemetry) echo "mqtt|--protocol mqtt --qos 1 --rate 0 --devices 200 --shape telemetry --metric-count 3|MQTT QoS 1 telemetry, 3 metrics a message, 200 connections|$RULES" ;;
+    http-samples) echo "http|--shape samples --batch 100 --rate 0 --devices 1000 --concurrency 32|HTTP sample uploads ×100, closed loop, 32 clients|$RULES" ;;
+    mqtt-sparkplug) echo "mqtt|--protocol mqtt --qos 1 --rate 0 --devices 200 --shape sparkplug --sparkplug-devices 2 --metric-count 3|Sparkplug B, 200 edge nodes × 2 devices, 3 metrics, QoS 1" ;;
     *) return 1 ;;
   esac
 }
@@ -127,7 +142,7 @@ serve() {
   local name=$1 roles=$2; shift 2
   # shellcheck disable=SC2086
   bin/firehose serve --roles "$roles" --postgres "$PG" --redis "redis://127.0.0.1:$RPORT/0" --redis-prefix bench \
-    --log-level warn "$@" $EXTRA_FLAGS 2>>"$work/firehose-$name.log" & SERVED_PID=$!
+    --log-level warn "$@" $SCENARIO_FLAGS $EXTRA_FLAGS 2>>"$work/firehose-$name.log" & SERVED_PID=$!
   PIDS+=("$SERVED_PID")
 }
 
@@ -186,7 +201,7 @@ failed=0
 for round in $(seq 1 "$ROUNDS"); do
   for name in $SCENARIOS; do
     spec=$(scenario "$name") || { echo "unknown scenario $name ($ALL)" >&2; exit 2; }
-    IFS='|' read -r target args _ <<<"$spec"
+    IFS='|' read -r target args _ SCENARIO_FLAGS <<<"$spec"
     if [[ $target == mqtt || $target == alone ]] && [ -z "$MQTT_OK" ]; then
       V[$name,$round,skip]="skipped: firehose serve has no --mqtt-addr (broker role not built)"
       continue
@@ -211,13 +226,17 @@ for round in $(seq 1 "$ROUNDS"); do
     fi
     # QoS 0 has no acknowledgements: its rate is what was written, its latency the write's,
     # and its CPU is per reading written.
-    read -r rate p50 p99 e50 e99 sent acked rows_ missing dups q0 q0l ok < <(jq -r '[
-        (if .send.qos0 == .send.sent then .send.sent_per_s else .send.acked_per_s end),
+    # readings/s counts the messages' values (a telemetry message of 3 metrics: 3), rows/s the
+    # rows they land (a row per value, and one per Sparkplug birth and death); for one-value
+    # readings both are acknowledged readings a second.
+    read -r rate rrate p50 p99 e50 e99 sent acked rows_ missing dups q0 q0l ok < <(jq -r '[
+        (if .send.qos0 == .send.sent then .send.sent_per_s else .send.readings_per_s end),
+        (if .send.qos0 == .send.sent then .send.sent_per_s else .send.rows_per_s end),
         .ack_latency.p50_ms, .ack_latency.p99_ms,
         (.landing.receipt_to_commit.p50_ms // 0), (.landing.receipt_to_commit.p99_ms // 0),
-        .send.sent, .send.acked, (.landing.rows // 0), (.landing.missing // 0), (.landing.dup_once_acked // 0),
+        .send.sent, .send.readings_acked, (.landing.rows // 0), (.landing.missing // 0), (.landing.dup_once_acked // 0),
         .send.qos0, (.landing.qos0_landed // 0), .ok] | @tsv' "$j")
-    for f in rate p50 p99 e50 e99 sent acked rows_ missing dups q0 q0l ok; do V[$name,$round,$f]=${!f}; done
+    for f in rate rrate p50 p99 e50 e99 sent acked rows_ missing dups q0 q0l ok; do V[$name,$round,$f]=${!f}; done
     count=$acked
     [ "$q0" -gt 0 ] && count=$sent
     V[$name,$round,count]=$count
@@ -244,12 +263,12 @@ ran() { local r; for r in $(seq 1 "$ROUNDS"); do [ -n "${V[$1,$r,rate]:-}" ] && 
 
 echo "### Throughput and latency (medians of $ROUNDS rounds; sent, acknowledged and landed summed over the rounds)"
 echo
-echo "| scenario | load | readings/s (range) | ack p50 | ack p99 | receipt→commit p50 | receipt→commit p99 | sent | acknowledged | rows landed | missing / dup. of once-acked |"
-echo "|---|---|---|---|---|---|---|---|---|---|---|"
-echo "| the seed (Python, 8-core laptop) | Locust, 100 users, /readings/fast | **1,200** | 36 ms | 98 ms | - | - | - | - | - | - |"
+echo "| scenario | load | readings/s (range) | rows/s | ack p50 | ack p99 | receipt→commit p50 | receipt→commit p99 | sent | acknowledged readings | rows landed | missing / dup. of once-acked |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
+echo "| the seed (Python, 8-core laptop) | Locust, 100 users, /readings/fast | **1,200** | 1,200 | 36 ms | 98 ms | - | - | - | - | - | - |"
 for name in $SCENARIOS; do
   what=$(scenario "$name" | cut -d'|' -f3)
-  if ! ran "$name"; then echo "| $name | $what | ${V[$name,1,skip]:-did not run} | | | | | | | | |"; continue; fi
+  if ! ran "$name"; then echo "| $name | $what | ${V[$name,1,skip]:-did not run} | | | | | | | | | |"; continue; fi
   verdict=ok
   for r in $(seq 1 "$ROUNDS"); do [ "${V[$name,$r,ok]:-false}" = true ] || verdict="**FAILED**"; done
   if [[ $name == alone-* || $name == bare-* ]] && [ "$(sum "$name" q0)" -gt 0 ]; then
@@ -262,7 +281,7 @@ for name in $SCENARIOS; do
   landing="$(n "$(sum "$name" rows_)") | $(n "$(sum "$name" missing)") / $(n "$(sum "$name" dups)") $verdict"
   [[ $name == alone-* || $name == bare-* ]] && landing="- | -"
   rates=$(rng "$name" rate | awk -F- '{ for (i = 1; i <= NF; i++) { printf "%s%.0f", (i > 1 ? "-" : ""), $i } }' | sed ':a;s/\B[0-9]\{3\}\>/,&/;ta')
-  echo "| $name | $what | **$(n "$(med "$name" rate)")** ($rates) | $(ms "$(med "$name" p50)") | $(ms "$(med "$name" p99)") | $(ms "$(med "$name" e50)") | $(ms "$(med "$name" e99)") | $(n "$(sum "$name" sent)") | $acked_col | $landing |"
+  echo "| $name | $what | **$(n "$(med "$name" rate)")** ($rates) | $(n "$(med "$name" rrate)") | $(ms "$(med "$name" p50)") | $(ms "$(med "$name" p99)") | $(ms "$(med "$name" e50)") | $(ms "$(med "$name" e99)") | $(n "$(sum "$name" sent)") | $acked_col | $landing |"
 done
 echo
 echo "### CPU per reading, µs (medians of $ROUNDS rounds, /proc accounting over each simulate run)"
@@ -271,8 +290,8 @@ echo
 d() {
   if [[ $name == alone-* || $name == bare-* ]] && [[ $1 == us_bridge || $1 == us_redis || $1 == us_pg ]]; then echo -; else med "$name" "$1"; fi
 }
-echo "| scenario | readings/s | edge process | edge | bridge | redis-server | PostgreSQL (bench db backends) | **system total** | load generator (simulate) |"
-echo "|---|---|---|---|---|---|---|---|---|"
+echo "| scenario | readings/s | rows/s | edge process | edge | bridge | redis-server | PostgreSQL (bench db backends) | **system total** | load generator (simulate) |"
+echo "|---|---|---|---|---|---|---|---|---|---|"
 for name in $SCENARIOS; do
   ran "$name" || continue
   en=${V[$name,1,edge_name]:-}
@@ -281,7 +300,7 @@ for name in $SCENARIOS; do
     broker) en="firehose broker" ;; httpgw) en="firehose httpgw" ;; firehose) en="firehose (edge+bridge, one process)" ;;
     mochi) en="mochicount" ;; bare) en="bare handler" ;;
   esac
-  echo "| $name | $(n "$(med "$name" rate)") | $en | $(d us_edge) | $(d us_bridge) | $(d us_redis) | $(d us_pg) | **$(d us_total)** | $(d us_gen) |"
+  echo "| $name | $(n "$(med "$name" rate)") | $(n "$(med "$name" rrate)") | $en | $(d us_edge) | $(d us_bridge) | $(d us_redis) | $(d us_pg) | **$(d us_total)** | $(d us_gen) |"
 done
 echo
 pairs_out=()
@@ -312,7 +331,7 @@ fi
 mode="one process per role (--roles httpgw or broker; --roles bridge)"
 [ "$SPLIT" = 1 ] || mode="the scenario's roles in one process"
 echo "$(bench_stamp); $ROUNDS rounds of $DURATION a scenario, scenarios alternating within each round; firehose serve: $mode, default flags${EXTRA_FLAGS:+ and $EXTRA_FLAGS}; Redis AOF everysec; load generator on the same box."
-echo "readings/s: acknowledged readings a second over the send phase (QoS 0: readings written); latencies from each request's intended send time; receipt→commit from PostgreSQL (received_at to committed_at) over the run's rows."
+echo "readings/s: the numeric values of the acknowledged messages a second over the send phase (one-value readings: acknowledged readings; a telemetry message of 3 metrics: 3; a sample upload: its samples; Sparkplug: the metrics of BIRTH and DATA messages; QoS 0: readings written); rows/s: the rows those messages land a second (a row per value, plus one per Sparkplug birth and death); sent counts readings, in the shape scenarios the units of the simulator's ledger (telemetry and Sparkplug: messages; samples: samples). Latencies from each request's intended send time; receipt→commit from PostgreSQL (received_at to committed_at) over the run's rows."
 echo "CPU per reading: CPU seconds of each process from the simulator's start to its exit (connect, send, landing, verify: idle time counts too, which weighs on open-loop and short runs), divided by the readings acknowledged (QoS 0: written); system total = edge + bridge + redis-server + PostgreSQL backends of the bench database (not the load generator); the load generator is simulate's own rusage plus its verifying PostgreSQL sessions."
 [ "${REPORTS#"$work"}" = "$REPORTS" ] && echo "reports: $REPORTS/<scenario>/r<round>/report.html"
 exit "$failed"

@@ -124,6 +124,35 @@ type Config struct {
 	// either side of now (time partitions). Default 0: every clock is right.
 	ClockSpread time.Duration
 
+	// Shape is what each device sends: reading (default: one reading a
+	// message, the readings topic and /v1/readings or /readings/fast),
+	// telemetry (multi-metric JSON under a topic hierarchy), samples (an
+	// upload of Batch buffered samples) or sparkplug (Sparkplug B edge
+	// nodes, MQTT only). The shapes but reading need the target's mapping
+	// rules of deploy/simulate-rules.yaml (sparkplug needs none).
+	Shape string
+	// MetricCount is the numeric metrics of each telemetry message and of
+	// each Sparkplug node and device: temp, pressure, rpm, then m3, m4, ...
+	// Default 3. (Its flag is --metric-count: --metrics is the target's
+	// Prometheus URL.)
+	MetricCount int
+	// SparkplugDevices is the devices under each Sparkplug edge node, each
+	// with a DBIRTH and DDATA of its own. Default 0.
+	SparkplugDevices int
+	// SparkplugRebirthEvery makes every Nth NDATA of an edge node carry an
+	// alias its NBIRTH never gave, so that the target asks for a rebirth
+	// (NCMD Node Control/Rebirth), which the edge node answers. Default 0:
+	// never.
+	SparkplugRebirthEvery int
+	// Resend is the probability (0 to 1) that a device sends an
+	// acknowledged message once more, identical, as if the acknowledgement
+	// had been lost. Default 0.
+	Resend float64
+	// ExpectDedup makes any duplicate a failure, those of Resend too: the
+	// target is expected to drop a message it already stored (by its
+	// message id). Default false.
+	ExpectDedup bool
+
 	// BeforeVerify, when set, runs after landing and before verification.
 	// Tests use it to make a target lossy; it has no flag.
 	BeforeVerify func() error
@@ -165,6 +194,13 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.RunID, "run-id", "", "name of the run, in every device id (default: random); lower-case letters and digits")
 	fs.DurationVar(&c.ClockSpread, "clock-spread", 0, "set the devices' clocks from this much behind (the first) to this much ahead (the last), evenly; the edge refuses ts past --max-clock-skew ahead; the report's measurement-to-commit latency then means little")
 	fs.IntVar(&c.ConnectParallel, "connect-parallel", 64, "MQTT devices connecting at once before the run starts")
+	fs.StringVar(&c.Shape, "shape", ShapeReading, "what each device sends: reading, telemetry (multi-metric JSON, topic sim/{site}/{line}/{device_id}/telemetry),\n"+
+		"samples (--batch buffered samples a message) or sparkplug (Sparkplug B edge nodes, MQTT); telemetry and samples need the rules of deploy/simulate-rules.yaml")
+	fs.IntVar(&c.MetricCount, "metric-count", 3, "numeric metrics of each telemetry message and of each Sparkplug node and device (temp, pressure, rpm, m3, ...)")
+	fs.IntVar(&c.SparkplugDevices, "sparkplug-devices", 0, "devices under each Sparkplug edge node (a DBIRTH and DDATA each)")
+	fs.IntVar(&c.SparkplugRebirthEvery, "sparkplug-rebirth-every", 0, "every Nth NDATA of an edge node carries an alias its NBIRTH never gave, so the target asks for a rebirth (0: never)")
+	fs.Float64Var(&c.Resend, "resend", 0, "probability (0 to 1) that a device sends an acknowledged message again, identical, as if the ack had been lost")
+	fs.BoolVar(&c.ExpectDedup, "expect-dedup", false, "fail on any duplicate, those of --resend too (the target drops messages it already stored)")
 }
 
 // Validate checks c and fills what is derived from other settings (the run
@@ -238,6 +274,9 @@ func (c *Config) Validate() error {
 	}
 	if c.ConnectParallel < 1 {
 		return fmt.Errorf("--connect-parallel %d: want 1 or more", c.ConnectParallel)
+	}
+	if err := c.validateShape(); err != nil {
+		return err
 	}
 	if c.RunID == "" {
 		b := make([]byte, 4)

@@ -12,11 +12,44 @@ import (
 // Per-reading flags of the ledger: what the device did with reading seq and
 // what came back. One byte a reading: a run of a million readings costs 1 MB.
 const (
-	flagSent   uint8 = 1 << iota // at least one attempt was made
-	flagAcked                    // a 200 answer, PUBACK or PUBCOMP came back
-	flagResent                   // sent more than once, or may have been (resent by the MQTT client)
-	flagQoS0                     // published at QoS 0: at most once, never acknowledged
+	flagSent            uint8 = 1 << iota // at least one attempt was made
+	flagAcked                             // a 200 answer, PUBACK or PUBCOMP came back
+	flagResent                            // sent more than once, or may have been (resent by the MQTT client)
+	flagQoS0                              // published at QoS 0: at most once, never acknowledged
+	flagResentOnPurpose                   // sent once more after its acknowledgement (Config.Resend)
+	flagBirth                             // a Sparkplug BIRTH: its rows are the birth's metrics
 )
+
+// ledger is the record of one device of the rows (its device_id): an entry
+// a unit (a reading; in the new shapes a message, or a sample), and for the
+// new shapes the device time of each unit and the metrics each lands, so
+// that the verification can look for every (device, metric, ts).
+type ledger struct {
+	rowID string // the device_id of its rows
+	// flags[seq-1] is the entry of unit seq.
+	flags []uint8
+	// ts[seq-1] is unit seq's device time, Unix ms, strictly increasing
+	// (new shapes only).
+	ts []int64
+	// metrics are the rows of a unit; birthMetrics those of a unit with
+	// flagBirth (Sparkplug).
+	metrics, birthMetrics []string
+}
+
+// add records a new unit of the new shapes, measured at ms, and returns its
+// sequence number.
+func (l *ledger) add(ms int64, f uint8) uint64 {
+	l.flags = append(l.flags, f)
+	l.ts = append(l.ts, ms)
+	return uint64(len(l.flags))
+}
+
+// mark sets flag f on the units first..first+n-1.
+func (l *ledger) mark(first uint64, n int, f uint8) {
+	for i := range n {
+		l.flags[first-1+uint64(i)] |= f
+	}
+}
 
 // device is one fake device: its identity, its sensor and its ledger. A device
 // is used by one goroutine at a time (its own while the fleet runs, the
@@ -33,9 +66,13 @@ type device struct {
 	battery float64       // percent
 	clock   time.Duration // added to the time of each measurement (Config.ClockSpread)
 
-	// flags[seq-1] is the ledger entry of reading seq.
-	flags []uint8
-	buf   []byte // the request body or publish payload being built
+	// ledger is the device's record of what it sent; in the shape
+	// sparkplug the edge node's, and subs those of its devices.
+	ledger
+	subs   []*ledger
+	edge   *edgeNode // the shape sparkplug's state
+	lastMs int64     // the last deviceMs
+	buf    []byte    // the request body or publish payload being built
 
 	// reqCtx is the context of the device's HTTP requests: the run's,
 	// without its cancellation.
@@ -53,9 +90,11 @@ func newDevice(run string, idx int, mqtt bool) *device {
 	}
 	rng := rand.New(rand.NewPCG(seed, 0x9e3779b97f4a7c15))
 	base := 15 + rng.Float64()*15 // a room or a fridge, 15-30 °C
+	id := "sim-" + run + "-" + strconv.Itoa(idx+1)
 	return &device{
+		ledger:  ledger{rowID: id},
 		idx:     idx,
-		id:      "sim-" + run + "-" + strconv.Itoa(idx+1),
+		id:      id,
 		mqtt:    mqtt,
 		rng:     rng,
 		base:    base,
@@ -77,19 +116,18 @@ type reading struct {
 // base), the battery drains and is replaced when empty, and the ledger gets
 // an entry for the new sequence number.
 func (d *device) next(at time.Time) reading {
-	d.value += d.rng.NormFloat64()*0.05 + (d.base-d.value)*0.01
-	d.battery -= 0.01
-	if d.battery < 5 {
-		d.battery = 100
-	}
+	d.step()
 	d.flags = append(d.flags, 0)
 	return reading{seq: uint64(len(d.flags)), value: d.value, battery: int(d.battery), at: at}
 }
 
-// mark sets flag f on the readings first..first+n-1.
-func (d *device) mark(first uint64, n int, f uint8) {
-	for i := range n {
-		d.flags[first-1+uint64(i)] |= f
+// step moves the sensor on: a random walk pulled back towards its base,
+// and a battery that drains and is replaced when empty.
+func (d *device) step() {
+	d.value += d.rng.NormFloat64()*0.05 + (d.base-d.value)*0.01
+	d.battery -= 0.01
+	if d.battery < 5 {
+		d.battery = 100
 	}
 }
 

@@ -45,8 +45,13 @@ func newHTTPTarget(cfg *Config, tlsConf *tls.Config, inFlight int) *httpTarget {
 		DisableCompression:  true,
 	}
 	path := "/v1/readings"
-	if cfg.Endpoint == EndpointFast {
+	switch {
+	case cfg.Endpoint == EndpointFast:
 		path = "/readings/fast"
+	case cfg.Shape == ShapeTelemetry:
+		path += "?rule=" + RuleTelemetry
+	case cfg.Shape == ShapeSamples:
+		path += "?rule=" + RuleSamples
 	}
 	return &httpTarget{
 		client: &http.Client{Transport: tr, Timeout: cfg.Timeout},
@@ -182,7 +187,12 @@ func (f *fleet) sendHTTP(ctx context.Context, d *device, h http.Header, body []b
 			wait, backoff = backoff, min(2*backoff, maxBackoff)
 		default:
 			f.c.reject("HTTP "+strconv.Itoa(a.code), n)
-			f.noteRejection(fmt.Errorf("POST %s answered %d: %s", f.http.url, a.code, a.body))
+			err := fmt.Errorf("POST %s answered %d: %s", f.http.url, a.code, a.body)
+			if strings.Contains(a.body, "no mapping rule") {
+				f.abortNow(fmt.Errorf("the target has no mapping rule for --shape %s (%w): start firehose serve with --config deploy/simulate-rules.yaml, or add its rules to the target's configuration file", f.cfg.Shape, err))
+				return
+			}
+			f.noteRejection(err)
 			return
 		}
 		if attempt >= f.cfg.MaxAttempts {
@@ -193,6 +203,26 @@ func (f *fleet) sendHTTP(ctx context.Context, d *device, h http.Header, body []b
 			f.c.givenUp.Add(int64(n))
 			return
 		}
+	}
+}
+
+// resendHTTP posts an acknowledged request's body once more, as a device
+// whose answer was lost does (Config.Resend); it is counted as a resend, not
+// as sent.
+func (f *fleet) resendHTTP(ctx context.Context, d *device, h http.Header, body []byte, first uint64, n int) {
+	d.mark(first, n, flagResentOnPurpose)
+	f.c.resends.Add(1)
+	f.c.resentUnits.Add(int64(n))
+	select {
+	case f.http.sem <- struct{}{}:
+	case <-ctx.Done():
+		return
+	}
+	a, err := f.http.post(d.reqCtx, h, body)
+	<-f.http.sem
+	f.c.requests.Add(1)
+	if err == nil && a.code == http.StatusOK {
+		f.c.resendsAcked.Add(1)
 	}
 }
 

@@ -146,6 +146,11 @@ func (f *fleet) dialMQTT(d *device, password string, tlsConf *tls.Config) (*mqtt
 	if password != "" {
 		opts.SetPassword(password)
 	}
+	topic := strings.ReplaceAll(f.cfg.MQTTTopic, "{device_id}", d.id)
+	if d.edge != nil {
+		f.sparkplugOptions(d, opts)
+		topic = ""
+	}
 	if tlsConf != nil {
 		opts.SetTLSConfig(tlsConf)
 	}
@@ -160,7 +165,7 @@ func (f *fleet) dialMQTT(d *device, password string, tlsConf *tls.Config) (*mqtt
 	}
 	return &mqttDevice{
 		client: cl,
-		topic:  strings.ReplaceAll(f.cfg.MQTTTopic, "{device_id}", d.id),
+		topic:  topic,
 		timer:  stoppedTimer(),
 	}, nil
 }
@@ -218,36 +223,47 @@ var errPublishTimeout = errors.New("no PUBACK/PUBCOMP in time")
 // possibly resent (if it lands, it landed without an acknowledgement; if
 // not, no promise was broken).
 // Latency runs from intended.
-func (f *fleet) publish(ctx context.Context, d *device, md *mqttDevice, r reading, intended time.Time) {
-	d.mark(r.seq, 1, flagSent)
-	f.c.sent.Add(1)
+func (f *fleet) publish(ctx context.Context, d *device, md *mqttDevice, r reading, intended time.Time) (bool, []byte) {
+	extra := f.cfg.ExtraFields
+	return f.publishUnits(ctx, d, md, &d.ledger, md.topic, r.seq, 1, 128+24*extra,
+		func(b []byte) []byte { return appendMQTT(b, r, extra) }, intended)
+}
+
+// publishUnits publishes the message build appends (sizeHint its usual
+// size), which carries the units first..first+n-1 of led, on topic, as
+// publish describes. It returns whether it was acknowledged, and the
+// payload (at QoS 0 the device's buffer, reused).
+func (f *fleet) publishUnits(ctx context.Context, d *device, md *mqttDevice, led *ledger, topic string, first uint64, n int,
+	sizeHint int, build func([]byte) []byte, intended time.Time) (bool, []byte) {
+	led.mark(first, n, flagSent)
+	f.c.sent.Add(int64(n))
 	qos := byte(f.cfg.QoS)
 	if qos == 0 {
-		d.mark(r.seq, 1, flagQoS0)
-		f.c.qos0.Add(1)
+		led.mark(first, n, flagQoS0)
+		f.c.qos0.Add(int64(n))
 		if !md.client.IsConnectionOpen() {
 			// The client drops QoS 0 messages while reconnecting; say so.
-			f.c.offline.Add(1)
-			return
+			f.c.offline.Add(int64(n))
+			return false, nil
 		}
 		// At QoS 0 the client is done with the payload once written: the
 		// device's buffer is reused.
-		d.buf = appendMQTT(d.buf[:0], r, f.cfg.ExtraFields)
+		d.buf = build(d.buf[:0])
 	}
 	payload := d.buf
 	backoff := firstBackoff
 	for attempt := 1; ; attempt++ {
 		if attempt > 1 {
-			d.mark(r.seq, 1, flagResent)
+			led.mark(first, n, flagResent)
 		}
 		if qos > 0 {
 			// The client keeps a QoS 1/2 payload in its store until it
 			// stops resending it, which we cannot see: a fresh one each
 			// time.
-			payload = appendMQTT(make([]byte, 0, 128+24*f.cfg.ExtraFields), r, f.cfg.ExtraFields)
+			payload = build(make([]byte, 0, sizeHint))
 		}
 		epoch := d.epoch.Load()
-		tok := md.client.Publish(md.topic, qos, false, payload)
+		tok := md.client.Publish(topic, qos, false, payload)
 		f.c.requests.Add(1)
 		md.timer.Reset(f.cfg.Timeout)
 		var err error
@@ -262,37 +278,49 @@ func (f *fleet) publish(ctx context.Context, d *device, md *mqttDevice, r readin
 		stopTimer(md.timer)
 		reconnected := d.epoch.Load() != epoch
 		if reconnected {
-			d.mark(r.seq, 1, flagResent)
+			led.mark(first, n, flagResent)
 		}
 		switch {
 		case err == nil && qos == 0:
 			f.lat.record(d.idx, time.Since(intended))
-			return
+			return false, payload
 		case err == nil && reconnected:
-			f.c.unconfirmed.Add(1)
-			return
+			f.c.unconfirmed.Add(int64(n))
+			return false, payload
 		case err == nil:
-			d.mark(r.seq, 1, flagAcked)
-			f.c.acked.Add(1)
-			if d.flags[r.seq-1]&flagResent != 0 {
-				f.c.ackedResent.Add(1)
+			led.mark(first, n, flagAcked)
+			f.c.acked.Add(int64(n))
+			if led.flags[first-1]&flagResent != 0 {
+				f.c.ackedResent.Add(int64(n))
 			}
 			f.lat.record(d.idx, time.Since(intended))
-			return
+			return true, payload
 		}
 		f.c.errors.Add(1)
 		f.noteError(err)
 		if qos > 0 && (errors.Is(err, errPublishTimeout) || ctx.Err() != nil) {
 			// Left in flight: the client resends it after a reconnect.
-			d.mark(r.seq, 1, flagResent)
-			f.c.givenUp.Add(1)
-			return
+			led.mark(first, n, flagResent)
+			f.c.givenUp.Add(int64(n))
+			return false, payload
 		}
 		if qos == 0 || attempt >= f.cfg.MaxAttempts || !sleep(ctx, backoff) {
-			f.c.givenUp.Add(1)
-			return
+			f.c.givenUp.Add(int64(n))
+			return false, payload
 		}
 		backoff = min(2*backoff, maxBackoff)
+	}
+}
+
+// resendMQTT publishes an acknowledged message's payload once more, as a
+// device whose PUBACK was lost does (Config.Resend), and waits for its
+// acknowledgement; it is counted as a resend, not as sent.
+func (f *fleet) resendMQTT(ctx context.Context, md *mqttDevice, led *ledger, topic string, first uint64, n int, payload []byte) {
+	led.mark(first, n, flagResentOnPurpose)
+	f.c.resends.Add(1)
+	f.c.resentUnits.Add(int64(n))
+	if f.publishOnce(ctx, md, topic, payload) {
+		f.c.resendsAcked.Add(1)
 	}
 }
 

@@ -48,25 +48,35 @@ type Report struct {
 // RunConfig is the run's shape as the report shows it (URLs without
 // passwords).
 type RunConfig struct {
-	Protocol    string  `json:"protocol"`
-	Endpoint    string  `json:"endpoint,omitempty"`
-	Batch       int     `json:"batch,omitempty"`
-	QoS         int     `json:"qos,omitempty"`
-	Devices     int     `json:"devices"`
-	HTTPDevices int     `json:"http_devices"`
-	MQTTDevices int     `json:"mqtt_devices"`
-	Loop        string  `json:"loop"` // open or closed
-	RatePerS    float64 `json:"rate_per_s"`
-	RampS       float64 `json:"ramp_s"`
-	DurationS   float64 `json:"duration_s"`
-	Concurrency int     `json:"concurrency,omitempty"` // HTTP requests in flight at most
-	ExtraFields int     `json:"extra_fields"`
-	MaxAttempts int     `json:"max_attempts"`
-	TimeoutS    float64 `json:"timeout_s"`
-	HTTP        string  `json:"http,omitempty"`
-	MQTT        string  `json:"mqtt,omitempty"`
-	Postgres    string  `json:"postgres,omitempty"`
-	Metrics     string  `json:"metrics,omitempty"`
+	Protocol string `json:"protocol"`
+	// Shape is what the devices sent (reading, telemetry, samples,
+	// sparkplug); MetricCount the metrics of a telemetry message or a
+	// Sparkplug node; SparkplugDevices the devices under each edge node;
+	// Resend the probability of a resend after an acknowledgement.
+	Shape            string  `json:"shape"`
+	MetricCount      int     `json:"metric_count,omitempty"`
+	SparkplugDevices int     `json:"sparkplug_devices,omitempty"`
+	RebirthEvery     int     `json:"sparkplug_rebirth_every,omitempty"`
+	Resend           float64 `json:"resend,omitempty"`
+	ExpectDedup      bool    `json:"expect_dedup,omitempty"`
+	Endpoint         string  `json:"endpoint,omitempty"`
+	Batch            int     `json:"batch,omitempty"`
+	QoS              int     `json:"qos,omitempty"`
+	Devices          int     `json:"devices"`
+	HTTPDevices      int     `json:"http_devices"`
+	MQTTDevices      int     `json:"mqtt_devices"`
+	Loop             string  `json:"loop"` // open or closed
+	RatePerS         float64 `json:"rate_per_s"`
+	RampS            float64 `json:"ramp_s"`
+	DurationS        float64 `json:"duration_s"`
+	Concurrency      int     `json:"concurrency,omitempty"` // HTTP requests in flight at most
+	ExtraFields      int     `json:"extra_fields"`
+	MaxAttempts      int     `json:"max_attempts"`
+	TimeoutS         float64 `json:"timeout_s"`
+	HTTP             string  `json:"http,omitempty"`
+	MQTT             string  `json:"mqtt,omitempty"`
+	Postgres         string  `json:"postgres,omitempty"`
+	Metrics          string  `json:"metrics,omitempty"`
 }
 
 // Send is what the fleet sent and what came back.
@@ -114,6 +124,32 @@ type Send struct {
 	// near ClientCores, the load generator limited the run, not the target.
 	ClientCPUCores float64 `json:"client_cpu_cores"`
 	ClientCores    int     `json:"client_cores"`
+
+	// Readings and rows: in the shape reading a reading is a row and both
+	// are Acked. In the others Sent and Acked count units (telemetry and
+	// Sparkplug: messages; samples: samples); ReadingsAcked counts the
+	// numeric values of the acknowledged messages (a telemetry message of
+	// 3 metrics: 3; a sample: 1; a Sparkplug BIRTH or DATA: its metrics,
+	// births' bdSeq and rebirth control included, a forced unknown alias
+	// not), and RowsAcked the rows they should land: a row per reading,
+	// plus one per Sparkplug birth and death. The rates are over SendS.
+	ReadingsAcked int64   `json:"readings_acked"`
+	RowsAcked     int64   `json:"rows_acked"`
+	ReadingsPerS  float64 `json:"readings_per_s"`
+	RowsPerS      float64 `json:"rows_per_s"`
+	// Resends counts messages sent again after their acknowledgement
+	// (--resend), ResentUnits the units they carried, ResendsAcked those
+	// acknowledged again.
+	Resends      int64 `json:"resends"`
+	ResentUnits  int64 `json:"resent_units"`
+	ResendsAcked int64 `json:"resends_acked"`
+	// Sparkplug: NDATA sent with an alias no birth gave (forced), Rebirth
+	// requests the edge nodes received, rebirths they published, NDEATHs
+	// acknowledged.
+	RebirthsForced   int64 `json:"rebirths_forced,omitempty"`
+	RebirthsAsked    int64 `json:"rebirths_asked,omitempty"`
+	RebirthsAnswered int64 `json:"rebirths_answered,omitempty"`
+	DeathsAcked      int64 `json:"deaths_acked,omitempty"`
 }
 
 // Landing is what the verification found in PostgreSQL for the run's
@@ -136,9 +172,25 @@ type Landing struct {
 	// DupAfterResend: extra rows of readings sent more than once after an
 	// attempt without an acknowledgement (allowed).
 	DupAfterResend int64 `json:"dup_after_resend"`
+	// DupFromResends: the second rows of readings (or, in the new shapes,
+	// of units' metrics) sent again after their acknowledgement
+	// (--resend): expected when the target does not deduplicate, a failure
+	// with --expect-dedup.
+	DupFromResends int64 `json:"dup_from_resends"`
 	// LandedWithoutAck: readings that landed though their acknowledgement
 	// never came (allowed: it was lost).
 	LandedWithoutAck int64 `json:"landed_without_ack"`
+	// Shapes other than reading: RowsAcked is the rows the acknowledged
+	// messages carry (a row per metric value, and one per Sparkplug birth
+	// and death), RowsLanded those found; Metrics checks each metric,
+	// Events the rows of Sparkplug births and deaths. In these shapes
+	// Missing, DupOnceAcked (duplicated), DupAfterResend (after a retry),
+	// DupFromResends and LandedWithoutAck count rows, summed over the
+	// metrics, and Readings counts the (device, ts) that landed a row.
+	RowsAcked  int64         `json:"rows_acked,omitempty"`
+	RowsLanded int64         `json:"rows_landed,omitempty"`
+	Metrics    []MetricCheck `json:"metrics,omitempty"`
+	Events     []EventCheck  `json:"events,omitempty"`
 	// Unexpected: rows of the run's devices for readings the fleet never
 	// sent (a failure).
 	Unexpected int64 `json:"unexpected"`
@@ -160,7 +212,29 @@ func (l *Landing) fromTally(t *tally) {
 	l.Missing, l.MissingSample = t.missing, t.missingRefs
 	l.DupOnceAcked, l.DupOnceAckedSample = t.dupOnce, t.dupOnceRefs
 	l.DupAfterResend, l.LandedWithoutAck, l.Unexpected = t.dupResent, t.landedUnacked, t.unexpected
+	l.DupFromResends = t.dupOnPurpose
 	l.QoS0Sent, l.QoS0Landed, l.QoS0Lost = t.qos0Sent, t.qos0Landed, t.qos0Lost
+}
+
+func (l *Landing) fromRowTally(t *rowTally) {
+	l.Rows, l.Readings, l.Unexpected = t.rows, t.units, t.unexpected
+	l.QoS0Sent, l.QoS0Landed, l.QoS0Lost = t.qos0Sent, t.qos0Landed, t.qos0Sent-t.qos0Landed
+	l.MissingSample, l.DupOnceAckedSample = t.missingRef, t.dupRef
+	for _, m := range t.metrics {
+		l.Metrics = append(l.Metrics, *m)
+		l.RowsAcked += m.RowsAcked
+		l.RowsLanded += m.RowsLanded
+		l.Missing += m.Missing
+		l.DupOnceAcked += m.Duplicated
+		l.DupAfterResend += m.DupAfterRetry
+		l.DupFromResends += m.DupFromResends
+		l.LandedWithoutAck += m.LandedWithoutAck
+	}
+	for _, e := range t.events {
+		l.Events = append(l.Events, *e)
+		l.RowsAcked += e.Acked
+		l.RowsLanded += e.Landed
+	}
 }
 
 // report assembles the run's report; the sampler has stopped.
@@ -170,7 +244,7 @@ func (f *fleet) report(sendEnd time.Time, interrupted bool, land *Landing) *Repo
 		Version: ReportVersion, RunID: cfg.RunID, DevicePrefix: cfg.DevicePrefix(),
 		Started: f.start.UTC(), SendEnded: sendEnd.UTC(), Interrupted: interrupted,
 		Config: RunConfig{
-			Protocol: cfg.Protocol, Devices: cfg.Devices, HTTPDevices: f.httpDevices, MQTTDevices: f.mqttDevices,
+			Protocol: cfg.Protocol, Shape: cfg.Shape, Resend: cfg.Resend, ExpectDedup: cfg.ExpectDedup, Devices: cfg.Devices, HTTPDevices: f.httpDevices, MQTTDevices: f.mqttDevices,
 			Loop: "closed", RatePerS: cfg.Rate, RampS: cfg.Ramp.Seconds(), DurationS: cfg.Duration.Seconds(),
 			ExtraFields: cfg.ExtraFields, MaxAttempts: cfg.MaxAttempts, TimeoutS: cfg.Timeout.Seconds(),
 			Postgres: redact(cfg.Postgres),
@@ -203,6 +277,23 @@ func (f *fleet) report(sendEnd time.Time, interrupted bool, land *Landing) *Repo
 	r.Send.ClientCPUCores, r.Send.ClientCores = round3(f.cpu.Seconds()/sendS), runtime.NumCPU()
 	r.Send.SentPerS = round3(float64(r.Send.Sent) / sendS)
 	r.Send.AckedPerS = round3(float64(r.Send.Acked) / sendS)
+	r.Send.Resends, r.Send.ResentUnits, r.Send.ResendsAcked = c.resends.Load(), c.resentUnits.Load(), c.resendsAcked.Load()
+	r.Send.ReadingsAcked, r.Send.RowsAcked = r.Send.Acked, r.Send.Acked
+	if cfg.Shape != ShapeReading {
+		var births int64
+		r.Send.ReadingsAcked, _, births = rowsAcked(f.ledgers())
+		r.Send.RowsAcked = r.Send.ReadingsAcked + births + c.deathsAcked.Load()
+	}
+	r.Send.ReadingsPerS = round3(float64(r.Send.ReadingsAcked) / sendS)
+	r.Send.RowsPerS = round3(float64(r.Send.RowsAcked) / sendS)
+	switch cfg.Shape {
+	case ShapeTelemetry:
+		r.Config.MetricCount = cfg.MetricCount
+	case ShapeSparkplug:
+		r.Config.MetricCount, r.Config.SparkplugDevices, r.Config.RebirthEvery = cfg.MetricCount, cfg.SparkplugDevices, cfg.SparkplugRebirthEvery
+		r.Send.RebirthsForced, r.Send.RebirthsAsked = c.rebirthsForced.Load(), c.rebirthsAsked.Load()
+		r.Send.RebirthsAnswered, r.Send.DeathsAcked = c.rebirthsAnswered.Load(), c.deathsAcked.Load()
+	}
 	if f.open {
 		r.Send.Scheduled = f.sched.Due(min(sendEnd.Sub(f.start), cfg.Duration))
 	}
@@ -230,6 +321,28 @@ func (r *Report) failures() []string {
 		if l.Unexpected > 0 {
 			out = append(out, fmt.Sprintf("%d rows of the run's devices are readings the fleet never sent", l.Unexpected))
 		}
+		if l.DupFromResends > 0 && r.Config.ExpectDedup {
+			out = append(out, fmt.Sprintf("%d duplicate rows from resends of acknowledged messages, and --expect-dedup says the target drops them", l.DupFromResends))
+		}
+		for _, e := range l.Events {
+			switch {
+			case e.Landed < e.Acked:
+				out = append(out, fmt.Sprintf("%d of %d acknowledged %s rows are missing", e.Acked-e.Landed, e.Acked, e.Metric))
+			case e.Landed > e.Acked+e.Resent+e.Unacked || (r.Config.ExpectDedup && e.Landed > e.Acked+e.Unacked):
+				out = append(out, fmt.Sprintf("%d %s rows landed for %d acknowledged", e.Landed, e.Metric, e.Acked))
+			}
+		}
+		if r.Config.Shape != ShapeReading && l.Rows == 0 && r.Send.Acked > 0 {
+			out = append(out, fmt.Sprintf("no row landed for %d acknowledged units: does the target have the rules of deploy/simulate-rules.yaml (firehose serve --config deploy/simulate-rules.yaml)? An MQTT 3.1.1 broker acknowledges a publish that no rule maps, and stores nothing", r.Send.Acked))
+		}
+	}
+	if s := r.Send; s.RebirthsForced > 0 {
+		switch {
+		case s.RebirthsAsked == 0:
+			out = append(out, fmt.Sprintf("%d NDATA carried an unknown alias, and the target never asked for a rebirth (NCMD Node Control/Rebirth)", s.RebirthsForced))
+		case s.RebirthsAnswered == 0:
+			out = append(out, "the target asked for rebirths, and no edge node answered one")
+		}
 	}
 	return out
 }
@@ -256,7 +369,18 @@ func (r *Report) Verdict() string {
 	case r.Send.Acked == 0:
 		return fmt.Sprintf("OK: QoS 0, at most once: %d of %d readings landed, none twice.", r.Landing.QoS0Landed, r.Landing.QoS0Sent)
 	}
-	return "OK: every acknowledged reading landed exactly once."
+	if r.Config.Shape != ShapeReading && r.Config.Shape != "" {
+		return "OK: every metric of every acknowledged message landed exactly once" + r.resendNote() + "."
+	}
+	return "OK: every acknowledged reading landed exactly once" + r.resendNote() + "."
+}
+
+// resendNote says how the duplicates of resends were taken.
+func (r *Report) resendNote() string {
+	if r.Landing == nil || r.Landing.DupFromResends == 0 {
+		return ""
+	}
+	return fmt.Sprintf(" (plus %d duplicate rows from resends after the ack: the target does not deduplicate)", r.Landing.DupFromResends)
 }
 
 // WriteJSON writes the report as indented JSON.
@@ -325,7 +449,17 @@ func (r *Report) Title() string {
 			load += fmt.Sprintf(" (ramp %s)", durText(c.RampS))
 		}
 	}
-	return fmt.Sprintf("run %s: %s devices over %s, %s, %s", r.RunID, count(int64(c.Devices)), what, load, durText(c.DurationS))
+	devices := "devices"
+	switch c.Shape {
+	case ShapeTelemetry:
+		what += fmt.Sprintf(", telemetry of %d metrics", c.MetricCount)
+	case ShapeSamples:
+		what += ", sample uploads"
+	case ShapeSparkplug:
+		devices = "Sparkplug edge nodes"
+		what += fmt.Sprintf(", %d metrics, %d devices each", c.MetricCount, c.SparkplugDevices)
+	}
+	return fmt.Sprintf("run %s: %s %s over %s, %s, %s", r.RunID, count(int64(c.Devices)), devices, what, load, durText(c.DurationS))
 }
 
 func (r *Report) endpointText() string {
@@ -340,6 +474,7 @@ func (r *Report) endpointText() string {
 
 func (r *Report) rows() []row {
 	s, c := r.Send, r.Config
+	u := unitWord(c.Shape)
 	var rows []row
 	add := func(label, value, note, status string) {
 		rows = append(rows, row{label: label, value: value, note: note, status: status})
@@ -352,18 +487,29 @@ func (r *Report) rows() []row {
 		if late := s.Scheduled - s.Sent; late > 0 {
 			note = fmt.Sprintf("%s late: not sent within 1s after the end (the target or this machine fell behind)", count(late))
 		}
-		add("scheduled", count(s.Scheduled)+" readings", note, "")
+		add("scheduled", count(s.Scheduled)+" "+u, note, "")
 	}
-	add("sent", count(s.Sent)+" readings", fmt.Sprintf("%s requests/publishes, %s/s over %s", count(s.Requests), count(int64(s.SentPerS)), durText(s.SendS)), "")
+	add("sent", count(s.Sent)+" "+u, fmt.Sprintf("%s requests/publishes, %s/s over %s", count(s.Requests), count(int64(s.SentPerS)), durText(s.SendS)), "")
 	if s.QoS0 < s.Sent {
-		add("acknowledged", count(s.Acked)+" readings", fmt.Sprintf("%s/s; %s of them after a resend", count(int64(s.AckedPerS)), count(s.AckedAfterResend)), "")
+		add("acknowledged", count(s.Acked)+" "+u, fmt.Sprintf("%s/s; %s of them after a resend", count(int64(s.AckedPerS)), count(s.AckedAfterResend)), "")
 	}
 	if s.QoS0 > 0 {
 		note := "at most once: no acknowledgement"
 		if s.QoS0Offline > 0 {
 			note += fmt.Sprintf("; %s dropped while reconnecting", count(s.QoS0Offline))
 		}
-		add("published at QoS 0", count(s.QoS0)+" readings", note, "")
+		add("published at QoS 0", count(s.QoS0)+" "+u, note, "")
+	}
+	if c.Shape != ShapeReading && c.Shape != "" {
+		add("readings acknowledged", count(s.ReadingsAcked), fmt.Sprintf("%s/s: the acknowledged messages' values", count(int64(s.ReadingsPerS))), "")
+		add("rows acknowledged", count(s.RowsAcked), fmt.Sprintf("%s/s: a row per value, and one per Sparkplug birth and death", count(int64(s.RowsPerS))), "")
+	}
+	if s.Resends > 0 {
+		add("resent after the ack", count(s.Resends)+" messages", fmt.Sprintf("--resend %g: %s units again, %s resends acknowledged", c.Resend, count(s.ResentUnits), count(s.ResendsAcked)), "")
+	}
+	if c.Shape == ShapeSparkplug {
+		add("rebirths", fmt.Sprintf("%s asked, %s answered", count(s.RebirthsAsked), count(s.RebirthsAnswered)),
+			fmt.Sprintf("%s NDATA with an unknown alias (--sparkplug-rebirth-every %d); %s NDEATHs acknowledged", count(s.RebirthsForced), c.RebirthEvery, count(s.DeathsAcked)), "")
 	}
 	add("refused (503)", count(s.Refused)+" answers", "each followed by a resend after Retry-After", "")
 	errNote := "transport errors, 5xx, publish failures; followed by a resend"
@@ -372,14 +518,14 @@ func (r *Report) rows() []row {
 	}
 	add("errors", count(s.Errors), errNote, "")
 	if s.Rejected > 0 {
-		add("rejected (4xx)", count(s.Rejected)+" readings", rejectedNote(s.RejectedBy), "bad")
+		add("rejected (4xx)", count(s.Rejected)+" "+u, rejectedNote(s.RejectedBy), "bad")
 	}
-	add("given up", count(s.GivenUp)+" readings", fmt.Sprintf("no acknowledgement after %d attempts or by the end", c.MaxAttempts), "")
+	add("given up", count(s.GivenUp)+" "+u, fmt.Sprintf("no acknowledgement after %d attempts or by the end", c.MaxAttempts), "")
 	if s.Reconnects > 0 {
 		add("MQTT reconnects", count(s.Reconnects), "connections lost and re-made by the devices", "")
 	}
 	if s.Unconfirmed > 0 {
-		add("unconfirmed (MQTT)", count(s.Unconfirmed)+" readings", "in flight when the connection was lost: resent by the client, outcome unseen", "")
+		add("unconfirmed (MQTT)", count(s.Unconfirmed)+" "+u, "in flight when the connection was lost: resent by the client, outcome unseen", "")
 	}
 	l := r.AckLatency
 	latLabel := "ack latency"
@@ -411,6 +557,24 @@ func (r *Report) rows() []row {
 		add("duplicates, acked once", count(land.DupOnceAcked), "extra rows of readings acknowledged on their only attempt", goodBad(land.DupOnceAcked == 0))
 		add("duplicates after resend", count(land.DupAfterResend), "allowed: resent after an attempt without an acknowledgement", "")
 		add("landed without an ack", count(land.LandedWithoutAck), "allowed: stored, but the acknowledgement was lost", "")
+		if c.Resend > 0 || land.DupFromResends > 0 {
+			note := "expected: resent after the ack (--resend), and the target does not deduplicate"
+			if c.ExpectDedup {
+				note = "--expect-dedup: the target should have dropped them"
+			}
+			add("duplicates from resends", count(land.DupFromResends), note, goodBad(!c.ExpectDedup || land.DupFromResends == 0))
+		}
+	}
+	if len(land.Metrics) > 0 {
+		add("rows acked / landed", count(land.RowsAcked)+" / "+count(land.RowsLanded), "every metric of every acknowledged message, by (device, metric, ts)", "")
+	}
+	for _, m := range land.Metrics {
+		add("  metric "+m.Metric, fmt.Sprintf("%s acked, %s landed", count(m.RowsAcked), count(m.RowsLanded)),
+			fmt.Sprintf("missing %s, duplicated %s, from resends %s, after retries %s", count(m.Missing), count(m.Duplicated), count(m.DupFromResends), count(m.DupAfterRetry)),
+			goodBad(m.Missing == 0 && m.Duplicated == 0))
+	}
+	for _, e := range land.Events {
+		add("  "+e.Metric, fmt.Sprintf("%s acked, %s landed", count(e.Acked), count(e.Landed)), "rows of Sparkplug births and deaths", goodBad(e.Landed >= e.Acked && e.Landed <= e.Acked+e.Resent+e.Unacked))
 	}
 	if land.Unexpected > 0 {
 		add("never sent", count(land.Unexpected), "rows of the run's devices the fleet did not send", "bad")
@@ -424,6 +588,17 @@ func (r *Report) rows() []row {
 		add("measured -> commit", latencyText(land.MeasuredToCommit), "device's ts to committed_at", "")
 	}
 	return rows
+}
+
+// unitWord names the units a shape's ledger counts.
+func unitWord(shape string) string {
+	switch shape {
+	case ShapeTelemetry, ShapeSparkplug:
+		return "messages"
+	case ShapeSamples:
+		return "samples"
+	}
+	return "readings"
 }
 
 func devicesNote(c RunConfig) string {

@@ -62,6 +62,10 @@ type fleet struct {
 	backlog   atomic.Int64 // the target's backlog at the last scrape, -1 unknown
 	backlogAt atomic.Int64 // when it was scraped, Unix nanoseconds; stored after backlog
 
+	// names are the metrics of a data unit of the new shapes (a telemetry
+	// message, a sample, a Sparkplug DATA), nodeBirthNames an NBIRTH's.
+	names, nodeBirthNames []string
+
 	scope  scope         // the run's rows in PostgreSQL
 	series []Sample      // owned by the sampler until it stopped
 	cpu    time.Duration // CPU this process used while sending
@@ -94,7 +98,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, progress io.Writer) 
 			return nil, err
 		}
 		defer db.Close()
-		if f.scope, err = openScope(ctx, db, cfg.DevicePrefix()); err != nil {
+		if f.scope, err = openScope(ctx, db, cfg.rowScope()); err != nil {
 			return nil, err
 		}
 	}
@@ -184,11 +188,24 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, progress io.Writer) 
 func newFleet(cfg *Config, log *slog.Logger) *fleet {
 	f := &fleet{cfg: cfg, log: log, lat: newLatencies(), open: cfg.Rate > 0,
 		sched: schedule{rate: cfg.Rate, ramp: cfg.Ramp}}
+	switch cfg.Shape {
+	case ShapeTelemetry:
+		f.names = metricNames(cfg.MetricCount)
+	case ShapeSamples:
+		f.names = []string{samplesMetric}
+	case ShapeSparkplug:
+		f.names = metricNames(cfg.MetricCount)
+		f.nodeBirthNames = nodeBirthNames(f.names)
+	}
 	f.devices = make([]*device, cfg.Devices)
 	f.mqtt = make([]*mqttDevice, cfg.Devices)
 	for i := range f.devices {
 		m := cfg.deviceUsesMQTT(i)
 		f.devices[i] = newDevice(cfg.RunID, i, m)
+		f.devices[i].metrics = f.names
+		if cfg.Shape == ShapeSparkplug {
+			f.newEdgeNode(f.devices[i])
+		}
 		if cfg.ClockSpread > 0 && cfg.Devices > 1 {
 			f.devices[i].clock = -cfg.ClockSpread + time.Duration(float64(2*cfg.ClockSpread)*float64(i)/float64(cfg.Devices-1))
 		}
@@ -241,7 +258,17 @@ func tlsConfig(cfg *Config) (*tls.Config, error) {
 // sendCtx ends. ctx is the run's: when it ends (Ctrl-C) the device also stops
 // resending.
 func (f *fleet) runDevice(ctx, sendCtx context.Context, d *device) {
-	n := int64(len(f.devices))
+	switch f.cfg.Shape {
+	case ShapeTelemetry:
+		f.runTelemetry(ctx, sendCtx, d)
+		return
+	case ShapeSamples:
+		f.runSamples(ctx, sendCtx, d)
+		return
+	case ShapeSparkplug:
+		f.runEdgeNode(ctx, sendCtx, d)
+		return
+	}
 	md := f.mqtt[d.idx]
 	d.reqCtx = context.WithoutCancel(ctx)
 	batch := 1
@@ -260,35 +287,25 @@ func (f *fleet) runDevice(ctx, sendCtx context.Context, d *device) {
 		due     time.Time
 	)
 	for j := int64(0); ; j++ {
-		if f.open {
-			at := f.sched.At(j*n + int64(d.idx))
-			if at >= f.cfg.Duration {
-				break
-			}
-			due = f.start.Add(at)
-			if wait := time.Until(due); wait > 0 {
-				timer.Reset(wait)
-				select {
-				case <-timer.C:
-				case <-sendCtx.Done():
-				}
-			}
-		} else {
-			due = time.Now()
-		}
 		// A reading still waiting for its turn when the time is up (past
 		// lateGrace, in open loop) is not sent: the report counts it as
 		// scheduled and late.
-		if sendCtx.Err() != nil {
+		next, ok := f.nextDue(sendCtx, d, j, timer)
+		if !next.IsZero() {
+			due = next
+		}
+		if !ok {
 			break
 		}
 		r := d.next(due.Add(d.clock))
 		switch {
 		case d.mqtt:
-			f.publish(ctx, d, md, r, due)
+			if acked, payload := f.publish(ctx, d, md, r, due); acked && f.resendNow(d) {
+				f.resendMQTT(ctx, md, &d.ledger, md.topic, r.seq, 1, payload)
+			}
 		case f.http.fast:
 			d.buf = appendFast(d.buf[:0], r)
-			f.sendHTTP(ctx, d, h, d.buf, r.seq, 1, due)
+			f.sendReadings(ctx, d, h, r.seq, 1, due)
 		default:
 			if inBatch == 0 {
 				d.buf, first = append(d.buf[:0], '['), r.seq
@@ -301,7 +318,7 @@ func (f *fleet) runDevice(ctx, sendCtx context.Context, d *device) {
 			// of all devices filling their batches at the same moment.
 			if inBatch++; inBatch == batch || (j < int64(batch) && j == int64(d.idx%batch)) {
 				d.buf = append(d.buf, ']')
-				f.sendHTTP(ctx, d, h, d.buf, first, inBatch, due)
+				f.sendReadings(ctx, d, h, first, inBatch, due)
 				inBatch = 0
 			}
 		}
@@ -312,9 +329,53 @@ func (f *fleet) runDevice(ctx, sendCtx context.Context, d *device) {
 			d.flags = d.flags[:first-1] // never sent: out of the ledger
 		} else {
 			d.buf = append(d.buf, ']')
-			f.sendHTTP(ctx, d, h, d.buf, first, inBatch, due)
+			f.sendReadings(ctx, d, h, first, inBatch, due)
 		}
 	}
+}
+
+// sendReadings posts d.buf, the readings first..first+n-1 of the shape
+// reading, and with Config.Resend maybe once more after its
+// acknowledgement; only then does the request carry an Idempotency-Key.
+func (f *fleet) sendReadings(ctx context.Context, d *device, h http.Header, first uint64, n int, due time.Time) {
+	if f.cfg.Resend == 0 {
+		f.sendHTTP(ctx, d, h, d.buf, first, n, due)
+		return
+	}
+	setMessageID(h, d.id, first)
+	f.sendHTTP(ctx, d, h, d.buf, first, n, due)
+	if d.flags[first-1]&flagAcked != 0 && f.resendNow(d) {
+		f.resendHTTP(ctx, d, h, d.buf, first, n)
+	}
+}
+
+// nextDue waits for the turn of device d's unit j (open loop: its time in
+// the schedule; closed loop: now) and returns its intended send time; false
+// when the run is over for d (with the zero time when the schedule has no
+// unit j within the run).
+func (f *fleet) nextDue(sendCtx context.Context, d *device, j int64, timer *time.Timer) (time.Time, bool) {
+	due := time.Now()
+	if f.open {
+		at := f.sched.At(j*int64(len(f.devices)) + int64(d.idx))
+		if at >= f.cfg.Duration {
+			return time.Time{}, false
+		}
+		due = f.start.Add(at)
+		if wait := time.Until(due); wait > 0 {
+			timer.Reset(wait)
+			select {
+			case <-timer.C:
+			case <-sendCtx.Done():
+			}
+		}
+	}
+	return due, sendCtx.Err() == nil
+}
+
+// resendNow draws whether an acknowledged message is sent again
+// (Config.Resend).
+func (f *fleet) resendNow(d *device) bool {
+	return f.cfg.Resend > 0 && d.rng.Float64() < f.cfg.Resend
 }
 
 // noteError keeps the first error a device met, for the report.
@@ -333,6 +394,15 @@ func (f *fleet) noteRejection(err error) {
 			f.abort(f.abortErr)
 		})
 	}
+}
+
+// abortNow stops the run with err at once: going on would only repeat it.
+func (f *fleet) abortNow(err error) {
+	f.noteError(err)
+	f.abortOnce.Do(func() {
+		f.abortErr = err
+		f.abort(err)
+	})
 }
 
 // sample runs each second until stop: it takes the second's counts and
@@ -398,7 +468,12 @@ func (f *fleet) sample(stop <-chan struct{}, metrics *http.Client, progress io.W
 
 // land waits for the acknowledged readings to land, then verifies them.
 func (f *fleet) land(ctx context.Context, db *pgxpool.Pool, sendEnd time.Time) (*Landing, error) {
-	want := f.c.acked.Load()
+	want, qos0 := f.c.acked.Load(), f.c.qos0.Load()
+	if f.cfg.Shape != ShapeReading {
+		var births int64
+		want, qos0, births = rowsAcked(f.ledgers())
+		want += births + f.c.deathsAcked.Load() // a row each
+	}
 	// The target measures its backlog every so often (firehose: 250 ms), so
 	// only a scrape well after the last answer tells whether the last
 	// readings are still in Redis.
@@ -409,7 +484,7 @@ func (f *fleet) land(ctx context.Context, db *pgxpool.Pool, sendEnd time.Time) (
 		}
 		return f.backlog.Load()
 	}
-	rows, timedOut, err := waitLanding(ctx, db, f.scope, want, want+f.c.qos0.Load(), f.cfg.LandTimeout,
+	rows, timedOut, err := waitLanding(ctx, db, f.scope, want, want+qos0, f.cfg.LandTimeout,
 		backlog, func(n int64) { f.landed.Store(n) })
 	if err != nil {
 		return nil, err
@@ -421,14 +496,23 @@ func (f *fleet) land(ctx context.Context, db *pgxpool.Pool, sendEnd time.Time) (
 			return nil, fmt.Errorf("before verify: %w", err)
 		}
 	}
-	t, err := verify(ctx, db, f.scope, f.devices)
-	if err != nil {
-		return nil, err
+	if f.cfg.Shape == ShapeReading {
+		t, err := verify(ctx, db, f.scope, f.devices)
+		if err != nil {
+			return nil, err
+		}
+		land.fromTally(t)
+	} else {
+		t, err := verifyRows(ctx, db, f.scope, f.ledgers(), f.c.deathsAcked.Load(), f.c.deathsUnacked.Load())
+		if err != nil {
+			return nil, err
+		}
+		land.fromRowTally(t)
 	}
-	land.fromTally(t)
-	land.ReceiptToCommit, land.MeasuredToCommit, land.HasCommitTimes, err = endToEnd(ctx, db, f.scope)
-	if err != nil {
-		return nil, err
+	var err2 error
+	land.ReceiptToCommit, land.MeasuredToCommit, land.HasCommitTimes, err2 = endToEnd(ctx, db, f.scope)
+	if err2 != nil {
+		return nil, err2
 	}
 	return land, nil
 }

@@ -321,6 +321,16 @@ func TestConfigValidate(t *testing.T) {
 		{"bad run id", func(c *Config) { c.RunID = "Run_1" }, "--run-id"},
 		{"negative rate", func(c *Config) { c.Rate = -1 }, "--rate"},
 		{"zero duration", func(c *Config) { c.Duration = 0 }, "--duration"},
+		{"bad shape", func(c *Config) { c.Shape = "blob" }, "--shape"},
+		{"telemetry over mixed", func(c *Config) { c.Shape = ShapeTelemetry; c.Protocol = ProtocolMixed }, ""},
+		{"samples in batches", func(c *Config) { c.Shape = ShapeSamples; c.Batch = 100 }, ""},
+		{"sparkplug over http", func(c *Config) { c.Shape = ShapeSparkplug }, "--protocol mqtt"},
+		{"sparkplug", func(c *Config) { c.Shape = ShapeSparkplug; c.Protocol = ProtocolMQTT; c.SparkplugDevices = 3 }, ""},
+		{"telemetry batches", func(c *Config) { c.Shape = ShapeTelemetry; c.Batch = 5 }, "--batch 5"},
+		{"samples on fast", func(c *Config) { c.Shape = ShapeSamples; c.Endpoint = EndpointFast }, "--endpoint v1"},
+		{"too many metrics", func(c *Config) { c.Shape = ShapeTelemetry; c.MetricCount = 33 }, "--metric-count"},
+		{"resend above 1", func(c *Config) { c.Resend = 1.5 }, "--resend"},
+		{"extra fields in a shape", func(c *Config) { c.Shape = ShapeSamples; c.ExtraFields = 2 }, "--extra-fields"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := DefaultConfig()
@@ -373,5 +383,46 @@ func TestPasswordsFile(t *testing.T) {
 	writeTestFile(t, path, "lonely\n")
 	if _, err := loadPasswords("", path); err == nil || !strings.Contains(err.Error(), "line 1") {
 		t.Errorf("bad line: %v", err)
+	}
+}
+
+func TestShapeBodies(t *testing.T) {
+	tel := appendTelemetry(nil, "", "sim-r-7", 4, 1764600000123, 21.25, 5)
+	want := `{"t":1764600000123,"temp":21.25,"pressure":3.063,"rpm":1204,"m3":24.25,"m4":25.25,"seq":4,"msg_id":"sim-r-7-4"}`
+	if string(tel) != want {
+		t.Errorf("telemetry over MQTT:\n%s\nwant\n%s", tel, want)
+	}
+	if tel := appendTelemetry(nil, "sim-r-7", "sim-r-7", 4, 1, 0, 1); !strings.HasPrefix(string(tel), `{"device":"sim-r-7","t":1,"temp":0,`) || !json.Valid(tel) {
+		t.Errorf("telemetry over HTTP: %s", tel)
+	}
+	s := appendSample(nil, 1764600000007, 1.23456, 9)
+	if string(s) != `{"ts":"2025-12-01T14:40:00.007Z","v":1.235,"seq":9}` {
+		t.Errorf("sample: %s", s)
+	}
+	d := newDevice("r", 12, true)
+	if got := telemetryTopic(d); got != "sim/site1/line2/sim-r-13/telemetry" {
+		t.Errorf("topic %s", got)
+	}
+	d.clock = -time.Hour
+	now := time.UnixMilli(1764600000000)
+	a, b := d.deviceMs(now), d.deviceMs(now)
+	if a != now.Add(-time.Hour).UnixMilli() || b != a+1 {
+		t.Errorf("device clock: %d then %d, want strictly increasing from the device's time", a, b)
+	}
+}
+
+func TestLedgerRowsAcked(t *testing.T) {
+	const (
+		a = flagSent | flagAcked
+		q = flagSent | flagQoS0
+	)
+	names := []string{"temp", "rpm"}
+	node := &ledger{flags: []uint8{a | flagBirth, a, 0, q}, metrics: names, birthMetrics: nodeBirthNames(names)}
+	dev := &ledger{flags: []uint8{a | flagBirth, flagSent}, metrics: names, birthMetrics: names}
+	acked, qos0, births := rowsAcked([]*ledger{node, dev})
+	// The NBIRTH lands bdSeq, the rebirth control and both metrics; the
+	// DBIRTH and the NDATA two each.
+	if acked != 4+2+2 || qos0 != 2 || births != 2 {
+		t.Errorf("rows acked %d, QoS 0 %d, births %d; want 8, 2, 2", acked, qos0, births)
 	}
 }

@@ -26,6 +26,16 @@ type counters struct {
 	unconfirmed atomic.Int64 // MQTT publishes whose connection was lost in flight: outcome unknown
 	ackedResent atomic.Int64 // acknowledged readings that had been (or may have been) sent more than once
 
+	resends      atomic.Int64 // messages sent again after their acknowledgement (Config.Resend)
+	resentUnits  atomic.Int64 // the units (readings, messages, samples) they carried
+	resendsAcked atomic.Int64 // resends acknowledged in their turn
+
+	rebirthsForced   atomic.Int64 // Sparkplug NDATA sent with an alias no birth gave
+	rebirthsAsked    atomic.Int64 // Rebirth requests (NCMD) the edge nodes received
+	rebirthsAnswered atomic.Int64 // rebirths published (NBIRTH and DBIRTHs again)
+	deathsAcked      atomic.Int64 // NDEATHs acknowledged at the end
+	deathsUnacked    atomic.Int64 // NDEATHs sent at QoS 0, or without an acknowledgement
+
 	mu         sync.Mutex
 	rejections map[string]int64 // rejected readings by answer ("HTTP 401")
 }

@@ -52,8 +52,8 @@ func (s scope) next() int { return len(s.args()) + 1 }
 // openScope starts the run's scope: from now on, by PostgreSQL's clock, when
 // the table has committed_at. Without it a run id that already has rows is
 // refused, since they could not be told from this run's.
-func openScope(ctx context.Context, db *pgxpool.Pool, prefix string) (scope, error) {
-	sc := newScope(prefix)
+func openScope(ctx context.Context, db *pgxpool.Pool, sc scope) (scope, error) {
+	prefix := sc.lo
 	var (
 		hasCommit bool
 		now       time.Time
@@ -177,6 +177,7 @@ type tally struct {
 	missing       int64 // acknowledged, not landed: a failure
 	dupOnce       int64 // extra rows of readings sent once and acknowledged: a failure
 	dupResent     int64 // extra rows of readings sent more than once: allowed
+	dupOnPurpose  int64 // the second row of readings resent after their acknowledgement (Config.Resend)
 	landedUnacked int64 // landed without an acknowledgement (it was lost): allowed
 	unexpected    int64 // rows of readings the fleet never sent: a failure
 	qos0Sent      int64
@@ -218,6 +219,14 @@ func (t *tally) add(device string, flags, landed []uint8) {
 			case c == 0:
 				t.missing++
 				t.missingRefs = appendRef(t.missingRefs, device, seq)
+			case c > 1 && f&flagResentOnPurpose != 0:
+				t.dupOnPurpose++
+				if f&flagResent != 0 {
+					t.dupResent += c - 2
+				} else if c > 2 {
+					t.dupOnce += c - 2
+					t.dupOnceRefs = appendRef(t.dupOnceRefs, device, seq)
+				}
 			case c > 1 && f&flagResent != 0:
 				t.dupResent += c - 1
 			case c > 1:

@@ -25,6 +25,8 @@ func runSimulate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		"Drives a running firehose with a fleet of fake devices over HTTP and/or MQTT (devices sim-<run id>-<n>,\n"+
 			"each numbering its readings from 1), then waits for what was acknowledged to land and checks PostgreSQL:\n"+
 			"missing readings, duplicates, end-to-end latency. Ctrl-C stops sending and still reports.\n"+
+			"--shape telemetry|samples|sparkplug sends multi-metric JSON, sample uploads or Sparkplug B edge nodes instead\n"+
+			"(the target needs the rules of deploy/simulate-rules.yaml) and checks every row per metric.\n"+
 			"Exits 1 when an acknowledged reading is missing or a reading acknowledged once landed twice.")
 	fs.SetOutput(stderr)
 	cfg.RegisterFlags(fs.FlagSet)

@@ -1,0 +1,92 @@
+package simulator
+
+import (
+	"context"
+	"math"
+	"strconv"
+	"time"
+)
+
+// telemetryTopic is device d's topic in the hierarchy of the shape
+// telemetry: sim/site<s>/line<l>/<device id>/telemetry, ten devices a line
+// and ten lines a site (device index i: site i/100+1, line (i/10)%10+1).
+func telemetryTopic(d *device) string {
+	return "sim/site" + strconv.Itoa(d.idx/100+1) + "/line" + strconv.Itoa(d.idx/10%10+1) + "/" + d.id + "/telemetry"
+}
+
+// runTelemetry is a device of the shape telemetry: each message is one
+// multi-metric JSON object, {"t": <unix ms>, "temp": .., "pressure": ..,
+// "rpm": .., "seq": n, "msg_id": "<id>-<n>"} with Config.MetricCount
+// metrics, published to its topic (rule sim-telemetry-mqtt) or, with
+// "device", posted to /v1/readings?rule=sim-telemetry. A message is a unit
+// of the ledger, landing a row per metric.
+func (f *fleet) runTelemetry(ctx, sendCtx context.Context, d *device) {
+	k := f.cfg.MetricCount
+	md, topic, h := f.shapeTarget(ctx, d, telemetryTopic(d))
+	timer := stoppedTimer()
+	defer timer.Stop()
+	for j := int64(0); ; j++ {
+		due, ok := f.nextDue(sendCtx, d, j, timer)
+		if !ok {
+			return
+		}
+		d.step()
+		ms := d.deviceMs(due)
+		seq := d.add(ms, 0)
+		if d.mqtt {
+			value := d.value
+			acked, payload := f.publishUnits(ctx, d, md, &d.ledger, topic, seq, 1, 96+24*k,
+				func(b []byte) []byte { return appendTelemetry(b, "", d.id, seq, ms, value, k) }, due)
+			if acked && f.resendNow(d) {
+				f.resendMQTT(ctx, md, &d.ledger, topic, seq, 1, payload)
+			}
+			continue
+		}
+		d.buf = appendTelemetry(d.buf[:0], d.id, d.id, seq, ms, d.value, k)
+		setMessageID(h, d.id, seq)
+		f.sendHTTP(ctx, d, h, d.buf, seq, 1, due)
+		if d.flags[seq-1]&flagAcked != 0 && f.resendNow(d) {
+			f.resendHTTP(ctx, d, h, d.buf, seq, 1)
+		}
+	}
+}
+
+// appendTelemetry appends a telemetry message: with device (HTTP) its
+// "device" first, then "t" (Unix ms), k metrics, "seq" and "msg_id".
+func appendTelemetry(b []byte, device, id string, seq uint64, ms int64, v float64, k int) []byte {
+	b = append(b, '{')
+	if device != "" {
+		b = append(b, `"device":"`...)
+		b = append(b, device...) // sim-<run>-<n>: nothing to escape
+		b = append(b, `",`...)
+	}
+	b = append(b, `"t":`...)
+	b = strconv.AppendInt(b, ms, 10)
+	for i := range k {
+		b = append(b, ',', '"')
+		b = append(b, metricName(i)...)
+		b = append(b, '"', ':')
+		var x float64
+		switch i {
+		case 0:
+			x = v
+		case 1: // bar
+			x = 3 + (v-20)*0.05
+		case 2:
+			x = float64(1200 + seq%50)
+		default:
+			x = v + float64(i)
+		}
+		b = strconv.AppendFloat(b, math.Round(x*1000)/1000, 'f', -1, 64)
+	}
+	b = append(b, `,"seq":`...)
+	b = strconv.AppendUint(b, seq, 10)
+	b = append(b, `,"msg_id":"`...)
+	b = messageID(b, id, seq)
+	return append(b, '"', '}')
+}
+
+// timeAppend appends ms as an RFC 3339 time of millisecond precision.
+func timeAppend(b []byte, ms int64) []byte {
+	return time.UnixMilli(ms).UTC().AppendFormat(b, "2006-01-02T15:04:05.000Z07:00")
+}
