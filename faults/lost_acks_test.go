@@ -20,11 +20,16 @@ import (
 func TestLostAcksDeduplicated(t *testing.T) {
 	skipShort(t)
 	t.Parallel()
-	for _, mode := range scale([]string{"natural"}, []string{"off", "natural"}) {
+	for _, mode := range scale([]string{"natural", "id"}, []string{"off", "natural", "id"}) {
 		t.Run("dedup-"+mode, func(t *testing.T) { lostAcks(t, mode) })
 	}
 }
 
+// lostAcks runs the scenario with --dedup mode. The fleet sends single
+// readings with their device time (natural, off), or with id the telemetry
+// shape of three metrics a message under the mapping rules of
+// deploy/simulate-rules.yaml, each message with its msg_id (MQTT: in the
+// payload, named by the rule's id; HTTP: also as Idempotency-Key).
 func lostAcks(t *testing.T, mode string) {
 	cuts := scale(6, 20)
 	duration := scale(14*time.Second, 40*time.Second)
@@ -32,8 +37,13 @@ func lostAcks(t *testing.T, mode string) {
 	rs := StartRedis(t, true)
 	px := startTCPProxy(t, fmt.Sprintf("127.0.0.1:%d", rs.Port))
 	svc := Services{Postgres: testenv.Postgres(t), Redis: fmt.Sprintf("redis://127.0.0.1:%d/0", px.Port()), Prefix: "fhtest-" + testenv.ID()}
-	s := StartStack(t, svc, "--dedup", mode)
-	l := StartLoad(t, s, LoadOpts{Duration: duration})
+	flags, load := []string{"--dedup", mode}, LoadOpts{Duration: duration}
+	if mode == "id" {
+		flags = append(flags, "--config", "../deploy/simulate-rules.yaml")
+		load.Extra = []string{"--shape", "telemetry", "--rate", "700"} // messages/s: 2,100 rows/s
+	}
+	s := StartStack(t, svc, flags...)
+	l := StartLoad(t, s, load)
 	underLoad := func(what string) { t.Helper(); outUnderLoad(t, l, what) }
 	outWaitFlowing(t, s, l, "the first cut")
 
@@ -81,7 +91,10 @@ func lostAcks(t *testing.T, mode string) {
 		b, ok := outMetricSum(s, "firehose_stream_backlog_entries")
 		return ok && b == 0, fmt.Sprintf("backlog %.0f (read: %v)", b, ok)
 	})
-	dupMQTT, dupHTTP := outDupsByProtocol(t, svc.Postgres, rep.DevicePrefix)
+	var dupMQTT, dupHTTP int64
+	if mode != "id" { // by (device, seq): the telemetry shape's rows of a message share its seq
+		dupMQTT, dupHTTP = outDupsByProtocol(t, svc.Postgres, rep.DevicePrefix)
+	}
 	t.Logf("--dedup %s: %d replies dropped; simulator: acked %d (%d after a resend), refused %d, errors %d, reconnects %d; landed %d, dup_after_resend %d (MQTT %d, HTTP %d); resends not stored again: %.0f",
 		mode, dropped, rep.Send.Acked, rep.Send.AckedAfterResend, rep.Send.Refused, rep.Send.Errors, rep.Send.Reconnects,
 		rep.Landing.Readings, rep.Landing.DupAfterResend, dupMQTT, dupHTTP, deduped)
@@ -94,6 +107,10 @@ func lostAcks(t *testing.T, mode string) {
 	r.Refused = rep.Send.Refused + rep.Send.Errors
 	r.Notes = fmt.Sprintf("%d acked after a resend; resends answered success and not stored again: %.0f; duplicates after resend: %d MQTT, %d HTTP",
 		rep.Send.AckedAfterResend, deduped, dupMQTT, dupHTTP)
+	if mode == "id" {
+		r.Notes = fmt.Sprintf("telemetry shape, 3 metrics a message, counted in messages; rows acked %d, landed %d; %d acked after a resend; resends answered success and not stored again: %.0f rows",
+			rep.Landing.RowsAcked, rep.Landing.RowsLanded, rep.Send.AckedAfterResend, deduped)
+	}
 	if mode == "off" {
 		r.Notes += " (dedup off: the resends land twice)"
 	}

@@ -237,6 +237,48 @@ func TestIntegrationSimulateResendsDuplicate(t *testing.T) {
 	}
 }
 
+// TestIntegrationSimulateResendsDeduplicated is the same fleets against a
+// target run with --dedup id: every resend (the simulator's message id, as
+// msg_id in the payload and Idempotency-Key over HTTP) is answered and not
+// stored again, so --expect-dedup passes and PostgreSQL holds each row once.
+func TestIntegrationSimulateResendsDeduplicated(t *testing.T) {
+	t.Parallel()
+	st := startSimStack(t, "--config", simulateRules, "--dedup", "id")
+	for _, tc := range []struct {
+		name string
+		mqtt bool
+		args []string
+	}{
+		{"telemetry over MQTT", true, []string{"--protocol", "mqtt", "--shape", "telemetry", "--devices", "8", "--rate", "400"}},
+		{"samples over HTTP", false, []string{"--shape", "samples", "--batch", "10", "--devices", "6", "--rate", "600"}},
+		{"readings over HTTP", false, []string{"--batch", "4", "--devices", "6", "--rate", "600"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			if tc.mqtt {
+				needBroker(t, st)
+			}
+			run := "rd" + testenv.ID()
+			code, out, rep := simulate(t, append([]string{"--http", st.http, "--mqtt", st.mqtt, "--metrics", "off", "--postgres", st.pgURL,
+				"--duration", "1500ms", "--resend", "0.2", "--expect-dedup", "--run-id", run}, tc.args...)...)
+			if code != 0 || rep == nil || !rep.OK {
+				t.Fatalf("exit %d:\n%s", code, out)
+			}
+			if rep.Send.Resends == 0 || rep.Landing.DupFromResends != 0 {
+				t.Fatalf("resends %d, duplicates from resends %d:\n%s", rep.Send.Resends, rep.Landing.DupFromResends, out)
+			}
+			got := rowsByMetric(t, st.pgURL, "sim-"+run+"-")
+			if rep.Landing.RowsAcked == 0 { // the reading shape: a row per acknowledged reading
+				if l := rep.Landing; got["reading"] != rep.Send.Acked || l.Missing != 0 || l.DupOnceAcked != 0 || l.DupAfterResend != 0 {
+					t.Errorf("%d rows for %d readings acked; missing %d, duplicated %d", got["reading"], rep.Send.Acked, l.Missing, l.DupOnceAcked)
+				}
+				return
+			}
+			checkRowsOnce(t, rep, got)
+		})
+	}
+}
+
 // TestIntegrationSimulateShapeWithoutRules runs the shapes against a target
 // without deploy/simulate-rules.yaml: over HTTP the first refusal stops the
 // run naming the missing rule; over MQTT 3.1.1, whose broker acknowledges
