@@ -181,6 +181,19 @@ func TestIntegrationSimulateSparkplug(t *testing.T) {
 	}
 }
 
+// resendFleets are the fleets of the resend tests: a shape over a protocol,
+// and the rows a resent unit lands.
+var resendFleets = []struct {
+	name   string
+	mqtt   bool
+	args   []string
+	perMsg int64
+}{
+	{"telemetry over MQTT", true, []string{"--protocol", "mqtt", "--shape", "telemetry", "--devices", "8", "--rate", "400"}, 3},
+	{"samples over HTTP", false, []string{"--shape", "samples", "--batch", "10", "--devices", "6", "--rate", "600"}, 1},
+	{"readings over HTTP", false, []string{"--batch", "4", "--devices", "6", "--rate", "600"}, 1},
+}
+
 // TestIntegrationSimulateResendsDuplicate resends a fifth of the
 // acknowledged messages against a target that does not deduplicate: each
 // resend lands once more, counted as a duplicate from resends, not as a
@@ -188,16 +201,7 @@ func TestIntegrationSimulateSparkplug(t *testing.T) {
 func TestIntegrationSimulateResendsDuplicate(t *testing.T) {
 	t.Parallel()
 	st := startSimStack(t, "--config", simulateRules)
-	for _, tc := range []struct {
-		name   string
-		mqtt   bool
-		args   []string
-		perMsg int64 // rows a resent unit lands
-	}{
-		{"telemetry over MQTT", true, []string{"--protocol", "mqtt", "--shape", "telemetry", "--devices", "8", "--rate", "400"}, 3},
-		{"samples over HTTP", false, []string{"--shape", "samples", "--batch", "10", "--devices", "6", "--rate", "600"}, 1},
-		{"readings over HTTP", false, []string{"--batch", "4", "--devices", "6", "--rate", "600"}, 1},
-	} {
+	for _, tc := range resendFleets {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			if tc.mqtt {
@@ -244,15 +248,7 @@ func TestIntegrationSimulateResendsDuplicate(t *testing.T) {
 func TestIntegrationSimulateResendsDeduplicated(t *testing.T) {
 	t.Parallel()
 	st := startSimStack(t, "--config", simulateRules, "--dedup", "id")
-	for _, tc := range []struct {
-		name string
-		mqtt bool
-		args []string
-	}{
-		{"telemetry over MQTT", true, []string{"--protocol", "mqtt", "--shape", "telemetry", "--devices", "8", "--rate", "400"}},
-		{"samples over HTTP", false, []string{"--shape", "samples", "--batch", "10", "--devices", "6", "--rate", "600"}},
-		{"readings over HTTP", false, []string{"--batch", "4", "--devices", "6", "--rate", "600"}},
-	} {
+	for _, tc := range resendFleets {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			if tc.mqtt {
