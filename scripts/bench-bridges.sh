@@ -12,7 +12,7 @@
 #   N=200000 ROUNDS=1 BRIDGES="1 3" scripts/bench-bridges.sh
 #
 # Own redis-server on a free loopback port (AOF everysec) and own database
-# firehose_bench_bridges, both removed at the end.
+# firehose_bench_bridges_<pid>, both removed at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-500000}

@@ -10,7 +10,7 @@
 #   ROUNDS=3 DURATION=30s scripts/bench-cluster.sh
 #
 # Its own redis-servers (AOF everysec) on free loopback ports and its own database
-# firehose_bench_cluster, all removed at the end. Load goes to 127.0.0.1 only.
+# firehose_bench_cluster_<pid>, all removed at the end. Load goes to 127.0.0.1 only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-2}

@@ -15,7 +15,7 @@
 #   scripts/bench-dedup-pg.sh                # 1,000,000 rows, 3 rounds
 #   N=200000 ROUNDS=1 scripts/bench-dedup-pg.sh
 #
-# Uses its own database firehose_bench_dedup_pg, dropped at the end; loopback only.
+# Uses its own database firehose_bench_dedup_pg_<pid>, dropped at the end; loopback only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

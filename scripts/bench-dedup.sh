@@ -14,7 +14,7 @@
 #   ROUNDS=1 DURATION=10s FLEETS=mqtt scripts/bench-dedup.sh
 #
 # Its own redis-server (AOF everysec) on a free loopback port and its own database
-# firehose_bench_dedup, removed at the end. Load goes to 127.0.0.1 only.
+# firehose_bench_dedup_<pid>, removed at the end. Load goes to 127.0.0.1 only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}

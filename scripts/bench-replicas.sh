@@ -9,7 +9,7 @@
 #   ROUNDS=3 DURATION=30s scripts/bench-replicas.sh
 #
 # Its own redis-server primary (AOF everysec) and replica on free loopback ports and its
-# own database firehose_bench_replicas, all removed at the end. Load goes to 127.0.0.1.
+# own database firehose_bench_replicas_<pid>, all removed at the end. Load goes to 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-2}

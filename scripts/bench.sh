@@ -52,14 +52,14 @@
 # in one process), or mochicount, or bare. bin/proccpu wraps `firehose simulate` and
 # reads /proc/PID/stat (utime+stime, plus reaped children) of each of them, of
 # redis-server and of the PostgreSQL backends of the bench database (pg_stat_activity,
-# datname = firehose_bench_sim: the bridge's sessions, the edge's small pool, autovacuum
+# datname = firehose_bench_sim_<pid>: the bridge's sessions, the edge's small pool, autovacuum
 # workers), from the simulator's start to its exit (connect, send, landing, verify); the
 # simulator's own verifying sessions (application_name bench-verify) are counted with
 # the load generator, not with PostgreSQL; the simulator's CPU comes from its rusage.
 # The cluster's shared background processes (walwriter, checkpointer) are not counted.
 #
 # It starts its own redis-server (AOF on, appendfsync everysec, as in production) on a
-# free loopback port and uses its own database firehose_bench_sim; both are removed at the
+# free loopback port and uses its own database firehose_bench_sim_<pid>; both are removed at the
 # end. Everything listens on free loopback ports. Load goes to 127.0.0.1 only, for
 # DURATION per scenario run.
 set -euo pipefail

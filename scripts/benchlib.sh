@@ -15,10 +15,11 @@ bench_redis() {
   for _ in $(seq 1 50); do [ -s "$work/redis.pid" ] && redis-cli -p "$RPORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
 }
 
-# bench_start NAME: bench_redis, then DB=NAME (dropped and created) and PG (its URL).
+# bench_start NAME: bench_redis, then DB=NAME_<pid> (created; dropped by bench_cleanup) and
+# PG (its URL): two runs of one script at once each have their own database.
 bench_start() {
   bench_redis
-  DB=$1
+  DB=${1}_$$
   bench_db
   PG="postgres://127.0.0.1:5432/$DB?sslmode=disable"
 }
