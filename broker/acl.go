@@ -4,6 +4,8 @@ import (
 	"strings"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
+
+	"firehose/sparkplug"
 )
 
 // Who may read what, under --mqtt-auth.
@@ -94,11 +96,47 @@ func (h *hook) mayRead(cl *mqtt.Client, filter string) bool {
 	if !known {
 		return false
 	}
-	if h.topic.underDevice(user, f) {
+	if h.topic.underDevice(user, f) || (h.spb != nil && ownCommands(user, f)) {
 		return true
 	}
 	for _, g := range cred.Read {
 		if covers(g, f) {
+			return true
+		}
+	}
+	return false
+}
+
+// ownCommands reports whether filter f only matches the Sparkplug B
+// commands of edge node (the username) edge, in any group: its NCMD and the
+// DCMDs of its devices, which an edge node subscribes to.
+func ownCommands(edge, f string) bool {
+	if strings.ContainsAny(edge, "+#") {
+		return false
+	}
+	return covers("spBv1.0/+/NCMD/"+edge, f) || covers("spBv1.0/+/DCMD/"+edge+"/#", f)
+}
+
+// isCommand reports whether topic is a Sparkplug B command (NCMD or DCMD).
+func isCommand(topic string) bool {
+	tp, err := sparkplug.ParseTopic(topic)
+	return err == nil && (tp.Type == sparkplug.NCMD || tp.Type == sparkplug.DCMD)
+}
+
+// mayCommand reports whether an authenticated client may publish the
+// Sparkplug B command topic: one of its write=FILTER grants covers it, and
+// its credentials still stand. The broker's own client (Rebirth requests)
+// needs none.
+func (h *hook) mayCommand(cl *mqtt.Client, topic string) bool {
+	if cl.Net.Inline {
+		return true
+	}
+	cred, known := h.auth.file.Get()[string(cl.Properties.Username)]
+	if !known {
+		return false
+	}
+	for _, g := range cred.Write {
+		if covers(g, topic) {
 			return true
 		}
 	}

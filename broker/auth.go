@@ -32,10 +32,19 @@ type Credential struct {
 	// They grant reading only: readings are still published only under the
 	// user's own id.
 	Read []string
+	// Write are the topic filters of Sparkplug B commands (NCMD, DCMD) the
+	// user may publish (write=FILTER fields), e.g. spBv1.0/+/NCMD/# for a
+	// host application. Without one a client may send no command: an edge
+	// node commands none of its peers.
+	Write []string
 }
 
-// readField opens a field granting a topic filter to read.
-const readField = "read="
+// readField and writeField open a field granting a topic filter to read,
+// or to publish Sparkplug B commands on.
+const (
+	readField  = "read="
+	writeField = "write="
+)
 
 // ParseCredentials parses the device credentials file:
 //
@@ -43,15 +52,18 @@ const readField = "read="
 //	# device-id  bcrypt hash of its password  [read=FILTER ...]
 //	pump-7       $2a$10$N9qo8uLOickgx2ZMRZoMyeIjZAgcfl7p92ldGxad68LJZdL17lhWy
 //	dashboard    $2a$10$...  read=devices/+/readings read=devices/+/status
+//	scada        $2a$10$...  read=spBv1.0/# write=spBv1.0/+/NCMD/# write=spBv1.0/+/DCMD/#
 //
 // A device connects with its id as the MQTT username and as the client id,
 // and its password. It may publish readings only under its own id, and
 // subscribe only to topics under its own id (devices/pump-7/# for the
 // default topic template). Each read=FILTER field grants subscribing to an
 // MQTT topic filter too (+ and # wildcards; no $share/ prefix: a grant
-// covers shared subscriptions to its filter; # does not cover $SYS/#). A
-// user with a grant may also connect with client ids username/anything,
-// one per dashboard tab. Passwords are stored only as bcrypt hashes (make a
+// covers shared subscriptions to its filter; # does not cover $SYS/#). Each
+// write=FILTER field grants publishing Sparkplug B commands (NCMD, DCMD) on
+// the topics the filter matches; no other client may send one. A user with
+// a grant may also connect with client ids username/anything, one per
+// dashboard tab. Passwords are stored only as bcrypt hashes (make a
 // line with firehose mqttpasswd). Errors name file:line.
 func ParseCredentials(file string, data []byte) (Credentials, error) {
 	creds := Credentials{}
@@ -63,7 +75,7 @@ func ParseCredentials(file string, data []byte) (Credentials, error) {
 		}
 		f := strings.Fields(line)
 		if len(f) < 2 {
-			return nil, fmt.Errorf("%s:%d: want \"device-id bcrypt-hash [read=FILTER ...]\", got %d fields", file, n, len(f))
+			return nil, fmt.Errorf("%s:%d: want \"device-id bcrypt-hash [read=FILTER ...] [write=FILTER ...]\", got %d fields", file, n, len(f))
 		}
 		if err := ingest.ValidateDeviceID(f[0], 0); err != nil {
 			return nil, fmt.Errorf("%s:%d: device id %q: %v", file, n, f[0], err)
@@ -76,14 +88,19 @@ func ParseCredentials(file string, data []byte) (Credentials, error) {
 		}
 		c := Credential{Hash: []byte(f[1])}
 		for _, field := range f[2:] {
+			grants := &c.Read
 			filter, ok := strings.CutPrefix(field, readField)
 			if !ok {
-				return nil, fmt.Errorf("%s:%d: field %q of %q: want read=FILTER", file, n, field, f[0])
+				filter, ok = strings.CutPrefix(field, writeField)
+				grants = &c.Write
+			}
+			if !ok {
+				return nil, fmt.Errorf("%s:%d: field %q of %q: want read=FILTER or write=FILTER", file, n, field, f[0])
 			}
 			if err := validateGrant(filter); err != nil {
 				return nil, fmt.Errorf("%s:%d: %s of %q: %v", file, n, field, f[0], err)
 			}
-			c.Read = append(c.Read, filter)
+			*grants = append(*grants, filter)
 		}
 		creds[f[0]] = c
 	}
@@ -93,7 +110,7 @@ func ParseCredentials(file string, data []byte) (Credentials, error) {
 	return creds, nil
 }
 
-// validateGrant checks a read=FILTER grant.
+// validateGrant checks a read=FILTER or write=FILTER grant.
 func validateGrant(filter string) error {
 	switch {
 	case filter == "":

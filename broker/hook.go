@@ -108,6 +108,13 @@ func (h *hook) OnACLCheck(cl *mqtt.Client, topicName string, write bool) bool {
 	if h.auth == nil || topicName == "" {
 		return true
 	}
+	if h.spb != nil && isCommand(topicName) {
+		if h.mayCommand(cl, topicName) {
+			return true
+		}
+		h.m.refused.WithLabelValues("not_authorized").Inc()
+		return false
+	}
 	dev, ok := h.topic.device(topicName)
 	if !ok || h.mayPublish(cl, dev) {
 		return true

@@ -47,6 +47,11 @@ func (h *hook) publishSparkplug(cl *mqtt.Client, pk packets.Packet) (packets.Pac
 		return h.refuseInvalid(cl, pk, err)
 	}
 	if tp.Type == sparkplug.NCMD || tp.Type == sparkplug.DCMD || tp.Type == sparkplug.STATE {
+		if h.auth != nil && tp.Type != sparkplug.STATE && !h.mayCommand(cl, pk.TopicName) {
+			// Only a publish through a topic alias gets here: OnACLCheck
+			// refused the others.
+			return h.refuseUnauthorized(cl, pk)
+		}
 		return pk, nil
 	}
 	if h.auth != nil && !h.mayPublish(cl, tp.EdgeNode) {

@@ -156,3 +156,60 @@ func TestIntegrationSparkplugDeathAsWill(t *testing.T) {
 		t.Errorf("%d NDEATH rows of the will, want 1", got)
 	}
 }
+
+// TestIntegrationSparkplugCommandsUnderAuth: under --mqtt-auth an edge node
+// subscribes to its own commands (NCMD, its devices' DCMD) without a grant,
+// may not command another edge node, and a host application with a
+// write=FILTER grant may.
+func TestIntegrationSparkplugCommandsUnderAuth(t *testing.T) {
+	t.Parallel()
+	creds := filepath.Join(t.TempDir(), "creds")
+	writeCredentials(t, creds, map[string]string{
+		"edge1": cheapHash(t, "pw-1"), "edge2": cheapHash(t, "pw-2"),
+		"scada": cheapHash(t, "pw-s") + " read=spBv1.0/# write=spBv1.0/+/NCMD/#",
+	})
+	s := newStack(t, stackOptions{cfg: Config{Sparkplug: true, AuthFile: creds}})
+	login := func(user, pw string) *v5Client {
+		t.Helper()
+		c, _, err := connectV5(t, s.tcpAddr(), &paho.Connect{ClientID: user, CleanStart: true, KeepAlive: 30,
+			Username: user, UsernameFlag: true, Password: []byte(pw), PasswordFlag: true})
+		if err != nil {
+			t.Fatalf("connect %s: %v", user, err)
+		}
+		return c
+	}
+	edge1, edge2, scada := login("edge1", "pw-1"), login("edge2", "pw-2"), login("scada", "pw-s")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, f := range []string{"spBv1.0/+/NCMD/edge1", "spBv1.0/plant/DCMD/edge1/#"} {
+		sa, err := edge1.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: f, QoS: 1}}})
+		if err != nil || len(sa.Reasons) != 1 || sa.Reasons[0] >= 0x80 {
+			t.Fatalf("edge1 subscribing to its own commands %s: %+v %v", f, sa, err)
+		}
+	}
+	if sa, err := edge1.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "spBv1.0/+/NCMD/edge2", QoS: 1}}}); err == nil && sa.Reasons[0] < 0x80 {
+		t.Errorf("edge1 subscribed to edge2's commands: %+v", sa)
+	}
+	if code := publishV5(t, edge2, "spBv1.0/plant/NCMD/edge1", 1, "rebirth"); code != 0x87 {
+		t.Errorf("edge2 commanding edge1: reason %#x, want 0x87 not authorized", code)
+	}
+	if code := publishV5(t, scada, "spBv1.0/plant/NCMD/edge1", 1, "rebirth"); code >= 0x80 {
+		t.Fatalf("scada commanding edge1: reason %#x", code)
+	}
+	if code := publishV5(t, scada, "spBv1.0/plant/DCMD/edge1/pump", 1, "x"); code != 0x87 {
+		t.Errorf("scada sending a DCMD without a grant for it: reason %#x, want 0x87", code)
+	}
+	select {
+	case pb := <-edge1.received:
+		if pb.Topic != "spBv1.0/plant/NCMD/edge1" || string(pb.Payload) != "rebirth" {
+			t.Errorf("edge1 received %s %q, want scada's NCMD", pb.Topic, pb.Payload)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("edge1 did not receive scada's NCMD")
+	}
+	select {
+	case pb := <-edge1.received:
+		t.Errorf("edge1 also received %s %q: a refused command was delivered", pb.Topic, pb.Payload)
+	case <-time.After(300 * time.Millisecond):
+	}
+}
