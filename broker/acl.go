@@ -128,10 +128,13 @@ func isCommand(topic string) bool {
 // its credentials still stand. The broker's own client (Rebirth requests)
 // needs none.
 func (h *hook) mayCommand(cl *mqtt.Client, topic string) bool {
-	if cl.Net.Inline {
-		return true
-	}
-	cred, known := h.auth.file.Get()[string(cl.Properties.Username)]
+	return cl.Net.Inline || h.commandGranted(string(cl.Properties.Username), topic)
+}
+
+// commandGranted reports whether one of user's write=FILTER grants covers
+// topic.
+func (h *hook) commandGranted(user, topic string) bool {
+	cred, known := h.auth.file.Get()[user]
 	if !known {
 		return false
 	}
@@ -141,4 +144,23 @@ func (h *hook) mayCommand(cl *mqtt.Client, topic string) bool {
 		}
 	}
 	return false
+}
+
+// mayWillSparkplug reports whether user may leave a will on topic as far as
+// Sparkplug B goes: any topic outside its namespace; a command it is granted;
+// another message only of its own edge node (an NDEATH).
+func (h *hook) mayWillSparkplug(user, topic string) bool {
+	if !sparkplug.IsTopic(topic) {
+		return true
+	}
+	tp, err := sparkplug.ParseTopic(topic)
+	switch {
+	case err != nil:
+		return false
+	case tp.Type == sparkplug.NCMD || tp.Type == sparkplug.DCMD:
+		return h.commandGranted(user, topic)
+	case tp.Type == sparkplug.STATE:
+		return true
+	}
+	return tp.EdgeNode == user
 }

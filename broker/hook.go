@@ -248,6 +248,11 @@ func (h *hook) admit(cl *mqtt.Client, pk packets.Packet) (packets.Code, string) 
 		if dev, ok := h.topic.device(pk.Connect.WillTopic); ok && dev != user {
 			return pick(packets.ErrNotAuthorized, packets.ErrBadUsernameOrPassword), refusedWill
 		}
+		// mochi publishes a will past OnACLCheck: a Sparkplug B will must
+		// be the client's own message, or a command it is granted.
+		if h.spb != nil && !h.mayWillSparkplug(user, pk.Connect.WillTopic) {
+			return pick(packets.ErrNotAuthorized, packets.ErrBadUsernameOrPassword), refusedWill
+		}
 	}
 	return packets.CodeSuccess, ""
 }

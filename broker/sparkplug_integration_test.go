@@ -178,6 +178,16 @@ func TestIntegrationSparkplugCommandsUnderAuth(t *testing.T) {
 		}
 		return c
 	}
+	// A will is published past the ACL check: one that commands a peer,
+	// or is another edge node's death, is refused at CONNECT.
+	for _, will := range []string{"spBv1.0/plant/NCMD/edge1", "spBv1.0/plant/NDEATH/edge1"} {
+		_, ca, err := connectV5(t, s.tcpAddr(), &paho.Connect{ClientID: "edge2", CleanStart: true, KeepAlive: 30,
+			Username: "edge2", UsernameFlag: true, Password: []byte("pw-2"), PasswordFlag: true,
+			WillMessage: &paho.WillMessage{Topic: will, QoS: 1, Payload: []byte("x")}})
+		if err == nil || ca == nil || ca.ReasonCode != 0x87 {
+			t.Errorf("edge2 connecting with a will on %s: %+v %v, want CONNACK 0x87", will, ca, err)
+		}
+	}
 	edge1, edge2, scada := login("edge1", "pw-1"), login("edge2", "pw-2"), login("scada", "pw-s")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
