@@ -1,14 +1,17 @@
 package broker
 
 import (
+	"slices"
 	"strings"
+	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 
 	"firehose/sparkplug"
 )
 
-// Who may read what, under --mqtt-auth.
+// Who may read and write what, under --mqtt-auth: everything is denied that
+// the client's line of the credentials file does not allow.
 //
 // A client reads (subscribes to, and is delivered) only topics under its own
 // device id — the readings topic template up to the device level followed by
@@ -96,7 +99,10 @@ func (h *hook) mayRead(cl *mqtt.Client, filter string) bool {
 	if !known {
 		return false
 	}
-	if h.topic.underDevice(user, f) || (h.spb != nil && ownCommands(user, f)) {
+	if f == refusedWillTopic {
+		return false
+	}
+	if h.topic.underDevice(user, f) || (h.spb != nil && ownSparkplugRead(user, cred.Sparkplug, f)) {
 		return true
 	}
 	for _, g := range cred.Read {
@@ -107,60 +113,131 @@ func (h *hook) mayRead(cl *mqtt.Client, filter string) bool {
 	return false
 }
 
-// ownCommands reports whether filter f only matches the Sparkplug B
-// commands of edge node (the username) edge, in any group: its NCMD and the
-// DCMDs of its devices, which an edge node subscribes to.
-func ownCommands(edge, f string) bool {
-	if strings.ContainsAny(edge, "+#") {
+// ownSparkplugRead reports whether filter f only matches topics an edge node
+// (the username) edge reads without a grant: in each of its groups its
+// commands (its NCMD, and the DCMDs of its devices) and the host
+// applications' STATE, which it must watch (Sparkplug 3.0).
+func ownSparkplugRead(edge string, groups []string, f string) bool {
+	if len(groups) == 0 || strings.ContainsAny(edge, "+#") {
 		return false
 	}
-	return covers("spBv1.0/+/NCMD/"+edge, f) || covers("spBv1.0/+/DCMD/"+edge+"/#", f)
-}
-
-// isCommand reports whether topic is a Sparkplug B command (NCMD or DCMD).
-func isCommand(topic string) bool {
-	tp, err := sparkplug.ParseTopic(topic)
-	return err == nil && (tp.Type == sparkplug.NCMD || tp.Type == sparkplug.DCMD)
-}
-
-// mayCommand reports whether an authenticated client may publish the
-// Sparkplug B command topic: one of its write=FILTER grants covers it, and
-// its credentials still stand. The broker's own client (Rebirth requests)
-// needs none.
-func (h *hook) mayCommand(cl *mqtt.Client, topic string) bool {
-	return cl.Net.Inline || h.commandGranted(string(cl.Properties.Username), topic)
-}
-
-// commandGranted reports whether one of user's write=FILTER grants covers
-// topic.
-func (h *hook) commandGranted(user, topic string) bool {
-	cred, known := h.auth.file.Get()[user]
-	if !known {
-		return false
+	if covers(sparkplug.Namespace+"/STATE/+", f) {
+		return true
 	}
-	for _, g := range cred.Write {
-		if covers(g, topic) {
+	for _, g := range groups {
+		if covers(sparkplug.Namespace+"/"+g+"/NCMD/"+edge, f) || covers(sparkplug.Namespace+"/"+g+"/DCMD/"+edge+"/#", f) {
 			return true
 		}
 	}
 	return false
 }
 
-// mayWillSparkplug reports whether user may leave a will on topic as far as
-// Sparkplug B goes: any topic outside its namespace; a command it is granted;
-// another message only of its own edge node (an NDEATH).
-func (h *hook) mayWillSparkplug(user, topic string) bool {
-	if !sparkplug.IsTopic(topic) {
+// Who may write what, under --mqtt-auth. A client publishes — and leaves as
+// its will, retained or not — only:
+//
+//   - under its own device id: the readings topic template up to the device
+//     level followed by anything (devices/pump-7/# for the default template);
+//   - a topic some mapping rule matches: the rule's rows must then all be of
+//     its own device, which publishMapped checks row by row (and admit for a
+//     will, which mochi publishes past OnPublish);
+//   - its own Sparkplug B edge node's messages (births, data, deaths; the
+//     edge node id is its username) in the groups its sparkplug=GROUP
+//     fields name;
+//   - any topic a write=FILTER grant of its line covers: the only way to
+//     send a Sparkplug B command (NCMD, DCMD), a host's STATE, or anything
+//     on another device's topics.
+//
+// Readings stay the client's own with a grant too: a reading on another
+// device's readings topic, or a mapped row of another device, is refused
+// after the check (mayPublish). The broker's own client (Rebirth requests)
+// may publish anything.
+
+// mayWrite reports whether client cl may publish on topic, while its
+// credentials stand.
+func (h *hook) mayWrite(cl *mqtt.Client, topic string) bool {
+	if cl.Net.Inline {
 		return true
 	}
-	tp, err := sparkplug.ParseTopic(topic)
-	switch {
-	case err != nil:
-		return false
-	case tp.Type == sparkplug.NCMD || tp.Type == sparkplug.DCMD:
-		return h.commandGranted(user, topic)
-	case tp.Type == sparkplug.STATE:
-		return true
-	}
-	return tp.EdgeNode == user
+	user := string(cl.Properties.Username)
+	cred, known := h.auth.file.Get()[user]
+	return known && h.writeAllowed(user, cred, topic)
 }
+
+// writeAllowed reports whether user, of credentials cred, may publish on
+// topic (see above).
+func (h *hook) writeAllowed(user string, cred Credential, topic string) bool {
+	for _, g := range cred.Write {
+		if covers(g, topic) {
+			return true
+		}
+	}
+	if sparkplug.IsTopic(topic) {
+		// The namespace is Sparkplug's whether or not the broker decodes
+		// it (--mqtt-sparkplug): edge nodes act on STATE and commands.
+		return ownEdgeNode(user, cred.Sparkplug, topic)
+	}
+	if h.rules.Len() > 0 {
+		if _, ok := h.rules.MatchTopic(topic); ok {
+			return true // every row must be user's: publishMapped decides
+		}
+	}
+	return h.topic.underDevice(user, topic)
+}
+
+// ownEdgeNode reports whether topic is a message of user's own Sparkplug B
+// edge node (edge node id = username) in one of its groups: a birth, data or
+// death of the node or of one of its devices. Commands and STATE are never
+// an edge node's own.
+func ownEdgeNode(user string, groups []string, topic string) bool {
+	tp, err := sparkplug.ParseTopic(topic)
+	if err != nil || tp.Type == sparkplug.NCMD || tp.Type == sparkplug.DCMD || tp.Type == sparkplug.STATE {
+		return false
+	}
+	return tp.EdgeNode == user && slices.Contains(groups, tp.Group)
+}
+
+// mayCommand reports whether client cl may publish the Sparkplug B command
+// topic: only with a write=FILTER grant covering it (mayWrite), or as the
+// broker's own client.
+func (h *hook) mayCommand(cl *mqtt.Client, topic string) bool { return h.mayWrite(cl, topic) }
+
+// mayWill reports whether user may leave payload on topic as its will:
+// mochi publishes a will past OnACLCheck and OnPublish, so it must be a
+// publish the user may make, and on the readings topic or a mapped topic the
+// rows it makes must be the user's own. A will a rule cannot map is refused:
+// whose rows it would make is unknown.
+func (h *hook) mayWill(user, topic string, payload []byte) bool {
+	cred, known := h.auth.file.Get()[user]
+	if !known || !h.writeAllowed(user, cred, topic) {
+		return false
+	}
+	if h.spb != nil && sparkplug.IsTopic(topic) {
+		return true // its own edge node's, or granted: not rows of a device
+	}
+	if h.rules.Len() > 0 {
+		if mt, ok := h.rules.MatchTopic(topic); ok {
+			rs, err := mt.Map(payload, time.Now(), h.limits)
+			if err != nil {
+				return false
+			}
+			for i := range rs {
+				if rs[i].DeviceID != user {
+					return false
+				}
+			}
+			return true
+		}
+	}
+	if dev, ok := h.topic.device(topic); ok {
+		return dev == user
+	}
+	return true
+}
+
+// refusedWillTopic replaces the topic of a will that is no longer allowed
+// when its client goes (its credentials changed after CONNECT): mochi
+// offers no way to drop a will at OnWill, so it is sent there, empty and not
+// retained, where no one reads it (mochi matches no wildcard to $SYS at the
+// first level, and under --mqtt-auth, the only case, mayRead refuses it to
+// every subscriber at delivery).
+const refusedWillTopic = "$SYS/firehose/refused-will"

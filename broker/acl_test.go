@@ -2,8 +2,14 @@ package broker
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
+
+	"firehose/mapping"
+	"firehose/sparkplug"
 )
 
 func TestCovers(t *testing.T) {
@@ -136,5 +142,121 @@ func TestSourceKey(t *testing.T) {
 		if got := sourceKey(in); got != want {
 			t.Errorf("sourceKey(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// TestWriteAllowed is the table of who may publish what under --mqtt-auth:
+// a device its own topics, a topic a mapping rule matches (the rows decide
+// later), its own Sparkplug B edge node in its groups; everything else,
+// commands and STATE among it, only with a write=FILTER grant.
+func TestWriteAllowed(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "creds")
+	h1 := cheapHash(t, "pw")
+	lines := []string{
+		"dev-a " + h1,
+		"edge1 " + h1 + " sparkplug=plant1 sparkplug=plant2",
+		"scada " + h1 + " write=spBv1.0/+/NCMD/# write=spBv1.0/STATE/scada",
+		"ops " + h1 + " write=devices/+/commands",
+		"gw " + h1 + " write=spBv1.0/plant1/+/edge9/#",
+	}
+	if err := os.WriteFile(path, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a, err := newAuthenticator(path, discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rules, err := mapping.New([]mapping.Rule{{Name: "press", Topic: "factory/{site}/{device_id}/telemetry", Metrics: []string{"temp"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	def, _ := parseTopic(DefaultTopic)
+	h := &hook{topic: def, rules: rules, auth: a, spb: &sparkplug.Tracker{}}
+	creds := a.file.Get()
+	for _, tc := range []struct {
+		user, topic string
+		want        bool
+	}{
+		{"dev-a", "devices/dev-a/readings", true},
+		{"dev-a", "devices/dev-a/commands", true},
+		{"dev-a", "devices/dev-a", true},
+		{"dev-a", "devices/dev-b/commands", false},
+		{"dev-a", "devices/dev-b/readings", false},
+		{"dev-a", "devices/dev-ab/status", false},
+		{"dev-a", "elsewhere/dev-a", false},
+		{"dev-a", "factory/berlin/dev-b/telemetry", true}, // rows decide
+		{"dev-a", "spBv1.0/STATE/scada", false},
+		{"dev-a", "STATE/scada", false},
+		{"dev-a", "spBv1.0/plant1/NBIRTH/dev-a", false}, // no group named
+		{"edge1", "spBv1.0/plant1/NBIRTH/edge1", true},
+		{"edge1", "spBv1.0/plant2/NDATA/edge1", true},
+		{"edge1", "spBv1.0/plant1/DDATA/edge1/pump", true},
+		{"edge1", "spBv1.0/plant1/NDEATH/edge1", true},
+		{"edge1", "spBv1.0/plant3/NBIRTH/edge1", false},
+		{"edge1", "spBv1.0/plant1/NBIRTH/edge2", false},
+		{"edge1", "spBv1.0/plant1/NCMD/edge1", false},
+		{"edge1", "spBv1.0/plant1/DCMD/edge1/pump", false},
+		{"edge1", "spBv1.0/STATE/edge1", false},
+		{"edge1", "spBv1.0/plant1", false},
+		{"scada", "spBv1.0/plant1/NCMD/edge1", true},
+		{"scada", "spBv1.0/plant1/DCMD/edge1/pump", false},
+		{"scada", "spBv1.0/STATE/scada", true},
+		{"scada", "spBv1.0/STATE/other", false},
+		{"ops", "devices/dev-a/commands", true},
+		{"ops", "devices/dev-a/status", false},
+		{"gw", "spBv1.0/plant1/NBIRTH/edge9", true},
+		{"gw", "spBv1.0/plant2/NBIRTH/edge9", false},
+	} {
+		if got := h.writeAllowed(tc.user, creds[tc.user], tc.topic); got != tc.want {
+			t.Errorf("writeAllowed(%s, %s) = %v, want %v", tc.user, tc.topic, got, tc.want)
+		}
+	}
+	for _, tc := range []struct {
+		user, topic, payload string
+		want                 bool
+	}{
+		{"dev-a", "devices/dev-a/status", "offline", true},
+		{"dev-a", "devices/dev-a/readings", "1", true},
+		{"dev-a", "devices/dev-b/commands", "x", false},
+		{"ops", "devices/dev-b/commands", "x", true},
+		{"ops", "devices/dev-b/readings", "1", false}, // a grant makes no readings of others
+		{"dev-a", "factory/berlin/dev-a/telemetry", `{"temp": 1}`, true},
+		{"dev-a", "factory/berlin/dev-b/telemetry", `{"temp": 1}`, false},
+		{"dev-a", "factory/berlin/dev-a/telemetry", `offline`, false}, // unmappable: whose rows?
+		{"dev-a", "spBv1.0/STATE/scada", `{"online":false}`, false},
+		{"scada", "spBv1.0/STATE/scada", `{"online":false}`, true},
+		{"edge1", "spBv1.0/plant1/NDEATH/edge1", "x", true},
+		{"edge1", "spBv1.0/plant1/NDEATH/edge2", "x", false},
+		{"nobody", "devices/nobody/status", "x", false},
+	} {
+		if got := h.mayWill(tc.user, tc.topic, []byte(tc.payload)); got != tc.want {
+			t.Errorf("mayWill(%s, %s, %q) = %v, want %v", tc.user, tc.topic, tc.payload, got, tc.want)
+		}
+	}
+}
+
+func TestOwnSparkplugRead(t *testing.T) {
+	groups := []string{"plant1"}
+	for _, tc := range []struct {
+		f    string
+		want bool
+	}{
+		{"spBv1.0/plant1/NCMD/edge1", true},
+		{"spBv1.0/plant1/DCMD/edge1/#", true},
+		{"spBv1.0/plant1/DCMD/edge1/pump", true},
+		{"spBv1.0/STATE/scada", true},
+		{"spBv1.0/STATE/+", true},
+		{"spBv1.0/plant2/NCMD/edge1", false},
+		{"spBv1.0/+/NCMD/edge1", false},
+		{"spBv1.0/plant1/NCMD/edge2", false},
+		{"spBv1.0/plant1/NDATA/edge2", false},
+		{"spBv1.0/#", false},
+	} {
+		if got := ownSparkplugRead("edge1", groups, tc.f); got != tc.want {
+			t.Errorf("ownSparkplugRead(edge1, %v, %s) = %v, want %v", groups, tc.f, got, tc.want)
+		}
+	}
+	if ownSparkplugRead("dev-a", nil, "spBv1.0/STATE/scada") {
+		t.Error("a user with no Sparkplug B group reads STATE without a grant")
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"unicode/utf8"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"golang.org/x/crypto/bcrypt"
@@ -32,39 +33,59 @@ type Credential struct {
 	// They grant reading only: readings are still published only under the
 	// user's own id.
 	Read []string
-	// Write are the topic filters of Sparkplug B commands (NCMD, DCMD) the
-	// user may publish (write=FILTER fields), e.g. spBv1.0/+/NCMD/# for a
-	// host application. Without one a client may send no command: an edge
-	// node commands none of its peers.
+	// Write are the topic filters the user may publish on beyond its own
+	// topics (write=FILTER fields), retained messages and wills included:
+	// e.g. spBv1.0/+/NCMD/# for a Sparkplug host application's commands,
+	// spBv1.0/STATE/scada for its STATE, devices/+/commands for an
+	// application commanding devices. Without one a client publishes only
+	// its own topics (see hook.mayWrite). A grant never makes readings of
+	// another device: rows of the readings topic and of mapping rules are
+	// still the user's own.
 	Write []string
+	// Sparkplug are the Sparkplug B groups (sparkplug=GROUP fields) in which
+	// the user is an edge node, its edge node id being its username: it
+	// publishes its births, data and deaths there (spBv1.0/GROUP/N*|D*/ID),
+	// and reads its commands. Without one a user is no edge node.
+	Sparkplug []string
 }
 
-// readField and writeField open a field granting a topic filter to read,
-// or to publish Sparkplug B commands on.
+// readField, writeField and sparkplugField open a field granting a topic
+// filter to read, one to publish on, and a Sparkplug B group to be an edge
+// node in.
 const (
-	readField  = "read="
-	writeField = "write="
+	readField      = "read="
+	writeField     = "write="
+	sparkplugField = "sparkplug="
 )
 
 // ParseCredentials parses the device credentials file:
 //
 //	# comment lines and blank lines are ignored
-//	# device-id  bcrypt hash of its password  [read=FILTER ...]
+//	# device-id  bcrypt hash of its password  [read=FILTER ...] [write=FILTER ...] [sparkplug=GROUP ...]
 //	pump-7       $2a$10$N9qo8uLOickgx2ZMRZoMyeIjZAgcfl7p92ldGxad68LJZdL17lhWy
 //	dashboard    $2a$10$...  read=devices/+/readings read=devices/+/status
-//	scada        $2a$10$...  read=spBv1.0/# write=spBv1.0/+/NCMD/# write=spBv1.0/+/DCMD/#
+//	edge1        $2a$10$...  sparkplug=plant1 sparkplug=plant2
+//	scada        $2a$10$...  read=spBv1.0/# write=spBv1.0/+/NCMD/# write=spBv1.0/+/DCMD/# write=spBv1.0/STATE/scada
+//	ops          $2a$10$...  write=devices/+/commands
 //
 // A device connects with its id as the MQTT username and as the client id,
-// and its password. It may publish readings only under its own id, and
-// subscribe only to topics under its own id (devices/pump-7/# for the
-// default topic template). Each read=FILTER field grants subscribing to an
-// MQTT topic filter too (+ and # wildcards; no $share/ prefix: a grant
-// covers shared subscriptions to its filter; # does not cover $SYS/#). Each
-// write=FILTER field grants publishing Sparkplug B commands (NCMD, DCMD) on
-// the topics the filter matches; no other client may send one. A user with
-// a grant may also connect with client ids username/anything, one per
-// dashboard tab. Passwords are stored only as bcrypt hashes (make a
-// line with firehose mqttpasswd). Errors name file:line.
+// and its password. Everything is denied that a line does not allow. A
+// device publishes (retained messages and wills too) only on its own
+// topics: under its own id (devices/pump-7/# for the default topic
+// template), a topic a mapping rule maps when every row it makes is its own,
+// and, for each sparkplug=GROUP field, its own Sparkplug B edge node's
+// messages in that group (the edge node id is the username). It subscribes
+// only to topics under its own id, and an edge node to its commands in its
+// groups and to the hosts' STATE. Each read=FILTER field grants subscribing
+// to an MQTT topic filter too (+ and # wildcards; no $share/ prefix: a
+// grant covers shared subscriptions to its filter; # does not cover
+// $SYS/#). Each write=FILTER field grants publishing on the topics the filter
+// matches: the only way to send a Sparkplug B command (NCMD, DCMD) or STATE
+// (a host's spBv1.0/STATE/ID, as a publish or as its will), or to publish
+// on another device's topics. A user with a read grant may also connect
+// with client ids username/anything, one per dashboard tab. Passwords are
+// stored only as bcrypt hashes (make a line with firehose mqttpasswd).
+// Errors name file:line.
 func ParseCredentials(file string, data []byte) (Credentials, error) {
 	creds := Credentials{}
 	sc := bufio.NewScanner(bytes.NewReader(data))
@@ -75,7 +96,7 @@ func ParseCredentials(file string, data []byte) (Credentials, error) {
 		}
 		f := strings.Fields(line)
 		if len(f) < 2 {
-			return nil, fmt.Errorf("%s:%d: want \"device-id bcrypt-hash [read=FILTER ...] [write=FILTER ...]\", got %d fields", file, n, len(f))
+			return nil, fmt.Errorf("%s:%d: want \"device-id bcrypt-hash [read=FILTER ...] [write=FILTER ...] [sparkplug=GROUP ...]\", got %d fields", file, n, len(f))
 		}
 		if err := ingest.ValidateDeviceID(f[0], 0); err != nil {
 			return nil, fmt.Errorf("%s:%d: device id %q: %v", file, n, f[0], err)
@@ -88,6 +109,13 @@ func ParseCredentials(file string, data []byte) (Credentials, error) {
 		}
 		c := Credential{Hash: []byte(f[1])}
 		for _, field := range f[2:] {
+			if group, ok := strings.CutPrefix(field, sparkplugField); ok {
+				if err := validateGroup(group); err != nil {
+					return nil, fmt.Errorf("%s:%d: %s of %q: %v", file, n, field, f[0], err)
+				}
+				c.Sparkplug = append(c.Sparkplug, group)
+				continue
+			}
 			grants := &c.Read
 			filter, ok := strings.CutPrefix(field, readField)
 			if !ok {
@@ -95,7 +123,7 @@ func ParseCredentials(file string, data []byte) (Credentials, error) {
 				grants = &c.Write
 			}
 			if !ok {
-				return nil, fmt.Errorf("%s:%d: field %q of %q: want read=FILTER or write=FILTER", file, n, field, f[0])
+				return nil, fmt.Errorf("%s:%d: field %q of %q: want read=FILTER, write=FILTER or sparkplug=GROUP", file, n, field, f[0])
 			}
 			if err := validateGrant(filter); err != nil {
 				return nil, fmt.Errorf("%s:%d: %s of %q: %v", file, n, field, f[0], err)
@@ -124,6 +152,23 @@ func validateGrant(filter string) error {
 		if len(level) > 1 && strings.ContainsAny(level, "+#") {
 			return errors.New("not a valid MQTT topic filter (+ and # must be whole levels)")
 		}
+	}
+	return nil
+}
+
+// validateGroup checks the group of a sparkplug=GROUP field: one topic
+// level as Sparkplug B allows a group_id, and not STATE, which names the
+// host applications' STATE topics.
+func validateGroup(group string) error {
+	switch {
+	case group == "":
+		return errors.New("empty Sparkplug B group")
+	case strings.ContainsAny(group, "/+#\x00"):
+		return errors.New("a Sparkplug B group holds no /, +, # or NUL")
+	case group == "STATE":
+		return errors.New("STATE is the host applications' topic, not a group")
+	case !utf8.ValidString(group):
+		return errors.New("a Sparkplug B group must be valid UTF-8")
 	}
 	return nil
 }

@@ -88,9 +88,13 @@ func TestIntegrationAuthCredentialsAndACL(t *testing.T) {
 			t.Errorf("sensor-1 under sensor-2's id at QoS %d: reason code %#x, want 0x87", qos, got)
 		}
 	}
-	// Other topics are open to every connected device.
-	if got := publishV5(t, v5one, "devices/sensor-2/status", 1, "hello"); got != 0 {
-		t.Errorf("sensor-1 on another device's non-readings topic: reason code %#x, want 0", got)
+	// Deny by default: another device's other topics are closed too, its
+	// own are open.
+	if got := publishV5(t, v5one, "devices/sensor-2/status", 1, "hello"); got != codeNotAuthorized {
+		t.Errorf("sensor-1 on another device's non-readings topic: reason code %#x, want 0x87", got)
+	}
+	if got := publishV5(t, v5one, "devices/sensor-1/status", 1, "hello"); got != 0 {
+		t.Errorf("sensor-1 on its own non-readings topic: reason code %#x, want 0", got)
 	}
 
 	// MQTT 3.1.1 has no reason codes: publishing under another id

@@ -31,6 +31,7 @@ func TestParseCredentials(t *testing.T) {
 		data     string
 		want     map[string]string   // device -> hash
 		wantRead map[string][]string // device -> read grants
+		wantSpb  map[string][]string // device -> Sparkplug B groups
 		wantErr  string              // substring; "" means valid
 	}{
 		{name: "empty file", data: "", want: map[string]string{}},
@@ -38,12 +39,18 @@ func TestParseCredentials(t *testing.T) {
 		{name: "two devices", data: "# id hash\npump-7 " + h1 + "\n\n  valve-2\t" + h2 + "  \n", want: map[string]string{"pump-7": h1, "valve-2": h2}},
 		{name: "CRLF line ends", data: "pump-7 " + h1 + "\r\nvalve-2 " + h2 + "\r\n", want: map[string]string{"pump-7": h1, "valve-2": h2}},
 		{name: "no final newline", data: "pump-7 " + h1, want: map[string]string{"pump-7": h1}},
-		{name: "one field", data: "# x\npump-7\n", wantErr: `creds:2: want "device-id bcrypt-hash [read=FILTER ...] [write=FILTER ...]", got 1 fields`},
+		{name: "one field", data: "# x\npump-7\n", wantErr: `creds:2: want "device-id bcrypt-hash [read=FILTER ...] [write=FILTER ...] [sparkplug=GROUP ...]", got 1 fields`},
 		{name: "third field not a grant", data: "pump-7 " + h1 + " extra\n", wantErr: `creds:1: field "extra" of "pump-7": want read=FILTER`},
 		{name: "grants", data: "dash " + h1 + " read=devices/+/readings read=# read=$SYS/#\npump-7 " + h2 + "\n",
 			want: map[string]string{"dash": h1, "pump-7": h2}, wantRead: map[string][]string{"dash": {"devices/+/readings", "#", "$SYS/#"}}},
 		{name: "write grants", data: "scada " + h1 + " read=spBv1.0/# write=spBv1.0/+/NCMD/# write=spBv1.0/+/DCMD/#\n",
 			want: map[string]string{"scada": h1}, wantRead: map[string][]string{"scada": {"spBv1.0/#"}}},
+		{name: "sparkplug groups", data: "edge1 " + h1 + " sparkplug=plant1 sparkplug=plant-2 write=spBv1.0/STATE/edge1\n",
+			want: map[string]string{"edge1": h1}, wantSpb: map[string][]string{"edge1": {"plant1", "plant-2"}}},
+		{name: "empty sparkplug group", data: "edge1 " + h1 + " sparkplug=\n", wantErr: `creds:1: sparkplug= of "edge1": empty Sparkplug B group`},
+		{name: "sparkplug group with a slash", data: "edge1 " + h1 + " sparkplug=plant/edge1\n", wantErr: "holds no /, +, # or NUL"},
+		{name: "sparkplug group wildcard", data: "edge1 " + h1 + " sparkplug=+\n", wantErr: "holds no /, +, # or NUL"},
+		{name: "sparkplug group STATE", data: "edge1 " + h1 + " sparkplug=STATE\n", wantErr: "not a group"},
 		{name: "bad write grant", data: "scada " + h1 + " write=spBv1.0/#/NCMD\n", wantErr: "not a valid MQTT topic filter"},
 		{name: "empty grant", data: "dash " + h1 + " read=\n", wantErr: `creds:1: read= of "dash": empty topic filter`},
 		{name: "grant with # inside", data: "dash " + h1 + " read=devices/#/readings\n", wantErr: "not a valid MQTT topic filter"},
@@ -75,6 +82,9 @@ func TestParseCredentials(t *testing.T) {
 				}
 				if g, w := fmt.Sprint(got[dev].Read), fmt.Sprint(tc.wantRead[dev]); g != w {
 					t.Errorf("read grants of %s = %s, want %s", dev, g, w)
+				}
+				if g, w := fmt.Sprint(got[dev].Sparkplug), fmt.Sprint(tc.wantSpb[dev]); g != w {
+					t.Errorf("Sparkplug B groups of %s = %s, want %s", dev, g, w)
 				}
 			}
 		})

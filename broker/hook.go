@@ -88,8 +88,8 @@ func (h *hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 }
 
 // OnACLCheck decides, under --mqtt-auth, what a client may publish and
-// read. It publishes readings only under its own id (and only while its
-// credentials stand); other topics are open to publish. It reads (write
+// read: it publishes (write true) only what mayWrite allows, retained
+// messages included, and only while its credentials stand; it reads (write
 // false: mochi asks with the filter at SUBSCRIBE, and with the topic name
 // before each delivery) only what mayRead allows. With or without auth, a
 // message is not queued for a disconnected session past the bound on queued
@@ -105,18 +105,7 @@ func (h *hook) OnACLCheck(cl *mqtt.Client, topicName string, write bool) bool {
 		}
 		return h.sess.mayQueue(cl)
 	}
-	if h.auth == nil || topicName == "" {
-		return true
-	}
-	if h.spb != nil && isCommand(topicName) {
-		if h.mayCommand(cl, topicName) {
-			return true
-		}
-		h.m.refused.WithLabelValues("not_authorized").Inc()
-		return false
-	}
-	dev, ok := h.topic.device(topicName)
-	if !ok || h.mayPublish(cl, dev) {
+	if h.auth == nil || topicName == "" || h.mayWrite(cl, topicName) {
 		return true
 	}
 	h.m.refused.WithLabelValues("not_authorized").Inc()
@@ -197,8 +186,9 @@ var connectRefusals = []string{refusedCredentials, refusedThrottled, refusedClie
 //     becomes the username (MQTT 5 is told so in CONNACK) -> else 0x85
 //     client identifier not valid, 3.1.1 code 2 identifier rejected. So no
 //     one can take over, or read, another device's session;
-//  3. its will: not on another device's readings topic (mochi publishes
-//     wills without the ACL check) -> 0x87 not authorized, 3.1.1 code 5.
+//  3. its will: only a publish it may make (mayWill: its own topics, or
+//     granted; rows of its own device), as mochi publishes wills without
+//     the ACL check -> 0x87 not authorized, 3.1.1 code 5.
 //
 // The password comes first so that a wrong one is always answered 0x86,
 // whatever the client id.
@@ -244,15 +234,9 @@ func (h *hook) admit(cl *mqtt.Client, pk packets.Packet) (packets.Code, string) 
 	default:
 		return packets.ErrClientIdentifierNotValid, refusedClientID
 	}
-	if pk.Connect.WillFlag {
-		if dev, ok := h.topic.device(pk.Connect.WillTopic); ok && dev != user {
-			return pick(packets.ErrNotAuthorized, packets.ErrBadUsernameOrPassword), refusedWill
-		}
-		// mochi publishes a will past OnACLCheck: a Sparkplug B will must
-		// be the client's own message, or a command it is granted.
-		if h.spb != nil && !h.mayWillSparkplug(user, pk.Connect.WillTopic) {
-			return pick(packets.ErrNotAuthorized, packets.ErrBadUsernameOrPassword), refusedWill
-		}
+	if pk.Connect.WillFlag && !h.mayWill(user, pk.Connect.WillTopic, pk.Connect.WillPayload) {
+		// mochi publishes a will past OnACLCheck and OnPublish.
+		return pick(packets.ErrNotAuthorized, packets.ErrBadUsernameOrPassword), refusedWill
 	}
 	return packets.CodeSuccess, ""
 }
@@ -277,8 +261,16 @@ func (h *hook) OnClientExpired(cl *mqtt.Client) {
 	h.sess.expired(cl)
 }
 
-// OnWill drops the retain flag of a will past the retained bounds.
+// OnWill drops the retain flag of a will past the retained bounds. Under
+// --mqtt-auth it checks the will again (admit checked it at CONNECT): one
+// its client may no longer leave, its credentials changed since, is sent
+// empty to refusedWillTopic instead, and counted refused (not_authorized).
 func (h *hook) OnWill(cl *mqtt.Client, will mqtt.Will) (mqtt.Will, error) {
+	if h.auth != nil && !cl.Net.Inline && !h.mayWill(string(cl.Properties.Username), will.TopicName, will.Payload) {
+		h.m.refused.WithLabelValues("not_authorized").Inc()
+		h.log.Debug("mqtt will refused: not authorized", "device_id", string(cl.Properties.Username), "topic", will.TopicName)
+		return mqtt.Will{TopicName: refusedWillTopic, Flag: will.Flag}, nil
+	}
 	if will.Retain && !h.ret.admit(will.TopicName, len(will.Payload)) {
 		will.Retain = false
 		h.m.retainDropped.Inc()
@@ -336,7 +328,13 @@ func (h *hook) OnRetainedExpired(filter string) { h.ret.kept(filter, 0) }
 // OnPublish stores a reading before mochi acknowledges it, and keeps a
 // retained message within the retained bounds. Publishes to other topics
 // pass untouched.
+//
+// Under --mqtt-auth the topic is checked again (mayWrite): OnACLCheck saw
+// no topic for a publish through an MQTT 5 topic alias.
 func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if h.auth != nil && !h.mayWrite(cl, pk.TopicName) {
+		return h.refuseUnauthorized(cl, pk)
+	}
 	pk, err := h.publish(cl, pk)
 	if err == nil && pk.FixedHeader.Retain && !h.ret.admit(pk.TopicName, len(pk.Payload)) {
 		// mochi retains what OnPublish passes with the flag set.

@@ -38,9 +38,10 @@ func spbLimits(l ingest.Limits) ingest.Limits {
 // its birth, or after a gap in seq gets a Rebirth request (NCMD
 // "Node Control/Rebirth") to its edge node, and what did resolve still
 // lands. A payload that is not Sparkplug B is refused as invalid; a failure
-// of the alias store (Redis) as unavailable. Under --mqtt-auth the client's
-// username must be the edge node's id. NCMD, DCMD and STATE messages are
-// delivered, not stored.
+// of the alias store (Redis) as unavailable. Under --mqtt-auth the client
+// must be the edge node (its username the edge node id) in a group its
+// credentials name, or granted the topic (mayWrite). NCMD, DCMD and STATE
+// messages are delivered, not stored.
 func (h *hook) publishSparkplug(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
 	tp, err := sparkplug.ParseTopic(pk.TopicName)
 	if err != nil {
@@ -54,7 +55,7 @@ func (h *hook) publishSparkplug(cl *mqtt.Client, pk packets.Packet) (packets.Pac
 		}
 		return pk, nil
 	}
-	if h.auth != nil && !h.mayPublish(cl, tp.EdgeNode) {
+	if h.auth != nil && !h.mayWrite(cl, pk.TopicName) {
 		return h.refuseUnauthorized(cl, pk)
 	}
 	start := time.Now()

@@ -158,14 +158,14 @@ func TestIntegrationSparkplugDeathAsWill(t *testing.T) {
 }
 
 // TestIntegrationSparkplugCommandsUnderAuth: under --mqtt-auth an edge node
-// subscribes to its own commands (NCMD, its devices' DCMD) without a grant,
-// may not command another edge node, and a host application with a
-// write=FILTER grant may.
+// subscribes to its own commands (NCMD, its devices' DCMD) in its groups
+// without a grant, may not command another edge node, and a host
+// application with a write=FILTER grant may.
 func TestIntegrationSparkplugCommandsUnderAuth(t *testing.T) {
 	t.Parallel()
 	creds := filepath.Join(t.TempDir(), "creds")
 	writeCredentials(t, creds, map[string]string{
-		"edge1": cheapHash(t, "pw-1"), "edge2": cheapHash(t, "pw-2"),
+		"edge1": cheapHash(t, "pw-1") + " sparkplug=plant", "edge2": cheapHash(t, "pw-2") + " sparkplug=plant",
 		"scada": cheapHash(t, "pw-s") + " read=spBv1.0/# write=spBv1.0/+/NCMD/#",
 	})
 	s := newStack(t, stackOptions{cfg: Config{Sparkplug: true, AuthFile: creds}})
@@ -191,14 +191,16 @@ func TestIntegrationSparkplugCommandsUnderAuth(t *testing.T) {
 	edge1, edge2, scada := login("edge1", "pw-1"), login("edge2", "pw-2"), login("scada", "pw-s")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	for _, f := range []string{"spBv1.0/+/NCMD/edge1", "spBv1.0/plant/DCMD/edge1/#"} {
+	for _, f := range []string{"spBv1.0/plant/NCMD/edge1", "spBv1.0/plant/DCMD/edge1/#"} {
 		sa, err := edge1.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: f, QoS: 1}}})
 		if err != nil || len(sa.Reasons) != 1 || sa.Reasons[0] >= 0x80 {
 			t.Fatalf("edge1 subscribing to its own commands %s: %+v %v", f, sa, err)
 		}
 	}
-	if sa, err := edge1.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "spBv1.0/+/NCMD/edge2", QoS: 1}}}); err == nil && sa.Reasons[0] < 0x80 {
-		t.Errorf("edge1 subscribed to edge2's commands: %+v", sa)
+	for _, f := range []string{"spBv1.0/+/NCMD/edge2", "spBv1.0/plant/NCMD/edge2", "spBv1.0/other/NCMD/edge1"} {
+		if sa, err := edge1.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: f, QoS: 1}}}); err == nil && sa.Reasons[0] < 0x80 {
+			t.Errorf("edge1 subscribed to %s, not its own commands: %+v", f, sa)
+		}
 	}
 	if code := publishV5(t, edge2, "spBv1.0/plant/NCMD/edge1", 1, "rebirth"); code != 0x87 {
 		t.Errorf("edge2 commanding edge1: reason %#x, want 0x87 not authorized", code)
