@@ -129,10 +129,12 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Topic, "mqtt-topic", DefaultTopic, "readings topic; {device_id} marks the level naming the device")
 	fs.BoolVar(&c.Sparkplug, "mqtt-sparkplug", true, "store Sparkplug B messages (spBv1.0/GROUP/NBIRTH|DBIRTH|NDATA|DDATA|NDEATH|DDEATH/EDGE[/DEVICE]): a row per metric,\n"+
 		"device GROUP/EDGE[/DEVICE]; aliases and seq kept in Redis per edge node; a Rebirth request for an unknown alias or a seq gap")
-	fs.StringVar(&c.AuthFile, "mqtt-auth", "", "device credentials file (lines: device-id bcrypt-hash [read=FILTER ...]; make them with firehose mqttpasswd);\n"+
-		"empty allows anonymous clients. With it a client connects with its device id as username and client id, publishes readings only\n"+
-		"under its own id and subscribes only to topics under it (devices/ID/#), plus the filters its line grants with read=FILTER\n"+
-		"(e.g. read=devices/+/readings for a dashboard, which may then also use client ids ID/anything)")
+	fs.StringVar(&c.AuthFile, "mqtt-auth", "", "device credentials file (lines: device-id bcrypt-hash [read=FILTER ...] [write=FILTER ...] [sparkplug=GROUP ...];\n"+
+		"make them with firehose mqttpasswd); empty allows anonymous clients. With it everything a line does not allow is denied: a client\n"+
+		"connects with its device id as username and client id; publishes (retained messages and wills too) only its own topics (devices/ID/#,\n"+
+		"mapped rows of its own device, its own Sparkplug B edge node in each sparkplug=GROUP) and what its write=FILTER fields grant (the\n"+
+		"only way to send Sparkplug commands or STATE: write=spBv1.0/STATE/HOST); subscribes only to topics under its id, plus its read=FILTER\n"+
+		"grants (e.g. read=devices/+/readings for a dashboard, which may then also use client ids ID/anything)")
 	fs.IntVar(&c.MaxClients, "mqtt-max-clients", DefaultMaxClients, "most MQTT clients connected at once")
 	fs.IntVar(&c.MaxPacket, "mqtt-max-packet-bytes", DefaultMaxPacket, "largest MQTT packet accepted, in bytes; a larger one disconnects the client")
 	fs.DurationVar(&c.MaxKeepAlive, "mqtt-max-keepalive", DefaultMaxKeepAlive, "longest keep-alive a client may ask for, also imposed on clients asking for none")
