@@ -15,6 +15,7 @@ import (
 
 	"firehose/ingest"
 	"firehose/internal/mqtttest"
+	"firehose/internal/testenv"
 	"firehose/mapping"
 )
 
@@ -344,5 +345,96 @@ func TestIntegrationAuthMappedTopicRows(t *testing.T) {
 	}
 	if got := s.count("SELECT count(*) FROM readings WHERE device_id = 'press7' AND reading = 71.5"); got != 1 {
 		t.Errorf("%d rows of press7's own message, want 1", got)
+	}
+}
+
+// TestIntegrationAuthWillRevoked: a will allowed at CONNECT whose grant is
+// revoked (the credentials file rewritten) before its client goes is not
+// delivered: mochi publishes wills past the ACL check, so OnWill checks it
+// again. Nor does a publish through a topic alias set before the
+// revocation get through.
+func TestIntegrationAuthWillRevoked(t *testing.T) {
+	t.Parallel()
+	creds := filepath.Join(t.TempDir(), "creds")
+	lines := map[string]string{
+		"dev-b": cheapHash(t, "pw-b"),
+		"ops":   cheapHash(t, "pw-ops") + " write=devices/+/commands",
+		"ops2":  cheapHash(t, "pw-ops2") + " write=devices/+/commands read=devices/+/commands",
+	}
+	writeCredentials(t, creds, lines)
+	s := newStack(t, stackOptions{cfg: Config{AuthFile: creds}})
+	const victim = "devices/dev-b/commands"
+	b := loginV5(t, s, "dev-b", "pw-b")
+	mustSubscribeV5(t, b, victim)
+
+	conn, err := net.DialTimeout("tcp", s.tcpAddr(), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ops, _, err := connectV5Conn(t, conn, withWill("ops", "pw-ops", victim, "will of ops", true))
+	if err != nil {
+		t.Fatalf("ops with a granted will: %v", err)
+	}
+	alias := func(topic, payload string) byte {
+		t.Helper()
+		a := uint16(1)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		resp, err := ops.Publish(ctx, &paho.Publish{Topic: topic, QoS: 1, Payload: []byte(payload),
+			Properties: &paho.PublishProperties{TopicAlias: &a}})
+		if resp == nil {
+			t.Fatalf("publish through topic alias 1 (topic %q): %v", topic, err)
+		}
+		return resp.ReasonCode
+	}
+	if code := alias(victim, "probe"); code != 0 {
+		t.Fatalf("ops setting its topic alias while granted: reason code %#x", code)
+	}
+	lines["ops"] = cheapHash(t, "pw-ops") // the grant is gone
+	writeCredentials(t, creds, lines)
+	probes := 0
+	testenv.Eventually(t, 10*time.Second, func() bool {
+		switch code := publishV5(t, ops, victim, 1, "probe"); code {
+		case 0:
+			probes++
+			return false
+		case codeNotAuthorized:
+			return true
+		default:
+			t.Fatalf("ops while its grant is revoked: reason code %#x", code)
+			return false
+		}
+	}, "ops can still publish on %s after its grant was revoked", victim)
+	probes++ // the alias's
+	// OnACLCheck sees no topic through an alias: OnPublish checks it.
+	if code := alias("", "through the alias"); code != codeNotAuthorized {
+		t.Errorf("ops publishing through its alias after its grant was revoked: reason code %#x, want 0x87", code)
+	}
+	conn.Close() // gone without a DISCONNECT: mochi publishes the will
+	<-ops.Done()
+
+	o2 := loginV5(t, s, "ops2", "pw-ops2")
+	if code := publishV5(t, o2, victim, 1, "fence"); code != 0 {
+		t.Fatalf("ops2 fence: reason code %#x", code)
+	}
+	for i := 0; ; i++ {
+		pb := firstReceived(t, b, "dev-b")
+		if string(pb.Payload) == "fence" {
+			if i != probes {
+				t.Errorf("dev-b received %d probes, want %d", i, probes)
+			}
+			break
+		}
+		if string(pb.Payload) != "probe" {
+			t.Fatalf("dev-b received %s %q: a refused publish or will was delivered", pb.Topic, pb.Payload)
+		}
+	}
+	// Nor was it retained.
+	mustSubscribeV5(t, o2, victim)
+	if code := publishV5(t, o2, victim, 1, "fence 2"); code != 0 {
+		t.Fatalf("ops2 fence: reason code %#x", code)
+	}
+	if pb := firstReceived(t, o2, "ops2"); string(pb.Payload) != "fence 2" {
+		t.Errorf("a new subscriber to %s received %q first, want the live fence", victim, pb.Payload)
 	}
 }
