@@ -291,6 +291,9 @@ type will struct {
 // not wait: mochi calls it from its event loop for delayed wills. A full
 // queue drops the will, counted as refused (overloaded).
 func (h *hook) OnWillSent(cl *mqtt.Client, pk packets.Packet) {
+	if pk.TopicName == refusedWillTopic {
+		return // OnWill refused it: nothing to store
+	}
 	select {
 	case h.wills <- will{cl: cl, pk: pk}:
 	default:
@@ -329,10 +332,10 @@ func (h *hook) OnRetainedExpired(filter string) { h.ret.kept(filter, 0) }
 // retained message within the retained bounds. Publishes to other topics
 // pass untouched.
 //
-// Under --mqtt-auth the topic is checked again (mayWrite): OnACLCheck saw
-// no topic for a publish through an MQTT 5 topic alias.
+// Under --mqtt-auth a publish through an MQTT 5 topic alias is checked here
+// (mayWrite), on the topic mochi resolved: OnACLCheck saw no topic for it.
 func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
-	if h.auth != nil && !h.mayWrite(cl, pk.TopicName) {
+	if h.auth != nil && pk.Properties.TopicAlias > 0 && !h.mayWrite(cl, pk.TopicName) {
 		return h.refuseUnauthorized(cl, pk)
 	}
 	pk, err := h.publish(cl, pk)
