@@ -10,10 +10,15 @@
 // not authorized, 0x97 quota exceeded); an MQTT 3.1.1 device gets no
 // acknowledgement for a transient refusal and resends. Every other topic is
 // ordinary publish/subscribe, and readings are also delivered to subscribers
-// (a dashboard may subscribe to devices/+/readings). Under --mqtt-auth a
-// client's client id is its username, and it reads only topics under its
-// own device id plus the filters its credentials line grants (read=FILTER);
-// failed logins are throttled per source address before bcrypt runs.
+// (a dashboard may subscribe to devices/+/readings). Under --mqtt-auth
+// everything a client's credentials line does not allow is denied: its
+// client id is its username; it publishes (retained messages and wills too)
+// only its own topics — under its own device id, mapped rows of its own
+// device, its own Sparkplug B edge node in the groups its line names
+// (sparkplug=GROUP) — plus what its write=FILTER fields grant, the only way
+// to send Sparkplug B commands or STATE; it reads only topics under its own
+// device id plus its read=FILTER grants; failed logins are throttled per
+// source address before bcrypt runs.
 //
 // Memory is bounded: per session (--mqtt-max-inflight), per connection
 // (--mqtt-max-writes-pending), for disconnected sessions (their number,
