@@ -54,14 +54,23 @@ func NameRows(rs []Reading, id string) {
 const dedupKeyLen = 16
 
 // dedupKey is r's deduplication key under mode, and whether r has one:
-// SHA-256 of device, metric and id (DedupID) or the device's time
-// (DedupNatural), truncated to dedupKeyLen bytes.
+// SHA-256 of the series' identity (device, metric and Series) and id
+// (DedupID) or the device's time (DedupNatural), truncated to dedupKeyLen
+// bytes. A reading without Series keeps the key it had before Series
+// existed, so an upgrade forgets no key of the window.
 func dedupKey(mode string, r *Reading) (key [dedupKeyLen]byte, ok bool) {
 	var buf [512]byte
 	b := append(buf[:0], r.DeviceID...)
 	b = append(b, 0)
 	b = append(b, r.Metric...)
 	b = append(b, 0)
+	if len(r.Series) > 0 {
+		// 's' is neither 'i' nor 't': no key with a Series equals one
+		// without, and the length keeps Series apart from what follows.
+		b = append(b, 's')
+		b = binary.AppendUvarint(b, uint64(len(r.Series)))
+		b = append(b, r.Series...)
+	}
 	switch mode {
 	case DedupID:
 		if r.ID == "" {

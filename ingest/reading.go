@@ -41,6 +41,13 @@ type Reading struct {
 	// by position (NameRows). It travels no further than the producer,
 	// which remembers a key made of it; "" has none.
 	ID string
+	// Series names the reading's series beyond DeviceID and Metric, for
+	// deduplication: what else tells two devices' or two series' readings
+	// apart although they share a device id — the tags a mapping rule
+	// captured from the topic, the seed's id on /readings/fast. Two readings
+	// whose Series differ are never the same reading under --dedup. Like
+	// ID it travels no further than the producer; nil has none.
+	Series []byte
 }
 
 // DefaultMetric is the metric of a reading that names none: the field a
