@@ -19,11 +19,13 @@ const (
 	// DedupID deduplicates readings that carry an id (Reading.ID): the
 	// message id a device gives (HTTP Idempotency-Key, MQTT 5 user property
 	// msg_id, a JSON field msg_id, a rule's id path), told apart within a
-	// message by position. Readings without one are stored as they come.
+	// message by position, within their series (device, metric and
+	// Reading.Series). Readings without one are stored as they come.
 	DedupID = "id"
-	// DedupNatural deduplicates by the natural key: device, metric and the
-	// time the device gave. Readings timed by their receipt have no natural
-	// key and are stored as they come.
+	// DedupNatural deduplicates by the natural key: the series (device,
+	// metric and Reading.Series) and the time the device gave. Readings
+	// timed by their receipt have no natural key and are stored as they
+	// come.
 	DedupNatural = "natural"
 )
 
