@@ -397,7 +397,7 @@ func (st *stack) checkDeploymentSettings(ctx context.Context, edges bool) error 
 	if cfg.Partition.Retention == 0 {
 		cfg.Partition.Retention = rec.Retention
 	}
-	bound, err := edgeAgeBound(rec, cfg.Limits.MaxAge, cfg.MaxAgeSet)
+	bound, err := edgeAgeBound(rec, cfg.Limits.MaxAge, cfg.MaxAgeSet && edges)
 	if err != nil {
 		return err
 	}
@@ -445,6 +445,7 @@ func edgeAgeBound(rec ingest.RetentionSettings, maxAge time.Duration, set bool) 
 func (st *stack) refreshAgeBound(ctx context.Context) error {
 	t := time.NewTicker(ingest.RetentionRefresh)
 	defer t.Stop()
+	var warned string // logged once, not every tick
 	for {
 		select {
 		case <-ctx.Done():
@@ -457,9 +458,13 @@ func (st *stack) refreshAgeBound(ctx context.Context) error {
 		}
 		bound, err := edgeAgeBound(rec, 0, false)
 		if err != nil {
-			st.log.Warn("deployment retention not applied", "err", err)
+			if err.Error() != warned {
+				warned = err.Error()
+				st.log.Warn("deployment retention not applied; the bound in force stays", "err", err)
+			}
 			continue
 		}
+		warned = ""
 		if old, _ := st.ageBound.Get(); old != bound {
 			st.log.Info("deployment retention changed", "retention", rec.Retention, "max_reading_age", bound)
 		}
