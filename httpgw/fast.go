@@ -83,6 +83,10 @@ func (s *Server) handleFast(w http.ResponseWriter, req *http.Request) int {
 	if v := req.Header[headerIdempotencyKey]; len(v) > 0 {
 		r.ID = v[0]
 	}
+	// The seed's id tells readings of one device apart (clients without
+	// X-Device-ID all share the default device): under --dedup it is part
+	// of the series' identity. The payload is {"id":N}, nothing else.
+	r.Series = r.Payload
 	if err := s.p.Add(addContext, st.rs[:]); err != nil {
 		recycleFast(st)
 		return s.answerError(w, err, 1)

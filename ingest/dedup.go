@@ -19,11 +19,13 @@ const (
 	// DedupID deduplicates readings that carry an id (Reading.ID): the
 	// message id a device gives (HTTP Idempotency-Key, MQTT 5 user property
 	// msg_id, a JSON field msg_id, a rule's id path), told apart within a
-	// message by position. Readings without one are stored as they come.
+	// message by position, within their series (device, metric and
+	// Reading.Series). Readings without one are stored as they come.
 	DedupID = "id"
-	// DedupNatural deduplicates by the natural key: device, metric and the
-	// time the device gave. Readings timed by their receipt have no natural
-	// key and are stored as they come.
+	// DedupNatural deduplicates by the natural key: the series (device,
+	// metric and Reading.Series) and the time the device gave. Readings
+	// timed by their receipt have no natural key and are stored as they
+	// come.
 	DedupNatural = "natural"
 )
 
@@ -54,14 +56,23 @@ func NameRows(rs []Reading, id string) {
 const dedupKeyLen = 16
 
 // dedupKey is r's deduplication key under mode, and whether r has one:
-// SHA-256 of device, metric and id (DedupID) or the device's time
-// (DedupNatural), truncated to dedupKeyLen bytes.
+// SHA-256 of the series' identity (device, metric and Series) and id
+// (DedupID) or the device's time (DedupNatural), truncated to dedupKeyLen
+// bytes. A reading without Series keeps the key it had before Series
+// existed, so an upgrade forgets no key of the window.
 func dedupKey(mode string, r *Reading) (key [dedupKeyLen]byte, ok bool) {
 	var buf [512]byte
 	b := append(buf[:0], r.DeviceID...)
 	b = append(b, 0)
 	b = append(b, r.Metric...)
 	b = append(b, 0)
+	if len(r.Series) > 0 {
+		// 's' is neither 'i' nor 't': no key with a Series equals one
+		// without, and the length keeps Series apart from what follows.
+		b = append(b, 's')
+		b = binary.AppendUvarint(b, uint64(len(r.Series)))
+		b = append(b, r.Series...)
+	}
 	switch mode {
 	case DedupID:
 		if r.ID == "" {

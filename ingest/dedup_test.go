@@ -141,6 +141,35 @@ func TestIntegrationDedupNatural(t *testing.T) {
 	}
 }
 
+// TestIntegrationDedupSeries: under both modes, readings of one device,
+// metric, time and id whose Series differ (two sites' press7, two seed ids
+// of the default device) are two readings; each one's resend is still a
+// duplicate.
+func TestIntegrationDedupSeries(t *testing.T) {
+	t.Parallel()
+	for _, mode := range []string{ingest.DedupID, ingest.DedupNatural} {
+		rdb, prefix := testenv.Redis(t)
+		streams := ingest.Streams{Prefix: prefix, Count: 2}
+		p, _, _ := startProducer(t, rdb, streams, ingest.ProducerConfig{Dedup: mode})
+		at := time.Now().Add(-time.Minute).Truncate(time.Millisecond)
+		r := func(v float64, series string) ingest.Reading {
+			rd := ingest.Reading{DeviceID: "press7", Metric: "temp", Time: at, ReceivedAt: time.Now(), Value: v, ID: "1", Series: []byte(series)}
+			rd.Normalize()
+			return rd
+		}
+		for range 2 {
+			if err := p.Add(t.Context(), []ingest.Reading{r(1, "berlin"), r(2, "munich"), r(3, "")}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		got := countBy(storedReadings(t, rdb, streams))
+		want := map[string]int{"press7/temp/1": 1, "press7/temp/2": 1, "press7/temp/3": 1}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("--dedup %s: stored %v, want %v", mode, got, want)
+		}
+	}
+}
+
 // TestIntegrationDedupWindow: a key is forgotten after at most two windows,
 // and then a resend is stored again; within one window it is not.
 func TestIntegrationDedupWindow(t *testing.T) {

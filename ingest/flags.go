@@ -16,8 +16,8 @@ func (c *ProducerConfig) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.BacklogInterval, "backlog-interval", 250*time.Millisecond, "how often the backlog is measured")
 	fs.IntVar(&c.MinReplicas, "redis-min-replicas", 0, "replicas that must confirm a write (Redis WAIT, once per round trip) before readings are acknowledged;\n0: the primary's reply is the acknowledgement, and a failover loses what the replicas had not received")
 	fs.DurationVar(&c.ReplicaTimeout, "redis-replica-timeout", time.Second, "how long a round trip waits for --redis-min-replicas replicas; past it its readings are refused (503 / 0x97), never acknowledged")
-	fs.StringVar(&c.Dedup, "dedup", DedupOff, "store a resent reading once: off; id (readings with a message id: Idempotency-Key, MQTT 5 user property msg_id,\na JSON field msg_id, a rule's id); natural (device, metric and the device's time)")
-	fs.DurationVar(&c.DedupWindow, "dedup-window", DefaultDedupWindow, "how long --dedup remembers a reading's key, at least (at most twice that): a resend later than that is stored again")
+	fs.StringVar(&c.Dedup, "dedup", DedupOff, "store a resent reading once: off; id (readings with a message id: Idempotency-Key, MQTT 5 user property msg_id,\na JSON field msg_id, a rule's id); natural (the series: device, metric, a rule's tags, the seed's id; and the device's time).\nShared by every edge of a deployment: recorded by the first, another is refused at start")
+	fs.DurationVar(&c.DedupWindow, "dedup-window", DefaultDedupWindow, "how long --dedup remembers a reading's key, at least (at most twice that): a resend later than that is stored again;\nshared by every edge of a deployment like --dedup")
 }
 
 // MaxReplicaTimeout is the longest --redis-replica-timeout: WAIT must answer
@@ -57,7 +57,7 @@ func (c ProducerConfig) Validate() error {
 func (l *Limits) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&l.MaxDeviceID, "max-device-id-bytes", DefaultLimits.MaxDeviceID, "longest device id accepted, in bytes")
 	fs.IntVar(&l.MaxPayload, "max-payload-bytes", DefaultLimits.MaxPayload, "largest extra-fields JSON of one reading, in bytes")
-	fs.DurationVar(&l.MaxAge, "max-reading-age", DefaultLimits.MaxAge, "oldest measured time accepted, before the time of receipt")
+	fs.DurationVar(&l.MaxAge, "max-reading-age", DefaultLimits.MaxAge, "oldest measured time accepted, before the time of receipt; with a --retention, at most the retention minus one\npartition interval (the default becomes that bound; a larger value given is refused at start)")
 	fs.DurationVar(&l.MaxSkew, "max-clock-skew", DefaultLimits.MaxSkew, "latest measured time accepted, after the time of receipt (device clocks run fast)")
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -41,6 +42,13 @@ type Reading struct {
 	// by position (NameRows). It travels no further than the producer,
 	// which remembers a key made of it; "" has none.
 	ID string
+	// Series names the reading's series beyond DeviceID and Metric, for
+	// deduplication: what else tells two devices' or two series' readings
+	// apart although they share a device id — the tags a mapping rule
+	// captured from the topic, the seed's id on /readings/fast. Two readings
+	// whose Series differ are never the same reading under --dedup. Like
+	// ID it travels no further than the producer; nil has none.
+	Series []byte
 }
 
 // DefaultMetric is the metric of a reading that names none: the field a
@@ -70,6 +78,34 @@ type Limits struct {
 	// DeviceSlash lets device ids hold '/': those that do not name one topic
 	// level, such as Sparkplug B's group/edge_node/device.
 	DeviceSlash bool
+	// Retained, when set, bounds MaxAge further by the deployment's
+	// retention (see AgeBound): a reading older than that would be deleted
+	// by partition maintenance, so it is refused. Every copy of the Limits
+	// shares it, and the bound may change while edges run.
+	Retained *AgeBound
+}
+
+// AgeBound is the oldest age a reading may have so that the deployment's
+// retention does not delete it (its retention minus one partition
+// interval, see RetentionSettings.MaxAge); 0, the zero value, bounds
+// nothing. It is safe for concurrent use.
+type AgeBound struct {
+	max       atomic.Int64 // time.Duration
+	retention atomic.Int64 // time.Duration, for the message
+}
+
+// Set makes maxAge the bound, derived from retention (0, 0: none).
+func (b *AgeBound) Set(maxAge, retention time.Duration) {
+	b.retention.Store(int64(retention))
+	b.max.Store(int64(maxAge))
+}
+
+// Get returns the bound and the retention it comes from; 0 when none.
+func (b *AgeBound) Get() (maxAge, retention time.Duration) {
+	if b == nil {
+		return 0, 0
+	}
+	return time.Duration(b.max.Load()), time.Duration(b.retention.Load())
 }
 
 // DefaultLimits are the limits used where none are configured.
@@ -84,6 +120,7 @@ var DefaultLimits = Limits{
 func (l Limits) withDefaults() Limits {
 	d := DefaultLimits
 	d.DeviceSlash = l.DeviceSlash
+	d.Retained = l.Retained
 	if l.MaxDeviceID > 0 {
 		d.MaxDeviceID = l.MaxDeviceID
 	}
@@ -150,6 +187,10 @@ func (r *Reading) Validate(lim Limits) error {
 	}
 	if r.ReceivedAt.IsZero() {
 		return fieldErr("received_at", "missing", "time of receipt is not set")
+	}
+	if bound, retention := lim.Retained.Get(); bound > 0 && bound < lim.MaxAge && r.Time.Before(r.ReceivedAt.Add(-bound)) {
+		return fieldErr("ts", "range", "%s is more than %s before the time of receipt: the deployment keeps readings for %s (--retention), and one this old could be deleted before it is stored",
+			r.Time.Format(time.RFC3339), bound, retention)
 	}
 	if r.Time.Before(r.ReceivedAt.Add(-lim.MaxAge)) {
 		return fieldErr("ts", "range", "%s is more than %s before the time of receipt", r.Time.Format(time.RFC3339), lim.MaxAge)

@@ -270,3 +270,33 @@ func BenchmarkValidate(b *testing.B) {
 		})
 	}
 }
+
+// TestAgeBoundRefusesWhatRetentionDeletes: a shared AgeBound tightens
+// MaxAge for every copy of the Limits, with a message naming the retention,
+// and may change while they are in use; a bound looser than MaxAge changes
+// nothing.
+func TestAgeBoundRefusesWhatRetentionDeletes(t *testing.T) {
+	now := time.Now()
+	r := ingest.Reading{DeviceID: "d", Time: now.Add(-72 * time.Hour), ReceivedAt: now, Value: 1}
+	r.Normalize()
+	var b ingest.AgeBound
+	lim := ingest.Limits{Retained: &b}
+	if err := r.Validate(lim); err != nil {
+		t.Fatalf("no bound: %v", err)
+	}
+	b.Set(23*time.Hour, 24*time.Hour)
+	err := r.Validate(lim)
+	var fe *ingest.FieldError
+	if !errors.As(err, &fe) || fe.Field != "ts" || !strings.Contains(fe.Msg, "--retention") || !strings.Contains(fe.Msg, "24h0m0s") {
+		t.Errorf("3 days old under a 23h bound: %v, want a ts error naming the retention", err)
+	}
+	r.Time = now.Add(-12 * time.Hour)
+	if err := r.Validate(lim); err != nil {
+		t.Errorf("12 hours old under a 23h bound: %v", err)
+	}
+	b.Set(2*365*24*time.Hour, 3*365*24*time.Hour)
+	r.Time = now.Add(-400 * 24 * time.Hour)
+	if err := r.Validate(lim); err == nil || strings.Contains(err.Error(), "--retention") {
+		t.Errorf("400 days old, bound beyond MaxAge: %v, want MaxAge's own error", err)
+	}
+}

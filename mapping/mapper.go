@@ -2,6 +2,7 @@ package mapping
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -148,9 +149,10 @@ func (mt Match) Map(payload []byte, receivedAt time.Time, lim ingest.Limits) ([]
 		}
 	}
 	tags := mt.tags()
+	series := seriesOf(tags)
 	var out []ingest.Reading
 	if r.Samples == "" {
-		rows, err := r.mapOne(root, true, device, tags, receivedAt, lim)
+		rows, err := r.mapOne(root, true, device, tags, series, receivedAt, lim)
 		if err != nil {
 			return nil, err
 		}
@@ -169,7 +171,7 @@ func (mt Match) Map(payload []byte, receivedAt time.Time, lim ingest.Limits) ([]
 			return false
 		}
 		var rows []ingest.Reading
-		if rows, err = r.mapOne(s, false, device, tags, receivedAt, lim); err != nil {
+		if rows, err = r.mapOne(s, false, device, tags, series, receivedAt, lim); err != nil {
 			var me *Error
 			if errors.As(err, &me) && me.Path != "" {
 				me.Path = r.Samples + "." + strconv.Itoa(i) + "." + me.Path
@@ -206,8 +208,26 @@ func (mt Match) tags() [][2]string {
 	return t
 }
 
+// seriesOf is the identity the tags give a series beside its device (see
+// ingest.Reading.Series): each tag's name and value, length-prefixed, in
+// the tags' order (sorted by name); nil without tags. Every row of a
+// message shares it.
+func seriesOf(tags [][2]string) []byte {
+	if len(tags) == 0 {
+		return nil
+	}
+	var b []byte
+	for _, t := range tags {
+		for _, s := range t {
+			b = binary.AppendUvarint(b, uint64(len(s)))
+			b = append(b, s...)
+		}
+	}
+	return b
+}
+
 // mapOne maps one object (the message, or a sample) to its rows.
-func (r *compiled) mapOne(obj gjson.Result, isRoot bool, device string, tags [][2]string, receivedAt time.Time, lim ingest.Limits) ([]ingest.Reading, error) {
+func (r *compiled) mapOne(obj gjson.Result, isRoot bool, device string, tags [][2]string, series []byte, receivedAt time.Time, lim ingest.Limits) ([]ingest.Reading, error) {
 	fail := func(path, format string, args ...any) error {
 		return &Error{Rule: r.Name, Path: path, Msg: fmt.Sprintf(format, args...)}
 	}
@@ -281,7 +301,7 @@ func (r *compiled) mapOne(obj gjson.Result, isRoot bool, device string, tags [][
 	}
 	rows := make([]ingest.Reading, 0, len(vals))
 	for _, v := range vals {
-		rd := ingest.Reading{DeviceID: device, Metric: v.name, Time: ts, ReceivedAt: receivedAt, Value: v.v, Payload: payload}
+		rd := ingest.Reading{DeviceID: device, Metric: v.name, Time: ts, ReceivedAt: receivedAt, Value: v.v, Payload: payload, Series: series}
 		if v.name == ingest.DefaultMetric {
 			rd.Metric = "" // the default metric travels in the encodings of old
 		}

@@ -1,6 +1,7 @@
 package mapping_test
 
 import (
+	"bytes"
 	"errors"
 	"strings"
 	"testing"
@@ -327,5 +328,47 @@ func TestMessageID(t *testing.T) {
 	var me *mapping.Error
 	if !errors.As(err, &me) || me.Path != "msg" {
 		t.Errorf("no id: %v; want an *Error at path msg", err)
+	}
+}
+
+// TestSeriesHoldsTheTags: rows of one device id on two topics that differ
+// by a captured tag name two series (the dedup key holds Series), whatever
+// the rule puts in the payload; rows of one topic share theirs, and a rule
+// without tags gives none.
+func TestSeriesHoldsTheTags(t *testing.T) {
+	m := mustMapper(t, mapping.Rule{
+		Name: "press", Topic: "factory/{site}/{line}/{device_id}/telemetry",
+		Time: "t", TimeFormat: "unix_ms", Metrics: []string{"temp", "pressure"}, Payload: "none",
+	}, mapping.Rule{Name: "plain", Topic: "plant/{device_id}/telemetry", Metrics: []string{"*"}})
+	msg := []byte(`{"t": 1733040000123, "temp": 71.2, "pressure": 3.1}`)
+	series := func(topic string) [][]byte {
+		t.Helper()
+		mt, ok := m.MatchTopic(topic)
+		if !ok {
+			t.Fatalf("%s does not match", topic)
+		}
+		rs, err := mt.Map(msg, received, lim)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out [][]byte
+		for _, r := range rs {
+			out = append(out, r.Series)
+		}
+		return out
+	}
+	berlin, munich := series("factory/berlin/line3/press7/telemetry"), series("factory/munich/line1/press7/telemetry")
+	if len(berlin[0]) == 0 || !bytes.Equal(berlin[0], berlin[1]) {
+		t.Errorf("rows of one message: series %q and %q, want one, not empty", berlin[0], berlin[1])
+	}
+	if bytes.Equal(berlin[0], munich[0]) {
+		t.Errorf("berlin and munich share series %q", berlin[0])
+	}
+	// A tag's value must not run into the next tag's name.
+	if a, b := series("factory/ab/c/press7/telemetry"), series("factory/a/bc/press7/telemetry"); bytes.Equal(a[0], b[0]) {
+		t.Errorf("ab/c and a/bc share series %q", a[0])
+	}
+	if s := series("plant/p7/telemetry"); s[0] != nil {
+		t.Errorf("no tags: series %q, want none", s[0])
 	}
 }

@@ -42,7 +42,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 		"a bridge given another refuses to start. Size it so one interval's indexes fit in about a quarter of memory (README)")
 	fs.Var((*days)(&c.Retention), "retention", "detach and drop partitions of readings whose whole range is older than this `span`, e.g. 30d or 2160h\n"+
 		"(never the current one; late rows for a dropped range land in readings_default and are deleted by the same rule);\n"+
-		"empty or 0: keep everything")
+		"empty or 0: the deployment's recorded retention, or keep everything. Recorded in Redis by the first process given it\n"+
+		"(another is refused at start); edges refuse readings older than the retention minus one partition interval")
 }
 
 // Validate checks the configuration for values that cannot work.

@@ -67,6 +67,10 @@ type serveConfig struct {
 	MemoryLimit        string // --memory-limit, e.g. "384MiB"; "" leaves Go's default
 	// ConfigFile is the configuration file serve read (--config), or "".
 	ConfigFile string
+	// MaxAgeSet says --max-reading-age was given (flag, environment or
+	// file): serve then refuses to start when it exceeds what the
+	// retention leaves (see edgeAgeBound).
+	MaxAgeSet bool
 }
 
 // registerCommon registers the connection and logging flags every command
@@ -223,6 +227,7 @@ func loadServe(args []string, stderr io.Writer) (*serveConfig, *cli.FlagSet, err
 		return nil, nil, usageError{locate(fs, err)}
 	}
 	cfg.ConfigFile = fs.ConfigPath()
+	cfg.MaxAgeSet = fs.Origin("max-reading-age").Source != cli.FromDefault
 	return &cfg, fs, nil
 }
 

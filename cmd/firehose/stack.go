@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -58,6 +59,7 @@ type stack struct {
 	producer *ingest.Producer
 	http     *httpgw.Server
 	mqtt     *broker.Broker
+	ageBound *ingest.AgeBound // the edges' bound by the retention; nil without edges
 	admin    *http.Server
 	adminLn  net.Listener
 	draining atomic.Bool // shutting down: the admin endpoint's /readyz answers 503
@@ -97,6 +99,9 @@ func startStack(ctx context.Context, cfg *serveConfig, logger *slog.Logger) (*st
 		return nil, err
 	}
 	cfg.Bridge.Streams = cfg.Streams // with the deployment's key layout
+	if err := st.checkDeploymentSettings(ctx, has(roleHTTP) || has(roleBroker)); err != nil {
+		return nil, err
+	}
 	if err := checkRedisPersistence(ctx, st.rdb, cfg.RedisAllowEviction, cfg.Producer.MinReplicas, logger); err != nil {
 		return nil, err
 	}
@@ -171,6 +176,9 @@ func startStack(ctx context.Context, cfg *serveConfig, logger *slog.Logger) (*st
 	}
 	if st.mqtt != nil {
 		edges = append(edges, startComponent(roleBroker, st.mqtt.Run))
+	}
+	if st.ageBound != nil {
+		edges = append(edges, startComponent("retention", st.refreshAgeBound))
 	}
 	st.stages = append(st.stages, edges)
 	if st.producer != nil {
@@ -366,5 +374,100 @@ func (st *stack) close() {
 	}
 	if st.adminLn != nil {
 		st.adminLn.Close() // already closed after a Shutdown; harmless
+	}
+}
+
+// checkDeploymentSettings records in the deployment's metadata, or checks
+// against it, the settings every process must share (README, "Exactly once
+// end to end" and "Partitions and retention"): an edge's --dedup and
+// --dedup-window, and the --retention and --partition-interval that bound
+// the age of what edges accept. A bridge started without --retention
+// applies the recorded one. With edges, it sets the edges' age bound.
+func (st *stack) checkDeploymentSettings(ctx context.Context, edges bool) error {
+	cfg := st.cfg
+	if edges {
+		if err := ingest.CheckDedup(ctx, st.rdb, cfg.Streams, cfg.Producer.Dedup, cfg.Producer.DedupWindow); err != nil {
+			return err
+		}
+	}
+	rec, err := ingest.ClaimRetention(ctx, st.rdb, cfg.Streams, cfg.Partition.Retention, cfg.Partition.Interval)
+	if err != nil {
+		return err
+	}
+	if cfg.Partition.Retention == 0 {
+		cfg.Partition.Retention = rec.Retention
+	}
+	bound, err := edgeAgeBound(rec, cfg.Limits.MaxAge, cfg.MaxAgeSet && edges)
+	if err != nil {
+		return err
+	}
+	if edges {
+		st.ageBound = &ingest.AgeBound{}
+		st.ageBound.Set(bound, rec.Retention)
+		cfg.HTTP.Limits.Retained = st.ageBound
+		cfg.MQTT.Limits.Retained = st.ageBound
+		if bound > 0 && bound < cfg.Limits.MaxAge {
+			st.log.Info("readings older than the retention allows are refused", "max_reading_age", bound,
+				"retention", rec.Retention, "partition_interval", cmp.Or(rec.Interval, partition.DefaultInterval))
+		}
+	}
+	return nil
+}
+
+// edgeAgeBound is the oldest age an edge accepts by the deployment's
+// retention, rec: its retention minus one partition interval (1d when none
+// is recorded), so that a reading acknowledged now stays at least that
+// interval ahead of the retention while the bridge commits it; 0 without a
+// retention. A retention not longer than the interval, or a --max-reading-age
+// given explicitly (set) beyond the bound, is an error.
+func edgeAgeBound(rec ingest.RetentionSettings, maxAge time.Duration, set bool) (time.Duration, error) {
+	if rec.Retention <= 0 {
+		return 0, nil
+	}
+	bound := rec.MaxAge(partition.DefaultInterval)
+	iv := cmp.Or(rec.Interval, partition.DefaultInterval)
+	if bound <= 0 {
+		return 0, fmt.Errorf("--retention %s is not longer than the partition interval %s: edges accept readings up to the retention minus one interval old, "+
+			"which leaves none; give a longer --retention or a shorter --partition-interval (README, Partitions and retention)", rec.Retention, iv)
+	}
+	if set && maxAge > bound {
+		return 0, fmt.Errorf("--max-reading-age %s exceeds what --retention %s keeps: a reading that old would be acknowledged and then deleted by the retention; "+
+			"give at most %s (the retention minus the partition interval %s), or leave it unset", maxAge, rec.Retention, bound, iv)
+	}
+	return bound, nil
+}
+
+// refreshAgeBound reads the deployment's retention every
+// ingest.RetentionRefresh until ctx ends, so that a retention recorded or
+// changed while the edges run bounds what they accept. A failed read keeps
+// the bound in force; a retention that leaves no age is logged and not
+// applied.
+func (st *stack) refreshAgeBound(ctx context.Context) error {
+	t := time.NewTicker(ingest.RetentionRefresh)
+	defer t.Stop()
+	var warned string // logged once, not every tick
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		rec, err := ingest.ReadRetention(ctx, st.rdb, st.cfg.Streams)
+		if err != nil {
+			continue // Redis unreachable: the producer says so; keep the bound
+		}
+		bound, err := edgeAgeBound(rec, 0, false)
+		if err != nil {
+			if err.Error() != warned {
+				warned = err.Error()
+				st.log.Warn("deployment retention not applied; the bound in force stays", "err", err)
+			}
+			continue
+		}
+		warned = ""
+		if old, _ := st.ageBound.Get(); old != bound {
+			st.log.Info("deployment retention changed", "retention", rec.Retention, "max_reading_age", bound)
+		}
+		st.ageBound.Set(bound, rec.Retention)
 	}
 }
