@@ -69,8 +69,11 @@ func (h *hook) publishSparkplug(cl *mqtt.Client, pk packets.Packet) (packets.Pac
 		h.log.Warn("sparkplug state unavailable", "topic", pk.TopicName, "err", err)
 		return h.refuseTransient(cl, pk, "redis_unavailable")
 	}
-	if msg.Session != "" {
-		h.spbLive.started(cl, tp.Node(), msg.Session)
+	if msg.Session != "" && !h.spbLive.started(cl, tp.Node(), msg.Session) {
+		// The connection ended already (a will, or a race with its end).
+		if err := h.spb.EndSession(h.ctx, tp.Node(), msg.Session); err != nil {
+			h.log.Warn("sparkplug state expiry not set", "node", tp.Node(), "err", err)
+		}
 	}
 	if rb := msg.Rebirth; rb != nil && !rb.Duplicate {
 		h.askRebirth(tp.Group, tp.EdgeNode)
@@ -229,14 +232,20 @@ func newSpbSessions() *spbSessions {
 	return &spbSessions{by: map[*mqtt.Client]map[string]string{}}
 }
 
-// started records that cl's NBIRTH of node started session.
-func (s *spbSessions) started(cl *mqtt.Client, node, session string) {
+// started records that cl's NBIRTH of node started session, and reports
+// whether it did: not once cl is closed (its OnDisconnect, which calls
+// ended after the close, may have run).
+func (s *spbSessions) started(cl *mqtt.Client, node, session string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if cl.Closed() {
+		return false
+	}
 	if s.by[cl] == nil {
 		s.by[cl] = map[string]string{}
 	}
 	s.by[cl][node] = session
+	return true
 }
 
 // ended forgets cl and returns its sessions.
