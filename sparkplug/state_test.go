@@ -61,11 +61,13 @@ func testStores(t *testing.T, f func(t *testing.T, s Store, rs *RedisStore)) {
 	})
 }
 
-// racyStore runs between in the middle of the next NDEATH's compare and
-// clear: after the Get that reads the state, before the write.
+// racyStore runs between in the middle of the next message's read and
+// write (the next NDEATH's compare and clear, unless any): after the Get
+// that reads the state, before the write.
 type racyStore struct {
 	Store
 	mu      sync.Mutex
+	any     bool
 	between func()
 }
 
@@ -73,7 +75,7 @@ func (s *racyStore) Get(ctx context.Context, node string, fields []string) (map[
 	got, err := s.Store.Get(ctx, node, fields)
 	s.mu.Lock()
 	f := s.between
-	if len(fields) == 3 && fields[1] == fieldBdSeq {
+	if s.any || len(fields) == 3 && fields[1] == fieldBdSeq {
 		s.between = nil
 	} else {
 		f = nil
@@ -152,6 +154,54 @@ func nodeDeathOfEarlierSession(t *testing.T, s Store, _ *RedisStore) {
 	if msg := handle("DATA", ndata(2, 2)); msg.Rebirth == nil || msg.Rebirth.Reason != NotBorn {
 		t.Fatalf("NDATA after NDEATH: %+v, want not born", msg.Rebirth)
 	}
+}
+
+// TestLateMessageOfEndedSession: a DATA, DBIRTH or DDEATH read against a
+// session that a new NBIRTH (another connection's) replaced before its
+// write changes nothing of the new session: its seq stays, no device is
+// born or forgotten in it.
+func TestLateMessageOfEndedSession(t *testing.T) {
+	testStores(t, func(t *testing.T, s Store, _ *RedisStore) {
+		ctx := t.Context()
+		rs := &racyStore{Store: s, any: true}
+		tr := NewTracker(rs)
+		handle := func(topic string, payload []byte) *Message {
+			t.Helper()
+			msg, err := tr.Handle(ctx, topic, payload)
+			if err != nil {
+				t.Fatalf("%s: %v", topic, err)
+			}
+			return msg
+		}
+		reborn := func() {
+			if _, err := tr.Handle(ctx, "spBv1.0/g/NBIRTH/e", nbirth(2, "temp")); err != nil {
+				t.Error(err)
+			}
+		}
+		dev := spbPayload(1, spbMetric("v", 50, Int64, 1))
+		for _, late := range []struct {
+			topic   string
+			payload []byte
+		}{
+			{"spBv1.0/g/NDATA/e", ndata(1, 1)},
+			{"spBv1.0/g/DBIRTH/e/d", dev},
+			{"spBv1.0/g/DDEATH/e/d", spbPayload(2)},
+		} {
+			handle("spBv1.0/g/NBIRTH/e", nbirth(1, "temp"))
+			if late.topic == "spBv1.0/g/DDEATH/e/d" {
+				handle("spBv1.0/g/DBIRTH/e/d", dev)
+			}
+			rs.between = reborn
+			handle(late.topic, late.payload)
+			// Session 2 goes on from its NBIRTH's seq 0, and knows no device.
+			if msg := handle("spBv1.0/g/NDATA/e", ndata(1, 7)); msg.Rebirth != nil || len(msg.Values) != 1 {
+				t.Errorf("late %s: the new session's NDATA: rebirth %v, %d values", late.topic, msg.Rebirth, len(msg.Values))
+			}
+			if msg := handle("spBv1.0/g/DDATA/e/d", spbPayload(2, spbMetric("", 50, Int64, 1))); msg.Rebirth == nil || msg.Rebirth.Reason != NotBorn {
+				t.Errorf("late %s: a device of the old session is born in the new one: %+v", late.topic, msg.Rebirth)
+			}
+		}
+	})
 }
 
 // TestNodeDeathHammer: an edge node reconnects many times; each
