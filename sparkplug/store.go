@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -94,8 +92,8 @@ type Stats struct {
 // about that much more; a large one as a dict of more).
 func fieldSize(f, v string) int64 { return int64(len(f) + len(v) + 16) }
 
-// StateSize is the size a state of these fields counts for.
-func StateSize(fields map[string]string) int64 {
+// stateSize is the size a state of these fields counts for.
+func stateSize(fields map[string]string) int64 {
 	var n int64
 	for f, v := range fields {
 		n += fieldSize(f, v)
@@ -147,7 +145,7 @@ func (s *MemoryStore) Write(_ context.Context, node string, w Write) (Outcome, e
 	defer s.mu.Unlock()
 	n := s.nodes[node]
 	if w.Birth {
-		size := StateSize(w.Set)
+		size := stateSize(w.Set)
 		if w.MaxBytes > 0 && size > w.MaxBytes {
 			return OutcomeTooLarge, nil
 		}
@@ -515,11 +513,4 @@ func (s *RedisStore) Sweep(ctx context.Context, now time.Time) (Stats, error) {
 		return Stats{}, errors.New("sweep sparkplug state: unexpected reply")
 	}
 	return Stats{Nodes: v[0], Bytes: v[1]}, nil
-}
-
-// ParseStateBytes reads the value of BytesKey; a missing or unreadable
-// counter is 0.
-func ParseStateBytes(s string) int64 {
-	n, _ := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
-	return max(n, 0)
 }

@@ -139,7 +139,7 @@ type Tracker struct {
 	// (ErrQuota). 0: no limit.
 	MaxNodes int
 	// MaxNodeBytes bounds the size of one edge node's state (its births and
-	// its devices' births, as StateSize counts them); a birth past it is
+	// its devices' births, as fieldSize counts them); a birth past it is
 	// refused (ErrStateTooLarge). 0: no limit.
 	MaxNodeBytes int64
 	// StateTTL is how long the state of an edge node whose session ended
