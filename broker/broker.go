@@ -93,6 +93,8 @@ func New(cfg Config, p Producer, logger *slog.Logger, reg prometheus.Registerer)
 			store = sparkplug.NewMemoryStore()
 		}
 		h.spb = sparkplug.NewTracker(store)
+		h.spb.MaxNodes, h.spb.MaxNodeBytes, h.spb.StateTTL = cfg.SparkplugMaxNodes, cfg.SparkplugMaxNodeBytes, cfg.SparkplugStateTTL
+		h.spbLive = newSpbSessions()
 		h.rebirths = make(chan [2]string, 64)
 	}
 	srv := mqtt.New(&mqtt.Options{
@@ -229,6 +231,7 @@ func (b *Broker) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	if h := b.hook; h.spb != nil {
 		wg.Go(func() { h.sendRebirths(ctx) })
+		wg.Go(func() { h.sweepSparkplug(ctx) })
 	}
 	wg.Go(func() { b.hook.storeWills(ctx) })
 	if h := b.hook; h.auth != nil {

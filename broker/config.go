@@ -31,6 +31,13 @@ const (
 	DefaultAuthFailBurst      = 10
 	DefaultAuthFailInterval   = time.Second
 	DefaultAuthFailAddresses  = 10_000
+	// DefaultSparkplugMaxNodes and DefaultSparkplugMaxNodeBytes bound the
+	// Sparkplug state of one credential: 16 x 1 MiB = 16 MiB of Redis at
+	// most (an edge node is usually one MQTT connection; a 64 KiB NBIRTH
+	// makes about 100 KiB of state).
+	DefaultSparkplugMaxNodes     = 16
+	DefaultSparkplugMaxNodeBytes = 1 << 20
+	DefaultSparkplugStateTTL     = sparkplug.DefaultStateTTL
 )
 
 // Config is the broker's configuration. Zero fields take the defaults above
@@ -58,6 +65,20 @@ type Config struct {
 	// SparkplugStore keeps the edge nodes' aliases and sequence numbers;
 	// nil: in this process's memory (lost on restart, not shared).
 	SparkplugStore sparkplug.Store
+	// SparkplugMaxNodes bounds the edge nodes with state (live, or of an
+	// ended session not yet expired) of one credential: the MQTT username
+	// under AuthFile, else the client id (--sparkplug-max-nodes, default
+	// 16). A birth of one more is refused (MQTT 5 0x97 quota exceeded).
+	SparkplugMaxNodes int
+	// SparkplugMaxNodeBytes bounds one edge node's state, its devices'
+	// births included (--sparkplug-max-node-bytes, default 1 MiB); a birth
+	// past it is refused (MQTT 5 0x95 packet too large).
+	SparkplugMaxNodeBytes int64
+	// SparkplugStateTTL is how long the state of an edge node is kept
+	// after the connection that published its NBIRTH ended without its
+	// NDEATH (--sparkplug-state-ttl, default 24h); an NDEATH removes it at
+	// once.
+	SparkplugStateTTL time.Duration
 	// AuthFile is the device credentials file (--mqtt-auth); empty means
 	// anonymous access, the demo default. See ParseCredentials.
 	AuthFile string
@@ -129,6 +150,12 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Topic, "mqtt-topic", DefaultTopic, "readings topic; {device_id} marks the level naming the device")
 	fs.BoolVar(&c.Sparkplug, "mqtt-sparkplug", true, "store Sparkplug B messages (spBv1.0/GROUP/NBIRTH|DBIRTH|NDATA|DDATA|NDEATH|DDEATH/EDGE[/DEVICE]): a row per metric,\n"+
 		"device GROUP/EDGE[/DEVICE]; aliases and seq kept in Redis per edge node; a Rebirth request for an unknown alias or a seq gap")
+	fs.IntVar(&c.SparkplugMaxNodes, "sparkplug-max-nodes", DefaultSparkplugMaxNodes, "Sparkplug B edge nodes with state in Redis (live, or of an ended session not yet expired) per credential\n"+
+		"(MQTT username under --mqtt-auth, else client id); a birth of one more is refused (MQTT 5 0x97 quota exceeded)")
+	fs.Int64Var(&c.SparkplugMaxNodeBytes, "sparkplug-max-node-bytes", DefaultSparkplugMaxNodeBytes, "size of one Sparkplug B edge node's state (its NBIRTH and DBIRTHs: metric names, aliases, datatypes);\n"+
+		"a birth past it is refused (MQTT 5 0x95 packet too large). Per credential at most --sparkplug-max-nodes x this")
+	fs.DurationVar(&c.SparkplugStateTTL, "sparkplug-state-ttl", DefaultSparkplugStateTTL, "how long a Sparkplug B edge node's state is kept after the connection that published its NBIRTH ended\n"+
+		"without an NDEATH (an NDEATH removes it at once)")
 	fs.StringVar(&c.AuthFile, "mqtt-auth", "", "device credentials file (lines: device-id bcrypt-hash [read=FILTER ...] [write=FILTER ...] [sparkplug=GROUP ...];\n"+
 		"make them with firehose mqttpasswd); empty allows anonymous clients. With it everything a line does not allow is denied: a client\n"+
 		"connects with its device id as username and client id; publishes (retained messages and wills too) only its own topics (devices/ID/#,\n"+
@@ -212,6 +239,15 @@ func (c Config) withDefaults() Config {
 	if c.ShutdownTimeout <= 0 {
 		c.ShutdownTimeout = 15 * time.Second
 	}
+	if c.SparkplugMaxNodes <= 0 {
+		c.SparkplugMaxNodes = DefaultSparkplugMaxNodes
+	}
+	if c.SparkplugMaxNodeBytes <= 0 {
+		c.SparkplugMaxNodeBytes = DefaultSparkplugMaxNodeBytes
+	}
+	if c.SparkplugStateTTL <= 0 {
+		c.SparkplugStateTTL = DefaultSparkplugStateTTL
+	}
 	return c
 }
 
@@ -239,6 +275,8 @@ func (c Config) Validate() error {
 		return errors.New("--mqtt-max-offline-sessions, --mqtt-max-offline-messages, --mqtt-max-retained and --mqtt-max-retained-bytes must not be negative")
 	case c.AuthFailBurst < 0 || c.AuthFailInterval < 0 || c.AuthFailAddresses < 0:
 		return errors.New("--mqtt-auth-fail-burst, --mqtt-auth-fail-interval and --mqtt-auth-fail-addresses must not be negative")
+	case c.SparkplugMaxNodes < 0 || c.SparkplugMaxNodeBytes < 0 || c.SparkplugStateTTL < 0:
+		return errors.New("--sparkplug-max-nodes, --sparkplug-max-node-bytes and --sparkplug-state-ttl must not be negative")
 	case c.MaxKeepAlive < 0 || c.MaxKeepAlive > 65535*time.Second:
 		return fmt.Errorf("--mqtt-max-keepalive %s: want at most 18h12m15s (65535s)", c.MaxKeepAlive)
 	}

@@ -40,6 +40,8 @@ type hook struct {
 	topic topic
 	rules *mapping.Mapper    // nil: none
 	spb   *sparkplug.Tracker // nil: Sparkplug B off
+	// spbLive: the Sparkplug sessions each connection's NBIRTHs started.
+	spbLive *spbSessions
 	// rebirths queues Rebirth requests for sendRebirths: group, edge node.
 	rebirths chan [2]string
 	// wills queues the wills mochi published, for storeWills.
@@ -249,6 +251,7 @@ func (h *hook) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 
 // OnDisconnect records a session kept for a client that went away.
 func (h *hook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
+	h.endSparkplugSessions(cl)
 	if expire || cl.IsTakenOver() {
 		return
 	}

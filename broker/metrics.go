@@ -17,6 +17,9 @@ type metrics struct {
 	sessionsEvicted prometheus.Counter
 	retainDropped   prometheus.Counter
 	rebirths        prometheus.Counter
+	// spbStateBytes and spbStateNodes: the Sparkplug state's account, as
+	// the last sweep read it.
+	spbStateBytes, spbStateNodes prometheus.Gauge
 }
 
 // gauges are read from the broker's state when scraped.
@@ -36,7 +39,7 @@ func newMetrics(reg prometheus.Registerer, g gauges) *metrics {
 		}),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "firehose_mqtt_readings_refused_total",
-			Help: "Readings refused, by reason (invalid, not_authorized, backlog_full, redis_unavailable, overloaded, closed, shutting_down).",
+			Help: "Readings refused, by reason (invalid, not_authorized, backlog_full, redis_unavailable, overloaded, closed, shutting_down; sparkplug_quota, sparkplug_too_large: a Sparkplug B birth past --sparkplug-max-nodes or --sparkplug-max-node-bytes).",
 		}, []string{"reason"}),
 		ack: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "firehose_mqtt_ack_duration_seconds",
@@ -71,7 +74,15 @@ func newMetrics(reg prometheus.Registerer, g gauges) *metrics {
 		Name: "firehose_mqtt_sparkplug_rebirths_total",
 		Help: "Sparkplug B Rebirth requests (NCMD Node Control/Rebirth) sent to edge nodes whose DATA used an alias no birth gave, came before its birth, or skipped a seq.",
 	})
-	reg.MustRegister(m.publishes, m.accepted, m.refused, m.ack, m.rebirths,
+	m.spbStateBytes = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "firehose_sparkplug_state_bytes",
+		Help: "Size of the Sparkplug B edge node state in Redis (names, aliases, datatypes of the births; about 1x-2x Redis memory): at most --sparkplug-max-nodes x --sparkplug-max-node-bytes per credential; counts toward --high-water at 58 bytes a reading.",
+	})
+	m.spbStateNodes = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "firehose_sparkplug_state_nodes",
+		Help: "Sparkplug B edge nodes with state in Redis, live or of an ended session not yet expired (--sparkplug-state-ttl).",
+	})
+	reg.MustRegister(m.publishes, m.accepted, m.refused, m.ack, m.rebirths, m.spbStateBytes, m.spbStateNodes,
 		m.connectsRefused, m.subsRefused, m.sessionsParked, m.sessionsEvicted, m.retainDropped,
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "firehose_mqtt_auth_password_checks_total",
@@ -87,7 +98,7 @@ func newMetrics(reg prometheus.Registerer, g gauges) *metrics {
 	for i, q := range []string{"0", "1", "2", "2"} {
 		m.byQoS[i] = m.publishes.WithLabelValues(q)
 	}
-	for _, r := range []string{"invalid", "not_authorized", "backlog_full", "redis_unavailable", "overloaded", "closed", "shutting_down"} {
+	for _, r := range []string{"invalid", "not_authorized", "backlog_full", "redis_unavailable", "overloaded", "closed", "shutting_down", "sparkplug_quota", "sparkplug_too_large"} {
 		m.refused.WithLabelValues(r)
 	}
 	for _, r := range connectRefusals {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"math"
 	"strconv"
+	"sync"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -59,13 +60,21 @@ func (h *hook) publishSparkplug(cl *mqtt.Client, pk packets.Packet) (packets.Pac
 		return h.refuseUnauthorized(cl, pk)
 	}
 	start := time.Now()
-	msg, err := h.spb.Handle(h.ctx, pk.TopicName, pk.Payload)
+	msg, err := h.spb.HandleFrom(h.ctx, h.spbOwner(cl), pk.TopicName, pk.Payload)
 	switch {
 	case errors.Is(err, sparkplug.ErrMalformed):
 		return h.refuseInvalid(cl, pk, err)
+	case errors.Is(err, sparkplug.ErrQuota), errors.Is(err, sparkplug.ErrStateTooLarge):
+		return h.refuseSparkplugState(cl, pk, err)
 	case err != nil:
 		h.log.Warn("sparkplug state unavailable", "topic", pk.TopicName, "err", err)
 		return h.refuseTransient(cl, pk, "redis_unavailable")
+	}
+	if msg.Session != "" && !h.spbLive.started(cl, tp.Node(), msg.Session) {
+		// The connection ended already (a will, or a race with its end).
+		if err := h.spb.EndSession(h.ctx, tp.Node(), msg.Session); err != nil {
+			h.log.Warn("sparkplug state expiry not set", "node", tp.Node(), "err", err)
+		}
 	}
 	if rb := msg.Rebirth; rb != nil && !rb.Duplicate {
 		h.askRebirth(tp.Group, tp.EdgeNode)
@@ -175,6 +184,116 @@ func (h *hook) sendRebirths(ctx context.Context) {
 				continue
 			}
 			h.m.rebirths.Inc()
+		}
+	}
+}
+
+// spbOwner is the credential a client's Sparkplug B state counts against:
+// its username under --mqtt-auth, else its client id.
+func (h *hook) spbOwner(cl *mqtt.Client) string {
+	if h.auth != nil {
+		return string(cl.Properties.Username)
+	}
+	return cl.ID
+}
+
+// refuseSparkplugState answers a birth past the Sparkplug state bounds
+// (--sparkplug-max-nodes: 0x97 quota exceeded; --sparkplug-max-node-bytes:
+// 0x95 packet too large; MQTT 5, with the reason). An MQTT 3.1.1 client is
+// answered as for a reading that could not be stored now (no
+// acknowledgement, disconnected) when over its quota, which frees up as its
+// other nodes die, and as for an invalid one (acknowledged, dropped) when
+// the birth itself is too large, which no retry changes.
+func (h *hook) refuseSparkplugState(cl *mqtt.Client, pk packets.Packet, err error) (packets.Packet, error) {
+	quota := errors.Is(err, sparkplug.ErrQuota)
+	if pk.FixedHeader.Qos > 0 && cl.Properties.ProtocolVersion == 5 {
+		code, reason := packets.ErrPacketTooLarge, "sparkplug_too_large"
+		if quota {
+			code, reason = packets.ErrQuotaExceeded, "sparkplug_quota"
+		}
+		h.m.refused.WithLabelValues(reason).Inc()
+		code.Reason = truncateReason(err.Error())
+		return h.refuseV5(cl, pk, code)
+	}
+	if quota {
+		return h.refuseTransient(cl, pk, "sparkplug_quota")
+	}
+	return h.refuseInvalid(cl, pk, err)
+}
+
+// spbSessions remembers the Sparkplug B sessions each connection's NBIRTHs
+// started, so that their state expires when the connection ends. At most
+// --sparkplug-max-nodes per credential are started.
+type spbSessions struct {
+	mu sync.Mutex
+	by map[*mqtt.Client]map[string]string // node -> session
+}
+
+func newSpbSessions() *spbSessions {
+	return &spbSessions{by: map[*mqtt.Client]map[string]string{}}
+}
+
+// started records that cl's NBIRTH of node started session, and reports
+// whether it did: not once cl is closed (its OnDisconnect, which calls
+// ended after the close, may have run).
+func (s *spbSessions) started(cl *mqtt.Client, node, session string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if cl.Closed() {
+		return false
+	}
+	if s.by[cl] == nil {
+		s.by[cl] = map[string]string{}
+	}
+	s.by[cl][node] = session
+	return true
+}
+
+// ended forgets cl and returns its sessions.
+func (s *spbSessions) ended(cl *mqtt.Client) map[string]string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m := s.by[cl]
+	delete(s.by, cl)
+	return m
+}
+
+// endSparkplugSessions starts the expiry (--sparkplug-state-ttl) of the
+// state of every edge node whose NBIRTH cl published, unless a later
+// NBIRTH (another connection's, after a takeover) or its NDEATH came first.
+func (h *hook) endSparkplugSessions(cl *mqtt.Client) {
+	if h.spb == nil {
+		return
+	}
+	for node, session := range h.spbLive.ended(cl) {
+		if err := h.spb.EndSession(h.ctx, node, session); err != nil {
+			// The state stays without a TTL until its next birth or death.
+			h.log.Warn("sparkplug state expiry not set", "node", node, "err", err)
+		}
+	}
+}
+
+// sparkplugSweepInterval is how often the broker removes the expired
+// Sparkplug state and reads its account.
+const sparkplugSweepInterval = 10 * time.Second
+
+// sweepSparkplug removes the expired Sparkplug B state and updates
+// firehose_sparkplug_state_bytes and _nodes, until ctx ends.
+func (h *hook) sweepSparkplug(ctx context.Context) {
+	t := time.NewTicker(sparkplugSweepInterval)
+	defer t.Stop()
+	for {
+		st, err := h.spb.Sweep(ctx)
+		if err == nil {
+			h.m.spbStateBytes.Set(float64(st.Bytes))
+			h.m.spbStateNodes.Set(float64(st.Nodes))
+		} else if ctx.Err() == nil {
+			h.log.Debug("sparkplug state sweep", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
 		}
 	}
 }

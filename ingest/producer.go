@@ -75,7 +75,18 @@ type ProducerConfig struct {
 	// DedupWindow is how long a key is remembered at least (at most twice
 	// that). Default DefaultDedupWindow.
 	DedupWindow time.Duration
+	// StateBytesKey, if set, is a Redis counter of the bytes of state the
+	// edges keep beside the streams (Sparkplug B edge node state, see
+	// sparkplug.RedisStore.BytesKey). Each backlog measurement reads it and
+	// counts it toward HighWater as StateBytesPerReading bytes a reading:
+	// the state takes Redis memory the backlog would otherwise have.
+	StateBytesKey string
 }
+
+// StateBytesPerReading is how many bytes of ProducerConfig.StateBytesKey
+// count as one reading of backlog: about what Redis holds per backlogged
+// reading (58 bytes measured with batch entries, see BENCHMARKS.md).
+const StateBytesPerReading = 58
 
 func (c ProducerConfig) withDefaults() ProducerConfig {
 	if c.Pipelines <= 0 {
@@ -142,6 +153,9 @@ type Producer struct {
 	// bounds the backlog between measurements, so a burst cannot overshoot
 	// the high-water mark by a whole BacklogInterval of traffic.
 	sinceMeasure atomic.Int64
+	// stateReadings is the state at StateBytesKey in readings, as last
+	// measured: it counts toward HighWater with the backlog.
+	stateReadings atomic.Int64
 
 	runOnce  sync.Once
 	stopOnce sync.Once
@@ -256,7 +270,7 @@ func (p *Producer) UnavailableShards() []int { return p.health.list() }
 // overHighWater reports whether the backlog, as last measured plus what was
 // written since, is over the high-water mark.
 func (p *Producer) overHighWater() bool {
-	return p.backlogFull.Load() || (p.cfg.HighWater > 0 && p.backlog.Load()+p.sinceMeasure.Load() > p.cfg.HighWater)
+	return p.backlogFull.Load() || (p.cfg.HighWater > 0 && p.backlog.Load()+p.stateReadings.Load()+p.sinceMeasure.Load() > p.cfg.HighWater)
 }
 
 // Backlog is the last measured number of entries in all shard streams.
@@ -456,6 +470,10 @@ func (p *Producer) measureBacklog(ctx context.Context) {
 		}
 	}
 	layout := p.queueLayoutCheck(ctx, pipe)
+	var state *redis.StringCmd
+	if p.cfg.StateBytesKey != "" {
+		state = pipe.Get(ctx, p.cfg.StateBytesKey)
+	}
 	_, _ = pipe.Exec(ctx) // each command's error is read below
 	if ctx.Err() != nil && errors.Is(ctx.Err(), context.Canceled) {
 		return // shutting down: say nothing about Redis
@@ -510,11 +528,18 @@ func (p *Producer) measureBacklog(ctx context.Context) {
 		total += n
 	}
 	p.backlog.Store(total)
+	if state != nil {
+		// Absent: no state; unreadable (Redis down): the last measurement stands.
+		if n, err := state.Int64(); err == nil || errors.Is(err, redis.Nil) {
+			p.stateReadings.Store(max(n, 0) / StateBytesPerReading)
+		}
+	}
+	total += p.stateReadings.Load()
 	p.sinceMeasure.Add(-before)
 	full := p.cfg.HighWater > 0 && total > p.cfg.HighWater
 	if p.backlogFull.Swap(full) != full {
 		if full {
-			p.log.Warn("backlog over the high-water mark: refusing readings", "backlog", total, "high_water", p.cfg.HighWater)
+			p.log.Warn("backlog over the high-water mark: refusing readings", "backlog", total, "state_readings", p.stateReadings.Load(), "high_water", p.cfg.HighWater)
 		} else {
 			p.log.Info("backlog under the high-water mark: accepting readings", "backlog", total)
 		}

@@ -1,7 +1,7 @@
 // Package sparkplug decodes Sparkplug B messages into metric values,
 // resolving aliases from birth certificates.
 //
-//	tr := sparkplug.NewTracker(sparkplug.NewRedisStore(rdb, "firehose:sparkplug:"))
+//	tr := sparkplug.NewTracker(sparkplug.NewRedisStore(rdb, "{firehose:spb}:"))
 //	msg, err := tr.Handle(ctx, topic, payload) // topic: spBv1.0/{group}/{type}/{edge}[/{device}]
 //	if err != nil { /* malformed (errors.Is(err, sparkplug.ErrMalformed)) or Redis down */ }
 //	for _, v := range msg.Values { /* one row: v.Device, v.Name, v.Timestamp, v.Number or v.Other */ }
@@ -35,7 +35,8 @@
 // fields per node: MemoryStore for tests, RedisStore (one hash per node
 // under a caller's prefix) so every broker instance sees it and it
 // survives a restart. Fields: seq (last seq; present while the node is
-// born), bdseq (the NBIRTH's bdSeq), a/{alias} = "{datatype} {device}/{name}"
+// born), bdseq (the NBIRTH's bdSeq), sid (a random id of the NBIRTH's
+// session), a/{alias} = "{datatype} {device}/{name}"
 // (aliases are unique across a node and its devices), n/{device}/{name} =
 // datatype (for DATA metrics sent by name; device "" for the node), and
 // d/{device} = the JSON list of fields its DBIRTH made, so a DBIRTH or
@@ -57,10 +58,20 @@
 //     values still land (their aliases resolve) and seq follows the message.
 //   - DDEATH forgets the device; NDEATH forgets the node, unless its bdSeq
 //     differs from the live NBIRTH's: then it is an earlier session's will,
-//     published late, and Message.Stale is set instead.
+//     published late, and Message.Stale is set instead. The comparison and
+//     the clear are one atomic Store.Write, as is every change: a write
+//     after a read applies only if the session read (sid) is still live, so
+//     a will handled on another goroutine or broker never wipes a newer
+//     birth, and a late message of an ended session changes nothing.
+//   - The state is bounded: an owner (HandleFrom; the broker passes the MQTT
+//     credential) keeps at most MaxNodes nodes, a node at most MaxNodeBytes
+//     (ErrQuota, ErrStateTooLarge refuse the birth); EndSession starts the
+//     expiry (StateTTL) of a node whose connection ended, Sweep removes what
+//     expired and returns the account (Stats) that the broker publishes and
+//     the producer counts toward --high-water (RedisStore.BytesKey).
 //
 // A Rebirth request is marked Duplicate for RebirthInterval (10 s) after one
-// went out for the same node (field rb, in the node's state, so the broker
+// went out for the same node (Store.Throttle, in Redis so the broker
 // instances agree), so the messages in flight from a node do not each ask.
 //
 // BIRTH messages' metrics are values too (the current ones) and land like

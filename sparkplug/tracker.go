@@ -2,6 +2,8 @@ package sparkplug
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -113,13 +115,36 @@ type Message struct {
 	// Stale is set for an NDEATH whose bdSeq is not the live NBIRTH's: a
 	// death certificate of an earlier session, ignored.
 	Stale bool
+	// Session identifies the session an NBIRTH started (for EndSession).
+	Session string
 }
 
+// ErrQuota is matched (errors.Is) by the error of a birth refused because
+// its owner already has Tracker.MaxNodes edge nodes with state.
+var ErrQuota = errors.New("sparkplug state quota exceeded")
+
+// ErrStateTooLarge is matched (errors.Is) by the error of a birth that
+// would make an edge node's state larger than Tracker.MaxNodeBytes.
+var ErrStateTooLarge = errors.New("sparkplug state too large")
+
 // Tracker decodes Sparkplug B messages and keeps each edge node's alias and
-// sequence state in a Store. Safe for concurrent use; messages of one edge
-// node must be handled in the order they arrived.
+// sequence state in a Store. Safe for concurrent use. Messages of one
+// connection of an edge node must be handled in the order they arrived;
+// a death (a will) of an earlier connection may come at any time, on any
+// goroutine: it ends only the session whose bdSeq it carries.
 type Tracker struct {
 	store Store
+	// MaxNodes is how many edge nodes one owner (MQTT credential) may keep
+	// state for at once, live or expiring; a birth of one more is refused
+	// (ErrQuota). 0: no limit.
+	MaxNodes int
+	// MaxNodeBytes bounds the size of one edge node's state (its births and
+	// its devices' births, as fieldSize counts them); a birth past it is
+	// refused (ErrStateTooLarge). 0: no limit.
+	MaxNodeBytes int64
+	// StateTTL is how long the state of an edge node whose session ended
+	// (EndSession) is kept before it expires (default DefaultStateTTL).
+	StateTTL time.Duration
 	// RebirthInterval is how long after a Rebirth request for an edge node
 	// the next ones are marked Duplicate (default DefaultRebirthInterval;
 	// 0 marks none). Set it before the first Handle.
@@ -133,16 +158,22 @@ type Tracker struct {
 // after this long an unanswered request (say, a lost NCMD) is repeated.
 const DefaultRebirthInterval = 10 * time.Second
 
+// DefaultStateTTL is how long an ended session's state is kept: a node that
+// reconnects within it (and sends DATA before its NBIRTH) is still known.
+const DefaultStateTTL = 24 * time.Hour
+
 // NewTracker returns a Tracker keeping state in store.
 func NewTracker(store Store) *Tracker {
-	return &Tracker{store: store, RebirthInterval: DefaultRebirthInterval, Now: time.Now}
+	return &Tracker{store: store, RebirthInterval: DefaultRebirthInterval, Now: time.Now, StateTTL: DefaultStateTTL}
 }
 
 // Fields of a node's state.
 const (
 	fieldSeq   = "seq"   // last seq, decimal; present while the node is born
 	fieldBdSeq = "bdseq" // the NBIRTH's bdSeq, decimal, if it had one
-	fieldAsked = "rb"    // when a Rebirth request last went out, ms
+	// fieldSession is a random id of the NBIRTH's session: every later
+	// write applies only while it is unchanged.
+	fieldSession = "sid"
 )
 
 func aliasField(alias uint64) string       { return "a/" + strconv.FormatUint(alias, 10) }
@@ -164,11 +195,19 @@ func parseAliasEntry(s string) (dt DataType, device, name string, ok bool) {
 // BdSeqMetric is the name of the birth/death sequence metric of NBIRTH and NDEATH.
 const BdSeqMetric = "bdSeq"
 
-// Handle decodes one message published on topic and updates the edge node's
-// state. An error means nothing is to be landed: a malformed topic or
-// payload (errors.Is(err, ErrMalformed)) or a failing store. Otherwise the
-// Message says what to land and whether to ask for a rebirth.
+// Handle is HandleFrom with no owner: every node counts against the same
+// one.
 func (t *Tracker) Handle(ctx context.Context, topic string, payload []byte) (*Message, error) {
+	return t.HandleFrom(ctx, "", topic, payload)
+}
+
+// HandleFrom decodes one message published on topic by owner (the MQTT
+// credential it counts against) and updates the edge node's state. An
+// error means nothing is to be landed: a malformed topic or payload
+// (errors.Is(err, ErrMalformed)), a birth over the limits (ErrQuota,
+// ErrStateTooLarge) or a failing store. Otherwise the Message says what to
+// land and whether to ask for a rebirth.
+func (t *Tracker) HandleFrom(ctx context.Context, owner, topic string, payload []byte) (*Message, error) {
 	tp, err := ParseTopic(topic)
 	if err != nil {
 		return nil, err
@@ -195,7 +234,7 @@ func (t *Tracker) Handle(ctx context.Context, topic string, payload []byte) (*Me
 	}
 	switch tp.Type {
 	case NBIRTH:
-		err = t.nodeBirth(ctx, msg)
+		err = t.nodeBirth(ctx, owner, msg)
 	case DBIRTH:
 		err = t.deviceBirth(ctx, msg)
 	case NDATA, DDATA:
@@ -216,24 +255,48 @@ func (t *Tracker) Handle(ctx context.Context, topic string, payload []byte) (*Me
 
 // throttle marks msg.Rebirth Duplicate if a request went out for the node
 // less than RebirthInterval ago, and otherwise records that one goes out now.
-// The record is in the node's state, so every broker instance sees it, and
-// an NBIRTH clears it.
+// The record is in the store, so every broker instance sees it, and an
+// NBIRTH clears it.
 func (t *Tracker) throttle(ctx context.Context, msg *Message) error {
-	node, now := msg.Topic.Node(), t.Now()
-	got, err := t.store.Get(ctx, node, []string{fieldAsked})
-	if err != nil {
-		return err
+	first, err := t.store.Throttle(ctx, msg.Topic.Node(), t.Now(), t.RebirthInterval)
+	msg.Rebirth.Duplicate = err == nil && !first
+	return err
+}
+
+// write applies w, and turns a refused birth into its error.
+func (t *Tracker) write(ctx context.Context, node string, w Write) (Outcome, error) {
+	w.MaxNodes, w.MaxBytes = t.MaxNodes, t.MaxNodeBytes
+	o, err := t.store.Write(ctx, node, w)
+	switch {
+	case err != nil:
+		return o, err
+	case o == OutcomeQuota:
+		return o, fmt.Errorf("owner %q has %d edge nodes with state: %w", w.Owner, t.MaxNodes, ErrQuota)
+	case o == OutcomeTooLarge:
+		return o, fmt.Errorf("edge node state over %d bytes: %w", t.MaxNodeBytes, ErrStateTooLarge)
 	}
-	if s, ok := got[fieldAsked]; ok {
-		if ms, err := strconv.ParseInt(s, 10, 64); err == nil {
-			since := now.Sub(time.UnixMilli(ms))
-			if since >= 0 && since < t.RebirthInterval {
-				msg.Rebirth.Duplicate = true
-				return nil
-			}
-		}
-	}
-	return t.store.Update(ctx, node, false, map[string]string{fieldAsked: strconv.FormatInt(now.UnixMilli(), 10)}, nil)
+	return o, nil
+}
+
+// EndSession starts the expiry of node's state (StateTTL) if session, which
+// an NBIRTH of node returned in Message.Session, is still its live one: the
+// connection that published that NBIRTH has ended. A later NBIRTH makes the
+// state live again.
+func (t *Tracker) EndSession(ctx context.Context, node, session string) error {
+	_, err := t.store.Expire(ctx, node, session, t.Now(), t.StateTTL)
+	return err
+}
+
+// Sweep removes the expired states and returns the account of what is left.
+func (t *Tracker) Sweep(ctx context.Context) (Stats, error) {
+	return t.store.Sweep(ctx, t.Now())
+}
+
+// newSession returns a random session id.
+func newSession() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:]) // never fails (crypto/rand)
+	return hex.EncodeToString(b[:])
 }
 
 func (t *Tracker) rebirth(msg *Message, r RebirthReason) *RebirthError {
@@ -285,7 +348,7 @@ func values(msg *Message, i int, m *Metric, name string, dt DataType) {
 	msg.Values = append(msg.Values, v)
 }
 
-func (t *Tracker) nodeBirth(ctx context.Context, msg *Message) error {
+func (t *Tracker) nodeBirth(ctx context.Context, owner string, msg *Message) error {
 	p := msg.Payload
 	set, err := birthFields("", p)
 	if err != nil {
@@ -301,7 +364,19 @@ func (t *Tracker) nodeBirth(ctx context.Context, msg *Message) error {
 		}
 		values(msg, i, m, m.Name, m.Datatype)
 	}
-	return t.store.Update(ctx, msg.Topic.Node(), true, set, nil)
+	sid := newSession()
+	set[fieldSession] = sid
+	if _, err := t.write(ctx, msg.Topic.Node(), Write{Birth: true, Owner: owner, Set: set}); err != nil {
+		return err
+	}
+	msg.Session = sid
+	return nil
+}
+
+// same is the condition of a write after a read: the session read is
+// still the live one.
+func same(got map[string]string) map[string]string {
+	return map[string]string{fieldSession: got[fieldSession]}
 }
 
 // checkSeq compares seq to the one after the stored last.
@@ -330,7 +405,7 @@ func deviceDefs(s string) []string {
 
 func (t *Tracker) deviceBirth(ctx context.Context, msg *Message) error {
 	p, node, dev := msg.Payload, msg.Topic.Node(), msg.Topic.Device
-	old, born, err := t.deviceState(ctx, msg)
+	got, old, born, err := t.deviceState(ctx, msg)
 	if err != nil {
 		return err
 	}
@@ -358,27 +433,34 @@ func (t *Tracker) deviceBirth(ctx context.Context, msg *Message) error {
 	}
 	set[deviceField(dev)] = string(list)
 	set[fieldSeq] = strconv.FormatUint(p.Seq, 10)
-	return t.store.Update(ctx, node, false, set, old)
+	o, err := t.write(ctx, node, Write{If: same(got), Set: set, Del: old})
+	if err == nil && o == OutcomeStale {
+		// The node's session ended or restarted since the read: this
+		// DBIRTH belongs to no live session.
+		msg.Values = nil
+		t.rebirth(msg, NotBorn)
+	}
+	return err
 }
 
 // deviceState reads whether the node is born, checking the message's seq
 // if so, and the fields the device's last DBIRTH made.
-func (t *Tracker) deviceState(ctx context.Context, msg *Message) (defs []string, born bool, err error) {
+func (t *Tracker) deviceState(ctx context.Context, msg *Message) (got map[string]string, defs []string, born bool, err error) {
 	dev := msg.Topic.Device
-	got, err := t.store.Get(ctx, msg.Topic.Node(), []string{fieldSeq, deviceField(dev)})
+	got, err = t.store.Get(ctx, msg.Topic.Node(), []string{fieldSeq, fieldSession, deviceField(dev)})
 	if err != nil {
-		return nil, false, err
+		return nil, nil, false, err
 	}
 	last, born := got[fieldSeq]
 	if born {
 		t.checkSeq(msg, last)
 	}
-	return deviceDefs(got[deviceField(dev)]), born, nil
+	return got, deviceDefs(got[deviceField(dev)]), born, nil
 }
 
 func (t *Tracker) data(ctx context.Context, msg *Message) error {
 	p, node, dev := msg.Payload, msg.Topic.Node(), msg.Topic.Device
-	fields := []string{fieldSeq}
+	fields := []string{fieldSeq, fieldSession}
 	if dev != "" {
 		fields = append(fields, deviceField(dev))
 	}
@@ -406,7 +488,8 @@ func (t *Tracker) data(ctx context.Context, msg *Message) error {
 		// in the node's sequence.
 		t.rebirth(msg, NotBorn)
 		t.checkSeq(msg, last)
-		return t.store.Update(ctx, node, false, seq, nil)
+		_, err := t.write(ctx, node, Write{If: same(got), Set: seq})
+		return err
 	}
 	t.checkSeq(msg, last)
 	var unknownAliases []uint64
@@ -448,22 +531,26 @@ func (t *Tracker) data(ctx context.Context, msg *Message) error {
 		rb := t.rebirth(msg, UnknownAlias)
 		rb.Aliases, rb.Names = unknownAliases, unknownNames
 	}
-	return t.store.Update(ctx, node, false, seq, nil)
+	// A session that ended or restarted since the read keeps its seq: the
+	// values resolved against the state as it was when the message came.
+	_, err = t.write(ctx, node, Write{If: same(got), Set: seq})
+	return err
 }
 
 func (t *Tracker) deviceDeath(ctx context.Context, msg *Message) error {
 	node, dev := msg.Topic.Node(), msg.Topic.Device
-	defs, born, err := t.deviceState(ctx, msg)
+	got, defs, born, err := t.deviceState(ctx, msg)
 	if err != nil || !born {
 		return err // not born: nothing to forget
 	}
 	del := append(defs, deviceField(dev))
-	return t.store.Update(ctx, node, false, map[string]string{fieldSeq: strconv.FormatUint(msg.Payload.Seq, 10)}, del)
+	_, err = t.write(ctx, node, Write{If: same(got), Set: map[string]string{fieldSeq: strconv.FormatUint(msg.Payload.Seq, 10)}, Del: del})
+	return err
 }
 
 func (t *Tracker) nodeDeath(ctx context.Context, msg *Message) error {
 	node := msg.Topic.Node()
-	got, err := t.store.Get(ctx, node, []string{fieldSeq, fieldBdSeq})
+	got, err := t.store.Get(ctx, node, []string{fieldSeq, fieldBdSeq, fieldSession})
 	if err != nil {
 		return err
 	}
@@ -471,15 +558,21 @@ func (t *Tracker) nodeDeath(ctx context.Context, msg *Message) error {
 		return nil
 	}
 	// The broker publishes an NDEATH (the MQTT will) when a session ends,
-	// possibly after the node's next NBIRTH on a new connection: only the
-	// death whose bdSeq matches the live birth's ends the live session.
-	if live, ok := got[fieldBdSeq]; ok {
+	// possibly after the node's next NBIRTH on a new connection, on
+	// another goroutine: only the death whose bdSeq matches the live
+	// birth's ends the live session, compared and cleared in one step
+	// (with the session read, so a birth between the read and the clear
+	// survives even if it reused the bdSeq). A death without bdSeq, or of
+	// a birth without one, ends the session read.
+	cond := same(got)
+	if _, ok := got[fieldBdSeq]; ok {
 		for _, m := range msg.Payload.Metrics {
-			if m.Name == BdSeqMetric && (m.Kind == KindInt || m.Kind == KindLong) && strconv.FormatUint(m.Uint, 10) != live {
-				msg.Stale = true
-				return nil
+			if m.Name == BdSeqMetric && (m.Kind == KindInt || m.Kind == KindLong) {
+				cond[fieldBdSeq] = strconv.FormatUint(m.Uint, 10)
 			}
 		}
 	}
-	return t.store.Clear(ctx, node)
+	o, err := t.write(ctx, node, Write{Clear: true, If: cond})
+	msg.Stale = err == nil && o == OutcomeStale
+	return err
 }

@@ -127,13 +127,17 @@ func startStack(ctx context.Context, cfg *serveConfig, logger *slog.Logger) (*st
 		"high_water", cfg.Producer.HighWater, "producer_pipelines", cfg.Producer.Pipelines,
 		"http_api_keys", cfg.HTTP.APIKeysFile != "", "http_tls", cfg.HTTP.TLSCert != "", "mqtt_auth", cfg.MQTT.AuthFile != "")
 
+	// Sparkplug B aliases and sequence numbers live beside the deployment's
+	// streams, where every broker sees them, under one hash tag (its writes
+	// are scripts over a node's hash and the account). Their size counts
+	// toward --high-water at every edge, HTTP gateways included.
+	spbStore := sparkplug.NewRedisStore(st.rdb, "{"+cfg.Streams.Prefix+":spb}:")
+	cfg.Producer.StateBytesKey = spbStore.BytesKey()
 	if has(roleHTTP) || has(roleBroker) {
 		st.producer = ingest.NewProducer(st.rdb, cfg.Streams, cfg.Producer, logger, st.reg)
 	}
 	if has(roleBroker) {
-		// Sparkplug B aliases and sequence numbers live beside the
-		// deployment's streams, where every broker sees them.
-		cfg.MQTT.SparkplugStore = sparkplug.NewRedisStore(st.rdb, cfg.Streams.Prefix+":spb:")
+		cfg.MQTT.SparkplugStore = spbStore
 		if st.mqtt, err = broker.New(cfg.MQTT, st.producer, logger, st.reg); err != nil {
 			return nil, fmt.Errorf("mqtt broker: %w", err)
 		}
