@@ -2,6 +2,8 @@ package broker
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+
+	"firehose/ingest"
 )
 
 type metrics struct {
@@ -17,6 +19,7 @@ type metrics struct {
 	sessionsEvicted prometheus.Counter
 	retainDropped   prometheus.Counter
 	rebirths        prometheus.Counter
+	deadLetters     *prometheus.CounterVec // by decode path (kind)
 }
 
 // gauges are read from the broker's state when scraped.
@@ -71,7 +74,11 @@ func newMetrics(reg prometheus.Registerer, g gauges) *metrics {
 		Name: "firehose_mqtt_sparkplug_rebirths_total",
 		Help: "Sparkplug B Rebirth requests (NCMD Node Control/Rebirth) sent to edge nodes whose DATA used an alias no birth gave, came before its birth, or skipped a seq.",
 	})
-	reg.MustRegister(m.publishes, m.accepted, m.refused, m.ack, m.rebirths,
+	m.deadLetters = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "firehose_mqtt_dead_letters_total",
+		Help: "QoS 1/2 publishes acknowledged as edge dead letters (firehose rejected list), by decode path (topic, rule, sparkplug): invalid payloads of MQTT 3.1.1 clients, Sparkplug B messages before their birth or with unknown aliases.",
+	}, []string{"kind"})
+	reg.MustRegister(m.publishes, m.accepted, m.refused, m.ack, m.rebirths, m.deadLetters,
 		m.connectsRefused, m.subsRefused, m.sessionsParked, m.sessionsEvicted, m.retainDropped,
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "firehose_mqtt_auth_password_checks_total",
@@ -92,6 +99,9 @@ func newMetrics(reg prometheus.Registerer, g gauges) *metrics {
 	}
 	for _, r := range connectRefusals {
 		m.connectsRefused.WithLabelValues(r)
+	}
+	for _, k := range []string{ingest.KindTopic, ingest.KindRule, ingest.KindSparkplug} {
+		m.deadLetters.WithLabelValues(k)
 	}
 	m.sessionsParked.WithLabelValues("session_queue_full")
 	m.sessionsParked.WithLabelValues("offline_queue_full")

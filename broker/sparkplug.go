@@ -36,15 +36,20 @@ func spbLimits(l ingest.Limits) ingest.Limits {
 // the payload), plus a row for each birth and death, all acknowledged
 // together. A DATA message with an alias no birth certificate gave, before
 // its birth, or after a gap in seq gets a Rebirth request (NCMD
-// "Node Control/Rebirth") to its edge node, and what did resolve still
-// lands. A payload that is not Sparkplug B is refused as invalid; a failure
+// "Node Control/Rebirth") to its edge node. After a seq gap everything
+// lands; a message that does not resolve (before its birth, an unknown
+// alias or name) is at QoS 1/2 written whole as an edge dead letter before
+// its acknowledgement (none of its values lands until a replay lands them
+// all), and at QoS 0 what did resolve lands. A payload that is not
+// Sparkplug B is refused as invalid; a failure
 // of the alias store (Redis) as unavailable. Under --mqtt-auth the client's
 // username must be the edge node's id. NCMD, DCMD and STATE messages are
 // delivered, not stored.
 func (h *hook) publishSparkplug(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	start := time.Now()
 	tp, err := sparkplug.ParseTopic(pk.TopicName)
 	if err != nil {
-		return h.refuseInvalid(cl, pk, err)
+		return h.refuseInvalid(cl, pk, err, ingest.KindSparkplug, "", start)
 	}
 	if tp.Type == sparkplug.NCMD || tp.Type == sparkplug.DCMD || tp.Type == sparkplug.STATE {
 		if h.auth != nil && tp.Type != sparkplug.STATE && !h.mayCommand(cl, pk.TopicName) {
@@ -57,11 +62,10 @@ func (h *hook) publishSparkplug(cl *mqtt.Client, pk packets.Packet) (packets.Pac
 	if h.auth != nil && !h.mayPublish(cl, tp.EdgeNode) {
 		return h.refuseUnauthorized(cl, pk)
 	}
-	start := time.Now()
 	msg, err := h.spb.Handle(h.ctx, pk.TopicName, pk.Payload)
 	switch {
 	case errors.Is(err, sparkplug.ErrMalformed):
-		return h.refuseInvalid(cl, pk, err)
+		return h.refuseInvalid(cl, pk, err, ingest.KindSparkplug, tp.DeviceID(), start)
 	case err != nil:
 		h.log.Warn("sparkplug state unavailable", "topic", pk.TopicName, "err", err)
 		return h.refuseTransient(cl, pk, "redis_unavailable")
@@ -69,12 +73,20 @@ func (h *hook) publishSparkplug(cl *mqtt.Client, pk packets.Packet) (packets.Pac
 	if rb := msg.Rebirth; rb != nil && !rb.Duplicate {
 		h.askRebirth(tp.Group, tp.EdgeNode)
 	}
+	if unresolved(msg) && pk.FixedHeader.Qos > 0 {
+		// Nothing partial: the whole message is the dead letter, which a
+		// replay after the rebirth lands whole, once.
+		if err := h.storeDeadLetter(cl, pk, ingest.KindSparkplug, tp.DeviceID(), msg.Rebirth.Error(), start); err != nil {
+			return h.refuseTransient(cl, pk, ingest.RefusalReason(err))
+		}
+		return pk, nil
+	}
 	rs, err := spbReadings(msg, start, spbLimits(h.limits))
 	if err != nil {
-		return h.refuseInvalid(cl, pk, err)
+		return h.refuseInvalid(cl, pk, err, ingest.KindSparkplug, tp.DeviceID(), start)
 	}
 	if len(rs) == 0 {
-		return pk, nil // nothing resolved (a DATA before its birth): the Rebirth request is out
+		return pk, nil // nothing to store (at QoS 0, a DATA before its birth): the Rebirth request is out
 	}
 	return h.store(cl, pk, rs, start)
 }
