@@ -289,7 +289,11 @@ func (s *deadLetterSource) Next() bool {
 func (s *deadLetterSource) Values() ([]any, error) {
 	e := s.rows[s.i-1]
 	d := e.dl
-	return []any{s.stream, e.entryID(), e.version, d.Payload, cleanText(d.Reason, 2000), "edge",
+	raw := d.Payload
+	if raw == nil {
+		raw = []byte{} // an empty message: raw is NOT NULL
+	}
+	return []any{s.stream, e.entryID(), e.version, raw, cleanText(d.Reason, 2000), "edge",
 		cleanText(d.Kind, 64), cleanText(d.Topic, 65535), cleanText(d.ClientID, 65535), cleanText(d.Username, 65535),
 		cleanText(d.Device, 65535), d.ReceivedAt}, nil
 }
