@@ -349,7 +349,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "firehose_bridge_rows_rejected_total",
-			Help: "Stream entries written to readings_rejected, by reason (decode, refused).",
+			Help: "Stream entries written to readings_rejected, by reason (decode, refused, edge: an edge dead letter).",
 		}, []string{"reason"}),
 		batchRows: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "firehose_bridge_batch_rows",
@@ -416,7 +416,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	for _, t := range []string{"size", "age", "shutdown", "handover", "read_error"} {
 		m.flushes.WithLabelValues(t)
 	}
-	for _, r := range []string{"decode", "refused"} {
+	for _, r := range []string{"decode", "refused", "edge"} {
 		m.rejected.WithLabelValues(r)
 	}
 	for _, op := range []string{"connect", "lock", "read", "commit", "ping", "members"} {

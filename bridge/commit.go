@@ -35,6 +35,7 @@ SET last_id = EXCLUDED.last_id, rows = bridge_checkpoints.rows + EXCLUDED.rows,
 type commitResult struct {
 	written, decodeBad, refused int
 	replayed                    int       // of written: replays of rejected entries (see replays)
+	deadLetters                 int       // edge dead letters recorded in readings_rejected
 	oldest                      time.Time // earliest ReceivedAt of the batch
 }
 
@@ -47,10 +48,14 @@ type commitResult struct {
 func (s *session) commit(ctx context.Context) (commitResult, error) {
 	var res commitResult
 	good := make([]*entry, 0, len(s.buf))
-	var bad []*entry
+	var bad, dead []*entry
 	for i := range s.buf {
 		e := &s.buf[i]
 		e.pos = i
+		if e.dl != nil {
+			dead = append(dead, e)
+			continue
+		}
 		if e.bad != nil {
 			bad = append(bad, e)
 			continue
@@ -104,6 +109,11 @@ func (s *session) commit(ctx context.Context) (commitResult, error) {
 			return res, fmt.Errorf("record %d rejected entries: %w", len(bad), err)
 		}
 	}
+	if len(dead) > 0 {
+		if _, err := tx.CopyFrom(ctx, rejectedTable, deadLetterColumns, &deadLetterSource{stream: s.key, rows: dead}); err != nil {
+			return res, fmt.Errorf("record %d edge dead letters: %w", len(dead), err)
+		}
+	}
 	written := len(good) - len(refused) + res.replayed
 	if _, err := tx.Exec(ctx, upsertCheckpoint, s.key, s.cursor.String(), written, s.gen); err != nil {
 		return res, fmt.Errorf("write checkpoint: %w", err)
@@ -111,7 +121,7 @@ func (s *session) commit(ctx context.Context) (commitResult, error) {
 	if err := tx.Commit(ctx); err != nil {
 		return res, fmt.Errorf("commit: %w", err)
 	}
-	res.written, res.refused = written, len(refused)
+	res.written, res.refused, res.deadLetters = written, len(refused), len(dead)
 	return res, nil
 }
 
@@ -258,3 +268,34 @@ func cleanText(s string, max int) string {
 	}
 	return s
 }
+
+// deadLetterColumns are the columns of an edge dead letter's row.
+var deadLetterColumns = []string{"stream", "entry_id", "version", "raw", "error", "source",
+	"edge_kind", "topic", "client_id", "username", "device_id", "received_at"}
+
+// deadLetterSource feeds edge dead letters to COPY into readings_rejected:
+// raw is the message's payload, the other fields each in its column.
+type deadLetterSource struct {
+	stream string
+	rows   []*entry
+	i      int
+}
+
+func (s *deadLetterSource) Next() bool {
+	s.i++
+	return s.i <= len(s.rows)
+}
+
+func (s *deadLetterSource) Values() ([]any, error) {
+	e := s.rows[s.i-1]
+	d := e.dl
+	raw := d.Payload
+	if raw == nil {
+		raw = []byte{} // an empty message: raw is NOT NULL
+	}
+	return []any{s.stream, e.entryID(), e.version, raw, cleanText(d.Reason, 2000), "edge",
+		cleanText(d.Kind, 64), cleanText(d.Topic, 65535), cleanText(d.ClientID, 65535), cleanText(d.Username, 65535),
+		cleanText(d.Device, 65535), d.ReceivedAt}, nil
+}
+
+func (s *deadLetterSource) Err() error { return nil }

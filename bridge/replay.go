@@ -120,6 +120,12 @@ func (s *session) replays(ctx context.Context, tx pgx.Tx, bad []*entry, res *com
 		}
 		ids = append(ids, r.rp.Of)
 		entries = append(entries, r.e.id)
+		if _, batched := ingest.ItemCodec(r.rp.Version); batched {
+			// The readings of one replayed message (an edge dead letter):
+			// each lands, or is refused again as a row of its own.
+			land, again = expandReplay(r, land, again)
+			continue
+		}
 		if r.e.r, r.e.bad = ingest.Decode(r.rp.Version, r.rp.Body); r.e.bad != nil {
 			again = append(again, r)
 			continue
@@ -157,7 +163,9 @@ func (s *session) replays(ctx context.Context, tx pgx.Tx, bad []*entry, res *com
 		}
 	}
 	res.replayed = len(land) - len(refused)
-	res.decodeBad -= res.replayed + dups
+	// Of the replay entries, only what is refused again stays recorded as
+	// rejected.
+	res.decodeBad += len(again) - len(reps)
 	s.log.Debug("replays of rejected entries in this batch", "rows", len(land)-len(refused),
 		"duplicates", dups, "refused_again", len(again))
 	return rest, nil
@@ -233,3 +241,27 @@ func (s *replayRejectSource) Values() ([]any, error) {
 }
 
 func (s *replayRejectSource) Err() error { return nil }
+
+// expandReplay splits a replay whose body is a batch (version 2 or 4: the
+// readings an edge dead letter resolved to) into one replay per reading, on
+// entries of their own, and adds each to land, or to again when it does not
+// decode; a batch whose framing is broken goes to again whole.
+func expandReplay(r replayed, land, again []replayed) ([]replayed, []replayed) {
+	parts, err := ingest.SplitBatch(r.rp.Body)
+	if err != nil {
+		r.e.bad = err
+		return land, append(again, r)
+	}
+	item, _ := ingest.ItemCodec(r.rp.Version)
+	for i, p := range parts {
+		e := &entry{id: r.e.id, item: i + 1, version: item, raw: p}
+		e.r, e.bad = ingest.Decode(item, p)
+		one := replayed{e: e, rp: ingest.Replay{Of: r.rp.Of, Version: item, Body: p}}
+		if e.bad != nil {
+			again = append(again, one)
+		} else {
+			land = append(land, one)
+		}
+	}
+	return land, again
+}

@@ -59,6 +59,9 @@ type entry struct {
 	version string // the encoding version of raw
 	raw     string // the body (of this reading alone, in a batch), or a dump of the fields; kept if rejected
 	dump    bool   // raw is a dump of the fields: the entry had no body
+	// dl is the entry's edge dead letter (ingest.CodecDeadLetter): it lands
+	// in readings_rejected with source 'edge', not in readings.
+	dl *ingest.DeadLetter
 }
 
 // entryID is the entry's id as readings_rejected records it: the stream id,
@@ -542,6 +545,16 @@ func (s *session) add(msg redis.XMessage) {
 			s.countBuffered += n
 		}
 		s.addBatch(msg.ID, version, body)
+	case version == ingest.CodecDeadLetter:
+		// Counted in the backlog as one reading (its FieldCount).
+		s.countBuffered++
+		e := entry{id: msg.ID, version: version, raw: body}
+		if dl, err := ingest.DecodeDeadLetter(body); err != nil {
+			e.bad = err
+		} else {
+			e.dl = &dl
+		}
+		s.buf = append(s.buf, e)
 	default:
 		e := entry{id: msg.ID, version: version, raw: body}
 		e.r, e.bad = ingest.Decode(version, body)
@@ -662,6 +675,9 @@ func (s *session) flush(ctx context.Context, trigger string) error {
 	}
 	if res.refused > 0 {
 		m.rejected.WithLabelValues("refused").Add(float64(res.refused))
+	}
+	if res.deadLetters > 0 {
+		m.rejected.WithLabelValues("edge").Add(float64(res.deadLetters))
 	}
 	if !res.oldest.IsZero() {
 		m.lag.Observe(time.Since(res.oldest).Seconds())

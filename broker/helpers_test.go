@@ -585,6 +585,9 @@ type nopProducer struct{}
 
 func (nopProducer) Add(context.Context, []ingest.Reading) error { return nil }
 func (nopProducer) Enqueue(ingest.Reading) error                { return nil }
+func (nopProducer) AddDeadLetter(context.Context, ingest.DeadLetter) error {
+	return nil
+}
 
 func newRegistry() *prometheus.Registry { return prometheus.NewRegistry() }
 

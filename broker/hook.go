@@ -27,6 +27,9 @@ import (
 type Producer interface {
 	Add(ctx context.Context, rs []ingest.Reading) error
 	Enqueue(r ingest.Reading) error
+	// AddDeadLetter blocks, as Add does, until the edge dead letter d is
+	// durable in Redis, or returns why not (see storeDeadLetter).
+	AddDeadLetter(ctx context.Context, d ingest.DeadLetter) error
 }
 
 // hook is the mochi hook that makes readings durable before mochi writes
@@ -391,7 +394,7 @@ func (h *hook) publish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, erro
 		err = r.Validate(h.limits)
 	}
 	if err != nil {
-		return h.refuseInvalid(cl, pk, err)
+		return h.refuseInvalid(cl, pk, err, ingest.KindTopic, dev, start)
 	}
 	if id := messageID(pk); id != "" {
 		r.ID = id
@@ -421,7 +424,7 @@ func (h *hook) publishMapped(cl *mqtt.Client, pk packets.Packet, mt mapping.Matc
 	start := time.Now()
 	rs, err := mt.Map(pk.Payload, start, h.limits)
 	if err != nil {
-		return h.refuseInvalid(cl, pk, err)
+		return h.refuseInvalid(cl, pk, err, ingest.KindRule, "", start)
 	}
 	if h.auth != nil {
 		for i := range rs {
@@ -472,22 +475,30 @@ func (h *hook) store(cl *mqtt.Client, pk packets.Packet, rs []ingest.Reading, st
 	return pk, nil
 }
 
-// refuseInvalid answers a payload that is not a valid reading: MQTT 5 gets
-// 0x99 (payload format invalid); MQTT 3.1.1, which has no way to say why, gets
-// its acknowledgement and the reading is dropped (it would never become
-// valid, so withholding the ack would only make the device resend it
-// forever). At QoS 0 it is dropped. Every case is counted, none stored and
-// none delivered to subscribers.
-func (h *hook) refuseInvalid(cl *mqtt.Client, pk packets.Packet, err error) (packets.Packet, error) {
+// refuseInvalid answers a payload that is not a valid reading (of decode
+// path kind, device dev if known, received at start): MQTT 5 gets 0x99
+// (payload format invalid). MQTT 3.1.1 has no way to be told why, and
+// withholding the ack would only make the device resend it forever: the
+// message is written whole as an edge dead letter (storeDeadLetter) and
+// then acknowledged, or, if the dead letter cannot be written, refused as
+// transient. At QoS 0 it is dropped. Every case is counted as refused
+// (invalid); none is delivered to subscribers.
+func (h *hook) refuseInvalid(cl *mqtt.Client, pk packets.Packet, err error, kind, dev string, start time.Time) (packets.Packet, error) {
 	h.m.refused.WithLabelValues("invalid").Inc()
 	h.log.Debug("mqtt reading refused", "device_id", cl.Properties.Username, "topic", pk.TopicName, "err", err)
-	if pk.FixedHeader.Qos > 0 && cl.Properties.ProtocolVersion == 5 {
+	switch {
+	case pk.FixedHeader.Qos == 0:
+		return pk, packets.CodeSuccessIgnore
+	case cl.Properties.ProtocolVersion == 5:
 		code := packets.ErrPayloadFormatInvalid
 		var me *mapping.Error
 		if errors.As(err, &me) {
 			code.Reason = truncateReason(me.Error())
 		}
 		return h.refuseV5(cl, pk, code)
+	}
+	if derr := h.storeDeadLetter(cl, pk, kind, dev, err.Error(), start); derr != nil {
+		return h.refuseTransient(cl, pk, ingest.RefusalReason(derr))
 	}
 	return pk, packets.CodeSuccessIgnore
 }

@@ -37,16 +37,21 @@ func spbLimits(l ingest.Limits) ingest.Limits {
 // the payload), plus a row for each birth and death, all acknowledged
 // together. A DATA message with an alias no birth certificate gave, before
 // its birth, or after a gap in seq gets a Rebirth request (NCMD
-// "Node Control/Rebirth") to its edge node, and what did resolve still
-// lands. A payload that is not Sparkplug B is refused as invalid; a failure
-// of the alias store (Redis) as unavailable. Under --mqtt-auth the client
-// must be the edge node (its username the edge node id) in a group its
-// credentials name, or granted the topic (mayWrite). NCMD, DCMD and STATE
-// messages are delivered, not stored.
+// "Node Control/Rebirth") to its edge node. After a seq gap everything
+// lands; a message that does not resolve (before its birth, an unknown
+// alias or name) is at QoS 1/2 written whole as an edge dead letter before
+// its acknowledgement (none of its values lands until a replay lands them
+// all), and at QoS 0 what did resolve lands. A payload that is not
+// Sparkplug B is refused as invalid; a failure of the alias store (Redis)
+// as unavailable. Under --mqtt-auth the client must be the edge node (its
+// username the edge node id) in a group its credentials name, or granted
+// the topic (mayWrite). NCMD, DCMD and STATE messages are delivered, not
+// stored.
 func (h *hook) publishSparkplug(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	start := time.Now()
 	tp, err := sparkplug.ParseTopic(pk.TopicName)
 	if err != nil {
-		return h.refuseInvalid(cl, pk, err)
+		return h.refuseInvalid(cl, pk, err, ingest.KindSparkplug, "", start)
 	}
 	if tp.Type == sparkplug.NCMD || tp.Type == sparkplug.DCMD || tp.Type == sparkplug.STATE {
 		if h.auth != nil && tp.Type != sparkplug.STATE && !h.mayCommand(cl, pk.TopicName) {
@@ -59,13 +64,12 @@ func (h *hook) publishSparkplug(cl *mqtt.Client, pk packets.Packet) (packets.Pac
 	if h.auth != nil && !h.mayWrite(cl, pk.TopicName) {
 		return h.refuseUnauthorized(cl, pk)
 	}
-	start := time.Now()
 	msg, err := h.spb.HandleFrom(h.ctx, h.spbOwner(cl), pk.TopicName, pk.Payload)
 	switch {
 	case errors.Is(err, sparkplug.ErrMalformed):
-		return h.refuseInvalid(cl, pk, err)
+		return h.refuseInvalid(cl, pk, err, ingest.KindSparkplug, tp.DeviceID(), start)
 	case errors.Is(err, sparkplug.ErrQuota), errors.Is(err, sparkplug.ErrStateTooLarge):
-		return h.refuseSparkplugState(cl, pk, err)
+		return h.refuseSparkplugState(cl, pk, err, tp.DeviceID(), start)
 	case err != nil:
 		h.log.Warn("sparkplug state unavailable", "topic", pk.TopicName, "err", err)
 		return h.refuseTransient(cl, pk, "redis_unavailable")
@@ -79,12 +83,20 @@ func (h *hook) publishSparkplug(cl *mqtt.Client, pk packets.Packet) (packets.Pac
 	if rb := msg.Rebirth; rb != nil && !rb.Duplicate {
 		h.askRebirth(tp.Group, tp.EdgeNode)
 	}
+	if unresolved(msg) && pk.FixedHeader.Qos > 0 {
+		// Nothing partial: the whole message is the dead letter, which a
+		// replay after the rebirth lands whole, once.
+		if err := h.storeDeadLetter(cl, pk, ingest.KindSparkplug, tp.DeviceID(), msg.Rebirth.Error(), start); err != nil {
+			return h.refuseTransient(cl, pk, ingest.RefusalReason(err))
+		}
+		return pk, nil
+	}
 	rs, err := spbReadings(msg, start, spbLimits(h.limits))
 	if err != nil {
-		return h.refuseInvalid(cl, pk, err)
+		return h.refuseInvalid(cl, pk, err, ingest.KindSparkplug, tp.DeviceID(), start)
 	}
 	if len(rs) == 0 {
-		return pk, nil // nothing resolved (a DATA before its birth): the Rebirth request is out
+		return pk, nil // nothing to store (at QoS 0, a DATA before its birth): the Rebirth request is out
 	}
 	return h.store(cl, pk, rs, start)
 }
@@ -202,9 +214,10 @@ func (h *hook) spbOwner(cl *mqtt.Client) string {
 // 0x95 packet too large; MQTT 5, with the reason). An MQTT 3.1.1 client is
 // answered as for a reading that could not be stored now (no
 // acknowledgement, disconnected) when over its quota, which frees up as its
-// other nodes die, and as for an invalid one (acknowledged, dropped) when
-// the birth itself is too large, which no retry changes.
-func (h *hook) refuseSparkplugState(cl *mqtt.Client, pk packets.Packet, err error) (packets.Packet, error) {
+// other nodes die, and as for an invalid payload when
+// the birth itself is too large, which no retry changes (an MQTT 3.1.1
+// client's is then stored as an edge dead letter before its acknowledgement).
+func (h *hook) refuseSparkplugState(cl *mqtt.Client, pk packets.Packet, err error, dev string, start time.Time) (packets.Packet, error) {
 	quota := errors.Is(err, sparkplug.ErrQuota)
 	if pk.FixedHeader.Qos > 0 && cl.Properties.ProtocolVersion == 5 {
 		code, reason := packets.ErrPacketTooLarge, "sparkplug_too_large"
@@ -218,7 +231,7 @@ func (h *hook) refuseSparkplugState(cl *mqtt.Client, pk packets.Packet, err erro
 	if quota {
 		return h.refuseTransient(cl, pk, "sparkplug_quota")
 	}
-	return h.refuseInvalid(cl, pk, err)
+	return h.refuseInvalid(cl, pk, err, ingest.KindSparkplug, dev, start)
 }
 
 // spbSessions remembers the Sparkplug B sessions each connection's NBIRTHs

@@ -160,10 +160,12 @@ func TestBadInputHasNoEffect(t *testing.T) {
 
 	rounds := scale(1, 3)
 	nb := biStartNeighbours(t, s)
-	mqttInvalid := 0
+	mqttInvalid, deadLetters := 0, 0
 	for range rounds {
 		biRunHTTPCases(t, s, nb, httpCases)
-		mqttInvalid += biRunMQTTCases(t, s, nb, mqttCases)
+		inv, dl := biRunMQTTCases(t, s, nb, mqttCases)
+		mqttInvalid += inv
+		deadLetters += dl
 	}
 
 	// Slow headers: the server closes each within its 5 s header timeout.
@@ -196,8 +198,13 @@ func TestBadInputHasNoEffect(t *testing.T) {
 	if ids := edgeStrangers(t, svc.Postgres); len(ids) > 0 {
 		t.Errorf("readings of refused inputs landed, devices %q", ids)
 	}
-	if n := QueryInt(t, svc.Postgres, "SELECT count(*) FROM readings_rejected"); n != 0 {
+	if n := QueryInt(t, svc.Postgres, "SELECT count(*) FROM readings_rejected WHERE source <> 'edge'"); n != 0 {
 		t.Errorf("readings_rejected has %d rows: something invalid got past the edges into a stream", n)
+	}
+	// MQTT 3.1.1 cannot be told a payload is invalid: each acknowledged one
+	// is stored whole as an edge dead letter.
+	if n := QueryInt(t, svc.Postgres, "SELECT count(*) FROM readings_rejected WHERE source = 'edge'"); n != int64(deadLetters) {
+		t.Errorf("readings_rejected has %d edge dead letters, want %d (the invalid MQTT 3.1.1 publishes acknowledged)", n, deadLetters)
 	}
 	for _, c := range httpCases {
 		if c.LandDevice == "" {
@@ -284,9 +291,11 @@ func biRunHTTPCases(t *testing.T, s *Stack, nb *biNeighbours, cases []biHTTPCase
 // biRunMQTTCases publishes each case over MQTT 5 and 3.1.1 and checks the
 // answers, each followed by a control reading on the same connection; it
 // returns how many invalid readings firehose's hook should have counted.
-func biRunMQTTCases(t *testing.T, s *Stack, nb *biNeighbours, cases []biMQTTCase) int {
+// biRunMQTTCases sends the MQTT cases, and returns how many publishes were
+// refused as invalid and how many of those (MQTT 3.1.1's, acknowledged) are
+// edge dead letters.
+func biRunMQTTCases(t *testing.T, s *Stack, nb *biNeighbours, cases []biMQTTCase) (invalid, deadLetters int) {
 	t.Helper()
-	invalid := 0
 	for i, c := range cases {
 		topic, payload := c.topic(t), c.payload(t)
 		switch c.Client {
@@ -303,6 +312,7 @@ func biRunMQTTCases(t *testing.T, s *Stack, nb *biNeighbours, cases []biMQTTCase
 			}
 			if c.invalid() {
 				invalid += 2
+				deadLetters++
 			}
 		case "raw":
 			for _, v := range []struct {
@@ -321,6 +331,9 @@ func biRunMQTTCases(t *testing.T, s *Stack, nb *biNeighbours, cases []biMQTTCase
 				}
 				if c.invalid() && strings.HasPrefix(v.want, "puback") {
 					invalid++
+					if v.version == 4 {
+						deadLetters++
+					}
 				}
 			}
 		default:
@@ -328,7 +341,7 @@ func biRunMQTTCases(t *testing.T, s *Stack, nb *biNeighbours, cases []biMQTTCase
 		}
 		nb.mqtt(t)
 	}
-	return invalid
+	return invalid, deadLetters
 }
 
 // biNeighbours send a good reading right after each bad input, on the same

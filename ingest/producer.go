@@ -165,7 +165,17 @@ type Producer struct {
 // call is one Add waiting for its round trip, or one Enqueue.
 type call struct {
 	readings []Reading
-	done     chan error // buffered: the writer never blocks on an abandoned call; nil for Enqueue
+	dead     *DeadLetter // AddDeadLetter's, instead of readings
+	done     chan error  // buffered: the writer never blocks on an abandoned call; nil for Enqueue
+}
+
+// size is how many stream items the call writes: its readings, or its dead
+// letter.
+func (c *call) size() int {
+	if c.dead != nil {
+		return 1
+	}
+	return len(c.readings)
 }
 
 // NewProducer builds a Producer; Run starts it.
@@ -311,7 +321,7 @@ func (p *Producer) enqueue(c *call) error {
 	// last state of Redis and the backlog, as Ready says.
 	err := ErrClosed
 	if !p.closed {
-		err = p.admit(len(c.readings))
+		err = p.admit(c.size())
 	}
 	if err != nil {
 		p.mu.RUnlock()
@@ -348,7 +358,7 @@ func (p *Producer) admit(n int) error {
 // failQueued answers ErrClosed to every call still queued after close.
 func (p *Producer) failQueued() {
 	for c := range p.queue {
-		p.queued.Add(-int64(len(c.readings)))
+		p.queued.Add(-int64(c.size()))
 		p.answer(c, ErrClosed)
 	}
 }
@@ -358,8 +368,12 @@ func (p *Producer) answer(c *call, err error) {
 	if err != nil {
 		p.m.refused(err)
 	} else {
-		p.m.written.Add(float64(len(c.readings)))
-		p.sinceMeasure.Add(int64(len(c.readings)))
+		if c.dead != nil {
+			p.m.deadLetters.Inc()
+		} else {
+			p.m.written.Add(float64(len(c.readings)))
+		}
+		p.sinceMeasure.Add(int64(c.size()))
 	}
 	if c.done != nil { // nil: Enqueue, nobody waits
 		c.done <- err
@@ -387,7 +401,7 @@ func (p *Producer) writer() {
 	var rt roundTrip
 	for c := range p.queue {
 		batch = append(batch[:0], c)
-		n := len(c.readings)
+		n := c.size()
 	fill:
 		for n < p.cfg.MaxBatch {
 			select {
@@ -396,7 +410,7 @@ func (p *Producer) writer() {
 					break fill
 				}
 				batch = append(batch, c)
-				n += len(c.readings)
+				n += c.size()
 			default:
 				break fill
 			}
@@ -416,7 +430,7 @@ func (p *Producer) writer() {
 func (p *Producer) refuseDown(batch []*call) []*call {
 	kept := batch[:0]
 	for _, c := range batch {
-		down := false
+		down := c.dead != nil && p.health.isDown(p.streams.Shard(c.dead.routeKey()))
 		for i := range c.readings {
 			if p.health.isDown(p.streams.Shard(c.readings[i].DeviceID)) {
 				down = true
@@ -606,6 +620,7 @@ type producerMetrics struct {
 	// round trips fewer replicas confirmed than --redis-min-replicas
 	replicaShort prometheus.Counter
 	duplicates   prometheus.Counter
+	deadLetters  prometheus.Counter
 }
 
 func newProducerMetrics(reg prometheus.Registerer, p *Producer) producerMetrics {
@@ -641,11 +656,15 @@ func newProducerMetrics(reg prometheus.Registerer, p *Producer) producerMetrics 
 		Name: "firehose_producer_duplicates_total",
 		Help: "Readings acknowledged without being stored again: resends whose key their shard remembered (--dedup).",
 	})
+	m.deadLetters = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "firehose_producer_dead_letters_total",
+		Help: "Edge dead letters Redis confirmed: acknowledged messages that could not become readings yet (see firehose rejected).",
+	})
 	queued := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "firehose_producer_queued_readings",
 		Help: "Readings waiting for an XADD round trip.",
 	}, func() float64 { return float64(p.queued.Load()) })
-	reg.MustRegister(m.roundTrip, m.batchSize, m.written, m.refusals, m.backlog, m.replicaShort, m.duplicates, queued)
+	reg.MustRegister(m.roundTrip, m.batchSize, m.written, m.refusals, m.backlog, m.replicaShort, m.duplicates, m.deadLetters, queued)
 	for _, r := range []string{"backlog_full", "redis_unavailable", "overloaded", "closed"} {
 		m.refusals.WithLabelValues(r)
 	}

@@ -71,3 +71,31 @@ func ParseReplay(values map[string]any) (rp Replay, ok bool, err error) {
 	rp.Body = body
 	return rp, true, nil
 }
+
+// ReplayReadings returns the fields of the replay entry of row of for rs,
+// the readings one dead letter resolved to: ReplayReading's for one
+// reading, else a batch body (version 2, or 4 when one names a metric) that
+// the bridge lands whole with the row's claim, each reading at most once.
+// A bridge that predates batch replays refuses such an entry (a new row of
+// readings_rejected naming this one) and lands nothing of it.
+func ReplayReadings(of int64, rs []Reading) []any {
+	if len(rs) == 1 {
+		return ReplayReading(of, &rs[0])
+	}
+	version, metric := CodecBatch, false
+	for i := range rs {
+		if rs[i].Metric != "" {
+			version, metric = CodecMetricBatch, true
+			break
+		}
+	}
+	body := make([]byte, BatchHeaderLen, BatchHeaderLen+64*len(rs))
+	for i := range rs {
+		if metric {
+			body = AppendBatchItemMetric(body, &rs[i])
+		} else {
+			body = AppendBatchItem(body, &rs[i])
+		}
+	}
+	return []any{FieldVersion, version, FieldReplayOf, strconv.FormatInt(of, 10), FieldReplayBody, FinishBatch(body, len(rs))}
+}

@@ -258,6 +258,7 @@ func (p *Producer) write(batch []*call, n int, rt *roundTrip) {
 		}
 		sc.backlog = pipe.HIncrBy(ctx, meta, MetaBacklog, int64(count))
 	}
+	deads := p.queueDeadLetters(ctx, rt, batch, gen)
 	if p.cfg.MinReplicas > 0 {
 		for _, np := range rt.pipes {
 			// WAIT covers every write its connection made before it: the
@@ -354,9 +355,10 @@ func (p *Producer) write(batch []*call, n int, rt *roundTrip) {
 	if reload && p.cluster != nil {
 		p.cluster.ReloadState(ctx)
 	}
+	deadErr := p.deadLetterResults(deads)
 	r := 0
 	for _, c := range batch {
-		var err error
+		err := deadErr[c]
 		for range c.readings {
 			e := shardErr[rt.shardOf[r]]
 			if !batched {
@@ -422,4 +424,75 @@ func notServing(err error) bool {
 		}
 	}
 	return false
+}
+
+// deadCmds are the commands of one dead letter in a round trip.
+type deadCmds struct {
+	c     *call
+	shard int
+	np    *nodePipe
+	err   error // no route to its shard
+	cmds  []redis.Cmder
+}
+
+// queueDeadLetters queues, on the pipelines of the round trip, each dead
+// letter of batch as its own entry of its shard's stream (CodecDeadLetter,
+// FieldCount 1), after the generation token and followed by the backlog
+// counter, as write does for readings; the WAIT that ends each primary's
+// pipeline covers them too.
+func (p *Producer) queueDeadLetters(ctx context.Context, rt *roundTrip, batch []*call, gen string) []deadCmds {
+	var out []deadCmds
+	for _, c := range batch {
+		if c.dead == nil {
+			continue
+		}
+		shard := p.streams.Shard(c.dead.routeKey())
+		d := deadCmds{c: c, shard: shard}
+		np, err := p.pipeFor(ctx, rt, shard)
+		if err != nil {
+			d.err = err
+			out = append(out, d)
+			continue
+		}
+		d.np = np
+		meta := p.metaKeys[shard]
+		xadd := redis.NewStringCmd(ctx, "xadd", p.keys[shard], "*", FieldVersion, CodecDeadLetter,
+			FieldCount, "1", FieldBody, AppendDeadLetter(nil, c.dead))
+		d.cmds = []redis.Cmder{np.pipe.HSetNX(ctx, meta, MetaGeneration, gen), xadd}
+		_ = np.pipe.Process(ctx, xadd)
+		d.cmds = append(d.cmds, np.pipe.HIncrBy(ctx, meta, MetaBacklog, 1))
+		out = append(out, d)
+	}
+	return out
+}
+
+// deadLetterResults is how each dead letter's call ends: acknowledged only
+// if its commands succeeded and its primary's WAIT (if any) confirmed them.
+func (p *Producer) deadLetterResults(deads []deadCmds) map[*call]error {
+	if len(deads) == 0 {
+		return nil
+	}
+	out := make(map[*call]error, len(deads))
+	for _, d := range deads {
+		err := d.err
+		for _, c := range d.cmds {
+			if cerr := c.Err(); cerr != nil && err == nil {
+				err = fmt.Errorf("%w: %s: %v", ErrUnavailable, c.Name(), cerr)
+				if notServing(cerr) && p.health.set(d.shard, true) {
+					p.log.Warn("redis node does not serve this shard as primary: refusing its readings until one does",
+						"shard", d.shard, "err", cerr)
+				}
+			}
+		}
+		if w := d.np; err == nil && w != nil && w.wait != nil {
+			switch got, werr := w.wait.Result(); {
+			case werr != nil:
+				err = fmt.Errorf("%w: wait: %v", ErrUnavailable, werr)
+			case got < int64(p.cfg.MinReplicas):
+				err = fmt.Errorf("%w: %d of %d replicas confirmed the write within %s", ErrUnavailable, got, p.cfg.MinReplicas, p.cfg.ReplicaTimeout)
+			}
+		}
+		out[d.c] = err
+	}
+	return out
 }

@@ -460,18 +460,7 @@ func (t *Tracker) deviceState(ctx context.Context, msg *Message) (got map[string
 
 func (t *Tracker) data(ctx context.Context, msg *Message) error {
 	p, node, dev := msg.Payload, msg.Topic.Node(), msg.Topic.Device
-	fields := []string{fieldSeq, fieldSession}
-	if dev != "" {
-		fields = append(fields, deviceField(dev))
-	}
-	for _, m := range p.Metrics {
-		if m.HasAlias {
-			fields = append(fields, aliasField(m.Alias))
-		} else if m.HasName {
-			fields = append(fields, nameField(dev, m.Name))
-		}
-	}
-	got, err := t.store.Get(ctx, node, fields)
+	got, err := t.store.Get(ctx, node, dataFields(msg))
 	if err != nil {
 		return err
 	}
@@ -492,45 +481,7 @@ func (t *Tracker) data(ctx context.Context, msg *Message) error {
 		return err
 	}
 	t.checkSeq(msg, last)
-	var unknownAliases []uint64
-	var unknownNames []string
-	for i := range p.Metrics {
-		m := &p.Metrics[i]
-		var (
-			name string
-			dt   DataType
-			ok   bool
-		)
-		switch {
-		case m.HasAlias:
-			var d string
-			dt, d, name, ok = parseAliasEntry(got[aliasField(m.Alias)])
-			// An alias born by another device of the node is not this one's.
-			ok = ok && d == dev
-			if !ok {
-				unknownAliases = append(unknownAliases, m.Alias)
-			}
-		case m.HasName:
-			s, found := got[nameField(dev, m.Name)]
-			n, perr := strconv.ParseUint(s, 10, 32)
-			name, dt, ok = m.Name, DataType(n), found && perr == nil
-			if !ok {
-				unknownNames = append(unknownNames, m.Name)
-			}
-		default:
-			msg.Invalid = append(msg.Invalid, MetricError{Index: i, Err: fmt.Errorf("neither name nor alias: %w", ErrValue)})
-			continue
-		}
-		if ok {
-			values(msg, i, m, name, dt)
-		}
-	}
-	if len(unknownAliases) > 0 || len(unknownNames) > 0 {
-		// Unknown aliases outrank a seq gap: both ask for the same rebirth.
-		msg.Rebirth = nil
-		rb := t.rebirth(msg, UnknownAlias)
-		rb.Aliases, rb.Names = unknownAliases, unknownNames
-	}
+	t.resolveMetrics(msg, got)
 	// A session that ended or restarted since the read keeps its seq: the
 	// values resolved against the state as it was when the message came.
 	_, err = t.write(ctx, node, Write{If: same(got), Set: seq})

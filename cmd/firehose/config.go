@@ -294,6 +294,10 @@ func (p *sampleProducer) Enqueue(r ingest.Reading) error {
 	return nil
 }
 
+// AddDeadLetter keeps nothing: a sample is checked by mapping it, not by
+// publishing it.
+func (p *sampleProducer) AddDeadLetter(context.Context, ingest.DeadLetter) error { return nil }
+
 func (p *sampleProducer) Ready() error { return nil }
 
 // mqttSample maps a publish as the broker's hook does: the topic names the

@@ -20,8 +20,10 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 
+	"firehose/broker"
 	"firehose/ingest"
 	"firehose/internal/cli"
+	"firehose/sparkplug"
 )
 
 // firehose rejected: the dead letters of readings_rejected, listed and
@@ -213,6 +215,34 @@ type rejectedRow struct {
 	ReplayedEntry  *string
 	ReplayOf       *int64
 	RefusedAs      *int64 // the row a refused replay of this one became
+	// An edge dead letter's (Source "edge", see ingest.DeadLetter): Raw is
+	// the message's payload; the rest of the message is in these.
+	Source     string
+	EdgeKind   *string
+	Topic      *string
+	ClientID   *string
+	Username   *string
+	DeviceID   *string
+	ReceivedAt *time.Time
+}
+
+// edge reports whether the row is an edge dead letter.
+func (r *rejectedRow) edge() bool { return r.Source == "edge" }
+
+// deadLetter is the edge dead letter the row holds.
+func (r *rejectedRow) deadLetter() ingest.DeadLetter {
+	s := func(p *string) string {
+		if p == nil {
+			return ""
+		}
+		return *p
+	}
+	d := ingest.DeadLetter{Source: ingest.SourceMQTT, Kind: s(r.EdgeKind), Topic: s(r.Topic), ClientID: s(r.ClientID),
+		Username: s(r.Username), Device: s(r.DeviceID), Reason: r.Error, Payload: r.Raw, ReceivedAt: r.RejectedAt}
+	if r.ReceivedAt != nil {
+		d.ReceivedAt = *r.ReceivedAt
+	}
+	return d
 }
 
 // selectRejected reads rows of readings_rejected; the caller appends the
@@ -222,7 +252,8 @@ type rejectedRow struct {
 const selectRejected = `SELECT r.id, r.stream, r.entry_id, r.version, r.raw, r.error, r.rejected_at,
 	r.replayed_at, r.replayed_stream, r.replayed_entry, r.replay_of,
 	(SELECT min(c.id) FROM readings_rejected c
-	 WHERE c.replay_of = r.id AND c.stream = r.replayed_stream AND c.entry_id = r.replayed_entry)
+	 WHERE c.replay_of = r.id AND c.stream = r.replayed_stream AND c.entry_id = r.replayed_entry),
+	r.source, r.edge_kind, r.topic, r.client_id, r.username, r.device_id, r.received_at
 FROM readings_rejected r
 `
 
@@ -231,7 +262,8 @@ func scanRejected(rows pgx.Rows) ([]rejectedRow, error) {
 	for rows.Next() {
 		var r rejectedRow
 		if err := rows.Scan(&r.ID, &r.Stream, &r.EntryID, &r.Version, &r.Raw, &r.Error, &r.RejectedAt,
-			&r.ReplayedAt, &r.ReplayedStream, &r.ReplayedEntry, &r.ReplayOf, &r.RefusedAs); err != nil {
+			&r.ReplayedAt, &r.ReplayedStream, &r.ReplayedEntry, &r.ReplayOf, &r.RefusedAs,
+			&r.Source, &r.EdgeKind, &r.Topic, &r.ClientID, &r.Username, &r.DeviceID, &r.ReceivedAt); err != nil {
 			return nil, err
 		}
 		out = append(out, r)
@@ -352,6 +384,10 @@ func listRejected(ctx context.Context, pg *pgxpool.Pool, cfg *rejectedConfig, st
 
 // preview is a short line of what the row's entry holds.
 func preview(r *rejectedRow) string {
+	if r.edge() {
+		d := r.deadLetter()
+		return printable(fmt.Sprintf("edge %s message on %s from client %q (%d bytes)", d.Kind, d.Topic, d.ClientID, len(d.Payload)), 80)
+	}
 	rd, err := r.decoded()
 	if err != nil {
 		return "(does not decode) " + printable(string(r.Raw), 40)
@@ -406,6 +442,16 @@ type rejectedJSON struct {
 	ReplayedEntry  *string      `json:"replayed_entry"`
 	ReplayOf       *int64       `json:"replay_of"`
 	RefusedAgainAs *int64       `json:"refused_again_as"`
+	// Source is "bridge" (an entry the bridge could not write) or "edge"
+	// (an edge dead letter, whose message the fields below describe; Raw
+	// is its payload).
+	Source     string     `json:"source"`
+	EdgeKind   *string    `json:"edge_kind,omitempty"`
+	Topic      *string    `json:"topic,omitempty"`
+	ClientID   *string    `json:"client_id,omitempty"`
+	Username   *string    `json:"username,omitempty"`
+	DeviceID   *string    `json:"device_id,omitempty"`
+	ReceivedAt *time.Time `json:"received_at,omitempty"`
 }
 
 // readingJSON is a decoded entry. Reading is a number, or a string ("NaN",
@@ -423,7 +469,11 @@ type readingJSON struct {
 func rowJSON(r *rejectedRow) rejectedJSON {
 	j := rejectedJSON{ID: r.ID, Stream: r.Stream, EntryID: r.EntryID, Version: r.Version, RejectedAt: r.RejectedAt,
 		Error: r.Error, Status: r.status(), Raw: r.Raw, ReplayedAt: r.ReplayedAt, ReplayedStream: r.ReplayedStream,
-		ReplayedEntry: r.ReplayedEntry, ReplayOf: r.ReplayOf, RefusedAgainAs: r.RefusedAs}
+		ReplayedEntry: r.ReplayedEntry, ReplayOf: r.ReplayOf, RefusedAgainAs: r.RefusedAs, Source: r.Source,
+		EdgeKind: r.EdgeKind, Topic: r.Topic, ClientID: r.ClientID, Username: r.Username, DeviceID: r.DeviceID, ReceivedAt: r.ReceivedAt}
+	if r.edge() {
+		return j
+	}
 	rd, err := r.decoded()
 	if err != nil {
 		j.DecodeError = err.Error()
@@ -444,10 +494,11 @@ func rowJSON(r *rejectedRow) rejectedJSON {
 	return j
 }
 
-// replayJob is one row to replay and the reading it sends.
+// replayJob is one row to replay and the readings it sends: one, or those
+// an edge dead letter resolved to.
 type replayJob struct {
-	row     int64
-	reading ingest.Reading
+	row      int64
+	readings []ingest.Reading
 }
 
 // replayTally is what a replay run did.
@@ -465,11 +516,14 @@ func replayRejected(ctx context.Context, pg *pgxpool.Pool, rdb redis.UniversalCl
 		return err
 	}
 	t := &replayTally{entries: map[int64]string{}}
+	// Edge dead letters resolve as the broker would now: Sparkplug B
+	// against the edge nodes' state the brokers keep beside the streams.
+	res := broker.NewResolver(sparkplug.NewRedisStore(rdb, cfg.conn.Streams.Prefix+":spb:"), cfg.conn.MQTT.Rules, cfg.Limits)
 	var err error
 	if cfg.All {
-		err = replayAll(ctx, pg, rdb, cfg, t, stderr)
+		err = replayAll(ctx, pg, rdb, cfg, res, t, stderr)
 	} else {
-		err = replayIDs(ctx, pg, rdb, cfg, t)
+		err = replayIDs(ctx, pg, rdb, cfg, res, t)
 	}
 	if err != nil {
 		return err
@@ -503,7 +557,7 @@ func skippedErr(t *replayTally) error {
 // replayIDs replays the rows of --id, all or none: if any of them cannot be
 // replayed (no such row, another deployment's, replayed already, needs a
 // repair) it says why for each and sends nothing.
-func replayIDs(ctx context.Context, pg *pgxpool.Pool, rdb redis.UniversalClient, cfg *rejectedConfig, t *replayTally) error {
+func replayIDs(ctx context.Context, pg *pgxpool.Pool, rdb redis.UniversalClient, cfg *rejectedConfig, res *broker.Resolver, t *replayTally) error {
 	rows, err := queryRejected(ctx, pg, "WHERE r.id = ANY($1) ORDER BY r.id", []int64(cfg.IDs))
 	if err != nil {
 		return err
@@ -534,12 +588,12 @@ func replayIDs(ctx context.Context, pg *pgxpool.Pool, rdb redis.UniversalClient,
 		if cfg.Reading != "" {
 			repair = []byte(cfg.Reading)
 		}
-		rd, err := planReplay(r, repair, cfg.Limits)
+		rs, err := planReplay(ctx, r, repair, cfg.Limits, res)
 		if err != nil {
 			problems = append(problems, err.Error())
 			continue
 		}
-		jobs = append(jobs, replayJob{row: id, reading: rd})
+		jobs = append(jobs, replayJob{row: id, readings: rs})
 	}
 	switch {
 	case len(problems) == 1 && len(seen) == 1:
@@ -553,7 +607,7 @@ func replayIDs(ctx context.Context, pg *pgxpool.Pool, rdb redis.UniversalClient,
 // replayAll replays every row of the deployment not yet replayed (rejected
 // since --since), a page at a time; rows that need a repair are reported and
 // skipped.
-func replayAll(ctx context.Context, pg *pgxpool.Pool, rdb redis.UniversalClient, cfg *rejectedConfig, t *replayTally, stderr io.Writer) error {
+func replayAll(ctx context.Context, pg *pgxpool.Pool, rdb redis.UniversalClient, cfg *rejectedConfig, res *broker.Resolver, t *replayTally, stderr io.Writer) error {
 	var since *time.Time
 	if !cfg.since.IsZero() {
 		since = &cfg.since
@@ -574,13 +628,13 @@ func replayAll(ctx context.Context, pg *pgxpool.Pool, rdb redis.UniversalClient,
 		}
 		jobs := make([]replayJob, 0, len(rows))
 		for i := range rows {
-			rd, err := planReplay(&rows[i], nil, cfg.Limits)
+			rs, err := planReplay(ctx, &rows[i], nil, cfg.Limits, res)
 			if err != nil {
 				fmt.Fprintf(stderr, "skipped %s\n", err)
 				t.skipped++
 				continue
 			}
-			jobs = append(jobs, replayJob{row: rows[i].ID, reading: rd})
+			jobs = append(jobs, replayJob{row: rows[i].ID, readings: rs})
 		}
 		if err := sendReplays(ctx, rdb, cfg.conn.Streams, jobs, t); err != nil {
 			return err
@@ -593,10 +647,32 @@ func replayAll(ctx context.Context, pg *pgxpool.Pool, rdb redis.UniversalClient,
 	}
 }
 
-// planReplay is the reading that replays row r: the row's entry decoded, or
+// planReplay is the readings that replay row r: the row's entry decoded, or
 // repair (a JSON object) when given, normalized and validated as an edge
-// would. The error says why the row cannot be replayed and what to do.
-func planReplay(r *rejectedRow, repair []byte, lim ingest.Limits) (ingest.Reading, error) {
+// would; for an edge dead letter without a repair, the readings its message
+// resolves to now through the broker's decode path (res). The error says
+// why the row cannot be replayed and what to do.
+func planReplay(ctx context.Context, r *rejectedRow, repair []byte, lim ingest.Limits, res *broker.Resolver) ([]ingest.Reading, error) {
+	if r.edge() && r.ReplayedAt == nil && repair == nil {
+		rs, err := res.Resolve(ctx, r.deadLetter())
+		if err != nil {
+			return nil, fmt.Errorf("row %d: its %s message still makes no readings (%v): replay it once it resolves (a Sparkplug B DATA once its birth is known), or repair it with --id %d --reading '{...}'",
+				r.ID, printable(r.deadLetter().Kind, 20), err, r.ID)
+		}
+		if len(rs) == 0 {
+			return nil, fmt.Errorf("row %d: its message resolves to no readings: nothing to replay", r.ID)
+		}
+		return rs, nil
+	}
+	rd, err := planReplayReading(r, repair, lim)
+	if err != nil {
+		return nil, err
+	}
+	return []ingest.Reading{rd}, nil
+}
+
+// planReplayReading is the one reading that replays row r (see planReplay).
+func planReplayReading(r *rejectedRow, repair []byte, lim ingest.Limits) (ingest.Reading, error) {
 	if r.ReplayedAt != nil {
 		msg := fmt.Sprintf("row %d was replayed already, at %s", r.ID, r.ReplayedAt.UTC().Format(time.RFC3339))
 		if r.ReplayedStream != nil && r.ReplayedEntry != nil {
@@ -608,6 +684,9 @@ func planReplay(r *rejectedRow, repair []byte, lim ingest.Limits) (ingest.Readin
 		return ingest.Reading{}, fmt.Errorf("%s: a row is replayed at most once", msg)
 	}
 	orig, derr := r.decoded()
+	if r.edge() {
+		derr = errors.New("an edge dead letter")
+	}
 	var rd ingest.Reading
 	if repair != nil {
 		if err := ingest.ParseObject(repair, &rd); err != nil {
@@ -616,7 +695,10 @@ func planReplay(r *rejectedRow, repair []byte, lim ingest.Limits) (ingest.Readin
 		// The time of receipt stays the original's; for an entry that does
 		// not decode, when it was rejected is the closest record of it.
 		rd.ReceivedAt = r.RejectedAt
-		if derr == nil {
+		switch {
+		case r.edge() && r.ReceivedAt != nil:
+			rd.ReceivedAt = *r.ReceivedAt
+		case derr == nil:
 			rd.ReceivedAt = orig.ReceivedAt
 		}
 	} else {
@@ -687,21 +769,23 @@ func sendReplays(ctx context.Context, rdb redis.UniversalClient, streams ingest.
 		shards := map[int]bool{}
 		cmds := make([]*redis.StringCmd, len(batch))
 		for i := range batch {
-			r := &batch[i].reading
-			shard := streams.Shard(r.DeviceID)
+			rs := batch[i].readings
+			// A row's readings go in one entry, to the shard of its first
+			// device: the bridge lands them with the row's claim.
+			shard := streams.Shard(rs[0].DeviceID)
 			if !shards[shard] {
 				// As the producer does: no entry is stored in a Redis
 				// without the shard's generation token.
 				ingest.QueueEnsureGeneration(pipe, streams, shard)
 				shards[shard] = true
 			}
-			cmds[i] = pipe.XAdd(ctx, &redis.XAddArgs{Stream: streams.Key(shard), Values: ingest.ReplayReading(batch[i].row, r)})
+			cmds[i] = pipe.XAdd(ctx, &redis.XAddArgs{Stream: streams.Key(shard), Values: ingest.ReplayReadings(batch[i].row, rs)})
 		}
 		_, execErr := pipe.Exec(ctx)
 		for i, c := range cmds {
 			if c.Err() == nil {
 				t.sent = append(t.sent, batch[i].row)
-				t.entries[batch[i].row] = streams.Key(streams.Shard(batch[i].reading.DeviceID)) + " " + c.Val()
+				t.entries[batch[i].row] = streams.Key(streams.Shard(batch[i].readings[0].DeviceID)) + " " + c.Val()
 			}
 		}
 		if execErr != nil {

@@ -102,7 +102,7 @@ func TestReplayPlan(t *testing.T) {
 			if tc.repair != "" {
 				repair = []byte(tc.repair)
 			}
-			got, err := planReplay(&tc.row, repair, ingest.Limits{})
+			got, err := planReplayReading(&tc.row, repair, ingest.Limits{})
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("error %v, want one containing %q", err, tc.wantErr)
@@ -149,7 +149,7 @@ func FuzzRejectedPreview(f *testing.F) {
 		if _, err := json.Marshal(rowJSON(&row)); err != nil {
 			t.Fatalf("--json cannot print the row: %v", err)
 		}
-		if _, err := planReplay(&row, nil, ingest.Limits{}); err == nil {
+		if _, err := planReplayReading(&row, nil, ingest.Limits{}); err == nil {
 			// What passes is a reading the edges would accept.
 			rd, _ := row.decoded()
 			rd.Normalize()
