@@ -22,7 +22,7 @@ type metrics struct {
 	// spbStateBytes and spbStateNodes: the Sparkplug state's account, as
 	// the last sweep read it.
 	spbStateBytes, spbStateNodes prometheus.Gauge
-	deadLetters     *prometheus.CounterVec // by decode path (kind)
+	deadLetters                  *prometheus.CounterVec // by decode path (kind)
 }
 
 // gauges are read from the broker's state when scraped.
@@ -85,11 +85,11 @@ func newMetrics(reg prometheus.Registerer, g gauges) *metrics {
 		Name: "firehose_sparkplug_state_nodes",
 		Help: "Sparkplug B edge nodes with state in Redis, live or of an ended session not yet expired (--sparkplug-state-ttl).",
 	})
-		m.deadLetters = prometheus.NewCounterVec(prometheus.CounterOpts{
+	m.deadLetters = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "firehose_mqtt_dead_letters_total",
 		Help: "QoS 1/2 publishes acknowledged as edge dead letters (firehose rejected list), by decode path (topic, rule, sparkplug): invalid payloads of MQTT 3.1.1 clients, Sparkplug B messages before their birth or with unknown aliases.",
 	}, []string{"kind"})
-		reg.MustRegister(m.publishes, m.accepted, m.refused, m.ack, m.rebirths, m.spbStateBytes, m.spbStateNodes, m.deadLetters,
+	reg.MustRegister(m.publishes, m.accepted, m.refused, m.ack, m.rebirths, m.spbStateBytes, m.spbStateNodes, m.deadLetters,
 		m.connectsRefused, m.subsRefused, m.sessionsParked, m.sessionsEvicted, m.retainDropped,
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "firehose_mqtt_auth_password_checks_total",
