@@ -1,0 +1,256 @@
+package faults
+
+// The campaign's stack and its faults: one seed's own Redis (AOF with
+// appendfsync always, or snapshots only), PostgreSQL cluster database, an
+// edge (`serve --roles broker,httpgw`) and a bridge, with TCP proxies on the
+// edge -> Redis, bridge -> Redis and bridge -> PostgreSQL paths so a fault
+// can freeze each. A fault starts before the op the schedule names and is
+// healed before the op its length names; what happened, and when, is kept
+// for the checker (a Redis restore's loss window) and the failure file.
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"golang.org/x/crypto/bcrypt"
+)
+
+// cEnv is one seed's stack.
+type cEnv struct {
+	t      *testing.T
+	plan   *cPlan
+	pg     *PGCluster
+	dbURL  string // direct, for the checker
+	redis  *RedisServer
+	rdb    *redis.Client // direct, for the checker and SAVE
+	prefix string
+	pxER   *tcpProxy // edge -> Redis
+	pxBR   *tcpProxy // bridge -> Redis
+	pxBPG  *tcpProxy // bridge -> PostgreSQL
+	edge   *Stack
+	bridge *Stack
+	epoch  atomic.Int64 // Redis restores so far
+
+	Injected map[string]int // faults applied, by kind
+	Events   []cEvent       // what was done, in order
+	Windows  []cWindow      // Redis restores: acked within a window may be lost
+	snapAt   time.Time
+}
+
+// cEvent is one action of the schedule, as it ran.
+type cEvent struct {
+	BeforeOp int       `json:"before_op"`
+	Action   string    `json:"action"`
+	At       time.Time `json:"at"`
+}
+
+// cWindow is a span of time in which acknowledged readings may be lost: from
+// a snapshot to the kill of the Redis restored from it.
+type cWindow struct {
+	From time.Time `json:"from"`
+	To   time.Time `json:"to"`
+}
+
+// cRulesFile is the mapping rule of the campaign's mapped topic.
+const cRulesFile = `rules:
+  - name: campaign-telemetry
+    topic: fac/{site}/{line}/{device_id}/telemetry
+    time: t
+    time_format: unix_ms
+    metrics: ["*"]
+    id: msg_id
+`
+
+// startEnv starts the stack of plan on the shared PostgreSQL cluster pg.
+func startEnv(t *testing.T, plan *cPlan, pg *PGCluster) *cEnv {
+	t.Helper()
+	e := &cEnv{t: t, plan: plan, pg: pg, Injected: map[string]int{}}
+	e.dbURL = pg.CreateDB(fmt.Sprintf("campaign_%d_%d", plan.Seed, time.Now().UnixNano()%1e6))
+	if plan.Persist == "rdb" {
+		e.redis = rrStartRedis(t, "rdb")
+	} else {
+		e.redis = StartRedis(t, true)
+	}
+	e.rdb = rrClient(t, e.redis.URL())
+	e.prefix = fmt.Sprintf("camp%d", plan.Seed)
+	e.pxER = startTCPProxy(t, fmt.Sprintf("127.0.0.1:%d", e.redis.Port))
+	e.pxBR = startTCPProxy(t, fmt.Sprintf("127.0.0.1:%d", e.redis.Port))
+	e.pxBPG = startTCPProxy(t, fmt.Sprintf("127.0.0.1:%d", pg.Port))
+
+	dir := t.TempDir()
+	rules := filepath.Join(dir, "rules.yaml")
+	if err := os.WriteFile(rules, []byte(cRulesFile), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	common := []string{"--shards", "4", "--dedup", plan.Dedup}
+	if plan.Retention {
+		common = append(common, cRetentionFlags...)
+	}
+	edgeArgs := append([]string{"--roles", "broker,httpgw", "--config", rules,
+		"--max-reading-age", cMaxAge.String(), "--default-device-id", "cdefault"}, common...)
+	if plan.Auth {
+		edgeArgs = append(edgeArgs, "--mqtt-auth", campaignAuthFile(t, dir))
+	}
+	edgeSvc := Services{Postgres: e.dbURL, Redis: fmt.Sprintf("redis://127.0.0.1:%d/0", e.pxER.Port()), Prefix: e.prefix}
+	e.edge = StartStack(t, edgeSvc, edgeArgs...)
+
+	pgURL := strings.Replace(e.dbURL, fmt.Sprintf(":%d/", pg.Port), fmt.Sprintf(":%d/", e.pxBPG.Port()), 1)
+	brSvc := Services{Postgres: pgURL, Redis: fmt.Sprintf("redis://127.0.0.1:%d/0", e.pxBR.Port()), Prefix: e.prefix}
+	e.bridge = StartBridge(t, brSvc, append([]string{"--bridge-session-timeout", "10s"}, common...)...)
+	return e
+}
+
+// cRetentionFlags are the serve flags of the retention class: a retention
+// shorter than --max-reading-age (set to cMaxAge only for the edge's age
+// class; the retention class's readings are older than the retention and
+// younger than a year, the default age limit on this branch).
+var cRetentionFlags = []string{"--retention", "3d"}
+
+// campaignAuthFile writes the --mqtt-auth file: every device with password
+// pw-ID and a read grant on its own commands (which also lets it use client
+// ids ID/anything, for its MQTT 5 and subscriber connections).
+func campaignAuthFile(t *testing.T, dir string) string {
+	t.Helper()
+	var b strings.Builder
+	for i := range cDevices {
+		d := fmt.Sprintf("cd%d", i)
+		h, err := bcrypt.GenerateFromPassword([]byte(cPassword(d)), bcrypt.MinCost)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(&b, "%s %s read=devices/%s/commands\n", d, h, d)
+	}
+	path := filepath.Join(dir, "devices.txt")
+	if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// cStep is one action at an op index.
+type cStep struct {
+	before  int
+	action  string // "<kind>" to inject, "heal <kind>", "save", "restore-kill"
+	quiesce bool   // wait for every op in flight first
+}
+
+// steps turns the schedule into actions by op index, in order.
+func (e *cEnv) steps() []cStep {
+	var out []cStep
+	for _, f := range e.plan.Faults {
+		if f.Kind == fRedisRestore {
+			out = append(out, cStep{before: f.At, action: "save", quiesce: true},
+				cStep{before: f.At + f.Len/2, action: fRedisRestore},
+				cStep{before: f.At + f.Len, action: "heal " + fRedisRestore})
+			continue
+		}
+		out = append(out, cStep{before: f.At, action: f.Kind}, cStep{before: f.At + f.Len, action: "heal " + f.Kind})
+	}
+	return out
+}
+
+// apply runs one step (from the test's goroutine).
+func (e *cEnv) apply(s cStep) {
+	t := e.t
+	t.Helper()
+	switch s.action {
+	case fEdgeKill:
+		e.edge.Proc.Kill()
+	case "heal " + fEdgeKill:
+		e.edge.Restart()
+	case fEdgeStop:
+		e.edge.Proc.Signal(syscall.SIGSTOP)
+	case "heal " + fEdgeStop:
+		e.edge.Proc.Signal(syscall.SIGCONT)
+	case fBridgeKill:
+		e.bridge.Proc.Kill()
+	case "heal " + fBridgeKill:
+		e.bridge.Proc = StartProc(t, "bridge", binary, e.bridge.Args...)
+	case fBridgeStop:
+		e.bridge.Proc.Signal(syscall.SIGSTOP)
+	case "heal " + fBridgeStop:
+		e.bridge.Proc.Signal(syscall.SIGCONT)
+	case fRedisKill:
+		e.redis.Kill()
+	case "heal " + fRedisKill:
+		e.redis.Start()
+	case "save":
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		if err := e.rdb.Save(ctx).Err(); err != nil {
+			t.Fatalf("SAVE: %v", err)
+		}
+		cancel()
+		e.snapAt = time.Now()
+		if err := cCopyFile(filepath.Join(e.redis.Dir, "dump.rdb"), filepath.Join(e.redis.Dir, "snapshot.rdb")); err != nil {
+			t.Fatal(err)
+		}
+	case fRedisRestore:
+		e.redis.Kill()
+		e.Windows = append(e.Windows, cWindow{From: e.snapAt, To: time.Now()})
+		if err := cCopyFile(filepath.Join(e.redis.Dir, "snapshot.rdb"), filepath.Join(e.redis.Dir, "dump.rdb")); err != nil {
+			t.Fatal(err)
+		}
+	case "heal " + fRedisRestore:
+		e.redis.Start()
+		e.epoch.Add(1) // Sparkplug births made after the snapshot are gone: nodes birth again
+	case fPGStop:
+		e.pg.Stop()
+	case "heal " + fPGStop:
+		e.pg.Start()
+	case fFreezeEdgeR:
+		e.pxER.Freeze()
+	case "heal " + fFreezeEdgeR:
+		campaignThaw(e.pxER)
+	case fFreezeBrR:
+		e.pxBR.Freeze()
+	case "heal " + fFreezeBrR:
+		campaignThaw(e.pxBR)
+	case fFreezeBrPG:
+		e.pxBPG.Freeze()
+	case "heal " + fFreezeBrPG:
+		campaignThaw(e.pxBPG)
+	default:
+		t.Fatalf("campaign: unknown step %q", s.action)
+	}
+	if !strings.HasPrefix(s.action, "heal ") && s.action != "save" {
+		e.Injected[s.action]++
+	}
+	e.Events = append(e.Events, cEvent{BeforeOp: s.before, Action: s.action, At: time.Now()})
+}
+
+// campaignThaw lets a frozen proxy forward again.
+func campaignThaw(p *tcpProxy) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	select {
+	case <-p.thawed:
+	default:
+		close(p.thawed)
+	}
+}
+
+func cCopyFile(from, to string) error {
+	in, err := os.Open(from)
+	if err != nil {
+		return fmt.Errorf("copy %s: %w", from, err)
+	}
+	defer in.Close()
+	out, err := os.Create(to)
+	if err != nil {
+		return fmt.Errorf("copy to %s: %w", to, err)
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return fmt.Errorf("copy %s to %s: %w", from, to, err)
+	}
+	return out.Close()
+}
