@@ -106,7 +106,27 @@ func startEnv(t *testing.T, plan *cPlan, pg *PGCluster) *cEnv {
 	pgURL := strings.Replace(e.dbURL, fmt.Sprintf(":%d/", pg.Port), fmt.Sprintf(":%d/", e.pxBPG.Port()), 1)
 	brSvc := Services{Postgres: pgURL, Redis: fmt.Sprintf("redis://127.0.0.1:%d/0", e.pxBR.Port()), Prefix: e.prefix}
 	e.bridge = StartBridge(t, brSvc, append([]string{"--bridge-session-timeout", "10s"}, common...)...)
+	e.bridge.WaitReady(60 * time.Second) // migrated and holding its shards before the first fault
 	return e
+}
+
+// revive starts again a process of the stack that exited by itself (not by
+// a fault): the check needs a bridge to drain; it is reported as a
+// violation by the caller.
+func (e *cEnv) revive() (exited []string) {
+	if e.bridge.Proc.Exited() {
+		exited = append(exited, "bridge: "+cTail(e.bridge.Proc.Output()))
+		e.bridge.Proc = StartProc(e.t, "bridge", binary, e.bridge.Args...)
+	}
+	return exited
+}
+
+// cTail is the end of a process's output.
+func cTail(s string) string {
+	if len(s) > 2000 {
+		s = "..." + s[len(s)-2000:]
+	}
+	return s
 }
 
 // cRetentionFlags are the serve flags of the retention class: a retention

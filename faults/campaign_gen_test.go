@@ -385,8 +385,8 @@ func (g *cGen) spbData(id int, node, kind string) *cOp {
 	return op
 }
 
-// schedule draws the faults: one at a time, each lasting 5-24 ops, with
-// 30-150 ops of calm between them, from the kinds enabled (the Redis kind
+// schedule draws the faults: one at a time, each lasting 5-24 ops (a
+// restore 10-39), with 10-59 ops of calm between them, from the kinds enabled (the Redis kind
 // matching the seed's persistence).
 func (g *cGen) schedule(s cSettings) []cFault {
 	var kinds []string
@@ -407,7 +407,7 @@ func (g *cGen) schedule(s cSettings) []cFault {
 			f.Len = 10 + g.r.IntN(30)
 		}
 		out = append(out, f)
-		at += f.Len + 30 + g.r.IntN(120)
+		at += f.Len + 10 + g.r.IntN(50)
 	}
 	return out
 }

@@ -246,6 +246,7 @@ func runSeed(t *testing.T, pg *PGCluster, seed uint64, s cSettings) cTableRow {
 	// Settle: the edge flushes what it holds (QoS 0 included) on SIGTERM;
 	// the bridge commits until every stream's checkpoint is its last id.
 	st := cStore{RSS: map[string]int64{"edge": RSS(e.edge.Proc.Pid()), "bridge": RSS(e.bridge.Proc.Pid())}}
+	exited := e.revive()
 	e.edge.Proc.Signal(syscall.SIGTERM)
 	if _, ok := e.edge.Proc.Wait(time.Minute); !ok {
 		t.Errorf("the edge did not exit within a minute of SIGTERM")
@@ -268,6 +269,9 @@ func runSeed(t *testing.T, pg *PGCluster, seed uint64, s cSettings) cTableRow {
 		t.Fatalf("INFO memory: %v", err)
 	}
 	sum := check(plan, answers, e.Windows, st)
+	for _, x := range exited {
+		sum.Violations = append(sum.Violations, cViolation{Invariant: "processes survive the faults", Detail: "exited by itself: " + x})
+	}
 
 	row := cTableRow{Seed: seed, Ops: len(plan.Ops), Acked: sum.Acked, Unknown: sum.Unknown, Refused: sum.Refused, Rows: sum.Rows,
 		Settings: settings, Faults: e.Injected, Violations: len(sum.Violations), Seconds: time.Since(start).Seconds()}
