@@ -64,15 +64,16 @@ var campaignFaultKinds = []string{fEdgeKill, fEdgeStop, fBridgeKill, fBridgeStop
 // cPlan is what a seed fixes: the settings of the stack, the operations and
 // the faults.
 type cPlan struct {
-	Seed      uint64    `json:"seed"`
-	Base      time.Time `json:"base"`    // measured times are relative to it
-	Persist   string    `json:"persist"` // "aof" (appendfsync always) or "rdb" (snapshots only)
-	Dedup     string    `json:"dedup"`   // off, id, natural
-	Auth      bool      `json:"auth"`    // --mqtt-auth
-	Retention bool      `json:"retention"`
-	Classes   []string  `json:"classes"`
-	Ops       []*cOp    `json:"-"`
-	Faults    []cFault  `json:"faults"`
+	Seed      uint64        `json:"seed"`
+	Base      time.Time     `json:"base"`    // measured times are relative to it
+	Persist   string        `json:"persist"` // "aof" (appendfsync always) or "rdb" (snapshots only)
+	Dedup     string        `json:"dedup"`   // off, id, natural
+	Auth      bool          `json:"auth"`    // --mqtt-auth
+	Retention bool          `json:"retention"`
+	MaxAge    time.Duration `json:"max_reading_age"` // --max-reading-age of the edge
+	Classes   []string      `json:"classes"`
+	Ops       []*cOp        `json:"-"`
+	Faults    []cFault      `json:"faults"`
 }
 
 // cFault is one fault: applied before op At, healed before op At+Len (a
@@ -131,10 +132,11 @@ type cSettings struct {
 
 // Limits the generator and the stack share.
 const (
-	cMaxAge    = 48 * time.Hour // --max-reading-age of the stack
-	cRetention = 3 * 24 * time.Hour
-	cDevices   = 12
-	cEdgeNodes = 4
+	cMaxAge          = 48 * time.Hour // --max-reading-age of the stack
+	cRetention       = 3 * 24 * time.Hour
+	cRetentionMaxAge = 8 * 24 * time.Hour // --max-reading-age with the retention class: beyond the retention
+	cDevices         = 12
+	cEdgeNodes       = 4
 )
 
 // cGen holds the generator's state while it draws a plan.
@@ -157,6 +159,10 @@ func generate(seed uint64, base time.Time, s cSettings) *cPlan {
 	}
 	p.Auth = has(clsAuth) && r.IntN(2) == 0
 	p.Retention = has(clsRetention)
+	p.MaxAge = cMaxAge
+	if p.Retention {
+		p.MaxAge = cRetentionMaxAge
+	}
 	g := &cGen{r: r, p: p, dedup: p.Dedup, spbGen: map[string]int{}}
 
 	type weighted struct {
@@ -279,9 +285,9 @@ func (g *cGen) op(id int, class string) *cOp {
 		return g.op(id, clsReadings)
 	case clsAgeLimit:
 		// Just inside (stored) or just outside (refused 422) --max-reading-age.
-		ts := g.p.Base.Add(-cMaxAge + 10*time.Minute)
+		ts := g.p.Base.Add(-g.p.MaxAge + 10*time.Minute)
 		if r.IntN(2) == 0 {
-			ts = g.p.Base.Add(-cMaxAge - 10*time.Minute)
+			ts = g.p.Base.Add(-g.p.MaxAge - 10*time.Minute)
 		}
 		ts = ts.Add(time.Duration(id) * time.Millisecond)
 		row := g.row(dev, "reading", id, 0, ts)
