@@ -281,8 +281,8 @@ func runSeed(t *testing.T, pg *PGCluster, seed uint64, s cSettings) cTableRow {
 	if len(sum.Violations) > 0 {
 		row.Summary = cViolationSummary(sum.Violations)
 		path := cWriteFailure(t, plan, s, e, answers, sum)
-		t.Errorf("seed %d: %d violations (%s); seed, schedule and violating readings in %s; replay: make campaign SEED=%d",
-			seed, len(sum.Violations), row.Summary, path, seed)
+		t.Errorf("seed %d: %d violations (%s); seed, schedule and violating readings in %s; replay: make campaign SEED=%d CAMPAIGN_OPS=%d CAMPAIGN_CLASSES=%s",
+			seed, len(sum.Violations), row.Summary, path, seed, s.Ops, strings.Join(s.Classes, ","))
 	}
 	if f := os.Getenv("FIREHOSE_CAMPAIGN_TABLE"); f != "" {
 		line, _ := json.Marshal(row)
@@ -292,6 +292,13 @@ func runSeed(t *testing.T, pg *PGCluster, seed uint64, s cSettings) cTableRow {
 		}
 	}
 	return row
+}
+
+func cJoinOr(xs []string, none string) string {
+	if len(xs) == 0 {
+		return none
+	}
+	return strings.Join(xs, ",")
 }
 
 // cViolationSummary counts violations by invariant.
@@ -404,7 +411,7 @@ func cWriteFailure(t *testing.T, plan *cPlan, s cSettings, e *cEnv, answers []cA
 		vs = vs[:200]
 	}
 	doc := map[string]any{
-		"seed": plan.Seed, "replay": fmt.Sprintf("make campaign SEED=%d CAMPAIGN_OPS=%d CAMPAIGN_CLASSES=%s", plan.Seed, s.Ops, strings.Join(s.Classes, ",")),
+		"seed": plan.Seed, "replay": fmt.Sprintf("make campaign SEED=%d CAMPAIGN_OPS=%d CAMPAIGN_CLASSES=%s CAMPAIGN_FAULTS=%s", plan.Seed, s.Ops, strings.Join(s.Classes, ","), cJoinOr(s.Faults, "none")),
 		"plan": plan, "ops": len(plan.Ops), "fault_kinds": s.Faults, "events": e.Events, "loss_windows": e.Windows,
 		"violations_total": len(sum.Violations), "violations": vs, "violating_ops": ops, "their_answers": ans,
 	}
