@@ -66,6 +66,7 @@ type cAttempt struct {
 	Outcome string    `json:"outcome"`
 	At      time.Time `json:"at"`
 	Detail  string    `json:"detail,omitempty"`
+	Probe   bool      `json:"probe,omitempty"` // sent as another device: must never be stored
 }
 
 // cStored is a row of readings as the checker read it.
@@ -133,7 +134,7 @@ func check(plan *cPlan, answers []cAnswer, windows []cWindow, st cStore) cSummar
 				byKey[r.key()] = e
 				keys = append(keys, r.key())
 			}
-			e.attempts = append(e.attempts, cAttempt{Op: op.ID, Kind: op.Kind, Outcome: out, At: a.At, Detail: a.Detail})
+			e.attempts = append(e.attempts, cAttempt{Op: op.ID, Kind: op.Kind, Outcome: out, At: a.At, Detail: a.Detail, Probe: op.Refuse})
 			e.ops = append(e.ops, op)
 		}
 	}
@@ -161,8 +162,12 @@ func check(plan *cPlan, answers []cAnswer, windows []cWindow, st cStore) cSummar
 	}
 	for _, k := range keys {
 		e := byKey[k]
-		acked, unknown, mayLose := 0, 0, 0
+		acked, unknown, mayLose, probes := 0, 0, 0, 0
 		for _, a := range e.attempts {
+			if a.Probe {
+				probes++
+				continue
+			}
 			switch a.Outcome {
 			case ansAcked:
 				acked++
@@ -190,6 +195,8 @@ func check(plan *cPlan, answers []cAnswer, windows []cWindow, st cStore) cSummar
 			}
 		}
 		switch {
+		case len(got) > hi && probes > 0:
+			v.Invariant, v.Detail = "no device changes another's data", fmt.Sprintf("%d rows of a reading published under another device's id", len(got))
 		case len(got) > hi && acked == 0 && unknown == 0:
 			v.Invariant, v.Detail = "nothing refused stored", fmt.Sprintf("%d rows of a reading every attempt of which was refused", len(got))
 		case len(got) > hi:
