@@ -22,28 +22,57 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/crypto/bcrypt"
+
+	"firehose/ingest"
+	"firehose/internal/testenv"
 )
 
 // cEnv is one seed's stack.
 type cEnv struct {
-	t      *testing.T
-	plan   *cPlan
-	pg     *PGCluster
-	dbURL  string // direct, for the checker
-	redis  *RedisServer
-	rdb    *redis.Client // direct, for the checker and SAVE
-	prefix string
-	pxER   *tcpProxy // edge -> Redis
-	pxBR   *tcpProxy // bridge -> Redis
-	pxBPG  *tcpProxy // bridge -> PostgreSQL
-	edge   *Stack
-	bridge *Stack
-	epoch  atomic.Int64 // Redis restores so far
+	t     *testing.T
+	plan  *cPlan
+	pg    *PGCluster
+	dbURL string // direct, for the checker
+	redis *RedisServer
+	rdb   *redis.Client // direct, for the checker and SAVE (nil on a cluster)
+	uni   redis.UniversalClient
+	// cluster is the Redis Cluster of a cluster seed (redis is nil then).
+	cluster *testenv.RedisCluster
+	shards  int
+	prefix  string
+	pxER    *tcpProxy // edge -> Redis
+	pxBR    *tcpProxy // bridge -> Redis
+	pxBPG   *tcpProxy // bridge -> PostgreSQL
+	edge    *Stack
+	bridge  *Stack
+	epoch   atomic.Int64 // Redis restores so far
 
 	Injected map[string]int // faults applied, by kind
 	Events   []cEvent       // what was done, in order
 	Windows  []cWindow      // Redis restores: acked within a window may be lost
 	snapAt   time.Time
+	victim   *testenv.RedisServer // the cluster primary killed
+}
+
+// streams are the seed's shard streams.
+func (e *cEnv) streams() ingest.Streams { return ingest.Streams{Prefix: e.prefix, Count: e.shards} }
+
+// usedMemory is Redis's used_memory, summed over a cluster's nodes.
+func (e *cEnv) usedMemory(ctx context.Context) (int64, error) {
+	if e.cluster == nil {
+		return outUsedMemory(ctx, e.rdb)
+	}
+	var sum int64
+	for _, n := range e.cluster.Nodes {
+		c := redis.NewClient(&redis.Options{Addr: n.Addr(), MaxRetries: -1})
+		m, err := outUsedMemory(ctx, c)
+		c.Close()
+		if err != nil {
+			return 0, fmt.Errorf("node %s: %w", n.Addr(), err)
+		}
+		sum += m
+	}
+	return sum, nil
 }
 
 // cEvent is one action of the schedule, as it ran.
@@ -75,23 +104,37 @@ func startEnv(t *testing.T, plan *cPlan, pg *PGCluster) *cEnv {
 	t.Helper()
 	e := &cEnv{t: t, plan: plan, pg: pg, Injected: map[string]int{}}
 	e.dbURL = pg.CreateDB(fmt.Sprintf("campaign_%d_%d", plan.Seed, time.Now().UnixNano()%1e6))
-	if plan.Persist == "rdb" {
+	e.prefix = fmt.Sprintf("camp%d", plan.Seed)
+	e.shards = 4
+	common := []string{"--dedup", plan.Dedup}
+	var edgeRedis, bridgeRedis string
+	switch plan.Persist {
+	case "cluster":
+		e.cluster = testenv.StartRedisCluster(t, 3, 1, "--appendonly", "yes", "--appendfsync", "always")
+		e.uni = e.cluster.Client(t)
+		e.shards = 6
+		edgeRedis, bridgeRedis = e.cluster.Nodes[0].URL(), e.cluster.Nodes[1].URL()
+		common = append(common, "--redis-min-replicas", "1")
+	case "rdb":
 		e.redis = rrStartRedis(t, "rdb")
-	} else {
+	default:
 		e.redis = StartRedis(t, true)
 	}
-	e.rdb = rrClient(t, e.redis.URL())
-	e.prefix = fmt.Sprintf("camp%d", plan.Seed)
-	e.pxER = startTCPProxy(t, fmt.Sprintf("127.0.0.1:%d", e.redis.Port))
-	e.pxBR = startTCPProxy(t, fmt.Sprintf("127.0.0.1:%d", e.redis.Port))
+	if e.redis != nil {
+		e.rdb = rrClient(t, e.redis.URL())
+		e.uni = e.rdb
+		e.pxER = startTCPProxy(t, fmt.Sprintf("127.0.0.1:%d", e.redis.Port))
+		e.pxBR = startTCPProxy(t, fmt.Sprintf("127.0.0.1:%d", e.redis.Port))
+		edgeRedis, bridgeRedis = fmt.Sprintf("redis://127.0.0.1:%d/0", e.pxER.Port()), fmt.Sprintf("redis://127.0.0.1:%d/0", e.pxBR.Port())
+	}
 	e.pxBPG = startTCPProxy(t, fmt.Sprintf("127.0.0.1:%d", pg.Port))
+	common = append(common, "--shards", fmt.Sprint(e.shards))
 
 	dir := t.TempDir()
 	rules := filepath.Join(dir, "rules.yaml")
 	if err := os.WriteFile(rules, []byte(cRulesFile), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	common := []string{"--shards", "4", "--dedup", plan.Dedup}
 	if plan.Retention {
 		common = append(common, cRetentionFlags...)
 	}
@@ -100,11 +143,11 @@ func startEnv(t *testing.T, plan *cPlan, pg *PGCluster) *cEnv {
 	if plan.Auth {
 		edgeArgs = append(edgeArgs, "--mqtt-auth", campaignAuthFile(t, dir))
 	}
-	edgeSvc := Services{Postgres: e.dbURL, Redis: fmt.Sprintf("redis://127.0.0.1:%d/0", e.pxER.Port()), Prefix: e.prefix}
+	edgeSvc := Services{Postgres: e.dbURL, Redis: edgeRedis, Prefix: e.prefix}
 	e.edge = StartStack(t, edgeSvc, edgeArgs...)
 
 	pgURL := strings.Replace(e.dbURL, fmt.Sprintf(":%d/", pg.Port), fmt.Sprintf(":%d/", e.pxBPG.Port()), 1)
-	brSvc := Services{Postgres: pgURL, Redis: fmt.Sprintf("redis://127.0.0.1:%d/0", e.pxBR.Port()), Prefix: e.prefix}
+	brSvc := Services{Postgres: pgURL, Redis: bridgeRedis, Prefix: e.prefix}
 	e.bridge = StartBridge(t, brSvc, append([]string{"--bridge-session-timeout", "10s"}, common...)...)
 	e.bridge.WaitReady(60 * time.Second) // migrated and holding its shards before the first fault
 	return e
@@ -222,6 +265,15 @@ func (e *cEnv) apply(s cStep) {
 	case "heal " + fRedisRestore:
 		e.redis.Start()
 		e.epoch.Add(1) // Sparkplug births made after the snapshot are gone: nodes birth again
+	case fClusterFail:
+		e.victim = e.cluster.PrimaryOf(t, e.streams().Key(0))
+		e.victim.Kill()
+	case "heal " + fClusterFail:
+		outWaitFor(t, time.Minute, "the cluster did not promote the killed primary's replica", func() (bool, string) {
+			return e.cluster.PrimaryOf(t, e.streams().Key(0)) != e.victim, "shard 0's primary is the killed node"
+		})
+		e.victim.Restart(t) // rejoins as the promoted replica's replica
+		e.epoch.Add(1)      // Sparkplug state is written without WAIT: nodes birth again
 	case fPGStop:
 		e.pg.Stop()
 	case "heal " + fPGStop:

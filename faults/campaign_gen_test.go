@@ -54,19 +54,19 @@ const (
 	fFreezeEdgeR  = "freeze-edge-redis"   // freeze the edge -> Redis path, thaw it
 	fFreezeBrR    = "freeze-bridge-redis" // freeze the bridge -> Redis path, thaw it
 	fFreezeBrPG   = "freeze-bridge-pg"    // freeze the bridge -> PostgreSQL path, thaw it
-	fClusterFail  = "cluster-failover"    // long form: a Redis Cluster primary killed (not run here yet)
+	fClusterFail  = "cluster-failover"    // long form: SIGKILL a Redis Cluster primary, start it again once its replica took over
 )
 
 // campaignFaultKinds are the kinds a schedule draws from (Redis kinds by the
 // seed's persistence).
-var campaignFaultKinds = []string{fEdgeKill, fEdgeStop, fBridgeKill, fBridgeStop, fRedisKill, fRedisRestore, fPGStop, fFreezeEdgeR, fFreezeBrR, fFreezeBrPG}
+var campaignFaultKinds = []string{fEdgeKill, fEdgeStop, fBridgeKill, fBridgeStop, fRedisKill, fRedisRestore, fPGStop, fFreezeEdgeR, fFreezeBrR, fFreezeBrPG, fClusterFail}
 
 // cPlan is what a seed fixes: the settings of the stack, the operations and
 // the faults.
 type cPlan struct {
 	Seed      uint64        `json:"seed"`
 	Base      time.Time     `json:"base"`    // measured times are relative to it
-	Persist   string        `json:"persist"` // "aof" (appendfsync always) or "rdb" (snapshots only)
+	Persist   string        `json:"persist"` // "aof" (appendfsync always), "rdb" (snapshots only) or "cluster"
 	Dedup     string        `json:"dedup"`   // off, id, natural
 	Auth      bool          `json:"auth"`    // --mqtt-auth
 	Retention bool          `json:"retention"`
@@ -153,6 +153,11 @@ func generate(seed uint64, base time.Time, s cSettings) *cPlan {
 	p := &cPlan{Seed: seed, Base: base.UTC().Truncate(time.Millisecond), Classes: s.Classes}
 	has := func(c string) bool { return slices.Contains(s.Classes, c) }
 	p.Persist = []string{"aof", "aof", "rdb"}[r.IntN(3)]
+	if s.Long && seed%5 == 0 {
+		// Every fifth seed of the long form: a Redis Cluster (3 primaries
+		// with AOF always, a replica each) and --redis-min-replicas 1.
+		p.Persist = "cluster"
+	}
 	p.Dedup = []string{"off", "id", "natural"}[r.IntN(3)]
 	if has(clsDedupMerge) && p.Dedup == "off" {
 		p.Dedup = []string{"id", "natural"}[r.IntN(2)]
@@ -397,9 +402,11 @@ func (g *cGen) spbData(id int, node, kind string) *cOp {
 func (g *cGen) schedule(s cSettings) []cFault {
 	var kinds []string
 	for _, k := range s.Faults {
+		cluster := g.p.Persist == "cluster"
 		switch {
-		case k == fRedisKill && g.p.Persist != "aof", k == fRedisRestore && g.p.Persist != "rdb":
-			continue
+		case k == fRedisKill && g.p.Persist != "aof", k == fRedisRestore && g.p.Persist != "rdb",
+			k == fClusterFail && !cluster, cluster && (k == fFreezeEdgeR || k == fFreezeBrR):
+			continue // (cluster nodes are reached directly: the proxies cannot stand between)
 		}
 		kinds = append(kinds, k)
 	}

@@ -183,6 +183,9 @@ func runSeed(t *testing.T, pg *PGCluster, seed uint64, s cSettings) cTableRow {
 		sched = append(sched, fmt.Sprintf("%s at op %d for %d ops", f.Kind, f.At, f.Len))
 	}
 	settings := fmt.Sprintf("redis %s, dedup %s", plan.Persist, plan.Dedup)
+	if plan.Persist == "cluster" {
+		settings = "redis cluster (AOF always), min-replicas 1, dedup " + plan.Dedup
+	}
 	if plan.Auth {
 		settings += ", mqtt-auth"
 	}
@@ -265,7 +268,7 @@ func runSeed(t *testing.T, pg *PGCluster, seed uint64, s cSettings) cTableRow {
 	}
 	st.DeadLetters = cDeadLetterSearch(ctx, e.dbURL)
 	st.Commands = tg.Commands.Got
-	if st.RedisMemory, err = outUsedMemory(ctx, e.rdb); err != nil {
+	if st.RedisMemory, err = e.usedMemory(ctx); err != nil {
 		t.Fatalf("INFO memory: %v", err)
 	}
 	sum := check(plan, answers, e.Windows, st)
@@ -314,7 +317,7 @@ func cViolationSummary(vs []cViolation) string {
 // last id: every entry the edge wrote is committed (or rejected).
 func cWaitDrained(t *testing.T, e *cEnv) {
 	t.Helper()
-	keys := ingest.Streams{Prefix: e.prefix, Count: 4}.Keys()
+	keys := e.streams().Keys()
 	pending := ""
 	testenv.Eventually(t, 5*time.Minute, func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -345,7 +348,7 @@ func cWaitDrained(t *testing.T, e *cEnv) {
 			return false
 		}
 		for _, key := range keys {
-			info, err := e.rdb.XInfoStream(ctx, key).Result()
+			info, err := e.uni.XInfoStream(ctx, key).Result()
 			if err != nil {
 				if strings.Contains(err.Error(), "no such key") {
 					continue
