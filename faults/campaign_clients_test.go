@@ -389,7 +389,6 @@ func (w *cWorker) sparkplug(op *cOp) (string, string) {
 		out, detail, _ := publish5(node.c, spbTopic("NDEATH", op.Client), 1, spbDeath(node.bdSeq))
 		cClose5(node.c)
 		node.c, node.born = nil, false
-		node.bdSeq++
 		return out, detail
 	case "spb-early":
 		c, err := dial5(w.tg, op.Client, op.Client, nil)
@@ -408,7 +407,6 @@ func (w *cWorker) sparkplug(op *cOp) (string, string) {
 			defer cClose5(old)
 			node.c = nil
 		}
-		node.bdSeq++
 		node.born = false
 	}
 	if err := w.spbEnsure(op.Client, node); err != nil {
@@ -437,11 +435,13 @@ func (w *cWorker) spbEnsure(id string, node *cSpbNode) error {
 		}
 	}
 	if node.c == nil {
+		// Every connection has a bdSeq of its own (Sparkplug 3.0): the will of
+		// an old connection, published late, names another birth.
+		node.bdSeq++
 		node.born = false
 		will := &paho.WillMessage{Topic: spbTopic("NDEATH", id), QoS: 1, Payload: spbDeath(node.bdSeq)}
 		c, err := dial5(w.tg, id, id, will)
 		if err != nil {
-			node.bdSeq++
 			return err
 		}
 		node.c = c
@@ -455,7 +455,6 @@ func (w *cWorker) spbEnsure(id string, node *cSpbNode) error {
 		if broken {
 			cClose5(node.c)
 			node.c = nil
-			node.bdSeq++
 		}
 		return fmt.Errorf("NBIRTH %s: %s", out, detail)
 	}
