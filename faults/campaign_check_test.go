@@ -10,8 +10,8 @@ package faults
 //     and measured time sent: once per acknowledged attempt without --dedup,
 //     exactly once under --dedup when the reading has an identity (a resend
 //     is then a true resend of the same series); losses only among readings
-//     acknowledged between a snapshot and the kill of the Redis restored
-//     from it (no AOF); an acknowledged message that cannot become rows
+//     acknowledged after a snapshot and sent before the kill of the Redis
+//     restored from it (no AOF); an acknowledged message that cannot become rows
 //     counts as stored when a dead letter holds it;
 //   - nothing refused is stored, an unknown outcome at most once per
 //     attempt, and no row appears that no client sent (or that a client sent
@@ -64,6 +64,7 @@ type cAttempt struct {
 	Op      int       `json:"op"`
 	Kind    string    `json:"kind"`
 	Outcome string    `json:"outcome"`
+	Sent    time.Time `json:"sent"`
 	At      time.Time `json:"at"`
 	Detail  string    `json:"detail,omitempty"`
 	Probe   bool      `json:"probe,omitempty"` // sent as another device: must never be stored
@@ -134,7 +135,7 @@ func check(plan *cPlan, answers []cAnswer, windows []cWindow, st cStore) cSummar
 				byKey[r.key()] = e
 				keys = append(keys, r.key())
 			}
-			e.attempts = append(e.attempts, cAttempt{Op: op.ID, Kind: op.Kind, Outcome: out, At: a.At, Detail: a.Detail, Probe: op.Refuse})
+			e.attempts = append(e.attempts, cAttempt{Op: op.ID, Kind: op.Kind, Outcome: out, Sent: a.Sent, At: a.At, Detail: a.Detail, Probe: op.Refuse})
 			e.ops = append(e.ops, op)
 		}
 	}
@@ -152,9 +153,12 @@ func check(plan *cPlan, answers []cAnswer, windows []cWindow, st cStore) cSummar
 		stored[s.key()] = append(stored[s.key()], s)
 	}
 	restored := len(windows) > 0
-	inWindow := func(at time.Time) bool {
+	// An attempt may be lost when it was answered after the snapshot and sent
+	// before the kill: its XADD may have run after the snapshot (an answer
+	// can arrive after the kill, for a write Redis made before it).
+	inWindow := func(sent, at time.Time) bool {
 		for _, w := range windows {
-			if at.After(w.From) && !at.After(w.To) {
+			if at.After(w.From) && sent.Before(w.To) {
 				return true
 			}
 		}
@@ -171,7 +175,7 @@ func check(plan *cPlan, answers []cAnswer, windows []cWindow, st cStore) cSummar
 			switch a.Outcome {
 			case ansAcked:
 				acked++
-				if inWindow(a.At) {
+				if inWindow(a.Sent, a.At) {
 					mayLose++
 				}
 			case ansUnknown:

@@ -47,6 +47,10 @@ func TestCampaignCheckerCatches(t *testing.T) {
 			stored: func(r []cRow) []cStored { return nil }, want: map[string]int{}},
 		{name: "lost outside the window", outs: []string{ansAcked}, at: []time.Time{ackedAt}, windows: []cWindow{window},
 			stored: func(r []cRow) []cStored { return nil }, want: map[string]int{"acknowledged means stored": 1}},
+		{name: "answered after the kill, sent before", outs: []string{ansAcked}, at: []time.Time{window.To.Add(time.Millisecond / 2)}, windows: []cWindow{window},
+			stored: func(r []cRow) []cStored { return nil }, want: map[string]int{}},
+		{name: "sent after the kill", outs: []string{ansAcked}, at: []time.Time{window.To.Add(time.Second)}, windows: []cWindow{window},
+			stored: func(r []cRow) []cStored { return nil }, want: map[string]int{"acknowledged means stored": 1}},
 		{name: "a row nobody sent", outs: []string{ansAcked}, stored: func(r []cRow) []cStored {
 			s := stored(r[0])
 			s.Device = "cd2"
@@ -84,7 +88,7 @@ func TestCampaignCheckerCatches(t *testing.T) {
 				if i < len(tc.at) {
 					at = tc.at[i]
 				}
-				answers = append(answers, cAnswer{Op: i, Outcomes: []string{out}, At: at})
+				answers = append(answers, cAnswer{Op: i, Outcomes: []string{out}, Sent: at.Add(-time.Millisecond), At: at})
 			}
 			sum := check(plan, answers, tc.windows, cStore{Rows: tc.stored([]cRow{row(0)}), Commands: tc.cmds})
 			got := map[string]int{}

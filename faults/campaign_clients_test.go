@@ -45,7 +45,8 @@ type cAnswer struct {
 	Op       int       `json:"op"`
 	Outcomes []string  `json:"outcomes"`
 	Detail   string    `json:"detail,omitempty"`
-	At       time.Time `json:"at"`
+	Sent     time.Time `json:"sent"` // when the client started sending
+	At       time.Time `json:"at"`   // when the last answer came
 }
 
 // cTargets are the addresses the clients use; Epoch counts Redis restores
@@ -113,7 +114,7 @@ func (w *cWorker) close() {
 
 // run sends op and returns what its client saw.
 func (w *cWorker) run(op *cOp) cAnswer {
-	a := cAnswer{Op: op.ID}
+	a := cAnswer{Op: op.ID, Sent: time.Now()}
 	var out, detail string
 	switch op.Kind {
 	case "fast", "v1", "v1-array", "v1-ndjson":
