@@ -397,8 +397,8 @@ func (g *cGen) spbData(id int, node, kind string) *cOp {
 }
 
 // schedule draws the faults: one at a time, each lasting 5-24 ops (a
-// restore 10-39), with 10-59 ops of calm between them, from the kinds enabled (the Redis kind
-// matching the seed's persistence).
+// restore 10-39), with 10-59 ops of calm between them, from the kinds
+// enabled (the Redis kinds matching the seed's persistence).
 func (g *cGen) schedule(s cSettings) []cFault {
 	var kinds []string
 	for _, k := range s.Faults {
@@ -413,9 +413,12 @@ func (g *cGen) schedule(s cSettings) []cFault {
 	if len(kinds) == 0 {
 		return nil
 	}
+	// Kinds in a shuffled cycle: a seed of a few hundred ops meets most of
+	// them, in an order of its own.
+	g.r.Shuffle(len(kinds), func(i, j int) { kinds[i], kinds[j] = kinds[j], kinds[i] })
 	var out []cFault
 	for at := 20 + g.r.IntN(40); at < s.Ops-40; {
-		f := cFault{At: at, Len: 5 + g.r.IntN(20), Kind: kinds[g.r.IntN(len(kinds))]}
+		f := cFault{At: at, Len: 5 + g.r.IntN(20), Kind: kinds[len(out)%len(kinds)]}
 		if f.Kind == fRedisRestore {
 			f.Len = 10 + g.r.IntN(30)
 		}
