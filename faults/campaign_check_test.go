@@ -97,125 +97,31 @@ type cSummary struct {
 	Violations              []cViolation
 }
 
-// check states the invariants over a seed's answers and store.
+// check states the invariants over a seed's answers and store, in phases:
+// what each row's attempts were, what was stored of it, the verdict on each
+// row, then commands and memory.
 func check(plan *cPlan, answers []cAnswer, windows []cWindow, st cStore) cSummary {
 	var sum cSummary
-	type expect struct {
-		row      cRow
-		attempts []cAttempt
-		ops      []*cOp
-	}
-	byKey := map[string]*expect{}
-	var keys []string
-	for _, op := range plan.Ops {
-		a := answers[op.ID]
-		for _, o := range a.Outcomes {
-			switch o {
-			case ansAcked:
-				sum.Acked++
-			case ansRefused:
-				sum.Refused++
-			default:
-				sum.Unknown++
-			}
-		}
-		if op.Refuse && slices.Contains(a.Outcomes, ansAcked) {
-			sum.Violations = append(sum.Violations, cViolation{Invariant: "no device writes another's topics",
-				Detail:   fmt.Sprintf("op %d: %s publishing to %s was acknowledged", op.ID, op.Client, op.Topic),
-				Attempts: []cAttempt{{Op: op.ID, Kind: op.Kind, Outcome: ansAcked, At: a.At}}})
-		}
-		for _, r := range op.Rows {
-			out := ansUnknown
-			if r.Msg < len(a.Outcomes) {
-				out = a.Outcomes[r.Msg]
-			}
-			e := byKey[r.key()]
-			if e == nil {
-				e = &expect{row: r}
-				byKey[r.key()] = e
-				keys = append(keys, r.key())
-			}
-			e.attempts = append(e.attempts, cAttempt{Op: op.ID, Kind: op.Kind, Outcome: out, Sent: a.Sent, At: a.At, Detail: a.Detail, Probe: op.Refuse})
-			e.ops = append(e.ops, op)
-		}
-	}
+	expects, keys := cExpectations(plan, answers, &sum)
 	stored := map[string][]cStored{}
 	for _, s := range st.Rows {
 		if cIgnored(s) {
 			continue
 		}
 		sum.Rows++
-		if byKey[s.key()] == nil {
+		if expects[s.key()] == nil {
 			sum.Violations = append(sum.Violations, cViolation{Invariant: "nothing stored that no client sent",
 				Key: s.key(), Detail: "a row no operation carries (or carries under another device)", Stored: []cStored{s}})
 			continue
 		}
 		stored[s.key()] = append(stored[s.key()], s)
 	}
-	restored := len(windows) > 0
-	// An attempt may be lost when it was answered after the snapshot and sent
-	// before the kill: its XADD may have run after the snapshot (an answer
-	// can arrive after the kill, for a write Redis made before it).
-	inWindow := func(sent, at time.Time) bool {
-		for _, w := range windows {
-			if at.After(w.From) && sent.Before(w.To) {
-				return true
-			}
-		}
-		return false
-	}
 	for _, k := range keys {
-		e := byKey[k]
-		acked, unknown, mayLose, probes := 0, 0, 0, 0
-		for _, a := range e.attempts {
-			if a.Probe {
-				probes++
-				continue
-			}
-			switch a.Outcome {
-			case ansAcked:
-				acked++
-				if inWindow(a.Sent, a.At) {
-					mayLose++
-				}
-			case ansUnknown:
-				unknown++
-			}
-		}
-		lo, hi := acked-mayLose, acked+unknown
-		if plan.Dedup != "off" {
-			lo = min(lo, 1)
-			if e.row.Dedupable && !restored {
-				hi = min(hi, 1) // a resend of a stored reading is answered and not stored again
-			}
-		}
-		got := stored[k]
-		v := cViolation{Key: k, Attempts: e.attempts, Stored: got}
-		for _, s := range got {
-			if s.Value != e.row.Value || !s.TS.Equal(e.row.TS.Truncate(time.Microsecond)) {
-				v.Invariant, v.Detail = "stored with the values sent", fmt.Sprintf("sent %v at %s, stored %v at %s", e.row.Value, e.row.TS.Format(time.RFC3339Nano), s.Value, s.TS.Format(time.RFC3339Nano))
-				sum.Violations = append(sum.Violations, v)
-				break
-			}
-		}
-		switch {
-		case len(got) > hi && probes > 0:
-			v.Invariant, v.Detail = "no device changes another's data", fmt.Sprintf("%d rows of a reading published under another device's id", len(got))
-		case len(got) > hi && acked == 0 && unknown == 0:
-			v.Invariant, v.Detail = "nothing refused stored", fmt.Sprintf("%d rows of a reading every attempt of which was refused", len(got))
-		case len(got) > hi:
-			v.Invariant, v.Detail = "nothing stored twice", fmt.Sprintf("%d rows, at most %d allowed (%d acked, %d unknown, dedup %s)", len(got), hi, acked, unknown, plan.Dedup)
-		case len(got) < lo && cDeadLettered(st, e.row, e.ops):
+		vs, deadLettered := cJudge(plan, windows, st, expects[k], stored[k])
+		sum.Violations = append(sum.Violations, vs...)
+		if deadLettered {
 			sum.DeadLettered++
-			continue
-		case len(got) < lo && e.row.Old:
-			v.Invariant, v.Detail = "acknowledged means stored (retention)", fmt.Sprintf("%d rows, %d acknowledged: a reading older than --retention was acknowledged and then deleted by retention", len(got), acked)
-		case len(got) < lo:
-			v.Invariant, v.Detail = "acknowledged means stored", fmt.Sprintf("%d rows, want at least %d (%d acked, %d of them between a snapshot and the restore)", len(got), lo, acked, mayLose)
-		default:
-			continue
 		}
-		sum.Violations = append(sum.Violations, v)
 	}
 	for _, c := range st.Commands {
 		if !strings.Contains(c.Payload, fmt.Sprintf(`"from":%q`, c.Subscriber)) {
@@ -234,6 +140,128 @@ func check(plan *cPlan, answers []cAnswer, windows []cWindow, st cStore) cSummar
 		}
 	}
 	return sum
+}
+
+// cExpect is one row some ops carry, and every attempt that carried it.
+type cExpect struct {
+	key      string
+	row      cRow
+	attempts []cAttempt
+	ops      []*cOp
+}
+
+// cExpectations gathers, by row identity (in the order ops first carry
+// them), the attempts of every row; it counts the answers into sum and
+// adds the violations an answer alone shows (a probe acknowledged).
+func cExpectations(plan *cPlan, answers []cAnswer, sum *cSummary) (map[string]*cExpect, []string) {
+	expects := map[string]*cExpect{}
+	var keys []string
+	for _, op := range plan.Ops {
+		a := answers[op.ID]
+		for _, o := range a.Outcomes {
+			switch o {
+			case ansAcked:
+				sum.Acked++
+			case ansRefused:
+				sum.Refused++
+			default:
+				sum.Unknown++
+			}
+		}
+		if op.Refuse && slices.Contains(a.Outcomes, ansAcked) {
+			sum.Violations = append(sum.Violations, cViolation{Invariant: "no device writes another's topics",
+				Detail:   fmt.Sprintf("op %d: %s publishing to %s was acknowledged", op.ID, op.Client, op.Topic),
+				Attempts: []cAttempt{{Op: op.ID, Kind: op.Kind, Outcome: ansAcked, Sent: a.Sent, At: a.At}}})
+		}
+		for _, r := range op.Rows {
+			out := ansUnknown
+			if r.Msg < len(a.Outcomes) {
+				out = a.Outcomes[r.Msg]
+			}
+			e := expects[r.key()]
+			if e == nil {
+				e = &cExpect{key: r.key(), row: r}
+				expects[r.key()] = e
+				keys = append(keys, r.key())
+			}
+			e.attempts = append(e.attempts, cAttempt{Op: op.ID, Kind: op.Kind, Outcome: out, Sent: a.Sent, At: a.At, Detail: a.Detail, Probe: op.Refuse})
+			e.ops = append(e.ops, op)
+		}
+	}
+	return expects, keys
+}
+
+// cBounds is how many rows of one reading may be stored: at least lo, at
+// most hi, from its attempts' answers and the settings.
+func cBounds(plan *cPlan, windows []cWindow, e *cExpect) (lo, hi, acked, unknown, mayLose, probes int) {
+	// An attempt may be lost when it was answered after the snapshot and sent
+	// before the kill: its XADD may have run after the snapshot (an answer
+	// can arrive after the kill, for a write Redis made before it).
+	inWindow := func(sent, at time.Time) bool {
+		for _, w := range windows {
+			if at.After(w.From) && sent.Before(w.To) {
+				return true
+			}
+		}
+		return false
+	}
+	for _, a := range e.attempts {
+		if a.Probe {
+			probes++
+			continue
+		}
+		switch a.Outcome {
+		case ansAcked:
+			acked++
+			if inWindow(a.Sent, a.At) {
+				mayLose++
+			}
+		case ansUnknown:
+			unknown++
+		}
+	}
+	lo, hi = acked-mayLose, acked+unknown
+	if plan.Dedup != "off" {
+		lo = min(lo, 1)
+		// A resend of a stored reading is answered and not stored again,
+		// unless a restored Redis forgot the original's key.
+		if e.row.Dedupable && len(windows) == 0 {
+			hi = min(hi, 1)
+		}
+	}
+	return lo, hi, acked, unknown, mayLose, probes
+}
+
+// cJudge is the verdict on one reading: its stored rows against its bounds
+// and the values sent. deadLettered: missing rows, but a dead letter holds
+// the message.
+func cJudge(plan *cPlan, windows []cWindow, st cStore, e *cExpect, got []cStored) (vs []cViolation, deadLettered bool) {
+	lo, hi, acked, unknown, mayLose, probes := cBounds(plan, windows, e)
+	v := cViolation{Key: e.key, Attempts: e.attempts, Stored: got}
+	for _, s := range got {
+		if s.Value != e.row.Value || !s.TS.Equal(e.row.TS.Truncate(time.Microsecond)) {
+			v.Invariant, v.Detail = "stored with the values sent", fmt.Sprintf("sent %v at %s, stored %v at %s", e.row.Value, e.row.TS.Format(time.RFC3339Nano), s.Value, s.TS.Format(time.RFC3339Nano))
+			vs = append(vs, v)
+			break
+		}
+	}
+	switch {
+	case len(got) > hi && probes > 0:
+		v.Invariant, v.Detail = "no device changes another's data", fmt.Sprintf("%d rows of a reading published under another device's id", len(got))
+	case len(got) > hi && acked == 0 && unknown == 0:
+		v.Invariant, v.Detail = "nothing refused stored", fmt.Sprintf("%d rows of a reading every attempt of which was refused", len(got))
+	case len(got) > hi:
+		v.Invariant, v.Detail = "nothing stored twice", fmt.Sprintf("%d rows, at most %d allowed (%d acked, %d unknown, dedup %s)", len(got), hi, acked, unknown, plan.Dedup)
+	case len(got) < lo && cDeadLettered(st, e.row, e.ops):
+		return vs, true
+	case len(got) < lo && e.row.Old:
+		v.Invariant, v.Detail = "acknowledged means stored (retention)", fmt.Sprintf("%d rows, %d acknowledged: a reading older than --retention was acknowledged and then deleted by retention", len(got), acked)
+	case len(got) < lo:
+		v.Invariant, v.Detail = "acknowledged means stored", fmt.Sprintf("%d rows, want at least %d (%d acked, %d of them between a snapshot and the restore)", len(got), lo, acked, mayLose)
+	default:
+		return vs, false
+	}
+	return append(vs, v), false
 }
 
 // cIgnored says which stored rows the checker does not judge: Sparkplug

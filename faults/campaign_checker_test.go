@@ -28,11 +28,13 @@ func TestCampaignCheckerCatches(t *testing.T) {
 		refuse  bool
 		cmds    []cReceived
 		windows []cWindow
+		dead    bool // a dead letter holds every message
 		want    map[string]int
 	}{
 		{name: "acked and stored once", outs: []string{ansAcked}, stored: func(r []cRow) []cStored { return []cStored{stored(r[0])} }, want: map[string]int{}},
 		{name: "acked, missing", outs: []string{ansAcked}, stored: func(r []cRow) []cStored { return nil },
 			want: map[string]int{"acknowledged means stored": 1}},
+		{name: "acked, missing, dead-lettered", outs: []string{ansAcked}, dead: true, stored: func(r []cRow) []cStored { return nil }, want: map[string]int{}},
 		{name: "refused, stored", outs: []string{ansRefused}, stored: func(r []cRow) []cStored { return []cStored{stored(r[0])} },
 			want: map[string]int{"nothing refused stored": 1}},
 		{name: "unknown, stored once", outs: []string{ansUnknown}, stored: func(r []cRow) []cStored { return []cStored{stored(r[0])} }, want: map[string]int{}},
@@ -90,7 +92,11 @@ func TestCampaignCheckerCatches(t *testing.T) {
 				}
 				answers = append(answers, cAnswer{Op: i, Outcomes: []string{out}, Sent: at.Add(-time.Millisecond), At: at})
 			}
-			sum := check(plan, answers, tc.windows, cStore{Rows: tc.stored([]cRow{row(0)}), Commands: tc.cmds})
+			st := cStore{Rows: tc.stored([]cRow{row(0)}), Commands: tc.cmds}
+			if tc.dead {
+				st.DeadLetters = func(needle []byte) (bool, error) { return string(needle) == `"oa"`, nil }
+			}
+			sum := check(plan, answers, tc.windows, st)
 			got := map[string]int{}
 			for _, v := range sum.Violations {
 				got[v.Invariant]++
