@@ -284,8 +284,8 @@ func runSeed(t *testing.T, pg *PGCluster, seed uint64, s cSettings) cTableRow {
 	if len(sum.Violations) > 0 {
 		row.Summary = cViolationSummary(sum.Violations)
 		path := cWriteFailure(t, plan, s, e, answers, sum)
-		t.Errorf("seed %d: %d violations (%s); seed, schedule and violating readings in %s; replay: make campaign SEED=%d CAMPAIGN_OPS=%d CAMPAIGN_CLASSES=%s",
-			seed, len(sum.Violations), row.Summary, path, seed, s.Ops, strings.Join(s.Classes, ","))
+		t.Errorf("seed %d: %d violations (%s); seed, schedule and violating readings in %s; replay: make campaign SEED=%d CAMPAIGN_OPS=%d CAMPAIGN_CLASSES=%s CAMPAIGN_FAULTS=%s",
+			seed, len(sum.Violations), row.Summary, path, seed, s.Ops, strings.Join(s.Classes, ","), cJoinOr(s.Faults, "none"))
 	}
 	if f := os.Getenv("FIREHOSE_CAMPAIGN_TABLE"); f != "" {
 		line, _ := json.Marshal(row)
