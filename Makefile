@@ -6,7 +6,7 @@ VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 # Fuzz time per target in `make test` (short); `make fuzz` runs longer.
 FUZZTIME ?= 5s
 
-.PHONY: all build demo test unit vet fuzz faults soak services testtools bench clean
+.PHONY: all build demo test unit vet fuzz faults campaign soak services testtools bench clean
 
 all: build
 
@@ -49,6 +49,14 @@ fuzz:
 # poison, auth, each under load; prints the table kept in RELIABILITY.md.
 faults:
 	scripts/faults.sh long
+
+# The seeded fault campaign (faults/campaign_test.go, RELIABILITY.md "The campaign"):
+# `make campaign SEED=N` replays one seed (a failure file names it); without SEED the long
+# form, CAMPAIGN_SEEDS seeds (20) of CAMPAIGN_OPS operations (1,500), and its table.
+# CAMPAIGN_CLASSES=all adds the workload classes of issue 16's holes.
+campaign:
+	SEED=$(SEED) CAMPAIGN_SEEDS=$(CAMPAIGN_SEEDS) CAMPAIGN_OPS=$(CAMPAIGN_OPS) CAMPAIGN_CLASSES=$(CAMPAIGN_CLASSES) \
+	  CAMPAIGN_FAULTS=$(CAMPAIGN_FAULTS) scripts/campaign.sh
 
 # The soak (faults/soak_test.go; not in make test): 2,000 MQTT devices with persistent
 # sessions leaving and returning in waves, plus HTTP load, for 10 minutes, the memory of

@@ -10,4 +10,9 @@
 //
 //	go test -race ./faults/                          # short
 //	FIREHOSE_FAULTS=long go test -timeout 60m ./faults/   # long
+//
+// TestCampaign (campaign_*_test.go) is the seeded fault campaign: one
+// generator draws a random mix of every ingest path and a fault schedule
+// from a seed, one checker judges what the clients saw against what was
+// stored; `make campaign` runs its long form, `make campaign SEED=N` one seed.
 package faults

@@ -1,0 +1,396 @@
+package faults
+
+// The campaign's checker: one function, check, over everything the clients
+// saw (every op's answers) and everything stored (rows of readings, dead
+// letters, what subscribers received, memory after the drain), stating the
+// invariants of README "Guarantees, and where they end" for the settings in
+// force:
+//
+//   - every row an acknowledged message carries is stored, with the value
+//     and measured time sent: once per acknowledged attempt without --dedup,
+//     exactly once under --dedup when the reading has an identity (a resend
+//     is then a true resend of the same series); losses only among readings
+//     acknowledged after a snapshot and sent before the kill of the Redis
+//     restored from it (no AOF); an acknowledged message that cannot become rows
+//     counts as stored when a dead letter holds it;
+//   - nothing refused is stored, an unknown outcome at most once per
+//     attempt, and no row appears that no client sent (or that a client sent
+//     as another device);
+//   - under --mqtt-auth no publish to another device's topics is
+//     acknowledged, and no subscriber receives another device's commands;
+//   - after the drain Redis used_memory and the processes' RSS are within
+//     cRedisMemoryBound and cRSSBound.
+//
+// Readings the retention class sends are older than --retention when they
+// are acknowledged: such a reading, once acknowledged, must stay (README:
+// retention drops whole partitions older than the span; it is no licence to
+// acknowledge what the next pass deletes).
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// Memory bounds after the drain: Redis holds the (trimmed) streams, the
+// dedup keys of the window (66 bytes a reading, README) and Sparkplug state;
+// the processes hold their pools and the broker's sessions.
+const (
+	cRedisMemoryBound = 64 << 20
+	cRSSBound         = 512 << 20
+)
+
+// cViolation is one invariant broken, with what the clients saw and what was
+// stored.
+type cViolation struct {
+	Invariant string     `json:"invariant"`
+	Key       string     `json:"key,omitempty"`
+	Detail    string     `json:"detail"`
+	Attempts  []cAttempt `json:"attempts,omitempty"`
+	Stored    []cStored  `json:"stored,omitempty"`
+}
+
+// cAttempt is one message that carried a row, and its answer.
+type cAttempt struct {
+	Op      int       `json:"op"`
+	Kind    string    `json:"kind"`
+	Outcome string    `json:"outcome"`
+	Sent    time.Time `json:"sent"`
+	At      time.Time `json:"at"`
+	Detail  string    `json:"detail,omitempty"`
+	Probe   bool      `json:"probe,omitempty"` // sent as another device: must never be stored
+}
+
+// cStored is a row of readings as the checker read it.
+type cStored struct {
+	Device string    `json:"device"`
+	Metric string    `json:"metric"`
+	Tag    string    `json:"tag"`
+	Value  float64   `json:"value"`
+	TS     time.Time `json:"ts"`
+}
+
+func (s cStored) key() string { return s.Device + "|" + s.Metric + "|" + s.Tag }
+
+// cStore is everything stored that the checker reads.
+type cStore struct {
+	Rows        []cStored
+	DeadLetters func(needle []byte) (bool, error) // whether a dead letter holds needle
+	Commands    []cReceived
+	RedisMemory int64
+	RSS         map[string]int64
+}
+
+// cSummary counts what a seed did and found.
+type cSummary struct {
+	Acked, Refused, Unknown int
+	Rows, DeadLettered      int
+	Violations              []cViolation
+}
+
+// check states the invariants over a seed's answers and store, in phases:
+// what each row's attempts were, what was stored of it, the verdict on each
+// row, then commands and memory.
+func check(plan *cPlan, answers []cAnswer, windows []cWindow, st cStore) cSummary {
+	var sum cSummary
+	expects, keys := cExpectations(plan, answers, &sum)
+	stored := map[string][]cStored{}
+	for _, s := range st.Rows {
+		if cIgnored(s) {
+			continue
+		}
+		sum.Rows++
+		if expects[s.key()] == nil {
+			sum.Violations = append(sum.Violations, cViolation{Invariant: "nothing stored that no client sent",
+				Key: s.key(), Detail: "a row no operation carries (or carries under another device)", Stored: []cStored{s}})
+			continue
+		}
+		stored[s.key()] = append(stored[s.key()], s)
+	}
+	for _, k := range keys {
+		vs, deadLettered := cJudge(plan, windows, st, expects[k], stored[k])
+		sum.Violations = append(sum.Violations, vs...)
+		if deadLettered {
+			sum.DeadLettered++
+		}
+	}
+	for _, c := range st.Commands {
+		if !strings.Contains(c.Payload, fmt.Sprintf(`"from":%q`, c.Subscriber)) {
+			sum.Violations = append(sum.Violations, cViolation{Invariant: "no device receives another's commands",
+				Detail: fmt.Sprintf("%s received on %s: %s", c.Subscriber, c.Topic, c.Payload)})
+		}
+	}
+	if st.RedisMemory > cRedisMemoryBound {
+		sum.Violations = append(sum.Violations, cViolation{Invariant: "memory within bounds",
+			Detail: fmt.Sprintf("Redis used_memory %s after the drain, bound %s", outMiB(st.RedisMemory), outMiB(cRedisMemoryBound))})
+	}
+	for name, rss := range st.RSS {
+		if rss > cRSSBound {
+			sum.Violations = append(sum.Violations, cViolation{Invariant: "memory within bounds",
+				Detail: fmt.Sprintf("%s RSS %s, bound %s", name, outMiB(rss), outMiB(cRSSBound))})
+		}
+	}
+	return sum
+}
+
+// cExpect is one row some ops carry, and every attempt that carried it.
+type cExpect struct {
+	key      string
+	row      cRow
+	attempts []cAttempt
+	ops      []*cOp
+}
+
+// cExpectations gathers, by row identity (in the order ops first carry
+// them), the attempts of every row; it counts the answers into sum and
+// adds the violations an answer alone shows (a probe acknowledged).
+func cExpectations(plan *cPlan, answers []cAnswer, sum *cSummary) (map[string]*cExpect, []string) {
+	expects := map[string]*cExpect{}
+	var keys []string
+	for _, op := range plan.Ops {
+		a := answers[op.ID]
+		for _, o := range a.Outcomes {
+			switch o {
+			case ansAcked:
+				sum.Acked++
+			case ansRefused:
+				sum.Refused++
+			default:
+				sum.Unknown++
+			}
+		}
+		if op.Refuse && slices.Contains(a.Outcomes, ansAcked) {
+			sum.Violations = append(sum.Violations, cViolation{Invariant: "no device writes another's topics",
+				Detail:   fmt.Sprintf("op %d: %s publishing to %s was acknowledged", op.ID, op.Client, op.Topic),
+				Attempts: []cAttempt{{Op: op.ID, Kind: op.Kind, Outcome: ansAcked, Sent: a.Sent, At: a.At}}})
+		}
+		for _, r := range op.Rows {
+			out := ansUnknown
+			if r.Msg < len(a.Outcomes) {
+				out = a.Outcomes[r.Msg]
+			}
+			e := expects[r.key()]
+			if e == nil {
+				e = &cExpect{key: r.key(), row: r}
+				expects[r.key()] = e
+				keys = append(keys, r.key())
+			}
+			e.attempts = append(e.attempts, cAttempt{Op: op.ID, Kind: op.Kind, Outcome: out, Sent: a.Sent, At: a.At, Detail: a.Detail, Probe: op.Refuse})
+			e.ops = append(e.ops, op)
+		}
+	}
+	return expects, keys
+}
+
+// cBounds is how many rows of one reading may be stored: at least lo, at
+// most hi, from its attempts' answers and the settings.
+func cBounds(plan *cPlan, windows []cWindow, e *cExpect) (lo, hi, acked, unknown, mayLose, probes int) {
+	// An attempt may be lost when it was answered after the snapshot and sent
+	// before the kill: its XADD may have run after the snapshot (an answer
+	// can arrive after the kill, for a write Redis made before it).
+	inWindow := func(sent, at time.Time) bool {
+		for _, w := range windows {
+			if at.After(w.From) && sent.Before(w.To) {
+				return true
+			}
+		}
+		return false
+	}
+	for _, a := range e.attempts {
+		if a.Probe {
+			probes++
+			continue
+		}
+		switch a.Outcome {
+		case ansAcked:
+			acked++
+			if inWindow(a.Sent, a.At) {
+				mayLose++
+			}
+		case ansUnknown:
+			unknown++
+		}
+	}
+	lo, hi = acked-mayLose, acked+unknown
+	if plan.Dedup != "off" {
+		lo = min(lo, 1)
+		// A resend of a stored reading is answered and not stored again,
+		// unless a restored Redis forgot the original's key.
+		if e.row.Dedupable && len(windows) == 0 {
+			hi = min(hi, 1)
+		}
+	}
+	return lo, hi, acked, unknown, mayLose, probes
+}
+
+// cJudge is the verdict on one reading: its stored rows against its bounds
+// and the values sent. deadLettered: missing rows, but a dead letter holds
+// the message.
+func cJudge(plan *cPlan, windows []cWindow, st cStore, e *cExpect, got []cStored) (vs []cViolation, deadLettered bool) {
+	lo, hi, acked, unknown, mayLose, probes := cBounds(plan, windows, e)
+	v := cViolation{Key: e.key, Attempts: e.attempts, Stored: got}
+	for _, s := range got {
+		if s.Value != e.row.Value || !s.TS.Equal(e.row.TS.Truncate(time.Microsecond)) {
+			v.Invariant, v.Detail = "stored with the values sent", fmt.Sprintf("sent %v at %s, stored %v at %s", e.row.Value, e.row.TS.Format(time.RFC3339Nano), s.Value, s.TS.Format(time.RFC3339Nano))
+			vs = append(vs, v)
+			break
+		}
+	}
+	switch {
+	case len(got) > hi && probes > 0:
+		v.Invariant, v.Detail = "no device changes another's data", fmt.Sprintf("%d rows of a reading published under another device's id", len(got))
+	case len(got) > hi && acked == 0 && unknown == 0:
+		v.Invariant, v.Detail = "nothing refused stored", fmt.Sprintf("%d rows of a reading every attempt of which was refused", len(got))
+	case len(got) > hi:
+		v.Invariant, v.Detail = "nothing stored twice", fmt.Sprintf("%d rows, at most %d allowed (%d acked, %d unknown, dedup %s)", len(got), hi, acked, unknown, plan.Dedup)
+	case len(got) < lo && cDeadLettered(st, e.row, e.ops):
+		return vs, true
+	case len(got) < lo && e.row.Old:
+		v.Invariant, v.Detail = "acknowledged means stored (retention)", fmt.Sprintf("%d rows, %d acknowledged: a reading older than --retention was acknowledged and then deleted by retention", len(got), acked)
+	case len(got) < lo:
+		v.Invariant, v.Detail = "acknowledged means stored", fmt.Sprintf("%d rows, want at least %d (%d acked, %d of them between a snapshot and the restore)", len(got), lo, acked, mayLose)
+	default:
+		return vs, false
+	}
+	return append(vs, v), false
+}
+
+// cIgnored says which stored rows the checker does not judge: Sparkplug
+// births and deaths (metric sparkplug/...), bdSeq, and the values births
+// carry (-1), none of which an op identifies.
+func cIgnored(s cStored) bool {
+	if !strings.HasPrefix(s.Device, cSpbGroup+"/") {
+		return false
+	}
+	return strings.HasPrefix(s.Metric, "sparkplug/") || s.Metric == "bdSeq" || s.Value == -1
+}
+
+// cDeadLettered says whether every op that carried row r has a dead letter
+// holding it (its tag, or for Sparkplug its value's 8 bytes).
+func cDeadLettered(st cStore, r cRow, ops []*cOp) bool {
+	if st.DeadLetters == nil {
+		return false
+	}
+	needle := []byte(strconv.Quote(r.Tag))
+	switch {
+	case strings.HasPrefix(r.Device, cSpbGroup+"/"):
+		bits := math.Float64bits(r.Value)
+		needle = make([]byte, 8) // the double_value's fixed64, little-endian
+		for i := range needle {
+			needle[i] = byte(bits >> (8 * i))
+		}
+	case ops[0].Kind == "fast" || ops[0].Kind == "fast-twins":
+		needle = []byte(`"id":` + r.Tag)
+	}
+	ok, err := st.DeadLetters(needle)
+	return err == nil && ok
+}
+
+// cRetry runs f until it succeeds or fails with an error that is not
+// transient (PostgreSQL starting or shutting down, too many connections, a
+// serialization failure or deadlock, a lost connection), for at most 2
+// minutes.
+func cRetry(ctx context.Context, f func(context.Context) error) error {
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		err := f(ctx)
+		if err == nil || !cTransient(err) || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+func cTransient(err error) bool {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return strings.HasPrefix(pe.Code, "08") || strings.HasPrefix(pe.Code, "53") || strings.HasPrefix(pe.Code, "57P") ||
+			pe.Code == "40001" || pe.Code == "40P01"
+	}
+	var ne net.Error
+	return pgconn.SafeToRetry(err) || pgconn.Timeout(err) || errors.As(err, &ne) || strings.Contains(err.Error(), "failed to connect")
+}
+
+// cReadRows reads every row of readings (the seed's own database).
+func cReadRows(ctx context.Context, dbURL string) ([]cStored, error) {
+	var out []cStored
+	err := cRetry(ctx, func(ctx context.Context) error {
+		out = out[:0]
+		conn, err := pgx.Connect(ctx, dbURL)
+		if err != nil {
+			return err
+		}
+		defer conn.Close(context.Background())
+		rows, err := conn.Query(ctx, `SELECT device_id, metric, reading, ts,
+			coalesce(payload->>'cid', payload->>'id', '') FROM readings`)
+		if err != nil {
+			return err
+		}
+		var s cStored
+		_, err = pgx.ForEachRow(rows, []any{&s.Device, &s.Metric, &s.Value, &s.TS, &s.Tag}, func() error {
+			if strings.HasPrefix(s.Device, cSpbGroup+"/") {
+				s.Tag = strconv.FormatFloat(s.Value, 'g', -1, 64)
+			}
+			s.TS = s.TS.UTC()
+			out = append(out, s)
+			return nil
+		})
+		return err
+	})
+	return out, err
+}
+
+// cDeadLetterSearch returns a search of every bytea column of the database
+// but readings' (readings_rejected.raw, and the edge dead letters of issue
+// 16 whatever their table is named) for a needle.
+func cDeadLetterSearch(ctx context.Context, dbURL string) func([]byte) (bool, error) {
+	return func(needle []byte) (bool, error) {
+		found := false
+		err := cRetry(ctx, func(ctx context.Context) error {
+			conn, err := pgx.Connect(ctx, dbURL)
+			if err != nil {
+				return err
+			}
+			defer conn.Close(context.Background())
+			rows, err := conn.Query(ctx, `SELECT table_name, column_name FROM information_schema.columns
+				WHERE table_schema = current_schema() AND data_type = 'bytea' AND NOT starts_with(table_name, 'readings_p')`)
+			if err != nil {
+				return err
+			}
+			var cols [][2]string
+			var tbl, col string
+			if _, err := pgx.ForEachRow(rows, []any{&tbl, &col}, func() error {
+				cols = append(cols, [2]string{tbl, col})
+				return nil
+			}); err != nil {
+				return err
+			}
+			for _, c := range cols {
+				var n int64
+				q := fmt.Sprintf("SELECT count(*) FROM %s WHERE position($1::bytea IN %s) > 0", pgx.Identifier{c[0]}.Sanitize(), pgx.Identifier{c[1]}.Sanitize())
+				if err := conn.QueryRow(ctx, q, needle).Scan(&n); err != nil {
+					return err
+				}
+				if n > 0 {
+					found = true
+					return nil
+				}
+			}
+			return nil
+		})
+		return found, err
+	}
+}

@@ -1,0 +1,592 @@
+package faults
+
+// The campaign's clients: they send each operation the way a device or a
+// gateway would (HTTP with net/http, MQTT 3.1.1 as raw packets so no library
+// resends on its own, MQTT 5 and Sparkplug B with eclipse/paho.golang) and
+// record the answer as the client saw it: acked, refused, or unknown (a
+// timeout, a lost connection, a 503 or 0x97 that may follow a write Redis
+// did apply, and every QoS 0 publish). A worker owns the connections of the
+// clients routed to it, so each client's operations go out in order.
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+	mqttpk "github.com/eclipse/paho.mqtt.golang/packets"
+	"google.golang.org/protobuf/encoding/protowire"
+
+	"firehose/internal/mqtttest"
+)
+
+// Outcomes of one message as its client saw it.
+const (
+	ansAcked   = "acked"
+	ansRefused = "refused"
+	ansUnknown = "unknown"
+)
+
+// cOpTimeout bounds the wait for one answer; past it the outcome is unknown.
+const cOpTimeout = 3 * time.Second
+
+// cAnswer is what the client of an op saw: one outcome per message sent
+// (two for twins), the time the last answer came.
+type cAnswer struct {
+	Op       int       `json:"op"`
+	Outcomes []string  `json:"outcomes"`
+	Detail   string    `json:"detail,omitempty"`
+	Sent     time.Time `json:"sent"` // when the client started sending
+	At       time.Time `json:"at"`   // when the last answer came
+}
+
+// cTargets are the addresses the clients use; Epoch counts Redis restores
+// (a Sparkplug node births again after one: Redis forgot its birth).
+type cTargets struct {
+	HTTP, MQTT string
+	Auth       bool
+	Epoch      *atomic.Int64
+	// Commands records what subscribers to devices/ID/commands received.
+	Commands *cInbox
+}
+
+// cInbox collects received command messages.
+type cInbox struct {
+	mu  sync.Mutex
+	Got []cReceived
+}
+
+// cReceived is a message a subscriber got.
+type cReceived struct {
+	Subscriber string `json:"subscriber"`
+	Topic      string `json:"topic"`
+	Payload    string `json:"payload"`
+}
+
+func (in *cInbox) add(r cReceived) {
+	in.mu.Lock()
+	in.Got = append(in.Got, r)
+	in.mu.Unlock()
+}
+
+// cPassword is device id's MQTT password under --mqtt-auth.
+func cPassword(id string) string { return "pw-" + id }
+
+// cWorker runs the ops routed to it, one at a time, with its clients'
+// connections.
+type cWorker struct {
+	tg   cTargets
+	http *http.Client
+	v3   map[string]*c311
+	v5   map[string]*paho.Client
+	spb  map[string]*cSpbNode
+}
+
+func newWorker(tg cTargets) *cWorker {
+	return &cWorker{tg: tg, http: &http.Client{Timeout: cOpTimeout},
+		v3: map[string]*c311{}, v5: map[string]*paho.Client{}, spb: map[string]*cSpbNode{}}
+}
+
+// close ends every connection of the worker.
+func (w *cWorker) close() {
+	for _, c := range w.v3 {
+		c.conn.Close()
+	}
+	for _, c := range w.v5 {
+		cClose5(c)
+	}
+	for _, n := range w.spb {
+		if n.c != nil {
+			cClose5(n.c)
+		}
+	}
+	w.http.CloseIdleConnections()
+}
+
+// run sends op and returns what its client saw.
+func (w *cWorker) run(op *cOp) cAnswer {
+	a := cAnswer{Op: op.ID, Sent: time.Now()}
+	var out, detail string
+	switch op.Kind {
+	case "fast", "v1", "v1-array", "v1-ndjson":
+		out, detail = w.post(op.Path, op.Header, op.Body)
+		a.Outcomes = []string{out}
+	case "fast-twins":
+		out, detail = w.post(op.Path, op.Header, op.Body)
+		out2, detail2 := w.post(op.Path, op.Header, op.Body2)
+		a.Outcomes, detail = []string{out, out2}, detail+" "+detail2
+	case "mqtt", "mapped", "auth-cmd", "auth-reading":
+		out, detail = w.publish(op.Client, op.Proto, op.Topic, op.QoS, []byte(op.Body))
+		a.Outcomes = []string{out}
+	case "mapped-twins":
+		out, detail = w.publish(op.Client, op.Proto, op.Topic, op.QoS, []byte(op.Body))
+		out2, detail2 := w.publish(op.Client, op.Proto, op.Topic2, op.QoS, []byte(op.Body2))
+		a.Outcomes, detail = []string{out, out2}, detail+" "+detail2
+	case "spb-data", "spb-death", "spb-takeover", "spb-early":
+		out, detail = w.sparkplug(op)
+		a.Outcomes = []string{out}
+	default:
+		a.Outcomes, detail = []string{ansRefused}, "unknown kind "+op.Kind
+	}
+	a.Detail, a.At = strings.TrimSpace(detail), time.Now()
+	return a
+}
+
+// post sends one HTTP request: 200 acked, another 4xx refused (nothing was
+// stored), anything else unknown.
+func (w *cWorker) post(path string, header map[string]string, body string) (string, string) {
+	req, err := http.NewRequest(http.MethodPost, w.tg.HTTP+path, strings.NewReader(body))
+	if err != nil {
+		return ansRefused, err.Error()
+	}
+	req.Header.Set("Content-Type", "application/json")
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
+	resp, err := w.http.Do(req)
+	if err != nil {
+		return ansUnknown, err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+	switch {
+	case resp.StatusCode == http.StatusOK:
+		return ansAcked, ""
+	case resp.StatusCode >= 400 && resp.StatusCode < 500 && resp.StatusCode != http.StatusRequestTimeout && resp.StatusCode != http.StatusTooManyRequests:
+		return ansRefused, fmt.Sprintf("%d %s", resp.StatusCode, bytes.TrimSpace(b))
+	default:
+		return ansUnknown, fmt.Sprintf("%d %s", resp.StatusCode, bytes.TrimSpace(b))
+	}
+}
+
+// publish sends one MQTT publish over the client's connection (made on
+// first use, again after a failure).
+func (w *cWorker) publish(client string, proto int, topic string, qos byte, payload []byte) (string, string) {
+	if proto == 3 {
+		c := w.v3[client]
+		if c == nil {
+			var err error
+			id := client + "-v3"
+			if w.tg.Auth {
+				id = client
+			}
+			if c, err = dial311(w.tg, id, client); err != nil {
+				return ansRefused, "connect: " + err.Error() // nothing was sent
+			}
+			w.v3[client] = c
+		}
+		out, detail, broken := c.publish(topic, qos, payload)
+		if broken {
+			c.conn.Close()
+			delete(w.v3, client)
+		}
+		return out, detail
+	}
+	c := w.v5[client]
+	if c == nil {
+		var err error
+		// Under auth a client id other than the username needs a read= grant
+		// (every device's line has one, see campaignAuthFile).
+		id := client + "-v5"
+		if w.tg.Auth {
+			id = client + "/v5"
+		}
+		if c, err = dial5(w.tg, id, client, nil); err != nil {
+			return ansRefused, "connect: " + err.Error()
+		}
+		w.v5[client] = c
+	}
+	out, detail, broken := publish5(c, topic, qos, payload)
+	if broken {
+		cClose5(c)
+		delete(w.v5, client)
+	}
+	return out, detail
+}
+
+// c311 is an MQTT 3.1.1 connection spoken in raw packets.
+type c311 struct {
+	conn net.Conn
+	next uint16
+}
+
+func dial311(tg cTargets, clientID, user string) (*c311, error) {
+	conn, err := net.DialTimeout("tcp", tg.MQTT, cOpTimeout)
+	if err != nil {
+		return nil, err
+	}
+	_ = conn.SetDeadline(time.Now().Add(cOpTimeout))
+	cp := mqttpk.NewControlPacket(mqttpk.Connect).(*mqttpk.ConnectPacket)
+	cp.ProtocolName, cp.ProtocolVersion = "MQTT", 4
+	cp.CleanSession, cp.Keepalive = true, 600
+	cp.ClientIdentifier = clientID
+	if tg.Auth {
+		cp.Username, cp.UsernameFlag, cp.Password, cp.PasswordFlag = user, true, []byte(cPassword(user)), true
+	}
+	if err := cp.Write(conn); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("write CONNECT: %w", err)
+	}
+	pk, err := mqttpk.ReadPacket(conn)
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("read CONNACK: %w", err)
+	}
+	if ca, ok := pk.(*mqttpk.ConnackPacket); !ok || ca.ReturnCode != 0 {
+		conn.Close()
+		return nil, fmt.Errorf("CONNECT answered %v", pk)
+	}
+	return &c311{conn: conn}, nil
+}
+
+// publish sends one PUBLISH and waits for its PUBACK (QoS 1) or PUBREC
+// (QoS 2: the broker stored it; PUBREL/PUBCOMP follow). QoS 0 is unknown
+// by definition. broken: the connection must go.
+func (c *c311) publish(topic string, qos byte, payload []byte) (out, detail string, broken bool) {
+	c.next++
+	if c.next == 0 {
+		c.next = 1
+	}
+	id := c.next
+	_ = c.conn.SetDeadline(time.Now().Add(cOpTimeout))
+	pub := mqttpk.NewControlPacket(mqttpk.Publish).(*mqttpk.PublishPacket)
+	pub.TopicName, pub.Qos, pub.MessageID, pub.Payload = topic, qos, id, payload
+	if err := pub.Write(c.conn); err != nil {
+		return ansUnknown, "write PUBLISH: " + err.Error(), true
+	}
+	if qos == 0 {
+		return ansUnknown, "QoS 0", false
+	}
+	for {
+		pk, err := mqttpk.ReadPacket(c.conn)
+		if err != nil {
+			return ansUnknown, "no ack: " + err.Error(), true
+		}
+		switch p := pk.(type) {
+		case *mqttpk.PubackPacket:
+			if p.MessageID == id {
+				return ansAcked, "", false
+			}
+		case *mqttpk.PubrecPacket:
+			if p.MessageID == id {
+				rel := mqttpk.NewControlPacket(mqttpk.Pubrel).(*mqttpk.PubrelPacket)
+				rel.MessageID = id
+				if err := rel.Write(c.conn); err != nil {
+					return ansAcked, "", true
+				}
+				for {
+					pk, err := mqttpk.ReadPacket(c.conn)
+					if err != nil {
+						return ansAcked, "", true
+					}
+					if pc, ok := pk.(*mqttpk.PubcompPacket); ok && pc.MessageID == id {
+						return ansAcked, "", false
+					}
+				}
+			}
+		}
+	}
+}
+
+// dial5 connects an MQTT 5 client (clean start) with an optional will.
+func dial5(tg cTargets, clientID, user string, will *paho.WillMessage) (*paho.Client, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), cOpTimeout)
+	defer cancel()
+	conn, err := (&net.Dialer{}).DialContext(ctx, "tcp", tg.MQTT)
+	if err != nil {
+		return nil, err
+	}
+	c := paho.NewClient(paho.ClientConfig{Conn: conn, PacketTimeout: cOpTimeout, PingHandler: mqtttest.NoPinger{}})
+	cp := &paho.Connect{ClientID: clientID, CleanStart: true, KeepAlive: 600, WillMessage: will}
+	if tg.Auth {
+		cp.Username, cp.UsernameFlag, cp.Password, cp.PasswordFlag = user, true, []byte(cPassword(user)), true
+	}
+	if _, err := c.Connect(ctx, cp); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("connect: %w", err)
+	}
+	return c, nil
+}
+
+// cClose5 disconnects c without waiting long.
+func cClose5(c *paho.Client) {
+	done := make(chan struct{})
+	go func() {
+		_ = c.Disconnect(&paho.Disconnect{ReasonCode: 0})
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(time.Second):
+	}
+}
+
+// publish5 publishes and classifies the answer: a reason code below 0x80
+// acked, 0x97 (quota exceeded: backlog, Redis unreachable, shutting down)
+// unknown, any other failure code refused.
+func publish5(c *paho.Client, topic string, qos byte, payload []byte) (out, detail string, broken bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), cOpTimeout)
+	defer cancel()
+	resp, err := c.Publish(ctx, &paho.Publish{Topic: topic, QoS: qos, Payload: payload})
+	if qos == 0 {
+		if err != nil {
+			return ansUnknown, err.Error(), true
+		}
+		return ansUnknown, "QoS 0", false
+	}
+	if resp != nil {
+		switch code := resp.ReasonCode; {
+		case code < 0x80:
+			return ansAcked, "", false
+		case code == 0x97:
+			return ansUnknown, fmt.Sprintf("reason 0x%02x", code), false
+		default:
+			return ansRefused, fmt.Sprintf("reason 0x%02x", code), false
+		}
+	}
+	if err == nil {
+		err = errors.New("no answer")
+	}
+	return ansUnknown, err.Error(), true
+}
+
+// cSpbNode is a Sparkplug B edge node of group "cg": its connection (will:
+// NDEATH with its bdSeq), bdSeq, seq, and whether its birth was acked in the
+// current Redis epoch.
+type cSpbNode struct {
+	c     *paho.Client
+	bdSeq uint64
+	seq   uint64
+	born  bool
+	epoch int64
+}
+
+const cSpbGroup = "cg"
+
+func spbTopic(typ, node string) string { return "spBv1.0/" + cSpbGroup + "/" + typ + "/" + node }
+
+// sparkplug runs a Sparkplug op of its node: (re)connects and births when
+// needed, then sends the NDATA (or the death, or the takeover).
+func (w *cWorker) sparkplug(op *cOp) (string, string) {
+	node := w.spb[op.Client]
+	if node == nil {
+		node = &cSpbNode{}
+		w.spb[op.Client] = node
+	}
+	switch op.Kind {
+	case "spb-death":
+		if node.c == nil {
+			return ansAcked, "not connected"
+		}
+		out, detail, _ := publish5(node.c, spbTopic("NDEATH", op.Client), 1, spbDeath(node.bdSeq))
+		cClose5(node.c)
+		node.c, node.born = nil, false
+		return out, detail
+	case "spb-early":
+		c, err := dial5(w.tg, op.Client, op.Client, nil)
+		if err != nil {
+			return ansRefused, "connect: " + err.Error()
+		}
+		defer cClose5(c)
+		out, detail, _ := publish5(c, spbTopic("NDATA", op.Client), 1, spbData(op, 0))
+		return out, detail
+	case "spb-takeover":
+		// A new connection with the same client id while the old one lives:
+		// the broker ends the old one and publishes its will (NDEATH of the
+		// old bdSeq) while the new birth arrives.
+		if node.c != nil {
+			old := node.c
+			defer cClose5(old)
+			node.c = nil
+		}
+		node.born = false
+	}
+	if err := w.spbEnsure(op.Client, node); err != nil {
+		return ansRefused, err.Error() // the NDATA was not sent
+	}
+	node.seq = (node.seq + 1) % 256
+	out, detail, broken := publish5(node.c, spbTopic("NDATA", op.Client), 1, spbData(op, node.seq))
+	if out != ansAcked {
+		node.born = false // a gap in seq: birth again before the next data
+	}
+	if broken {
+		cClose5(node.c)
+		node.c = nil
+	}
+	return out, detail
+}
+
+// spbEnsure connects node (will: its NDEATH) and births it when it is not
+// connected, not born, or born before a Redis restore.
+func (w *cWorker) spbEnsure(id string, node *cSpbNode) error {
+	if node.c != nil {
+		select {
+		case <-node.c.Done():
+			node.c = nil
+		default:
+		}
+	}
+	if node.c == nil {
+		// Every connection has a bdSeq of its own (Sparkplug 3.0): the will of
+		// an old connection, published late, names another birth.
+		node.bdSeq++
+		node.born = false
+		will := &paho.WillMessage{Topic: spbTopic("NDEATH", id), QoS: 1, Payload: spbDeath(node.bdSeq)}
+		c, err := dial5(w.tg, id, id, will)
+		if err != nil {
+			return err
+		}
+		node.c = c
+	}
+	epoch := w.tg.Epoch.Load()
+	if node.born && node.epoch == epoch {
+		return nil
+	}
+	out, detail, broken := publish5(node.c, spbTopic("NBIRTH", id), 1, spbBirth(node.bdSeq))
+	if out != ansAcked {
+		if broken {
+			cClose5(node.c)
+			node.c = nil
+		}
+		return fmt.Errorf("NBIRTH %s: %s", out, detail)
+	}
+	node.born, node.seq, node.epoch = true, 0, epoch
+	return nil
+}
+
+// Sparkplug B payloads (sparkplug_b.proto), the few fields the campaign
+// needs: timestamp (1), metrics (2), seq (3); a metric's name (1), alias (2),
+// timestamp (3), datatype (4), long_value (11), double_value (13).
+const (
+	spbInt64  = 4
+	spbDouble = 10
+)
+
+type spbMetric struct {
+	name     string
+	alias    uint64
+	datatype uint64
+	long     uint64
+	double   float64
+}
+
+func spbPayload(ts uint64, seq uint64, hasSeq bool, ms []spbMetric) []byte {
+	var b []byte
+	b = protowire.AppendTag(b, 1, protowire.VarintType)
+	b = protowire.AppendVarint(b, ts)
+	for _, m := range ms {
+		var e []byte
+		if m.name != "" {
+			e = protowire.AppendTag(e, 1, protowire.BytesType)
+			e = protowire.AppendString(e, m.name)
+		}
+		if m.alias != 0 {
+			e = protowire.AppendTag(e, 2, protowire.VarintType)
+			e = protowire.AppendVarint(e, m.alias)
+		}
+		if m.name != "" {
+			e = protowire.AppendTag(e, 4, protowire.VarintType)
+			e = protowire.AppendVarint(e, m.datatype)
+		}
+		if m.datatype == spbInt64 {
+			e = protowire.AppendTag(e, 11, protowire.VarintType)
+			e = protowire.AppendVarint(e, m.long)
+		} else {
+			e = protowire.AppendTag(e, 13, protowire.Fixed64Type)
+			e = protowire.AppendFixed64(e, math.Float64bits(m.double))
+		}
+		b = protowire.AppendTag(b, 2, protowire.BytesType)
+		b = protowire.AppendBytes(b, e)
+	}
+	if hasSeq {
+		b = protowire.AppendTag(b, 3, protowire.VarintType)
+		b = protowire.AppendVarint(b, seq)
+	}
+	return b
+}
+
+// spbBirth is an NBIRTH: bdSeq, M1 and M2 (Double, aliases 1 and 2, value
+// -1: birth values are not checked), seq 0.
+func spbBirth(bdSeq uint64) []byte {
+	return spbPayload(uint64(time.Now().UnixMilli()), 0, true, []spbMetric{
+		{name: "bdSeq", datatype: spbInt64, long: bdSeq},
+		{name: "M1", alias: 1, datatype: spbDouble, double: -1},
+		{name: "M2", alias: 2, datatype: spbDouble, double: -1},
+	})
+}
+
+// spbDeath is an NDEATH carrying bdSeq.
+func spbDeath(bdSeq uint64) []byte {
+	return spbPayload(uint64(time.Now().UnixMilli()), 0, false, []spbMetric{{name: "bdSeq", datatype: spbInt64, long: bdSeq}})
+}
+
+// spbData is the NDATA of op: its values by alias 1, 2 (a third by alias 9,
+// which no birth gives), timed by the op's rows.
+func spbData(op *cOp, seq uint64) []byte {
+	ms := make([]spbMetric, len(op.Values))
+	for i, v := range op.Values {
+		alias := uint64(i + 1)
+		if i == 2 {
+			alias = 9
+		}
+		ms[i] = spbMetric{alias: alias, datatype: spbDouble, double: v}
+	}
+	return spbPayload(uint64(op.Rows[0].TS.UnixMilli()), seq, true, ms)
+}
+
+// subscribeCommands connects a subscriber of devices/ID/commands for each
+// device; what they receive goes to tg.Commands. The returned func closes them.
+func subscribeCommands(tg cTargets, devices []string) (func(), error) {
+	var cs []*paho.Client
+	closeAll := func() {
+		for _, c := range cs {
+			cClose5(c)
+		}
+	}
+	for _, d := range devices {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		conn, err := (&net.Dialer{}).DialContext(ctx, "tcp", tg.MQTT)
+		if err != nil {
+			cancel()
+			closeAll()
+			return nil, err
+		}
+		c := paho.NewClient(paho.ClientConfig{Conn: conn, PacketTimeout: 10 * time.Second, PingHandler: mqtttest.NoPinger{},
+			OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
+				tg.Commands.add(cReceived{Subscriber: d, Topic: pr.Packet.Topic, Payload: string(pr.Packet.Payload)})
+				return true, nil
+			}}})
+		cp := &paho.Connect{ClientID: d + "-sub", CleanStart: true, KeepAlive: 600}
+		if tg.Auth {
+			// Under auth the client id is the username's; a second session of
+			// the device would take over the device's own. Subscribers log in
+			// as dashboards of their device: user d, client id d/sub.
+			cp.ClientID = d + "/sub"
+			cp.Username, cp.UsernameFlag, cp.Password, cp.PasswordFlag = d, true, []byte(cPassword(d)), true
+		}
+		if _, err := c.Connect(ctx, cp); err != nil {
+			cancel()
+			conn.Close()
+			closeAll()
+			return nil, fmt.Errorf("subscriber %s: connect: %w", d, err)
+		}
+		if _, err := c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "devices/" + d + "/commands", QoS: 1}}}); err != nil {
+			cancel()
+			cClose5(c)
+			closeAll()
+			return nil, fmt.Errorf("subscriber %s: subscribe: %w", d, err)
+		}
+		cancel()
+		cs = append(cs, c)
+	}
+	return closeAll, nil
+}

@@ -1,0 +1,433 @@
+package faults
+
+// The campaign's generator: from one seed, every operation of a run (which
+// client sends what, over which path, with which values) and the fault
+// schedule, both counted in operations ("before op 1,200: SIGKILL the
+// bridge; before op 1,230: start it again"). Nothing here does I/O and
+// nothing reads a clock but the run's base time, so one seed always gives
+// the same plan (campaign_test.go runs it, campaign_check_test.go judges it).
+
+import (
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Workload classes. Each can be switched on or off (FIREHOSE_CAMPAIGN_CLASSES);
+// the last five reproduce the holes of issue 16 and fail on code without
+// their fixes.
+const (
+	clsReadings   = "readings"   // MQTT 3.1.1 and 5 at QoS 0/1/2 on devices/ID/readings
+	clsHTTP       = "http"       // /readings/fast, /v1/readings single, array and NDJSON
+	clsMapped     = "mapped"     // a rule-mapped topic with multi-metric JSON
+	clsSparkplug  = "sparkplug"  // Sparkplug B births, data, clean deaths, reconnects, rebirths
+	clsResend     = "resend"     // a previous operation sent again, byte for byte
+	clsAgeLimit   = "agelimit"   // readings just inside and just outside --max-reading-age
+	clsAuth       = "auth"       // under --mqtt-auth: devices publish to other devices' readings and commands (hole 3)
+	clsSpbWill    = "spbwill"    // Sparkplug reconnect taking over its old connection: the will races the new birth (hole 1)
+	clsSpbEarly   = "spbearly"   // Sparkplug NDATA before its birth and with an unknown alias (hole 6)
+	clsDedupMerge = "dedupmerge" // different series sharing a msg_id or a time under --dedup (hole 2)
+	clsRetention  = "retention"  // readings older than --retention but within --max-reading-age (hole 8)
+)
+
+// campaignAllClasses lists every class; campaignDefaultClasses the ones
+// that pass on the code before issue 16's fixes (the short form's mix).
+// Sparkplug is out of it there: under faults (a frozen edge -> Redis path, an
+// edge stopped) a node's old will races its new birth and NDATA is then
+// acknowledged and dropped (holes 1 and 6). Once the fixes are merged, the
+// default is every class (sparkplug, auth, spbwill, spbearly, dedupmerge and
+// retention added).
+var (
+	campaignAllClasses     = []string{clsReadings, clsHTTP, clsMapped, clsSparkplug, clsResend, clsAgeLimit, clsAuth, clsSpbWill, clsSpbEarly, clsDedupMerge, clsRetention}
+	campaignDefaultClasses = []string{clsReadings, clsHTTP, clsMapped, clsResend, clsAgeLimit}
+)
+
+// Fault kinds.
+const (
+	fEdgeKill     = "edge-kill"           // SIGKILL the edge (broker, httpgw), start it again
+	fEdgeStop     = "edge-stop"           // SIGSTOP the edge, SIGCONT
+	fBridgeKill   = "bridge-kill"         // SIGKILL the bridge, start it again
+	fBridgeStop   = "bridge-stop"         // SIGSTOP the bridge, SIGCONT
+	fRedisKill    = "redis-kill"          // SIGKILL Redis (AOF, appendfsync always), start it again
+	fRedisRestore = "redis-restore"       // SAVE, later SIGKILL Redis (no AOF) and start it from that snapshot
+	fPGStop       = "pg-stop"             // stop PostgreSQL (immediate), start it again
+	fFreezeEdgeR  = "freeze-edge-redis"   // freeze the edge -> Redis path, thaw it
+	fFreezeBrR    = "freeze-bridge-redis" // freeze the bridge -> Redis path, thaw it
+	fFreezeBrPG   = "freeze-bridge-pg"    // freeze the bridge -> PostgreSQL path, thaw it
+	fClusterFail  = "cluster-failover"    // long form: SIGKILL a Redis Cluster primary, start it again once its replica took over
+)
+
+// campaignFaultKinds are the kinds a schedule draws from (Redis kinds by the
+// seed's persistence).
+var campaignFaultKinds = []string{fEdgeKill, fEdgeStop, fBridgeKill, fBridgeStop, fRedisKill, fRedisRestore, fPGStop, fFreezeEdgeR, fFreezeBrR, fFreezeBrPG, fClusterFail}
+
+// cPlan is what a seed fixes: the settings of the stack, the operations and
+// the faults.
+type cPlan struct {
+	Seed      uint64        `json:"seed"`
+	Base      time.Time     `json:"base"`    // measured times are relative to it
+	Persist   string        `json:"persist"` // "aof" (appendfsync always), "rdb" (snapshots only) or "cluster"
+	Dedup     string        `json:"dedup"`   // off, id, natural
+	Auth      bool          `json:"auth"`    // --mqtt-auth
+	Retention bool          `json:"retention"`
+	MaxAge    time.Duration `json:"max_reading_age"` // --max-reading-age of the edge
+	Classes   []string      `json:"classes"`
+	Ops       []*cOp        `json:"-"`
+	Faults    []cFault      `json:"faults"`
+}
+
+// cFault is one fault: applied before op At, healed before op At+Len (a
+// restore: SAVE before At, SIGKILL before At+Len/2, start from the snapshot
+// before At+Len).
+type cFault struct {
+	At   int    `json:"at"`
+	Len  int    `json:"len"`
+	Kind string `json:"kind"`
+}
+
+// cOp is one operation: what a client sends and the rows it would land.
+type cOp struct {
+	ID       int               `json:"id"`
+	Class    string            `json:"class"`
+	Kind     string            `json:"kind"`            // mqtt, fast, v1, v1-array, v1-ndjson, mapped, spb-data, spb-death, spb-takeover, spb-early, auth-cmd, auth-reading
+	Client   string            `json:"client"`          // the device (or edge node) whose connection sends it
+	Proto    int               `json:"proto,omitempty"` // MQTT 3 (3.1.1) or 5
+	QoS      byte              `json:"qos,omitempty"`
+	Topic    string            `json:"topic,omitempty"`
+	Path     string            `json:"path,omitempty"` // HTTP path and query
+	Header   map[string]string `json:"header,omitempty"`
+	Body     string            `json:"body,omitempty"`   // JSON bodies and payloads
+	Topic2   string            `json:"topic2,omitempty"` // twins: the second message, sent right after the first
+	Body2    string            `json:"body2,omitempty"`
+	Values   []float64         `json:"values,omitempty"` // Sparkplug metric values (the executor encodes)
+	Rows     []cRow            `json:"rows,omitempty"`
+	ResendOf int               `json:"resend_of,omitempty"` // 1 + the original's id
+	Refuse   bool              `json:"must_refuse,omitempty"`
+	Target   string            `json:"target,omitempty"` // auth probes: the device attacked
+}
+
+// cRow is a row an op lands if stored: its identity (device, metric and the
+// tag it carries: payload cid, the fast endpoint's id, or for Sparkplug the
+// value), the value and measured time sent.
+type cRow struct {
+	Device    string    `json:"device"`
+	Metric    string    `json:"metric"`
+	Tag       string    `json:"tag"`
+	Value     float64   `json:"value"`
+	TS        time.Time `json:"ts"`
+	Dedupable bool      `json:"dedupable,omitempty"` // --dedup can tell its resends (strict exactly once)
+	Old       bool      `json:"old,omitempty"`       // measured before base - retention
+	Msg       int       `json:"msg,omitempty"`       // twins: which of the op's two messages carries it
+}
+
+func (r cRow) key() string { return r.Device + "|" + r.Metric + "|" + r.Tag }
+
+// cSettings are the knobs of a campaign run.
+type cSettings struct {
+	Ops     int
+	Classes []string
+	Faults  []string
+	Long    bool
+}
+
+// Limits the generator and the stack share.
+const (
+	cMaxAge          = 48 * time.Hour // --max-reading-age of the stack
+	cRetention       = 3 * 24 * time.Hour
+	cRetentionMaxAge = 8 * 24 * time.Hour // --max-reading-age with the retention class: beyond the retention
+	cDevices         = 12
+	cEdgeNodes       = 4
+)
+
+// cGen holds the generator's state while it draws a plan.
+type cGen struct {
+	r      *rand.Rand
+	p      *cPlan
+	dedup  string
+	spbGen map[string]int // edge node -> generation (a takeover or early node starts a new one)
+}
+
+// generate draws the plan of seed.
+func generate(seed uint64, base time.Time, s cSettings) *cPlan {
+	r := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	p := &cPlan{Seed: seed, Base: base.UTC().Truncate(time.Millisecond), Classes: s.Classes}
+	has := func(c string) bool { return slices.Contains(s.Classes, c) }
+	p.Persist = []string{"aof", "aof", "rdb"}[r.IntN(3)]
+	if s.Long && seed%5 == 0 {
+		// Every fifth seed of the long form: a Redis Cluster (3 primaries
+		// with AOF always, a replica each) and --redis-min-replicas 1.
+		p.Persist = "cluster"
+	}
+	p.Dedup = []string{"off", "id", "natural"}[r.IntN(3)]
+	if has(clsDedupMerge) && p.Dedup == "off" {
+		p.Dedup = []string{"id", "natural"}[r.IntN(2)]
+	}
+	p.Auth = has(clsAuth) && r.IntN(2) == 0
+	p.Retention = has(clsRetention)
+	p.MaxAge = cMaxAge
+	if p.Retention {
+		p.MaxAge = cRetentionMaxAge
+	}
+	g := &cGen{r: r, p: p, dedup: p.Dedup, spbGen: map[string]int{}}
+
+	type weighted struct {
+		class string
+		w     int
+	}
+	var mix []weighted
+	for _, w := range []weighted{{clsReadings, 30}, {clsHTTP, 25}, {clsMapped, 10}, {clsSparkplug, 20}, {clsResend, 8},
+		{clsAgeLimit, 3}, {clsAuth, 4}, {clsSpbWill, 3}, {clsSpbEarly, 2}, {clsDedupMerge, 3}, {clsRetention, 2}} {
+		if !has(w.class) || (w.class == clsSparkplug || w.class == clsSpbWill || w.class == clsSpbEarly) && p.Auth {
+			continue // under auth the Sparkplug classes stay out: the grants a node needs are the auth fix's to define
+		}
+		if w.class == clsAuth && !p.Auth || w.class == clsDedupMerge && p.Dedup == "off" {
+			continue
+		}
+		mix = append(mix, w)
+	}
+	total := 0
+	for _, w := range mix {
+		total += w.w
+	}
+	for id := 0; id < s.Ops; id++ {
+		n := r.IntN(total)
+		class := mix[len(mix)-1].class
+		for _, w := range mix {
+			if n < w.w {
+				class = w.class
+				break
+			}
+			n -= w.w
+		}
+		op := g.op(id, class)
+		op.ID, op.Class = id, class
+		p.Ops = append(p.Ops, op)
+	}
+	p.Faults = g.schedule(s)
+	return p
+}
+
+func (g *cGen) device(i int) string { return fmt.Sprintf("cd%d", i) }
+
+// ts is the measured time of op id's row k: distinct for every row of the
+// run, within the last hour before base.
+func (g *cGen) ts(id, k int) time.Time {
+	return g.p.Base.Add(-time.Hour + time.Duration(id)*time.Millisecond*10 + time.Duration(k)*time.Millisecond)
+}
+
+func value(id, k int) float64 { return float64(id) + float64(k)/8 }
+
+// op draws one operation of class.
+func (g *cGen) op(id int, class string) *cOp {
+	r := g.r
+	dev := g.device(r.IntN(cDevices))
+	switch class {
+	case clsReadings:
+		op := &cOp{Kind: "mqtt", Client: dev, Proto: []int{3, 5}[r.IntN(2)], QoS: byte(r.IntN(3)), Topic: "devices/" + dev + "/readings"}
+		row := g.row(dev, "reading", id, 0, g.ts(id, 0))
+		op.Body = g.reading(row, false)
+		op.Rows = []cRow{row}
+		return op
+	case clsHTTP:
+		switch r.IntN(4) {
+		case 0: // the seed's endpoint: the body's id is the tag, the reading a smallint
+			row := cRow{Device: dev, Metric: "reading", Tag: strconv.Itoa(id), Value: float64(id % 30000), TS: g.ts(id, 0)}
+			row.Dedupable = false // --dedup keys of /readings/fast change with issue 16: checked loosely
+			body := fmt.Sprintf(`{"id":%d,"reading":%d,"timestamp":%q}`, id, id%30000, row.TS.Format(time.RFC3339Nano))
+			return &cOp{Kind: "fast", Client: dev, Path: "/readings/fast", Header: map[string]string{"X-Device-ID": dev}, Body: body, Rows: []cRow{row}}
+		case 1:
+			row := g.row(dev, "reading", id, 0, g.ts(id, 0))
+			return &cOp{Kind: "v1", Client: dev, Path: "/v1/readings", Body: g.reading(row, true), Rows: []cRow{row}}
+		default:
+			n := 2 + r.IntN(4)
+			op := &cOp{Kind: "v1-array", Client: dev, Path: "/v1/readings"}
+			var parts []string
+			for k := range n {
+				d := g.device(r.IntN(cDevices))
+				row := g.row(d, "reading", id, k, g.ts(id, k))
+				op.Rows = append(op.Rows, row)
+				parts = append(parts, g.reading(row, true))
+			}
+			if r.IntN(2) == 0 {
+				op.Kind, op.Header, op.Body = "v1-ndjson", map[string]string{"Content-Type": "application/x-ndjson"}, strings.Join(parts, "\n")+"\n"
+			} else {
+				op.Body = "[" + strings.Join(parts, ",") + "]"
+			}
+			return op
+		}
+	case clsMapped:
+		return g.mapped(id, dev, []string{"berlin", "munich"}[r.IntN(2)], g.ts(id, 0), fmt.Sprintf("o%d", id))
+	case clsSparkplug:
+		node := fmt.Sprintf("e%d", r.IntN(cEdgeNodes))
+		if r.IntN(25) == 0 {
+			return &cOp{Kind: "spb-death", Client: node}
+		}
+		return g.spbData(id, node, "spb-data")
+	case clsSpbWill:
+		node := fmt.Sprintf("e%d", r.IntN(cEdgeNodes))
+		op := g.spbData(id, node, "spb-takeover")
+		return op
+	case clsSpbEarly:
+		g.spbGen["early"]++
+		node := fmt.Sprintf("x%d", g.spbGen["early"])
+		return g.spbData(id, node, "spb-early")
+	case clsResend:
+		for range 10 {
+			if len(g.p.Ops) == 0 {
+				break
+			}
+			orig := g.p.Ops[r.IntN(len(g.p.Ops))]
+			if orig.ResendOf != 0 || orig.Refuse || !slices.Contains([]string{"mqtt", "fast", "v1", "v1-array", "v1-ndjson", "mapped"}, orig.Kind) {
+				continue
+			}
+			op := *orig
+			op.ResendOf = orig.ID + 1
+			if op.Kind == "mqtt" && op.QoS == 0 {
+				op.QoS = 1
+			}
+			return &op
+		}
+		return g.op(id, clsReadings)
+	case clsAgeLimit:
+		// Just inside (stored) or just outside (refused 422) --max-reading-age.
+		ts := g.p.Base.Add(-g.p.MaxAge + 10*time.Minute)
+		if r.IntN(2) == 0 {
+			ts = g.p.Base.Add(-g.p.MaxAge - 10*time.Minute)
+		}
+		ts = ts.Add(time.Duration(id) * time.Millisecond)
+		row := g.row(dev, "reading", id, 0, ts)
+		return &cOp{Kind: "v1", Client: dev, Path: "/v1/readings", Body: g.reading(row, true), Rows: []cRow{row}}
+	case clsRetention:
+		ts := g.p.Base.Add(-cRetention - 24*time.Hour - time.Duration(r.IntN(3600))*time.Second)
+		row := g.row(dev, "reading", id, 0, ts)
+		row.Old = true
+		return &cOp{Kind: "v1", Client: dev, Path: "/v1/readings", Body: g.reading(row, true), Rows: []cRow{row}}
+	case clsAuth:
+		target := g.device(r.IntN(cDevices))
+		for target == dev {
+			target = g.device(r.IntN(cDevices))
+		}
+		if r.IntN(2) == 0 {
+			body := fmt.Sprintf(`{"from":%q,"cid":"o%d"}`, dev, id)
+			return &cOp{Kind: "auth-cmd", Client: dev, Proto: 5, QoS: 1, Topic: "devices/" + target + "/commands", Body: body, Refuse: true, Target: target}
+		}
+		row := g.row(target, "reading", id, 0, g.ts(id, 0))
+		return &cOp{Kind: "auth-reading", Client: dev, Proto: 5, QoS: 1, Topic: "devices/" + target + "/readings", Body: g.reading(row, false), Rows: []cRow{row}, Refuse: true, Target: target}
+	case clsDedupMerge:
+		// Two series of one device id with the same message id and time:
+		// press7 of two sites (a rule captures the site), or two /readings/fast
+		// clients without X-Device-ID posting one timestamp.
+		if r.IntN(2) == 0 || g.p.Auth {
+			ts := g.ts(id, 0)
+			op := g.mapped(id, dev, "berlin", ts, fmt.Sprintf("m%d", id))
+			twin := g.mapped(id, dev, "munich", ts, fmt.Sprintf("m%d", id))
+			for i := range twin.Rows {
+				twin.Rows[i].Tag += "-twin"
+				twin.Rows[i].Msg = 1
+			}
+			twin.Body = strings.Replace(twin.Body, fmt.Sprintf(`"cid":"o%d"`, id), fmt.Sprintf(`"cid":"o%d-twin"`, id), 1)
+			op.Kind, op.Topic2, op.Body2, op.Rows = "mapped-twins", twin.Topic, twin.Body, append(op.Rows, twin.Rows...)
+			return op
+		}
+		ts := g.ts(id, 0)
+		var rows []cRow
+		var bodies []string
+		for k := range 2 {
+			tag := fmt.Sprintf("%d", id*10+k+1_000_000)
+			rows = append(rows, cRow{Device: "cdefault", Metric: "reading", Tag: tag, Value: float64(k + 1), TS: ts, Msg: k})
+			bodies = append(bodies, fmt.Sprintf(`{"id":%s,"reading":%d,"timestamp":%q}`, tag, k+1, ts.Format(time.RFC3339Nano)))
+		}
+		return &cOp{Kind: "fast-twins", Client: "cdefault", Path: "/readings/fast", Body: bodies[0], Body2: bodies[1], Rows: rows}
+	}
+	panic("campaign: unknown class " + class)
+}
+
+// row is row k of op id: tag o<id>.<k>, the value and time given.
+func (g *cGen) row(dev, metric string, id, k int, ts time.Time) cRow {
+	return cRow{Device: dev, Metric: metric, Tag: fmt.Sprintf("o%d.%d", id, k), Value: value(id, k), TS: ts, Dedupable: g.dedup != "off"}
+}
+
+// reading is the JSON of one reading (withDevice: the /v1 shape), with its
+// tag as cid and, under --dedup id, as msg_id.
+func (g *cGen) reading(r cRow, withDevice bool) string {
+	m := map[string]any{"reading": r.Value, "ts": r.TS.Format(time.RFC3339Nano), "cid": r.Tag}
+	if withDevice {
+		m["device_id"] = r.Device
+	}
+	if g.dedup == "id" {
+		m["msg_id"] = r.Tag
+	}
+	b, _ := json.Marshal(m)
+	return string(b)
+}
+
+// mapped is a publish on the mapped topic fac/{site}/{line}/{device_id}/telemetry:
+// two metrics, temp and pressure, timed by t (unix ms), id msg_id.
+func (g *cGen) mapped(id int, dev, site string, ts time.Time, msgID string) *cOp {
+	line := "line3"
+	if site == "munich" {
+		line = "line1"
+	}
+	op := &cOp{Kind: "mapped", Client: dev, Proto: []int{3, 5}[g.r.IntN(2)], QoS: byte(1 + g.r.IntN(2)),
+		Topic: fmt.Sprintf("fac/%s/%s/%s/telemetry", site, line, dev)}
+	cid := fmt.Sprintf("o%d", id)
+	temp, pressure := value(id, 0), value(id, 1)
+	op.Body = fmt.Sprintf(`{"t":%d,"temp":%v,"pressure":%v,"cid":%q,"msg_id":%q}`, ts.UnixMilli(), temp, pressure, cid, msgID)
+	op.Rows = []cRow{
+		{Device: dev, Metric: "temp", Tag: cid, Value: temp, TS: ts, Dedupable: g.dedup != "off"},
+		{Device: dev, Metric: "pressure", Tag: cid, Value: pressure, TS: ts, Dedupable: g.dedup != "off"},
+	}
+	return op
+}
+
+// spbData is an NDATA of node (group "cg") with two metrics by alias (a
+// spb-early op adds an alias no birth gave).
+func (g *cGen) spbData(id int, node, kind string) *cOp {
+	op := &cOp{Kind: kind, Client: node, Proto: 5, QoS: 1, Values: []float64{value(id, 0), value(id, 1)}}
+	ts := g.ts(id, 0)
+	for k, v := range op.Values {
+		op.Rows = append(op.Rows, cRow{Device: "cg/" + node, Metric: fmt.Sprintf("M%d", k+1), Tag: strconv.FormatFloat(v, 'g', -1, 64), Value: v, TS: ts,
+			Dedupable: g.dedup == "natural"})
+	}
+	if kind == "spb-early" && g.r.IntN(2) == 0 {
+		op.Values = append(op.Values, value(id, 2)) // alias 9: no birth names it
+		op.Rows = append(op.Rows, cRow{Device: "cg/" + node, Metric: "M9", Tag: strconv.FormatFloat(value(id, 2), 'g', -1, 64), Value: value(id, 2), TS: ts})
+	}
+	return op
+}
+
+// schedule draws the faults: one at a time, each lasting 5-24 ops (a
+// restore 10-39), with 10-59 ops of calm between them, from the kinds
+// enabled (the Redis kinds matching the seed's persistence).
+func (g *cGen) schedule(s cSettings) []cFault {
+	var kinds []string
+	for _, k := range s.Faults {
+		cluster := g.p.Persist == "cluster"
+		switch {
+		case k == fRedisKill && g.p.Persist != "aof", k == fRedisRestore && g.p.Persist != "rdb",
+			k == fClusterFail && !cluster, cluster && (k == fFreezeEdgeR || k == fFreezeBrR):
+			continue // (cluster nodes are reached directly: the proxies cannot stand between)
+		}
+		kinds = append(kinds, k)
+	}
+	if len(kinds) == 0 {
+		return nil
+	}
+	// Kinds in a shuffled cycle: a seed of a few hundred ops meets most of
+	// them, in an order of its own.
+	g.r.Shuffle(len(kinds), func(i, j int) { kinds[i], kinds[j] = kinds[j], kinds[i] })
+	var out []cFault
+	for at := 20 + g.r.IntN(40); at < s.Ops-40; {
+		f := cFault{At: at, Len: 5 + g.r.IntN(20), Kind: kinds[len(out)%len(kinds)]}
+		if f.Kind == fRedisRestore {
+			f.Len = 10 + g.r.IntN(30)
+		}
+		out = append(out, f)
+		at += f.Len + 10 + g.r.IntN(50)
+	}
+	return out
+}
