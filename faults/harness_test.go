@@ -71,15 +71,12 @@ func skipShort(t *testing.T) {
 	}
 }
 
-// FreePort returns a loopback port that was free a moment ago.
+// FreePort returns a loopback port that is free now and outside the
+// kernel's ephemeral range (testenv.FreePort: an outgoing connection cannot
+// take it before the server binds it).
 func FreePort(t testing.TB) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	return testenv.FreePort(t)
 }
 
 // Proc is a process a test started and owns: it is killed when the test ends.
@@ -620,16 +617,12 @@ func dbConn(t *testing.T, dbURL string, timeout time.Duration) (ctx context.Cont
 	}
 }
 
-// QueryInt runs a query returning one integer against url.
+// QueryInt runs a query returning one integer against url, retrying
+// transient failures (PostgreSQL starting up, a dropped connection: see
+// testenv.TransientPG).
 func QueryInt(t *testing.T, dbURL, query string, args ...any) int64 {
 	t.Helper()
-	ctx, conn, done := dbConn(t, dbURL, 30*time.Second)
-	defer done()
-	var n int64
-	if err := conn.QueryRow(ctx, query, args...).Scan(&n); err != nil {
-		t.Fatalf("%s: %v", query, err)
-	}
-	return n
+	return testenv.QueryInt(t, dbURL, query, args...)
 }
 
 // RSS is a process's resident set size in bytes (from /proc).
