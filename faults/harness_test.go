@@ -598,7 +598,11 @@ func LoadDesc(rep *simulator.Report) string {
 	if c.Loop == "closed" {
 		loop = "closed loop"
 	}
-	return fmt.Sprintf("%d devices (%d HTTP, %d MQTT QoS %d), %s, %.0fs", c.Devices, c.HTTPDevices, c.MQTTDevices, c.QoS, loop, c.DurationS)
+	d := c.DurationS
+	if rep.Interrupted { // stopped by the test (Load.Interrupt): as long as it sent
+		d = rep.Send.SendS
+	}
+	return fmt.Sprintf("%d devices (%d HTTP, %d MQTT QoS %d), %s, %.0fs", c.Devices, c.HTTPDevices, c.MQTTDevices, c.QoS, loop, d)
 }
 
 // dbConn connects to dbURL for one check that must finish within timeout;
