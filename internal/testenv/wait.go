@@ -199,3 +199,21 @@ func WaitDrained(t testing.TB, rdb redis.Cmdable, dbURL string, keys []string) {
 type lazy func() string
 
 func (l lazy) String() string { return l() }
+
+// StreamKeys lists the shard streams of the deployment of prefix on a
+// single Redis server (keys prefix:readings:*, of type stream), for
+// WaitDrained. It fails t if Redis does not answer.
+func StreamKeys(t testing.TB, rdb *redis.Client, prefix string) []string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var keys []string
+	iter := rdb.ScanType(ctx, 0, escapeGlob(prefix)+":readings:*", 1000, "stream").Iterator()
+	for iter.Next(ctx) {
+		keys = append(keys, iter.Val())
+	}
+	if err := iter.Err(); err != nil {
+		t.Fatalf("list the streams of %s: %v", prefix, err)
+	}
+	return keys
+}
