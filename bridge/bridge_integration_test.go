@@ -291,8 +291,9 @@ func TestIntegrationShutdownFinishesCommitUnderWay(t *testing.T) {
 	testenv.Eventually(t, 5*time.Second, waiting, "the bridge's COPY is not waiting on the lock: %v", e.activity())
 	e.add(later...)
 	r.cancel()
-	// Long enough for a cancellation to reach PostgreSQL if the shutdown
-	// cut the commit off.
+	// A deliberate gap: long enough for a cancellation to reach PostgreSQL
+	// if the shutdown cut the commit off (nothing to wait on: the bug would
+	// be an event that does not come).
 	time.Sleep(300 * time.Millisecond)
 	if err := blocker.Commit(t.Context()); err != nil {
 		t.Fatal(err)
@@ -377,7 +378,7 @@ func TestIntegrationResumesAfterCheckpoint(t *testing.T) {
 	}
 	e.start(Config{BatchAge: 50 * time.Millisecond})
 	e.waitRows(6, 5*time.Second)
-	time.Sleep(200 * time.Millisecond) // a wrong bridge would write the other four by now
+	e.waitDrained() // a wrong bridge would have written the other four by now
 	if n := e.count("SELECT count(*) FROM readings"); n != 6 {
 		t.Fatalf("rows = %d, want the 6 after the checkpoint", n)
 	}

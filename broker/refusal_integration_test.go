@@ -138,11 +138,11 @@ func TestIntegrationBacklogOverHighWaterRefusesUntilDrained(t *testing.T) {
 		// the measurement was under way counts twice until the next one
 		// (BacklogInterval later). So a reading under the mark may get a
 		// transient 0x97; like a device, the test resends it.
-		got := publishV5(t, v5, "devices/hw-1/readings", 1, fmt.Sprint(i))
-		for try := 0; got == codeQuotaExceeded && try < 10; try++ {
-			time.Sleep(50 * time.Millisecond)
+		var got byte
+		testenv.Await(t, func() bool { // resends every 50 ms until answered otherwise
 			got = publishV5(t, v5, "devices/hw-1/readings", 1, fmt.Sprint(i))
-		}
+			return got != codeQuotaExceeded
+		}, "reading %d under the high-water mark: refused 0x97 again and again", i)
 		if got != 0 {
 			t.Fatalf("reading %d under the high-water mark: reason code %#x", i, got)
 		}

@@ -470,7 +470,7 @@ func (p *biProbe) run(n int) []biSample {
 	for range n {
 		d, err := p.one()
 		out = append(out, biSample{d, err})
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(50 * time.Millisecond) // pacing of the probes
 	}
 	return out
 }

@@ -75,7 +75,7 @@ func TestBrokerMemoryBounded(t *testing.T) {
 	svc := SharedServices(t)
 	s := StartStack(t, svc)
 	idle := mbSample(s.Proc.Pid(), 200*time.Millisecond)
-	time.Sleep(time.Second) // a few samples of the idle process
+	time.Sleep(time.Second) // pacing: a few samples of the idle process
 	rssIdle := idle.Stop()
 
 	run := "mem" + testenv.ID()

@@ -71,15 +71,12 @@ func skipShort(t *testing.T) {
 	}
 }
 
-// FreePort returns a loopback port that was free a moment ago.
+// FreePort returns a loopback port that is free now and outside the
+// kernel's ephemeral range (testenv.FreePort: an outgoing connection cannot
+// take it before the server binds it).
 func FreePort(t testing.TB) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	return testenv.FreePort(t)
 }
 
 // Proc is a process a test started and owns: it is killed when the test ends.
@@ -601,7 +598,11 @@ func LoadDesc(rep *simulator.Report) string {
 	if c.Loop == "closed" {
 		loop = "closed loop"
 	}
-	return fmt.Sprintf("%d devices (%d HTTP, %d MQTT QoS %d), %s, %.0fs", c.Devices, c.HTTPDevices, c.MQTTDevices, c.QoS, loop, c.DurationS)
+	d := c.DurationS
+	if rep.Interrupted { // stopped by the test (Load.Interrupt): as long as it sent
+		d = rep.Send.SendS
+	}
+	return fmt.Sprintf("%d devices (%d HTTP, %d MQTT QoS %d), %s, %.0fs", c.Devices, c.HTTPDevices, c.MQTTDevices, c.QoS, loop, d)
 }
 
 // dbConn connects to dbURL for one check that must finish within timeout;
@@ -620,16 +621,12 @@ func dbConn(t *testing.T, dbURL string, timeout time.Duration) (ctx context.Cont
 	}
 }
 
-// QueryInt runs a query returning one integer against url.
+// QueryInt runs a query returning one integer against url, retrying
+// transient failures (PostgreSQL starting up, a dropped connection: see
+// testenv.TransientPG).
 func QueryInt(t *testing.T, dbURL, query string, args ...any) int64 {
 	t.Helper()
-	ctx, conn, done := dbConn(t, dbURL, 30*time.Second)
-	defer done()
-	var n int64
-	if err := conn.QueryRow(ctx, query, args...).Scan(&n); err != nil {
-		t.Fatalf("%s: %v", query, err)
-	}
-	return n
+	return testenv.QueryInt(t, dbURL, query, args...)
 }
 
 // RSS is a process's resident set size in bytes (from /proc).

@@ -52,9 +52,9 @@ func lostAcks(t *testing.T, mode string) {
 	for i := range cuts {
 		underLoad(fmt.Sprintf("cut %d", i+1))
 		px.DropReplies(true)
-		time.Sleep(30 * time.Millisecond)
+		time.Sleep(30 * time.Millisecond) // the fault: replies dropped this long
 		px.DropReplies(false)
-		time.Sleep(600 * time.Millisecond)
+		time.Sleep(600 * time.Millisecond) // pacing: load between cuts
 	}
 	dropped := px.Dropped()
 
@@ -62,7 +62,7 @@ func lostAcks(t *testing.T, mode string) {
 	// always), and so is every key the dedup script remembered with it.
 	underLoad("the kill")
 	rs.Kill()
-	time.Sleep(time.Second)
+	time.Sleep(time.Second) // the fault: Redis down this long
 	rs.Start()
 	outWaitFor(t, 60*time.Second, "/readyz did not answer 200 after Redis came back", func() (bool, string) {
 		code, body := outReadyz(s)

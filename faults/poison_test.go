@@ -107,7 +107,7 @@ func TestPoisonEntriesAreRejected(t *testing.T) {
 			written = append(written, poWrite(t, rdb, edgeStreams(s).Key((round+i)%edgeShards), round, c))
 		}
 		if round < rounds-1 {
-			time.Sleep(scale(2*time.Second, 4*time.Second)) // spread the rounds over the load
+			time.Sleep(scale(2*time.Second, 4*time.Second)) // pacing: spread the rounds over the load
 		}
 	}
 

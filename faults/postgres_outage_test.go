@@ -67,7 +67,7 @@ func TestPostgresStoppedUnderLoad(t *testing.T) {
 		if b, ok := outMetricSum(s, "firehose_stream_backlog_entries"); ok {
 			backlogPeak = max(backlogPeak, b)
 		}
-		time.Sleep(250 * time.Millisecond)
+		time.Sleep(250 * time.Millisecond) // pacing: samples of the outage, which lasts a set time by design
 	}
 	acceptedDuring := outAccepted(t, s) - acceptedBefore
 	backlogEnd := outMetric(t, s, "firehose_stream_backlog_entries")

@@ -63,7 +63,9 @@ func TestRedisRestartedUnderLoad(t *testing.T) {
 		})
 		noticed := time.Since(killed)
 		// A handler whose reading Redis confirmed just before the kill may
-		// count it a moment later: read the counter after that moment.
+		// count it a moment later: read the counter after that moment (a
+		// margin, not a wait on a condition: nothing tells when the last
+		// such handler has counted).
 		time.Sleep(500 * time.Millisecond)
 		acceptedDown := outAccepted(t, s)
 		httpRefusedBefore, mqttRefusedBefore := outRefused(t, s, "redis_unavailable")
@@ -85,7 +87,7 @@ func TestRedisRestartedUnderLoad(t *testing.T) {
 			if s.Proc.Exited() {
 				t.Fatalf("firehose exited while Redis was down; output:\n%s", s.Proc.Output())
 			}
-			time.Sleep(100 * time.Millisecond)
+			time.Sleep(100 * time.Millisecond) // the outage lasts a set time by design
 		}
 		acceptedWhileDown := outAccepted(t, s) - acceptedDown
 		httpRefused, mqttRefused := outRefused(t, s, "redis_unavailable")
@@ -121,7 +123,7 @@ func TestRedisRestartedUnderLoad(t *testing.T) {
 		})
 		// A stretch of normal load before the next outage.
 		if i < outages {
-			time.Sleep(flow)
+			time.Sleep(flow) // pacing: load between outages
 		}
 		if s.Proc.Pid() != pid {
 			t.Fatalf("firehose was restarted (pid %d, was %d)", s.Proc.Pid(), pid)

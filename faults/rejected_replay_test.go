@@ -55,7 +55,7 @@ func TestRejectedReplayed(t *testing.T) {
 	var written []rrWritten
 	for round := range rounds {
 		written = append(written, rrWrite(t, rdb, edgeStreams(edges).Key(round%edgeShards), round, perRound))
-		time.Sleep(scale(time.Second, 3*time.Second)) // spread the rounds over the load
+		time.Sleep(scale(time.Second, 3*time.Second)) // pacing: spread the rounds over the load
 	}
 	held, corrupt := rounds*perRound, rounds
 	rejected := func() int64 { return QueryInt(t, svc.Postgres, "SELECT count(*) FROM readings_rejected") }
@@ -87,7 +87,7 @@ func TestRejectedReplayed(t *testing.T) {
 		}
 	}
 	dups := rrDuplicate(t, rdb, edgeStreams(edges), svc.Postgres, scale(10, 50))
-	time.Sleep(time.Second) // let the repairs send while the bridge is stopped
+	time.Sleep(time.Second) // a deliberate gap: the repairs send while the bridge is stopped
 	br.Proc.Signal(syscall.SIGCONT)
 	paused := time.Since(stopped)
 

@@ -78,7 +78,7 @@ func sfFailover(t *testing.T, minReplicas int) {
 		px.Freeze()
 	}
 	acceptedAtFreeze := outAccepted(t, s)
-	time.Sleep(sfLag)
+	time.Sleep(sfLag) // the fault: the replicas lag this long
 	ackedWhileLagging := outAccepted(t, s) - acceptedAtFreeze
 	primary.Kill()
 	killed := time.Now()

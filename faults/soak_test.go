@@ -222,7 +222,7 @@ func TestSoak(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer smp.Stop()
-	time.Sleep(3 * time.Second) // idle samples
+	time.Sleep(3 * time.Second) // pacing: idle samples
 	idle := smp.Snapshot()
 
 	// The run: the fleet connects (paced), then publishes and leaves in
@@ -274,9 +274,9 @@ func TestSoak(t *testing.T) {
 			drained = false
 			break
 		}
-		time.Sleep(time.Second)
+		time.Sleep(time.Second) // the poll interval
 	}
-	time.Sleep(2 * time.Second) // samples of the drained stack
+	time.Sleep(2 * time.Second) // pacing: samples of the drained stack
 	smp.Stop()
 	st := smp.Stats()
 	abortedAt := smp.AbortedAt()
@@ -972,7 +972,7 @@ func (f *soakFleet) verify(t *testing.T, dbURL string, timeout time.Duration) so
 		if l.Missing == 0 || time.Now().After(deadline) {
 			return l
 		}
-		time.Sleep(2 * time.Second)
+		time.Sleep(2 * time.Second) // the poll interval
 	}
 }
 

@@ -69,7 +69,7 @@ func TestStalledRedisAnswersEveryCaller(t *testing.T) {
 		paused := time.Now()
 		batch := srSendProbes(t, s, fmt.Sprintf("%s-%d", run, i))
 		// Every probe has its answer well before the stall ends.
-		time.Sleep(time.Until(paused.Add(stall)))
+		time.Sleep(time.Until(paused.Add(stall))) // the stall itself: its length is the fault
 		for j := range batch {
 			p := &batch[j]
 			if !p.answered() {
@@ -101,7 +101,7 @@ func TestStalledRedisAnswersEveryCaller(t *testing.T) {
 		for j := range batch {
 			probes = append(probes, srProbe{kind: batch[j].kind, device: batch[j].device})
 		}
-		time.Sleep(scale(3*time.Second, 8*time.Second))
+		time.Sleep(scale(3*time.Second, 8*time.Second)) // pacing: load between stalls
 	}
 	// Bound: the first round trip waits the client's read timeout (3 s);
 	// everything queued behind it is answered right after. Before the fix

@@ -38,12 +38,21 @@ func TestTimePartitionsUnderLoad(t *testing.T) {
 			d, lo.Add(time.Hour).Format(time.RFC3339)))
 	}
 
-	// The edge accepts readings measured up to 6 days ahead.
+	// The edge accepts readings measured up to 6 days ahead. The load runs
+	// until the test has seen the drop happen in its middle (rows landed
+	// before the second bridge and after the drop), then it is interrupted:
+	// its --duration only bounds a run that never gets there.
 	edges := StartStack(t, svc, "--max-clock-skew", "144h")
-	l := StartLoad(t, edges, LoadOpts{Devices: 100, Rate: scale(1000.0, 2000.0), Duration: scale(5*time.Second, 60*time.Second),
+	l := StartLoad(t, edges, LoadOpts{Devices: 100, Rate: scale(1000.0, 2000.0), Duration: 10 * time.Minute,
 		Extra: []string{"--clock-spread", "120h"}})
 	edgeWaitLoadRunning(t, edges, l)
-	time.Sleep(scale(time.Second, 20*time.Second))
+	landed := func() int64 {
+		return QueryInt(t, svc.Postgres, "SELECT count(*) FROM readings WHERE starts_with(device_id, 'sim-')")
+	}
+	testenv.Await(t, func() bool { return landed() > 0 }, "none of the load's rows landed")
+	if Long() {
+		time.Sleep(20 * time.Second) // pacing: the long form loads the partitions a while before the drop
+	}
 
 	dropped := func() []string {
 		var gone []string
@@ -55,14 +64,29 @@ func TestTimePartitionsUnderLoad(t *testing.T) {
 		}
 		return gone
 	}
-	landedBefore := QueryInt(t, svc.Postgres, "SELECT count(*) FROM readings WHERE starts_with(device_id, 'sim-')")
+	landedBefore := landed()
 	start := time.Now()
 	br := StartBridge(t, svc, "--retention", "7d")
-	testenv.Eventually(t, 30*time.Second, func() bool { return len(dropped()) == 3 },
-		"the bridge with --retention 7d did not drop the partitions of 8-10 days ago (gone: %v); its output: %s",
+	testenv.Await(t, func() bool {
+		if l.proc.Exited() {
+			t.Fatalf("the load ended before the drop; output:\n%s", l.Output())
+		}
+		return len(dropped()) == 3
+	}, "the bridge with --retention 7d did not drop the partitions of 8-10 days ago (gone: %v); its output: %s",
 		edgeLazy(func() string { return strings.Join(dropped(), ",") }), edgeLazy(br.Proc.Output))
 	took := time.Since(start)
-	landedAtDrop := QueryInt(t, svc.Postgres, "SELECT count(*) FROM readings WHERE starts_with(device_id, 'sim-')")
+	landedAtDrop := landed()
+	// The load goes on after the drop: more of it lands, then it stops.
+	testenv.Await(t, func() bool {
+		if l.proc.Exited() {
+			t.Fatalf("the load ended before rows landed after the drop; output:\n%s", l.Output())
+		}
+		return landed() > landedAtDrop
+	}, "no row of the load landed after the drop")
+	if Long() {
+		time.Sleep(20 * time.Second) // pacing: the long form loads a while after the drop
+	}
+	l.Interrupt()
 
 	rep := l.Wait(5 * time.Minute)
 	AssertExactlyOnce(t, rep, l)

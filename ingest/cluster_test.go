@@ -283,10 +283,18 @@ func TestIntegrationProducerFollowsSlotMigration(t *testing.T) {
 				refused++
 			}
 			mu.Unlock()
-			time.Sleep(time.Millisecond)
+			time.Sleep(time.Millisecond) // pacing of the load
 		}
 	})
-	time.Sleep(200 * time.Millisecond)
+	// The load is acknowledged by the old primary before the move.
+	eventually(t, time.Minute, func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(acked) < 20 {
+			return fmt.Errorf("%d readings acknowledged before the move, want 20", len(acked))
+		}
+		return nil
+	})
 	migrateSlot(t, cluster, key, from, to)
 	// Acknowledged again, now by the new primary.
 	mu.Lock()
@@ -365,7 +373,7 @@ func migrateSlot(t *testing.T, cluster *testenv.RedisCluster, key string, from, 
 	}
 	must(dst.Do(ctx, "cluster", "setslot", slot, "importing", srcID).Err())
 	must(src.Do(ctx, "cluster", "setslot", slot, "migrating", dstID).Err())
-	time.Sleep(100 * time.Millisecond) // calls meet the migrating slot
+	time.Sleep(100 * time.Millisecond) // a deliberate gap: calls meet the migrating slot
 	for {
 		keys, err := src.ClusterGetKeysInSlot(ctx, int(slot), 100).Result()
 		must(err)

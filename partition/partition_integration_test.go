@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -194,8 +195,10 @@ func TestIntegrationRetentionDropsOldPartitions(t *testing.T) {
 		wg   sync.WaitGroup
 		werr error
 	)
-	written := 0
+	var written atomic.Int64
+	writerDone := make(chan struct{}) // closed when the writer stops (its error is werr)
 	wg.Go(func() {
+		defer close(writerDone)
 		for wctx.Err() == nil {
 			if _, err := pool.Exec(wctx, "INSERT INTO readings (device_id, ts, received_at, reading) VALUES ('live', now(), now(), 1)"); err != nil {
 				if wctx.Err() == nil {
@@ -203,13 +206,22 @@ func TestIntegrationRetentionDropsOldPartitions(t *testing.T) {
 				}
 				return
 			}
-			written++
+			written.Add(1)
 		}
 	})
 	// 3 days and a bit: the partitions of 4 days ago and before go.
 	m := newMaintainer(pool, partition.Config{Retention: 3*24*time.Hour + time.Duration(now.Sub(today))/2})
 	err := m.Maintain(ctx)
-	time.Sleep(50 * time.Millisecond)
+	// The writer goes on after the maintenance: a write that began after it.
+	after := written.Load() + 1
+	testenv.Await(t, func() bool {
+		select {
+		case <-writerDone:
+			return true // its error is checked below
+		default:
+			return written.Load() > after
+		}
+	}, "the writer wrote nothing after the maintenance")
 	stop()
 	wg.Wait()
 	if err != nil {

@@ -79,7 +79,17 @@ func testPartitionMigration(t *testing.T, inTx bool) {
 		werr    error
 		longest time.Duration
 	)
+	writerDone := make(chan struct{}) // closed when the writer stops (its error is werr)
+	writing := func(after int64) bool {
+		select {
+		case <-writerDone:
+			return true // checked below
+		default:
+			return written.Load() > after
+		}
+	}
 	wg.Go(func() {
+		defer close(writerDone)
 		for wctx.Err() == nil {
 			began := time.Now()
 			_, err := pool.Exec(wctx, "INSERT INTO readings (device_id, ts, received_at, reading) VALUES ('writer', now(), now(), 1)")
@@ -93,7 +103,8 @@ func testPartitionMigration(t *testing.T, inTx bool) {
 			written.Add(1)
 		}
 	})
-	time.Sleep(100 * time.Millisecond)
+	// The writer runs before the migration starts ...
+	testenv.Await(t, func() bool { return writing(0) }, "the writer wrote nothing")
 	start := time.Now()
 	var applied []string
 	if inTx {
@@ -110,7 +121,9 @@ func testPartitionMigration(t *testing.T, inTx bool) {
 	if err != nil {
 		t.Fatalf("apply: %v", err)
 	}
-	time.Sleep(100 * time.Millisecond)
+	// ... and goes on after it: a write that began after the migration.
+	since := written.Load() + 1
+	testenv.Await(t, func() bool { return writing(since) }, "the writer wrote nothing after the migration")
 	stopWriter()
 	wg.Wait()
 	if werr != nil {

@@ -176,7 +176,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, progress io.Writer) 
 	}
 	stopSampling()
 	if db != nil {
-		perSec, err := landedPerSecond(vctx, db, f.scope, f.start)
+		var perSec map[int64]int64
+		err := retryPG(vctx, log, "landing over time", func() (err error) {
+			perSec, err = landedPerSecond(vctx, db, f.scope, f.start)
+			return err
+		})
 		if err != nil {
 			return nil, err
 		}
@@ -485,7 +489,7 @@ func (f *fleet) land(ctx context.Context, db *pgxpool.Pool, sendEnd time.Time) (
 		return f.backlog.Load()
 	}
 	rows, timedOut, err := waitLanding(ctx, db, f.scope, want, want+qos0, f.cfg.LandTimeout,
-		backlog, func(n int64) { f.landed.Store(n) })
+		backlog, func(n int64) { f.landed.Store(n) }, f.log)
 	if err != nil {
 		return nil, err
 	}
@@ -497,20 +501,31 @@ func (f *fleet) land(ctx context.Context, db *pgxpool.Pool, sendEnd time.Time) (
 		}
 	}
 	if f.cfg.Shape == ShapeReading {
-		t, err := verify(ctx, db, f.scope, f.devices)
+		var t *tally
+		err := retryPG(ctx, f.log, "verify", func() (err error) {
+			t, err = verify(ctx, db, f.scope, f.devices)
+			return err
+		})
 		if err != nil {
 			return nil, err
 		}
 		land.fromTally(t)
 	} else {
-		t, err := verifyRows(ctx, db, f.scope, f.ledgers(), f.c.deathsAcked.Load(), f.c.deathsUnacked.Load())
+		var t *rowTally
+		err := retryPG(ctx, f.log, "verify rows", func() (err error) {
+			t, err = verifyRows(ctx, db, f.scope, f.ledgers(), f.c.deathsAcked.Load(), f.c.deathsUnacked.Load())
+			return err
+		})
 		if err != nil {
 			return nil, err
 		}
 		land.fromRowTally(t)
 	}
 	var err2 error
-	land.ReceiptToCommit, land.MeasuredToCommit, land.HasCommitTimes, err2 = endToEnd(ctx, db, f.scope)
+	err2 = retryPG(ctx, f.log, "end-to-end latency", func() (err error) {
+		land.ReceiptToCommit, land.MeasuredToCommit, land.HasCommitTimes, err = endToEnd(ctx, db, f.scope)
+		return err
+	})
 	if err2 != nil {
 		return nil, err2
 	}

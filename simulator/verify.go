@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"strings"
 	"time"
@@ -127,12 +128,18 @@ func countRows(ctx context.Context, db *pgxpool.Pool, sc scope) (int64, error) {
 // while and has reached acked (the rest were QoS 0 readings that were lost),
 // or when the target's backlog is empty (nothing more is on its way).
 // backlog returns the backlog scraped since the wait began, -1 when unknown.
+// A transient failure of PostgreSQL (transientPG: the database restarting,
+// a dropped connection) is retried (logged to log), within ctx.
 func waitLanding(ctx context.Context, db *pgxpool.Pool, sc scope, acked, want int64, timeout time.Duration,
-	backlog func() int64, progress func(int64)) (rows int64, timedOut bool, err error) {
+	backlog func() int64, progress func(int64), log *slog.Logger) (rows int64, timedOut bool, err error) {
 	deadline := time.Now().Add(timeout)
 	last, still := int64(-1), time.Now()
 	for {
-		n, err := countRows(ctx, db, sc)
+		var n int64
+		err := retryPG(ctx, log, "count the run's rows", func() (err error) {
+			n, err = countRows(ctx, db, sc)
+			return err
+		})
 		if err != nil {
 			return rows, false, err
 		}

@@ -32,7 +32,7 @@ rules:
     metrics: ["*"]
 `)
 	mqttAddr := freeAddr(t)
-	_, base, pgURL := startServe(t, "--config", file, "--mqtt-addr", mqttAddr, "--batch-age", "50ms")
+	p, base, pgURL := startServe(t, "--config", file, "--mqtt-addr", mqttAddr, "--batch-age", "50ms")
 	ts := time.Now().UTC().Add(-time.Minute).Format(time.RFC3339Nano)
 
 	postKey := func(path, key, device, body string) {
@@ -89,7 +89,7 @@ rules:
 	const want = 3 + 3 + 2 + 1 + 2 + 1 + 2
 	testenv.Eventually(t, 10*time.Second, func() bool { return countRows(t, pgURL, "SELECT count(*) FROM readings") >= want },
 		"rows did not land: %d of %d", countRows(t, pgURL, "SELECT count(*) FROM readings"), want)
-	time.Sleep(300 * time.Millisecond) // a duplicate landing late would show now
+	waitDrained(t, p, pgURL) // every entry written is committed: a duplicate would be counted below
 	for _, q := range []struct {
 		sql  string
 		want int

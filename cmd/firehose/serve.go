@@ -64,7 +64,10 @@ type serveConfig struct {
 	LogFormat          string
 	ShutdownTimeout    time.Duration
 	ShutdownDelay      time.Duration
-	MemoryLimit        string // --memory-limit, e.g. "384MiB"; "" leaves Go's default
+	// RedisWait bounds how long serve waits at start for a Redis that
+	// answers but does not serve yet (a Redis Cluster forming).
+	RedisWait   time.Duration
+	MemoryLimit string // --memory-limit, e.g. "384MiB"; "" leaves Go's default
 	// ConfigFile is the configuration file serve read (--config), or "".
 	ConfigFile string
 	// MaxAgeSet says --max-reading-age was given (flag, environment or
@@ -99,6 +102,7 @@ func (c *serveConfig) registerFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.DebugAddr, "debug-addr", "", "address for Go's /debug/pprof profiles (off when empty; bind it to loopback)")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 15*time.Second, "on SIGTERM, the longest to wait for in-flight requests and the final commit")
 	fs.StringVar(&c.MemoryLimit, "memory-limit", "", "soft limit of the process's memory, e.g. 384MiB or 2GiB (Go's runtime/debug.SetMemoryLimit): the garbage\ncollector works harder as the heap nears it instead of letting garbage grow to twice the live data;\nempty: Go's default (GOMEMLIMIT if set, else none). Set it under the container's limit; see the MQTT memory bounds")
+	fs.DurationVar(&c.RedisWait, "redis-wait", 60*time.Second, "at start, how long to wait for a Redis that answers but does not serve yet (a Redis Cluster being created\nor converging: CLUSTERDOWN; a node loading its data), logging what it waits for every 5 s while /readyz\nanswers 503; then exit with the last error. 0: exit at once. An unreachable Redis exits at once")
 	fs.DurationVar(&c.ShutdownDelay, "shutdown-delay", 0, "on SIGTERM, keep serving this long with /readyz (gateway or admin endpoint) answering 503 before intake stops,\nso a load balancer polling readiness stops sending here first (a second signal ends the wait)")
 }
 
@@ -139,6 +143,9 @@ func (c *serveConfig) validate() error {
 	}
 	if _, err := parseBytes(c.MemoryLimit); err != nil {
 		return fmt.Errorf("--memory-limit %q: %v", c.MemoryLimit, err)
+	}
+	if c.RedisWait < 0 {
+		return fmt.Errorf("--redis-wait %s: want 0 (do not wait) or a positive duration", c.RedisWait)
 	}
 	if c.ShutdownDelay < 0 || c.ShutdownDelay > maxShutdownDelay {
 		return fmt.Errorf("--shutdown-delay %s: want 0 (none) up to %s", c.ShutdownDelay, maxShutdownDelay)

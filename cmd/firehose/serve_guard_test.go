@@ -114,7 +114,7 @@ func TestIntegrationBrokerOnlyReadiness(t *testing.T) {
 		_ = json.Unmarshal([]byte(b), &a)
 		return c == 503 && a.Reason == "shutting_down"
 	}, "/readyz did not answer 503 shutting_down during the shutdown delay")
-	time.Sleep(300 * time.Millisecond)
+	time.Sleep(300 * time.Millisecond) // a deliberate gap: a minute's delay must not end within it
 	select {
 	case <-p.done:
 		t.Fatalf("exited during the one-minute shutdown delay; output: %s", p.stderr.String())

@@ -95,7 +95,7 @@ func TestIntegrationServeLandsBothEndpointsExactlyOnce(t *testing.T) {
 
 	testenv.Eventually(t, 10*time.Second, func() bool { return countRows(t, pgURL, "SELECT count(*) FROM readings") >= 52 },
 		"rows did not land: %d", countRows(t, pgURL, "SELECT count(*) FROM readings"))
-	time.Sleep(200 * time.Millisecond) // anything extra would land within a few batch ages
+	waitDrained(t, p, pgURL) // every entry written is committed: anything extra is counted below
 	if n := countRows(t, pgURL, "SELECT count(*) FROM readings"); n != 52 {
 		t.Errorf("rows = %d, want 52", n)
 	}
@@ -239,7 +239,7 @@ func TestIntegrationBridgeSurvivesSIGKILL(t *testing.T) {
 					}
 					mu.Unlock()
 				}
-				time.Sleep(time.Millisecond)
+				time.Sleep(time.Millisecond) // pacing of the load
 			}
 		})
 	}
@@ -267,7 +267,7 @@ func TestIntegrationBridgeSurvivesSIGKILL(t *testing.T) {
 	}
 	testenv.Eventually(t, 30*time.Second, func() bool { return countRows(t, pgURL, "SELECT count(*) FROM readings") >= want },
 		"landed %d of %d acknowledged readings", countRows(t, pgURL, "SELECT count(*) FROM readings"), want)
-	time.Sleep(300 * time.Millisecond)
+	waitDrained(t, final, pgURL) // every entry written is committed: a duplicate is counted below
 
 	conn, err := pgx.Connect(t.Context(), pgURL)
 	if err != nil {

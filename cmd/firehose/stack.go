@@ -92,10 +92,11 @@ func startStack(ctx context.Context, cfg *serveConfig, logger *slog.Logger) (*st
 	}()
 
 	var err error
-	if st.rdb, err = connectRedis(ctx, cfg.Redis, cfg.RedisSentinelMaster, cfg.RedisCluster, cfg.Producer.Pipelines+cfg.Streams.Count+8); err != nil {
-		return nil, err
+	waitAddr := cfg.AdminAddr // where /readyz answers 503 while Redis is not serving yet
+	if has(roleHTTP) {
+		waitAddr = cfg.HTTP.Addr
 	}
-	if err := cfg.Streams.Check(ctx, st.rdb); err != nil {
+	if st.rdb, err = st.connectRedisWaiting(ctx, waitAddr); err != nil {
 		return nil, err
 	}
 	cfg.Bridge.Streams = cfg.Streams // with the deployment's key layout

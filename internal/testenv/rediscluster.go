@@ -2,7 +2,6 @@ package testenv
 
 import (
 	"context"
-	"net"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -29,28 +28,42 @@ type RedisCluster struct {
 // redis-cli.
 func StartRedisCluster(t testing.TB, primaries, replicas int, args ...string) *RedisCluster {
 	t.Helper()
-	cli, err := exec.LookPath("redis-cli")
-	if err != nil && !testing.Short() {
+	c := StartRedisClusterNodes(t, primaries*(1+replicas), args...)
+	c.Create(t, replicas)
+	return c
+}
+
+// StartRedisClusterNodes starts n redis-server nodes with --cluster-enabled
+// and the settings of StartRedisCluster, each knowing only itself and
+// serving no slot: Create joins them. It skips the test under -short or
+// without redis-server and redis-cli.
+func StartRedisClusterNodes(t testing.TB, n int, args ...string) *RedisCluster {
+	t.Helper()
+	if _, err := exec.LookPath("redis-cli"); err != nil && !testing.Short() {
 		t.Skip("redis-cli is not installed")
 	}
 	c := &RedisCluster{}
-	for range primaries * (1 + replicas) {
-		// A bus port of its own: the default, the port + 10,000, does not
-		// exist for a port above 55,535, and may be taken.
-		c.Nodes = append(c.Nodes, StartRedisServer(t, append([]string{"--cluster-enabled", "yes", "--cluster-port", strconv.Itoa(freePort(t)),
+	for range n {
+		c.Nodes = append(c.Nodes, startRedisServer(t, true, append([]string{"--cluster-enabled", "yes",
 			"--cluster-node-timeout", "1000", "--cluster-replica-validity-factor", "0",
-			"--cluster-require-full-coverage", "no"}, args...)...))
+			"--cluster-require-full-coverage", "no"}, args...)))
 	}
+	return c
+}
+
+// Create joins the nodes into a cluster (`redis-cli --cluster create`, with
+// replicas per primary), and waits until every node says the cluster is ok.
+func (c *RedisCluster) Create(t testing.TB, replicas int) {
+	t.Helper()
 	create := []string{"--cluster", "create"}
 	for _, n := range c.Nodes {
 		create = append(create, n.Addr())
 	}
 	create = append(create, "--cluster-replicas", strconv.Itoa(replicas), "--cluster-yes")
-	if out, err := exec.Command(cli, create...).CombinedOutput(); err != nil {
+	if out, err := exec.Command("redis-cli", create...).CombinedOutput(); err != nil {
 		t.Fatalf("redis-cli %s: %v\n%s", strings.Join(create, " "), err, out)
 	}
 	Eventually(t, 30*time.Second, func() bool { return c.ok(replicas) }, "the Redis Cluster on %s did not become ok", c.URL())
-	return c
 }
 
 // ok reports whether every live node says cluster_state:ok and knows every
@@ -141,15 +154,4 @@ func (c *RedisCluster) PrimaryOf(t testing.TB, key string) *RedisServer {
 	}
 	t.Fatalf("no live node of the cluster names the primary of %s", key)
 	return nil
-}
-
-// freePort is a loopback port that was free a moment ago.
-func freePort(t testing.TB) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }

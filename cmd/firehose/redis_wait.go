@@ -1,0 +1,196 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// redisWaitLog is how often serve says what it waits for while Redis is
+// not serving yet (see connectRedisWaiting).
+const redisWaitLog = 5 * time.Second
+
+// errClusterForming: a node of the Redis Cluster does not say
+// cluster_state:ok yet.
+var errClusterForming = errors.New("the Redis Cluster is not formed yet")
+
+// redisNotServingYet reports whether err is one a Redis that is still
+// starting answers, which goes away by itself: a Redis Cluster being
+// created or converging (CLUSTERDOWN: slots not assigned or the cluster
+// state not ok yet; TRYAGAIN during a resharding; nodes that serve no slot
+// yet), a node loading its data set (LOADING), or a replica
+// whose master is not linked (MASTERDOWN). An unreachable Redis is not one
+// of them: serve still exits at once on that (a wrong address is the usual
+// cause).
+func redisNotServingYet(err error) bool {
+	if err == nil {
+		return false
+	}
+	if errors.Is(err, errClusterForming) {
+		return true
+	}
+	msg := err.Error()
+	// "cluster has no nodes": go-redis's answer when no node of the
+	// cluster serves a slot yet (nodes started, the cluster not created).
+	for _, s := range []string{"CLUSTERDOWN", "TRYAGAIN", "LOADING", "MASTERDOWN", "cluster has no nodes"} {
+		if strings.Contains(msg, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// connectRedisWaiting connects to Redis (connectRedis) and checks the
+// deployment's key layout there (Streams.Check). While Redis answers that
+// it is not serving yet (redisNotServingYet: e.g. a Redis Cluster right
+// after `redis-cli --cluster create`, still converging), it tries again
+// every half second, for up to --redis-wait, logging what it waits for
+// every redisWaitLog; meanwhile the HTTP gateway's (or the admin
+// endpoint's) address answers /readyz, and every request but /livez, with
+// 503. Any other failure, and the wait running out, is returned.
+func (st *stack) connectRedisWaiting(ctx context.Context, httpAddr string) (redis.UniversalClient, error) {
+	cfg := st.cfg
+	start := time.Now()
+	var (
+		probe   *waitingEndpoint
+		lastLog time.Time
+	)
+	defer func() {
+		if probe != nil {
+			probe.close()
+		}
+	}()
+	for {
+		rdb, err := connectRedis(ctx, cfg.Redis, cfg.RedisSentinelMaster, cfg.RedisCluster, cfg.Producer.Pipelines+cfg.Streams.Count+8)
+		if err == nil {
+			if err = redisServing(ctx, rdb); err == nil {
+				err = cfg.Streams.Check(ctx, rdb)
+			}
+			if err == nil {
+				if probe != nil {
+					st.log.Info("redis is serving", "waited", time.Since(start).Round(time.Millisecond))
+				}
+				return rdb, nil
+			}
+			rdb.Close()
+		}
+		if !redisNotServingYet(err) {
+			return nil, err
+		}
+		waited := time.Since(start)
+		if waited >= cfg.RedisWait {
+			return nil, fmt.Errorf("redis at %s is still not serving after --redis-wait %s: %w", redactURL(cfg.Redis), cfg.RedisWait, err)
+		}
+		if probe == nil && httpAddr != "" {
+			// Best effort: a port in use is reported when the real
+			// listener binds it.
+			probe, _ = startWaitingEndpoint(httpAddr, "redis_not_serving")
+		}
+		if probe != nil {
+			probe.setError(err)
+		}
+		if time.Since(lastLog) >= redisWaitLog {
+			lastLog = time.Now()
+			st.log.Warn("waiting for Redis to serve (a Redis Cluster forming or converging); /readyz answers 503 meanwhile",
+				"redis", redactURL(cfg.Redis), "waited", waited.Round(time.Second), "redis_wait", cfg.RedisWait, "err", err)
+		}
+		t := time.NewTimer(500 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, fmt.Errorf("interrupted while waiting for Redis to serve: %w", err)
+		case <-t.C:
+		}
+	}
+}
+
+// redisServing checks, on a Redis Cluster, that every primary the client
+// knows says cluster_state:ok (after `redis-cli --cluster create` the nodes
+// agree on the slots only after a while).
+func redisServing(ctx context.Context, rdb redis.UniversalClient) error {
+	cc, ok := rdb.(*redis.ClusterClient)
+	if !ok {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	return cc.ForEachMaster(ctx, func(ctx context.Context, node *redis.Client) error {
+		info, err := node.ClusterInfo(ctx).Result()
+		if err != nil {
+			return fmt.Errorf("redis cluster node %s: CLUSTER INFO: %w", node.Options().Addr, err)
+		}
+		if !strings.Contains(info, "cluster_state:ok") {
+			return fmt.Errorf("%w: node %s says %s", errClusterForming, node.Options().Addr, clusterInfoField(info, "cluster_state"))
+		}
+		return nil
+	})
+}
+
+// clusterInfoField is field:value of a CLUSTER INFO answer, or field:?.
+func clusterInfoField(info, field string) string {
+	for _, line := range strings.Split(info, "\n") {
+		if strings.HasPrefix(line, field+":") {
+			return strings.TrimSpace(line)
+		}
+	}
+	return field + ":?"
+}
+
+// waitingEndpoint serves, while serve waits for Redis, 503 on every path
+// (a JSON body with the reason and the last error, Retry-After: 1) but
+// /livez (200: the process is alive, only not ready).
+type waitingEndpoint struct {
+	srv  *http.Server
+	done chan struct{}
+	mu   sync.Mutex
+	last string // the last error
+}
+
+func startWaitingEndpoint(addr, reason string) (*waitingEndpoint, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	w := &waitingEndpoint{done: make(chan struct{})}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /livez", writeOK)
+	mux.HandleFunc("/", func(rw http.ResponseWriter, _ *http.Request) {
+		w.mu.Lock()
+		msg := w.last
+		w.mu.Unlock()
+		b, _ := json.Marshal(struct {
+			Status string `json:"status"`
+			Reason string `json:"reason"`
+			Error  string `json:"error"`
+		}{"unavailable", reason, msg})
+		rw.Header().Set("Retry-After", "1")
+		writeAdminJSON(rw, http.StatusServiceUnavailable, b)
+	})
+	w.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		defer close(w.done)
+		_ = w.srv.Serve(ln)
+	}()
+	return w, nil
+}
+
+func (w *waitingEndpoint) setError(err error) {
+	w.mu.Lock()
+	w.last = err.Error()
+	w.mu.Unlock()
+}
+
+// close stops the endpoint and waits until its listener is closed, so the
+// real one can bind the address.
+func (w *waitingEndpoint) close() {
+	w.srv.Close()
+	<-w.done
+}
