@@ -189,11 +189,24 @@ func (c *coordinator) heartbeat(ctx context.Context) error {
 
 // leave deletes the member's row, so the others count one bridge less at
 // once (its shards go as its sessions end); best effort: the row dies with
-// the member lock anyway.
+// the member lock anyway. A stop that cancelled a query under way closed
+// the member connection (pgx closes it on cancellation), so the delete then
+// goes over a connection of its own: otherwise the last bridge to stop
+// left its row for nobody to expire.
 func (c *coordinator) leave(ctx context.Context) {
 	qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 	defer cancel()
-	if _, err := c.conn.Exec(qctx, leaveQuery, c.id); err != nil {
+	conn := c.conn
+	if conn.IsClosed() {
+		fresh, err := pgx.ConnectConfig(qctx, c.b.pg)
+		if err != nil {
+			c.b.log.Warn("could not delete the bridge's member row (it expires with its session)", "err", err)
+			return
+		}
+		defer fresh.Close(qctx)
+		conn = fresh
+	}
+	if _, err := conn.Exec(qctx, leaveQuery, c.id); err != nil {
 		c.b.log.Warn("could not delete the bridge's member row (it expires with its session)", "err", err)
 	}
 }
