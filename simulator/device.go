@@ -18,6 +18,10 @@ const (
 	flagQoS0                              // published at QoS 0: at most once, never acknowledged
 	flagResentOnPurpose                   // sent once more after its acknowledgement (Config.Resend)
 	flagBirth                             // a Sparkplug BIRTH: its rows are the birth's metrics
+	// flagDeadLetter: a Sparkplug DATA with an alias no birth gave, sent
+	// at QoS 1/2: the target stores it whole as an edge dead letter
+	// (readings_rejected, source 'edge') and lands none of its rows.
+	flagDeadLetter
 )
 
 // ledger is the record of one device of the rows (its device_id): an entry

@@ -131,7 +131,8 @@ type Send struct {
 	// numeric values of the acknowledged messages (a telemetry message of
 	// 3 metrics: 3; a sample: 1; a Sparkplug BIRTH or DATA: its metrics,
 	// births' bdSeq and rebirth control included, a forced unknown alias
-	// not), and RowsAcked the rows they should land: a row per reading,
+	// not, and none of a DATA with a forced unknown alias at QoS 1/2,
+	// which the target stores as an edge dead letter), and RowsAcked the rows they should land: a row per reading,
 	// plus one per Sparkplug birth and death. The rates are over SendS.
 	ReadingsAcked int64   `json:"readings_acked"`
 	RowsAcked     int64   `json:"rows_acked"`
@@ -143,9 +144,10 @@ type Send struct {
 	Resends      int64 `json:"resends"`
 	ResentUnits  int64 `json:"resent_units"`
 	ResendsAcked int64 `json:"resends_acked"`
-	// Sparkplug: NDATA sent with an alias no birth gave (forced), Rebirth
-	// requests the edge nodes received, rebirths they published, NDEATHs
-	// acknowledged.
+	// Sparkplug: NDATA sent with an alias no birth gave (forced: at QoS
+	// 1/2 each an edge dead letter, see Landing.DeadLetters; at QoS 0 its
+	// known metrics land), Rebirth requests the edge nodes received,
+	// rebirths they published, NDEATHs acknowledged.
 	RebirthsForced   int64 `json:"rebirths_forced,omitempty"`
 	RebirthsAsked    int64 `json:"rebirths_asked,omitempty"`
 	RebirthsAnswered int64 `json:"rebirths_answered,omitempty"`
@@ -191,6 +193,13 @@ type Landing struct {
 	RowsLanded int64         `json:"rows_landed,omitempty"`
 	Metrics    []MetricCheck `json:"metrics,omitempty"`
 	Events     []EventCheck  `json:"events,omitempty"`
+	// Partial: rows of Sparkplug DATA messages the target was to store
+	// whole as edge dead letters (an alias no birth gave, at QoS 1/2),
+	// summed over the metrics (a failure: partial storage); DeadLetters
+	// checks those dead letters (nil when the run forced none at QoS 1/2).
+	Partial       int64            `json:"partial,omitempty"`
+	PartialSample []Ref            `json:"partial_sample,omitempty"`
+	DeadLetters   *DeadLetterCheck `json:"dead_letters,omitempty"`
 	// Unexpected: rows of the run's devices for readings the fleet never
 	// sent (a failure).
 	Unexpected int64 `json:"unexpected"`
@@ -219,7 +228,7 @@ func (l *Landing) fromTally(t *tally) {
 func (l *Landing) fromRowTally(t *rowTally) {
 	l.Rows, l.Readings, l.Unexpected = t.rows, t.units, t.unexpected
 	l.QoS0Sent, l.QoS0Landed, l.QoS0Lost = t.qos0Sent, t.qos0Landed, t.qos0Sent-t.qos0Landed
-	l.MissingSample, l.DupOnceAckedSample = t.missingRef, t.dupRef
+	l.MissingSample, l.DupOnceAckedSample, l.PartialSample = t.missingRef, t.dupRef, t.partialRef
 	for _, m := range t.metrics {
 		l.Metrics = append(l.Metrics, *m)
 		l.RowsAcked += m.RowsAcked
@@ -229,6 +238,7 @@ func (l *Landing) fromRowTally(t *rowTally) {
 		l.DupAfterResend += m.DupAfterRetry
 		l.DupFromResends += m.DupFromResends
 		l.LandedWithoutAck += m.LandedWithoutAck
+		l.Partial += m.Partial
 	}
 	for _, e := range t.events {
 		l.Events = append(l.Events, *e)
@@ -321,6 +331,12 @@ func (r *Report) failures() []string {
 		if l.Unexpected > 0 {
 			out = append(out, fmt.Sprintf("%d rows of the run's devices are readings the fleet never sent", l.Unexpected))
 		}
+		if l.Partial > 0 {
+			out = append(out, fmt.Sprintf("%d rows landed of Sparkplug DATA with an unknown alias, which the target was to store whole as edge dead letters: partial storage (%s)", l.Partial, refs(l.PartialSample, l.Partial)))
+		}
+		if d := l.DeadLetters; d != nil && d.Missing > 0 {
+			out = append(out, fmt.Sprintf("%d of %d acknowledged NDATA with an unknown alias have no edge dead letter in readings_rejected (source 'edge') (%s)", d.Missing, d.Expected, refs(d.MissingSample, d.Missing)))
+		}
 		if l.DupFromResends > 0 && r.Config.ExpectDedup {
 			out = append(out, fmt.Sprintf("%d duplicate rows from resends of acknowledged messages, and --expect-dedup says the target drops them", l.DupFromResends))
 		}
@@ -370,7 +386,11 @@ func (r *Report) Verdict() string {
 		return fmt.Sprintf("OK: QoS 0, at most once: %d of %d readings landed, none twice.", r.Landing.QoS0Landed, r.Landing.QoS0Sent)
 	}
 	if r.Config.Shape != ShapeReading && r.Config.Shape != "" {
-		return "OK: every metric of every acknowledged message landed exactly once" + r.resendNote() + "."
+		note := r.resendNote()
+		if d := r.deadLetters(); d != nil && d.Expected > 0 {
+			note += fmt.Sprintf(" (and %d NDATA with an unknown alias were stored whole as edge dead letters, none of their rows)", d.Expected)
+		}
+		return "OK: every metric of every acknowledged message landed exactly once" + note + "."
 	}
 	return "OK: every acknowledged reading landed exactly once" + r.resendNote() + "."
 }
@@ -508,8 +528,22 @@ func (r *Report) rows() []row {
 		add("resent after the ack", count(s.Resends)+" messages", fmt.Sprintf("--resend %g: %s units again, %s resends acknowledged", c.Resend, count(s.ResentUnits), count(s.ResendsAcked)), "")
 	}
 	if c.Shape == ShapeSparkplug {
+		forced := "at QoS 0 their known metrics land"
+		if c.QoS > 0 {
+			forced = "each stored whole as an edge dead letter, no row"
+		}
 		add("rebirths", fmt.Sprintf("%s asked, %s answered", count(s.RebirthsAsked), count(s.RebirthsAnswered)),
-			fmt.Sprintf("%s NDATA with an unknown alias (--sparkplug-rebirth-every %d); %s NDEATHs acknowledged", count(s.RebirthsForced), c.RebirthEvery, count(s.DeathsAcked)), "")
+			fmt.Sprintf("%s NDATA with an unknown alias (--sparkplug-rebirth-every %d): %s; %s NDEATHs acknowledged", count(s.RebirthsForced), c.RebirthEvery, forced, count(s.DeathsAcked)), "")
+		if d := r.deadLetters(); d != nil {
+			note := "edge dead letters (readings_rejected) of the acknowledged NDATA with an unknown alias"
+			if d.Again+d.Unacked+d.Other > 0 {
+				note += fmt.Sprintf("; %s again (a resend of the same message), %s of unacknowledged ones, %s of other messages", count(d.Again), count(d.Unacked), count(d.Other))
+			}
+			if d.Missing > 0 {
+				note = fmt.Sprintf("%s acknowledged without one", count(d.Missing))
+			}
+			add("dead letters", fmt.Sprintf("%s expected, %s found", count(d.Expected), count(d.Found)), note, goodBad(d.Missing == 0))
+		}
 	}
 	add("refused (503)", count(s.Refused)+" answers", "each followed by a resend after Retry-After", "")
 	errNote := "transport errors, 5xx, publish failures; followed by a resend"
@@ -569,9 +603,12 @@ func (r *Report) rows() []row {
 		add("rows acked / landed", count(land.RowsAcked)+" / "+count(land.RowsLanded), "every metric of every acknowledged message, by (device, metric, ts)", "")
 	}
 	for _, m := range land.Metrics {
-		add("  metric "+m.Metric, fmt.Sprintf("%s acked, %s landed", count(m.RowsAcked), count(m.RowsLanded)),
-			fmt.Sprintf("missing %s, duplicated %s, from resends %s, after retries %s", count(m.Missing), count(m.Duplicated), count(m.DupFromResends), count(m.DupAfterRetry)),
-			goodBad(m.Missing == 0 && m.Duplicated == 0))
+		note := fmt.Sprintf("missing %s, duplicated %s, from resends %s, after retries %s", count(m.Missing), count(m.Duplicated), count(m.DupFromResends), count(m.DupAfterRetry))
+		if m.Partial > 0 {
+			note += fmt.Sprintf(", of dead letters %s", count(m.Partial))
+		}
+		add("  metric "+m.Metric, fmt.Sprintf("%s acked, %s landed", count(m.RowsAcked), count(m.RowsLanded)), note,
+			goodBad(m.Missing == 0 && m.Duplicated == 0 && m.Partial == 0))
 	}
 	for _, e := range land.Events {
 		add("  "+e.Metric, fmt.Sprintf("%s acked, %s landed", count(e.Acked), count(e.Landed)), "rows of Sparkplug births and deaths", goodBad(e.Landed >= e.Acked && e.Landed <= e.Acked+e.Resent+e.Unacked))
@@ -588,6 +625,14 @@ func (r *Report) rows() []row {
 		add("measured -> commit", latencyText(land.MeasuredToCommit), "device's ts to committed_at", "")
 	}
 	return rows
+}
+
+// deadLetters is the dead-letter check of a verified run, or nil.
+func (r *Report) deadLetters() *DeadLetterCheck {
+	if r.Landing == nil {
+		return nil
+	}
+	return r.Landing.DeadLetters
 }
 
 // unitWord names the units a shape's ledger counts.

@@ -472,6 +472,7 @@ func (f *fleet) sample(stop <-chan struct{}, metrics *http.Client, progress io.W
 
 // land waits for the acknowledged readings to land, then verifies them.
 func (f *fleet) land(ctx context.Context, db *pgxpool.Pool, sendEnd time.Time) (*Landing, error) {
+	deadline := time.Now().Add(f.cfg.LandTimeout)
 	want, qos0 := f.c.acked.Load(), f.c.qos0.Load()
 	if f.cfg.Shape != ShapeReading {
 		var births int64
@@ -520,6 +521,11 @@ func (f *fleet) land(ctx context.Context, db *pgxpool.Pool, sendEnd time.Time) (
 			return nil, err
 		}
 		land.fromRowTally(t)
+		if f.cfg.Shape == ShapeSparkplug && f.cfg.QoS > 0 && f.c.rebirthsForced.Load() > 0 {
+			if land.DeadLetters, err = f.deadLetters(ctx, db, deadline); err != nil {
+				return nil, err
+			}
+		}
 	}
 	var err2 error
 	err2 = retryPG(ctx, f.log, "end-to-end latency", func() (err error) {
@@ -530,6 +536,31 @@ func (f *fleet) land(ctx context.Context, db *pgxpool.Pool, sendEnd time.Time) (
 		return nil, err2
 	}
 	return land, nil
+}
+
+// deadLetters checks the run's edge dead letters against the Sparkplug
+// DATA messages sent with an unknown alias at QoS 1/2. A dead letter lands
+// in the transaction of its batch, as rows do, so after the landing wait
+// they are there; while some are missing it polls until deadline (the
+// landing wait's --land-timeout).
+func (f *fleet) deadLetters(ctx context.Context, db *pgxpool.Pool, deadline time.Time) (*DeadLetterCheck, error) {
+	for {
+		var letters []edgeLetter
+		err := retryPG(ctx, f.log, "read edge dead letters", func() (err error) {
+			letters, err = readDeadLetters(ctx, db, f.scope)
+			return err
+		})
+		if err != nil {
+			return nil, err
+		}
+		d := countDeadLetters(f.ledgers(), letters)
+		if d.Missing == 0 || !time.Now().Before(deadline) {
+			return d, nil
+		}
+		if !sleep(ctx, min(landPoll, time.Until(deadline)+time.Millisecond)) {
+			return d, nil
+		}
+	}
 }
 
 // addLanded puts the rows committed each second into the series, adding

@@ -189,7 +189,9 @@ func (f *fleet) births(ctx context.Context, d *device, md *mqttDevice, due time.
 
 // sparkplugData publishes one NDATA (target 0) or DDATA of device target:
 // the metrics by alias alone. Every Config.SparkplugRebirthEvery-th NDATA
-// carries one alias more, which no birth gave.
+// carries one alias more, which no birth gave: at QoS 1/2 the target stores
+// that message whole as an edge dead letter and lands none of its rows
+// (its unit is marked flagDeadLetter), at QoS 0 its known metrics land.
 func (f *fleet) sparkplugData(ctx context.Context, d *device, md *mqttDevice, target int, due time.Time) {
 	e := d.edge
 	led, topic := &d.ledger, e.topic("NDATA", "")
@@ -198,16 +200,22 @@ func (f *fleet) sparkplugData(ctx context.Context, d *device, md *mqttDevice, ta
 	}
 	ms := d.deviceMs(due)
 	seq := e.nextSeq()
-	unit := led.add(ms, 0)
 	metrics := spMetrics(target, d.value, seq, f.cfg.MetricCount, false)
+	var flags uint8
 	if target == 0 {
 		e.ndata++
 		if n := f.cfg.SparkplugRebirthEvery; n > 0 && e.ndata%n == 0 {
 			metrics = append(metrics, spMetric{alias: spBogusAlias, value: d.value, vtype: spDouble})
 			e.forced++
 			f.c.rebirthsForced.Add(1)
+			if f.cfg.QoS > 0 {
+				// Stored whole as an edge dead letter, no row; at QoS 0
+				// what resolves (the known metrics) lands.
+				flags = flagDeadLetter
+			}
 		}
 	}
+	unit := led.add(ms, flags)
 	f.sparkplugPublish(ctx, d, md, led, topic, unit, due,
 		func(b []byte) []byte { return appendSparkplug(b, uint64(ms), seq, true, metrics) })
 }

@@ -2,12 +2,15 @@ package simulator
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sort"
 	"strings"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"google.golang.org/protobuf/encoding/protowire"
 )
 
 // MetricCheck is the verification of one metric's rows (shapes telemetry,
@@ -34,6 +37,10 @@ type MetricCheck struct {
 	// LandedWithoutAck: rows of units whose acknowledgement never came
 	// (allowed).
 	LandedWithoutAck int64 `json:"landed_without_ack"`
+	// Partial: rows of a message the target was to store whole as an
+	// edge dead letter (a Sparkplug DATA with an alias no birth gave, at
+	// QoS 1/2): partial storage, a failure.
+	Partial int64 `json:"partial,omitempty"`
 }
 
 // EventCheck counts the rows of one kind of Sparkplug birth or death
@@ -60,6 +67,8 @@ type rowTally struct {
 	qos0Landed int64
 	missingRef []Ref
 	dupRef     []Ref
+	partialRef []Ref
+	checks     map[string]*MetricCheck
 }
 
 // ledgers is every ledger of the fleet: each device's, and a Sparkplug edge
@@ -83,11 +92,13 @@ func (l *ledger) unitRows(i int) []string {
 
 // rowsAcked counts the rows the acknowledged units of the ledgers carry
 // (readings), those at QoS 0, and the Sparkplug birth rows of the
-// acknowledged births.
+// acknowledged births. A unit stored as an edge dead letter
+// (flagDeadLetter) carries none.
 func rowsAcked(ls []*ledger) (acked, qos0, births int64) {
 	for _, l := range ls {
 		for i, f := range l.flags {
 			switch {
+			case f&flagDeadLetter != 0: // no row
 			case f&flagAcked != 0:
 				acked += int64(len(l.unitRows(i)))
 				if f&flagBirth != 0 {
@@ -186,78 +197,8 @@ func verifyRows(ctx context.Context, db *pgxpool.Pool, sc scope, ls []*ledger, d
 		return nil, fmt.Errorf("read the run's rows: %w", err)
 	}
 
-	checks := map[string]*MetricCheck{}
-	check := func(name string) *MetricCheck {
-		m, ok := checks[name]
-		if !ok {
-			m = &MetricCheck{Metric: name}
-			checks[name] = m
-			t.metrics = append(t.metrics, m)
-		}
-		return m
-	}
 	for _, l := range ls {
-		c := landed[l]
-		for i, f := range l.flags {
-			if f&flagBirth != 0 {
-				name := spEventRows + "DBIRTH"
-				if len(l.birthMetrics) > 0 && l.birthMetrics[0] == spBdSeq {
-					name = spEventRows + "NBIRTH"
-				}
-				e := event(name)
-				switch {
-				case f&flagAcked == 0:
-					e.Unacked++
-				case f&flagResentOnPurpose != 0:
-					e.Acked++
-					e.Resent++
-				default:
-					e.Acked++
-				}
-			}
-			if c != nil && slices.ContainsFunc(c[i*stride:(i+1)*stride], func(n uint8) bool { return n > 0 }) {
-				t.units++
-			}
-			for mi, name := range l.unitRows(i) {
-				var n int64
-				if c != nil {
-					n = int64(c[i*stride+mi])
-				}
-				m := check(name)
-				m.RowsLanded += n
-				extra := max(n-1, 0)
-				switch {
-				case f&flagQoS0 != 0:
-					t.qos0Sent++
-					if n > 0 {
-						t.qos0Landed++
-					}
-					m.Duplicated += extra
-				case f&flagAcked != 0:
-					m.RowsAcked++
-					if n == 0 {
-						m.Missing++
-						t.missingRef = appendRef(t.missingRef, l.rowID+" "+name, uint64(i+1))
-						continue
-					}
-					if f&flagResentOnPurpose != 0 && extra > 0 {
-						m.DupFromResends++
-						extra--
-					}
-					if f&flagResent != 0 {
-						m.DupAfterRetry += extra
-					} else if extra > 0 {
-						m.Duplicated += extra
-						t.dupRef = appendRef(t.dupRef, l.rowID+" "+name, uint64(i+1))
-					}
-				default: // sent, never acknowledged
-					if n > 0 {
-						m.LandedWithoutAck++
-					}
-					m.DupAfterRetry += extra
-				}
-			}
-		}
+		t.classify(l, landed[l], stride, event)
 	}
 	if deaths+deathsUnacked > 0 {
 		e := event(spEventRows + "NDEATH")
@@ -268,4 +209,216 @@ func verifyRows(ctx context.Context, db *pgxpool.Pool, sc scope, ls []*ledger, d
 	}
 	slices.SortFunc(t.events, func(a, b *EventCheck) int { return strings.Compare(a.Metric, b.Metric) })
 	return t, nil
+}
+
+// classify counts the units of l against c, the rows found for them
+// (c[i*stride+mi]: unit i, metric mi of l.unitRows(i); nil when none
+// landed), into the metric checks and, for births, event.
+func (t *rowTally) classify(l *ledger, c []uint8, stride int, event func(string) *EventCheck) {
+	for i, f := range l.flags {
+		if f&flagBirth != 0 {
+			name := spEventRows + "DBIRTH"
+			if len(l.birthMetrics) > 0 && l.birthMetrics[0] == spBdSeq {
+				name = spEventRows + "NBIRTH"
+			}
+			e := event(name)
+			switch {
+			case f&flagAcked == 0:
+				e.Unacked++
+			case f&flagResentOnPurpose != 0:
+				e.Acked++
+				e.Resent++
+			default:
+				e.Acked++
+			}
+		}
+		if c != nil && slices.ContainsFunc(c[i*stride:(i+1)*stride], func(n uint8) bool { return n > 0 }) {
+			t.units++
+		}
+		for mi, name := range l.unitRows(i) {
+			var n int64
+			if c != nil {
+				n = int64(c[i*stride+mi])
+			}
+			m := t.check(name)
+			m.RowsLanded += n
+			extra := max(n-1, 0)
+			switch {
+			case f&flagDeadLetter != 0:
+				// The target took the whole message as a dead letter,
+				// acknowledged or not: a row of it is partial storage.
+				if n > 0 {
+					m.Partial += n
+					t.partialRef = appendRef(t.partialRef, l.rowID+" "+name, uint64(i+1))
+				}
+			case f&flagQoS0 != 0:
+				t.qos0Sent++
+				if n > 0 {
+					t.qos0Landed++
+				}
+				m.Duplicated += extra
+			case f&flagAcked != 0:
+				m.RowsAcked++
+				if n == 0 {
+					m.Missing++
+					t.missingRef = appendRef(t.missingRef, l.rowID+" "+name, uint64(i+1))
+					continue
+				}
+				if f&flagResentOnPurpose != 0 && extra > 0 {
+					m.DupFromResends++
+					extra--
+				}
+				if f&flagResent != 0 {
+					m.DupAfterRetry += extra
+				} else if extra > 0 {
+					m.Duplicated += extra
+					t.dupRef = appendRef(t.dupRef, l.rowID+" "+name, uint64(i+1))
+				}
+			default: // sent, never acknowledged
+				if n > 0 {
+					m.LandedWithoutAck++
+				}
+				m.DupAfterRetry += extra
+			}
+		}
+	}
+}
+
+// check is the MetricCheck of metric name, added on first use.
+func (t *rowTally) check(name string) *MetricCheck {
+	if t.checks == nil {
+		t.checks = map[string]*MetricCheck{}
+	}
+	m, ok := t.checks[name]
+	if !ok {
+		m = &MetricCheck{Metric: name}
+		t.checks[name] = m
+		t.metrics = append(t.metrics, m)
+	}
+	return m
+}
+
+// DeadLetterCheck is the verification of the Sparkplug DATA messages sent
+// with an alias no birth gave (--sparkplug-rebirth-every) at QoS 1/2: the
+// target stores each whole as an edge dead letter (readings_rejected,
+// source 'edge', edge_kind 'sparkplug') before its acknowledgement, and
+// lands none of its rows (see MetricCheck.Partial).
+type DeadLetterCheck struct {
+	// Expected: such messages acknowledged, each of which must have a
+	// dead letter; Found: the edge dead letters of the run's edge nodes.
+	Expected int64 `json:"expected"`
+	Found    int64 `json:"found"`
+	// Missing: acknowledged such messages without a dead letter (a
+	// failure).
+	Missing       int64 `json:"missing"`
+	MissingSample []Ref `json:"missing_sample,omitempty"`
+	// Again: dead letters beyond the first of a message (allowed: a QoS 1
+	// resend by the client after a reconnect, or --resend, hands the
+	// target the same message again, and each copy is a dead letter).
+	Again int64 `json:"again"`
+	// Unacked: dead letters of such messages whose acknowledgement never
+	// came (allowed); Other: dead letters of no such message (a birth or a
+	// DATA the target could not resolve: its rows show as missing).
+	Unacked int64 `json:"unacked"`
+	Other   int64 `json:"other"`
+}
+
+// edgeLetter is one edge dead letter of the run: its device and the
+// Sparkplug payload's timestamp (-1 when it has none).
+type edgeLetter struct {
+	device string
+	ms     int64
+}
+
+// countDeadLetters matches the edge dead letters found to the units of the
+// ledgers, by device and device time (a Sparkplug payload's timestamp).
+func countDeadLetters(ls []*ledger, letters []edgeLetter) *DeadLetterCheck {
+	byID := make(map[string]*ledger, len(ls))
+	for _, l := range ls {
+		byID[l.rowID] = l
+	}
+	d := &DeadLetterCheck{Found: int64(len(letters))}
+	got := map[*ledger]map[int]int64{}
+	for _, dl := range letters {
+		l := byID[dl.device]
+		if l == nil {
+			d.Other++
+			continue
+		}
+		i, ok := slices.BinarySearch(l.ts, dl.ms)
+		if !ok || l.flags[i]&flagDeadLetter == 0 {
+			d.Other++
+			continue
+		}
+		if got[l] == nil {
+			got[l] = map[int]int64{}
+		}
+		got[l][i]++
+	}
+	for _, l := range ls {
+		for i, f := range l.flags {
+			if f&flagDeadLetter == 0 {
+				continue
+			}
+			n := got[l][i]
+			switch {
+			case f&flagAcked == 0:
+				d.Unacked += n
+			case n == 0:
+				d.Expected++
+				d.Missing++
+				d.MissingSample = appendRef(d.MissingSample, l.rowID, uint64(i+1))
+			default:
+				d.Expected++
+				d.Again += n - 1
+			}
+		}
+	}
+	return d
+}
+
+// readDeadLetters reads the edge dead letters of the run's edge nodes
+// (device ids in sc, stored since sc.since): device and payload
+// timestamp. A readings_rejected without the edge columns (before schema
+// 008) has none.
+func readDeadLetters(ctx context.Context, db *pgxpool.Pool, sc scope) ([]edgeLetter, error) {
+	w := `source = 'edge' AND edge_kind = 'sparkplug' AND device_id COLLATE "C" >= $1 AND device_id COLLATE "C" < $2`
+	if sc.since != nil {
+		w += ` AND rejected_at >= $3`
+	}
+	rows, err := db.Query(ctx, `SELECT device_id, raw FROM readings_rejected WHERE `+w, sc.args()...)
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) && pe.Code == "42703" { // undefined_column
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read the run's edge dead letters: %w", err)
+	}
+	defer rows.Close()
+	var out []edgeLetter
+	for rows.Next() {
+		var (
+			dev string
+			raw []byte
+		)
+		if err := rows.Scan(&dev, &raw); err != nil {
+			return nil, fmt.Errorf("read the run's edge dead letters: %w", err)
+		}
+		out = append(out, edgeLetter{device: dev, ms: spTimestamp(raw)})
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read the run's edge dead letters: %w", err)
+	}
+	return out, nil
+}
+
+// spTimestamp is a Sparkplug B payload's timestamp (field 1), -1 without.
+func spTimestamp(p []byte) int64 {
+	ms := int64(-1)
+	walkProto(p, func(num protowire.Number, typ protowire.Type, v uint64, _ []byte) {
+		if num == 1 && typ == protowire.VarintType && v < 1<<62 {
+			ms = int64(v)
+		}
+	})
+	return ms
 }

@@ -159,6 +159,19 @@ func TestIntegrationSimulateSparkplug(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close(context.Background())
+	// At QoS 1 each acknowledged NDATA with the unknown alias is an edge
+	// dead letter, whole, and none of its rows landed.
+	var letters int64
+	if err := conn.QueryRow(t.Context(), `SELECT count(*) FROM readings_rejected
+		WHERE source = 'edge' AND edge_kind = 'sparkplug' AND starts_with(device_id, $1)`, prefix).Scan(&letters); err != nil {
+		t.Fatal(err)
+	}
+	if d := rep.Landing.DeadLetters; d == nil || d.Expected == 0 || d.Missing != 0 || d.Found < d.Expected || d.Found != letters || rep.Landing.Partial != 0 {
+		t.Errorf("dead letters %+v, partial rows %d; %d in readings_rejected", d, rep.Landing.Partial, letters)
+	}
+	if !strings.Contains(out, "dead letters") {
+		t.Errorf("no dead letters line in the summary")
+	}
 	rows, err := conn.Query(t.Context(), `SELECT DISTINCT metric, payload->>'datatype' FROM readings
 		WHERE starts_with(device_id, $1) AND metric NOT LIKE 'sparkplug/%'`, prefix)
 	if err != nil {
