@@ -141,7 +141,9 @@ type Config struct {
 	SparkplugDevices int
 	// SparkplugRebirthEvery makes every Nth NDATA of an edge node carry an
 	// alias its NBIRTH never gave, so that the target asks for a rebirth
-	// (NCMD Node Control/Rebirth), which the edge node answers. Default 0:
+	// (NCMD Node Control/Rebirth), which the edge node answers; at QoS 1/2
+	// the target stores that NDATA whole as an edge dead letter, none of
+	// its rows (the verification expects so). Default 0:
 	// never.
 	SparkplugRebirthEvery int
 	// Resend is the probability (0 to 1) that a device sends an
@@ -198,7 +200,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 		"samples (--batch buffered samples a message) or sparkplug (Sparkplug B edge nodes, MQTT); telemetry and samples need the rules of deploy/simulate-rules.yaml")
 	fs.IntVar(&c.MetricCount, "metric-count", 3, "numeric metrics of each telemetry message and of each Sparkplug node and device (temp, pressure, rpm, m3, ...)")
 	fs.IntVar(&c.SparkplugDevices, "sparkplug-devices", 0, "devices under each Sparkplug edge node (a DBIRTH and DDATA each)")
-	fs.IntVar(&c.SparkplugRebirthEvery, "sparkplug-rebirth-every", 0, "every Nth NDATA of an edge node carries an alias its NBIRTH never gave, so the target asks for a rebirth (0: never)")
+	fs.IntVar(&c.SparkplugRebirthEvery, "sparkplug-rebirth-every", 0, "every Nth NDATA of an edge node carries an alias its NBIRTH never gave, so the target asks for a rebirth; at QoS 1/2 that NDATA is expected as an edge dead letter, no row (0: never)")
 	fs.Float64Var(&c.Resend, "resend", 0, "probability (0 to 1) that a device sends an acknowledged message again, identical, as if the ack had been lost")
 	fs.BoolVar(&c.ExpectDedup, "expect-dedup", false, "fail on any duplicate, those of --resend too (the target drops messages it already stored)")
 }

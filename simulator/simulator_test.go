@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"flag"
 	"math"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -424,5 +425,74 @@ func TestLedgerRowsAcked(t *testing.T) {
 	// DBIRTH and the NDATA two each.
 	if acked != 4+2+2 || qos0 != 2 || births != 2 {
 		t.Errorf("rows acked %d, QoS 0 %d, births %d; want 8, 2, 2", acked, qos0, births)
+	}
+}
+
+// TestDeadLetterTally: a unit marked flagDeadLetter (a Sparkplug NDATA with
+// an alias no birth gave, at QoS 1/2) carries no row: it is not in the
+// rows acknowledged, a row of it is partial storage, and its dead letter
+// is expected once it was acknowledged.
+func TestDeadLetterTally(t *testing.T) {
+	const (
+		a  = flagSent | flagAcked
+		dl = flagSent | flagAcked | flagDeadLetter
+	)
+	names := []string{"temp", "rpm"}
+	node := &ledger{rowID: "g/n", flags: []uint8{a | flagBirth, a, dl, dl, flagSent | flagDeadLetter},
+		ts: []int64{10, 20, 30, 40, 50}, metrics: names, birthMetrics: nodeBirthNames(names)}
+	acked, qos0, births := rowsAcked([]*ledger{node})
+	if acked != 4+2 || qos0 != 0 || births != 1 {
+		t.Errorf("rows acked %d, QoS 0 %d, births %d; want 6, 0, 1", acked, qos0, births)
+	}
+
+	// Landed: the birth's 4 rows, the NDATA's 2, nothing of the first dead
+	// letter, one row (temp) of the second: partial storage.
+	stride := 4
+	c := make([]uint8, len(node.flags)*stride)
+	for mi := range 4 {
+		c[mi] = 1
+	}
+	c[1*stride], c[1*stride+1] = 1, 1
+	c[3*stride] = 1
+	var rt rowTally
+	events := map[string]*EventCheck{}
+	rt.classify(node, c, stride, func(name string) *EventCheck {
+		if events[name] == nil {
+			events[name] = &EventCheck{Metric: name}
+		}
+		return events[name]
+	})
+	var land Landing
+	land.fromRowTally(&rt)
+	if land.RowsAcked != 6 || land.Missing != 0 || land.Partial != 1 || len(land.PartialSample) != 1 ||
+		land.PartialSample[0] != (Ref{"g/n temp", 4}) || land.DupOnceAcked != 0 || land.LandedWithoutAck != 0 {
+		t.Errorf("landing %+v", land)
+	}
+	if rt.checks["temp"].Partial != 1 || rt.checks["rpm"].Partial != 0 || rt.checks["temp"].RowsAcked != 2 {
+		t.Errorf("temp %+v, rpm %+v", *rt.checks["temp"], *rt.checks["rpm"])
+	}
+
+	// Dead letters: the first forced unit's twice (a QoS 1 resend of the
+	// same message), none of the second's (a failure), one of the
+	// unacknowledged unit's, one of the NDATA (unit 2) and one of a
+	// device the run does not know.
+	d := countDeadLetters([]*ledger{node}, []edgeLetter{{"g/n", 30}, {"g/n", 30}, {"g/n", 50}, {"g/n", 20}, {"g/x", 30}})
+	want := DeadLetterCheck{Expected: 2, Found: 5, Missing: 1, MissingSample: []Ref{{"g/n", 4}}, Again: 1, Unacked: 1, Other: 2}
+	if !reflect.DeepEqual(*d, want) {
+		t.Errorf("dead letters %+v, want %+v", *d, want)
+	}
+	land.Rows, land.DeadLetters = 7, d
+	rep := &Report{Config: RunConfig{Shape: ShapeSparkplug, QoS: 1}, Send: Send{Sent: 5, Acked: 4}, Landing: &land}
+	if f := rep.failures(); len(f) != 2 || !strings.Contains(f[0], "partial storage") || !strings.Contains(f[1], "1 of 2 acknowledged NDATA") {
+		t.Errorf("failures %q", f)
+	}
+
+	// The dead letter's device time is its payload's timestamp.
+	p := appendSparkplug(nil, 1764600000123, 7, true, spMetrics(0, 1, 7, 2, false))
+	if got := spTimestamp(p); got != 1764600000123 {
+		t.Errorf("payload timestamp %d", got)
+	}
+	if got := spTimestamp([]byte{0xff}); got != -1 {
+		t.Errorf("timestamp of garbage %d, want -1", got)
 	}
 }
