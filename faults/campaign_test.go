@@ -17,7 +17,7 @@ package faults
 //	FIREHOSE_CAMPAIGN=long        the long form: CAMPAIGN_SEEDS seeds (default 20), 1,500 ops each
 //	CAMPAIGN_SEEDS=N              seeds of the long form
 //	FIREHOSE_CAMPAIGN_OPS=N       operations per seed
-//	FIREHOSE_CAMPAIGN_CLASSES=... default, all, or a comma list (+name adds to the default)
+//	FIREHOSE_CAMPAIGN_CLASSES=... default or all (every class), or a comma list of classes
 //	FIREHOSE_CAMPAIGN_FAULTS=...  a comma list of fault kinds, or none (default: all of them)
 //	FIREHOSE_CAMPAIGN_OUT=DIR     where failure files go (default $TMPDIR/firehose-campaign)
 //	FIREHOSE_CAMPAIGN_TABLE=FILE  append each seed's table row (JSON) to FILE
