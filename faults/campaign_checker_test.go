@@ -29,6 +29,7 @@ func TestCampaignCheckerCatches(t *testing.T) {
 		cmds    []cReceived
 		windows []cWindow
 		dead    bool // a dead letter holds every message
+		old     bool // the row is near the retention's age bound
 		want    map[string]int
 	}{
 		{name: "acked and stored once", outs: []string{ansAcked}, stored: func(r []cRow) []cStored { return []cStored{stored(r[0])} }, want: map[string]int{}},
@@ -73,6 +74,13 @@ func TestCampaignCheckerCatches(t *testing.T) {
 		{name: "another device's command received", outs: []string{ansRefused}, stored: func(r []cRow) []cStored { return nil },
 			cmds: []cReceived{{Subscriber: "cd1", Topic: "devices/cd1/commands", Payload: `{"from":"cd0"}`}, {Subscriber: "cd1", Topic: "devices/cd1/commands", Payload: `{"from":"cd1"}`}},
 			want: map[string]int{"no device receives another's commands": 1}},
+		{name: "a STATE probe delivered", refuse: true, outs: []string{ansRefused}, stored: func(r []cRow) []cStored { return nil },
+			cmds: []cReceived{{Subscriber: cObserver, Topic: cStateTopic, Payload: `{"online":false}`}},
+			want: map[string]int{"nothing refused delivered": 1}},
+		{name: "an old reading acknowledged, deleted by retention", outs: []string{ansAcked}, old: true, stored: func(r []cRow) []cStored { return nil },
+			want: map[string]int{"acknowledged means stored (retention)": 1}},
+		{name: "an old reading refused, not stored", outs: []string{ansRefused}, old: true, stored: func(r []cRow) []cStored { return nil },
+			want: map[string]int{}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -84,7 +92,9 @@ func TestCampaignCheckerCatches(t *testing.T) {
 			var answers []cAnswer
 			for i, out := range tc.outs {
 				// Every op carries the same row: later ones are resends.
-				op := &cOp{ID: i, Kind: "v1", Client: "cd1", Rows: []cRow{row(0)}, Refuse: tc.refuse}
+				r := row(0)
+				r.Old = tc.old
+				op := &cOp{ID: i, Kind: "v1", Client: "cd1", Rows: []cRow{r}, Refuse: tc.refuse}
 				plan.Ops = append(plan.Ops, op)
 				at := ackedAt
 				if i < len(tc.at) {

@@ -131,8 +131,14 @@ func (w *cWorker) run(op *cOp) cAnswer {
 		out, detail = w.publish(op.Client, op.Proto, op.Topic, op.QoS, []byte(op.Body))
 		out2, detail2 := w.publish(op.Client, op.Proto, op.Topic2, op.QoS, []byte(op.Body2))
 		a.Outcomes, detail = []string{out, out2}, detail+" "+detail2
-	case "spb-data", "spb-death", "spb-takeover", "spb-early":
+	case "spb-data", "spb-death", "spb-takeover", "spb-early", "spb-probe-group", "spb-probe-node":
 		out, detail = w.sparkplug(op)
+		a.Outcomes = []string{out}
+	case "spb-probe-state":
+		out, detail = w.publishRetained(op.Client, op.Topic, op.QoS, []byte(op.Body))
+		a.Outcomes = []string{out}
+	case "spb-probe-will":
+		out, detail = w.connectWithWill(op)
 		a.Outcomes = []string{out}
 	default:
 		a.Outcomes, detail = []string{ansRefused}, "unknown kind "+op.Kind
@@ -211,6 +217,61 @@ func (w *cWorker) publish(client string, proto int, topic string, qos byte, payl
 		delete(w.v5, client)
 	}
 	return out, detail
+}
+
+// publishRetained publishes a retained message over client's MQTT 5
+// connection (made on first use, as publish does).
+func (w *cWorker) publishRetained(client, topic string, qos byte, payload []byte) (string, string) {
+	c := w.v5[client]
+	if c == nil {
+		var err error
+		id := client + "-v5"
+		if w.tg.Auth {
+			id = client + "/v5"
+		}
+		if c, err = dial5(w.tg, id, client, nil); err != nil {
+			return ansRefused, "connect: " + err.Error()
+		}
+		w.v5[client] = c
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), cOpTimeout)
+	defer cancel()
+	resp, err := c.Publish(ctx, &paho.Publish{Topic: topic, QoS: qos, Retain: true, Payload: payload})
+	if resp != nil {
+		if resp.ReasonCode < 0x80 {
+			return ansAcked, ""
+		}
+		return ansRefused, fmt.Sprintf("reason 0x%02x", resp.ReasonCode)
+	}
+	cClose5(c)
+	delete(w.v5, client)
+	if err == nil {
+		err = errors.New("no answer")
+	}
+	return ansUnknown, err.Error()
+}
+
+// connectWithWill connects as op's client with the retained will op.Topic
+// (the host's STATE): "acked" when the CONNECT is accepted, and then the
+// connection ends with reason 0x04 so the broker publishes the will;
+// "refused" when it is not (or cannot be made: the probe is judged only on
+// an acceptance).
+func (w *cWorker) connectWithWill(op *cOp) (string, string) {
+	will := &paho.WillMessage{Topic: op.Topic, QoS: op.QoS, Retain: true, Payload: []byte(op.Body)}
+	c, err := dial5(w.tg, op.Client+"/will", op.Client, will)
+	if err != nil {
+		return ansRefused, err.Error()
+	}
+	done := make(chan struct{})
+	go func() {
+		_ = c.Disconnect(&paho.Disconnect{ReasonCode: 0x04}) // disconnect with will message
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(time.Second):
+	}
+	return ansAcked, "CONNECT with the will accepted"
 }
 
 // c311 is an MQTT 3.1.1 connection spoken in raw packets.
@@ -399,6 +460,22 @@ func (w *cWorker) sparkplug(op *cOp) (string, string) {
 		defer cClose5(c)
 		out, detail, _ := publish5(c, spbTopic("NDATA", op.Client), 1, spbData(op, 0))
 		return out, detail
+	case "spb-probe-group", "spb-probe-node":
+		// The node, connected and born in its own group, births in a group its
+		// credentials do not name, or sends DATA as another node.
+		if err := w.spbEnsure(op.Client, node); err != nil {
+			return ansRefused, err.Error()
+		}
+		payload := spbData(op, 0)
+		if op.Kind == "spb-probe-group" {
+			payload = spbBirthValues(1, op.Values)
+		}
+		out, detail, broken := publish5(node.c, op.Topic, 1, payload)
+		if broken {
+			cClose5(node.c)
+			node.c = nil
+		}
+		return out, detail
 	case "spb-takeover":
 		// A new connection with the same client id while the old one lives:
 		// the broker ends the old one and publishes its will (NDEATH of the
@@ -524,6 +601,16 @@ func spbBirth(bdSeq uint64) []byte {
 	})
 }
 
+// spbBirthValues is an NBIRTH of M1, M2... (Double, aliases 1, 2...) with
+// the values given.
+func spbBirthValues(bdSeq uint64, values []float64) []byte {
+	ms := []spbMetric{{name: "bdSeq", datatype: spbInt64, long: bdSeq}}
+	for i, v := range values {
+		ms = append(ms, spbMetric{name: fmt.Sprintf("M%d", i+1), alias: uint64(i + 1), datatype: spbDouble, double: v})
+	}
+	return spbPayload(uint64(time.Now().UnixMilli()), 0, true, ms)
+}
+
 // spbDeath is an NDEATH carrying bdSeq.
 func spbDeath(bdSeq uint64) []byte {
 	return spbPayload(uint64(time.Now().UnixMilli()), 0, false, []spbMetric{{name: "bdSeq", datatype: spbInt64, long: bdSeq}})
@@ -541,6 +628,40 @@ func spbData(op *cOp, seq uint64) []byte {
 		ms[i] = spbMetric{alias: alias, datatype: spbDouble, double: v}
 	}
 	return spbPayload(uint64(op.Rows[0].TS.UnixMilli()), seq, true, ms)
+}
+
+// cObserver is the user (under --mqtt-auth) who subscribes to the host's
+// STATE and to the group no edge node may use: whatever it receives came
+// through a probe that should have been refused.
+const cObserver = "observer"
+
+// subscribeObserver connects cObserver, subscribed to cStateTopic's group of
+// topics and to cOtherGroup; what it receives goes to tg.Commands. The
+// returned func closes it.
+func subscribeObserver(tg cTargets) (func(), error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := (&net.Dialer{}).DialContext(ctx, "tcp", tg.MQTT)
+	if err != nil {
+		return nil, err
+	}
+	c := paho.NewClient(paho.ClientConfig{Conn: conn, PacketTimeout: 10 * time.Second, PingHandler: mqtttest.NoPinger{},
+		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
+			tg.Commands.add(cReceived{Subscriber: cObserver, Topic: pr.Packet.Topic, Payload: string(pr.Packet.Payload)})
+			return true, nil
+		}}})
+	cp := &paho.Connect{ClientID: cObserver, CleanStart: true, KeepAlive: 600,
+		Username: cObserver, UsernameFlag: true, Password: []byte(cPassword(cObserver)), PasswordFlag: true}
+	if _, err := c.Connect(ctx, cp); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("observer: connect: %w", err)
+	}
+	if _, err := c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{
+		{Topic: "spBv1.0/STATE/#", QoS: 1}, {Topic: "spBv1.0/" + cOtherGroup + "/#", QoS: 1}}}); err != nil {
+		cClose5(c)
+		return nil, fmt.Errorf("observer: subscribe: %w", err)
+	}
+	return func() { cClose5(c) }, nil
 }
 
 // subscribeCommands connects a subscriber of devices/ID/commands for each

@@ -172,15 +172,19 @@ func cTail(s string) string {
 	return s
 }
 
-// cRetentionFlags are the serve flags of the retention class: a retention
-// (3d) shorter than the edge's --max-reading-age (cRetentionMaxAge, 8d); the
-// class's readings are about 4 days old. Should serve come to refuse such a
-// pair at start (issue 16, hole 8), these are the flags to change.
+// cRetentionFlags are the serve flags of the retention class: --retention 3d
+// with the default 1d partition interval, so the edges accept readings up to
+// 2d old (the retention minus one interval) and the edge's explicit
+// --max-reading-age is cRetentionMaxAge, that bound (serve refuses one
+// beyond it at start). The class's readings lie within an hour either side.
 var cRetentionFlags = []string{"--retention", "3d"}
 
 // campaignAuthFile writes the --mqtt-auth file: every device with password
 // pw-ID and a read grant on its own commands (which also lets it use client
-// ids ID/anything, for its MQTT 5 and subscriber connections).
+// ids ID/anything, for its MQTT 5 and subscriber connections); every
+// Sparkplug edge node (e0.., x1..) with a sparkplug=cg field and nothing
+// else; the observer, who may read the host's STATE and the group no node
+// names. Nobody has a write= grant.
 func campaignAuthFile(t *testing.T, dir string) string {
 	t.Helper()
 	var b strings.Builder
@@ -191,6 +195,24 @@ func campaignAuthFile(t *testing.T, dir string) string {
 			t.Fatal(err)
 		}
 		fmt.Fprintf(&b, "%s %s read=devices/%s/commands\n", d, h, d)
+	}
+	var nodes []string
+	for i := range cEdgeNodes {
+		nodes = append(nodes, fmt.Sprintf("e%d", i))
+	}
+	for i := range cEarlyNodes {
+		nodes = append(nodes, fmt.Sprintf("x%d", i+1))
+	}
+	for _, n := range append(nodes, cObserver) {
+		h, err := bcrypt.GenerateFromPassword([]byte(cPassword(n)), bcrypt.MinCost)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fields := "sparkplug=" + cSpbGroup
+		if n == cObserver {
+			fields = "read=spBv1.0/STATE/# read=spBv1.0/" + cOtherGroup + "/#"
+		}
+		fmt.Fprintf(&b, "%s %s %s\n", n, h, fields)
 	}
 	path := filepath.Join(dir, "devices.txt")
 	if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {

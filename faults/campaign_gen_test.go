@@ -27,23 +27,21 @@ const (
 	clsSparkplug  = "sparkplug"  // Sparkplug B births, data, clean deaths, reconnects, rebirths
 	clsResend     = "resend"     // a previous operation sent again, byte for byte
 	clsAgeLimit   = "agelimit"   // readings just inside and just outside --max-reading-age
-	clsAuth       = "auth"       // under --mqtt-auth: devices publish to other devices' readings and commands (hole 3)
+	clsAuth       = "auth"       // under --mqtt-auth: devices publish to other devices' readings and commands (hole 3), edge nodes outside their node and group, devices as the host's STATE (hole 4)
 	clsSpbWill    = "spbwill"    // Sparkplug reconnect taking over its old connection: the will races the new birth (hole 1)
-	clsSpbEarly   = "spbearly"   // Sparkplug NDATA before its birth and with an unknown alias (hole 6)
+	clsSpbEarly   = "spbearly"   // Sparkplug NDATA before its birth, and of a born node with an unknown alias (hole 6)
 	clsDedupMerge = "dedupmerge" // different series sharing a msg_id or a time under --dedup (hole 2)
-	clsRetention  = "retention"  // readings older than --retention but within --max-reading-age (hole 8)
+	clsRetention  = "retention"  // readings on both sides of the retention's age bound, over HTTP and MQTT 3.1.1 and 5 (hole 8)
 )
 
-// campaignAllClasses lists every class; campaignDefaultClasses the ones
-// that pass on the code before issue 16's fixes (the short form's mix).
-// Sparkplug is out of it there: under faults (a frozen edge -> Redis path, an
-// edge stopped) a node's old will races its new birth and NDATA is then
-// acknowledged and dropped (holes 1 and 6). Once the fixes are merged, the
-// default is every class (sparkplug, auth, spbwill, spbearly, dedupmerge and
-// retention added).
+// campaignAllClasses lists every class; campaignDefaultClasses the mix of
+// the short form and of `make campaign`: every class, now that issue 16's
+// fixes are in (on the code before them, the last five classes and
+// Sparkplug under faults break the invariants: RELIABILITY.md, "hole
+// classes on the old code").
 var (
 	campaignAllClasses     = []string{clsReadings, clsHTTP, clsMapped, clsSparkplug, clsResend, clsAgeLimit, clsAuth, clsSpbWill, clsSpbEarly, clsDedupMerge, clsRetention}
-	campaignDefaultClasses = []string{clsReadings, clsHTTP, clsMapped, clsResend, clsAgeLimit}
+	campaignDefaultClasses = campaignAllClasses
 )
 
 // Fault kinds.
@@ -120,7 +118,7 @@ type cRow struct {
 	Value     float64   `json:"value"`
 	TS        time.Time `json:"ts"`
 	Dedupable bool      `json:"dedupable,omitempty"` // --dedup can tell its resends (strict exactly once)
-	Old       bool      `json:"old,omitempty"`       // measured before base - retention
+	Old       bool      `json:"old,omitempty"`       // measured near or beyond the retention's age bound
 	Msg       int       `json:"msg,omitempty"`       // twins: which of the op's two messages carries it
 }
 
@@ -136,11 +134,19 @@ type cSettings struct {
 
 // Limits the generator and the stack share.
 const (
-	cMaxAge          = 48 * time.Hour // --max-reading-age of the stack
-	cRetention       = 3 * 24 * time.Hour
-	cRetentionMaxAge = 8 * 24 * time.Hour // --max-reading-age with the retention class: beyond the retention
+	cMaxAge    = 48 * time.Hour // --max-reading-age of the stack
+	cRetention = 3 * 24 * time.Hour
+	// cRetentionMaxAge is the retention class's --max-reading-age: the bound
+	// the edges apply with --retention 3d and the default 1d partition
+	// interval (the retention minus one interval; serve refuses an explicit
+	// --max-reading-age beyond it).
+	cRetentionMaxAge = cRetention - 24*time.Hour
 	cDevices         = 12
-	cEdgeNodes       = 4
+	// cEdgeNodes are the Sparkplug edge nodes that birth (e0..); cEarlyNodes
+	// those that never do (x1..): each its own credential, well within
+	// --sparkplug-max-nodes (16 a credential).
+	cEdgeNodes  = 4
+	cEarlyNodes = 4
 )
 
 // cGen holds the generator's state while it draws a plan.
@@ -162,12 +168,11 @@ func generate(seed uint64, base time.Time, s cSettings) *cPlan {
 		// with AOF always, a replica each) and --redis-min-replicas 1.
 		p.Persist = "cluster"
 	}
+	// Resends are judged with and without --dedup (dedupmerge only runs
+	// with it), auth and retention on about half and two thirds of the seeds.
 	p.Dedup = []string{"off", "id", "natural"}[r.IntN(3)]
-	if has(clsDedupMerge) && p.Dedup == "off" {
-		p.Dedup = []string{"id", "natural"}[r.IntN(2)]
-	}
 	p.Auth = has(clsAuth) && r.IntN(2) == 0
-	p.Retention = has(clsRetention)
+	p.Retention = has(clsRetention) && r.IntN(3) != 0
 	p.MaxAge = cMaxAge
 	if p.Retention {
 		p.MaxAge = cRetentionMaxAge
@@ -181,10 +186,10 @@ func generate(seed uint64, base time.Time, s cSettings) *cPlan {
 	var mix []weighted
 	for _, w := range []weighted{{clsReadings, 30}, {clsHTTP, 25}, {clsMapped, 10}, {clsSparkplug, 20}, {clsResend, 8},
 		{clsAgeLimit, 3}, {clsAuth, 4}, {clsSpbWill, 3}, {clsSpbEarly, 2}, {clsDedupMerge, 3}, {clsRetention, 2}} {
-		if !has(w.class) || (w.class == clsSparkplug || w.class == clsSpbWill || w.class == clsSpbEarly) && p.Auth {
-			continue // under auth the Sparkplug classes stay out: the grants a node needs are the auth fix's to define
+		if !has(w.class) {
+			continue
 		}
-		if w.class == clsAuth && !p.Auth || w.class == clsDedupMerge && p.Dedup == "off" {
+		if w.class == clsAuth && !p.Auth || w.class == clsDedupMerge && p.Dedup == "off" || w.class == clsRetention && !p.Retention {
 			continue
 		}
 		mix = append(mix, w)
@@ -235,8 +240,9 @@ func (g *cGen) op(id int, class string) *cOp {
 	case clsHTTP:
 		switch r.IntN(4) {
 		case 0: // the seed's endpoint: the body's id is the tag, the reading a smallint
-			row := cRow{Device: dev, Metric: "reading", Tag: strconv.Itoa(id), Value: float64(id % 30000), TS: g.ts(id, 0)}
-			row.Dedupable = false // --dedup keys of /readings/fast change with issue 16: checked loosely
+			// Under --dedup natural its key is the device, the body's id and the
+			// time; under --dedup id it has none (no Idempotency-Key header).
+			row := cRow{Device: dev, Metric: "reading", Tag: strconv.Itoa(id), Value: float64(id % 30000), TS: g.ts(id, 0), Dedupable: g.dedup == "natural"}
 			body := fmt.Sprintf(`{"id":%d,"reading":%d,"timestamp":%q}`, id, id%30000, row.TS.Format(time.RFC3339Nano))
 			return &cOp{Kind: "fast", Client: dev, Path: "/readings/fast", Header: map[string]string{"X-Device-ID": dev}, Body: body, Rows: []cRow{row}}
 		case 1:
@@ -272,9 +278,21 @@ func (g *cGen) op(id int, class string) *cOp {
 		op := g.spbData(id, node, "spb-takeover")
 		return op
 	case clsSpbEarly:
+		if r.IntN(2) == 0 {
+			// A born node's NDATA with an alias no birth gave beside known
+			// ones: dead-lettered whole, none of its values a row.
+			op := g.spbData(id, fmt.Sprintf("e%d", r.IntN(cEdgeNodes)), "spb-data")
+			g.unknownAlias(op, id)
+			return op
+		}
+		// A node that never births (x1..x4, reused: none has state).
 		g.spbGen["early"]++
-		node := fmt.Sprintf("x%d", g.spbGen["early"])
-		return g.spbData(id, node, "spb-early")
+		node := fmt.Sprintf("x%d", 1+g.spbGen["early"]%cEarlyNodes)
+		op := g.spbData(id, node, "spb-early")
+		if r.IntN(2) == 0 {
+			g.unknownAlias(op, id)
+		}
+		return op
 	case clsResend:
 		for range 10 {
 			if len(g.p.Ops) == 0 {
@@ -302,11 +320,23 @@ func (g *cGen) op(id int, class string) *cOp {
 		row := g.row(dev, "reading", id, 0, ts)
 		return &cOp{Kind: "v1", Client: dev, Path: "/v1/readings", Body: g.reading(row, true), Rows: []cRow{row}}
 	case clsRetention:
-		ts := g.p.Base.Add(-cRetention - 24*time.Hour - time.Duration(r.IntN(3600))*time.Second)
+		// Within an hour either side of the edges' bound (the retention
+		// minus one interval): older ones are refused (422, MQTT 5 0x99, an
+		// MQTT 3.1.1 QoS 1/2 publish acknowledged as an edge dead letter);
+		// one accepted must survive the maintenance pass the check runs.
+		ts := g.p.Base.Add(-cRetentionMaxAge + time.Hour - time.Duration(r.IntN(7200))*time.Second).Add(time.Duration(id) * time.Millisecond)
 		row := g.row(dev, "reading", id, 0, ts)
 		row.Old = true
+		if r.IntN(2) == 0 {
+			op := &cOp{Kind: "mqtt", Client: dev, Proto: []int{3, 5}[r.IntN(2)], QoS: byte(1 + r.IntN(2)), Topic: "devices/" + dev + "/readings"}
+			op.Body, op.Rows = g.reading(row, false), []cRow{row}
+			return op
+		}
 		return &cOp{Kind: "v1", Client: dev, Path: "/v1/readings", Body: g.reading(row, true), Rows: []cRow{row}}
 	case clsAuth:
+		if slices.Contains(g.p.Classes, clsSparkplug) && r.IntN(2) == 0 {
+			return g.spbProbe(id, dev)
+		}
 		target := g.device(r.IntN(cDevices))
 		for target == dev {
 			target = g.device(r.IntN(cDevices))
@@ -398,6 +428,59 @@ func (g *cGen) spbData(id int, node, kind string) *cOp {
 		op.Rows = append(op.Rows, cRow{Device: "cg/" + node, Metric: "M9", Tag: strconv.FormatFloat(value(id, 2), 'g', -1, 64), Value: value(id, 2), TS: ts})
 	}
 	return op
+}
+
+// unknownAlias adds to a Sparkplug NDATA a third metric by alias 9, which no
+// birth gives: the whole message must become an edge dead letter.
+func (g *cGen) unknownAlias(op *cOp, id int) {
+	v := value(id, 2)
+	op.Values = append(op.Values, v)
+	op.Rows = append(op.Rows, cRow{Device: op.Rows[0].Device, Metric: "M9", Tag: strconv.FormatFloat(v, 'g', -1, 64), Value: v, TS: op.Rows[0].TS})
+}
+
+// cStateTopic is the STATE topic of the campaign's (absent) host
+// application, which only a write= grant may publish.
+const cStateTopic = "spBv1.0/STATE/scada"
+
+// cOtherGroup is a Sparkplug group no credential names.
+const cOtherGroup = "og"
+
+// spbProbe is an auth probe against Sparkplug B (under --mqtt-auth): an edge
+// node births in a group its credentials do not name, or sends DATA as
+// another edge node of its own group; a plain device publishes the host's
+// STATE (retained) or connects with it as its will. Each must be refused and
+// nothing of it stored or delivered (an observer subscribes to STATE and to
+// the other group).
+func (g *cGen) spbProbe(id int, dev string) *cOp {
+	r := g.r
+	node := fmt.Sprintf("e%d", r.IntN(cEdgeNodes))
+	state := fmt.Sprintf(`{"online":false,"timestamp":%d,"cid":"o%d"}`, g.ts(id, 0).UnixMilli(), id)
+	// The rows a probe would make if it were let through (the NBIRTH's or
+	// the NDATA's values, under the device it names): never stored.
+	rows := func(device string) []cRow {
+		var out []cRow
+		for k := range 2 {
+			v := value(id, k)
+			out = append(out, cRow{Device: device, Metric: fmt.Sprintf("M%d", k+1), Tag: strconv.FormatFloat(v, 'g', -1, 64), Value: v, TS: g.ts(id, 0)})
+		}
+		return out
+	}
+	switch r.IntN(4) {
+	case 0:
+		return &cOp{Kind: "spb-probe-group", Client: node, Topic: "spBv1.0/" + cOtherGroup + "/NBIRTH/" + node,
+			Values: []float64{value(id, 0), value(id, 1)}, Rows: rows(cOtherGroup + "/" + node), Refuse: true, Target: cOtherGroup + "/" + node}
+	case 1:
+		other := fmt.Sprintf("e%d", r.IntN(cEdgeNodes))
+		for other == node {
+			other = fmt.Sprintf("e%d", r.IntN(cEdgeNodes))
+		}
+		return &cOp{Kind: "spb-probe-node", Client: node, Topic: spbTopic("NDATA", other),
+			Values: []float64{value(id, 0), value(id, 1)}, Rows: rows(cSpbGroup + "/" + other), Refuse: true, Target: cSpbGroup + "/" + other}
+	case 2:
+		return &cOp{Kind: "spb-probe-state", Client: dev, Proto: 5, QoS: 1, Topic: cStateTopic, Body: state, Refuse: true, Target: cStateTopic}
+	default:
+		return &cOp{Kind: "spb-probe-will", Client: dev, Proto: 5, QoS: 1, Topic: cStateTopic, Body: state, Refuse: true, Target: cStateTopic}
+	}
 }
 
 // schedule draws the faults: one at a time, each lasting 5-24 ops (a

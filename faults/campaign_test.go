@@ -17,7 +17,7 @@ package faults
 //	FIREHOSE_CAMPAIGN=long        the long form: CAMPAIGN_SEEDS seeds (default 20), 1,500 ops each
 //	CAMPAIGN_SEEDS=N              seeds of the long form
 //	FIREHOSE_CAMPAIGN_OPS=N       operations per seed
-//	FIREHOSE_CAMPAIGN_CLASSES=... default, all, or a comma list (+name adds to the default)
+//	FIREHOSE_CAMPAIGN_CLASSES=... default or all (every class), or a comma list of classes
 //	FIREHOSE_CAMPAIGN_FAULTS=...  a comma list of fault kinds, or none (default: all of them)
 //	FIREHOSE_CAMPAIGN_OUT=DIR     where failure files go (default $TMPDIR/firehose-campaign)
 //	FIREHOSE_CAMPAIGN_TABLE=FILE  append each seed's table row (JSON) to FILE
@@ -72,7 +72,10 @@ func campaignSettings(t *testing.T) (cSettings, []uint64) {
 	t.Helper()
 	long := os.Getenv("FIREHOSE_CAMPAIGN") == "long"
 	s := cSettings{Ops: 300, Long: long, Faults: campaignFaultKinds, Classes: campaignDefaultClasses}
-	seeds := []uint64{1, 2, 3}
+	// The short form's seeds: between them every fault kind but the cluster
+	// failover, --dedup off, id and natural, --mqtt-auth on and off, AOF and
+	// RDB, with the retention bound (see RELIABILITY.md).
+	seeds := []uint64{12, 18, 28}
 	if long {
 		s.Ops = 1500
 		n := 20
@@ -206,6 +209,11 @@ func runSeed(t *testing.T, pg *PGCluster, seed uint64, s cSettings) cTableRow {
 			t.Fatalf("subscribers: %v", err)
 		}
 		defer closeSubs()
+		closeObs, err := subscribeObserver(tg)
+		if err != nil {
+			t.Fatalf("observer: %v", err)
+		}
+		defer closeObs()
 	}
 
 	answers := make([]cAnswer, len(plan.Ops))
@@ -266,7 +274,7 @@ func runSeed(t *testing.T, pg *PGCluster, seed uint64, s cSettings) cTableRow {
 	if st.Rows, err = cReadRows(ctx, e.dbURL); err != nil {
 		t.Fatalf("read readings: %v", err)
 	}
-	st.DeadLetters = cDeadLetterSearch(ctx, e.dbURL)
+	st.DeadLetters = cEdgeDeadLetters(ctx, e.dbURL)
 	st.Commands = tg.Commands.Got
 	if st.RedisMemory, err = e.usedMemory(ctx); err != nil {
 		t.Fatalf("INFO memory: %v", err)

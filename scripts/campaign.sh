@@ -6,8 +6,8 @@
 #   scripts/campaign.sh                  # the long form: CAMPAIGN_SEEDS seeds (20), 1,500 ops each
 #   SEED=7 scripts/campaign.sh           # replay seed 7 (as a failure file names it)
 #   CAMPAIGN_SEEDS=5 CAMPAIGN_OPS=800 scripts/campaign.sh
-#   CAMPAIGN_CLASSES=all scripts/campaign.sh          # the hole classes of issue 16 too
-#   CAMPAIGN_CLASSES=+spbwill CAMPAIGN_FAULTS=edge-kill,redis-kill scripts/campaign.sh
+#   CAMPAIGN_CLASSES=readings,sparkplug scripts/campaign.sh   # only some classes (default: all)
+#   CAMPAIGN_CLASSES=spbwill,sparkplug CAMPAIGN_FAULTS=edge-kill,redis-kill scripts/campaign.sh
 #
 # A failing seed's plan, faults as they ran and violating readings go to
 # faults/campaign-failures/seed-N.json (CAMPAIGN_OUT to change); the path is printed.
