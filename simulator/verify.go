@@ -128,7 +128,7 @@ func countRows(ctx context.Context, db *pgxpool.Pool, sc scope) (int64, error) {
 // while and has reached acked (the rest were QoS 0 readings that were lost),
 // or when the target's backlog is empty (nothing more is on its way).
 // backlog returns the backlog scraped since the wait began, -1 when unknown.
-// A transient failure of PostgreSQL (transientPG: the database restarting,
+// A transient failure of PostgreSQL (pgretry.Transient: the database restarting,
 // a dropped connection) is retried (logged to log), within ctx.
 func waitLanding(ctx context.Context, db *pgxpool.Pool, sc scope, acked, want int64, timeout time.Duration,
 	backlog func() int64, progress func(int64), log *slog.Logger) (rows int64, timedOut bool, err error) {

@@ -4,17 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"net"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/redis/go-redis/v9"
 
 	"firehose/ingest"
+
+	"firehose/internal/pgretry"
 )
 
 // awaitDefault bounds Await when the test has no deadline (go test
@@ -52,31 +51,8 @@ func Await(t testing.TB, cond func() bool, msg string, args ...any) time.Duratio
 }
 
 // TransientPG reports whether a PostgreSQL error may go away by itself, so a
-// checker should retry rather than fail: the server starting up or shutting
-// down (SQLSTATE 57P01-57P03), a connection exception (class 08),
-// insufficient resources (class 53), a serialization failure or deadlock
-// (40001, 40P01), or the connection failing below SQL (refused, reset,
-// closed, timed out).
-func TransientPG(err error) bool {
-	if err == nil {
-		return false
-	}
-	var pe *pgconn.PgError
-	if errors.As(err, &pe) {
-		switch {
-		case pe.Code == "57P01", pe.Code == "57P02", pe.Code == "57P03",
-			pe.Code == "40001", pe.Code == "40P01",
-			strings.HasPrefix(pe.Code, "08"), strings.HasPrefix(pe.Code, "53"):
-			return true
-		}
-		return false
-	}
-	var ne net.Error
-	var ce *pgconn.ConnectError
-	return errors.As(err, &ce) || errors.As(err, &ne) || errors.Is(err, io.EOF) ||
-		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) ||
-		pgconn.SafeToRetry(err) || pgconn.Timeout(err)
-}
+// checker should retry rather than fail (pgretry.Transient).
+func TransientPG(err error) bool { return pgretry.Transient(err) }
 
 // RetryPG runs f until it returns nil or an error that is not transient
 // (TransientPG), backing off from 100 ms to 2 s between attempts; ctx bounds
