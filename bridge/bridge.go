@@ -166,10 +166,7 @@ func (b *Bridge) runShard(ctx context.Context, shard int, fail context.CancelCau
 // coordinator counts it as being taken meanwhile).
 func (b *Bridge) takeShard(ctx context.Context, shard int, log *slog.Logger, bo *backoff, fail context.CancelCauseFunc) {
 	for {
-		// The buffer at its working size from the start (a read may bring a
-		// batch entry's worth past BatchSize): growing it to there would copy
-		// it over and over.
-		s := &session{b: b, shard: shard, key: b.keys[shard], log: log, buf: make([]entry, 0, b.cfg.BatchSize+b.cfg.BatchSize/4)}
+		s := &session{b: b, shard: shard, key: b.keys[shard], log: log, batch: newBatcher(b.cfg.BatchSize, b.cfg.BatchAge)}
 		err := s.run(ctx)
 		switch {
 		case errors.Is(err, ErrDeploymentMismatch):

@@ -39,18 +39,18 @@ type commitResult struct {
 	oldest                      time.Time // earliest ReceivedAt of the batch
 }
 
-// commit writes the buffer in one transaction: the good readings by COPY,
+// commit writes the batch buf in one transaction: the good readings by COPY,
 // the bad entries into readings_rejected, and the checkpoint = the last
 // buffered id. If PostgreSQL refuses a row (a data or constraint error) the
 // batch is COPYed again in halves under savepoints until the refused rows are
 // isolated; they go to readings_rejected and the rest commits. Any other
 // error aborts the transaction and is returned: nothing was written.
-func (s *session) commit(ctx context.Context) (commitResult, error) {
+func (s *session) commit(ctx context.Context, buf []entry) (commitResult, error) {
 	var res commitResult
-	good := make([]*entry, 0, len(s.buf))
+	good := make([]*entry, 0, len(buf))
 	var bad, dead []*entry
-	for i := range s.buf {
-		e := &s.buf[i]
+	for i := range buf {
+		e := &buf[i]
 		e.pos = i
 		if e.dl != nil {
 			dead = append(dead, e)

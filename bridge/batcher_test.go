@@ -1,0 +1,238 @@
+package bridge
+
+import (
+	"errors"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"firehose/ingest"
+)
+
+// The batcher's decisions without Redis or PostgreSQL: the time is passed in.
+
+var t0 = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+
+// single is a stream message of one version-1 reading.
+func single(id string, seq int) redis.XMessage {
+	r := ingest.Reading{DeviceID: "dev", Time: t0, ReceivedAt: t0, Value: float64(seq)}
+	return redis.XMessage{ID: id, Values: map[string]any{
+		ingest.FieldVersion: ingest.CodecVersion,
+		ingest.FieldBody:    string(ingest.AppendEncode(nil, &r)),
+	}}
+}
+
+// batchOf is a stream message of one batch entry (version 2) of n readings.
+func batchOf(id string, n int) redis.XMessage {
+	rs := make([]*ingest.Reading, n)
+	for i := range rs {
+		rs[i] = &ingest.Reading{DeviceID: "dev", Time: t0, ReceivedAt: t0, Value: float64(i)}
+	}
+	return redis.XMessage{ID: id, Values: map[string]any{
+		ingest.FieldVersion: ingest.CodecBatch,
+		ingest.FieldCount:   strconv.Itoa(n),
+		ingest.FieldBody:    string(ingest.AppendBatch(nil, rs)),
+	}}
+}
+
+func TestBatcherFlushBySize(t *testing.T) {
+	b := newBatcher(4, time.Second)
+	for i := range 3 {
+		if full := b.add(single("1-"+strconv.Itoa(i), i), t0); full {
+			t.Fatalf("full after %d of 4 readings", i+1)
+		}
+	}
+	if got := b.due(t0); got != "" {
+		t.Fatalf("due with 3 of 4 readings: %q", got)
+	}
+	if !b.add(single("1-3", 3), t0) {
+		t.Fatal("add of the 4th reading did not report the batch full")
+	}
+	if got := b.due(t0); got != triggerSize {
+		t.Fatalf("due = %q, want %q", got, triggerSize)
+	}
+	// A read may overshoot: a batch entry counts its readings.
+	b.add(batchOf("1-4", 3), t0)
+	batch, _ := b.flush()
+	if len(batch) != 7 {
+		t.Fatalf("flush handed out %d entries, want 7", len(batch))
+	}
+	b.reset()
+	if b.len() != 0 || b.due(t0) != "" {
+		t.Fatalf("after reset: len %d, due %q", b.len(), b.due(t0))
+	}
+}
+
+func TestBatcherFlushByAge(t *testing.T) {
+	const age = 200 * time.Millisecond
+	b := newBatcher(100, age)
+	b.add(single("1-0", 0), t0)
+	// Later readings do not move the batch's deadline: its oldest decides.
+	b.add(single("1-1", 1), t0.Add(150*time.Millisecond))
+	tests := []struct {
+		name string
+		at   time.Duration // after the first add
+		want string
+	}{
+		{"fresh", 0, ""},
+		{"just before", age - 2*time.Millisecond, ""},
+		{"within a millisecond", age - time.Millisecond/2, triggerAge},
+		{"at its age", age, triggerAge},
+		{"long after", 10 * age, triggerAge},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := b.due(t0.Add(tt.at)); got != tt.want {
+				t.Errorf("due at +%s = %q, want %q", tt.at, got, tt.want)
+			}
+		})
+	}
+	// After the flush the next batch's age runs from its own first reading.
+	b.reset()
+	b.add(single("1-2", 2), t0.Add(time.Second))
+	if got := b.due(t0.Add(time.Second + age/2)); got != "" {
+		t.Errorf("new batch due at half its age: %q", got)
+	}
+}
+
+// A quiet stream: nothing arrives after the first readings. The reads that
+// follow may block only until the batch's age, and the batch is then due, so
+// its readings are not stranded waiting for a next entry (the seed's bug).
+func TestBatcherFlushWhenStreamGoesQuiet(t *testing.T) {
+	const age = 200 * time.Millisecond
+	b := newBatcher(5000, age)
+
+	// Empty: a read blocks for the idle bound.
+	if r := b.next(t0, false); r.block != maxIdleBlock || r.pause != 0 || r.count != 1 {
+		t.Fatalf("empty batcher's read = %+v, want block %s, no pause, count 1", r, maxIdleBlock)
+	}
+	b.add(batchOf("1-0", 10), t0)
+	now := t0
+	for _, elapsed := range []time.Duration{0, 50 * time.Millisecond, 199 * time.Millisecond} {
+		now = t0.Add(elapsed)
+		if got := b.due(now); got != "" {
+			t.Fatalf("due at +%s: %q", elapsed, got)
+		}
+		r := b.next(now, false)
+		if want := age - elapsed; r.block != want {
+			t.Fatalf("read at +%s blocks %s, want at most the batch's age: %s", elapsed, r.block, want)
+		}
+		// The read returns nothing: the batch is unchanged.
+		now = now.Add(r.block)
+	}
+	if got := b.due(now); got != triggerAge {
+		t.Fatalf("quiet stream: due after the blocked reads = %q, want %q", got, triggerAge)
+	}
+
+	// A shard at the end of its stream paces its reads and does not block.
+	b.reset()
+	b.add(batchOf("1-1", 10), t0)
+	r := b.next(t0.Add(190*time.Millisecond), true)
+	if r.block != -1 || r.pause != 10*time.Millisecond {
+		t.Fatalf("caught-up read near the age = %+v, want pause 10ms (the time left), no block", r)
+	}
+	if r := b.next(t0, true); r.pause != readPace(age) {
+		t.Fatalf("caught-up read = %+v, want pause %s", r, readPace(age))
+	}
+}
+
+// At shutdown the session takes one more read of what fits, then flushes
+// whatever the batch holds, neither full nor old.
+func TestBatcherFlushAtShutdown(t *testing.T) {
+	b := newBatcher(100, time.Second)
+	if count, ok := b.shutdownRead(); !ok || count != 1 {
+		t.Fatalf("shutdown read of an empty batcher that knows no entry = %d, %v; want 1, true", count, ok)
+	}
+	b.add(batchOf("1-0", 10), t0)
+	b.add(single("1-1", 1), t0)
+	if count, ok := b.shutdownRead(); !ok || count != 8 { // 89 readings of room, entries of up to 10
+		t.Fatalf("shutdown read = %d, %v; want 8, true", count, ok)
+	}
+	if got := b.due(t0); got != "" {
+		t.Fatalf("due = %q: the test wants a batch that is not", got)
+	}
+	batch, declared := b.flush()
+	if len(batch) != 11 || declared != 10 {
+		t.Fatalf("flush = %d entries declaring %d readings, want 11 and 10", len(batch), declared)
+	}
+	if batch[0].entryID() != "1-0/1" || batch[10].entryID() != "1-1" {
+		t.Errorf("entry ids %q .. %q", batch[0].entryID(), batch[10].entryID())
+	}
+	// Until reset the batch stays (a failed commit leaves it to the session).
+	if b.len() != 11 {
+		t.Fatalf("flush emptied the batcher: len %d", b.len())
+	}
+	b.reset()
+	if batch, declared := b.flush(); len(batch) != 0 || declared != 0 {
+		t.Fatalf("after reset: %d entries, %d declared", len(batch), declared)
+	}
+
+	// A full batch leaves no room: no read at shutdown.
+	b.add(batchOf("1-2", 100), t0)
+	if _, ok := b.shutdownRead(); ok {
+		t.Fatal("full batch: shutdown read planned")
+	}
+}
+
+func TestBatcherReadCountFollowsLargestEntry(t *testing.T) {
+	b := newBatcher(1000, time.Second)
+	tests := []struct {
+		name string
+		add  redis.XMessage
+		want int64 // entries to read next
+	}{
+		{"entry of one", single("1-0", 0), 999},
+		{"batch of 100", batchOf("1-1", 100), 8}, // 899 readings of room / 100
+		{"smaller entry keeps the largest", single("1-2", 2), 8},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b.add(tt.add, t0)
+			if got := b.next(t0, false).count; got != tt.want {
+				t.Errorf("count = %d, want %d", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestAppendDecoded(t *testing.T) {
+	deadLetter := ingest.DeadLetter{}
+	tests := []struct {
+		name         string
+		msg          redis.XMessage
+		entries      int
+		declared     int64
+		firstBad     error // errors.Is of the first entry's bad; nil: decodes
+		firstDumpRaw bool
+	}{
+		{"single", single("1-0", 0), 1, 0, nil, false},
+		{"batch", batchOf("1-1", 3), 3, 3, nil, false},
+		{"no body", redis.XMessage{ID: "1-2", Values: map[string]any{ingest.FieldVersion: "1"}}, 1, 0, ingest.ErrCorruptEntry, true},
+		{"broken batch framing", redis.XMessage{ID: "1-3", Values: map[string]any{
+			ingest.FieldVersion: ingest.CodecBatch, ingest.FieldCount: "2", ingest.FieldBody: "\x02\x05ab",
+		}}, 1, 2, ingest.ErrCorruptEntry, false},
+		{"dead letter", redis.XMessage{ID: "1-4", Values: map[string]any{
+			ingest.FieldVersion: ingest.CodecDeadLetter, ingest.FieldBody: string(ingest.AppendDeadLetter(nil, &deadLetter)),
+		}}, 1, 1, nil, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			buf, declared := appendDecoded(nil, tt.msg)
+			if len(buf) != tt.entries || declared != tt.declared {
+				t.Fatalf("%d entries declaring %d, want %d and %d", len(buf), declared, tt.entries, tt.declared)
+			}
+			e := buf[0]
+			switch {
+			case tt.firstBad == nil && e.bad != nil:
+				t.Errorf("first entry rejected: %v", e.bad)
+			case tt.firstBad != nil && !errors.Is(e.bad, tt.firstBad):
+				t.Errorf("first entry's error %v, want %v", e.bad, tt.firstBad)
+			}
+			if e.dump != tt.firstDumpRaw {
+				t.Errorf("dump = %v, want %v", e.dump, tt.firstDumpRaw)
+			}
+		})
+	}
+}
