@@ -18,6 +18,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"firehose/ingest"
+	"firehose/internal/backoff"
 )
 
 // Config tunes a Bridge. Zero fields take the documented defaults.
@@ -42,7 +43,8 @@ type Config struct {
 	// way then and the final commit of what is buffered. Default 10s.
 	ShutdownTimeout time.Duration
 	// MaxBackoff caps the wait between retries after PostgreSQL or Redis
-	// failed. Default 5s (doubling from 100ms).
+	// failed. Default 5s (doubling from 100ms; each wait ±20%, see
+	// internal/backoff).
 	MaxBackoff time.Duration
 	// SessionTimeout bounds how long a shard stays with a bridge that has
 	// gone silent (dead host, frozen network path): after it, PostgreSQL has
@@ -145,7 +147,7 @@ func (b *Bridge) Run(ctx context.Context) error {
 // connection. An error no retry can mend ends every shard through fail.
 func (b *Bridge) runShard(ctx context.Context, shard int, fail context.CancelCauseFunc) {
 	log := b.log.With("stream", b.keys[shard])
-	bo := backoff{min: 100 * time.Millisecond, max: b.cfg.MaxBackoff}
+	bo := backoff.New(100*time.Millisecond, b.cfg.MaxBackoff)
 	for {
 		select {
 		case <-ctx.Done():
@@ -164,7 +166,7 @@ func (b *Bridge) runShard(ctx context.Context, shard int, fail context.CancelCau
 // over, another bridge holds its lock, or ctx ends. After a failure it backs
 // off and tries again: the shard is still this bridge's to take (the
 // coordinator counts it as being taken meanwhile).
-func (b *Bridge) takeShard(ctx context.Context, shard int, log *slog.Logger, bo *backoff, fail context.CancelCauseFunc) {
+func (b *Bridge) takeShard(ctx context.Context, shard int, log *slog.Logger, bo *backoff.Schedule, fail context.CancelCauseFunc) {
 	for {
 		s := &session{b: b, shard: shard, key: b.keys[shard], log: log, batch: newBatcher(b.cfg.BatchSize, b.cfg.BatchAge)}
 		err := s.run(ctx)
@@ -180,11 +182,12 @@ func (b *Bridge) takeShard(ctx context.Context, shard int, log *slog.Logger, bo 
 			return
 		}
 		if s.progressed {
-			bo.reset()
+			bo.Reset()
 		}
-		log.Warn("shard session ended; retrying", "err", err, "retry_in", bo.peek())
+		wait := bo.Next()
+		log.Warn("shard session ended; retrying", "err", err, "retry_in", wait)
 		b.bal.retrying(shard)
-		if !bo.wait(ctx) {
+		if !sleepCtx(ctx, wait) {
 			return
 		}
 	}
@@ -283,27 +286,6 @@ func LockKey(stream string) int64 {
 	h.Write([]byte("firehose bridge "))
 	h.Write([]byte(stream))
 	return int64(h.Sum64())
-}
-
-// backoff doubles a wait from min to max.
-type backoff struct {
-	min, max, cur time.Duration
-}
-
-func (b *backoff) peek() time.Duration {
-	if b.cur == 0 {
-		return b.min
-	}
-	return b.cur
-}
-
-func (b *backoff) reset() { b.cur = 0 }
-
-// wait sleeps the current backoff, then doubles it; false if ctx ended first.
-func (b *backoff) wait(ctx context.Context) bool {
-	d := b.peek()
-	b.cur = min(2*d, b.max)
-	return sleepCtx(ctx, d)
 }
 
 // sleepCtx waits d, or until ctx ends (then false).

@@ -449,21 +449,6 @@ func TestIntegrationRecreatedStreamIsReadFromStart(t *testing.T) {
 	e.waitRows(1, 5*time.Second)
 }
 
-func TestBackoffDoublesToCap(t *testing.T) {
-	b := backoff{min: 10 * time.Millisecond, max: 35 * time.Millisecond}
-	var got []time.Duration
-	for range 4 {
-		got = append(got, b.peek())
-		b.cur = min(2*b.peek(), b.max)
-	}
-	want := []time.Duration{10, 20, 35, 35}
-	for i := range want {
-		if got[i] != want[i]*time.Millisecond {
-			t.Fatalf("backoff steps %v, want %v ms", got, want)
-		}
-	}
-}
-
 func TestRowRefusedClassifiesSQLState(t *testing.T) {
 	for _, tc := range []struct {
 		name string

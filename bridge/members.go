@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"firehose/internal/backoff"
 )
 
 // The bridges of a deployment share its shards through PostgreSQL: each is a
@@ -84,7 +86,7 @@ ORDER BY k.ord`
 // takes none.
 func (b *Bridge) coordinate(ctx context.Context) {
 	log := b.log.With("prefix", b.prefix)
-	bo := backoff{min: 100 * time.Millisecond, max: b.cfg.MaxBackoff}
+	bo := backoff.New(100*time.Millisecond, b.cfg.MaxBackoff)
 	for ctx.Err() == nil {
 		joined, err := b.membership(ctx)
 		if ctx.Err() != nil {
@@ -92,10 +94,11 @@ func (b *Bridge) coordinate(ctx context.Context) {
 		}
 		b.m.countError(err)
 		if joined {
-			bo.reset()
+			bo.Reset()
 		}
-		log.Warn("bridge membership session ended; joining again", "err", err, "retry_in", bo.peek())
-		if !bo.wait(ctx) {
+		wait := bo.Next()
+		log.Warn("bridge membership session ended; joining again", "err", err, "retry_in", wait)
+		if !sleepCtx(ctx, wait) {
 			return
 		}
 	}

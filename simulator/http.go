@@ -12,10 +12,12 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"firehose/internal/backoff"
 )
 
 // Bounds of the wait before resending after a 503 (its Retry-After) or an
-// error (doubling from the first to the last).
+// error (doubling from the first to the last, each ±20%: internal/backoff).
 const (
 	minRetryWait   = 100 * time.Millisecond
 	maxRetryWait   = 10 * time.Second
@@ -139,7 +141,7 @@ func (f *fleet) sendHTTP(ctx context.Context, d *device, h http.Header, body []b
 	// The attempt in flight completes even after ctx ends (Timeout bounds
 	// it): its answer says whether the readings were stored.
 	reqCtx := d.reqCtx
-	backoff := firstBackoff
+	bo := backoff.New(firstBackoff, maxBackoff)
 	for attempt := 1; ; attempt++ {
 		if attempt > 1 {
 			// The earlier attempt got no answer we could trust, so it may
@@ -184,7 +186,7 @@ func (f *fleet) sendHTTP(ctx context.Context, d *device, h http.Header, body []b
 			} else {
 				f.noteError(fmt.Errorf("HTTP %d: %s", a.code, a.body))
 			}
-			wait, backoff = backoff, min(2*backoff, maxBackoff)
+			wait = bo.Next()
 		default:
 			f.c.reject("HTTP "+strconv.Itoa(a.code), n)
 			err := fmt.Errorf("POST %s answered %d: %s", f.http.url, a.code, a.body)

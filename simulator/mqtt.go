@@ -14,6 +14,7 @@ import (
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
+	"firehose/internal/backoff"
 	"firehose/internal/pahostore"
 )
 
@@ -251,7 +252,7 @@ func (f *fleet) publishUnits(ctx context.Context, d *device, md *mqttDevice, led
 		d.buf = build(d.buf[:0])
 	}
 	payload := d.buf
-	backoff := firstBackoff
+	bo := backoff.New(firstBackoff, maxBackoff)
 	for attempt := 1; ; attempt++ {
 		if attempt > 1 {
 			led.mark(first, n, flagResent)
@@ -304,11 +305,10 @@ func (f *fleet) publishUnits(ctx context.Context, d *device, md *mqttDevice, led
 			f.c.givenUp.Add(int64(n))
 			return false, payload
 		}
-		if qos == 0 || attempt >= f.cfg.MaxAttempts || !sleep(ctx, backoff) {
+		if qos == 0 || attempt >= f.cfg.MaxAttempts || !sleep(ctx, bo.Next()) {
 			f.c.givenUp.Add(int64(n))
 			return false, payload
 		}
-		backoff = min(2*backoff, maxBackoff)
 	}
 }
 
