@@ -90,8 +90,8 @@ func (b *batcher) untilAge(now time.Time) time.Duration {
 	return b.age - now.Sub(b.oldest)
 }
 
-// read is what the session does before its next read of the stream.
-type read struct {
+// readPlan is what the session does for its next read of the stream.
+type readPlan struct {
 	// pause: wait this long first, gathering what arrives (see readPace);
 	// 0: read at once.
 	pause time.Duration
@@ -105,8 +105,8 @@ type read struct {
 // next is the session's next read at now, for a shard that has caught up
 // with its stream (the last read returned entries, fewer than asked) or not.
 // Call it only when due(now) is "".
-func (b *batcher) next(now time.Time, caughtUp bool) read {
-	r := read{block: maxIdleBlock, count: b.entriesFor(b.size - len(b.buf))}
+func (b *batcher) next(now time.Time, caughtUp bool) readPlan {
+	r := readPlan{block: maxIdleBlock, count: b.entriesFor(b.size - len(b.buf))}
 	if len(b.buf) > 0 {
 		// At least a millisecond (as due promises): XREAD BLOCK 0 would
 		// wait for ever.
