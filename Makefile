@@ -16,8 +16,9 @@ build:
 services:
 	scripts/services.sh ensure
 
-# Ensure PostgreSQL and Redis, create the database, build, start the stack, send a
-# burst of readings, report what landed, stop cleanly.
+# Ensure PostgreSQL and Redis, create the database, build, start the stack, send readings
+# from a fleet of MQTT devices at QoS 1 and from HTTP clients, report for each what was
+# acknowledged and what landed, stop cleanly (cmd/firehose/demo.go).
 demo: services build
 	scripts/services.sh createdb firehose
 	$(BIN) demo

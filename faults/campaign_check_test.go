@@ -3,7 +3,7 @@ package faults
 // The campaign's checker: one function, check, over everything the clients
 // saw (every op's answers) and everything stored (rows of readings, dead
 // letters, what subscribers received, memory after the drain), stating the
-// invariants of README "Guarantees, and where they end" for the settings in
+// invariants of docs/guarantees.md for the settings in
 // force:
 //
 //   - every row an acknowledged message carries is stored, with the value
@@ -29,7 +29,7 @@ package faults
 // Readings the retention class sends lie within an hour either side of the
 // edges' age bound (the retention minus one partition interval): those
 // beyond it must be refused (or, MQTT 3.1.1, dead-lettered), and one
-// acknowledged must survive the maintenance pass the check runs (README,
+// acknowledged must survive the maintenance pass the check runs (docs/partitions.md,
 // "Acknowledged means kept").
 
 import (
@@ -48,7 +48,7 @@ import (
 )
 
 // Memory bounds after the drain: Redis holds the (trimmed) streams, the
-// dedup keys of the window (66 bytes a reading, README) and Sparkplug state;
+// dedup keys of the window (66 bytes a reading, docs/guarantees.md) and Sparkplug state;
 // the processes hold their pools and the broker's sessions.
 const (
 	cRedisMemoryBound = 64 << 20

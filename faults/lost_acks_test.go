@@ -7,7 +7,7 @@ package faults
 // killed with SIGKILL and restarted from its AOF. The devices resend what got
 // no acknowledgement. With --dedup on, every resend is answered success and
 // nothing lands twice; with it off (long form, the same faults) the resends
-// land twice, which is what the README promised before --dedup.
+// land twice, which is what docs/guarantees.md promised before --dedup.
 
 import (
 	"fmt"

@@ -29,7 +29,7 @@ import (
 //     its acknowledgement, so the promoted replica has it (while the replicas
 //     lag, callers are refused after --redis-replica-timeout instead);
 //   - with 0, what the promoted replica had not received is lost: the test
-//     reports how many acknowledged readings that was (the README's figure),
+//     reports how many acknowledged readings that was (docs/guarantees.md's figure),
 //     and still none landed twice.
 //
 // Two replicas, so that the promoted one has a replica of its own and

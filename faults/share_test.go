@@ -20,7 +20,7 @@ const (
 	shShards  = 12
 	shBridges = 3
 	// shLockRetry is the bridges' --lock-retry: their heartbeat and
-	// rebalancing tick. The documented bounds (bridge/members.go, README):
+	// rebalancing tick. The documented bounds (bridge/members.go, docs/operations.md):
 	// a dead bridge's shards are taken within 2 ticks, a joining bridge has
 	// its share within 2 ticks + 1 s + a commit. The bounds here add slack
 	// for a loaded 2-core machine and, for a join, the start of the process

@@ -7,8 +7,7 @@ import (
 )
 
 // Rule says how the messages of one shape become readings. The YAML keys
-// are those of the configuration file's rules (see the README, "Mapping your
-// devices").
+// are those of the configuration file's rules (see docs/mapping.md).
 type Rule struct {
 	// Name names the rule in errors and metrics.
 	Name string `yaml:"name"`

@@ -188,7 +188,7 @@ func (m *Maintainer) interval(ctx context.Context, tx pgx.Tx, locked bool) (time
 	iv := time.Duration(*secs) * time.Second
 	if m.cfg.Interval != 0 && m.cfg.Interval != iv {
 		return 0, fmt.Errorf("--partition-interval %s, but readings is partitioned by %s (firehose_partitioning): %w; "+
-			"leave the flag unset to use the recorded one, or change the record (README, Partitions and retention)", days(m.cfg.Interval), days(iv), ErrIntervalMismatch)
+			"leave the flag unset to use the recorded one, or change the record (docs/partitions.md)", days(m.cfg.Interval), days(iv), ErrIntervalMismatch)
 	}
 	return iv, nil
 }

@@ -10,34 +10,54 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"firehose/internal/cli"
+	"firehose/simulator"
 )
 
-// demoConfig adds the burst's shape to serve's configuration.
+// demoConfig adds the two fleets' shape to serve's configuration.
 type demoConfig struct {
-	Readings    int
-	Concurrency int
-	LandTimeout time.Duration
+	Readings     int           // HTTP readings, half to each endpoint
+	Concurrency  int           // HTTP clients
+	MQTTDevices  int           // MQTT devices at QoS 1; 0: no MQTT fleet
+	MQTTRate     float64       // the MQTT fleet's readings/s
+	MQTTDuration time.Duration // how long the MQTT fleet sends
+	LandTimeout  time.Duration
 }
+
+const demoAbout = "Starts the whole stack in this process (broker and HTTP gateway on free loopback ports, bridge), then\n" +
+	"sends at once a fleet of MQTT devices publishing at QoS 1 (firehose simulate's devices) and a burst of HTTP\n" +
+	"readings to both endpoints, waits for them to land in PostgreSQL, prints for each what was acknowledged,\n" +
+	"landed, missing and duplicated, and stops cleanly. Exits 1 if any acknowledged reading is missing or doubled."
+
+// demoStatusFlags are the flags of firehose status that say which deployment
+// to look at: the demo prints the status command with those it was given.
+var demoStatusFlags = []string{"postgres", "redis", "redis-cluster", "redis-sentinel-master", "redis-prefix", "shards"}
 
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var dc demoConfig
-	cfg, err := parseServe("demo", "firehose demo [flags]",
-		"Starts the whole stack in this process (HTTP gateway on a free loopback port, bridge), sends a burst of\nreadings over real HTTP to both endpoints, waits for them to land in PostgreSQL, prints what was accepted\nand what landed, and stops cleanly. Exits 1 if any accepted reading is missing or doubled.",
-		args, stderr, func(c *serveConfig, fs *flag.FlagSet) {
-			c.registerFlags(fs)
-			setDefault(fs, "http-addr", "127.0.0.1:0")
-			setDefault(fs, "mqtt-addr", "127.0.0.1:0")
-			setDefault(fs, "log-level", "warn")
-			fs.IntVar(&dc.Readings, "readings", 20000, "readings to send, half to /readings/fast, half to /v1/readings in arrays of 100")
-			fs.IntVar(&dc.Concurrency, "concurrency", 32, "concurrent HTTP clients")
-			fs.DurationVar(&dc.LandTimeout, "land-timeout", 60*time.Second, "longest to wait for accepted readings to land in PostgreSQL")
-		})
+	var fs *flag.FlagSet
+	cfg, err := parseServe("demo", "firehose demo [flags]", demoAbout, args, stderr, func(c *serveConfig, f *flag.FlagSet) {
+		fs = f
+		c.registerFlags(f)
+		setDefault(f, "http-addr", "127.0.0.1:0")
+		setDefault(f, "mqtt-addr", "127.0.0.1:0")
+		setDefault(f, "log-level", "warn")
+		f.IntVar(&dc.Readings, "readings", 20000, "readings to send, half to /readings/fast, half to /v1/readings in arrays of 100")
+		f.IntVar(&dc.Concurrency, "concurrency", 32, "concurrent HTTP clients")
+		f.IntVar(&dc.MQTTDevices, "mqtt-devices", 200, "MQTT devices publishing at QoS 1 beside the HTTP clients, one connection each (0: none)")
+		f.Float64Var(&dc.MQTTRate, "mqtt-rate", 2000, "readings/s of the whole MQTT fleet")
+		f.DurationVar(&dc.MQTTDuration, "mqtt-duration", 5*time.Second, "how long the MQTT fleet publishes")
+		f.DurationVar(&dc.LandTimeout, "land-timeout", 60*time.Second, "longest to wait for accepted readings to land in PostgreSQL")
+	})
 	if err != nil {
 		return err
 	}
@@ -46,6 +66,9 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	if dc.Readings < 2 || dc.Concurrency < 1 {
 		return usageError{errors.New("--readings must be at least 2 and --concurrency at least 1")}
+	}
+	if dc.MQTTDevices < 0 || dc.MQTTRate <= 0 || dc.MQTTDuration <= 0 {
+		return usageError{errors.New("--mqtt-devices must be 0 or more, --mqtt-rate and --mqtt-duration above 0")}
 	}
 	logger, err := newLogger(cfg.LogLevel, cfg.LogFormat, stderr)
 	if err != nil {
@@ -63,14 +86,33 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}()
 	run := newRunID()
 	base := "http://" + st.http.Addr().String()
-	fmt.Fprintf(stdout, "firehose demo: stack up (HTTP %s, PostgreSQL %s, Redis %s, prefix %q, %d shards)\n",
-		base, redactURL(cfg.Postgres), redactURL(cfg.Redis), cfg.Streams.Prefix, cfg.Streams.Count)
-	fmt.Fprintf(stdout, "sending %d readings as devices demo-%s-*, %d clients ...\n", dc.Readings, run, dc.Concurrency)
+	fleet, mqttURL := demoFleet(cfg, st, dc, run, base)
+	fmt.Fprintf(stdout, "firehose demo: stack up (HTTP %s, MQTT %s, PostgreSQL %s, Redis %s, prefix %q, %d shards)\n",
+		base, or(mqttURL, "off"), redactURL(cfg.Postgres), redactURL(cfg.Redis), cfg.Streams.Prefix, cfg.Streams.Count)
+	if fleet != nil {
+		fmt.Fprintf(stdout, "MQTT: %d devices sim-%s-* publish %.0f readings/s at QoS 1 for %s (firehose simulate's fleet)\n",
+			fleet.Devices, fleet.RunID, fleet.Rate, fleet.Duration)
+	}
+	fmt.Fprintf(stdout, "HTTP: %d readings as devices demo-%s-*, %d clients, to /readings/fast and /v1/readings\n", dc.Readings, run, dc.Concurrency)
+
+	// The fleet publishes while the HTTP burst runs; the simulator waits for
+	// its acknowledged readings to land and checks them itself.
+	type simResult struct {
+		rep *simulator.Report
+		err error
+	}
+	simDone := make(chan simResult, 1)
+	if fleet != nil {
+		go func() {
+			rep, err := simulator.Run(ctx, *fleet, logger, nil)
+			simDone <- simResult{rep, err}
+		}()
+	}
 
 	start := time.Now()
 	res := sendBurst(ctx, base, run, dc)
 	sendDur := time.Since(start)
-	fmt.Fprintf(stdout, "sent in %s: %d accepted (%.0f readings/s), %d refused, %d errors\n",
+	fmt.Fprintf(stdout, "HTTP sent in %s: %d accepted (%.0f readings/s), %d refused, %d errors\n",
 		sendDur.Round(time.Millisecond), res.accepted.Load(), float64(res.accepted.Load())/sendDur.Seconds(), res.refused.Load(), res.errors.Load())
 
 	landStart := time.Now()
@@ -79,27 +121,130 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	landDur := time.Since(landStart)
+	var sim simResult
+	if fleet != nil {
+		sim = <-simDone
+		if sim.err != nil {
+			return fmt.Errorf("mqtt fleet: %w", sim.err)
+		}
+	}
 	stopStart := time.Now()
 	stopped = true
 	stopErr := st.stop(false)
 
 	accepted := res.accepted.Load()
-	fmt.Fprintf(stdout, "\n%-28s %d\n", "accepted (HTTP 200)", accepted)
-	fmt.Fprintf(stdout, "%-28s %d\n", "landed in readings", rows)
-	fmt.Fprintf(stdout, "%-28s %d\n", "missing", max(accepted-distinct, 0))
-	fmt.Fprintf(stdout, "%-28s %d\n", "duplicated", rows-distinct)
-	fmt.Fprintf(stdout, "%-28s %s after the last answer\n", "all landed", landDur.Round(time.Millisecond))
-	fmt.Fprintf(stdout, "%-28s %s\n", "clean stop", stopwatch(stopStart, stopErr))
+	fmt.Fprintf(stdout, "\n%-30s %12s %8s %8s %11s\n", "", "acknowledged", "landed", "missing", "duplicated")
+	fmt.Fprintf(stdout, "%-30s %12d %8d %8d %11d\n", "HTTP clients (200 OK)", accepted, rows, max(accepted-distinct, 0), rows-distinct)
+	mqttOK := true
+	if sim.rep != nil && sim.rep.Landing != nil {
+		l := sim.rep.Landing
+		fmt.Fprintf(stdout, "%-30s %12d %8d %8d %11d\n", "MQTT devices, QoS 1 (PUBACK)", sim.rep.Send.Acked, l.Rows, l.Missing, l.Rows-l.Readings)
+	}
+	if sim.rep != nil {
+		mqttOK = sim.rep.OK && sim.rep.Landing != nil
+	}
+	fmt.Fprintln(stdout)
+	if sim.rep != nil && sim.rep.Landing != nil {
+		a := sim.rep.AckLatency
+		fmt.Fprintf(stdout, "%-30s p50 %s, p99 %s (stored in Redis before the PUBACK)\n", "MQTT ack latency", ms(a.P50Ms), ms(a.P99Ms))
+		fmt.Fprintf(stdout, "%-30s %s after the fleet stopped\n", "MQTT rows checked", ms(sim.rep.Landing.WaitedS*1000))
+	}
+	fmt.Fprintf(stdout, "%-30s %s after the last answer\n", "HTTP all landed", landDur.Round(time.Millisecond))
+	fmt.Fprintf(stdout, "%-30s %s\n", "clean stop", stopwatch(stopStart, stopErr))
 	switch {
 	case stopErr != nil:
 		return fmt.Errorf("stop: %w", stopErr)
 	case distinct != accepted || rows != distinct:
-		return fmt.Errorf("demo failed: %d accepted, %d landed, %d distinct", accepted, rows, distinct)
-	case res.accepted.Load() == 0:
-		return errors.New("demo failed: nothing was accepted")
+		return fmt.Errorf("demo failed: %d accepted over HTTP, %d landed, %d distinct", accepted, rows, distinct)
+	case accepted == 0:
+		return errors.New("demo failed: nothing was accepted over HTTP")
+	case !mqttOK:
+		return fmt.Errorf("demo failed: MQTT fleet: %s", sim.rep.Verdict())
 	}
-	fmt.Fprintln(stdout, "\nOK: every accepted reading landed exactly once.")
+	what := "HTTP"
+	if sim.rep != nil {
+		what = "HTTP and MQTT"
+	}
+	fmt.Fprintf(stdout, "\nOK: every acknowledged reading (%s) landed exactly once.\n", what)
+	fmt.Fprintf(stdout, "\nWhere to look next:\n")
+	fmt.Fprintf(stdout, "  %s\n      each shard: its bridge, backlog, checkpoint, lag, rows committed\n", demoStatusCommand(fs))
+	fmt.Fprintf(stdout, "  docs/guarantees.md\n      what acknowledged means, and where it ends; README.md links every topic under docs/\n")
 	return nil
+}
+
+// demoFleet is the simulator's configuration for the MQTT fleet, and the
+// broker's URL; nil when the demo runs no broker or no devices.
+func demoFleet(cfg *serveConfig, st *stack, dc demoConfig, run, base string) (*simulator.Config, string) {
+	if st.mqtt == nil {
+		return nil, ""
+	}
+	addr := st.mqtt.Addr("tcp")
+	if addr == nil {
+		return nil, ""
+	}
+	mqttURL := "tcp://" + addr.String()
+	if dc.MQTTDevices == 0 {
+		return nil, mqttURL
+	}
+	sc := simulator.DefaultConfig()
+	sc.Protocol = simulator.ProtocolMQTT
+	sc.MQTT = mqttURL
+	sc.MQTTTopic = cfg.MQTT.Topic
+	sc.QoS = 1
+	sc.Devices = dc.MQTTDevices
+	sc.Rate = dc.MQTTRate
+	sc.Duration = dc.MQTTDuration
+	sc.Postgres = cfg.Postgres
+	sc.Metrics = base + "/metrics" // the backlog: the landing wait ends as soon as it is empty
+	sc.LandTimeout = dc.LandTimeout
+	sc.RunID = "demo" + run
+	return &sc, mqttURL
+}
+
+// demoStatusCommand is the firehose status command line that shows the
+// deployment the demo used: the binary as it was run, and the flags that say
+// which deployment, where the demo's command line set them (status reads the
+// same environment).
+func demoStatusCommand(fs *flag.FlagSet) string {
+	var defaults serveConfig
+	sfs := flag.NewFlagSet("status", flag.ContinueOnError)
+	defaults.registerCommon(sfs)
+	cmd := []string{os.Args[0], "status"}
+	for _, name := range demoStatusFlags {
+		f, def := fs.Lookup(name), sfs.Lookup(name)
+		if f == nil || def == nil {
+			continue
+		}
+		v := f.Value.String()
+		if env, ok := os.LookupEnv(cli.EnvName(name)); v == def.DefValue || ok && env == v {
+			continue
+		}
+		if name == "postgres" || name == "redis" {
+			v = redactURL(v)
+		}
+		cmd = append(cmd, "--"+name, shellQuote(v))
+	}
+	return strings.Join(cmd, " ")
+}
+
+// shellQuote quotes s for a POSIX shell when it holds anything but plain
+// characters.
+func shellQuote(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./:@,=+") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+func or(s, alt string) string {
+	if s == "" {
+		return alt
+	}
+	return s
+}
+
+func ms(v float64) string {
+	return time.Duration(v * float64(time.Millisecond)).Round(100 * time.Microsecond).String()
 }
 
 func stopwatch(start time.Time, err error) string {

@@ -24,7 +24,7 @@ type RedisCluster struct {
 // cluster is ok. The nodes declare a silent peer failed after 1 s
 // (cluster-node-timeout), so a killed primary's replica takes over within a
 // few seconds, and the others keep serving their slots meanwhile
-// (cluster-require-full-coverage no, as the README advises). It skips the test under -short or without redis-server and
+// (cluster-require-full-coverage no, as docs/operations.md advises). It skips the test under -short or without redis-server and
 // redis-cli.
 func StartRedisCluster(t testing.TB, primaries, replicas int, args ...string) *RedisCluster {
 	t.Helper()

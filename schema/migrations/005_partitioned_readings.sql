@@ -32,7 +32,7 @@
 --   firehose_partitioning  one row: the partition interval, recorded so that every bridge
 --                      uses the same one. NULL until the first bridge records its
 --                      --partition-interval (default 24h); a bridge started with another
---                      interval refuses to start. See README "Partitions and retention".
+--                      interval refuses to start. See docs/partitions.md.
 --
 -- What it locks, on a table with rows: this migration runs in schema.Apply's transaction,
 -- so it holds ACCESS EXCLUSIVE on the old table (taken by the RENAME) until it commits.
@@ -44,9 +44,9 @@
 -- Meanwhile the bridges' COPYs wait (each shard's batch keeps its stream entries pending)
 -- and SELECTs on readings wait; the HTTP and MQTT edges keep acknowledging into Redis (up
 -- to --high-water of backlog), so devices are not refused unless the wait outlasts that.
--- Measured: a writer waited at most 326 ms while 3M rows (519 MB) migrated (README,
--- "Partitions and retention").
--- Distributed later (Citus, Timescale): see the same section.
+-- Measured: a writer waited at most 326 ms while 3M rows (519 MB) migrated
+-- (docs/partitions.md).
+-- Distributed later (Citus, Timescale): see the same page.
 
 CREATE TABLE firehose_partitioning (
     one_row          boolean     PRIMARY KEY DEFAULT true CHECK (one_row),

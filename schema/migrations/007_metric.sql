@@ -20,5 +20,5 @@
 -- whose devices carry many metrics each and that queries one at a time can add
 -- (device_id, metric, ts) itself (CREATE INDEX ON readings (device_id, metric, ts); on a
 -- partitioned table it is built on every partition): at ingest a second index of the same
--- shape costs about what the first does (README, "Schema").
+-- shape costs about what the first does (docs/design.md, "Schema").
 ALTER TABLE readings ADD COLUMN metric text COLLATE "C" NOT NULL DEFAULT 'reading';
