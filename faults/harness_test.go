@@ -33,23 +33,7 @@ import (
 // binary is the firehose built once for the suite.
 var binary string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "firehose-faults-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	binary = filepath.Join(dir, "firehose")
-	build := exec.Command("go", "build", "-o", binary, "../cmd/firehose")
-	build.Stderr = os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build firehose:", err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testenv.RunWithFirehose(m, "../cmd/firehose", &binary) }
 
 // Long reports whether the long form of the suite runs (make faults sets
 // FIREHOSE_FAULTS=long); the short form runs in make test.
