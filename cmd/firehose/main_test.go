@@ -348,6 +348,12 @@ func countRows(t *testing.T, pgURL, query string, args ...any) int {
 
 func post(t *testing.T, url, contentType, device, body string) (int, string) {
 	t.Helper()
+	return postKeyed(t, url, contentType, device, "", body)
+}
+
+// postKeyed is post with an Idempotency-Key header, unless key is "".
+func postKeyed(t *testing.T, url, contentType, device, key, body string) (int, string) {
+	t.Helper()
 	req, err := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
@@ -355,6 +361,9 @@ func post(t *testing.T, url, contentType, device, body string) (int, string) {
 	req.Header.Set("Content-Type", contentType)
 	if device != "" {
 		req.Header.Set("X-Device-ID", device)
+	}
+	if key != "" {
+		req.Header.Set("Idempotency-Key", key)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
