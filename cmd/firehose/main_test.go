@@ -79,6 +79,22 @@ func (p *proc) wait(timeout time.Duration) (int, bool) {
 	}
 }
 
+// endShutdownDelay checks that p, sent SIGTERM with a one-minute
+// --shutdown-delay, still runs; then a second SIGTERM must end it at once
+// with exit code 0.
+func (p *proc) endShutdownDelay() {
+	p.t.Helper()
+	select {
+	case <-p.done:
+		p.t.Fatalf("exited during the one-minute shutdown delay; output: %s", p.stderr.String())
+	default:
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	if code, ok := p.wait(20 * time.Second); !ok || code != 0 {
+		p.t.Fatalf("after a second SIGTERM: exited %v with %d; output: %s", ok, code, p.stderr.String())
+	}
+}
+
 func (p *proc) kill() {
 	_ = p.cmd.Process.Signal(syscall.SIGKILL)
 	<-p.done
