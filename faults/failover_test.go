@@ -7,7 +7,6 @@ package faults
 // throughout, and what landed is checked. Helpers start with fo.
 
 import (
-	"fmt"
 	"strconv"
 	"testing"
 	"time"
@@ -45,11 +44,7 @@ func foStartStack(t *testing.T, redisURL string, minReplicas int, flags ...strin
 func foStartLoad(t *testing.T, s *Stack, d time.Duration) *Load {
 	t.Helper()
 	l := StartLoad(t, s, LoadOpts{Duration: d})
-	outWaitFor(t, 60*time.Second, "the load did not start flowing", func() (bool, string) {
-		h, _ := outMetricSum(s, "firehose_http_readings_accepted_total")
-		m, _ := outMetricSum(s, "firehose_mqtt_readings_accepted_total")
-		return h > 500 && m > 500, fmt.Sprintf("accepted: HTTP %.0f, MQTT %.0f", h, m)
-	})
+	outWaitFlowing(t, s, l, "the failover")
 	return l
 }
 

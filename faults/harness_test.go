@@ -520,6 +520,22 @@ func AssertExactlyOnce(t *testing.T, rep *simulator.Report, l *Load) {
 	}
 }
 
+// WaitLandedOnce waits for the load l and checks what landed of it in
+// svc's database: every acknowledged reading exactly once
+// (AssertExactlyOnce), and no stream entry committed twice
+// (outSameEntryTwice). It returns the report and the extra rows of readings
+// that landed more than once, by protocol: resends, which are allowed.
+func WaitLandedOnce(t *testing.T, svc Services, l *Load) (rep *simulator.Report, dupMQTT, dupHTTP int64) {
+	t.Helper()
+	rep = l.Wait(5 * time.Minute)
+	AssertExactlyOnce(t, rep, l)
+	if n := outSameEntryTwice(t, svc.Postgres, rep.DevicePrefix); n != 0 {
+		t.Errorf("%d readings landed twice from one stream entry (same received_at): the bridge committed an entry twice", n)
+	}
+	dupMQTT, dupHTTP = outDupsByProtocol(t, svc.Postgres, rep.DevicePrefix)
+	return rep, dupMQTT, dupHTTP
+}
+
 // Result is one scenario's line in RELIABILITY.md.
 type Result struct {
 	Scenario     string `json:"scenario"`
