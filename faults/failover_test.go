@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"firehose/internal/testenv"
 	"firehose/simulator"
 )
 
@@ -34,8 +33,7 @@ func foEachMinReplicas(t *testing.T, failover func(t *testing.T, minReplicas int
 // during the failover (foCheck).
 func foStartStack(t *testing.T, redisURL string, minReplicas int, flags ...string) (*Stack, int) {
 	t.Helper()
-	svc := Services{Postgres: testenv.Postgres(t), Redis: redisURL, Prefix: "fhtest-" + testenv.ID()}
-	s := StartStack(t, svc, append(flags, "--redis-min-replicas", strconv.Itoa(minReplicas))...)
+	s := StartStack(t, OwnServices(t, redisURL), append(flags, "--redis-min-replicas", strconv.Itoa(minReplicas))...)
 	return s, s.Proc.Pid()
 }
 

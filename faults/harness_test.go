@@ -151,6 +151,14 @@ func SharedServices(t *testing.T) Services {
 	return Services{Postgres: pg, Redis: testenv.RedisURL(), Prefix: prefix}
 }
 
+// OwnServices gives the test its own database on the machine's PostgreSQL
+// (removed when the test ends) and a fresh key prefix on redisURL, a Redis
+// of the test's own.
+func OwnServices(t *testing.T, redisURL string) Services {
+	t.Helper()
+	return Services{Postgres: testenv.Postgres(t), Redis: redisURL, Prefix: "fhtest-" + testenv.ID()}
+}
+
 // Stack is a running `firehose serve`.
 type Stack struct {
 	t        *testing.T

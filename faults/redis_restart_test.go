@@ -36,7 +36,7 @@ func TestRedisRestartedUnderLoad(t *testing.T) {
 	duration := scale(16*time.Second, 55*time.Second)
 
 	rs := StartRedis(t, true)
-	svc := Services{Postgres: testenv.Postgres(t), Redis: rs.URL(), Prefix: "fhtest-" + testenv.ID()}
+	svc := OwnServices(t, rs.URL())
 	s := StartStack(t, svc)
 	pid := s.Proc.Pid()
 	l := StartLoad(t, s, LoadOpts{Duration: duration})
