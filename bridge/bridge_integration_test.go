@@ -83,6 +83,28 @@ func (e *env) add(rs ...ingest.Reading) {
 	}
 }
 
+// addIDs stores n readings of device (sequence 0 to n-1) in the stream key
+// and returns their ids.
+func (e *env) addIDs(key, device string, n int) []string {
+	e.t.Helper()
+	var ids []string
+	for i := range n {
+		r := reading(device, i)
+		ids = append(ids, e.xadd(key, ingest.FieldVersion, ingest.CodecVersion, ingest.FieldBody, ingest.AppendEncode(nil, &r)))
+	}
+	return ids
+}
+
+// setCheckpoint writes the checkpoint of a bridge that committed the stream
+// key up to id, rows rows in all, and crashed before trimming: no generation,
+// as before schema 003.
+func (e *env) setCheckpoint(key, id string, rows int) {
+	e.t.Helper()
+	if _, err := e.pg.Exec(e.t.Context(), "INSERT INTO bridge_checkpoints (stream, last_id, rows) VALUES ($1, $2, $3)", key, id, rows); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
 func (e *env) xadd(key string, values ...any) string {
 	e.t.Helper()
 	id, err := e.rdb.XAdd(e.t.Context(), &redis.XAddArgs{Stream: key, Values: values}).Result()
@@ -367,15 +389,9 @@ func TestIntegrationResumesAfterCheckpoint(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, 1)
 	key := e.streams.Key(0)
-	var ids []string
-	for i := range 10 {
-		r := reading("resume", i)
-		ids = append(ids, e.xadd(key, ingest.FieldVersion, ingest.CodecVersion, ingest.FieldBody, ingest.AppendEncode(nil, &r)))
-	}
+	ids := e.addIDs(key, "resume", 10)
 	// A bridge committed the first four and crashed before trimming them.
-	if _, err := e.pg.Exec(t.Context(), "INSERT INTO bridge_checkpoints (stream, last_id, rows) VALUES ($1, $2, 4)", key, ids[3]); err != nil {
-		t.Fatal(err)
-	}
+	e.setCheckpoint(key, ids[3], 4)
 	e.start(Config{BatchAge: 50 * time.Millisecond})
 	e.waitRows(6, 5*time.Second)
 	e.waitDrained() // a wrong bridge would have written the other four by now

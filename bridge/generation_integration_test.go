@@ -206,14 +206,8 @@ func TestIntegrationCheckpointWithoutGenerationIsAdopted(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, 1)
 	key := e.streams.Key(0)
-	var ids []string
-	for i := range 4 {
-		r := reading("adopt", i)
-		ids = append(ids, e.xadd(key, ingest.FieldVersion, ingest.CodecVersion, ingest.FieldBody, ingest.AppendEncode(nil, &r)))
-	}
-	if _, err := e.pg.Exec(t.Context(), "INSERT INTO bridge_checkpoints (stream, last_id, rows) VALUES ($1, $2, 2)", key, ids[1]); err != nil {
-		t.Fatal(err)
-	}
+	ids := e.addIDs(key, "adopt", 4)
+	e.setCheckpoint(key, ids[1], 2)
 	e.start(Config{BatchAge: 20 * time.Millisecond})
 	e.waitRows(2, 5*time.Second)
 	e.waitDrained()

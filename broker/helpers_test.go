@@ -23,7 +23,6 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 	"github.com/redis/go-redis/v9"
 
 	"firehose/bridge"
@@ -286,7 +285,7 @@ func (s *testStack) rows(where string, args ...any) []row {
 // does not exist fails the test.
 func (s *testStack) metric(name string, labels ...string) float64 {
 	s.t.Helper()
-	m := findMetric(s.t, s.reg, name, labels...)
+	m := testenv.Metric(s.t, s.reg, name, labels...)
 	switch {
 	case m.Counter != nil:
 		return m.Counter.GetValue()
@@ -297,34 +296,6 @@ func (s *testStack) metric(name string, labels ...string) float64 {
 	}
 	s.t.Fatalf("metric %s has no value", name)
 	return 0
-}
-
-func findMetric(t *testing.T, reg *prometheus.Registry, name string, labels ...string) *dto.Metric {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatalf("gather metrics: %v", err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	next:
-		for _, m := range mf.GetMetric() {
-			have := map[string]string{}
-			for _, lp := range m.GetLabel() {
-				have[lp.GetName()] = lp.GetValue()
-			}
-			for i := 0; i+1 < len(labels); i += 2 {
-				if have[labels[i]] != labels[i+1] {
-					continue next
-				}
-			}
-			return m
-		}
-	}
-	t.Fatalf("metric %s%v not found", name, labels)
-	return nil
 }
 
 func mustConnectV3(t *testing.T, url, clientID string, mods ...func(*mqtt.ClientOptions)) mqtt.Client {

@@ -59,7 +59,7 @@ func TestIntegrationShutdownLetsInFlightPublishesFinish(t *testing.T) {
 	if got := publishV5(t, cs[0], "devices/sd-warm/readings", 1, "-1"); got != 0 {
 		t.Fatalf("warm-up: reason code %#x", got)
 	}
-	trips := findMetric(t, s.reg, "firehose_producer_xadd_batch_entries").GetHistogram().GetSampleCount()
+	trips := testenv.Metric(t, s.reg, "firehose_producer_xadd_batch_entries").GetHistogram().GetSampleCount()
 
 	rs.signal(syscall.SIGSTOP)
 	resumed := sync.OnceFunc(func() { rs.signal(syscall.SIGCONT) })
@@ -174,7 +174,7 @@ func TestIntegrationShutdownLetsInFlightPublishesFinish(t *testing.T) {
 
 	// Group commit: the in-flight readings of many devices went to Redis
 	// in fewer round trips than readings.
-	h := findMetric(t, s.reg, "firehose_producer_xadd_batch_entries").GetHistogram()
+	h := testenv.Metric(t, s.reg, "firehose_producer_xadd_batch_entries").GetHistogram()
 	if n := h.GetSampleCount() - trips; n == 0 || float64(n) >= h.GetSampleSum()-1 {
 		t.Errorf("%d round trips for %v readings after the pause: no round trip was shared", n, h.GetSampleSum()-1)
 	}

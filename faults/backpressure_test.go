@@ -136,12 +136,7 @@ func TestBackpressureBounded(t *testing.T) {
 	b := StartBridge(t, svc, "--batch-size", "50", "--batch-age", "500ms")
 	bridge.Store(b)
 	bridgeStarted := time.Since(reached)
-	rep := l.Wait(5 * time.Minute)
-	AssertExactlyOnce(t, rep, l)
-	if n := outSameEntryTwice(t, svc.Postgres, rep.DevicePrefix); n != 0 {
-		t.Errorf("%d readings landed twice from one stream entry (same received_at): the bridge committed an entry twice", n)
-	}
-	dupMQTT, dupHTTP := outDupsByProtocol(t, svc.Postgres, rep.DevicePrefix)
+	rep, dupMQTT, dupHTTP := WaitLandedOnce(t, svc, l)
 	// Refused means not stored: the probe's readings must never land.
 	if n := QueryInt(t, svc.Postgres, "SELECT count(*) FROM readings WHERE device_id = $1", probe); n != 0 {
 		t.Errorf("%d readings of the probe, each refused over the mark, landed", n)

@@ -156,14 +156,7 @@ func bkPause(d time.Duration) {
 // bkRedis is a client of the tests' Redis, configured as firehose's.
 func bkRedis(t *testing.T) *redis.Client {
 	t.Helper()
-	opt, err := redis.ParseURL(testenv.RedisURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	opt.MaxRetries = -1
-	rdb := redis.NewClient(opt)
-	t.Cleanup(func() { rdb.Close() })
-	return rdb
+	return outRedis(t, testenv.RedisURL())
 }
 
 // bkCheckpoints reads bridge_checkpoints: last id by stream.
@@ -301,26 +294,36 @@ type bkProxy struct {
 // dbURL; it stops when the test ends.
 func bkStartProxy(t *testing.T, dbURL string) *bkProxy {
 	t.Helper()
+	ln, upstream, proxyURL := bkListen(t, dbURL)
+	p := &bkProxy{t: t, ln: ln, upstream: upstream, url: proxyURL, conns: map[net.Conn]struct{}{}}
+	p.wg.Go(p.accept)
+	t.Cleanup(p.close)
+	return p
+}
+
+// bkListen is the set-up of a proxy to the PostgreSQL server of dbURL (this
+// file's and bridge_partition_test.go's): a listener on a free loopback
+// port, the server's host:port, and the database URL through the proxy,
+// with sslmode=disable (the proxy reads the messages: no TLS).
+func bkListen(t *testing.T, dbURL string) (ln net.Listener, upstream, proxyURL string) {
+	t.Helper()
 	u, err := url.Parse(dbURL)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err = net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &bkProxy{t: t, ln: ln, upstream: u.Host, conns: map[net.Conn]struct{}{}}
-	if !strings.Contains(p.upstream, ":") {
-		p.upstream += ":5432"
+	upstream = u.Host
+	if !strings.Contains(upstream, ":") {
+		upstream += ":5432"
 	}
 	u.Host = ln.Addr().String()
 	q := u.Query()
-	q.Set("sslmode", "disable") // the proxy reads the messages: no TLS
+	q.Set("sslmode", "disable")
 	u.RawQuery = q.Encode()
-	p.url = u.String()
-	p.wg.Go(p.accept)
-	t.Cleanup(p.close)
-	return p
+	return ln, upstream, u.String()
 }
 
 // URL is the database URL through the proxy.
@@ -460,6 +463,39 @@ func bkMsg(r *bufio.Reader, buf []byte) ([]byte, error) {
 	return buf, err
 }
 
+// bkCancelRequest is the code of a CancelRequest start-up message.
+const bkCancelRequest = 80877102
+
+// bkStartup reads a client's untyped start-up messages (length, then body)
+// from r, refuses an SSLRequest or GSSENCRequest with 'N' (the URL says
+// sslmode=disable, so it should not come), and returns the first other one
+// (a StartupMessage or a CancelRequest) and its code, for the caller to
+// forward; ok is false when the client went or sent garbage.
+func bkStartup(r *bufio.Reader, client net.Conn) (msg []byte, code uint32, ok bool) {
+	for {
+		hdr, err := r.Peek(8)
+		if err != nil {
+			return nil, 0, false
+		}
+		n := int(bkU32(hdr[:4]))
+		code := bkU32(hdr[4:8])
+		if n < 8 || n > 1<<20 {
+			return nil, 0, false
+		}
+		msg := make([]byte, n)
+		if _, err := io.ReadFull(r, msg); err != nil {
+			return nil, 0, false
+		}
+		if code == 80877103 || code == 80877104 { // SSLRequest, GSSENCRequest
+			if _, err := client.Write([]byte{'N'}); err != nil {
+				return nil, 0, false
+			}
+			continue
+		}
+		return msg, code, true
+	}
+}
+
 // forward writes msg and flushes when nothing more is waiting to be read, so
 // that a burst of messages goes out in one write.
 func bkForward(w *bufio.Writer, r *bufio.Reader, msg []byte) error {
@@ -475,37 +511,17 @@ func bkForward(w *bufio.Writer, r *bufio.Reader, msg []byte) error {
 func (p *bkProxy) clientToServer(gen int64, st *bkConnState, client, server net.Conn) {
 	r := bufio.NewReaderSize(client, 64<<10)
 	w := bufio.NewWriterSize(server, 64<<10)
-	// Start-up: untyped messages (length, then body). An SSLRequest is
-	// answered here with 'N' (the URL says sslmode=disable, so it should not
-	// come); a CancelRequest is passed on.
-	for {
-		hdr, err := r.Peek(8)
-		if err != nil {
-			return
-		}
-		n := int(bkU32(hdr[:4]))
-		code := bkU32(hdr[4:8])
-		if n < 8 || n > 1<<20 {
-			return
-		}
-		msg := make([]byte, n)
-		if _, err := io.ReadFull(r, msg); err != nil {
-			return
-		}
-		if code == 80877103 || code == 80877104 { // SSLRequest, GSSENCRequest
-			if _, err := client.Write([]byte{'N'}); err != nil {
-				return
-			}
-			continue
-		}
-		if _, err := w.Write(msg); err != nil || w.Flush() != nil {
-			return
-		}
-		if code == 80877102 { // CancelRequest: nothing follows
-			_, _ = io.Copy(server, r)
-			return
-		}
-		break
+	// Start-up; a CancelRequest is passed on.
+	msg, code, ok := bkStartup(r, client)
+	if !ok {
+		return
+	}
+	if _, err := w.Write(msg); err != nil || w.Flush() != nil {
+		return
+	}
+	if code == bkCancelRequest { // nothing follows
+		_, _ = io.Copy(server, r)
+		return
 	}
 	var buf []byte
 	for {

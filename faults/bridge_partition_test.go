@@ -8,9 +8,7 @@ package faults
 import (
 	"bufio"
 	"fmt"
-	"io"
 	"net"
-	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -193,24 +191,9 @@ type bpProxy struct {
 
 func bpStartProxy(t *testing.T, dbURL string) *bpProxy {
 	t.Helper()
-	u, err := url.Parse(dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &bpProxy{t: t, ln: ln, upstream: u.Host, conns: map[net.Conn]struct{}{}, thawed: make(chan struct{})}
+	ln, upstream, proxyURL := bkListen(t, dbURL)
+	p := &bpProxy{t: t, ln: ln, upstream: upstream, url: proxyURL, conns: map[net.Conn]struct{}{}, thawed: make(chan struct{})}
 	close(p.thawed)
-	if !strings.Contains(p.upstream, ":") {
-		p.upstream += ":5432"
-	}
-	u.Host = ln.Addr().String()
-	q := u.Query()
-	q.Set("sslmode", "disable") // the proxy reads the client's messages: no TLS
-	u.RawQuery = q.Encode()
-	p.url = u.String()
 	p.wg.Go(p.accept)
 	t.Cleanup(p.close)
 	return p
@@ -335,37 +318,16 @@ func (p *bpProxy) clientToServer(client, server net.Conn) {
 	defer client.Close()
 	defer server.Close()
 	r := bufio.NewReaderSize(client, 64<<10)
-	// Start-up: untyped messages (length, then body); an SSLRequest or
-	// GSSENCRequest is refused here with 'N' (the URL says sslmode=disable).
-	for {
-		hdr, err := r.Peek(8)
-		if err != nil {
-			return
-		}
-		n, code := int(bkU32(hdr[:4])), bkU32(hdr[4:8])
-		if n < 8 || n > 1<<20 {
-			return
-		}
-		msg := make([]byte, n)
-		if _, err := io.ReadFull(r, msg); err != nil {
-			return
-		}
-		if code == 80877103 || code == 80877104 {
-			if _, err := client.Write([]byte{'N'}); err != nil {
-				return
-			}
-			continue
-		}
-		if !p.gate() {
-			return
-		}
-		if _, err := server.Write(msg); err != nil {
-			return
-		}
-		if code == 80877102 { // CancelRequest: nothing follows
-			return
-		}
-		break
+	// Start-up; held while frozen.
+	msg, code, ok := bkStartup(r, client)
+	if !ok || !p.gate() {
+		return
+	}
+	if _, err := server.Write(msg); err != nil {
+		return
+	}
+	if code == bkCancelRequest { // nothing follows
+		return
 	}
 	var buf []byte
 	for {

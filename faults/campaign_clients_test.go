@@ -197,19 +197,9 @@ func (w *cWorker) publish(client string, proto int, topic string, qos byte, payl
 		}
 		return out, detail
 	}
-	c := w.v5[client]
-	if c == nil {
-		var err error
-		// Under auth a client id other than the username needs a read= grant
-		// (every device's line has one, see campaignAuthFile).
-		id := client + "-v5"
-		if w.tg.Auth {
-			id = client + "/v5"
-		}
-		if c, err = dial5(w.tg, id, client, nil); err != nil {
-			return ansRefused, "connect: " + err.Error()
-		}
-		w.v5[client] = c
+	c, err := w.conn5(client)
+	if err != nil {
+		return ansRefused, "connect: " + err.Error()
 	}
 	out, detail, broken := publish5(c, topic, qos, payload)
 	if broken {
@@ -219,20 +209,32 @@ func (w *cWorker) publish(client string, proto int, topic string, qos byte, payl
 	return out, detail
 }
 
+// conn5 is client's MQTT 5 connection, made on first use (publish and
+// publishRetained drop it after a failure).
+func (w *cWorker) conn5(client string) (*paho.Client, error) {
+	if c := w.v5[client]; c != nil {
+		return c, nil
+	}
+	// Under auth a client id other than the username needs a read= grant
+	// (every device's line has one, see campaignAuthFile).
+	id := client + "-v5"
+	if w.tg.Auth {
+		id = client + "/v5"
+	}
+	c, err := dial5(w.tg, id, client, nil)
+	if err != nil {
+		return nil, err
+	}
+	w.v5[client] = c
+	return c, nil
+}
+
 // publishRetained publishes a retained message over client's MQTT 5
 // connection (made on first use, as publish does).
 func (w *cWorker) publishRetained(client, topic string, qos byte, payload []byte) (string, string) {
-	c := w.v5[client]
-	if c == nil {
-		var err error
-		id := client + "-v5"
-		if w.tg.Auth {
-			id = client + "/v5"
-		}
-		if c, err = dial5(w.tg, id, client, nil); err != nil {
-			return ansRefused, "connect: " + err.Error()
-		}
-		w.v5[client] = c
+	c, err := w.conn5(client)
+	if err != nil {
+		return ansRefused, "connect: " + err.Error()
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), cOpTimeout)
 	defer cancel()

@@ -33,23 +33,7 @@ import (
 // binary is the firehose built once for the suite.
 var binary string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "firehose-faults-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	binary = filepath.Join(dir, "firehose")
-	build := exec.Command("go", "build", "-o", binary, "../cmd/firehose")
-	build.Stderr = os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build firehose:", err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testenv.RunWithFirehose(m, "../cmd/firehose", &binary) }
 
 // Long reports whether the long form of the suite runs (make faults sets
 // FIREHOSE_FAULTS=long); the short form runs in make test.
@@ -165,6 +149,14 @@ func SharedServices(t *testing.T) Services {
 	pg := testenv.Postgres(t)
 	_, prefix := testenv.Redis(t)
 	return Services{Postgres: pg, Redis: testenv.RedisURL(), Prefix: prefix}
+}
+
+// OwnServices gives the test its own database on the machine's PostgreSQL
+// (removed when the test ends) and a fresh key prefix on redisURL, a Redis
+// of the test's own.
+func OwnServices(t *testing.T, redisURL string) Services {
+	t.Helper()
+	return Services{Postgres: testenv.Postgres(t), Redis: redisURL, Prefix: "fhtest-" + testenv.ID()}
 }
 
 // Stack is a running `firehose serve`.
@@ -534,6 +526,22 @@ func AssertExactlyOnce(t *testing.T, rep *simulator.Report, l *Load) {
 		t.Fatalf("exactly-once violated: %d acknowledged readings missing (e.g. %v), %d once-acknowledged readings duplicated (e.g. %v); simulator output:\n%s",
 			rep.Landing.Missing, rep.Landing.MissingSample, rep.Landing.DupOnceAcked, rep.Landing.DupOnceAckedSample, l.Output())
 	}
+}
+
+// WaitLandedOnce waits for the load l and checks what landed of it in
+// svc's database: every acknowledged reading exactly once
+// (AssertExactlyOnce), and no stream entry committed twice
+// (outSameEntryTwice). It returns the report and the extra rows of readings
+// that landed more than once, by protocol: resends, which are allowed.
+func WaitLandedOnce(t *testing.T, svc Services, l *Load) (rep *simulator.Report, dupMQTT, dupHTTP int64) {
+	t.Helper()
+	rep = l.Wait(5 * time.Minute)
+	AssertExactlyOnce(t, rep, l)
+	if n := outSameEntryTwice(t, svc.Postgres, rep.DevicePrefix); n != 0 {
+		t.Errorf("%d readings landed twice from one stream entry (same received_at): the bridge committed an entry twice", n)
+	}
+	dupMQTT, dupHTTP = outDupsByProtocol(t, svc.Postgres, rep.DevicePrefix)
+	return rep, dupMQTT, dupHTTP
 }
 
 // Result is one scenario's line in RELIABILITY.md.

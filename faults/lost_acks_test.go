@@ -13,8 +13,6 @@ import (
 	"fmt"
 	"testing"
 	"time"
-
-	"firehose/internal/testenv"
 )
 
 func TestLostAcksDeduplicated(t *testing.T) {
@@ -36,7 +34,7 @@ func lostAcks(t *testing.T, mode string) {
 
 	rs := StartRedis(t, true)
 	px := startTCPProxy(t, fmt.Sprintf("127.0.0.1:%d", rs.Port))
-	svc := Services{Postgres: testenv.Postgres(t), Redis: fmt.Sprintf("redis://127.0.0.1:%d/0", px.Port()), Prefix: "fhtest-" + testenv.ID()}
+	svc := OwnServices(t, fmt.Sprintf("redis://127.0.0.1:%d/0", px.Port()))
 	flags, load := []string{"--dedup", mode}, LoadOpts{Duration: duration}
 	if mode == "id" {
 		flags = append(flags, "--config", "../deploy/simulate-rules.yaml")

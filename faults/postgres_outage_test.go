@@ -111,12 +111,7 @@ func TestPostgresStoppedUnderLoad(t *testing.T) {
 		return code == 200, fmt.Sprintf("/health/db %d", code)
 	})
 
-	rep := l.Wait(5 * time.Minute)
-	AssertExactlyOnce(t, rep, l)
-	if n := outSameEntryTwice(t, svc.Postgres, rep.DevicePrefix); n != 0 {
-		t.Errorf("%d readings landed twice from one stream entry (same received_at): the bridge committed an entry twice", n)
-	}
-	dupMQTT, dupHTTP := outDupsByProtocol(t, svc.Postgres, rep.DevicePrefix)
+	rep, dupMQTT, dupHTTP := WaitLandedOnce(t, svc, l)
 	// The drain: every shard's stream is trimmed back to empty once the
 	// bridge has committed it (measured by the producer every 250 ms).
 	outWaitFor(t, 2*time.Minute, "the backlog did not drain after PostgreSQL came back", func() (bool, string) {

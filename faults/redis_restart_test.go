@@ -36,7 +36,7 @@ func TestRedisRestartedUnderLoad(t *testing.T) {
 	duration := scale(16*time.Second, 55*time.Second)
 
 	rs := StartRedis(t, true)
-	svc := Services{Postgres: testenv.Postgres(t), Redis: rs.URL(), Prefix: "fhtest-" + testenv.ID()}
+	svc := OwnServices(t, rs.URL())
 	s := StartStack(t, svc)
 	pid := s.Proc.Pid()
 	l := StartLoad(t, s, LoadOpts{Duration: duration})
@@ -134,12 +134,7 @@ func TestRedisRestartedUnderLoad(t *testing.T) {
 		notes = append(notes, note)
 	}
 
-	rep := l.Wait(5 * time.Minute)
-	AssertExactlyOnce(t, rep, l)
-	if n := outSameEntryTwice(t, svc.Postgres, rep.DevicePrefix); n != 0 {
-		t.Errorf("%d readings landed twice from one stream entry (same received_at): the bridge committed an entry twice", n)
-	}
-	dupMQTT, dupHTTP := outDupsByProtocol(t, svc.Postgres, rep.DevicePrefix)
+	rep, dupMQTT, dupHTTP := WaitLandedOnce(t, svc, l)
 	// Refused means not stored: the probes' readings must never land.
 	if n := QueryInt(t, svc.Postgres, "SELECT count(*) FROM readings WHERE starts_with(device_id, $1)", probes); n != 0 {
 		t.Errorf("%d readings of the probes, each refused while Redis was down, landed", n)

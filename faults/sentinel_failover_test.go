@@ -11,9 +11,6 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-
-	"firehose/internal/testenv"
-	"firehose/simulator"
 )
 
 // TestSentinelFailoverUnderLoad runs firehose through Redis Sentinel (a
@@ -34,15 +31,7 @@ import (
 //
 // Two replicas, so that the promoted one has a replica of its own and
 // --redis-min-replicas 1 can be met after the failover.
-func TestSentinelFailoverUnderLoad(t *testing.T) {
-	skipShort(t)
-	for _, n := range []int{1, 0} {
-		t.Run("min-replicas-"+strconv.Itoa(n), func(t *testing.T) {
-			t.Parallel()
-			sfFailover(t, n)
-		})
-	}
-}
+func TestSentinelFailoverUnderLoad(t *testing.T) { foEachMinReplicas(t, sfFailover) }
 
 func sfFailover(t *testing.T, minReplicas int) {
 	primary := StartRedis(t, false)
@@ -66,9 +55,7 @@ func sfFailover(t *testing.T, minReplicas int) {
 		return err == nil && len(rs) == 2, fmt.Sprintf("replicas: %v %v", rs, err)
 	})
 
-	svc := Services{Postgres: testenv.Postgres(t), Redis: fmt.Sprintf("redis://127.0.0.1:%d/0", sentinel.Port), Prefix: "fhtest-" + testenv.ID()}
-	s := StartStack(t, svc, "--redis-sentinel-master", "fh", "--redis-min-replicas", strconv.Itoa(minReplicas))
-	pid := s.Proc.Pid()
+	s, pid := foStartStack(t, fmt.Sprintf("redis://127.0.0.1:%d/0", sentinel.Port), minReplicas, "--redis-sentinel-master", "fh")
 	l := foStartLoad(t, s, scale(18*time.Second, 45*time.Second))
 
 	// The replicas fall behind: for sfLag nothing reaches them, as across a
@@ -96,11 +83,8 @@ func sfFailover(t *testing.T, minReplicas int) {
 		return a > acceptedAtKill+500, fmt.Sprintf("accepted %.0f, at the kill %.0f", a, acceptedAtKill)
 	})
 	resumed := time.Since(killed)
-	if s.Proc.Pid() != pid || s.Proc.Exited() {
-		t.Fatalf("firehose restarted or exited during the failover: %s", s.Proc.Output())
-	}
 
-	rep := foCheck(t, l, minReplicas)
+	rep := foCheck(t, s, pid, l, minReplicas)
 	t.Logf("--redis-min-replicas %d, replicas %s behind (%.0f readings acknowledged meanwhile), then the primary SIGKILLed under load: "+
 		"replica promoted after %s, acknowledgements again after %s; "+
 		"acked %d, landed %d rows, missing (acknowledged, lost by the failover) %d, duplicates of once-acked %d, resent duplicates %d",
@@ -138,32 +122,4 @@ func sfSentinel(t *testing.T, master string, primaryPort int) *RedisServer {
 	r.args = []string{conf, "--sentinel"}
 	r.Start()
 	return r
-}
-
-// foStartLoad starts the failover scenarios' load (200 devices, half HTTP,
-// half MQTT QoS 1) on s and waits until both edges acknowledge readings.
-func foStartLoad(t *testing.T, s *Stack, d time.Duration) *Load {
-	t.Helper()
-	l := StartLoad(t, s, LoadOpts{Duration: d})
-	outWaitFor(t, 60*time.Second, "the load did not start flowing", func() (bool, string) {
-		h, _ := outMetricSum(s, "firehose_http_readings_accepted_total")
-		m, _ := outMetricSum(s, "firehose_mqtt_readings_accepted_total")
-		return h > 500 && m > 500, fmt.Sprintf("accepted: HTTP %.0f, MQTT %.0f", h, m)
-	})
-	return l
-}
-
-// foCheck waits for the load and checks what a failover may do with
-// --redis-min-replicas minReplicas: with 1 or more nothing acknowledged is
-// lost or written twice; with 0 acknowledged readings may be lost (the
-// caller reports how many) but none is written twice.
-func foCheck(t *testing.T, l *Load, minReplicas int) *simulator.Report {
-	t.Helper()
-	rep := l.Wait(5 * time.Minute)
-	if minReplicas > 0 {
-		AssertExactlyOnce(t, rep, l)
-	} else if rep.Landing.DupOnceAcked != 0 || rep.Send.Acked == 0 {
-		t.Errorf("with --redis-min-replicas 0: %d duplicates of once-acked readings (want 0), %d acked", rep.Landing.DupOnceAcked, rep.Send.Acked)
-	}
-	return rep
 }

@@ -42,7 +42,7 @@ func TestStalledRedisAnswersEveryCaller(t *testing.T) {
 	duration := scale(30*time.Second, 110*time.Second)
 
 	rs := StartRedis(t, true)
-	svc := Services{Postgres: testenv.Postgres(t), Redis: rs.URL(), Prefix: "fhtest-" + testenv.ID()}
+	svc := OwnServices(t, rs.URL())
 	s := StartStack(t, svc)
 	l := StartLoad(t, s, LoadOpts{Duration: duration})
 	outWaitFor(t, 60*time.Second, "the load did not start flowing", func() (bool, string) {

@@ -126,39 +126,17 @@ func readStreams(t testing.TB, rdb redis.UniversalClient, streams ingest.Streams
 // fails t if there is no such metric.
 func metricValue(t testing.TB, reg *prometheus.Registry, name string, labels ...string) (value float64, count uint64, sum float64) {
 	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatalf("gather metrics: %v", err)
+	m := testenv.Metric(t, reg, name, labels...)
+	switch {
+	case m.GetCounter() != nil:
+		return m.GetCounter().GetValue(), 0, 0
+	case m.GetGauge() != nil:
+		return m.GetGauge().GetValue(), 0, 0
+	case m.GetHistogram() != nil:
+		h := m.GetHistogram()
+		return 0, h.GetSampleCount(), h.GetSampleSum()
 	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	metrics:
-		for _, m := range mf.GetMetric() {
-			for i := 0; i+1 < len(labels); i += 2 {
-				found := false
-				for _, lp := range m.GetLabel() {
-					if lp.GetName() == labels[i] && lp.GetValue() == labels[i+1] {
-						found = true
-					}
-				}
-				if !found {
-					continue metrics
-				}
-			}
-			switch {
-			case m.GetCounter() != nil:
-				return m.GetCounter().GetValue(), 0, 0
-			case m.GetGauge() != nil:
-				return m.GetGauge().GetValue(), 0, 0
-			case m.GetHistogram() != nil:
-				h := m.GetHistogram()
-				return 0, h.GetSampleCount(), h.GetSampleSum()
-			}
-		}
-	}
-	t.Fatalf("metric %s%v not found", name, labels)
+	t.Fatalf("metric %s%v has no value", name, labels)
 	return 0, 0, 0
 }
 

@@ -2,14 +2,13 @@ package main
 
 import (
 	"context"
-	"io"
 	"net"
 	"net/http"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"firehose/internal/mqtttest"
 	"firehose/internal/testenv"
@@ -37,25 +36,8 @@ rules:
 
 	postKey := func(path, key, device, body string) {
 		t.Helper()
-		req, err := http.NewRequest(http.MethodPost, base+path, strings.NewReader(body))
-		if err != nil {
-			t.Fatal(err)
-		}
-		req.Header.Set("Content-Type", "application/json")
-		if key != "" {
-			req.Header.Set("Idempotency-Key", key)
-		}
-		if device != "" {
-			req.Header.Set("X-Device-ID", device)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			t.Fatalf("POST %s (Idempotency-Key %q): %d %s", path, key, resp.StatusCode, b)
+		if code, b := postKeyed(t, base+path, "application/json", device, key, body); code != http.StatusOK {
+			t.Fatalf("POST %s (Idempotency-Key %q): %d %s", path, key, code, b)
 		}
 	}
 	batch := `[{"device_id": "dd-http", "reading": 1, "ts": "` + ts + `"}, {"device_id": "dd-http", "reading": 2}, {"device_id": "dd-http2", "reading": 3}]`
@@ -72,17 +54,10 @@ rules:
 	if err != nil {
 		t.Fatal(err)
 	}
-	pub3 := func(topic, payload string) {
-		t.Helper()
-		tok := v3.Publish(topic, 1, false, payload)
-		if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-			t.Fatalf("publish %s: %v", topic, tok.Error())
-		}
-	}
 	for range 2 {
 		pub5(t, c5, "devices/dd-mqtt5/readings", `{"reading": 7}`, "m-1")
-		pub3("devices/dd-mqtt3/readings", `{"reading": 8, "msg_id": "m-1"}`)
-		pub3("plant/dd-press/telemetry", `{"msg": 42, "temp": 71.2, "rpm": 1200}`)
+		pub3(t, v3, "devices/dd-mqtt3/readings", `{"reading": 8, "msg_id": "m-1"}`)
+		pub3(t, v3, "plant/dd-press/telemetry", `{"msg": 42, "temp": 71.2, "rpm": 1200}`)
 	}
 	pub5(t, c5, "devices/dd-mqtt5/readings", `{"reading": 7}`, "m-2") // a new id
 
@@ -128,6 +103,16 @@ func connectV5(t *testing.T, addr, clientID string) *paho.Client {
 	}
 	t.Cleanup(func() { _ = c.Disconnect(&paho.Disconnect{}) })
 	return c
+}
+
+// pub3 publishes at QoS 1 over MQTT 3.1.1 and fails t unless the PUBACK
+// comes.
+func pub3(t *testing.T, c mqtt.Client, topic, payload string) {
+	t.Helper()
+	tok := c.Publish(topic, 1, false, payload)
+	if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("publish %s: %v", topic, tok.Error())
+	}
 }
 
 // pub5 publishes at QoS 1 with the user property msg_id and fails t unless

@@ -2,9 +2,7 @@ package main
 
 import (
 	"fmt"
-	"io"
 	"net/http"
-	"strings"
 	"testing"
 	"time"
 
@@ -43,31 +41,11 @@ rules:
 			if err != nil {
 				t.Fatal(err)
 			}
-			pub := func(topic, payload string) {
-				t.Helper()
-				tok := v3.Publish(topic, 1, false, payload)
-				if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-					t.Fatalf("publish %s: %v", topic, tok.Error())
-				}
-			}
+			pub := func(topic, payload string) { t.Helper(); pub3(t, v3, topic, payload) }
 			postFast := func(key, body string) {
 				t.Helper()
-				req, err := http.NewRequest(http.MethodPost, base+"/readings/fast", strings.NewReader(body))
-				if err != nil {
-					t.Fatal(err)
-				}
-				req.Header.Set("Content-Type", "application/json")
-				if key != "" {
-					req.Header.Set("Idempotency-Key", key)
-				}
-				resp, err := http.DefaultClient.Do(req)
-				if err != nil {
-					t.Fatal(err)
-				}
-				b, _ := io.ReadAll(resp.Body)
-				resp.Body.Close()
-				if resp.StatusCode != http.StatusOK {
-					t.Fatalf("POST /readings/fast %s: %d %s", body, resp.StatusCode, b)
+				if code, b := postKeyed(t, base+"/readings/fast", "application/json", "", key, body); code != http.StatusOK {
+					t.Fatalf("POST /readings/fast %s: %d %s", body, code, b)
 				}
 			}
 

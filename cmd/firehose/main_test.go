@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
@@ -28,23 +27,7 @@ import (
 // binary is the firehose built once for the tests that run it as a process.
 var binary string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "firehose-test-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	binary = filepath.Join(dir, "firehose")
-	build := exec.Command("go", "build", "-o", binary, ".")
-	build.Stderr = os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build firehose:", err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testenv.RunWithFirehose(m, ".", &binary) }
 
 // proc is a firehose process started by a test.
 type proc struct {
@@ -93,6 +76,22 @@ func (p *proc) wait(timeout time.Duration) (int, bool) {
 		return p.cmd.ProcessState.ExitCode(), true
 	case <-time.After(timeout):
 		return 0, false
+	}
+}
+
+// endShutdownDelay checks that p, sent SIGTERM with a one-minute
+// --shutdown-delay, still runs; then a second SIGTERM must end it at once
+// with exit code 0.
+func (p *proc) endShutdownDelay() {
+	p.t.Helper()
+	select {
+	case <-p.done:
+		p.t.Fatalf("exited during the one-minute shutdown delay; output: %s", p.stderr.String())
+	default:
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	if code, ok := p.wait(20 * time.Second); !ok || code != 0 {
+		p.t.Fatalf("after a second SIGTERM: exited %v with %d; output: %s", ok, code, p.stderr.String())
 	}
 }
 
@@ -365,6 +364,12 @@ func countRows(t *testing.T, pgURL, query string, args ...any) int {
 
 func post(t *testing.T, url, contentType, device, body string) (int, string) {
 	t.Helper()
+	return postKeyed(t, url, contentType, device, "", body)
+}
+
+// postKeyed is post with an Idempotency-Key header, unless key is "".
+func postKeyed(t *testing.T, url, contentType, device, key, body string) (int, string) {
+	t.Helper()
 	req, err := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
@@ -372,6 +377,9 @@ func post(t *testing.T, url, contentType, device, body string) (int, string) {
 	req.Header.Set("Content-Type", contentType)
 	if device != "" {
 		req.Header.Set("X-Device-ID", device)
+	}
+	if key != "" {
+		req.Header.Set("Idempotency-Key", key)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {

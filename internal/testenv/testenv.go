@@ -11,6 +11,9 @@
 // FIREHOSE_TEST_REDIS (default redis://127.0.0.1:6379/0). Under -short the
 // integration tests are skipped; otherwise an unreachable service fails the
 // test with a hint (scripts/services.sh ensure starts them).
+//
+// The packages that run firehose as a process build it once in their
+// TestMain with RunWithFirehose.
 package testenv
 
 import (
