@@ -27,7 +27,7 @@
 // Config for the arithmetic.
 //
 // A mochi hook per concern: who connects, publishes and reads
-// (hook_auth.go), the ingest of publishes (hook_ingest.go), and the bounds
+// (hook_auth.go), the ingest of publishes (hook.go), and the bounds
 // on sessions, wills and retained messages (hook_bounds.go).
 //
 //	b, err := broker.New(cfg, producer, logger, registry)
