@@ -7,8 +7,32 @@ import (
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 
+	"firehose/ingest"
+	"firehose/mapping"
 	"firehose/sparkplug"
 )
+
+// acl answers who may read and write what under --mqtt-auth, from the
+// credentials file and what the broker decodes. The auth hook asks it at
+// CONNECT, SUBSCRIBE, each delivery and each will; the ingest hook for a
+// publish through a topic alias and for the devices of the rows a publish
+// makes. nil (no --mqtt-auth): everyone may do everything.
+type acl struct {
+	auth   *authenticator
+	topic  topic           // the readings topic template
+	rules  *mapping.Mapper // nil: none
+	spb    bool            // Sparkplug B decoded (--mqtt-sparkplug)
+	limits ingest.Limits   // to map a will's rows
+}
+
+// mayPublish reports whether an authenticated client may publish readings
+// of device dev: under its own id only, and only while its credentials
+// stand.
+func (a *acl) mayPublish(cl *mqtt.Client, dev string) bool {
+	user := string(cl.Properties.Username)
+	_, known := a.auth.file.Get()[user]
+	return dev == user && known
+}
 
 // Who may read and write what, under --mqtt-auth: everything is denied that
 // the client's line of the credentials file does not allow.
@@ -89,20 +113,20 @@ func (t topic) underDevice(dev, f string) bool {
 // mayRead reports whether an authenticated client may subscribe to filter,
 // or be delivered a message on topic filter. Its credentials must still
 // stand.
-func (h *hook) mayRead(cl *mqtt.Client, filter string) bool {
+func (a *acl) mayRead(cl *mqtt.Client, filter string) bool {
 	f, ok := unshare(filter)
 	if !ok {
 		return false
 	}
 	user := string(cl.Properties.Username)
-	cred, known := h.auth.file.Get()[user]
+	cred, known := a.auth.file.Get()[user]
 	if !known {
 		return false
 	}
 	if f == refusedWillTopic {
 		return false
 	}
-	if h.topic.underDevice(user, f) || (h.spb != nil && ownSparkplugRead(user, cred.Sparkplug, f)) {
+	if a.topic.underDevice(user, f) || (a.spb && ownSparkplugRead(user, cred.Sparkplug, f)) {
 		return true
 	}
 	for _, g := range cred.Read {
@@ -154,18 +178,18 @@ func ownSparkplugRead(edge string, groups []string, f string) bool {
 
 // mayWrite reports whether client cl may publish on topic, while its
 // credentials stand.
-func (h *hook) mayWrite(cl *mqtt.Client, topic string) bool {
+func (a *acl) mayWrite(cl *mqtt.Client, topic string) bool {
 	if cl.Net.Inline {
 		return true
 	}
 	user := string(cl.Properties.Username)
-	cred, known := h.auth.file.Get()[user]
-	return known && h.writeAllowed(user, cred, topic)
+	cred, known := a.auth.file.Get()[user]
+	return known && a.writeAllowed(user, cred, topic)
 }
 
 // writeAllowed reports whether user, of credentials cred, may publish on
 // topic (see above).
-func (h *hook) writeAllowed(user string, cred Credential, topic string) bool {
+func (a *acl) writeAllowed(user string, cred Credential, topic string) bool {
 	for _, g := range cred.Write {
 		if covers(g, topic) {
 			return true
@@ -176,12 +200,12 @@ func (h *hook) writeAllowed(user string, cred Credential, topic string) bool {
 		// it (--mqtt-sparkplug): edge nodes act on STATE and commands.
 		return ownEdgeNode(user, cred.Sparkplug, topic)
 	}
-	if h.rules.Len() > 0 {
-		if _, ok := h.rules.MatchTopic(topic); ok {
+	if a.rules.Len() > 0 {
+		if _, ok := a.rules.MatchTopic(topic); ok {
 			return true // every row must be user's: publishMapped decides
 		}
 	}
-	return h.topic.underDevice(user, topic)
+	return a.topic.underDevice(user, topic)
 }
 
 // ownEdgeNode reports whether topic is a message of user's own Sparkplug B
@@ -199,24 +223,24 @@ func ownEdgeNode(user string, groups []string, topic string) bool {
 // mayCommand reports whether client cl may publish the Sparkplug B command
 // topic: only with a write=FILTER grant covering it (mayWrite), or as the
 // broker's own client.
-func (h *hook) mayCommand(cl *mqtt.Client, topic string) bool { return h.mayWrite(cl, topic) }
+func (a *acl) mayCommand(cl *mqtt.Client, topic string) bool { return a.mayWrite(cl, topic) }
 
 // mayWill reports whether user may leave payload on topic as its will:
 // mochi publishes a will past OnACLCheck and OnPublish, so it must be a
 // publish the user may make, and on the readings topic or a mapped topic the
 // rows it makes must be the user's own. A will a rule cannot map is refused:
 // whose rows it would make is unknown.
-func (h *hook) mayWill(user, topic string, payload []byte) bool {
-	cred, known := h.auth.file.Get()[user]
-	if !known || !h.writeAllowed(user, cred, topic) {
+func (a *acl) mayWill(user, topic string, payload []byte) bool {
+	cred, known := a.auth.file.Get()[user]
+	if !known || !a.writeAllowed(user, cred, topic) {
 		return false
 	}
-	if h.spb != nil && sparkplug.IsTopic(topic) {
+	if a.spb && sparkplug.IsTopic(topic) {
 		return true // its own edge node's, or granted: not rows of a device
 	}
-	if h.rules.Len() > 0 {
-		if mt, ok := h.rules.MatchTopic(topic); ok {
-			rs, err := mt.Map(payload, time.Now(), h.limits)
+	if a.rules.Len() > 0 {
+		if mt, ok := a.rules.MatchTopic(topic); ok {
+			rs, err := mt.Map(payload, time.Now(), a.limits)
 			if err != nil {
 				return false
 			}
@@ -228,7 +252,7 @@ func (h *hook) mayWill(user, topic string, payload []byte) bool {
 			return true
 		}
 	}
-	if dev, ok := h.topic.device(topic); ok {
+	if dev, ok := a.topic.device(topic); ok {
 		return dev == user
 	}
 	return true

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"firehose/mapping"
-	"firehose/sparkplug"
 )
 
 func TestCovers(t *testing.T) {
@@ -171,7 +170,7 @@ func TestWriteAllowed(t *testing.T) {
 		t.Fatal(err)
 	}
 	def, _ := parseTopic(DefaultTopic)
-	h := &hook{topic: def, rules: rules, auth: a, spb: &sparkplug.Tracker{}}
+	h := &acl{topic: def, rules: rules, auth: a, spb: true}
 	creds := a.file.Get()
 	for _, tc := range []struct {
 		user, topic string

@@ -38,7 +38,7 @@ type Credential struct {
 	// e.g. spBv1.0/+/NCMD/# for a Sparkplug host application's commands,
 	// spBv1.0/STATE/scada for its STATE, devices/+/commands for an
 	// application commanding devices. Without one a client publishes only
-	// its own topics (see hook.mayWrite). A grant never makes readings of
+	// its own topics (see acl.mayWrite). A grant never makes readings of
 	// another device: rows of the readings topic and of mapping rules are
 	// still the user's own.
 	Write []string

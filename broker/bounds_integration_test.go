@@ -35,7 +35,7 @@ func persistentSubscribers(t *testing.T, s *testStack, n int, filter string) {
 		c.Disconnect(50)
 		testenv.Eventually(t, 10*time.Second, func() bool {
 			cl, ok := s.b.srv.Clients.Get(id)
-			return ok && cl.Closed() && s.b.hook.sess.count() == min(i+1, s.b.cfg.MaxOfflineSessions)
+			return ok && cl.Closed() && s.b.bounds.sess.count() == min(i+1, s.b.cfg.MaxOfflineSessions)
 		}, "the session of %s was not recorded as disconnected", id)
 	}
 }
@@ -198,7 +198,7 @@ func TestIntegrationExpiredSessionForgotten(t *testing.T) {
 	_ = c.Disconnect(&paho.Disconnect{})
 	testenv.Eventually(t, 10*time.Second, func() bool { _, ok := s.b.srv.Clients.Get("exp-1"); return !ok },
 		"the session of exp-1 did not expire")
-	testenv.Eventually(t, 5*time.Second, func() bool { return s.b.hook.sess.count() == 0 },
+	testenv.Eventually(t, 5*time.Second, func() bool { return s.b.bounds.sess.count() == 0 },
 		"the expired session is still counted")
 
 	again := mustConnectV5(t, s.tcpAddr(), "exp-1")

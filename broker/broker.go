@@ -31,11 +31,13 @@ const credentialsCheckInterval = 2 * time.Second
 
 // Broker is the embedded MQTT broker; see the package comment.
 type Broker struct {
-	cfg  Config
-	srv  *mqtt.Server
-	hook *hook
-	log  *slog.Logger
-	stop context.CancelFunc // ends hook.ctx after the drain
+	cfg    Config
+	srv    *mqtt.Server
+	auth   *authHook   // who connects, publishes and reads
+	ingest *ingestHook // the publish path to the producer
+	bounds *boundsHook // sessions, wills and retained messages within bounds
+	log    *slog.Logger
+	stop   context.CancelFunc // ends the hooks' ctx after the drain
 
 	mu      sync.Mutex
 	lns     map[string]net.Listener // by listener id: tcp, tls, ws
@@ -52,28 +54,34 @@ func New(cfg Config, p Producer, logger *slog.Logger, reg prometheus.Registerer)
 	t, _ := parseTopic(cfg.Topic)
 	log := logger.With("component", "broker")
 	ctx, cancel := context.WithCancel(context.Background())
-	h := &hook{
+	ah := &authHook{
+		maxKA: uint16(cfg.MaxKeepAlive / time.Second),
+		log:   log,
+		ctx:   ctx,
+	}
+	ih := &ingestHook{
 		topic:  t,
 		rules:  cfg.Rules,
 		p:      p,
 		limits: cfg.Limits,
-		maxKA:  uint16(cfg.MaxKeepAlive / time.Second),
-		maxPkt: uint32(cfg.MaxPacket),
 		log:    log,
 		ctx:    ctx,
 	}
+	bh := &boundsHook{maxPkt: uint32(cfg.MaxPacket)}
 	if cfg.AuthFile != "" {
 		a, err := newAuthenticator(cfg.AuthFile, log)
 		if err != nil {
 			cancel()
 			return nil, fmt.Errorf("load --mqtt-auth: %w", err)
 		}
-		h.auth = a
-		h.fails = newLoginThrottle(cfg.AuthFailBurst, cfg.AuthFailInterval, cfg.AuthFailAddresses)
-		h.slots = newCheckSlots()
+		ah.acl = &acl{auth: a, topic: t, rules: cfg.Rules, spb: cfg.Sparkplug, limits: cfg.Limits}
+		ah.fails = newLoginThrottle(cfg.AuthFailBurst, cfg.AuthFailInterval, cfg.AuthFailAddresses)
+		ah.slots = newCheckSlots()
+		ih.acl = ah.acl
 	}
-	h.ret = newRetained(cfg.MaxRetained, cfg.MaxRetainedBytes)
-	h.wills = make(chan will, 1024)
+	bh.ret = newRetained(cfg.MaxRetained, cfg.MaxRetainedBytes)
+	ih.ret = bh.ret
+	ih.wills = make(chan will, 1024)
 	caps := mqtt.NewDefaultServerCapabilities()
 	caps.MaximumClients = int64(cfg.MaxClients)
 	caps.MaximumPacketSize = uint32(cfg.MaxPacket)
@@ -92,10 +100,10 @@ func New(cfg Config, p Producer, logger *slog.Logger, reg prometheus.Registerer)
 		if store == nil {
 			store = sparkplug.NewMemoryStore()
 		}
-		h.spb = sparkplug.NewTracker(store)
-		h.spb.MaxNodes, h.spb.MaxNodeBytes, h.spb.StateTTL = cfg.SparkplugMaxNodes, cfg.SparkplugMaxNodeBytes, cfg.SparkplugStateTTL
-		h.spbLive = newSpbSessions()
-		h.rebirths = make(chan [2]string, 64)
+		ih.spb = sparkplug.NewTracker(store)
+		ih.spb.MaxNodes, ih.spb.MaxNodeBytes, ih.spb.StateTTL = cfg.SparkplugMaxNodes, cfg.SparkplugMaxNodeBytes, cfg.SparkplugStateTTL
+		ih.spbLive = newSpbSessions()
+		ih.rebirths = make(chan [2]string, 64)
 	}
 	srv := mqtt.New(&mqtt.Options{
 		Capabilities: caps,
@@ -106,33 +114,45 @@ func New(cfg Config, p Producer, logger *slog.Logger, reg prometheus.Registerer)
 		// debug level. What matters reaches us as errors and metrics.
 		Logger: slog.New(minLevel{h: log.Handler(), min: mochiLevel(log)}).With("component", "mochi"),
 	})
-	h.srv = srv
-	h.m = newMetrics(reg, gauges{
+	ah.srv, ih.srv = srv, srv
+	m := newMetrics(reg, gauges{
 		// mochi updates the count atomically; a plain read races with connects.
 		clients:         func() float64 { return float64(atomic.LoadInt64(&srv.Info.ClientsConnected)) },
-		offlineSessions: func() float64 { return float64(h.sess.count()) },
-		offlineQueued:   func() float64 { return float64(h.sess.queued.Load()) },
+		offlineSessions: func() float64 { return float64(bh.sess.count()) },
+		offlineQueued:   func() float64 { return float64(bh.sess.queued.Load()) },
 		throttled: func() float64 {
-			if h.fails == nil {
+			if ah.fails == nil {
 				return 0
 			}
-			return float64(h.fails.tracked())
+			return float64(ah.fails.tracked())
 		},
 		bcrypts: func() float64 {
-			if h.auth == nil {
+			if ah.acl == nil {
 				return 0
 			}
-			return float64(h.auth.bcrypts.Load())
+			return float64(ah.acl.auth.bcrypts.Load())
 		},
-		retained:      func() float64 { n, _ := h.ret.stats(); return float64(n) },
-		retainedBytes: func() float64 { _, b := h.ret.stats(); return float64(b) },
+		retained:      func() float64 { n, _ := bh.ret.stats(); return float64(n) },
+		retainedBytes: func() float64 { _, b := bh.ret.stats(); return float64(b) },
 	})
-	h.sess = newSessions(srv, cfg.MaxOfflineSessions, cfg.MaxInflight, int64(cfg.MaxOfflineMessages), h.m)
-	if err := srv.AddHook(h, nil); err != nil {
-		cancel()
-		return nil, fmt.Errorf("add broker hook: %w", err)
+	ah.m, ih.m, bh.m = m, m, m
+	bh.sess = newSessions(srv, cfg.MaxOfflineSessions, cfg.MaxInflight, int64(cfg.MaxOfflineMessages), m)
+	ah.queue = bh.sess
+	// mochi calls the hooks that provide an event in the order they were
+	// added. auth comes first: its OnConnect refuses before anything else
+	// sees the client, and its OnWill, refusing a will, clears the retain
+	// flag the bounds hook's OnWill would otherwise account for. ingest
+	// comes before bounds: on a disconnect the Sparkplug B state's expiry
+	// starts before the session is recorded, as when they were one hook.
+	// OnACLCheck, OnConnectAuthenticate (auth) and OnPublish (ingest) each
+	// have a single provider.
+	for _, hk := range []mqtt.Hook{ah, ih, bh} {
+		if err := srv.AddHook(hk, nil); err != nil {
+			cancel()
+			return nil, fmt.Errorf("add broker hook: %w", err)
+		}
 	}
-	return &Broker{cfg: cfg, srv: srv, hook: h, log: log, stop: cancel, lns: map[string]net.Listener{}}, nil
+	return &Broker{cfg: cfg, srv: srv, auth: ah, ingest: ih, bounds: bh, log: log, stop: cancel, lns: map[string]net.Listener{}}, nil
 }
 
 // Listen binds every configured listener. A port in use is an error naming
@@ -229,14 +249,14 @@ func (b *Broker) Run(ctx context.Context) error {
 		b.log.Info("mqtt listening", "listener", id, "addr", b.Addr(id).String())
 	}
 	var wg sync.WaitGroup
-	if h := b.hook; h.spb != nil {
+	if h := b.ingest; h.spb != nil {
 		wg.Go(func() { h.sendRebirths(ctx) })
 		wg.Go(func() { h.sweepSparkplug(ctx) })
 	}
-	wg.Go(func() { b.hook.storeWills(ctx) })
-	if h := b.hook; h.auth != nil {
+	wg.Go(func() { b.ingest.storeWills(ctx) })
+	if a := b.auth.acl; a != nil {
 		wg.Go(func() {
-			h.auth.file.Watch(ctx, credentialsCheckInterval, func(c Credentials) {
+			a.auth.file.Watch(ctx, credentialsCheckInterval, func(c Credentials) {
 				b.log.Info("MQTT device credentials reloaded", "devices", len(c))
 			})
 		})
@@ -248,7 +268,7 @@ func (b *Broker) Run(ctx context.Context) error {
 }
 
 func (b *Broker) drain() {
-	h := b.hook
+	h := b.ingest
 	h.draining.Store(true)
 	b.mu.Lock()
 	for _, ln := range b.lns {

@@ -37,7 +37,7 @@ import (
 // storeDeadLetter writes pk whole as an edge dead letter of the decode path
 // kind, of device dev (if known), for reason, received at start. It returns
 // the producer's refusal, if any: the caller must then not acknowledge.
-func (h *hook) storeDeadLetter(cl *mqtt.Client, pk packets.Packet, kind, dev, reason string, start time.Time) error {
+func (h *ingestHook) storeDeadLetter(cl *mqtt.Client, pk packets.Packet, kind, dev, reason string, start time.Time) error {
 	d := ingest.DeadLetter{
 		Source:     ingest.SourceMQTT,
 		Kind:       kind,

@@ -2,7 +2,7 @@
 // to it over MQTT 3.1.1 or 5, and it acknowledges a QoS 1 or 2 reading only
 // once the reading is durable in Redis.
 //
-// It is a mochi-mqtt server with a hook. Publishes to the readings topic
+// It is a mochi-mqtt server with hooks. Publishes to the readings topic
 // (devices/{device_id}/readings by default) are decoded, validated and handed
 // to the shared ingest Producer before mochi writes the PUBACK or PUBREC;
 // concurrent publishes of many devices share XADD round trips (group
@@ -25,6 +25,10 @@
 // oldest evicted, and the messages queued for them all), and for retained
 // messages (count and bytes; past them the retain flag is dropped). See
 // Config for the arithmetic.
+//
+// A mochi hook per concern: who connects, publishes and reads
+// (hook_auth.go), the ingest of publishes (hook.go), and the bounds
+// on sessions, wills and retained messages (hook_bounds.go).
 //
 //	b, err := broker.New(cfg, producer, logger, registry)
 //	if err != nil { ... }

@@ -81,8 +81,8 @@ func TestIntegrationShutdownLetsInFlightPublishesFinish(t *testing.T) {
 			go func() { results <- publishUntilDisconnected(c, i, byte(1+i%2), float64(i*10+k)) }()
 		}
 	}
-	testenv.Eventually(t, 10*time.Second, func() bool { return s.b.hook.inflight.Load() == clients },
-		"%d publishes in flight, want %d", s.b.hook.inflight.Load(), clients)
+	testenv.Eventually(t, 10*time.Second, func() bool { return s.b.ingest.inflight.Load() == clients },
+		"%d publishes in flight, want %d", s.b.ingest.inflight.Load(), clients)
 	if n := len(results); n != 0 {
 		t.Fatalf("%d publishes answered while Redis was paused", n)
 	}
@@ -90,7 +90,7 @@ func TestIntegrationShutdownLetsInFlightPublishesFinish(t *testing.T) {
 	start := time.Now()
 	stopped := make(chan error, 1)
 	go func() { stopped <- s.stop() }()
-	testenv.Eventually(t, 5*time.Second, func() bool { return s.b.hook.draining.Load() }, "the broker did not start draining")
+	testenv.Eventually(t, 5*time.Second, func() bool { return s.b.ingest.draining.Load() }, "the broker did not start draining")
 	testenv.Eventually(t, 5*time.Second, func() bool {
 		c, err := net.DialTimeout("tcp", s.tcpAddr(), time.Second)
 		if err == nil {
@@ -103,7 +103,7 @@ func TestIntegrationShutdownLetsInFlightPublishesFinish(t *testing.T) {
 	// tell waiting from a fixed grace period.
 	select {
 	case err := <-stopped:
-		t.Fatalf("Run returned (%v) with %d publishes in flight and Redis paused", err, s.b.hook.inflight.Load())
+		t.Fatalf("Run returned (%v) with %d publishes in flight and Redis paused", err, s.b.ingest.inflight.Load())
 	case <-time.After(500 * time.Millisecond):
 	}
 	if n := len(results); n != 0 {
@@ -202,8 +202,8 @@ func TestIntegrationShutdownTimeoutBoundsTheDrain(t *testing.T) {
 	for i, c := range cs {
 		go func() { results <- publishUntilDisconnected(c, i, byte(1+i%2), float64(i)) }()
 	}
-	testenv.Eventually(t, 10*time.Second, func() bool { return s.b.hook.inflight.Load() == clients },
-		"%d publishes in flight, want %d", s.b.hook.inflight.Load(), clients)
+	testenv.Eventually(t, 10*time.Second, func() bool { return s.b.ingest.inflight.Load() == clients },
+		"%d publishes in flight, want %d", s.b.ingest.inflight.Load(), clients)
 
 	start := time.Now()
 	if err := s.stop(); err != nil {

@@ -47,21 +47,21 @@ func spbLimits(l ingest.Limits) ingest.Limits {
 // username the edge node id) in a group its credentials name, or granted
 // the topic (mayWrite). NCMD, DCMD and STATE messages are delivered, not
 // stored.
-func (h *hook) publishSparkplug(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+func (h *ingestHook) publishSparkplug(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
 	start := time.Now()
 	tp, err := sparkplug.ParseTopic(pk.TopicName)
 	if err != nil {
 		return h.refuseInvalid(cl, pk, err, ingest.KindSparkplug, "", start)
 	}
 	if tp.Type == sparkplug.NCMD || tp.Type == sparkplug.DCMD || tp.Type == sparkplug.STATE {
-		if h.auth != nil && tp.Type != sparkplug.STATE && !h.mayCommand(cl, pk.TopicName) {
+		if h.acl != nil && tp.Type != sparkplug.STATE && !h.acl.mayCommand(cl, pk.TopicName) {
 			// Only a publish through a topic alias gets here: OnACLCheck
 			// refused the others.
 			return h.refuseUnauthorized(cl, pk)
 		}
 		return pk, nil
 	}
-	if h.auth != nil && !h.mayWrite(cl, pk.TopicName) {
+	if h.acl != nil && !h.acl.mayWrite(cl, pk.TopicName) {
 		return h.refuseUnauthorized(cl, pk)
 	}
 	msg, err := h.spb.HandleFrom(h.ctx, h.spbOwner(cl), pk.TopicName, pk.Payload)
@@ -173,7 +173,7 @@ func spbReadings(msg *sparkplug.Message, receivedAt time.Time, lim ingest.Limits
 // rebirth loop publishes it (not from inside the hook, which a publish of
 // the broker's own would re-enter). A full queue drops it: the edge node's
 // next unresolvable message asks again.
-func (h *hook) askRebirth(group, edge string) {
+func (h *ingestHook) askRebirth(group, edge string) {
 	select {
 	case h.rebirths <- [2]string{group, edge}:
 	default:
@@ -181,7 +181,7 @@ func (h *hook) askRebirth(group, edge string) {
 }
 
 // sendRebirths publishes the queued Rebirth requests until ctx ends.
-func (h *hook) sendRebirths(ctx context.Context) {
+func (h *ingestHook) sendRebirths(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
@@ -202,8 +202,8 @@ func (h *hook) sendRebirths(ctx context.Context) {
 
 // spbOwner is the credential a client's Sparkplug B state counts against:
 // its username under --mqtt-auth, else its client id.
-func (h *hook) spbOwner(cl *mqtt.Client) string {
-	if h.auth != nil {
+func (h *ingestHook) spbOwner(cl *mqtt.Client) string {
+	if h.acl != nil {
 		return string(cl.Properties.Username)
 	}
 	return cl.ID
@@ -217,7 +217,7 @@ func (h *hook) spbOwner(cl *mqtt.Client) string {
 // other nodes die, and as for an invalid payload when
 // the birth itself is too large, which no retry changes (an MQTT 3.1.1
 // client's is then stored as an edge dead letter before its acknowledgement).
-func (h *hook) refuseSparkplugState(cl *mqtt.Client, pk packets.Packet, err error, dev string, start time.Time) (packets.Packet, error) {
+func (h *ingestHook) refuseSparkplugState(cl *mqtt.Client, pk packets.Packet, err error, dev string, start time.Time) (packets.Packet, error) {
 	quota := errors.Is(err, sparkplug.ErrQuota)
 	if pk.FixedHeader.Qos > 0 && cl.Properties.ProtocolVersion == 5 {
 		code, reason := packets.ErrPacketTooLarge, "sparkplug_too_large"
@@ -274,7 +274,7 @@ func (s *spbSessions) ended(cl *mqtt.Client) map[string]string {
 // endSparkplugSessions starts the expiry (--sparkplug-state-ttl) of the
 // state of every edge node whose NBIRTH cl published, unless a later
 // NBIRTH (another connection's, after a takeover) or its NDEATH came first.
-func (h *hook) endSparkplugSessions(cl *mqtt.Client) {
+func (h *ingestHook) endSparkplugSessions(cl *mqtt.Client) {
 	if h.spb == nil {
 		return
 	}
@@ -292,7 +292,7 @@ const sparkplugSweepInterval = 10 * time.Second
 
 // sweepSparkplug removes the expired Sparkplug B state and updates
 // firehose_sparkplug_state_bytes and _nodes, until ctx ends.
-func (h *hook) sweepSparkplug(ctx context.Context) {
+func (h *ingestHook) sweepSparkplug(ctx context.Context) {
 	t := time.NewTicker(sparkplugSweepInterval)
 	defer t.Stop()
 	for {

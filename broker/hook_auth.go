@@ -1,0 +1,214 @@
+package broker
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+)
+
+// authHook is the mochi hook that decides who connects and what each client
+// may publish and read: it bounds the keep-alive and, under --mqtt-auth,
+// checks the password, the client id and the will at CONNECT (admit),
+// every publish and subscription against the credentials file (acl.go), and
+// each will again when its client goes.
+//
+// mochi asks OnACLCheck and OnConnectAuthenticate of each hook that provides
+// them, in the order added, until one says yes: only this hook provides
+// them, so its no is final. For the same reason the bound on messages queued
+// for disconnected sessions (sessions.mayQueue), which must hold together
+// with the read permission, is answered here too.
+type authHook struct {
+	mqtt.HookBase
+	srv   *mqtt.Server
+	acl   *acl           // nil: anonymous
+	fails *loginThrottle // failed logins by source address; with acl
+	slots checkSlots     // bcrypt checks at once; with acl
+	queue *sessions      // the bound on messages queued for disconnected sessions
+	maxKA uint16         // seconds
+	m     *metrics
+	log   *slog.Logger
+	ctx   context.Context // for the wait for a bcrypt slot; cancelled after the drain
+}
+
+func (h *authHook) ID() string { return "firehose-auth" }
+
+// Provides is a switch, not mochi's bytes.Contains: mochi asks every hook
+// for every event, several times per publish.
+func (h *authHook) Provides(b byte) bool {
+	switch b {
+	case mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnSubscribed, mqtt.OnWill:
+		return true
+	}
+	return false
+}
+
+// OnConnectAuthenticate admits every client that OnConnect let through:
+// mochi calls OnConnect first, and only OnConnect can answer with the reason
+// codes the checks need (see admit).
+func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
+	return true
+}
+
+// OnACLCheck decides, under --mqtt-auth, what a client may publish and
+// read: it publishes (write true) only what mayWrite allows, retained
+// messages included, and only while its credentials stand; it reads (write
+// false: mochi asks with the filter at SUBSCRIBE, and with the topic name
+// before each delivery) only what mayRead allows. With or without auth, a
+// message is not queued for a disconnected session past the bound on queued
+// messages (sessions.mayQueue).
+//
+// A publish through an MQTT 5 topic alias arrives here with an empty topic
+// name: mochi resolves the alias only after this check, so the ingest
+// hook's OnPublish checks the resolved topic.
+func (h *authHook) OnACLCheck(cl *mqtt.Client, topicName string, write bool) bool {
+	if !write {
+		if h.acl != nil && !h.acl.mayRead(cl, topicName) {
+			return false
+		}
+		return h.queue.mayQueue(cl)
+	}
+	if h.acl == nil || topicName == "" || h.acl.mayWrite(cl, topicName) {
+		return true
+	}
+	h.m.refused.WithLabelValues("not_authorized").Inc()
+	return false
+}
+
+// OnSubscribed counts the filters refused because the client may not read
+// them (mochi answered 0x87 not authorized to MQTT 5, 0x80 failure to 3.1.1).
+func (h *authHook) OnSubscribed(cl *mqtt.Client, pk packets.Packet, codes []byte) {
+	if h.acl == nil {
+		return
+	}
+	for i, sub := range pk.Filters {
+		if i < len(codes) && codes[i] >= packets.ErrUnspecifiedError.Code && mqtt.IsValidFilter(sub.Filter, false) && !h.acl.mayRead(cl, sub.Filter) {
+			h.m.subsRefused.Inc()
+			h.log.Debug("mqtt subscribe refused: not authorized", "device_id", string(cl.Properties.Username), "filter", sub.Filter)
+		}
+	}
+}
+
+// OnConnect bounds the client's keep-alive: a client asking for none, or for
+// more than the maximum, gets the maximum (MQTT 5 clients are told so in
+// CONNACK, a refusing one included, so the bound comes first). Under
+// --mqtt-auth it admits the client or refuses it with its CONNACK (see
+// admit).
+func (h *authHook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
+	if h.maxKA > 0 && (cl.State.Keepalive == 0 || cl.State.Keepalive > h.maxKA) {
+		cl.State.Keepalive = h.maxKA
+		cl.State.ServerKeepalive = true
+	}
+	if h.acl == nil {
+		return nil
+	}
+	code, reason := h.admit(cl, pk)
+	if code == packets.CodeSuccess {
+		return nil
+	}
+	h.m.connectsRefused.WithLabelValues(reason).Inc()
+	// The username is a device id, not a secret; the password never
+	// appears in logs.
+	h.log.Debug("mqtt connect refused: "+strings.ReplaceAll(reason, "_", " "), "device_id", string(pk.Connect.Username), "client_id", pk.Connect.ClientIdentifier, "remote", cl.Net.Remote)
+	if err := h.srv.SendConnack(cl, code, false, nil); err != nil {
+		h.log.Debug("write connack", "err", err)
+	}
+	return code
+}
+
+// Reasons a CONNECT is refused under auth (the reason label of
+// firehose_mqtt_connects_refused_total).
+const (
+	refusedCredentials = "bad_credentials"
+	refusedThrottled   = "throttled"
+	refusedClientID    = "client_id"
+	refusedWill        = "will_not_authorized"
+	refusedClosing     = "shutting_down"
+)
+
+var connectRefusals = []string{refusedCredentials, refusedThrottled, refusedClientID, refusedWill, refusedClosing}
+
+// admit checks an authenticating client, in this order:
+//
+//  1. its password (a password that passed before is checked in
+//     microseconds; else, unless its address is throttled, bcrypt runs in one
+//     of a few slots): wrong -> MQTT 5 0x86 bad user name or password, 3.1.1
+//     return code 5 not authorized, and the address loses a token;
+//     throttled -> 0x9F connection rate exceeded, 3.1.1 code 3 server
+//     unavailable, before any bcrypt;
+//  2. its client id: the username, or username/anything for a user whose
+//     line grants read filters (a dashboard per browser tab); an empty id
+//     becomes the username (MQTT 5 is told so in CONNACK) -> else 0x85
+//     client identifier not valid, 3.1.1 code 2 identifier rejected. So no
+//     one can take over, or read, another device's session;
+//  3. its will: only a publish it may make (mayWill: its own topics, or
+//     granted; rows of its own device), as mochi publishes wills without
+//     the ACL check -> 0x87 not authorized, 3.1.1 code 5.
+//
+// The password comes first so that a wrong one is always answered 0x86,
+// whatever the client id.
+func (h *authHook) admit(cl *mqtt.Client, pk packets.Packet) (packets.Code, string) {
+	v5 := cl.Properties.ProtocolVersion == 5
+	pick := func(c5, c3 packets.Code) packets.Code {
+		if v5 {
+			return c5
+		}
+		return c3 // mochi turns it into the 3.1.1 return code
+	}
+	auth := h.acl.auth
+	user := string(pk.Connect.Username)
+	if !auth.remembered(user, pk.Connect.Password) {
+		key := sourceKey(cl.Net.Remote)
+		if !h.fails.allow(key) {
+			return pick(packets.ErrConnectionRateExceeded, packets.ErrServerUnavailable), refusedThrottled
+		}
+		if !h.slots.acquire(h.ctx) {
+			return packets.ErrServerUnavailable, refusedClosing
+		}
+		// Re-check after the wait: the logins queued behind a flood of
+		// failures from the same address are refused without bcrypt.
+		ok := false
+		allowed := h.fails.allow(key)
+		if allowed {
+			ok = auth.check(user, pk.Connect.Password)
+		}
+		h.slots.release()
+		if !allowed {
+			return pick(packets.ErrConnectionRateExceeded, packets.ErrServerUnavailable), refusedThrottled
+		}
+		if !ok {
+			h.fails.failed(key)
+			return packets.ErrBadUsernameOrPassword, refusedCredentials
+		}
+	}
+	switch id := pk.Connect.ClientIdentifier; {
+	case id == "":
+		cl.ID = user
+		cl.Properties.Props.AssignedClientID = user
+	case id == user:
+	case strings.HasPrefix(id, user+"/") && len(auth.file.Get()[user].Read) > 0:
+	default:
+		return packets.ErrClientIdentifierNotValid, refusedClientID
+	}
+	if pk.Connect.WillFlag && !h.acl.mayWill(user, pk.Connect.WillTopic, pk.Connect.WillPayload) {
+		// mochi publishes a will past OnACLCheck and OnPublish.
+		return pick(packets.ErrNotAuthorized, packets.ErrBadUsernameOrPassword), refusedWill
+	}
+	return packets.CodeSuccess, ""
+}
+
+// OnWill checks a will again under --mqtt-auth (admit checked it at
+// CONNECT): one its client may no longer leave, its credentials changed
+// since, is sent empty and not retained to refusedWillTopic instead, and
+// counted refused (not_authorized). This hook comes before the bounds hook,
+// whose OnWill then has no retained will to account for.
+func (h *authHook) OnWill(cl *mqtt.Client, will mqtt.Will) (mqtt.Will, error) {
+	if h.acl != nil && !cl.Net.Inline && !h.acl.mayWill(string(cl.Properties.Username), will.TopicName, will.Payload) {
+		h.m.refused.WithLabelValues("not_authorized").Inc()
+		h.log.Debug("mqtt will refused: not authorized", "device_id", string(cl.Properties.Username), "topic", will.TopicName)
+		return mqtt.Will{TopicName: refusedWillTopic, Flag: will.Flag}, nil
+	}
+	return will, nil
+}
