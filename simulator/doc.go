@@ -24,11 +24,13 @@
 // with ?rule=sim-telemetry), samples (uploads of Config.Batch samples,
 // ?rule=sim-samples or sim/<id>/samples) or sparkplug (each device a
 // Sparkplug B edge node of group sim-<run>, with births, data by alias,
-// rebirths on request and a death, encoded with protowire). The rules the
-// shapes need are deploy/simulate-rules.yaml. In these shapes the ledger's
-// unit is a message (a sample), each with a strictly increasing device time
-// in ms, and verification finds every row by (device, metric, ts): per
-// metric, rows acknowledged, landed, missing, duplicated.
+// rebirths on request and a death, encoded with protowire and the field
+// numbers and datatypes of internal/spbwire, the wire format alone). The
+// rules the shapes need are deploy/simulate-rules.yaml. In these shapes
+// the ledger's unit is a message (a sample), each with a strictly
+// increasing device time in ms, and verification finds every row by
+// (device, metric, ts): per metric, rows acknowledged, landed, missing,
+// duplicated.
 //
 // With Config.Resend a device sends an acknowledged message again, as if
 // its answer had been lost; every message of the new shapes carries its id

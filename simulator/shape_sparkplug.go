@@ -8,6 +8,8 @@ import (
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 	"google.golang.org/protobuf/encoding/protowire"
+
+	"firehose/internal/spbwire"
 )
 
 // Sparkplug B names the edge nodes use (Sparkplug 3.0).
@@ -88,7 +90,7 @@ func nodeBirthNames(names []string) []string {
 func (f *fleet) sparkplugOptions(d *device, opts *mqtt.ClientOptions) {
 	e := d.edge
 	death := appendSparkplug(nil, uint64(time.Now().UnixMilli()), 0, false,
-		[]spMetric{{name: spBdSeq, alias: 1, datatype: spInt64, vtype: spInt64, value: float64(e.bdSeq)}})
+		[]spMetric{{name: spBdSeq, alias: 1, datatype: spbwire.Int64, vtype: spbwire.Int64, value: float64(e.bdSeq)}})
 	opts.SetBinaryWill(e.topic("NDEATH", ""), death, 1, false)
 	opts.SetOnConnectHandler(func(cl mqtt.Client) {
 		cl.Subscribe(e.topic("NCMD", ""), 0, func(_ mqtt.Client, m mqtt.Message) {
@@ -151,7 +153,7 @@ func (f *fleet) runEdgeNode(ctx, sendCtx context.Context, d *device) {
 		stopTimer(timer)
 	}
 	death := appendSparkplug(nil, uint64(d.deviceMs(time.Now())), 0, false,
-		[]spMetric{{name: spBdSeq, alias: 1, datatype: spInt64, vtype: spInt64, value: float64(e.bdSeq)}})
+		[]spMetric{{name: spBdSeq, alias: 1, datatype: spbwire.Int64, vtype: spbwire.Int64, value: float64(e.bdSeq)}})
 	switch acked := f.publishOnce(context.WithoutCancel(ctx), md, e.topic("NDEATH", ""), death); {
 	case acked && f.cfg.QoS > 0:
 		f.c.deathsAcked.Add(1)
@@ -171,8 +173,8 @@ func (f *fleet) births(ctx context.Context, d *device, md *mqttDevice, due time.
 	seq := e.nextSeq()
 	unit := d.add(ms, flagBirth)
 	metrics := []spMetric{
-		{name: spBdSeq, alias: 1, datatype: spInt64, vtype: spInt64, value: float64(e.bdSeq)},
-		{name: spRebirth, alias: 2, datatype: spBoolean, vtype: spBoolean},
+		{name: spBdSeq, alias: 1, datatype: spbwire.Int64, vtype: spbwire.Int64, value: float64(e.bdSeq)},
+		{name: spRebirth, alias: 2, datatype: spbwire.Boolean, vtype: spbwire.Boolean},
 	}
 	metrics = append(metrics, spMetrics(0, d.value, seq, k, true)...)
 	f.sparkplugPublish(ctx, d, md, &d.ledger, e.topic("NBIRTH", ""), unit, due,
@@ -205,7 +207,7 @@ func (f *fleet) sparkplugData(ctx context.Context, d *device, md *mqttDevice, ta
 	if target == 0 {
 		e.ndata++
 		if n := f.cfg.SparkplugRebirthEvery; n > 0 && e.ndata%n == 0 {
-			metrics = append(metrics, spMetric{alias: spBogusAlias, value: d.value, vtype: spDouble})
+			metrics = append(metrics, spMetric{alias: spBogusAlias, value: d.value, vtype: spbwire.Double})
 			e.forced++
 			f.c.rebirthsForced.Add(1)
 			if f.cfg.QoS > 0 {
@@ -261,21 +263,21 @@ func (f *fleet) publishOnce(ctx context.Context, md *mqttDevice, topic string, p
 }
 
 // isRebirthRequest reports whether an NCMD payload sets Node
-// Control/Rebirth to true: a Payload (field 2: metrics) with a Metric of
-// that name (field 1) and boolean_value (field 14) true.
+// Control/Rebirth to true: a Payload with a Metric of that name and
+// boolean_value true.
 func isRebirthRequest(p []byte) bool {
 	found := false
 	walkProto(p, func(num protowire.Number, typ protowire.Type, v uint64, b []byte) {
-		if num != 2 || typ != protowire.BytesType {
+		if num != spbwire.PayloadMetrics || typ != protowire.BytesType {
 			return
 		}
 		var name string
 		var set bool
 		walkProto(b, func(num protowire.Number, typ protowire.Type, v uint64, b []byte) {
 			switch {
-			case num == 1 && typ == protowire.BytesType:
+			case num == spbwire.MetricName && typ == protowire.BytesType:
 				name = string(b)
-			case num == 14 && typ == protowire.VarintType:
+			case num == spbwire.MetricBooleanValue && typ == protowire.VarintType:
 				set = v != 0
 			}
 		})

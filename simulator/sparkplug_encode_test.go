@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"google.golang.org/protobuf/encoding/protowire"
+
+	"firehose/internal/spbwire"
 )
 
 // TestSparkplugEncoderMatchesTahu encodes messages of the fixtures that
@@ -24,16 +26,16 @@ func TestSparkplugEncoderMatchesTahu(t *testing.T) {
 		metrics []spMetric
 	}{
 		{"NBIRTH with bdSeq and aliases", "unknown-alias-00-NBIRTH.bin", t0, 0, []spMetric{
-			{name: "bdSeq", datatype: spUInt64, vtype: spUInt64, value: 0},
-			{name: "a", alias: 1, datatype: spInt16, vtype: spInt16, value: 1},
-			{name: "b", alias: 2, datatype: spInt16, vtype: spInt16, value: 2},
+			{name: "bdSeq", datatype: spbwire.UInt64, vtype: spbwire.UInt64, value: 0},
+			{name: "a", alias: 1, datatype: spbwire.Int16, vtype: spbwire.Int16, value: 1},
+			{name: "b", alias: 2, datatype: spbwire.Int16, vtype: spbwire.Int16, value: 2},
 		}},
 		{"NDATA by alias, a negative Int16", "unknown-alias-01-NDATA.bin", t0 + 1000, 1, []spMetric{
-			{alias: 1, datatype: spInt16, vtype: spInt16, value: -7},
-			{alias: 7, datatype: spInt16, vtype: spInt16, value: 9},
+			{alias: 1, datatype: spbwire.Int16, vtype: spbwire.Int16, value: -7},
+			{alias: 7, datatype: spbwire.Int16, vtype: spbwire.Int16, value: 9},
 		}},
 		{"NDATA at seq 255, UInt16", "seq-01-NDATA.bin", t0 + 1000, 255, []spMetric{
-			{alias: 1, datatype: spUInt16, vtype: spUInt16, value: 2},
+			{alias: 1, datatype: spbwire.UInt16, vtype: spbwire.UInt16, value: 2},
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -68,12 +70,12 @@ func decodeSpPayload(t *testing.T, b []byte) (ts, seq uint64, hasSeq bool, ms []
 		}
 		b = b[n:]
 		switch {
-		case num == 1 && typ == protowire.VarintType:
+		case num == spbwire.PayloadTimestamp && typ == protowire.VarintType:
 			ts, n = protowire.ConsumeVarint(b)
-		case num == 3 && typ == protowire.VarintType:
+		case num == spbwire.PayloadSeq && typ == protowire.VarintType:
 			seq, n = protowire.ConsumeVarint(b)
 			hasSeq = true
-		case num == 2 && typ == protowire.BytesType:
+		case num == spbwire.PayloadMetrics && typ == protowire.BytesType:
 			var mb []byte
 			mb, n = protowire.ConsumeBytes(b)
 			var m decodedMetric
@@ -89,9 +91,9 @@ func decodeSpPayload(t *testing.T, b []byte) (ts, seq uint64, hasSeq bool, ms []
 					var v uint64
 					v, k = protowire.ConsumeVarint(mb)
 					switch mn {
-					case 2:
+					case spbwire.MetricAlias:
 						m.alias = v
-					case 4:
+					case spbwire.MetricDatatype:
 						m.datatype = v
 					default:
 						m.field, m.raw = mn, v
@@ -133,8 +135,10 @@ func TestSparkplugEncoderDatatypes(t *testing.T) {
 	if ts != 1764600000123 || seq != 7 || !hasSeq || len(got) != k {
 		t.Fatalf("ts %d, seq %d (%v), %d metrics", ts, seq, hasSeq, len(got))
 	}
-	field := map[uint32]protowire.Number{spInt8: 10, spInt16: 10, spInt32: 10, spUInt8: 10, spUInt16: 10, spUInt32: 10,
-		spInt64: 11, spUInt64: 11, spFloat: 12, spDouble: 13, spBoolean: 14}
+	field := map[uint32]protowire.Number{spbwire.Int8: spbwire.MetricIntValue, spbwire.Int16: spbwire.MetricIntValue,
+		spbwire.Int32: spbwire.MetricIntValue, spbwire.UInt8: spbwire.MetricIntValue, spbwire.UInt16: spbwire.MetricIntValue,
+		spbwire.UInt32: spbwire.MetricIntValue, spbwire.Int64: spbwire.MetricLongValue, spbwire.UInt64: spbwire.MetricLongValue,
+		spbwire.Float: spbwire.MetricFloatValue, spbwire.Double: spbwire.MetricDoubleValue, spbwire.Boolean: spbwire.MetricBooleanValue}
 	for i, m := range got {
 		dt := spDatatypes[i]
 		if m.name != metricName(i) || m.alias != spAlias(0, i) || m.datatype != uint64(dt) || m.field != field[dt] {
@@ -143,13 +147,13 @@ func TestSparkplugEncoderDatatypes(t *testing.T) {
 		v := birth[i].value
 		var back float64
 		switch dt {
-		case spInt8, spInt16, spInt32:
+		case spbwire.Int8, spbwire.Int16, spbwire.Int32:
 			back = float64(int32(uint32(m.raw)))
-		case spInt64:
+		case spbwire.Int64:
 			back = float64(int64(m.raw))
-		case spFloat:
+		case spbwire.Float:
 			back = float64(math.Float32frombits(uint32(m.raw)))
-		case spDouble:
+		case spbwire.Double:
 			back = math.Float64frombits(m.raw)
 		default:
 			back = float64(m.raw)
@@ -175,9 +179,9 @@ func TestIsRebirthRequest(t *testing.T) {
 		p    []byte
 		want bool
 	}{
-		{"rebirth true", appendSparkplug(nil, 1, 0, false, []spMetric{{name: spRebirth, datatype: spBoolean, vtype: spBoolean, value: 1}}), true},
-		{"rebirth false", appendSparkplug(nil, 1, 0, false, []spMetric{{name: spRebirth, datatype: spBoolean, vtype: spBoolean, value: 0}}), false},
-		{"another metric", appendSparkplug(nil, 1, 0, false, []spMetric{{name: "Node Control/Reboot", datatype: spBoolean, vtype: spBoolean, value: 1}}), false},
+		{"rebirth true", appendSparkplug(nil, 1, 0, false, []spMetric{{name: spRebirth, datatype: spbwire.Boolean, vtype: spbwire.Boolean, value: 1}}), true},
+		{"rebirth false", appendSparkplug(nil, 1, 0, false, []spMetric{{name: spRebirth, datatype: spbwire.Boolean, vtype: spbwire.Boolean, value: 0}}), false},
+		{"another metric", appendSparkplug(nil, 1, 0, false, []spMetric{{name: "Node Control/Reboot", datatype: spbwire.Boolean, vtype: spbwire.Boolean, value: 1}}), false},
 		{"garbage", []byte{0xff, 0xff, 0x01}, false},
 		{"empty", nil, false},
 	} {

@@ -11,6 +11,8 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"google.golang.org/protobuf/encoding/protowire"
+
+	"firehose/internal/spbwire"
 )
 
 // MetricCheck is the verification of one metric's rows (shapes telemetry,
@@ -412,11 +414,11 @@ func readDeadLetters(ctx context.Context, db *pgxpool.Pool, sc scope) ([]edgeLet
 	return out, nil
 }
 
-// spTimestamp is a Sparkplug B payload's timestamp (field 1), -1 without.
+// spTimestamp is a Sparkplug B payload's timestamp, -1 without.
 func spTimestamp(p []byte) int64 {
 	ms := int64(-1)
 	walkProto(p, func(num protowire.Number, typ protowire.Type, v uint64, _ []byte) {
-		if num == 1 && typ == protowire.VarintType && v < 1<<62 {
+		if num == spbwire.PayloadTimestamp && typ == protowire.VarintType && v < 1<<62 {
 			ms = int64(v)
 		}
 	})

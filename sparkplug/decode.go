@@ -9,6 +9,8 @@ import (
 	"unicode/utf8"
 
 	"google.golang.org/protobuf/encoding/protowire"
+
+	"firehose/internal/spbwire"
 )
 
 // Bounds on what one payload may hold. A payload past them is refused whole
@@ -219,8 +221,9 @@ func text(f field, path, name string) (string, error) {
 }
 
 // scalarValue is one of the value fields that Metric and PropertyValue
-// share, in the same order from field number first on: int_value,
-// long_value, float_value, double_value, boolean_value, string_value.
+// share, in the same order from field number first on (spbwire.MetricIntValue
+// or spbwire.PropertyValueIntValue): int_value, long_value, float_value,
+// double_value, boolean_value, string_value.
 type scalarValue struct {
 	kind ValueKind
 	u    uint64
@@ -229,7 +232,7 @@ type scalarValue struct {
 }
 
 func scalar(f field, path string, first protowire.Number) (scalarValue, error) {
-	i := int(f.num - first)
+	i := int(f.num - first) // the member's position in the order above
 	names := [...]string{"int_value", "long_value", "float_value", "double_value", "boolean_value", "string_value"}
 	types := [...]protowire.Type{protowire.VarintType, protowire.VarintType, protowire.Fixed32Type,
 		protowire.Fixed64Type, protowire.VarintType, protowire.BytesType}
@@ -263,12 +266,12 @@ func DecodePayload(b []byte) (*Payload, error) {
 	p := &Payload{}
 	err := walk(b, 0, "payload", func(f field) error {
 		switch f.num {
-		case 1:
+		case spbwire.PayloadTimestamp:
 			if err := want(f, "timestamp", "", protowire.VarintType); err != nil {
 				return err
 			}
 			p.Timestamp, p.HasTimestamp = f.u, true
-		case 2:
+		case spbwire.PayloadMetrics:
 			path := "metrics[" + strconv.Itoa(len(p.Metrics)) + "]"
 			if err := want(f, path, "", protowire.BytesType); err != nil {
 				return err
@@ -281,12 +284,12 @@ func DecodePayload(b []byte) (*Payload, error) {
 				return err
 			}
 			p.Metrics = append(p.Metrics, m)
-		case 3:
+		case spbwire.PayloadSeq:
 			if err := want(f, "seq", "", protowire.VarintType); err != nil {
 				return err
 			}
 			p.Seq, p.HasSeq = f.u, true
-		case 4:
+		case spbwire.PayloadUUID:
 			if err := want(f, "uuid", "", protowire.BytesType); err != nil {
 				return err
 			}
@@ -295,7 +298,7 @@ func DecodePayload(b []byte) (*Payload, error) {
 				return err
 			}
 			p.UUID = s
-		case 5:
+		case spbwire.PayloadBody:
 			if err := want(f, "body", "", protowire.BytesType); err != nil {
 				return err
 			}
@@ -313,7 +316,7 @@ func decodeMetric(b []byte, base int, path string, depth int) (Metric, error) {
 	var m Metric
 	err := walk(b, base, path, func(f field) error {
 		switch f.num {
-		case 1:
+		case spbwire.MetricName:
 			if err := want(f, path, "name", protowire.BytesType); err != nil {
 				return err
 			}
@@ -328,27 +331,29 @@ func decodeMetric(b []byte, base int, path string, depth int) (Metric, error) {
 				return err
 			}
 			m.Name, m.HasName = s, true
-		case 2, 3, 4, 5, 6, 7:
-			names := [...]string{2: "alias", 3: "timestamp", 4: "datatype", 5: "is_historical", 6: "is_transient", 7: "is_null"}
+		case spbwire.MetricAlias, spbwire.MetricTimestamp, spbwire.MetricDatatype,
+			spbwire.MetricIsHistorical, spbwire.MetricIsTransient, spbwire.MetricIsNull:
+			names := [...]string{spbwire.MetricAlias: "alias", spbwire.MetricTimestamp: "timestamp", spbwire.MetricDatatype: "datatype",
+				spbwire.MetricIsHistorical: "is_historical", spbwire.MetricIsTransient: "is_transient", spbwire.MetricIsNull: "is_null"}
 			if err := want(f, path, names[f.num], protowire.VarintType); err != nil {
 				return err
 			}
 			switch f.num {
-			case 2:
+			case spbwire.MetricAlias:
 				m.Alias, m.HasAlias = f.u, true
-			case 3:
+			case spbwire.MetricTimestamp:
 				m.Timestamp, m.HasTimestamp = f.u, true
-			case 4:
+			case spbwire.MetricDatatype:
 				// uint32 on the wire: a longer varint is truncated, as protobuf does.
 				m.Datatype, m.HasDatatype = DataType(uint32(f.u)), true
-			case 5:
+			case spbwire.MetricIsHistorical:
 				m.IsHistorical = f.u != 0
-			case 6:
+			case spbwire.MetricIsTransient:
 				m.IsTransient = f.u != 0
-			case 7:
+			case spbwire.MetricIsNull:
 				m.IsNull = f.u != 0
 			}
-		case 8:
+		case spbwire.MetricMetadata:
 			if err := want(f, path, "metadata", protowire.BytesType); err != nil {
 				return err
 			}
@@ -357,7 +362,7 @@ func decodeMetric(b []byte, base int, path string, depth int) (Metric, error) {
 				return err
 			}
 			m.Metadata = md
-		case 9:
+		case spbwire.MetricProperties:
 			if err := want(f, path, "properties", protowire.BytesType); err != nil {
 				return err
 			}
@@ -366,19 +371,22 @@ func decodeMetric(b []byte, base int, path string, depth int) (Metric, error) {
 				return err
 			}
 			m.Properties = ps
-		case 10, 11, 12, 13, 14, 15:
-			sc, err := scalar(f, path, 10)
+		case spbwire.MetricIntValue, spbwire.MetricLongValue, spbwire.MetricFloatValue,
+			spbwire.MetricDoubleValue, spbwire.MetricBooleanValue, spbwire.MetricStringValue:
+			sc, err := scalar(f, path, spbwire.MetricIntValue)
 			if err != nil {
 				return err
 			}
 			m.Kind, m.Uint, m.Float, m.String = sc.kind, sc.u, sc.f, sc.s
-		case 16, 17, 18, 19:
-			kinds := [...]ValueKind{16: KindBytes, 17: KindDataSet, 18: KindTemplate, 19: KindExtension}
-			names := [...]string{16: "bytes_value", 17: "dataset_value", 18: "template_value", 19: "extension_value"}
+		case spbwire.MetricBytesValue, spbwire.MetricDataSetValue, spbwire.MetricTemplateValue, spbwire.MetricExtensionValue:
+			kinds := [...]ValueKind{spbwire.MetricBytesValue: KindBytes, spbwire.MetricDataSetValue: KindDataSet,
+				spbwire.MetricTemplateValue: KindTemplate, spbwire.MetricExtensionValue: KindExtension}
+			names := [...]string{spbwire.MetricBytesValue: "bytes_value", spbwire.MetricDataSetValue: "dataset_value",
+				spbwire.MetricTemplateValue: "template_value", spbwire.MetricExtensionValue: "extension_value"}
 			if err := want(f, path, names[f.num], protowire.BytesType); err != nil {
 				return err
 			}
-			if f.num == 18 {
+			if f.num == spbwire.MetricTemplateValue {
 				// A template's metrics are checked, not kept: a malformed
 				// template is a malformed payload.
 				if err := checkTemplate(f.b, f.bo, join(path, "template_value"), depth+1); err != nil {
@@ -399,21 +407,23 @@ func decodeMetaData(b []byte, base int, path string) (*MetaData, error) {
 	md := &MetaData{}
 	err := walk(b, base, path, func(f field) error {
 		switch f.num {
-		case 1, 3, 4:
-			names := [...]string{1: "is_multi_part", 3: "size", 4: "seq"}
+		case spbwire.MetaDataIsMultiPart, spbwire.MetaDataSize, spbwire.MetaDataSeq:
+			names := [...]string{spbwire.MetaDataIsMultiPart: "is_multi_part", spbwire.MetaDataSize: "size", spbwire.MetaDataSeq: "seq"}
 			if err := want(f, path, names[f.num], protowire.VarintType); err != nil {
 				return err
 			}
 			switch f.num {
-			case 1:
+			case spbwire.MetaDataIsMultiPart:
 				md.IsMultiPart = f.u != 0
-			case 3:
+			case spbwire.MetaDataSize:
 				md.Size = f.u
-			case 4:
+			case spbwire.MetaDataSeq:
 				md.Seq = f.u
 			}
-		case 2, 5, 6, 7, 8:
-			names := [...]string{2: "content_type", 5: "file_name", 6: "file_type", 7: "md5", 8: "description"}
+		case spbwire.MetaDataContentType, spbwire.MetaDataFileName, spbwire.MetaDataFileType,
+			spbwire.MetaDataMD5, spbwire.MetaDataDescription:
+			names := [...]string{spbwire.MetaDataContentType: "content_type", spbwire.MetaDataFileName: "file_name",
+				spbwire.MetaDataFileType: "file_type", spbwire.MetaDataMD5: "md5", spbwire.MetaDataDescription: "description"}
 			if err := want(f, path, names[f.num], protowire.BytesType); err != nil {
 				return err
 			}
@@ -421,7 +431,8 @@ func decodeMetaData(b []byte, base int, path string) (*MetaData, error) {
 			if err != nil {
 				return err
 			}
-			dst := [...]*string{2: &md.ContentType, 5: &md.FileName, 6: &md.FileType, 7: &md.MD5, 8: &md.Description}
+			dst := [...]*string{spbwire.MetaDataContentType: &md.ContentType, spbwire.MetaDataFileName: &md.FileName,
+				spbwire.MetaDataFileType: &md.FileType, spbwire.MetaDataMD5: &md.MD5, spbwire.MetaDataDescription: &md.Description}
 			*dst[f.num] = s
 		}
 		return nil
@@ -436,7 +447,7 @@ func decodePropertySet(b []byte, base int, path string, depth int) (*Properties,
 	ps := &Properties{}
 	err := walk(b, base, path, func(f field) error {
 		switch f.num {
-		case 1:
+		case spbwire.PropertySetKeys:
 			fp := fmt.Sprintf("%s.keys[%d]", path, len(ps.Keys))
 			if err := want(f, fp, "", protowire.BytesType); err != nil {
 				return err
@@ -446,7 +457,7 @@ func decodePropertySet(b []byte, base int, path string, depth int) (*Properties,
 				return err
 			}
 			ps.Keys = append(ps.Keys, s)
-		case 2:
+		case spbwire.PropertySetValues:
 			fp := fmt.Sprintf("%s.values[%d]", path, len(ps.Values))
 			if err := want(f, fp, "", protowire.BytesType); err != nil {
 				return err
@@ -472,23 +483,24 @@ func decodePropertyValue(b []byte, base int, path string, depth int) (PropertyVa
 	var v PropertyValue
 	err := walk(b, base, path, func(f field) error {
 		switch f.num {
-		case 1:
+		case spbwire.PropertyValueType:
 			if err := want(f, path, "type", protowire.VarintType); err != nil {
 				return err
 			}
 			v.Type = DataType(uint32(f.u))
-		case 2:
+		case spbwire.PropertyValueIsNull:
 			if err := want(f, path, "is_null", protowire.VarintType); err != nil {
 				return err
 			}
 			v.IsNull = f.u != 0
-		case 3, 4, 5, 6, 7, 8:
-			sc, err := scalar(f, path, 3)
+		case spbwire.PropertyValueIntValue, spbwire.PropertyValueLongValue, spbwire.PropertyValueFloatValue,
+			spbwire.PropertyValueDoubleValue, spbwire.PropertyValueBooleanValue, spbwire.PropertyValueStringValue:
+			sc, err := scalar(f, path, spbwire.PropertyValueIntValue)
 			if err != nil {
 				return err
 			}
 			v.Kind, v.Uint, v.Float, v.String = sc.kind, sc.u, sc.f, sc.s
-		case 9:
+		case spbwire.PropertyValuePropertySetValue:
 			if err := want(f, path, "propertyset_value", protowire.BytesType); err != nil {
 				return err
 			}
@@ -497,7 +509,7 @@ func decodePropertyValue(b []byte, base int, path string, depth int) (PropertyVa
 				return err
 			}
 			v.Kind, v.Set, v.List = KindPropertySet, ps, nil
-		case 10:
+		case spbwire.PropertyValuePropertySetsValue:
 			if err := want(f, path, "propertysets_value", protowire.BytesType); err != nil {
 				return err
 			}
@@ -506,7 +518,7 @@ func decodePropertyValue(b []byte, base int, path string, depth int) (PropertyVa
 				return err
 			}
 			v.Kind, v.Set, v.List = KindPropertySetList, nil, list
-		case 11:
+		case spbwire.PropertyValueExtensionValue:
 			if err := want(f, path, "extension_value", protowire.BytesType); err != nil {
 				return err
 			}
@@ -523,7 +535,7 @@ func decodePropertySetList(b []byte, base int, path string, depth int) ([]Proper
 	}
 	list := []Properties{}
 	err := walk(b, base, path, func(f field) error {
-		if f.num != 1 {
+		if f.num != spbwire.PropertySetListPropertySet {
 			return nil
 		}
 		fp := fmt.Sprintf("%s.propertyset[%d]", path, len(list))
@@ -540,15 +552,15 @@ func decodePropertySetList(b []byte, base int, path string, depth int) ([]Proper
 	return list, err
 }
 
-// checkTemplate checks a template's metrics (field 2) decode within the
-// bounds; the template is kept raw.
+// checkTemplate checks a template's metrics (spbwire.TemplateMetrics)
+// decode within the bounds; the template is kept raw.
 func checkTemplate(b []byte, base int, path string, depth int) error {
 	if depth > MaxDepth {
 		return &DecodeError{Field: path, Offset: base, Err: fmt.Errorf("nested more than %d deep", MaxDepth)}
 	}
 	n := 0
 	return walk(b, base, path, func(f field) error {
-		if f.num != 2 {
+		if f.num != spbwire.TemplateMetrics {
 			return nil
 		}
 		fp := fmt.Sprintf("%s.metrics[%d]", path, n)

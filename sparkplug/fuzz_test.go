@@ -2,27 +2,13 @@ package sparkplug
 
 import (
 	"encoding/json"
-	"os"
-	"path/filepath"
 	"testing"
 )
 
 // FuzzDecodePayload: no input panics the decoder, the conversion or the
 // tracker, and whatever decodes converts to JSON-able values.
 func FuzzDecodePayload(f *testing.F) {
-	files, err := filepath.Glob(filepath.Join("testdata", "fixtures", "*.bin"))
-	if err != nil || len(files) == 0 {
-		f.Fatalf("no fixtures to seed from: %v", err)
-	}
-	for _, file := range files {
-		b, err := os.ReadFile(file)
-		if err != nil {
-			f.Fatal(err)
-		}
-		f.Add(b)
-	}
-	f.Add([]byte{})
-	f.Add(payloadOf(props8()))
+	addSeeds(f)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		p, err := DecodePayload(b)
 		if err != nil {

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"google.golang.org/protobuf/encoding/protowire"
+
+	"firehose/internal/spbwire"
 )
 
 // RebirthMetric is the NCMD metric that asks an edge node to publish its
@@ -27,19 +29,19 @@ func RebirthRequest(group, edgeNode string, now time.Time) (topic string, payloa
 	}
 	ts := uint64(max(now.UnixMilli(), 0))
 	var m []byte
-	m = protowire.AppendTag(m, 1, protowire.BytesType) // name
+	m = protowire.AppendTag(m, spbwire.MetricName, protowire.BytesType)
 	m = protowire.AppendString(m, RebirthMetric)
-	m = protowire.AppendTag(m, 3, protowire.VarintType) // timestamp
+	m = protowire.AppendTag(m, spbwire.MetricTimestamp, protowire.VarintType)
 	m = protowire.AppendVarint(m, ts)
-	m = protowire.AppendTag(m, 4, protowire.VarintType) // datatype
-	m = protowire.AppendVarint(m, uint64(Boolean))
-	m = protowire.AppendTag(m, 14, protowire.VarintType) // boolean_value
+	m = protowire.AppendTag(m, spbwire.MetricDatatype, protowire.VarintType)
+	m = protowire.AppendVarint(m, spbwire.Boolean)
+	m = protowire.AppendTag(m, spbwire.MetricBooleanValue, protowire.VarintType)
 	m = protowire.AppendVarint(m, protowire.EncodeBool(true))
 
 	var p []byte
-	p = protowire.AppendTag(p, 1, protowire.VarintType) // timestamp
+	p = protowire.AppendTag(p, spbwire.PayloadTimestamp, protowire.VarintType)
 	p = protowire.AppendVarint(p, ts)
-	p = protowire.AppendTag(p, 2, protowire.BytesType) // metrics
+	p = protowire.AppendTag(p, spbwire.PayloadMetrics, protowire.BytesType)
 	p = protowire.AppendBytes(p, m)
 	return Topic{Type: NCMD, Group: group, EdgeNode: edgeNode}.String(), p, nil
 }

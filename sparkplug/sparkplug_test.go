@@ -14,6 +14,7 @@ import (
 
 	"google.golang.org/protobuf/encoding/protowire"
 
+	"firehose/internal/spbwire"
 	"firehose/internal/testenv"
 )
 
@@ -167,29 +168,29 @@ func f(v float64) *float64 { return &v }
 // metric encodes one Metric message from raw field bytes.
 func payloadOf(metrics ...[]byte) []byte {
 	var p []byte
-	p = protowire.AppendTag(p, 1, protowire.VarintType)
+	p = protowire.AppendTag(p, spbwire.PayloadTimestamp, protowire.VarintType)
 	p = protowire.AppendVarint(p, 1700000000000)
 	for _, m := range metrics {
-		p = protowire.AppendTag(p, 2, protowire.BytesType)
+		p = protowire.AppendTag(p, spbwire.PayloadMetrics, protowire.BytesType)
 		p = protowire.AppendBytes(p, m)
 	}
-	p = protowire.AppendTag(p, 3, protowire.VarintType)
+	p = protowire.AppendTag(p, spbwire.PayloadSeq, protowire.VarintType)
 	return protowire.AppendVarint(p, 0)
 }
 
 func TestDecodePayloadErrors(t *testing.T) {
 	name := func(s string) []byte {
-		return protowire.AppendString(protowire.AppendTag(nil, 1, protowire.BytesType), s)
+		return protowire.AppendString(protowire.AppendTag(nil, spbwire.MetricName, protowire.BytesType), s)
 	}
 	props := func(depth int) []byte {
 		// PropertySet{keys: ["k"], values: [PropertyValue{propertyset_value: ...}]}, depth deep.
 		set := []byte{}
 		for range depth {
-			v := protowire.AppendBytes(protowire.AppendTag(nil, 9, protowire.BytesType), set)
-			set = protowire.AppendString(protowire.AppendTag(nil, 1, protowire.BytesType), "k")
-			set = protowire.AppendBytes(protowire.AppendTag(set, 2, protowire.BytesType), v)
+			v := protowire.AppendBytes(protowire.AppendTag(nil, spbwire.PropertyValuePropertySetValue, protowire.BytesType), set)
+			set = protowire.AppendString(protowire.AppendTag(nil, spbwire.PropertySetKeys, protowire.BytesType), "k")
+			set = protowire.AppendBytes(protowire.AppendTag(set, spbwire.PropertySetValues, protowire.BytesType), v)
 		}
-		return protowire.AppendBytes(protowire.AppendTag(name("m"), 9, protowire.BytesType), set)
+		return protowire.AppendBytes(protowire.AppendTag(name("m"), spbwire.MetricProperties, protowire.BytesType), set)
 	}
 	many := make([][]byte, MaxMetrics+1)
 	for i := range many {
@@ -294,7 +295,7 @@ func TestTrackerRefusesMalformed(t *testing.T) {
 }
 
 func name2(s string) []byte {
-	return protowire.AppendString(protowire.AppendTag(nil, 1, protowire.BytesType), s)
+	return protowire.AppendString(protowire.AppendTag(nil, spbwire.MetricName, protowire.BytesType), s)
 }
 
 func TestRebirthRequest(t *testing.T) {

@@ -6,49 +6,51 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+
+	"firehose/internal/spbwire"
 )
 
 // DataType is a Sparkplug B datatype number (specification 3.0, section
 // 6.4.16), as carried in Metric.datatype and PropertyValue.type.
 type DataType uint32
 
-// The datatypes of the specification.
+// The datatypes of the specification (their codes: spbwire).
 const (
-	Unknown         DataType = 0
-	Int8            DataType = 1
-	Int16           DataType = 2
-	Int32           DataType = 3
-	Int64           DataType = 4
-	UInt8           DataType = 5
-	UInt16          DataType = 6
-	UInt32          DataType = 7
-	UInt64          DataType = 8
-	Float           DataType = 9
-	Double          DataType = 10
-	Boolean         DataType = 11
-	String          DataType = 12
-	DateTime        DataType = 13 // ms since the Unix epoch, in long_value
-	Text            DataType = 14
-	UUID            DataType = 15
-	DataSet         DataType = 16
-	Bytes           DataType = 17
-	File            DataType = 18
-	Template        DataType = 19
-	PropertySet     DataType = 20 // PropertyValue only
-	PropertySetList DataType = 21 // PropertyValue only
-	Int8Array       DataType = 22 // arrays: bytes_value, packed little-endian
-	Int16Array      DataType = 23
-	Int32Array      DataType = 24
-	Int64Array      DataType = 25
-	UInt8Array      DataType = 26
-	UInt16Array     DataType = 27
-	UInt32Array     DataType = 28
-	UInt64Array     DataType = 29
-	FloatArray      DataType = 30
-	DoubleArray     DataType = 31
-	BooleanArray    DataType = 32 // a uint32 count, then the bits, LSB first
-	StringArray     DataType = 33 // NUL-terminated UTF-8 strings
-	DateTimeArray   DataType = 34 // int64 ms
+	Unknown         DataType = spbwire.Unknown
+	Int8            DataType = spbwire.Int8
+	Int16           DataType = spbwire.Int16
+	Int32           DataType = spbwire.Int32
+	Int64           DataType = spbwire.Int64
+	UInt8           DataType = spbwire.UInt8
+	UInt16          DataType = spbwire.UInt16
+	UInt32          DataType = spbwire.UInt32
+	UInt64          DataType = spbwire.UInt64
+	Float           DataType = spbwire.Float
+	Double          DataType = spbwire.Double
+	Boolean         DataType = spbwire.Boolean
+	String          DataType = spbwire.String
+	DateTime        DataType = spbwire.DateTime // ms since the Unix epoch, in long_value
+	Text            DataType = spbwire.Text
+	UUID            DataType = spbwire.UUID
+	DataSet         DataType = spbwire.DataSet
+	Bytes           DataType = spbwire.Bytes
+	File            DataType = spbwire.File
+	Template        DataType = spbwire.Template
+	PropertySet     DataType = spbwire.PropertySet     // PropertyValue only
+	PropertySetList DataType = spbwire.PropertySetList // PropertyValue only
+	Int8Array       DataType = spbwire.Int8Array       // arrays: bytes_value, packed little-endian
+	Int16Array      DataType = spbwire.Int16Array
+	Int32Array      DataType = spbwire.Int32Array
+	Int64Array      DataType = spbwire.Int64Array
+	UInt8Array      DataType = spbwire.UInt8Array
+	UInt16Array     DataType = spbwire.UInt16Array
+	UInt32Array     DataType = spbwire.UInt32Array
+	UInt64Array     DataType = spbwire.UInt64Array
+	FloatArray      DataType = spbwire.FloatArray
+	DoubleArray     DataType = spbwire.DoubleArray
+	BooleanArray    DataType = spbwire.BooleanArray  // a uint32 count, then the bits, LSB first
+	StringArray     DataType = spbwire.StringArray   // NUL-terminated UTF-8 strings
+	DateTimeArray   DataType = spbwire.DateTimeArray // int64 ms
 )
 
 var dataTypeNames = [...]string{

@@ -8,6 +8,7 @@ import (
 
 	"google.golang.org/protobuf/encoding/protowire"
 
+	"firehose/internal/spbwire"
 	"firehose/sparkplug"
 )
 
@@ -25,38 +26,38 @@ type Metric struct {
 // metrics, each a Double, preceded by a bdSeq metric (Int64) when bdSeq >= 0.
 func Payload(ts time.Time, seq int, bdSeq int, metrics ...Metric) []byte {
 	var p []byte
-	p = protowire.AppendTag(p, 1, protowire.VarintType)
+	p = protowire.AppendTag(p, spbwire.PayloadTimestamp, protowire.VarintType)
 	p = protowire.AppendVarint(p, uint64(ts.UnixMilli()))
 	if bdSeq >= 0 {
 		var m []byte
-		m = protowire.AppendTag(m, 1, protowire.BytesType)
+		m = protowire.AppendTag(m, spbwire.MetricName, protowire.BytesType)
 		m = protowire.AppendString(m, sparkplug.BdSeqMetric)
-		m = protowire.AppendTag(m, 4, protowire.VarintType)
+		m = protowire.AppendTag(m, spbwire.MetricDatatype, protowire.VarintType)
 		m = protowire.AppendVarint(m, uint64(sparkplug.Int64))
-		m = protowire.AppendTag(m, 11, protowire.VarintType) // long_value
+		m = protowire.AppendTag(m, spbwire.MetricLongValue, protowire.VarintType)
 		m = protowire.AppendVarint(m, uint64(bdSeq))
-		p = protowire.AppendTag(p, 2, protowire.BytesType)
+		p = protowire.AppendTag(p, spbwire.PayloadMetrics, protowire.BytesType)
 		p = protowire.AppendBytes(p, m)
 	}
 	for _, mt := range metrics {
 		var m []byte
 		if mt.Name != "" {
-			m = protowire.AppendTag(m, 1, protowire.BytesType)
+			m = protowire.AppendTag(m, spbwire.MetricName, protowire.BytesType)
 			m = protowire.AppendString(m, mt.Name)
 		}
 		if mt.HasAlias {
-			m = protowire.AppendTag(m, 2, protowire.VarintType)
+			m = protowire.AppendTag(m, spbwire.MetricAlias, protowire.VarintType)
 			m = protowire.AppendVarint(m, mt.Alias)
 		}
-		m = protowire.AppendTag(m, 4, protowire.VarintType)
+		m = protowire.AppendTag(m, spbwire.MetricDatatype, protowire.VarintType)
 		m = protowire.AppendVarint(m, uint64(sparkplug.Double))
-		m = protowire.AppendTag(m, 13, protowire.Fixed64Type) // double_value
+		m = protowire.AppendTag(m, spbwire.MetricDoubleValue, protowire.Fixed64Type)
 		m = protowire.AppendFixed64(m, math.Float64bits(mt.Value))
-		p = protowire.AppendTag(p, 2, protowire.BytesType)
+		p = protowire.AppendTag(p, spbwire.PayloadMetrics, protowire.BytesType)
 		p = protowire.AppendBytes(p, m)
 	}
 	if seq >= 0 {
-		p = protowire.AppendTag(p, 3, protowire.VarintType)
+		p = protowire.AppendTag(p, spbwire.PayloadSeq, protowire.VarintType)
 		p = protowire.AppendVarint(p, uint64(seq))
 	}
 	return p
