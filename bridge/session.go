@@ -14,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"firehose/ingest"
+	"firehose/stream"
 )
 
 // maxIdleBlock bounds one blocking read, so a shard notices the end of its
@@ -32,9 +33,9 @@ type session struct {
 	conn       *pgx.Conn
 	usedPG     time.Time       // last PostgreSQL call that succeeded: pinged when idle
 	deployment string          // firehose_deployment.id of the database
-	gen        string          // the stream's generation token (ingest.MetaGeneration)
-	cursor     ingest.StreamID // last entry read; equals the checkpoint after a flush
-	// The shard's backlog counter (ingest.MetaBacklog) counts the readings
+	gen        string          // the stream's generation token (stream.MetaGeneration)
+	cursor     stream.StreamID // last entry read; equals the checkpoint after a flush
+	// The shard's backlog counter (stream.MetaBacklog) counts the readings
 	// of batch entries; trim counts down those it removes. buffered: the
 	// readings the buffer's batch entries declared (their FieldCount);
 	// untrimmed: those of entries committed and not yet trimmed, or -1 when
@@ -243,7 +244,7 @@ func (s *session) start(ctx context.Context) error {
 	s.usedPG = time.Now()
 	s.deployment = deployment
 
-	meta, err := ingest.ClaimShardMeta(ctx, s.b.rdb, s.b.cfg.Streams, s.shard, deployment)
+	meta, err := stream.ClaimShardMeta(ctx, s.b.rdb, s.b.cfg.Streams, s.shard, deployment)
 	if err != nil {
 		return opErr("read", err)
 	}
@@ -253,10 +254,10 @@ func (s *session) start(ctx context.Context) error {
 	s.gen = meta.Generation
 
 	if last == nil {
-		s.cursor = ingest.StreamID{}
+		s.cursor = stream.StreamID{}
 		return nil
 	}
-	cp, err := ingest.ParseStreamID(*last)
+	cp, err := stream.ParseStreamID(*last)
 	if err != nil {
 		return opErr("commit", fmt.Errorf("checkpoint of %s: %w", s.key, err))
 	}
@@ -267,7 +268,7 @@ func (s *session) start(ctx context.Context) error {
 		s.b.m.newStream.Inc()
 		s.log.Warn("Redis lost the stream (its generation token changed): reading the new stream from its start",
 			"checkpoint", cp.String(), "checkpoint_generation", *gen, "generation", s.gen)
-		s.cursor = ingest.StreamID{}
+		s.cursor = stream.StreamID{}
 		return nil
 	}
 	s.cursor = cp
@@ -292,12 +293,12 @@ func (s *session) mismatch(other string) error {
 		"Two databases must not share a Redis prefix (each would trim the other's streams): give this database's deployment its own --redis-prefix; "+
 		"or, if this database replaces the other one for good and the streams' entries are to go into it, delete the old claim "+
 		"(HDEL %s %s on each shard's <prefix>:meta:{tag}) and start again",
-		ErrDeploymentMismatch, s.b.cfg.Streams.Prefix, key, other, s.deployment, key, ingest.MetaDeployment)
+		ErrDeploymentMismatch, s.b.cfg.Streams.Prefix, key, other, s.deployment, key, stream.MetaDeployment)
 }
 
-// raise runs raiseScript for the cursor (the checkpoint).
+// raise runs stream.RaiseScript for the cursor (the checkpoint).
 func (s *session) raise(ctx context.Context) (bool, error) {
-	n, err := raiseScript.Run(ctx, s.b.rdb, []string{s.b.cfg.Streams.ShardMetaKey(s.shard), s.key},
+	n, err := stream.RaiseScript.Run(ctx, s.b.rdb, []string{s.b.cfg.Streams.ShardMetaKey(s.shard), s.key},
 		s.gen, s.deployment, s.cursor.MS, s.cursor.Seq).Int()
 	switch {
 	case err != nil:
@@ -320,7 +321,7 @@ var errMetaChanged = errors.New("the shard's metadata in Redis changed (Redis lo
 // them and ends the session after committing what it holds, and the next
 // session reads the new stream from its start.
 func (s *session) checkMeta(ctx context.Context) error {
-	meta, err := ingest.ReadShardMeta(ctx, s.b.rdb, s.b.cfg.Streams, s.shard)
+	meta, err := stream.ReadShardMeta(ctx, s.b.rdb, s.b.cfg.Streams, s.shard)
 	switch {
 	case err != nil:
 		return opErr("read", err)
@@ -426,7 +427,7 @@ func (s *session) reportLag(atEnd bool) {
 	}
 	switch {
 	case len(s.buf) > 0:
-		if id, err := ingest.ParseStreamID(s.buf[0].id); err == nil {
+		if id, err := stream.ParseStreamID(s.buf[0].id); err == nil {
 			s.lagGauge.Set(max(0, time.Since(time.UnixMilli(int64(id.MS))).Seconds()))
 		}
 	case atEnd || s.caughtUp:
@@ -494,7 +495,7 @@ func (s *session) entriesFor(room int) int64 {
 
 // add decodes one stream message into the buffer and advances the cursor.
 func (s *session) add(msg redis.XMessage) {
-	id, err := ingest.ParseStreamID(msg.ID)
+	id, err := stream.ParseStreamID(msg.ID)
 	if err != nil {
 		// Redis never sends a malformed id; if it did, moving on would
 		// corrupt the cursor, so keep it (the entry is re-read next session).
@@ -674,10 +675,10 @@ func (s *session) flush(ctx context.Context, trigger string) error {
 // deployment: never a new stream's entries, nor another deployment's. A
 // failed trim is harmless: the next one covers it.
 func (s *session) trim(ctx context.Context) {
-	if s.cursor == (ingest.StreamID{}) {
+	if s.cursor == (stream.StreamID{}) {
 		return
 	}
-	n, err := trimScript.Run(ctx, s.b.rdb, []string{s.b.cfg.Streams.ShardMetaKey(s.shard), s.key},
+	n, err := stream.TrimScript.Run(ctx, s.b.rdb, []string{s.b.cfg.Streams.ShardMetaKey(s.shard), s.key},
 		s.gen, s.deployment, s.cursor.Next().String(), s.untrimmed).Int()
 	switch {
 	case err != nil && ctx.Err() == nil:

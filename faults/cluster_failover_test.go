@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"firehose/ingest"
 	"firehose/internal/testenv"
+	"firehose/stream"
 )
 
 // TestClusterFailoverUnderLoad runs firehose on a Redis Cluster of the
@@ -42,7 +42,7 @@ func cfFailover(t *testing.T, minReplicas int) {
 	svc := Services{Postgres: testenv.Postgres(t), Redis: cluster.Nodes[0].URL(), Prefix: "fhtest-" + testenv.ID()}
 	s := StartStack(t, svc, "--shards", "6", "--redis-min-replicas", strconv.Itoa(minReplicas))
 	pid := s.Proc.Pid()
-	streams := ingest.Streams{Prefix: svc.Prefix, Count: 6, Layout: ingest.LayoutSpread}
+	streams := stream.Streams{Prefix: svc.Prefix, Count: 6, Layout: stream.LayoutSpread}
 	victim := cluster.PrimaryOf(t, streams.Key(0))
 	var lost []int
 	for i, k := range streams.Keys() {

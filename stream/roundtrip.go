@@ -1,4 +1,4 @@
-package ingest
+package stream
 
 import (
 	"context"
@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"firehose/ingest"
 )
 
 // roundTrip is a writer's memory for building round trips, reused from one
@@ -82,7 +84,7 @@ func (p *Producer) pipeFor(ctx context.Context, rt *roundTrip, shard int) (*node
 	if p.cluster != nil {
 		var err error
 		if node, err = p.cluster.MasterForKey(ctx, p.keys[shard]); err != nil {
-			return nil, fmt.Errorf("%w: find the primary of %s: %v", ErrUnavailable, p.keys[shard], err)
+			return nil, fmt.Errorf("%w: find the primary of %s: %v", ingest.ErrUnavailable, p.keys[shard], err)
 		}
 	}
 	for _, np := range rt.pipes {
@@ -126,7 +128,7 @@ func (p *Producer) write(batch []*call, n int, rt *roundTrip) {
 	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.Timeout)
 	defer cancel()
 	rt.reset(len(p.keys))
-	batched := p.cfg.Codec != CodecVersion
+	batched := p.cfg.Codec != ingest.CodecVersion
 	dedup := batched && p.cfg.Dedup != "" && p.cfg.Dedup != DedupOff
 	var perReading []*redis.StringCmd // --stream-codec 1
 	if !batched {
@@ -172,32 +174,32 @@ func (p *Producer) write(batch []*call, n int, rt *roundTrip) {
 					}
 				}
 				if len(rt.bodies[shard]) == 0 {
-					rt.bodies[shard] = append(rt.bodies[shard], make([]byte, BatchHeaderLen)...)
+					rt.bodies[shard] = append(rt.bodies[shard], make([]byte, ingest.BatchHeaderLen)...)
 				}
-				start := len(rt.bodies[shard]) - BatchHeaderLen
+				start := len(rt.bodies[shard]) - ingest.BatchHeaderLen
 				if rt.metric[shard] {
-					rt.bodies[shard] = AppendBatchItemMetric(rt.bodies[shard], r)
+					rt.bodies[shard] = ingest.AppendBatchItemMetric(rt.bodies[shard], r)
 				} else {
-					rt.bodies[shard] = AppendBatchItem(rt.bodies[shard], r)
+					rt.bodies[shard] = ingest.AppendBatchItem(rt.bodies[shard], r)
 				}
 				if keyed {
 					rt.dedupKeys[shard] = append(rt.dedupKeys[shard], key[:]...)
 					rt.dedupBounds[shard] = binary.LittleEndian.AppendUint32(rt.dedupBounds[shard], uint32(start))
-					rt.dedupBounds[shard] = binary.LittleEndian.AppendUint32(rt.dedupBounds[shard], uint32(len(rt.bodies[shard])-BatchHeaderLen))
+					rt.dedupBounds[shard] = binary.LittleEndian.AppendUint32(rt.dedupBounds[shard], uint32(len(rt.bodies[shard])-ingest.BatchHeaderLen))
 				}
 				continue
 			}
 			// Each command holds a full-capped slice of one buffer; when
 			// append moves it to a larger array the slices taken before
 			// keep the old one alive, unchanged.
-			start, version := len(rt.v1), CodecVersion
+			start, version := len(rt.v1), ingest.CodecVersion
 			if r.Metric != "" {
-				rt.v1, version = AppendEncodeMetric(rt.v1, r), CodecMetric
+				rt.v1, version = ingest.AppendEncodeMetric(rt.v1, r), ingest.CodecMetric
 			} else {
-				rt.v1 = AppendEncode(rt.v1, r)
+				rt.v1 = ingest.AppendEncode(rt.v1, r)
 			}
 			perReading = append(perReading, redis.NewStringCmd(ctx, "xadd", p.keys[shard], "*",
-				FieldVersion, version, FieldBody, rt.v1[start:len(rt.v1):len(rt.v1)]))
+				ingest.FieldVersion, version, ingest.FieldBody, rt.v1[start:len(rt.v1):len(rt.v1)]))
 		}
 	}
 	gen := NewGeneration()
@@ -223,15 +225,15 @@ func (p *Producer) write(batch []*call, n int, rt *roundTrip) {
 		sc := &cmds[shard]
 		sc.np = np
 		if dedup && len(rt.dedupKeys[shard]) > 0 {
-			version := CodecBatch
+			version := ingest.CodecBatch
 			if rt.metric[shard] {
-				version = CodecMetricBatch
+				version = ingest.CodecMetricBatch
 			}
 			sets := p.streams.ShardDedupKeys(shard)
 			keys := rt.dedupKeys[shard]
 			m := len(keys) / dedupKeyLen
 			args := make([]any, 0, 7+m)
-			args = append(args, gen, version, p.cfg.DedupWindow.Milliseconds(), rt.bodies[shard][BatchHeaderLen:],
+			args = append(args, gen, version, p.cfg.DedupWindow.Milliseconds(), rt.bodies[shard][ingest.BatchHeaderLen:],
 				rt.dedupBounds[shard], count, m)
 			for j := range m {
 				args = append(args, keys[j*dedupKeyLen:(j+1)*dedupKeyLen])
@@ -241,12 +243,12 @@ func (p *Producer) write(batch []*call, n int, rt *roundTrip) {
 		}
 		sc.meta = pipe.HSetNX(ctx, meta, MetaGeneration, gen)
 		if batched {
-			version := CodecBatch
+			version := ingest.CodecBatch
 			if rt.metric[shard] {
-				version = CodecMetricBatch
+				version = ingest.CodecMetricBatch
 			}
-			sc.xadd = redis.NewStringCmd(ctx, "xadd", p.keys[shard], "*", FieldVersion, version,
-				FieldCount, strconv.Itoa(count), FieldBody, FinishBatch(rt.bodies[shard], count))
+			sc.xadd = redis.NewStringCmd(ctx, "xadd", p.keys[shard], "*", ingest.FieldVersion, version,
+				ingest.FieldCount, strconv.Itoa(count), ingest.FieldBody, ingest.FinishBatch(rt.bodies[shard], count))
 			_ = pipe.Process(ctx, sc.xadd)
 		} else {
 			// This shard's entries, in call order.
@@ -314,7 +316,7 @@ func (p *Producer) write(batch []*call, n int, rt *roundTrip) {
 		}
 		for _, c := range written {
 			if err := c.Err(); err != nil && shardErr[shard] == nil {
-				shardErr[shard] = fmt.Errorf("%w: %s: %v", ErrUnavailable, c.Name(), err)
+				shardErr[shard] = fmt.Errorf("%w: %s: %v", ingest.ErrUnavailable, c.Name(), err)
 				if notServing(err) {
 					// The node answered that it does not serve the
 					// shard as primary: down as if unreachable.
@@ -333,9 +335,9 @@ func (p *Producer) write(batch []*call, n int, rt *roundTrip) {
 		if w := sc.np.wait; w != nil && shardErr[shard] == nil {
 			switch got, err := w.Result(); {
 			case err != nil:
-				shardErr[shard] = fmt.Errorf("%w: wait: %v", ErrUnavailable, err)
+				shardErr[shard] = fmt.Errorf("%w: wait: %v", ingest.ErrUnavailable, err)
 			case got < int64(p.cfg.MinReplicas):
-				shardErr[shard] = fmt.Errorf("%w: %d of %d replicas confirmed the write within %s", ErrUnavailable, got, p.cfg.MinReplicas, p.cfg.ReplicaTimeout)
+				shardErr[shard] = fmt.Errorf("%w: %d of %d replicas confirmed the write within %s", ingest.ErrUnavailable, got, p.cfg.MinReplicas, p.cfg.ReplicaTimeout)
 			}
 		}
 	}
@@ -363,7 +365,7 @@ func (p *Producer) write(batch []*call, n int, rt *roundTrip) {
 			e := shardErr[rt.shardOf[r]]
 			if !batched {
 				if xe := perReading[r].Err(); xe != nil && e == nil {
-					e = fmt.Errorf("%w: xadd: %v", ErrUnavailable, xe)
+					e = fmt.Errorf("%w: xadd: %v", ingest.ErrUnavailable, xe)
 				}
 			}
 			if e != nil && err == nil {
@@ -446,7 +448,7 @@ func (p *Producer) queueDeadLetters(ctx context.Context, rt *roundTrip, batch []
 		if c.dead == nil {
 			continue
 		}
-		shard := p.streams.Shard(c.dead.routeKey())
+		shard := p.streams.Shard(deadLetterRoute(c.dead))
 		d := deadCmds{c: c, shard: shard}
 		np, err := p.pipeFor(ctx, rt, shard)
 		if err != nil {
@@ -456,8 +458,8 @@ func (p *Producer) queueDeadLetters(ctx context.Context, rt *roundTrip, batch []
 		}
 		d.np = np
 		meta := p.metaKeys[shard]
-		xadd := redis.NewStringCmd(ctx, "xadd", p.keys[shard], "*", FieldVersion, CodecDeadLetter,
-			FieldCount, "1", FieldBody, AppendDeadLetter(nil, c.dead))
+		xadd := redis.NewStringCmd(ctx, "xadd", p.keys[shard], "*", ingest.FieldVersion, ingest.CodecDeadLetter,
+			ingest.FieldCount, "1", ingest.FieldBody, ingest.AppendDeadLetter(nil, c.dead))
 		d.cmds = []redis.Cmder{np.pipe.HSetNX(ctx, meta, MetaGeneration, gen), xadd}
 		_ = np.pipe.Process(ctx, xadd)
 		d.cmds = append(d.cmds, np.pipe.HIncrBy(ctx, meta, MetaBacklog, 1))
@@ -477,7 +479,7 @@ func (p *Producer) deadLetterResults(deads []deadCmds) map[*call]error {
 		err := d.err
 		for _, c := range d.cmds {
 			if cerr := c.Err(); cerr != nil && err == nil {
-				err = fmt.Errorf("%w: %s: %v", ErrUnavailable, c.Name(), cerr)
+				err = fmt.Errorf("%w: %s: %v", ingest.ErrUnavailable, c.Name(), cerr)
 				if notServing(cerr) && p.health.set(d.shard, true) {
 					p.log.Warn("redis node does not serve this shard as primary: refusing its readings until one does",
 						"shard", d.shard, "err", cerr)
@@ -487,9 +489,9 @@ func (p *Producer) deadLetterResults(deads []deadCmds) map[*call]error {
 		if w := d.np; err == nil && w != nil && w.wait != nil {
 			switch got, werr := w.wait.Result(); {
 			case werr != nil:
-				err = fmt.Errorf("%w: wait: %v", ErrUnavailable, werr)
+				err = fmt.Errorf("%w: wait: %v", ingest.ErrUnavailable, werr)
 			case got < int64(p.cfg.MinReplicas):
-				err = fmt.Errorf("%w: %d of %d replicas confirmed the write within %s", ErrUnavailable, got, p.cfg.MinReplicas, p.cfg.ReplicaTimeout)
+				err = fmt.Errorf("%w: %d of %d replicas confirmed the write within %s", ingest.ErrUnavailable, got, p.cfg.MinReplicas, p.cfg.ReplicaTimeout)
 			}
 		}
 		out[d.c] = err
