@@ -64,7 +64,7 @@ type ProducerConfig struct {
 	DedupWindow time.Duration
 	// StateBytesKey, if set, is a Redis counter of the bytes of state the
 	// edges keep beside the streams (Sparkplug B edge node state, see
-	// stream.SparkplugStore.BytesKey). Each backlog measurement reads it and
+	// SparkplugStore.BytesKey). Each backlog measurement reads it and
 	// counts it toward HighWater as StateBytesPerReading bytes a reading:
 	// the state takes Redis memory the backlog would otherwise have.
 	StateBytesKey string
