@@ -8,6 +8,7 @@ import (
 
 	"firehose/ingest"
 	"firehose/internal/testenv"
+	"firehose/stream"
 )
 
 // addBatch writes rs as one batch entry (version 2) with its count, as the
@@ -24,14 +25,14 @@ func (e *env) addBatch(shard int, rs ...ingest.Reading) string {
 func (e *env) addBatchBody(shard, n int, body []byte) string {
 	e.t.Helper()
 	id := e.xadd(e.streams.Key(shard), ingest.FieldVersion, ingest.CodecBatch, ingest.FieldCount, n, ingest.FieldBody, body)
-	if err := e.rdb.HIncrBy(e.t.Context(), e.streams.ShardMetaKey(shard), ingest.MetaBacklog, int64(n)).Err(); err != nil {
+	if err := e.rdb.HIncrBy(e.t.Context(), e.streams.ShardMetaKey(shard), stream.MetaBacklog, int64(n)).Err(); err != nil {
 		e.t.Fatal(err)
 	}
 	return id
 }
 
 func (e *env) backlogCounter(shard int) int64 {
-	n, _ := e.rdb.HGet(e.t.Context(), e.streams.ShardMetaKey(shard), ingest.MetaBacklog).Int64()
+	n, _ := e.rdb.HGet(e.t.Context(), e.streams.ShardMetaKey(shard), stream.MetaBacklog).Int64()
 	return n
 }
 

@@ -17,8 +17,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
-	"firehose/ingest"
 	"firehose/internal/backoff"
+	"firehose/stream"
 )
 
 // Config tunes a Bridge. Zero fields take the documented defaults.
@@ -26,7 +26,7 @@ type Config struct {
 	// Postgres is the connection URL, e.g. postgres://localhost:5432/firehose.
 	Postgres string
 	// Streams names the deployment's shard streams.
-	Streams ingest.Streams
+	Streams stream.Streams
 	// BatchSize flushes a shard's buffer when it holds this many entries.
 	// Default 5000: past a few thousand rows a COPY gains little (the seed's
 	// finding) and a batch stays well under a megabyte.
@@ -99,7 +99,7 @@ func New(cfg Config, rdb redis.UniversalClient, logger *slog.Logger, reg prometh
 	keys := cfg.Streams.Keys()
 	prefix := cfg.Streams.Prefix
 	if prefix == "" {
-		prefix = "firehose" // ingest.Streams' default
+		prefix = "firehose" // stream.Streams' default
 	}
 	return &Bridge{
 		cfg:    cfg,

@@ -16,6 +16,7 @@ import (
 
 	"firehose/ingest"
 	"firehose/internal/testenv"
+	"firehose/stream"
 )
 
 // env is one test's own database, key prefix and streams.
@@ -23,7 +24,7 @@ type env struct {
 	t       *testing.T
 	pgURL   string
 	rdb     *redis.Client
-	streams ingest.Streams
+	streams stream.Streams
 	pg      *pgx.Conn
 }
 
@@ -36,7 +37,7 @@ func newEnv(t *testing.T, shards int) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close(context.Background()) })
-	return &env{t: t, pgURL: pgURL, rdb: rdb, streams: ingest.Streams{Prefix: prefix, Count: shards}, pg: conn}
+	return &env{t: t, pgURL: pgURL, rdb: rdb, streams: stream.Streams{Prefix: prefix, Count: shards}, pg: conn}
 }
 
 // running is a bridge started by a test.
@@ -456,7 +457,7 @@ func TestIntegrationRecreatedStreamIsReadFromStart(t *testing.T) {
 	// A checkpoint far in the future, taken on a stream of another
 	// generation: as if Redis lost everything and its ids restarted below
 	// the checkpoint.
-	future := ingest.StreamID{MS: uint64(time.Now().Add(time.Hour).UnixMilli())}
+	future := stream.StreamID{MS: uint64(time.Now().Add(time.Hour).UnixMilli())}
 	if _, err := e.pg.Exec(t.Context(), "INSERT INTO bridge_checkpoints (stream, last_id, generation) VALUES ($1, $2, 'a-lost-redis')", key, future.String()); err != nil {
 		t.Fatal(err)
 	}

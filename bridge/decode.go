@@ -37,7 +37,7 @@ func (e *entry) entryID() string {
 
 // appendDecoded decodes one stream message and appends its entries to buf:
 // one per reading of a batch entry, else one. declared is the number of
-// readings the message counts in the shard's backlog (ingest.MetaBacklog):
+// readings the message counts in the shard's backlog (stream.MetaBacklog):
 // a batch entry's FieldCount, 1 for an edge dead letter, 0 otherwise.
 func appendDecoded(buf []entry, msg redis.XMessage) (_ []entry, declared int64) {
 	version, _ := msg.Values[ingest.FieldVersion].(string)

@@ -8,7 +8,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"firehose/ingest"
+	"firehose/stream"
 )
 
 // start reads the checkpoint and the shard's metadata in Redis, and sets the
@@ -46,7 +46,7 @@ func (s *session) start(ctx context.Context) error {
 	s.usedPG = time.Now()
 	s.deployment = deployment
 
-	meta, err := ingest.ClaimShardMeta(ctx, s.b.rdb, s.b.cfg.Streams, s.shard, deployment)
+	meta, err := stream.ClaimShardMeta(ctx, s.b.rdb, s.b.cfg.Streams, s.shard, deployment)
 	if err != nil {
 		return opErr("read", err)
 	}
@@ -56,10 +56,10 @@ func (s *session) start(ctx context.Context) error {
 	s.gen = meta.Generation
 
 	if last == nil {
-		s.cursor = ingest.StreamID{}
+		s.cursor = stream.StreamID{}
 		return nil
 	}
-	cp, err := ingest.ParseStreamID(*last)
+	cp, err := stream.ParseStreamID(*last)
 	if err != nil {
 		return opErr("commit", fmt.Errorf("checkpoint of %s: %w", s.key, err))
 	}
@@ -70,7 +70,7 @@ func (s *session) start(ctx context.Context) error {
 		s.b.m.newStream.Inc()
 		s.log.Warn("Redis lost the stream (its generation token changed): reading the new stream from its start",
 			"checkpoint", cp.String(), "checkpoint_generation", *gen, "generation", s.gen)
-		s.cursor = ingest.StreamID{}
+		s.cursor = stream.StreamID{}
 		return nil
 	}
 	s.cursor = cp
@@ -95,12 +95,12 @@ func (s *session) mismatch(other string) error {
 		"Two databases must not share a Redis prefix (each would trim the other's streams): give this database's deployment its own --redis-prefix; "+
 		"or, if this database replaces the other one for good and the streams' entries are to go into it, delete the old claim "+
 		"(HDEL %s %s on each shard's <prefix>:meta:{tag}) and start again",
-		ErrDeploymentMismatch, s.b.cfg.Streams.Prefix, key, other, s.deployment, key, ingest.MetaDeployment)
+		ErrDeploymentMismatch, s.b.cfg.Streams.Prefix, key, other, s.deployment, key, stream.MetaDeployment)
 }
 
-// raise runs raiseScript for the cursor (the checkpoint).
+// raise runs stream.RaiseScript for the cursor (the checkpoint).
 func (s *session) raise(ctx context.Context) (bool, error) {
-	n, err := raiseScript.Run(ctx, s.b.rdb, []string{s.b.cfg.Streams.ShardMetaKey(s.shard), s.key},
+	n, err := stream.RaiseScript.Run(ctx, s.b.rdb, []string{s.b.cfg.Streams.ShardMetaKey(s.shard), s.key},
 		s.gen, s.deployment, s.cursor.MS, s.cursor.Seq).Int()
 	switch {
 	case err != nil:
@@ -123,7 +123,7 @@ var errMetaChanged = errors.New("the shard's metadata in Redis changed (Redis lo
 // them and ends the session after committing what it holds, and the next
 // session reads the new stream from its start.
 func (s *session) checkMeta(ctx context.Context) error {
-	meta, err := ingest.ReadShardMeta(ctx, s.b.rdb, s.b.cfg.Streams, s.shard)
+	meta, err := stream.ReadShardMeta(ctx, s.b.rdb, s.b.cfg.Streams, s.shard)
 	switch {
 	case err != nil:
 		return opErr("read", err)
@@ -140,10 +140,10 @@ func (s *session) checkMeta(ctx context.Context) error {
 // deployment: never a new stream's entries, nor another deployment's. A
 // failed trim is harmless: the next one covers it.
 func (s *session) trim(ctx context.Context) {
-	if s.cursor == (ingest.StreamID{}) {
+	if s.cursor == (stream.StreamID{}) {
 		return
 	}
-	n, err := trimScript.Run(ctx, s.b.rdb, []string{s.b.cfg.Streams.ShardMetaKey(s.shard), s.key},
+	n, err := stream.TrimScript.Run(ctx, s.b.rdb, []string{s.b.cfg.Streams.ShardMetaKey(s.shard), s.key},
 		s.gen, s.deployment, s.cursor.Next().String(), s.untrimmed).Int()
 	switch {
 	case err != nil && ctx.Err() == nil:

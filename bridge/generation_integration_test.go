@@ -16,6 +16,7 @@ import (
 
 	"firehose/ingest"
 	"firehose/internal/testenv"
+	"firehose/stream"
 )
 
 // snapshot is what an RDB snapshot keeps of one stream: its entries.
@@ -65,13 +66,13 @@ func (e *env) checkpoint(key string) (last, gen string) {
 	return last, gen
 }
 
-func (e *env) lastGeneratedID(key string) ingest.StreamID {
+func (e *env) lastGeneratedID(key string) stream.StreamID {
 	e.t.Helper()
 	info, err := e.rdb.XInfoStream(e.t.Context(), key).Result()
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	id, err := ingest.ParseStreamID(info.LastGeneratedID)
+	id, err := stream.ParseStreamID(info.LastGeneratedID)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -214,7 +215,7 @@ func TestIntegrationCheckpointWithoutGenerationIsAdopted(t *testing.T) {
 	if n := e.count("SELECT count(*) FROM readings"); n != 2 {
 		t.Errorf("rows = %d, want the 2 after the checkpoint", n)
 	}
-	meta, err := ingest.ReadShardMeta(t.Context(), e.rdb, e.streams, 0)
+	meta, err := stream.ReadShardMeta(t.Context(), e.rdb, e.streams, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -229,7 +230,7 @@ func TestIntegrationOtherDeploymentIsRefused(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, 2)
 	const other = "00000000-0000-4000-8000-000000000001"
-	if err := e.rdb.HSet(t.Context(), e.streams.ShardMetaKey(1), ingest.MetaDeployment, other).Err(); err != nil {
+	if err := e.rdb.HSet(t.Context(), e.streams.ShardMetaKey(1), stream.MetaDeployment, other).Err(); err != nil {
 		t.Fatal(err)
 	}
 	for i := range 20 {
@@ -312,9 +313,9 @@ func TestIntegrationSessionTimeoutPingsAndEvicts(t *testing.T) {
 	e.waitRows(1, 5*time.Second)
 }
 
-func mustID(t *testing.T, s string) ingest.StreamID {
+func mustID(t *testing.T, s string) stream.StreamID {
 	t.Helper()
-	id, err := ingest.ParseStreamID(s)
+	id, err := stream.ParseStreamID(s)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,7 @@ import (
 
 	"firehose/ingest"
 	"firehose/internal/testenv"
+	"firehose/stream"
 )
 
 // TestIntegrationMetricsLand writes, through the producer, a message of many
@@ -26,7 +27,7 @@ func TestIntegrationMetricsLand(t *testing.T) {
 			t.Parallel()
 			e := newEnv(t, 2)
 			ctx, cancel := context.WithCancel(context.Background())
-			p := ingest.NewProducer(e.rdb, e.streams, ingest.ProducerConfig{Codec: codec}, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+			p := stream.NewProducer(e.rdb, e.streams, stream.ProducerConfig{Codec: codec}, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
 			done := make(chan error, 1)
 			go func() { done <- p.Run(ctx) }()
 			t.Cleanup(func() { cancel(); <-done })

@@ -11,7 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
-	"firehose/ingest"
+	"firehose/stream"
 )
 
 // session is one tenure of a shard: from taking its lock to losing it, an
@@ -27,9 +27,9 @@ type session struct {
 
 	lease
 	deployment string          // firehose_deployment.id of the database
-	gen        string          // the stream's generation token (ingest.MetaGeneration)
-	cursor     ingest.StreamID // last entry read; equals the checkpoint after a flush
-	// The shard's backlog counter (ingest.MetaBacklog) counts the readings
+	gen        string          // the stream's generation token (stream.MetaGeneration)
+	cursor     stream.StreamID // last entry read; equals the checkpoint after a flush
+	// The shard's backlog counter (stream.MetaBacklog) counts the readings
 	// of batch entries; trim counts down those it removes. untrimmed: those
 	// of entries committed and not yet trimmed, or -1 when unknown (entries
 	// a previous owner committed), which trim then counts.
@@ -165,7 +165,7 @@ func (s *session) reportLag(atEnd bool) {
 	}
 	switch {
 	case s.batch.len() > 0:
-		if id, err := ingest.ParseStreamID(s.batch.buf[0].id); err == nil {
+		if id, err := stream.ParseStreamID(s.batch.buf[0].id); err == nil {
 			s.lagGauge.Set(max(0, time.Since(time.UnixMilli(int64(id.MS))).Seconds()))
 		}
 	case atEnd || s.caughtUp:
@@ -181,7 +181,7 @@ func (s *session) addAll(res []redis.XStream) (entries int, full bool) {
 	for _, st := range res {
 		for _, msg := range st.Messages {
 			entries++
-			id, err := ingest.ParseStreamID(msg.ID)
+			id, err := stream.ParseStreamID(msg.ID)
 			if err != nil {
 				// Redis never sends a malformed id; if it did, moving on
 				// would corrupt the cursor, so keep it (the entry is re-read

@@ -82,7 +82,7 @@ type Resolver struct {
 }
 
 // NewResolver returns a Resolver reading Sparkplug B state from store (the
-// broker's: sparkplug.NewRedisStore on the deployment's Redis and prefix;
+// broker's: stream.NewSparkplugStore on the deployment's Redis and prefix;
 // nil: none) and mapping with rules (nil: none).
 func NewResolver(store sparkplug.Store, rules *mapping.Mapper, lim ingest.Limits) *Resolver {
 	r := &Resolver{rules: rules, limits: lim}

@@ -11,6 +11,7 @@ import (
 	"firehose/internal/spbtest"
 	"firehose/internal/testenv"
 	"firehose/sparkplug"
+	"firehose/stream"
 )
 
 // deadLetter is a row of readings_rejected that an edge wrote.
@@ -170,7 +171,7 @@ func TestIntegrationSparkplugDeadLetters(t *testing.T) {
 // (Before: they were dropped and counted nowhere, so the reading was taken.)
 func TestIntegrationDeadLettersCountTowardHighWater(t *testing.T) {
 	t.Parallel()
-	s := newStack(t, stackOptions{producer: ingest.ProducerConfig{HighWater: 3, BacklogInterval: 20 * time.Millisecond}})
+	s := newStack(t, stackOptions{producer: stream.ProducerConfig{HighWater: 3, BacklogInterval: 20 * time.Millisecond}})
 	v3 := mustConnectV3(t, "tcp://"+s.tcpAddr(), "hw-dl-v3")
 	for range 4 {
 		// Between measurements the producer may count an entry twice (see

@@ -31,6 +31,7 @@ import (
 	"firehose/internal/pahostore"
 	"firehose/internal/syncbuf"
 	"firehose/internal/testenv"
+	"firehose/stream"
 )
 
 func TestMain(m *testing.M) {
@@ -47,22 +48,22 @@ func (quietRedis) Printf(context.Context, string, ...any) {}
 // stackOptions describe a broker under test and what surrounds it.
 type stackOptions struct {
 	cfg      Config                // a zero listener set means TCP on 127.0.0.1:0
-	producer ingest.ProducerConfig // BacklogInterval defaults to 50ms here
+	producer stream.ProducerConfig // BacklogInterval defaults to 50ms here
 	rdb      *redis.Client         // nil: the test Redis under a prefix of its own
 	prefix   string                // key prefix when rdb is set
 	bridge   bool                  // start a bridge into a database of the test's own
 	logger   *slog.Logger          // nil: discard
 }
 
-// testStack is a broker with a real ingest.Producer on Redis and, when asked,
+// testStack is a broker with a real stream.Producer on Redis and, when asked,
 // a real bridge into PostgreSQL, all stopped when the test ends.
 type testStack struct {
 	t        *testing.T
 	b        *Broker
 	reg      *prometheus.Registry
-	producer *ingest.Producer
+	producer *stream.Producer
 	rdb      *redis.Client
-	streams  ingest.Streams
+	streams  stream.Streams
 	log      *slog.Logger
 	pgURL    string
 	pg       *pgxpool.Pool
@@ -84,11 +85,11 @@ func newStack(t *testing.T, o stackOptions) *testStack {
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
-	s.streams = ingest.Streams{Prefix: prefix, Count: 2}
+	s.streams = stream.Streams{Prefix: prefix, Count: 2}
 	if o.producer.BacklogInterval == 0 {
 		o.producer.BacklogInterval = 50 * time.Millisecond
 	}
-	s.producer = ingest.NewProducer(s.rdb, s.streams, o.producer, s.log, s.reg)
+	s.producer = stream.NewProducer(s.rdb, s.streams, o.producer, s.log, s.reg)
 	pctx, stopProducer := context.WithCancel(context.Background())
 	producerDone := make(chan struct{})
 	go func() {

@@ -16,7 +16,7 @@ import (
 	"firehose/sparkplug"
 )
 
-// Producer is what the broker needs of ingest.Producer.
+// Producer is what the broker needs of stream.Producer.
 //
 // Add blocks until every reading of rs is durable in Redis and returns nil, or
 // returns why not; the broker acknowledges a QoS 1/2 publish only after Add

@@ -12,6 +12,7 @@ import (
 
 	"firehose/ingest"
 	"firehose/internal/testenv"
+	"firehose/stream"
 )
 
 // MQTT 5 reason codes the broker answers refused readings with.
@@ -126,7 +127,7 @@ func TestIntegrationEmptyDeviceLevelRefused(t *testing.T) {
 // do.
 func TestIntegrationBacklogOverHighWaterRefusesUntilDrained(t *testing.T) {
 	t.Parallel()
-	s := newStack(t, stackOptions{producer: ingest.ProducerConfig{HighWater: 5, BacklogInterval: 20 * time.Millisecond}})
+	s := newStack(t, stackOptions{producer: stream.ProducerConfig{HighWater: 5, BacklogInterval: 20 * time.Millisecond}})
 	v5 := mustConnectV5(t, s.tcpAddr(), "hw-v5")
 	var sniff ackSniffer
 	var lost atomic.Int64
@@ -201,7 +202,7 @@ func TestIntegrationRedisDownRefusesThenLandsAfterRestart(t *testing.T) {
 	t.Parallel()
 	rs := startRedisServer(t)
 	s := newStack(t, stackOptions{rdb: rs.client(), prefix: "fhtest-" + testenv.ID(), bridge: true,
-		producer: ingest.ProducerConfig{Timeout: 2 * time.Second}})
+		producer: stream.ProducerConfig{Timeout: 2 * time.Second}})
 	v5 := mustConnectV5(t, s.tcpAddr(), "down-v5")
 	var sniff ackSniffer
 	var lost atomic.Int64

@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"firehose/ingest"
 	"firehose/internal/testenv"
+	"firehose/stream"
 )
 
 // publishResult is what one MQTT 5 publish of a shutdown test got.
@@ -50,7 +50,7 @@ func TestIntegrationShutdownLetsInFlightPublishesFinish(t *testing.T) {
 	rs := startRedisServer(t)
 	const shutdownTimeout = 8 * time.Second
 	s := newStack(t, stackOptions{rdb: rs.client(), prefix: "fhtest-" + testenv.ID(), bridge: true,
-		producer: ingest.ProducerConfig{Timeout: 20 * time.Second}, cfg: Config{ShutdownTimeout: shutdownTimeout}})
+		producer: stream.ProducerConfig{Timeout: 20 * time.Second}, cfg: Config{ShutdownTimeout: shutdownTimeout}})
 	const clients = 30
 	cs := make([]*v5Client, clients)
 	for i := range cs {
@@ -188,7 +188,7 @@ func TestIntegrationShutdownTimeoutBoundsTheDrain(t *testing.T) {
 	rs := startRedisServer(t)
 	const shutdownTimeout = 500 * time.Millisecond
 	s := newStack(t, stackOptions{rdb: rs.client(), prefix: "fhtest-" + testenv.ID(),
-		producer: ingest.ProducerConfig{Timeout: 20 * time.Second}, cfg: Config{ShutdownTimeout: shutdownTimeout}})
+		producer: stream.ProducerConfig{Timeout: 20 * time.Second}, cfg: Config{ShutdownTimeout: shutdownTimeout}})
 	const clients = 5
 	cs := make([]*v5Client, clients)
 	for i := range cs {

@@ -12,9 +12,9 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 	"google.golang.org/protobuf/encoding/protowire"
 
-	"firehose/ingest"
 	"firehose/internal/testenv"
 	"firehose/sparkplug"
+	"firehose/stream"
 )
 
 // spbLong encodes a Sparkplug metric: name (if not ""), alias, Int64, value.
@@ -42,9 +42,9 @@ func spbMsg(seq int, metrics ...[]byte) []byte {
 
 // sparkplugStack is a stack with a bridge whose Sparkplug state is in Redis,
 // as firehose serve has it.
-func sparkplugStack(t *testing.T, cfg Config, pc ingest.ProducerConfig) (*testStack, *sparkplug.RedisStore) {
+func sparkplugStack(t *testing.T, cfg Config, pc stream.ProducerConfig) (*testStack, *stream.SparkplugStore) {
 	rdb, prefix := testenv.Redis(t)
-	store := sparkplug.NewRedisStore(rdb, "{"+prefix+":spb}:")
+	store := stream.NewSparkplugStore(rdb, "{"+prefix+":spb}:")
 	cfg.Sparkplug, cfg.SparkplugStore = true, store
 	pc.StateBytesKey = store.BytesKey()
 	return newStack(t, stackOptions{bridge: true, rdb: rdb, prefix: prefix, cfg: cfg, producer: pc}), store
@@ -59,7 +59,7 @@ func sparkplugStack(t *testing.T, cfg Config, pc ingest.ProducerConfig) (*testSt
 // death never wipes the new birth.
 func TestIntegrationSparkplugReconnectTakeover(t *testing.T) {
 	t.Parallel()
-	s, _ := sparkplugStack(t, Config{}, ingest.ProducerConfig{})
+	s, _ := sparkplugStack(t, Config{}, stream.ProducerConfig{})
 	const rounds = 300
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -131,7 +131,7 @@ func bigBirth(n int) []byte {
 // larger than --sparkplug-max-node-bytes is refused with 0x95.
 func TestIntegrationSparkplugStateBounded(t *testing.T) {
 	t.Parallel()
-	s, store := sparkplugStack(t, Config{SparkplugMaxNodeBytes: 200 << 10}, ingest.ProducerConfig{})
+	s, store := sparkplugStack(t, Config{SparkplugMaxNodeBytes: 200 << 10}, stream.ProducerConfig{})
 	ctx := t.Context()
 	flood := mustConnectV5(t, s.tcpAddr(), "flood")
 	birth := bigBirth(200)
@@ -202,7 +202,7 @@ func TestIntegrationSparkplugStateBounded(t *testing.T) {
 // again once the edge nodes die.
 func TestIntegrationSparkplugStateCountsTowardHighWater(t *testing.T) {
 	t.Parallel()
-	s, _ := sparkplugStack(t, Config{}, ingest.ProducerConfig{HighWater: 5000}) // 290 KB of state
+	s, _ := sparkplugStack(t, Config{}, stream.ProducerConfig{HighWater: 5000}) // 290 KB of state
 	edge := mustConnectV5(t, s.tcpAddr(), "edge")
 	for i := range 3 { // about 110 KB of state each
 		if code := publishV5(t, edge, "spBv1.0/hw/NBIRTH/e"+strconv.Itoa(i), 1, string(bigBirth(200))); code != 0 {

@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"firehose/ingest"
 	"firehose/internal/testenv"
+	"firehose/stream"
 )
 
 // TestBackpressureBounded drives more load than the bridge drains and shows
@@ -52,7 +52,7 @@ func TestBackpressureBounded(t *testing.T) {
 	svc := Services{Postgres: testenv.Postgres(t), Redis: rs.URL(), Prefix: prefix}
 	s := StartStack(t, svc, "--roles", "broker,httpgw", "--high-water", fmt.Sprint(highWater))
 	rdb := outRedis(t, rs.URL())
-	keys := ingest.Streams{Prefix: prefix}.Keys()
+	keys := stream.Streams{Prefix: prefix}.Keys()
 
 	var bridge atomic.Pointer[Stack]
 	idle := outSample(rdb, keys, 200*time.Millisecond, map[string]func() int{"edges": s.Proc.Pid, "redis": rs.Pid})

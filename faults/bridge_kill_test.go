@@ -23,8 +23,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/redis/go-redis/v9"
 
-	"firehose/ingest"
 	"firehose/internal/testenv"
+	"firehose/stream"
 )
 
 // bkShards is the shard count of the deployments these scenarios start (the
@@ -49,7 +49,7 @@ func TestBridgeKilledRepeatedly(t *testing.T) {
 	viaProxy := svc
 	viaProxy.Postgres = proxy.URL()
 	rdb := bkRedis(t)
-	keys := ingest.Streams{Prefix: svc.Prefix, Count: bkShards}.Keys()
+	keys := stream.Streams{Prefix: svc.Prefix, Count: bkShards}.Keys()
 	// Large batches and a few hundred ms of age: each shard commits a few
 	// times a second, and after a kill the backlog makes the next COPY long.
 	bridgeFlags := []string{"--batch-size", "20000", "--batch-age", "300ms"}
@@ -160,7 +160,7 @@ func bkRedis(t *testing.T) *redis.Client {
 }
 
 // bkCheckpoints reads bridge_checkpoints: last id by stream.
-func bkCheckpoints(t *testing.T, dbURL string) map[string]ingest.StreamID {
+func bkCheckpoints(t *testing.T, dbURL string) map[string]stream.StreamID {
 	t.Helper()
 	ctx, conn, done := dbConn(t, dbURL, 30*time.Second)
 	defer done()
@@ -168,14 +168,14 @@ func bkCheckpoints(t *testing.T, dbURL string) map[string]ingest.StreamID {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cps := map[string]ingest.StreamID{}
-	var stream, last string
-	_, err = pgx.ForEachRow(rows, []any{&stream, &last}, func() error {
-		id, err := ingest.ParseStreamID(last)
+	cps := map[string]stream.StreamID{}
+	var key, last string
+	_, err = pgx.ForEachRow(rows, []any{&key, &last}, func() error {
+		id, err := stream.ParseStreamID(last)
 		if err != nil {
-			return fmt.Errorf("checkpoint of %s: %w", stream, err)
+			return fmt.Errorf("checkpoint of %s: %w", key, err)
 		}
-		cps[stream] = id
+		cps[key] = id
 		return nil
 	})
 	if err != nil {
@@ -202,7 +202,7 @@ func bkCommittedUntrimmed(t *testing.T, rdb *redis.Client, dbURL string, keys []
 		if len(first) == 0 {
 			continue
 		}
-		id, err := ingest.ParseStreamID(first[0].ID)
+		id, err := stream.ParseStreamID(first[0].ID)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -244,7 +244,7 @@ func bkAssertDrained(t *testing.T, rdb *redis.Client, dbURL string, keys []strin
 		if err != nil {
 			t.Fatalf("XINFO STREAM %s: %v", k, err)
 		}
-		last, err := ingest.ParseStreamID(info.LastGeneratedID)
+		last, err := stream.ParseStreamID(info.LastGeneratedID)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -14,8 +14,8 @@ import (
 	"testing"
 	"time"
 
-	"firehose/ingest"
 	"firehose/internal/testenv"
+	"firehose/stream"
 )
 
 // TestBridgePartitioned runs two bridge processes under load, each reaching
@@ -57,7 +57,7 @@ func TestBridgePartitioned(t *testing.T) {
 
 	svc := SharedServices(t)
 	edges := StartStack(t, svc, "--roles", "broker,httpgw")
-	keys := ingest.Streams{Prefix: svc.Prefix, Count: bkShards}.Keys()
+	keys := stream.Streams{Prefix: svc.Prefix, Count: bkShards}.Keys()
 	flags := []string{"--lock-retry", lockRetry.String(), "--batch-age", "100ms", "--bridge-session-timeout", timeout.String()}
 	var proxies [2]*bpProxy
 	var bridges [2]*Stack

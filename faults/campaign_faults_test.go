@@ -23,8 +23,8 @@ import (
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/crypto/bcrypt"
 
-	"firehose/ingest"
 	"firehose/internal/testenv"
+	"firehose/stream"
 )
 
 // cEnv is one seed's stack.
@@ -55,7 +55,7 @@ type cEnv struct {
 }
 
 // streams are the seed's shard streams.
-func (e *cEnv) streams() ingest.Streams { return ingest.Streams{Prefix: e.prefix, Count: e.shards} }
+func (e *cEnv) streams() stream.Streams { return stream.Streams{Prefix: e.prefix, Count: e.shards} }
 
 // usedMemory is Redis's used_memory, summed over a cluster's nodes.
 func (e *cEnv) usedMemory(ctx context.Context) (int64, error) {

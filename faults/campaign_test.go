@@ -43,9 +43,9 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"firehose/ingest"
 	"firehose/internal/testenv"
 	"firehose/partition"
+	"firehose/stream"
 )
 
 // cWorkers is how many clients' operations run at once.
@@ -364,11 +364,11 @@ func cWaitDrained(t *testing.T, e *cEnv) {
 				pending = err.Error()
 				return false
 			}
-			last, err := ingest.ParseStreamID(info.LastGeneratedID)
-			if err != nil || last == (ingest.StreamID{}) {
+			last, err := stream.ParseStreamID(info.LastGeneratedID)
+			if err != nil || last == (stream.StreamID{}) {
 				continue
 			}
-			cp, err := ingest.ParseStreamID(cps[key])
+			cp, err := stream.ParseStreamID(cps[key])
 			if cps[key] == "" || err != nil || cp.Less(last) {
 				pending = fmt.Sprintf("%s: checkpoint %q, last entry %s", key, cps[key], last)
 				return false

@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"firehose/ingest"
 	"firehose/internal/testenv"
+	"firehose/stream"
 )
 
 // TestClusterFailoverUnderLoad runs firehose on a Redis Cluster of the
@@ -31,7 +31,7 @@ func TestClusterFailoverUnderLoad(t *testing.T) { foEachMinReplicas(t, cfFailove
 func cfFailover(t *testing.T, minReplicas int) {
 	cluster := testenv.StartRedisCluster(t, 3, 1, "--appendonly", "yes", "--appendfsync", "everysec")
 	s, pid := foStartStack(t, cluster.Nodes[0].URL(), minReplicas, "--shards", "6")
-	streams := ingest.Streams{Prefix: s.Services.Prefix, Count: 6, Layout: ingest.LayoutSpread}
+	streams := stream.Streams{Prefix: s.Services.Prefix, Count: 6, Layout: stream.LayoutSpread}
 	victim := cluster.PrimaryOf(t, streams.Key(0))
 	var lost []int
 	for i, k := range streams.Keys() {

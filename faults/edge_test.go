@@ -25,9 +25,9 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/redis/go-redis/v9"
 
-	"firehose/ingest"
 	"firehose/internal/mqtttest"
 	"firehose/internal/testenv"
+	"firehose/stream"
 )
 
 // edgeShards is the shard count of the stacks these scenarios start (the
@@ -36,8 +36,8 @@ const edgeShards = 4
 
 // edgeStreams is the stream layout of a stack started with the default
 // shard count.
-func edgeStreams(s *Stack) ingest.Streams {
-	return ingest.Streams{Prefix: s.Services.Prefix, Count: edgeShards}
+func edgeStreams(s *Stack) stream.Streams {
+	return stream.Streams{Prefix: s.Services.Prefix, Count: edgeShards}
 }
 
 // edgeRedis is a go-redis client of the stack's Redis, closed when t ends.
@@ -93,11 +93,11 @@ func edgeWaitDrained(t *testing.T, s *Stack, rdb *redis.Client, timeout time.Dur
 				pending = err.Error()
 				return false
 			}
-			last, err := ingest.ParseStreamID(info.LastGeneratedID)
+			last, err := stream.ParseStreamID(info.LastGeneratedID)
 			if err != nil {
 				t.Fatalf("stream %s: last id %q: %v", key, info.LastGeneratedID, err)
 			}
-			if last == (ingest.StreamID{}) {
+			if last == (stream.StreamID{}) {
 				continue
 			}
 			cp := edgeCheckpoint(t, s.Services.Postgres, key)
@@ -111,19 +111,19 @@ func edgeWaitDrained(t *testing.T, s *Stack, rdb *redis.Client, timeout time.Dur
 }
 
 // edgeCheckpoint is the bridge's checkpoint of stream key (zero when none).
-func edgeCheckpoint(t *testing.T, dbURL, key string) ingest.StreamID {
+func edgeCheckpoint(t *testing.T, dbURL, key string) stream.StreamID {
 	t.Helper()
 	ctx, conn, done := dbConn(t, dbURL, 10*time.Second)
 	defer done()
 	var last string
 	err := conn.QueryRow(ctx, "SELECT last_id FROM bridge_checkpoints WHERE stream = $1", key).Scan(&last)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return ingest.StreamID{}
+		return stream.StreamID{}
 	}
 	if err != nil {
 		t.Fatalf("read checkpoint of %s: %v", key, err)
 	}
-	id, err := ingest.ParseStreamID(last)
+	id, err := stream.ParseStreamID(last)
 	if err != nil {
 		t.Fatalf("checkpoint of %s: %v", key, err)
 	}

@@ -16,9 +16,9 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"firehose/ingest"
 	"firehose/internal/testenv"
 	"firehose/simulator"
+	"firehose/stream"
 )
 
 // rrCase is one way Redis comes back.
@@ -325,7 +325,7 @@ func rrStreamEntries(t *testing.T, rdb *redis.Client, prefix string) int64 {
 	t.Helper()
 	ctx := context.Background()
 	var total int64
-	streams := ingest.Streams{Prefix: prefix, Count: bkShards}
+	streams := stream.Streams{Prefix: prefix, Count: bkShards}
 	if err := streams.Load(ctx, rdb); err != nil {
 		t.Fatal(err)
 	}

@@ -16,6 +16,7 @@ import (
 
 	"firehose/ingest"
 	"firehose/internal/testenv"
+	"firehose/stream"
 )
 
 // rrWritten is what one round wrote into a shard stream: held readings
@@ -208,7 +209,7 @@ func rrWrite(t *testing.T, rdb *redis.Client, key string, round, perRound int) r
 
 // rrDuplicate writes, by hand, replay entries of n held rows, as a
 // duplicated entry would be; it returns how many it wrote.
-func rrDuplicate(t *testing.T, rdb *redis.Client, streams ingest.Streams, dbURL string, n int) int {
+func rrDuplicate(t *testing.T, rdb *redis.Client, streams stream.Streams, dbURL string, n int) int {
 	t.Helper()
 	ctx, conn, done := dbConn(t, dbURL, 30*time.Second)
 	defer done()

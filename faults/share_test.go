@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"firehose/ingest"
 	"firehose/internal/testenv"
+	"firehose/stream"
 )
 
 const (
@@ -56,7 +56,7 @@ func TestBridgesShareTheShards(t *testing.T) {
 	svc := SharedServices(t)
 	shards := []string{"--shards", fmt.Sprint(shShards)}
 	edges := StartStack(t, svc, append([]string{"--roles", "broker,httpgw"}, shards...)...)
-	keys := ingest.Streams{Prefix: svc.Prefix, Count: shShards}.Keys()
+	keys := stream.Streams{Prefix: svc.Prefix, Count: shShards}.Keys()
 	flags := append([]string{"--lock-retry", shLockRetry.String(), "--batch-age", "100ms"}, shards...)
 	start := func() *Stack { return StartBridge(t, svc, flags...) }
 

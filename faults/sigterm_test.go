@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"firehose/ingest"
 	"firehose/internal/testenv"
+	"firehose/stream"
 )
 
 // TestSIGTERMUnderLoad sends SIGTERM to `firehose serve` (every role) in the
@@ -32,7 +32,7 @@ func TestSIGTERMUnderLoad(t *testing.T) {
 	svc := SharedServices(t)
 	s := StartStack(t, svc, "--batch-age", "1s", "--shutdown-timeout", shutdownTimeout.String())
 	rdb := bkRedis(t)
-	keys := ingest.Streams{Prefix: svc.Prefix, Count: bkShards}.Keys()
+	keys := stream.Streams{Prefix: svc.Prefix, Count: bkShards}.Keys()
 	dur := scale(12*time.Second, 45*time.Second)
 	stops := scale(1, 3)
 	l := StartLoad(t, s, LoadOpts{Rate: 3000, Duration: dur})

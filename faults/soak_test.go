@@ -36,10 +36,10 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/redis/go-redis/v9"
 
-	"firehose/ingest"
 	"firehose/internal/mqtttest"
 	"firehose/internal/testenv"
 	"firehose/simulator"
+	"firehose/stream"
 )
 
 // soakConfig is the soak's shape. Every field has a SOAK_ variable; the
@@ -203,7 +203,7 @@ func TestSoak(t *testing.T) {
 	}
 	s := StartStack(t, svc, append([]string{"--debug-addr", debugAddr}, cfg.Flags...)...)
 	rdb := outRedis(t, rs.URL())
-	keys := ingest.Streams{Prefix: prefix}.Keys()
+	keys := stream.Streams{Prefix: prefix}.Keys()
 
 	fleet := newSoakFleet(cfg, s.MQTTAddr, "soak-"+runID+"-")
 	var load atomic.Pointer[Load]

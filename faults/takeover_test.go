@@ -14,8 +14,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"firehose/ingest"
 	"firehose/internal/testenv"
+	"firehose/stream"
 )
 
 // tkLockRetry is the bridges' --lock-retry; takeover should happen within
@@ -43,7 +43,7 @@ func TestTwoBridgesOneKilled(t *testing.T) {
 	t.Parallel()
 	svc := SharedServices(t)
 	edges := StartStack(t, svc, "--roles", "broker,httpgw")
-	keys := ingest.Streams{Prefix: svc.Prefix, Count: bkShards}.Keys()
+	keys := stream.Streams{Prefix: svc.Prefix, Count: bkShards}.Keys()
 	bridgeFlags := []string{"--lock-retry", tkLockRetry.String(), "--batch-age", "100ms"}
 	start := func() *Stack { return StartBridge(t, svc, bridgeFlags...) }
 

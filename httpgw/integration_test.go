@@ -14,15 +14,16 @@ import (
 
 	"firehose/ingest"
 	"firehose/internal/testenv"
+	"firehose/stream"
 )
 
 // startProducer runs a real producer on the test's Redis prefix until the
 // test ends.
-func startProducer(t *testing.T) (*ingest.Producer, *redis.Client, ingest.Streams) {
+func startProducer(t *testing.T) (*stream.Producer, *redis.Client, stream.Streams) {
 	t.Helper()
 	rdb, prefix := testenv.Redis(t)
-	streams := ingest.Streams{Prefix: prefix, Count: 4}
-	p := ingest.NewProducer(rdb, streams, ingest.ProducerConfig{}, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	streams := stream.Streams{Prefix: prefix, Count: 4}
+	p := stream.NewProducer(rdb, streams, stream.ProducerConfig{}, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx) }()
@@ -39,7 +40,7 @@ func startProducer(t *testing.T) (*ingest.Producer, *redis.Client, ingest.Stream
 
 // streamReadings decodes every entry of every shard stream, with the shard
 // each was found in.
-func streamReadings(t *testing.T, rdb *redis.Client, streams ingest.Streams) (rs []ingest.Reading, shards []int) {
+func streamReadings(t *testing.T, rdb *redis.Client, streams stream.Streams) (rs []ingest.Reading, shards []int) {
 	t.Helper()
 	for shard, key := range streams.Keys() {
 		msgs, err := rdb.XRange(t.Context(), key, "-", "+").Result()

@@ -24,10 +24,10 @@ import (
 	"firehose/ingest"
 )
 
-// Producer is what the gateway needs of ingest.Producer.
+// Producer is what the gateway needs of stream.Producer.
 //
 // Add blocks until every reading of rs is durable and returns nil, or returns
-// why not, within its own bound (ingest.Producer: one round-trip timeout); the
+// why not, within its own bound (stream.Producer: one round-trip timeout); the
 // gateway acknowledges a request only after Add returned nil, and never
 // retries (the client did not get an acknowledgement and may resend). Errors
 // the client should retry are ingest.ErrBacklogFull, ErrUnavailable,
@@ -42,7 +42,7 @@ type Producer interface {
 }
 
 // shardedProducer is a Producer that can say which shards it refuses while
-// it is ready for the others (ingest.Producer is one).
+// it is ready for the others (stream.Producer is one).
 type shardedProducer interface {
 	UnavailableShards() []int
 }

@@ -13,12 +13,14 @@ import (
 // names the encoding of FieldBody. A reader that meets a version it does not
 // know rejects that entry (the bridge records it in readings_rejected) and goes
 // on, so a new encoding can be rolled out reader-first without a flag day.
+// Where entries are stored, and the rest of the Redis layout: package
+// stream's doc.
 const (
 	FieldVersion = "v"
 	FieldBody    = "b"
 	// FieldCount, on a batch entry, is how many readings its body holds
 	// (decimal): the bridge's trim counts the backlog down by it without
-	// decoding the body (see MetaBacklog).
+	// decoding the body (see stream.MetaBacklog).
 	FieldCount = "n"
 	// CodecVersion is the single-reading encoding (version 1): each entry
 	// one reading. Replays of dead letters use it, and a producer set to

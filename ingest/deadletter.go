@@ -1,7 +1,6 @@
 package ingest
 
 import (
-	"context"
 	"encoding/binary"
 	"fmt"
 	"time"
@@ -42,9 +41,9 @@ const (
 // cannot be told that it was refused), a Sparkplug B DATA before its birth
 // certificate or with an alias no birth gave.
 //
-// A dead letter is written by Producer.AddDeadLetter in the same pipelined
-// round trips as readings, into the shard stream of Device (or ClientID),
-// before the edge acknowledges; the bridge lands it in readings_rejected
+// A dead letter is written by stream.Producer.AddDeadLetter in the same
+// pipelined round trips as readings, into the shard stream of Device (or
+// ClientID), before the edge acknowledges; the bridge lands it in readings_rejected
 // with source 'edge'. Later edges (an upstream subscriber, typed tables) use
 // the same store for what they acknowledge and cannot store as rows.
 type DeadLetter struct {
@@ -66,17 +65,6 @@ type DeadLetter struct {
 	ReceivedAt time.Time
 	// Payload is the message's raw bytes.
 	Payload []byte
-}
-
-// routeKey is what picks the dead letter's shard.
-func (d *DeadLetter) routeKey() string {
-	if d.Device != "" {
-		return d.Device
-	}
-	if d.ClientID != "" {
-		return d.ClientID
-	}
-	return d.Topic
 }
 
 // AppendDeadLetter appends the version-5 encoding of d to dst: uvarint
@@ -109,23 +97,4 @@ func DecodeDeadLetter(body string) (DeadLetter, error) {
 		return DeadLetter{}, fmt.Errorf("%w: dead letter: %d bytes after the end", ErrCorruptEntry, len(dec.s))
 	}
 	return d, nil
-}
-
-// AddDeadLetter writes d to its shard stream as one entry (CodecDeadLetter)
-// and returns nil once Redis confirmed it: the edge may then acknowledge the
-// message. It shares the round trips of Add (group commit), counts toward
-// the high-water mark as one reading, and is refused as Add is (backlog
-// full, Redis unavailable, overloaded, closed): then the edge must not
-// acknowledge.
-func (p *Producer) AddDeadLetter(ctx context.Context, d DeadLetter) error {
-	c := &call{dead: &d, done: make(chan error, 1)}
-	if err := p.enqueue(c); err != nil {
-		return err
-	}
-	select {
-	case err := <-c.done:
-		return err
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }

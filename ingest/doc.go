@@ -1,18 +1,19 @@
-// Package ingest is the contract between firehose's edges and its bridge: the
-// Reading type and its validation, the versioned stream encoding, the routing of
-// devices to shard streams, and the Producer that makes readings durable in Redis
-// Streams before an edge acknowledges them.
+// Package ingest is the reading and everything about it that needs no
+// Redis: the Reading type, its validation (Limits), its JSON, the versioned
+// encodings of stream entries (codec.go: readings, batches, dead letters,
+// replays), and the errors with which a producer refuses readings.
 //
-// An edge (the HTTP gateway, the MQTT broker) builds Readings, validates them and
-// hands them to one shared Producer:
+// An edge (the HTTP gateway, the MQTT broker) builds Readings, validates them
+// and hands them to a producer (stream.Producer), which makes them durable in
+// Redis before the edge acknowledges them:
 //
-//	streams := ingest.Streams{Prefix: "firehose", Count: 4}
-//	p := ingest.NewProducer(rdb, streams, ingest.ProducerConfig{}, logger, registry)
-//	go p.Run(ctx)
-//	r := ingest.Reading{DeviceID: "pump-7", Value: 21.5, ReceivedAt: time.Now()}
+//	var r ingest.Reading
+//	if err := ingest.ParseObject(body, &r); err != nil { ... } // ErrInvalidReading: 422
+//	r.ReceivedAt = time.Now()
 //	if err := r.Validate(ingest.DefaultLimits); err != nil { ... } // ErrInvalidReading
-//	if err := p.Add(ctx, []ingest.Reading{r}); err != nil { ... } // refuse, do not ack
-//	// here the reading is in Redis: acknowledge it.
+//	if err := p.Add(ctx, []ingest.Reading{r}); err != nil { ... } // ErrUnavailable...: refuse, do not ack
 //
-// The bridge reads the same streams and decodes entries with Decode.
+// The bridge decodes the entries it reads with Decode, SplitBatch and
+// DecodeDeadLetter. Where entries are stored, and under which keys, is the
+// stream package's.
 package ingest

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -265,4 +266,21 @@ func ValidateMetric(name string) error {
 		}
 	}
 	return nil
+}
+
+// NameRows gives the readings of one message the message's id: the id
+// itself for a message of one reading, else the id and the reading's
+// position ("id#2"), so that a resend of the same message names each row
+// as before. An empty id changes nothing.
+func NameRows(rs []Reading, id string) {
+	if id == "" {
+		return
+	}
+	if len(rs) == 1 {
+		rs[0].ID = id
+		return
+	}
+	for i := range rs {
+		rs[i].ID = id + "#" + strconv.Itoa(i)
+	}
 }

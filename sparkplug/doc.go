@@ -1,7 +1,7 @@
 // Package sparkplug decodes Sparkplug B messages into metric values,
 // resolving aliases from birth certificates.
 //
-//	tr := sparkplug.NewTracker(sparkplug.NewRedisStore(rdb, "{firehose:spb}:"))
+//	tr := sparkplug.NewTracker(stream.NewSparkplugStore(rdb, "{firehose:spb}:"))
 //	msg, err := tr.Handle(ctx, topic, payload) // topic: spBv1.0/{group}/{type}/{edge}[/{device}]
 //	if err != nil { /* malformed (errors.Is(err, sparkplug.ErrMalformed)) or Redis down */ }
 //	for _, v := range msg.Values { /* one row: v.Device, v.Name, v.Timestamp, v.Number or v.Other */ }
@@ -34,8 +34,8 @@
 // the array datatypes 22..34). An is_null metric gives Null and nothing else.
 //
 // State lives per edge node (group/edge_node) behind Store, a map of string
-// fields per node: MemoryStore for tests, RedisStore (one hash per node
-// under a caller's prefix) so every broker instance sees it and it
+// fields per node: MemoryStore for tests, stream.SparkplugStore (one hash
+// per node under a caller's prefix) so every broker instance sees it and it
 // survives a restart. Fields: seq (last seq; present while the node is
 // born), bdseq (the NBIRTH's bdSeq), sid (a random id of the NBIRTH's
 // session), a/{alias} = "{datatype} {device}/{name}"
@@ -70,7 +70,7 @@
 //     (ErrQuota, ErrStateTooLarge refuse the birth); EndSession starts the
 //     expiry (StateTTL) of a node whose connection ended, Sweep removes what
 //     expired and returns the account (Stats) that the broker publishes and
-//     the producer counts toward --high-water (RedisStore.BytesKey).
+//     the producer counts toward --high-water (stream.SparkplugStore.BytesKey).
 //
 // A Rebirth request is marked Duplicate for RebirthInterval (10 s) after one
 // went out for the same node (Store.Throttle, in Redis so the broker

@@ -10,8 +10,6 @@ import (
 	"strconv"
 	"testing"
 	"time"
-
-	"firehose/internal/testenv"
 )
 
 // The fixtures are encoded by Eclipse Tahu's encoder (testdata/gen.js, run
@@ -83,7 +81,7 @@ func TestFixtures(t *testing.T) {
 }
 
 func TestIntegrationRedisStoreFixtures(t *testing.T) {
-	rdb, prefix := testenv.Redis(t)
+	rdb, prefix := TestRedis(t)
 	for _, sc := range loadFixtures(t) {
 		t.Run(sc.Name, func(t *testing.T) {
 			runScenario(t, NewTracker(NewRedisStore(rdb, prefix+":"+sc.Name+":")), sc)

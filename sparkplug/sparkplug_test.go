@@ -15,7 +15,6 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 
 	"firehose/internal/spbwire"
-	"firehose/internal/testenv"
 )
 
 func TestParseTopic(t *testing.T) {
@@ -326,7 +325,7 @@ func TestRebirthRequest(t *testing.T) {
 // instance, or the same after a restart) sees the births the first
 // recorded, and NDEATH removes the node's hash.
 func TestIntegrationRedisStoreSharedState(t *testing.T) {
-	rdb, prefix := testenv.Redis(t)
+	rdb, prefix := TestRedis(t)
 	ctx := t.Context()
 	a := NewTracker(NewRedisStore(rdb, prefix+":"))
 	b := NewTracker(NewRedisStore(rdb, prefix+":"))

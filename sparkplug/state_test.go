@@ -10,8 +10,6 @@ import (
 	"time"
 
 	"google.golang.org/protobuf/encoding/protowire"
-
-	"firehose/internal/testenv"
 )
 
 // spbMetric encodes a Metric: name (if not ""), alias, datatype and a
@@ -52,11 +50,11 @@ func ndeath(bdSeq uint64) []byte { return spbPayload(-1, spbMetric(BdSeqMetric, 
 func ndata(seq int, v uint64) []byte { return spbPayload(seq, spbMetric("", 1, Int64, v)) }
 
 // testStores runs f with a MemoryStore and a RedisStore of its own keys.
-func testStores(t *testing.T, f func(t *testing.T, s Store, rs *RedisStore)) {
+func testStores(t *testing.T, f func(t *testing.T, s Store, rs *redisState)) {
 	t.Run("memory", func(t *testing.T) { f(t, NewMemoryStore(), nil) })
 	t.Run("redis", func(t *testing.T) {
-		rdb, prefix := testenv.Redis(t)
-		rs := NewRedisStore(rdb, prefix+":")
+		rdb, prefix := TestRedis(t)
+		rs := newRedisState(rdb, prefix+":")
 		f(t, rs, rs)
 	})
 }
@@ -93,7 +91,7 @@ func (s *racyStore) Get(ctx context.Context, node string, fields []string) (map[
 // when the birth lands between the death's read and its write.
 func TestNodeDeathOfEarlierSession(t *testing.T) { testStores(t, nodeDeathOfEarlierSession) }
 
-func nodeDeathOfEarlierSession(t *testing.T, s Store, _ *RedisStore) {
+func nodeDeathOfEarlierSession(t *testing.T, s Store, _ *redisState) {
 	const topic = "spBv1.0/g/N%s/e"
 	top := func(typ string) string { return strings.Replace(topic, "N%s", "N"+typ, 1) }
 	ctx := t.Context()
@@ -161,7 +159,7 @@ func nodeDeathOfEarlierSession(t *testing.T, s Store, _ *RedisStore) {
 // write changes nothing of the new session: its seq stays, no device is
 // born or forgotten in it.
 func TestLateMessageOfEndedSession(t *testing.T) {
-	testStores(t, func(t *testing.T, s Store, _ *RedisStore) {
+	testStores(t, func(t *testing.T, s Store, _ *redisState) {
 		ctx := t.Context()
 		rs := &racyStore{Store: s, any: true}
 		tr := NewTracker(rs)
@@ -209,7 +207,7 @@ func TestLateMessageOfEndedSession(t *testing.T) {
 // goroutine at the same time as the new NBIRTH and NDATA. Every NDATA
 // resolves.
 func TestNodeDeathHammer(t *testing.T) {
-	testStores(t, func(t *testing.T, s Store, _ *RedisStore) {
+	testStores(t, func(t *testing.T, s Store, _ *redisState) {
 		ctx := t.Context()
 		tr := NewTracker(s)
 		wills := make(chan uint64)
@@ -253,7 +251,7 @@ func TestNodeDeathHammer(t *testing.T) {
 // account follows, and the state of an ended session expires.
 func TestStateBounded(t *testing.T) { testStores(t, stateBounded) }
 
-func stateBounded(t *testing.T, s Store, rs *RedisStore) {
+func stateBounded(t *testing.T, s Store, rs *redisState) {
 	ctx := t.Context()
 	tr := NewTracker(s)
 	tr.MaxNodes = 3
@@ -358,10 +356,10 @@ func stateBounded(t *testing.T, s Store, rs *RedisStore) {
 // work.
 func TestIntegrationRedisStoreOnCluster(t *testing.T) {
 	t.Parallel()
-	rdb := testenv.StartRedisCluster(t, 3, 0).Client(t)
-	for i, f := range []func(*testing.T, Store, *RedisStore){nodeDeathOfEarlierSession, stateBounded} {
+	rdb := TestRedisCluster(t)
+	for i, f := range []func(*testing.T, Store, *redisState){nodeDeathOfEarlierSession, stateBounded} {
 		t.Run(strconv.Itoa(i), func(t *testing.T) {
-			rs := NewRedisStore(rdb, "{spb"+strconv.Itoa(i)+"}:")
+			rs := newRedisState(rdb, "{spb"+strconv.Itoa(i)+"}:")
 			f(t, rs, rs)
 		})
 	}

@@ -13,8 +13,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 
-	"firehose/ingest"
 	"firehose/schema"
+	"firehose/stream"
 )
 
 // redactURL hides a password in a connection URL for logs and errors.
@@ -288,7 +288,7 @@ func checkDedupSupport(ctx context.Context, rdb redis.UniversalClient) error {
 // checkNodePersistence is checkRedisPersistence for one primary; addr, when
 // not "", names it in what it says.
 func checkNodePersistence(ctx context.Context, rdb redis.UniversalClient, addr string, allowEviction bool, minReplicas int, log *slog.Logger) error {
-	p, err := ingest.InspectRedis(ctx, rdb)
+	p, err := stream.InspectRedis(ctx, rdb)
 	if err != nil {
 		if addr != "" {
 			return fmt.Errorf("cluster node %s: %w", addr, err)

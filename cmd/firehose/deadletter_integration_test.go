@@ -16,7 +16,7 @@ import (
 	"firehose/internal/mqtttest"
 	"firehose/internal/spbtest"
 	"firehose/internal/testenv"
-	"firehose/sparkplug"
+	"firehose/stream"
 )
 
 // startBroker runs, in process, the broker firehose serve runs for the
@@ -24,13 +24,13 @@ import (
 func (e *rejectedEnv) startBroker() string {
 	e.t.Helper()
 	log := slog.New(slog.DiscardHandler)
-	p := ingest.NewProducer(e.rdb, e.streams, ingest.ProducerConfig{BacklogInterval: 20 * time.Millisecond}, log, prometheus.NewRegistry())
+	p := stream.NewProducer(e.rdb, e.streams, stream.ProducerConfig{BacklogInterval: 20 * time.Millisecond}, log, prometheus.NewRegistry())
 	pctx, stopProducer := context.WithCancel(context.Background())
 	pdone := make(chan struct{})
 	go func() { defer close(pdone); _ = p.Run(pctx) }()
 	e.t.Cleanup(func() { stopProducer(); <-pdone })
 	cfg := broker.Config{Addr: "127.0.0.1:0", Sparkplug: true, ShutdownTimeout: 5 * time.Second,
-		SparkplugStore: sparkplug.NewRedisStore(e.rdb, e.streams.Prefix+":spb:")}
+		SparkplugStore: stream.NewSparkplugStore(e.rdb, e.streams.Prefix+":spb:")}
 	b, err := broker.New(cfg, p, log, prometheus.NewRegistry())
 	if err != nil {
 		e.t.Fatal(err)

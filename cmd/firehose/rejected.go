@@ -23,7 +23,7 @@ import (
 	"firehose/broker"
 	"firehose/ingest"
 	"firehose/internal/cli"
-	"firehose/sparkplug"
+	"firehose/stream"
 )
 
 // firehose rejected: the dead letters of readings_rejected, listed and
@@ -518,7 +518,7 @@ func replayRejected(ctx context.Context, pg *pgxpool.Pool, rdb redis.UniversalCl
 	t := &replayTally{entries: map[int64]string{}}
 	// Edge dead letters resolve as the broker would now: Sparkplug B
 	// against the edge nodes' state the brokers keep beside the streams.
-	res := broker.NewResolver(sparkplug.NewRedisStore(rdb, cfg.conn.Streams.Prefix+":spb:"), cfg.conn.MQTT.Rules, cfg.Limits)
+	res := broker.NewResolver(stream.NewSparkplugStore(rdb, cfg.conn.Streams.Prefix+":spb:"), cfg.conn.MQTT.Rules, cfg.Limits)
 	var err error
 	if cfg.All {
 		err = replayAll(ctx, pg, rdb, cfg, res, t, stderr)
@@ -729,7 +729,7 @@ func planReplayReading(r *rejectedRow, repair []byte, lim ingest.Limits) (ingest
 // shard count Redis recorded for the prefix is --shards (else a device's
 // replay would go to another shard than its readings), and no shard is
 // claimed by another database.
-func checkDeployment(ctx context.Context, pg *pgxpool.Pool, rdb redis.UniversalClient, streams ingest.Streams) error {
+func checkDeployment(ctx context.Context, pg *pgxpool.Pool, rdb redis.UniversalClient, streams stream.Streams) error {
 	got, err := rdb.HGet(ctx, streams.MetaKey(), "shards").Result()
 	switch {
 	case errors.Is(err, redis.Nil):
@@ -745,7 +745,7 @@ func checkDeployment(ctx context.Context, pg *pgxpool.Pool, rdb redis.UniversalC
 		return schemaHint(fmt.Errorf("read the deployment id of the database: %w", err))
 	}
 	for shard := range streams.Len() {
-		m, err := ingest.ReadShardMeta(ctx, rdb, streams, shard)
+		m, err := stream.ReadShardMeta(ctx, rdb, streams, shard)
 		if err != nil {
 			return err
 		}
@@ -761,31 +761,19 @@ func checkDeployment(ctx context.Context, pg *pgxpool.Pool, rdb redis.UniversalC
 // pipelined round trips that never retry (a retried pipeline would write
 // entries twice; harmless here, but the client is the producer's). On a
 // failure it says how far it got: running the command again is safe.
-func sendReplays(ctx context.Context, rdb redis.UniversalClient, streams ingest.Streams, jobs []replayJob, t *replayTally) error {
+func sendReplays(ctx context.Context, rdb redis.UniversalClient, streams stream.Streams, jobs []replayJob, t *replayTally) error {
 	for len(jobs) > 0 {
 		batch := jobs[:min(len(jobs), replayBatch)]
 		jobs = jobs[len(batch):]
-		pipe := rdb.Pipeline()
-		shards := map[int]bool{}
-		cmds := make([]*redis.StringCmd, len(batch))
+		replays := make([]stream.Replay, len(batch))
 		for i := range batch {
-			rs := batch[i].readings
-			// A row's readings go in one entry, to the shard of its first
-			// device: the bridge lands them with the row's claim.
-			shard := streams.Shard(rs[0].DeviceID)
-			if !shards[shard] {
-				// As the producer does: no entry is stored in a Redis
-				// without the shard's generation token.
-				ingest.QueueEnsureGeneration(pipe, streams, shard)
-				shards[shard] = true
-			}
-			cmds[i] = pipe.XAdd(ctx, &redis.XAddArgs{Stream: streams.Key(shard), Values: ingest.ReplayReadings(batch[i].row, rs)})
+			replays[i] = stream.Replay{Row: batch[i].row, Readings: batch[i].readings}
 		}
-		_, execErr := pipe.Exec(ctx)
-		for i, c := range cmds {
-			if c.Err() == nil {
+		entries, execErr := stream.WriteReplays(ctx, rdb, streams, replays)
+		for i, e := range entries {
+			if e != "" {
 				t.sent = append(t.sent, batch[i].row)
-				t.entries[batch[i].row] = streams.Key(streams.Shard(batch[i].readings[0].DeviceID)) + " " + c.Val()
+				t.entries[batch[i].row] = e
 			}
 		}
 		if execErr != nil {

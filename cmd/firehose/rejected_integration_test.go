@@ -20,6 +20,7 @@ import (
 	"firehose/bridge"
 	"firehose/ingest"
 	"firehose/internal/testenv"
+	"firehose/stream"
 )
 
 // rejectedEnv is a deployment of the test's own: database, key prefix, and a
@@ -28,7 +29,7 @@ type rejectedEnv struct {
 	t       *testing.T
 	pgURL   string
 	rdb     *redis.Client
-	streams ingest.Streams
+	streams stream.Streams
 	pg      *pgx.Conn
 	stopped chan struct{}
 	cancel  context.CancelFunc
@@ -38,7 +39,7 @@ func newRejectedEnv(t *testing.T) *rejectedEnv {
 	t.Helper()
 	pgURL := testenv.Postgres(t)
 	rdb, prefix := testenv.Redis(t)
-	e := &rejectedEnv{t: t, pgURL: pgURL, rdb: rdb, streams: ingest.Streams{Prefix: prefix, Count: 2}}
+	e := &rejectedEnv{t: t, pgURL: pgURL, rdb: rdb, streams: stream.Streams{Prefix: prefix, Count: 2}}
 	if err := e.streams.Check(t.Context(), rdb); err != nil {
 		t.Fatal(err)
 	}

@@ -23,6 +23,7 @@ import (
 	"firehose/ingest"
 	"firehose/internal/cli"
 	"firehose/partition"
+	"firehose/stream"
 )
 
 // Roles firehose serve can run.
@@ -48,9 +49,9 @@ type serveConfig struct {
 	RedisSentinelMaster string
 	// RedisCluster is --redis-cluster: auto (ask the server), yes or no.
 	RedisCluster string
-	Streams      ingest.Streams
+	Streams      stream.Streams
 	Limits       ingest.Limits
-	Producer     ingest.ProducerConfig
+	Producer     stream.ProducerConfig
 	Bridge       bridge.Config
 	Partition    partition.Config
 	HTTP         httpgw.Config

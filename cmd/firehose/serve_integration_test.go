@@ -19,6 +19,7 @@ import (
 
 	"firehose/ingest"
 	"firehose/internal/testenv"
+	"firehose/stream"
 )
 
 // stackArgs are the flags that point a firehose process at the test's own
@@ -196,8 +197,8 @@ func TestIntegrationBridgeSurvivesSIGKILL(t *testing.T) {
 	t.Parallel()
 	pgURL := testenv.Postgres(t)
 	rdb, prefix := testenv.Redis(t)
-	streams := ingest.Streams{Prefix: prefix, Count: 4}
-	producer := ingest.NewProducer(rdb, streams, ingest.ProducerConfig{}, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	streams := stream.Streams{Prefix: prefix, Count: 4}
+	producer := stream.NewProducer(rdb, streams, stream.ProducerConfig{}, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
 	pctx, stopProducer := context.WithCancel(context.Background())
 	producerDone := make(chan struct{})
 	go func() {

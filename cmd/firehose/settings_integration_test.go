@@ -156,7 +156,7 @@ func TestIntegrationRetentionBoundsReadingAge(t *testing.T) {
 // recorded a retention accepts old readings; once a bridge (here the test,
 // as a bridge started with --retention 1d --partition-interval 1h does)
 // records one, the running edge refuses readings beyond the bound within
-// ingest.RetentionRefresh, without a restart.
+// stream.RetentionRefresh, without a restart.
 func TestIntegrationEdgesLearnRetention(t *testing.T) {
 	t.Parallel()
 	pgURL := testenv.Postgres(t)

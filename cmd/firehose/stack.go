@@ -27,7 +27,7 @@ import (
 	"firehose/ingest"
 	"firehose/partition"
 	"firehose/schema"
-	"firehose/sparkplug"
+	"firehose/stream"
 )
 
 // component is one running part of the stack, with a context of its own so
@@ -56,7 +56,7 @@ type stack struct {
 	rdb      redis.UniversalClient
 	pg       *pgxpool.Pool // nil when no role here needs PostgreSQL
 	reg      *prometheus.Registry
-	producer *ingest.Producer
+	producer *stream.Producer
 	http     *httpgw.Server
 	mqtt     *broker.Broker
 	ageBound *ingest.AgeBound // the edges' bound by the retention; nil without edges
@@ -106,7 +106,7 @@ func startStack(ctx context.Context, cfg *serveConfig, logger *slog.Logger) (*st
 	if err := checkRedisPersistence(ctx, st.rdb, cfg.RedisAllowEviction, cfg.Producer.MinReplicas, logger); err != nil {
 		return nil, err
 	}
-	if cfg.Producer.Dedup != "" && cfg.Producer.Dedup != ingest.DedupOff && (has(roleHTTP) || has(roleBroker)) {
+	if cfg.Producer.Dedup != "" && cfg.Producer.Dedup != stream.DedupOff && (has(roleHTTP) || has(roleBroker)) {
 		if err := checkDedupSupport(ctx, st.rdb); err != nil {
 			return nil, err
 		}
@@ -132,10 +132,10 @@ func startStack(ctx context.Context, cfg *serveConfig, logger *slog.Logger) (*st
 	// streams, where every broker sees them, under one hash tag (its writes
 	// are scripts over a node's hash and the account). Their size counts
 	// toward --high-water at every edge, HTTP gateways included.
-	spbStore := sparkplug.NewRedisStore(st.rdb, "{"+cfg.Streams.Prefix+":spb}:")
+	spbStore := stream.NewSparkplugStore(st.rdb, "{"+cfg.Streams.Prefix+":spb}:")
 	cfg.Producer.StateBytesKey = spbStore.BytesKey()
 	if has(roleHTTP) || has(roleBroker) {
-		st.producer = ingest.NewProducer(st.rdb, cfg.Streams, cfg.Producer, logger, st.reg)
+		st.producer = stream.NewProducer(st.rdb, cfg.Streams, cfg.Producer, logger, st.reg)
 	}
 	if has(roleBroker) {
 		cfg.MQTT.SparkplugStore = spbStore
@@ -391,11 +391,11 @@ func (st *stack) close() {
 func (st *stack) checkDeploymentSettings(ctx context.Context, edges bool) error {
 	cfg := st.cfg
 	if edges {
-		if err := ingest.CheckDedup(ctx, st.rdb, cfg.Streams, cfg.Producer.Dedup, cfg.Producer.DedupWindow); err != nil {
+		if err := stream.CheckDedup(ctx, st.rdb, cfg.Streams, cfg.Producer.Dedup, cfg.Producer.DedupWindow); err != nil {
 			return err
 		}
 	}
-	rec, err := ingest.ClaimRetention(ctx, st.rdb, cfg.Streams, cfg.Partition.Retention, cfg.Partition.Interval)
+	rec, err := stream.ClaimRetention(ctx, st.rdb, cfg.Streams, cfg.Partition.Retention, cfg.Partition.Interval)
 	if err != nil {
 		return err
 	}
@@ -425,7 +425,7 @@ func (st *stack) checkDeploymentSettings(ctx context.Context, edges bool) error 
 // interval ahead of the retention while the bridge commits it; 0 without a
 // retention. A retention not longer than the interval, or a --max-reading-age
 // given explicitly (set) beyond the bound, is an error.
-func edgeAgeBound(rec ingest.RetentionSettings, maxAge time.Duration, set bool) (time.Duration, error) {
+func edgeAgeBound(rec stream.RetentionSettings, maxAge time.Duration, set bool) (time.Duration, error) {
 	if rec.Retention <= 0 {
 		return 0, nil
 	}
@@ -443,12 +443,12 @@ func edgeAgeBound(rec ingest.RetentionSettings, maxAge time.Duration, set bool) 
 }
 
 // refreshAgeBound reads the deployment's retention every
-// ingest.RetentionRefresh until ctx ends, so that a retention recorded or
+// stream.RetentionRefresh until ctx ends, so that a retention recorded or
 // changed while the edges run bounds what they accept. A failed read keeps
 // the bound in force; a retention that leaves no age is logged and not
 // applied.
 func (st *stack) refreshAgeBound(ctx context.Context) error {
-	t := time.NewTicker(ingest.RetentionRefresh)
+	t := time.NewTicker(stream.RetentionRefresh)
 	defer t.Stop()
 	var warned string // logged once, not every tick
 	for {
@@ -457,7 +457,7 @@ func (st *stack) refreshAgeBound(ctx context.Context) error {
 			return nil
 		case <-t.C:
 		}
-		rec, err := ingest.ReadRetention(ctx, st.rdb, st.cfg.Streams)
+		rec, err := stream.ReadRetention(ctx, st.rdb, st.cfg.Streams)
 		if err != nil {
 			continue // Redis unreachable: the producer says so; keep the bound
 		}

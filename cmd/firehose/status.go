@@ -15,7 +15,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"firehose/bridge"
-	"firehose/ingest"
+	"firehose/stream"
 )
 
 // shardStatus is one shard as firehose status shows it.
@@ -151,7 +151,7 @@ func bridgeMembers(ctx context.Context, pg *pgxpool.Pool, prefix string) ([]memb
 // shardStatuses reads every shard's state from PostgreSQL (lock holder,
 // checkpoint, rows, rejected entries) and Redis (backlog, oldest entry after
 // the checkpoint).
-func shardStatuses(ctx context.Context, pg *pgxpool.Pool, rdb redis.UniversalClient, streams ingest.Streams, now time.Time) ([]shardStatus, error) {
+func shardStatuses(ctx context.Context, pg *pgxpool.Pool, rdb redis.UniversalClient, streams stream.Streams, now time.Time) ([]shardStatus, error) {
 	var out []shardStatus
 	for shard, key := range streams.Keys() {
 		s := shardStatus{Shard: shard, Stream: key}
@@ -175,7 +175,7 @@ func shardStatuses(ctx context.Context, pg *pgxpool.Pool, rdb redis.UniversalCli
 		if err := pg.QueryRow(ctx, `SELECT count(*) FROM readings_rejected WHERE stream = $1`, key).Scan(&s.Rejected); err != nil {
 			return nil, fmt.Errorf("count the rejected entries of %s: %w", key, err)
 		}
-		counter, err := rdb.HGet(ctx, streams.ShardMetaKey(shard), ingest.MetaBacklog).Int64()
+		counter, err := rdb.HGet(ctx, streams.ShardMetaKey(shard), stream.MetaBacklog).Int64()
 		if err != nil && !errors.Is(err, redis.Nil) {
 			return nil, fmt.Errorf("read the backlog of %s: %w", key, err)
 		}
@@ -193,7 +193,7 @@ func shardStatuses(ctx context.Context, pg *pgxpool.Pool, rdb redis.UniversalCli
 			return nil, fmt.Errorf("read the oldest uncommitted entry of %s: %w", key, err)
 		}
 		if len(next) == 1 {
-			if id, err := ingest.ParseStreamID(next[0].ID); err == nil {
+			if id, err := stream.ParseStreamID(next[0].ID); err == nil {
 				s.LagSeconds = max(0, now.Sub(time.UnixMilli(int64(id.MS))).Seconds())
 			}
 		}

@@ -14,6 +14,7 @@ import (
 	"firehose/bridge"
 	"firehose/ingest"
 	"firehose/internal/testenv"
+	"firehose/stream"
 )
 
 // TestIntegrationStatus shows a deployment's shards as they are: backlog in
@@ -25,7 +26,7 @@ func TestIntegrationStatus(t *testing.T) {
 	rdb, prefix := testenv.Redis(t)
 	ctx := context.Background()
 	var out, errOut bytes.Buffer
-	streams := ingest.Streams{Prefix: prefix, Count: 2}
+	streams := stream.Streams{Prefix: prefix, Count: 2}
 	// Three readings of one device: one shard holds them all.
 	dev := "status-dev"
 	shard := streams.Shard(dev)

@@ -11,7 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/redis/go-redis/v9"
 
-	"firehose/ingest"
+	"firehose/stream"
 
 	"firehose/internal/pgretry"
 )
@@ -112,11 +112,11 @@ func Drained(ctx context.Context, rdb redis.Cmdable, db *pgx.Conn, keys []string
 			}
 			return false, "", fmt.Errorf("XINFO STREAM %s: %w", key, err)
 		}
-		last, err := ingest.ParseStreamID(info.LastGeneratedID)
+		last, err := stream.ParseStreamID(info.LastGeneratedID)
 		if err != nil {
 			return false, "", fmt.Errorf("stream %s: %w", key, err)
 		}
-		if last == (ingest.StreamID{}) {
+		if last == (stream.StreamID{}) {
 			continue
 		}
 		var s string
@@ -127,7 +127,7 @@ func Drained(ctx context.Context, rdb redis.Cmdable, db *pgx.Conn, keys []string
 		if err != nil {
 			return false, "", fmt.Errorf("read the checkpoint of %s: %w", key, err)
 		}
-		cp, err := ingest.ParseStreamID(s)
+		cp, err := stream.ParseStreamID(s)
 		if err != nil {
 			return false, "", fmt.Errorf("checkpoint of %s: %w", key, err)
 		}

@@ -4,7 +4,7 @@
 //
 // With -via xadd (the default) it writes one entry per reading, in the
 // stream encoding version 1, with pipelined XADDs of 1,000. With -via
-// producer it goes through firehose's own producer (ingest.Producer, high
+// producer it goes through firehose's own producer (stream.Producer, high
 // water off) with -callers concurrent callers, each adding one reading at a
 // time and waiting for its confirmation, as that many devices with one QoS 1
 // publish in flight each would: the entries are whatever the producer writes
@@ -30,6 +30,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"firehose/ingest"
+	"firehose/stream"
 )
 
 func main() {
@@ -52,7 +53,7 @@ func main() {
 	opt.PoolSize = max(opt.PoolSize, 8)
 	rdb := redis.NewClient(opt)
 	ctx := context.Background()
-	streams := ingest.Streams{Prefix: *prefix, Count: *shards}
+	streams := stream.Streams{Prefix: *prefix, Count: *shards}
 	if err := streams.Check(ctx, rdb); err != nil {
 		log.Fatal(err)
 	}
@@ -87,7 +88,7 @@ func main() {
 		}
 	case "producer":
 		logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-		prod := ingest.NewProducer(rdb, streams, ingest.ProducerConfig{HighWater: -1}, logger, prometheus.NewRegistry())
+		prod := stream.NewProducer(rdb, streams, stream.ProducerConfig{HighWater: -1}, logger, prometheus.NewRegistry())
 		rctx, stop := context.WithCancel(ctx)
 		runErr := make(chan error, 1)
 		go func() { runErr <- prod.Run(rctx) }()

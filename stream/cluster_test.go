@@ -1,4 +1,4 @@
-package ingest_test
+package stream_test
 
 import (
 	"context"
@@ -14,6 +14,7 @@ import (
 
 	"firehose/ingest"
 	"firehose/internal/testenv"
+	"firehose/stream"
 )
 
 // TestIntegrationProducerOnCluster runs the producer on a Redis Cluster of
@@ -29,12 +30,12 @@ func TestIntegrationProducerOnCluster(t *testing.T) {
 	cluster := testenv.StartRedisCluster(t, 3, 1)
 	rdb := cluster.Client(t)
 	ctx := context.Background()
-	streams := ingest.Streams{Prefix: "cl", Count: 12}
+	streams := stream.Streams{Prefix: "cl", Count: 12}
 	if err := streams.Check(ctx, rdb); err != nil {
 		t.Fatal(err)
 	}
-	if streams.Layout != ingest.LayoutSpread {
-		t.Fatalf("a new deployment got layout %d, want %d", streams.Layout, ingest.LayoutSpread)
+	if streams.Layout != stream.LayoutSpread {
+		t.Fatalf("a new deployment got layout %d, want %d", streams.Layout, stream.LayoutSpread)
 	}
 	// Even spread: 4 shards on each primary.
 	perNode := map[string][]int{}
@@ -51,7 +52,7 @@ func TestIntegrationProducerOnCluster(t *testing.T) {
 		}
 	}
 
-	p, _, _ := startProducer(t, rdb, streams, ingest.ProducerConfig{MinReplicas: 1, ReplicaTimeout: 500 * time.Millisecond, BacklogInterval: 50 * time.Millisecond})
+	p, _, _ := startProducer(t, rdb, streams, stream.ProducerConfig{MinReplicas: 1, ReplicaTimeout: 500 * time.Millisecond, BacklogInterval: 50 * time.Millisecond})
 	// One device per shard, so each shard's fate is seen.
 	devices := make([]string, streams.Len())
 	for i := 0; slices.Contains(devices, ""); i++ {
@@ -196,20 +197,20 @@ func TestIntegrationStreamsLayout(t *testing.T) {
 	ctx := t.Context()
 	tests := []struct {
 		name  string
-		setup func(s ingest.Streams)
+		setup func(s stream.Streams)
 		want  int
 	}{
-		{name: "new", setup: func(ingest.Streams) {}, want: ingest.LayoutSpread},
-		{name: "metadata of an older build", setup: func(s ingest.Streams) {
+		{name: "new", setup: func(stream.Streams) {}, want: stream.LayoutSpread},
+		{name: "metadata of an older build", setup: func(s stream.Streams) {
 			rdb.HSet(ctx, s.MetaKey(), "shards", "4")
-		}, want: ingest.LayoutLegacy},
-		{name: "legacy streams only", setup: func(s ingest.Streams) {
+		}, want: stream.LayoutLegacy},
+		{name: "legacy streams only", setup: func(s stream.Streams) {
 			rdb.XAdd(ctx, &redis.XAddArgs{Stream: s.Prefix + ":readings:{2}", Values: []string{"v", "1"}})
-		}, want: ingest.LayoutLegacy},
+		}, want: stream.LayoutLegacy},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s := ingest.Streams{Prefix: prefix + "-" + tt.name, Count: 4}
+			s := stream.Streams{Prefix: prefix + "-" + tt.name, Count: 4}
 			tt.setup(s)
 			loaded := s
 			if err := loaded.Load(ctx, rdb); err != nil || loaded.Layout != tt.want {
@@ -221,7 +222,7 @@ func TestIntegrationStreamsLayout(t *testing.T) {
 			if err := s.Check(ctx, rdb); err != nil || s.Layout != tt.want {
 				t.Fatalf("Check: layout %d, %v; want %d", s.Layout, err, tt.want)
 			}
-			again := ingest.Streams{Prefix: s.Prefix, Count: 4}
+			again := stream.Streams{Prefix: s.Prefix, Count: 4}
 			if err := again.Check(ctx, rdb); err != nil || again.Layout != tt.want {
 				t.Errorf("second Check: layout %d, %v; want %d (recorded)", again.Layout, err, tt.want)
 			}
@@ -243,11 +244,11 @@ func TestIntegrationProducerFollowsSlotMigration(t *testing.T) {
 	cluster := testenv.StartRedisCluster(t, 3, 0)
 	rdb := cluster.Client(t)
 	ctx := context.Background()
-	streams := ingest.Streams{Prefix: "mig", Count: 3}
+	streams := stream.Streams{Prefix: "mig", Count: 3}
 	if err := streams.Check(ctx, rdb); err != nil {
 		t.Fatal(err)
 	}
-	p, _, _ := startProducer(t, rdb, streams, ingest.ProducerConfig{BacklogInterval: 50 * time.Millisecond})
+	p, _, _ := startProducer(t, rdb, streams, stream.ProducerConfig{BacklogInterval: 50 * time.Millisecond})
 	device := ""
 	for i := 0; device == ""; i++ {
 		if d := "m-" + strconv.Itoa(i); streams.Shard(d) == 0 {
@@ -398,11 +399,11 @@ func TestIntegrationDedupOnCluster(t *testing.T) {
 	t.Parallel()
 	cluster := testenv.StartRedisCluster(t, 3, 0)
 	rdb := cluster.Client(t)
-	streams := ingest.Streams{Prefix: "cd", Count: 6}
+	streams := stream.Streams{Prefix: "cd", Count: 6}
 	if err := streams.Check(t.Context(), rdb); err != nil {
 		t.Fatal(err)
 	}
-	p, _, _ := startProducer(t, rdb, streams, ingest.ProducerConfig{Dedup: ingest.DedupID})
+	p, _, _ := startProducer(t, rdb, streams, stream.ProducerConfig{Dedup: stream.DedupID})
 	var rs []ingest.Reading
 	for i := range 60 {
 		r := newReading("cdev-"+strconv.Itoa(i), float64(i))

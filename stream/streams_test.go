@@ -1,4 +1,4 @@
-package ingest_test
+package stream_test
 
 import (
 	"fmt"
@@ -7,25 +7,25 @@ import (
 	"strings"
 	"testing"
 
-	"firehose/ingest"
+	"firehose/stream"
 )
 
 func TestStreamsKeys(t *testing.T) {
 	tests := []struct {
 		name    string
-		s       ingest.Streams
+		s       stream.Streams
 		wantLen int
 		keys    []string
 		meta    string
 	}{
-		{name: "defaults", s: ingest.Streams{}, wantLen: 4,
+		{name: "defaults", s: stream.Streams{}, wantLen: 4,
 			keys: []string{"firehose:readings:{firehose:0.2}", "firehose:readings:{firehose:1.4}", "firehose:readings:{firehose:2.2}", "firehose:readings:{firehose:3.4}"},
 			meta: "firehose:meta"},
-		{name: "negative count means default", s: ingest.Streams{Prefix: "p", Count: -1}, wantLen: 4, meta: "p:meta"},
-		{name: "one shard", s: ingest.Streams{Prefix: "fh", Count: 1}, wantLen: 1, keys: []string{"fh:readings:{fh:0}"}, meta: "fh:meta"},
-		{name: "custom", s: ingest.Streams{Prefix: "plant-3", Count: 12}, wantLen: 12, meta: "plant-3:meta"},
-		{name: "many", s: ingest.Streams{Prefix: "x", Count: 1024}, wantLen: 1024, meta: "x:meta"},
-		{name: "legacy", s: ingest.Streams{Prefix: "p", Count: 4, Layout: ingest.LayoutLegacy}, wantLen: 4,
+		{name: "negative count means default", s: stream.Streams{Prefix: "p", Count: -1}, wantLen: 4, meta: "p:meta"},
+		{name: "one shard", s: stream.Streams{Prefix: "fh", Count: 1}, wantLen: 1, keys: []string{"fh:readings:{fh:0}"}, meta: "fh:meta"},
+		{name: "custom", s: stream.Streams{Prefix: "plant-3", Count: 12}, wantLen: 12, meta: "plant-3:meta"},
+		{name: "many", s: stream.Streams{Prefix: "x", Count: 1024}, wantLen: 1024, meta: "x:meta"},
+		{name: "legacy", s: stream.Streams{Prefix: "p", Count: 4, Layout: stream.LayoutLegacy}, wantLen: 4,
 			keys: []string{"p:readings:{0}", "p:readings:{1}", "p:readings:{2}", "p:readings:{3}"}, meta: "p:meta"},
 	}
 	for _, tt := range tests {
@@ -52,16 +52,16 @@ func TestStreamsKeys(t *testing.T) {
 					t.Errorf("Keys()[%d] = %q, want %q", i, k, tt.keys[i])
 				}
 				// The shard's metadata shares the stream's slot.
-				if meta := tt.s.ShardMetaKey(i); ingest.ClusterSlot(meta) != ingest.ClusterSlot(k) {
-					t.Errorf("slot of %s = %d, of %s = %d: want the same", meta, ingest.ClusterSlot(meta), k, ingest.ClusterSlot(k))
+				if meta := tt.s.ShardMetaKey(i); stream.ClusterSlot(meta) != stream.ClusterSlot(k) {
+					t.Errorf("slot of %s = %d, of %s = %d: want the same", meta, stream.ClusterSlot(meta), k, stream.ClusterSlot(k))
 				}
-				if tt.s.Layout == ingest.LayoutLegacy {
+				if tt.s.Layout == stream.LayoutLegacy {
 					continue
 				}
 				// Shard i's slot is in the i-th 1/N of the slots, so shards
 				// spread evenly over primaries with equal slot ranges.
 				n := tt.s.Len()
-				if slot := ingest.ClusterSlot(k); slot < i*16384/n || slot >= (i+1)*16384/n {
+				if slot := stream.ClusterSlot(k); slot < i*16384/n || slot >= (i+1)*16384/n {
 					t.Errorf("slot of %s = %d, want in [%d, %d)", k, slot, i*16384/n, (i+1)*16384/n)
 				}
 			}
@@ -88,7 +88,7 @@ func TestClusterSlot(t *testing.T) {
 		{"{", 4092},
 	}
 	for _, tt := range tests {
-		if got := ingest.ClusterSlot(tt.key); got != tt.want {
+		if got := stream.ClusterSlot(tt.key); got != tt.want {
 			t.Errorf("ClusterSlot(%q) = %d, want %d", tt.key, got, tt.want)
 		}
 	}
@@ -98,8 +98,8 @@ func TestStreamsShard(t *testing.T) {
 	ids := []string{"", "pump-7", "pump-8", "température", "🌡", strings.Repeat("x", 128)}
 	for _, count := range []int{0, 1, 2, 3, 4, 7, 16, 100, 1024} {
 		t.Run(fmt.Sprintf("count %d", count), func(t *testing.T) {
-			s := ingest.Streams{Prefix: "a", Count: count}
-			other := ingest.Streams{Prefix: "b", Count: count}
+			s := stream.Streams{Prefix: "a", Count: count}
+			other := stream.Streams{Prefix: "b", Count: count}
 			for _, id := range ids {
 				got := s.Shard(id)
 				if got < 0 || got >= s.Len() {
@@ -135,7 +135,7 @@ func TestStreamsShardSpread(t *testing.T) {
 	for name, id := range names {
 		for _, count := range []int{4, 7, 16} {
 			t.Run(fmt.Sprintf("%s over %d", name, count), func(t *testing.T) {
-				s := ingest.Streams{Count: count}
+				s := stream.Streams{Count: count}
 				n := make([]int, count)
 				for i := range devices {
 					n[s.Shard(id(i))]++
@@ -163,15 +163,15 @@ func TestParseStreamID(t *testing.T) {
 	tests := []struct {
 		name    string
 		in      string
-		want    ingest.StreamID
+		want    stream.StreamID
 		str     string // String() of the result
 		wantErr bool
 	}{
-		{name: "ms and seq", in: "1764316800000-3", want: ingest.StreamID{MS: 1764316800000, Seq: 3}, str: "1764316800000-3"},
-		{name: "ms alone means seq 0", in: "5", want: ingest.StreamID{MS: 5}, str: "5-0"},
-		{name: "zero", in: "0-0", want: ingest.StreamID{}, str: "0-0"},
-		{name: "largest", in: "18446744073709551615-18446744073709551615", want: ingest.StreamID{MS: max, Seq: max}, str: "18446744073709551615-18446744073709551615"},
-		{name: "leading zeros", in: "007-01", want: ingest.StreamID{MS: 7, Seq: 1}, str: "7-1"},
+		{name: "ms and seq", in: "1764316800000-3", want: stream.StreamID{MS: 1764316800000, Seq: 3}, str: "1764316800000-3"},
+		{name: "ms alone means seq 0", in: "5", want: stream.StreamID{MS: 5}, str: "5-0"},
+		{name: "zero", in: "0-0", want: stream.StreamID{}, str: "0-0"},
+		{name: "largest", in: "18446744073709551615-18446744073709551615", want: stream.StreamID{MS: max, Seq: max}, str: "18446744073709551615-18446744073709551615"},
+		{name: "leading zeros", in: "007-01", want: stream.StreamID{MS: 7, Seq: 1}, str: "7-1"},
 		{name: "empty", in: "", wantErr: true},
 		{name: "dash only", in: "-", wantErr: true},
 		{name: "no seq after dash", in: "5-", wantErr: true},
@@ -190,7 +190,7 @@ func TestParseStreamID(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := ingest.ParseStreamID(tt.in)
+			got, err := stream.ParseStreamID(tt.in)
 			if tt.wantErr {
 				if err == nil {
 					t.Fatalf("ParseStreamID(%q) = %v, want an error", tt.in, got)
@@ -209,7 +209,7 @@ func TestParseStreamID(t *testing.T) {
 			if got.String() != tt.str {
 				t.Errorf("String() = %q, want %q", got.String(), tt.str)
 			}
-			if back, err := ingest.ParseStreamID(got.String()); err != nil || back != got {
+			if back, err := stream.ParseStreamID(got.String()); err != nil || back != got {
 				t.Errorf("ParseStreamID(String()) = %v, %v; want %v", back, err, got)
 			}
 		})
@@ -218,10 +218,10 @@ func TestParseStreamID(t *testing.T) {
 
 func TestStreamIDLessNext(t *testing.T) {
 	const max = math.MaxUint64
-	id := func(ms, seq uint64) ingest.StreamID { return ingest.StreamID{MS: ms, Seq: seq} }
+	id := func(ms, seq uint64) stream.StreamID { return stream.StreamID{MS: ms, Seq: seq} }
 	tests := []struct {
 		name string
-		a, b ingest.StreamID
+		a, b stream.StreamID
 		less bool // a.Less(b)
 	}{
 		{name: "equal", a: id(5, 3), b: id(5, 3)},
@@ -244,7 +244,7 @@ func TestStreamIDLessNext(t *testing.T) {
 
 	nexts := []struct {
 		name     string
-		id, want ingest.StreamID
+		id, want stream.StreamID
 	}{
 		{name: "seq increments", id: id(5, 3), want: id(5, 4)},
 		{name: "from zero", id: id(0, 0), want: id(0, 1)},
@@ -264,9 +264,9 @@ func TestStreamIDLessNext(t *testing.T) {
 	}
 }
 
-func mustParseStreamID(t *testing.T, s string) ingest.StreamID {
+func mustParseStreamID(t *testing.T, s string) stream.StreamID {
 	t.Helper()
-	id, err := ingest.ParseStreamID(s)
+	id, err := stream.ParseStreamID(s)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package ingest_test
+package stream_test
 
 import (
 	"context"
@@ -13,11 +13,12 @@ import (
 
 	"firehose/ingest"
 	"firehose/internal/testenv"
+	"firehose/stream"
 )
 
 // storedReadings decodes every entry of every shard stream, whatever its
 // version, and fails t on one that does not decode.
-func storedReadings(t *testing.T, rdb redis.UniversalClient, streams ingest.Streams) []ingest.Reading {
+func storedReadings(t *testing.T, rdb redis.UniversalClient, streams stream.Streams) []ingest.Reading {
 	t.Helper()
 	var out []ingest.Reading
 	for _, key := range streams.Keys() {
@@ -55,8 +56,8 @@ func countBy(rs []ingest.Reading) map[string]int {
 func TestIntegrationDedupID(t *testing.T) {
 	t.Parallel()
 	rdb, prefix := testenv.Redis(t)
-	streams := ingest.Streams{Prefix: prefix, Count: 3}
-	p, reg, _ := startProducer(t, rdb, streams, ingest.ProducerConfig{Dedup: ingest.DedupID, BacklogInterval: 10 * time.Millisecond})
+	streams := stream.Streams{Prefix: prefix, Count: 3}
+	p, reg, _ := startProducer(t, rdb, streams, stream.ProducerConfig{Dedup: stream.DedupID, BacklogInterval: 10 * time.Millisecond})
 	msg := func(dev string, v float64, id string, metrics ...string) []ingest.Reading {
 		var rs []ingest.Reading
 		for _, m := range metrics {
@@ -112,8 +113,8 @@ func TestIntegrationDedupID(t *testing.T) {
 func TestIntegrationDedupNatural(t *testing.T) {
 	t.Parallel()
 	rdb, prefix := testenv.Redis(t)
-	streams := ingest.Streams{Prefix: prefix, Count: 2}
-	p, _, _ := startProducer(t, rdb, streams, ingest.ProducerConfig{Dedup: ingest.DedupNatural})
+	streams := stream.Streams{Prefix: prefix, Count: 2}
+	p, _, _ := startProducer(t, rdb, streams, stream.ProducerConfig{Dedup: stream.DedupNatural})
 	at := time.Now().Add(-time.Minute).Truncate(time.Millisecond)
 	timed := func(v float64, metric string, ts time.Time) ingest.Reading {
 		r := ingest.Reading{DeviceID: "nat-a", Metric: metric, Time: ts, ReceivedAt: time.Now(), Value: v}
@@ -147,10 +148,10 @@ func TestIntegrationDedupNatural(t *testing.T) {
 // duplicate.
 func TestIntegrationDedupSeries(t *testing.T) {
 	t.Parallel()
-	for _, mode := range []string{ingest.DedupID, ingest.DedupNatural} {
+	for _, mode := range []string{stream.DedupID, stream.DedupNatural} {
 		rdb, prefix := testenv.Redis(t)
-		streams := ingest.Streams{Prefix: prefix, Count: 2}
-		p, _, _ := startProducer(t, rdb, streams, ingest.ProducerConfig{Dedup: mode})
+		streams := stream.Streams{Prefix: prefix, Count: 2}
+		p, _, _ := startProducer(t, rdb, streams, stream.ProducerConfig{Dedup: mode})
 		at := time.Now().Add(-time.Minute).Truncate(time.Millisecond)
 		r := func(v float64, series string) ingest.Reading {
 			rd := ingest.Reading{DeviceID: "press7", Metric: "temp", Time: at, ReceivedAt: time.Now(), Value: v, ID: "1", Series: []byte(series)}
@@ -175,8 +176,8 @@ func TestIntegrationDedupSeries(t *testing.T) {
 func TestIntegrationDedupWindow(t *testing.T) {
 	t.Parallel()
 	rdb, prefix := testenv.Redis(t)
-	streams := ingest.Streams{Prefix: prefix, Count: 1}
-	p, _, _ := startProducer(t, rdb, streams, ingest.ProducerConfig{Dedup: ingest.DedupID, DedupWindow: time.Second})
+	streams := stream.Streams{Prefix: prefix, Count: 1}
+	p, _, _ := startProducer(t, rdb, streams, stream.ProducerConfig{Dedup: stream.DedupID, DedupWindow: time.Second})
 	send := func() {
 		r := newReading("win-a", 1)
 		r.ID = "w1"
@@ -210,8 +211,8 @@ func TestIntegrationDedupWindow(t *testing.T) {
 func TestIntegrationDedupFailedWriteRemembersNothing(t *testing.T) {
 	t.Parallel()
 	rdb, prefix := testenv.Redis(t)
-	streams := ingest.Streams{Prefix: prefix, Count: 1}
-	p, _, _ := startProducer(t, rdb, streams, ingest.ProducerConfig{Dedup: ingest.DedupID})
+	streams := stream.Streams{Prefix: prefix, Count: 1}
+	p, _, _ := startProducer(t, rdb, streams, stream.ProducerConfig{Dedup: stream.DedupID})
 	// A key of the wrong type where the stream goes: XADD answers WRONGTYPE.
 	if err := rdb.Set(t.Context(), streams.Key(0), "not a stream", 0).Err(); err != nil {
 		t.Fatal(err)
@@ -239,11 +240,11 @@ func TestIntegrationDedupFailedWriteRemembersNothing(t *testing.T) {
 // dedup on, the memory one remembered key takes (MEMORY USAGE of the sets
 // over their members).
 func BenchmarkIntegrationProducerDedup(b *testing.B) {
-	for _, mode := range []string{ingest.DedupOff, ingest.DedupID, ingest.DedupNatural} {
+	for _, mode := range []string{stream.DedupOff, stream.DedupID, stream.DedupNatural} {
 		b.Run(mode, func(b *testing.B) {
 			rdb, prefix := testenv.Redis(b)
-			streams := ingest.Streams{Prefix: prefix, Count: 4}
-			p, _, _ := startProducer(b, rdb, streams, ingest.ProducerConfig{HighWater: -1, Dedup: mode})
+			streams := stream.Streams{Prefix: prefix, Count: 4}
+			p, _, _ := startProducer(b, rdb, streams, stream.ProducerConfig{HighWater: -1, Dedup: mode})
 			var n atomic.Int64
 			cpu0 := redisCPU(b, rdb)
 			b.SetParallelism(128)
@@ -264,7 +265,7 @@ func BenchmarkIntegrationProducerDedup(b *testing.B) {
 			b.StopTimer()
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "readings/s")
 			b.ReportMetric((redisCPU(b, rdb)-cpu0)*1e6/float64(b.N), "redis-µs/reading")
-			if mode == ingest.DedupOff {
+			if mode == stream.DedupOff {
 				return
 			}
 			var keys, bytes int64
@@ -302,15 +303,15 @@ func redisCPU(b *testing.B, rdb redis.UniversalClient) float64 {
 // TestDedupFlagsValidate: what --dedup and --dedup-window refuse, and why.
 func TestDedupFlagsValidate(t *testing.T) {
 	for _, tt := range []struct {
-		cfg  ingest.ProducerConfig
+		cfg  stream.ProducerConfig
 		want string // "" valid
 	}{
-		{ingest.ProducerConfig{Dedup: ingest.DedupID}, ""},
-		{ingest.ProducerConfig{Dedup: ingest.DedupNatural, DedupWindow: time.Hour}, ""},
-		{ingest.ProducerConfig{Dedup: "yes"}, `--dedup "yes": want off, id or natural`},
-		{ingest.ProducerConfig{Dedup: ingest.DedupID, Codec: ingest.CodecVersion}, "--dedup id needs --stream-codec 2"},
-		{ingest.ProducerConfig{Dedup: ingest.DedupID, DedupWindow: time.Millisecond}, "--dedup-window 1ms: want 1s to 168h"},
-		{ingest.ProducerConfig{Dedup: ingest.DedupID, DedupWindow: 200 * time.Hour}, "--dedup-window 200h0m0s: want 1s to 168h"},
+		{stream.ProducerConfig{Dedup: stream.DedupID}, ""},
+		{stream.ProducerConfig{Dedup: stream.DedupNatural, DedupWindow: time.Hour}, ""},
+		{stream.ProducerConfig{Dedup: "yes"}, `--dedup "yes": want off, id or natural`},
+		{stream.ProducerConfig{Dedup: stream.DedupID, Codec: ingest.CodecVersion}, "--dedup id needs --stream-codec 2"},
+		{stream.ProducerConfig{Dedup: stream.DedupID, DedupWindow: time.Millisecond}, "--dedup-window 1ms: want 1s to 168h"},
+		{stream.ProducerConfig{Dedup: stream.DedupID, DedupWindow: 200 * time.Hour}, "--dedup-window 200h0m0s: want 1s to 168h"},
 	} {
 		err := tt.cfg.Validate()
 		if (err == nil) != (tt.want == "") || (err != nil && !strings.Contains(err.Error(), tt.want)) {

@@ -1,22 +1,22 @@
-package ingest_test
+package stream_test
 
 import (
 	"testing"
 
-	"firehose/ingest"
 	"firehose/internal/testenv"
+	"firehose/stream"
 )
 
 func TestShardMetaKeySharesTheStreamsHashTag(t *testing.T) {
 	tests := []struct {
 		name  string
-		s     ingest.Streams
+		s     stream.Streams
 		shard int
 		want  string
 	}{
-		{name: "first", s: ingest.Streams{Prefix: "fh", Count: 4}, shard: 0, want: "fh:meta:{fh:0.1}"},
-		{name: "last", s: ingest.Streams{Prefix: "fh", Count: 4}, shard: 3, want: "fh:meta:{fh:3.3}"},
-		{name: "legacy", s: ingest.Streams{Prefix: "fh", Count: 4, Layout: ingest.LayoutLegacy}, shard: 3, want: "fh:meta:{3}"},
+		{name: "first", s: stream.Streams{Prefix: "fh", Count: 4}, shard: 0, want: "fh:meta:{fh:0.1}"},
+		{name: "last", s: stream.Streams{Prefix: "fh", Count: 4}, shard: 3, want: "fh:meta:{fh:3.3}"},
+		{name: "legacy", s: stream.Streams{Prefix: "fh", Count: 4, Layout: stream.LayoutLegacy}, shard: 3, want: "fh:meta:{3}"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -29,26 +29,26 @@ func TestShardMetaKeySharesTheStreamsHashTag(t *testing.T) {
 				t.Errorf("%q and %q do not share a hash tag", got, s.Key(tt.shard))
 			}
 			for _, k := range s.ShardDedupKeys(tt.shard) {
-				if ingest.ClusterSlot(k) != ingest.ClusterSlot(s.Key(tt.shard)) {
+				if stream.ClusterSlot(k) != stream.ClusterSlot(s.Key(tt.shard)) {
 					t.Errorf("%q and %q are not in one slot: the dedup script cannot touch both on a cluster", k, s.Key(tt.shard))
 				}
 			}
 		})
 	}
-	if a, b := ingest.NewGeneration(), ingest.NewGeneration(); a == b || len(a) != 32 {
+	if a, b := stream.NewGeneration(), stream.NewGeneration(); a == b || len(a) != 32 {
 		t.Errorf("NewGeneration gave %q and %q; want two different 32-hex-digit tokens", a, b)
 	}
 }
 
 func TestIntegrationGenerationIsCreatedOnce(t *testing.T) {
 	rdb, prefix := testenv.Redis(t)
-	s := ingest.Streams{Prefix: prefix, Count: 3}
-	if err := ingest.EnsureGeneration(t.Context(), rdb, s); err != nil {
+	s := stream.Streams{Prefix: prefix, Count: 3}
+	if err := stream.EnsureGeneration(t.Context(), rdb, s); err != nil {
 		t.Fatal(err)
 	}
 	first := make([]string, s.Len())
 	for shard := range s.Len() {
-		m, err := ingest.ReadShardMeta(t.Context(), rdb, s, shard)
+		m, err := stream.ReadShardMeta(t.Context(), rdb, s, shard)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -57,18 +57,18 @@ func TestIntegrationGenerationIsCreatedOnce(t *testing.T) {
 		}
 		first[shard] = m.Generation
 	}
-	if err := ingest.EnsureGeneration(t.Context(), rdb, s); err != nil {
+	if err := stream.EnsureGeneration(t.Context(), rdb, s); err != nil {
 		t.Fatal(err)
 	}
 	for shard := range s.Len() {
-		m, err := ingest.ClaimShardMeta(t.Context(), rdb, s, shard, "dep-a")
+		m, err := stream.ClaimShardMeta(t.Context(), rdb, s, shard, "dep-a")
 		if err != nil {
 			t.Fatal(err)
 		}
 		if m.Generation != first[shard] || m.Deployment != "dep-a" {
 			t.Errorf("shard %d: %+v, want generation %s kept and deployment dep-a", shard, m, first[shard])
 		}
-		m, err = ingest.ClaimShardMeta(t.Context(), rdb, s, shard, "dep-b")
+		m, err = stream.ClaimShardMeta(t.Context(), rdb, s, shard, "dep-b")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -80,7 +80,7 @@ func TestIntegrationGenerationIsCreatedOnce(t *testing.T) {
 	if err := rdb.Del(t.Context(), s.ShardMetaKey(0)).Err(); err != nil {
 		t.Fatal(err)
 	}
-	m, err := ingest.ClaimShardMeta(t.Context(), rdb, s, 0, "")
+	m, err := stream.ClaimShardMeta(t.Context(), rdb, s, 0, "")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package ingest_test
+package stream_test
 
 import (
 	"context"
@@ -12,6 +12,7 @@ import (
 
 	"firehose/ingest"
 	"firehose/internal/testenv"
+	"firehose/stream"
 )
 
 // TestIntegrationProducerMinReplicas runs a primary with one replica of its
@@ -37,8 +38,8 @@ func TestIntegrationProducerMinReplicas(t *testing.T) {
 		return nil
 	})
 
-	streams := ingest.Streams{Prefix: "replicas", Count: 2}
-	p, reg, _ := startProducer(t, rdb, streams, ingest.ProducerConfig{MinReplicas: 1, ReplicaTimeout: 300 * time.Millisecond})
+	streams := stream.Streams{Prefix: "replicas", Count: 2}
+	p, reg, _ := startProducer(t, rdb, streams, stream.ProducerConfig{MinReplicas: 1, ReplicaTimeout: 300 * time.Millisecond})
 
 	// Confirmed: the replica holds every entry the moment Add returns.
 	for i := range 20 {

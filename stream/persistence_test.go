@@ -1,10 +1,10 @@
-package ingest_test
+package stream_test
 
 import (
 	"strings"
 	"testing"
 
-	"firehose/ingest"
+	"firehose/stream"
 )
 
 func TestReplicaRisks(t *testing.T) {
@@ -19,7 +19,7 @@ func TestReplicaRisks(t *testing.T) {
 		{0, 1, "every write is refused"},
 		{1, 2, "every write is refused"},
 	} {
-		got := ingest.RedisPersistence{Replicas: c.replicas}.ReplicaRisks(c.min)
+		got := stream.RedisPersistence{Replicas: c.replicas}.ReplicaRisks(c.min)
 		switch {
 		case c.want == "" && len(got) != 0:
 			t.Errorf("%d replicas, min %d: %q, want none", c.replicas, c.min, got)

@@ -1,4 +1,4 @@
-package ingest_test
+package stream_test
 
 import (
 	"errors"
@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"firehose/ingest"
 	"firehose/internal/testenv"
+	"firehose/stream"
 )
 
 // TestIntegrationDedupSettingsShared: the first edge records its mode and
@@ -16,11 +16,11 @@ import (
 func TestIntegrationDedupSettingsShared(t *testing.T) {
 	t.Parallel()
 	rdb, prefix := testenv.Redis(t)
-	s := ingest.Streams{Prefix: prefix, Count: 2}
-	if err := ingest.CheckDedup(t.Context(), rdb, s, ingest.DedupID, 5*time.Minute); err != nil {
+	s := stream.Streams{Prefix: prefix, Count: 2}
+	if err := stream.CheckDedup(t.Context(), rdb, s, stream.DedupID, 5*time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	if err := ingest.CheckDedup(t.Context(), rdb, s, ingest.DedupID, 5*time.Minute); err != nil {
+	if err := stream.CheckDedup(t.Context(), rdb, s, stream.DedupID, 5*time.Minute); err != nil {
 		t.Errorf("the same settings again: %v", err)
 	}
 	for _, c := range []struct {
@@ -28,12 +28,12 @@ func TestIntegrationDedupSettingsShared(t *testing.T) {
 		window time.Duration
 		want   []string
 	}{
-		{ingest.DedupID, 7 * time.Minute, []string{"--dedup-window 7m0s", "records --dedup-window 5m0s"}},
-		{ingest.DedupNatural, 5 * time.Minute, []string{"--dedup natural", "records --dedup id"}},
+		{stream.DedupID, 7 * time.Minute, []string{"--dedup-window 7m0s", "records --dedup-window 5m0s"}},
+		{stream.DedupNatural, 5 * time.Minute, []string{"--dedup natural", "records --dedup id"}},
 		{"", 0, []string{"--dedup off", "records --dedup id"}},
 	} {
-		err := ingest.CheckDedup(t.Context(), rdb, s, c.mode, c.window)
-		if !errors.Is(err, ingest.ErrSettingMismatch) {
+		err := stream.CheckDedup(t.Context(), rdb, s, c.mode, c.window)
+		if !errors.Is(err, stream.ErrSettingMismatch) {
 			t.Errorf("%q %s: %v, want ErrSettingMismatch", c.mode, c.window, err)
 			continue
 		}
@@ -51,21 +51,21 @@ func TestIntegrationDedupSettingsShared(t *testing.T) {
 func TestIntegrationRetentionRecorded(t *testing.T) {
 	t.Parallel()
 	rdb, prefix := testenv.Redis(t)
-	s := ingest.Streams{Prefix: prefix, Count: 2}
-	if rec, err := ingest.ClaimRetention(t.Context(), rdb, s, 0, 0); err != nil || rec != (ingest.RetentionSettings{}) || rec.MaxAge(24*time.Hour) != 0 {
+	s := stream.Streams{Prefix: prefix, Count: 2}
+	if rec, err := stream.ClaimRetention(t.Context(), rdb, s, 0, 0); err != nil || rec != (stream.RetentionSettings{}) || rec.MaxAge(24*time.Hour) != 0 {
 		t.Fatalf("nothing recorded: %+v, %v; want none and no bound", rec, err)
 	}
-	if _, err := ingest.ClaimRetention(t.Context(), rdb, s, 30*24*time.Hour, 6*time.Hour); err != nil {
+	if _, err := stream.ClaimRetention(t.Context(), rdb, s, 30*24*time.Hour, 6*time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	rec, err := ingest.ClaimRetention(t.Context(), rdb, s, 0, 0)
+	rec, err := stream.ClaimRetention(t.Context(), rdb, s, 0, 0)
 	if err != nil || rec.Retention != 30*24*time.Hour || rec.Interval != 6*time.Hour || rec.MaxAge(24*time.Hour) != 30*24*time.Hour-6*time.Hour {
 		t.Errorf("recorded: %+v, %v; want 720h, 6h, bound 714h", rec, err)
 	}
-	if _, err := ingest.ClaimRetention(t.Context(), rdb, s, 7*24*time.Hour, 0); !errors.Is(err, ingest.ErrSettingMismatch) || !strings.Contains(err.Error(), "--retention 168h0m0s") || !strings.Contains(err.Error(), "records 720h0m0s") {
+	if _, err := stream.ClaimRetention(t.Context(), rdb, s, 7*24*time.Hour, 0); !errors.Is(err, stream.ErrSettingMismatch) || !strings.Contains(err.Error(), "--retention 168h0m0s") || !strings.Contains(err.Error(), "records 720h0m0s") {
 		t.Errorf("another retention: %v, want ErrSettingMismatch naming both", err)
 	}
-	if got, err := ingest.ReadRetention(t.Context(), rdb, s); err != nil || got != rec {
+	if got, err := stream.ReadRetention(t.Context(), rdb, s); err != nil || got != rec {
 		t.Errorf("ReadRetention: %+v, %v; want %+v", got, err, rec)
 	}
 }

@@ -1,11 +1,13 @@
-package ingest_test
+package stream_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -18,15 +20,16 @@ import (
 
 	"firehose/ingest"
 	"firehose/internal/testenv"
+	"firehose/stream"
 )
 
 // startProducer runs a Producer on rdb until the test ends; the cleanup
 // cancels Run and waits for it to return.
-func startProducer(t testing.TB, rdb redis.UniversalClient, streams ingest.Streams, cfg ingest.ProducerConfig) (*ingest.Producer, *prometheus.Registry, context.CancelFunc) {
+func startProducer(t testing.TB, rdb redis.UniversalClient, streams stream.Streams, cfg stream.ProducerConfig) (*stream.Producer, *prometheus.Registry, context.CancelFunc) {
 	t.Helper()
 	reg := prometheus.NewRegistry()
 	logger := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
-	p := ingest.NewProducer(rdb, streams, cfg, logger, reg)
+	p := stream.NewProducer(rdb, streams, cfg, logger, reg)
 	ctx, cancel := context.WithCancel(context.Background())
 	ran := make(chan error, 1)
 	go func() { ran <- p.Run(ctx) }()
@@ -78,11 +81,11 @@ func newReading(device string, value float64) ingest.Reading {
 }
 
 type entry struct {
-	id ingest.StreamID
+	id stream.StreamID
 	r  ingest.Reading
 }
 
-func backlogIs(p *ingest.Producer, want int64) error {
+func backlogIs(p *stream.Producer, want int64) error {
 	if got := p.Backlog(); got != want {
 		return fmt.Errorf("Backlog() = %d, want %d", got, want)
 	}
@@ -91,7 +94,7 @@ func backlogIs(p *ingest.Producer, want int64) error {
 
 // readStreams returns the decoded entries of every shard stream, in stream
 // order, failing t on any entry that is not exactly {v: CodecVersion, b: body}.
-func readStreams(t testing.TB, rdb redis.UniversalClient, streams ingest.Streams) [][]entry {
+func readStreams(t testing.TB, rdb redis.UniversalClient, streams stream.Streams) [][]entry {
 	t.Helper()
 	ctx := context.Background()
 	out := make([][]entry, streams.Len())
@@ -101,7 +104,7 @@ func readStreams(t testing.TB, rdb redis.UniversalClient, streams ingest.Streams
 			t.Fatalf("XRANGE %s: %v", key, err)
 		}
 		for _, m := range msgs {
-			id, err := ingest.ParseStreamID(m.ID)
+			id, err := stream.ParseStreamID(m.ID)
 			if err != nil {
 				t.Fatalf("entry id: %v", err)
 			}
@@ -145,8 +148,8 @@ func metricValue(t testing.TB, reg *prometheus.Registry, name string, labels ...
 func TestIntegrationProducerRouting(t *testing.T) {
 	t.Parallel()
 	rdb, prefix := testenv.Redis(t)
-	streams := ingest.Streams{Prefix: prefix, Count: 5}
-	p, reg, _ := startProducer(t, rdb, streams, ingest.ProducerConfig{})
+	streams := stream.Streams{Prefix: prefix, Count: 5}
+	p, reg, _ := startProducer(t, rdb, streams, stream.ProducerConfig{})
 
 	const devices, perDevice = 60, 30
 	added := map[string][]ingest.Reading{}
@@ -231,8 +234,8 @@ func TestIntegrationProducerRouting(t *testing.T) {
 func TestIntegrationProducerGroupCommit(t *testing.T) {
 	t.Parallel()
 	rdb, prefix := testenv.Redis(t)
-	streams := ingest.Streams{Prefix: prefix, Count: 4}
-	p, reg, _ := startProducer(t, rdb, streams, ingest.ProducerConfig{})
+	streams := stream.Streams{Prefix: prefix, Count: 4}
+	p, reg, _ := startProducer(t, rdb, streams, stream.ProducerConfig{})
 
 	const callers = 200
 	start := make(chan struct{})
@@ -283,8 +286,8 @@ func TestIntegrationProducerGroupCommit(t *testing.T) {
 func TestIntegrationProducerHighWater(t *testing.T) {
 	t.Parallel()
 	rdb, prefix := testenv.Redis(t)
-	streams := ingest.Streams{Prefix: prefix, Count: 2}
-	p, reg, _ := startProducer(t, rdb, streams, ingest.ProducerConfig{HighWater: 10, BacklogInterval: 20 * time.Millisecond})
+	streams := stream.Streams{Prefix: prefix, Count: 2}
+	p, reg, _ := startProducer(t, rdb, streams, stream.ProducerConfig{HighWater: 10, BacklogInterval: 20 * time.Millisecond})
 	ctx := t.Context()
 
 	var rs []ingest.Reading
@@ -341,7 +344,7 @@ func TestIntegrationProducerHighWater(t *testing.T) {
 		t.Fatal(err)
 	}
 	for shard := range streams.Len() {
-		if err := rdb.HSet(ctx, streams.ShardMetaKey(shard), ingest.MetaBacklog, 0).Err(); err != nil {
+		if err := rdb.HSet(ctx, streams.ShardMetaKey(shard), stream.MetaBacklog, 0).Err(); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -357,8 +360,8 @@ func TestIntegrationProducerHighWater(t *testing.T) {
 func TestIntegrationProducerHighWaterDisabled(t *testing.T) {
 	t.Parallel()
 	rdb, prefix := testenv.Redis(t)
-	streams := ingest.Streams{Prefix: prefix, Count: 1}
-	p, _, _ := startProducer(t, rdb, streams, ingest.ProducerConfig{HighWater: -1, BacklogInterval: 5 * time.Millisecond})
+	streams := stream.Streams{Prefix: prefix, Count: 1}
+	p, _, _ := startProducer(t, rdb, streams, stream.ProducerConfig{HighWater: -1, BacklogInterval: 5 * time.Millisecond})
 	for i := range 20 {
 		if err := p.Add(t.Context(), []ingest.Reading{newReading("d", float64(i))}); err != nil {
 			t.Fatalf("Add %d: %v", i, err)
@@ -376,8 +379,8 @@ func TestIntegrationProducerHighWaterDisabled(t *testing.T) {
 func TestIntegrationProducerShutdown(t *testing.T) {
 	t.Parallel()
 	rdb, prefix := testenv.Redis(t)
-	streams := ingest.Streams{Prefix: prefix, Count: 3}
-	p, _, cancel := startProducer(t, rdb, streams, ingest.ProducerConfig{Pipelines: 2})
+	streams := stream.Streams{Prefix: prefix, Count: 3}
+	p, _, cancel := startProducer(t, rdb, streams, stream.ProducerConfig{Pipelines: 2})
 
 	// Callers add until the producer refuses as closed.
 	const callers = 50
@@ -455,8 +458,8 @@ func TestIntegrationProducerShutdown(t *testing.T) {
 func TestIntegrationProducerLargeCall(t *testing.T) {
 	t.Parallel()
 	rdb, prefix := testenv.Redis(t)
-	streams := ingest.Streams{Prefix: prefix, Count: 2}
-	p, _, _ := startProducer(t, rdb, streams, ingest.ProducerConfig{QueueSize: 2, MaxBatch: 2})
+	streams := stream.Streams{Prefix: prefix, Count: 2}
+	p, _, _ := startProducer(t, rdb, streams, stream.ProducerConfig{QueueSize: 2, MaxBatch: 2})
 	var rs []ingest.Reading
 	for i := range 5 {
 		rs = append(rs, newReading("big", float64(i)))
@@ -482,20 +485,20 @@ func TestIntegrationStreamsCheck(t *testing.T) {
 	t.Parallel()
 	rdb, prefix := testenv.Redis(t)
 	ctx := t.Context()
-	four := ingest.Streams{Prefix: prefix} // default count 4
+	four := stream.Streams{Prefix: prefix} // default count 4
 	if err := four.Check(ctx, rdb); err != nil {
 		t.Fatalf("first Check: %v", err)
 	}
 	if got, err := rdb.HGet(ctx, four.MetaKey(), "shards").Result(); err != nil || got != "4" {
 		t.Fatalf("shards recorded in %s = %q, %v; want 4", four.MetaKey(), got, err)
 	}
-	same := ingest.Streams{Prefix: prefix, Count: 4}
+	same := stream.Streams{Prefix: prefix, Count: 4}
 	if err := same.Check(ctx, rdb); err != nil {
 		t.Fatalf("Check with the same count: %v", err)
 	}
-	eight := ingest.Streams{Prefix: prefix, Count: 8}
+	eight := stream.Streams{Prefix: prefix, Count: 8}
 	err := eight.Check(ctx, rdb)
-	if !errors.Is(err, ingest.ErrShardMismatch) {
+	if !errors.Is(err, stream.ErrShardMismatch) {
 		t.Fatalf("Check with 8 shards = %v, want ErrShardMismatch", err)
 	}
 	if !strings.Contains(err.Error(), "--shards 4") || !strings.Contains(err.Error(), prefix) {
@@ -506,7 +509,7 @@ func TestIntegrationStreamsCheck(t *testing.T) {
 		t.Errorf("shards recorded = %q after a mismatch, want 4", got)
 	}
 	// Another deployment (prefix) has its own count.
-	other := ingest.Streams{Prefix: prefix + "-other", Count: 8}
+	other := stream.Streams{Prefix: prefix + "-other", Count: 8}
 	if err := other.Check(ctx, rdb); err != nil {
 		t.Errorf("Check of another prefix: %v", err)
 	}
@@ -540,8 +543,8 @@ func BenchmarkIntegrationProducerAdd(b *testing.B) {
 	for _, par := range []int{1, 16, 128} {
 		b.Run(fmt.Sprintf("Callers%dxGOMAXPROCS", par), func(b *testing.B) {
 			rdb, prefix := testenv.Redis(b)
-			streams := ingest.Streams{Prefix: prefix, Count: 4}
-			p, reg, _ := startProducer(b, rdb, streams, ingest.ProducerConfig{HighWater: -1})
+			streams := stream.Streams{Prefix: prefix, Count: 4}
+			p, reg, _ := startProducer(b, rdb, streams, stream.ProducerConfig{HighWater: -1})
 			var n atomic.Int64
 			b.SetParallelism(par)
 			b.ReportAllocs()
@@ -572,13 +575,13 @@ func BenchmarkIntegrationProducerAdd(b *testing.B) {
 func TestIntegrationProducerGenerationBeforeEntries(t *testing.T) {
 	t.Parallel()
 	rdb, prefix := testenv.Redis(t)
-	streams := ingest.Streams{Prefix: prefix, Count: 3}
-	p, _, _ := startProducer(t, rdb, streams, ingest.ProducerConfig{})
+	streams := stream.Streams{Prefix: prefix, Count: 3}
+	p, _, _ := startProducer(t, rdb, streams, stream.ProducerConfig{})
 	ctx := t.Context()
 	gens := func() []string {
 		var g []string
 		for shard := range streams.Count {
-			m, err := ingest.ReadShardMeta(ctx, rdb, streams, shard)
+			m, err := stream.ReadShardMeta(ctx, rdb, streams, shard)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -630,8 +633,8 @@ func TestIntegrationProducerStreamCodecs(t *testing.T) {
 	for _, codec := range []string{ingest.CodecBatch, ingest.CodecVersion} {
 		t.Run("codec "+codec, func(t *testing.T) {
 			rdb, prefix := testenv.Redis(t)
-			streams := ingest.Streams{Prefix: prefix, Count: 1}
-			p, _, _ := startProducer(t, rdb, streams, ingest.ProducerConfig{Codec: codec, BacklogInterval: 10 * time.Millisecond})
+			streams := stream.Streams{Prefix: prefix, Count: 1}
+			p, _, _ := startProducer(t, rdb, streams, stream.ProducerConfig{Codec: codec, BacklogInterval: 10 * time.Millisecond})
 			rs := make([]ingest.Reading, 10)
 			for i := range rs {
 				rs[i] = newReading("codec-dev", float64(i))
@@ -666,5 +669,33 @@ func TestIntegrationProducerStreamCodecs(t *testing.T) {
 			}
 			eventually(t, 5*time.Second, func() error { return backlogIs(p, 10) })
 		})
+	}
+}
+
+// assertSameReading (as ingest's codec tests have it) fails t unless got is want as the codec gives it back:
+// times equal and in UTC, the value's bits equal (NaN and -0 included), the
+// payload's bytes equal (an empty payload comes back nil).
+func assertSameReading(t testing.TB, got, want ingest.Reading) {
+	t.Helper()
+	if got.DeviceID != want.DeviceID {
+		t.Errorf("DeviceID = %q, want %q", got.DeviceID, want.DeviceID)
+	}
+	if !got.Time.Equal(want.Time) || got.Time.Location() != time.UTC {
+		t.Errorf("Time = %v, want %v in UTC", got.Time, want.Time)
+	}
+	if !got.ReceivedAt.Equal(want.ReceivedAt) || got.ReceivedAt.Location() != time.UTC {
+		t.Errorf("ReceivedAt = %v, want %v in UTC", got.ReceivedAt, want.ReceivedAt)
+	}
+	if math.Float64bits(got.Value) != math.Float64bits(want.Value) {
+		t.Errorf("Value = %v (%#x), want %v (%#x)", got.Value, math.Float64bits(got.Value), want.Value, math.Float64bits(want.Value))
+	}
+	if got.Metric != want.Metric {
+		t.Errorf("Metric = %q, want %q", got.Metric, want.Metric)
+	}
+	if !bytes.Equal(got.Payload, want.Payload) {
+		t.Errorf("Payload = %q, want %q", got.Payload, want.Payload)
+	}
+	if len(got.Payload) == 0 && got.Payload != nil {
+		t.Errorf("empty Payload decoded as non-nil")
 	}
 }

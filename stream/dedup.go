@@ -1,13 +1,14 @@
-package ingest
+package stream
 
 import (
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"firehose/ingest"
 )
 
 // Deduplication modes (--dedup): which readings the producer stores only
@@ -33,23 +34,6 @@ const (
 // remembered at least.
 const DefaultDedupWindow = 5 * time.Minute
 
-// NameRows gives the readings of one message the message's id: the id
-// itself for a message of one reading, else the id and the reading's
-// position ("id#2"), so that a resend of the same message names each row
-// as before. An empty id changes nothing.
-func NameRows(rs []Reading, id string) {
-	if id == "" {
-		return
-	}
-	if len(rs) == 1 {
-		rs[0].ID = id
-		return
-	}
-	for i := range rs {
-		rs[i].ID = id + "#" + strconv.Itoa(i)
-	}
-}
-
 // dedupKeyLen is the length of a remembered key: 128 bits of SHA-256, so
 // that neither chance (2^-64 at 2^32 keys in a window) nor a device that
 // chooses its ids can make another device's reading pass for a duplicate.
@@ -60,7 +44,7 @@ const dedupKeyLen = 16
 // (DedupID) or the device's time (DedupNatural), truncated to dedupKeyLen
 // bytes. A reading without Series keeps the key it had before Series
 // existed, so an upgrade forgets no key of the window.
-func dedupKey(mode string, r *Reading) (key [dedupKeyLen]byte, ok bool) {
+func dedupKey(mode string, r *ingest.Reading) (key [dedupKeyLen]byte, ok bool) {
 	var buf [512]byte
 	b := append(buf[:0], r.DeviceID...)
 	b = append(b, 0)
@@ -211,4 +195,4 @@ if ndup < m then
   redis.call('PEXPIRE', curKey, 2 * w)
 end
 return ndup
-`, MetaGeneration, metaDedup0, metaDedup1, FieldVersion, FieldCount, FieldBody, MetaBacklog))
+`, MetaGeneration, metaDedup0, metaDedup1, ingest.FieldVersion, ingest.FieldCount, ingest.FieldBody, MetaBacklog))

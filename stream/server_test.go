@@ -1,6 +1,6 @@
 //go:build unix
 
-package ingest_test
+package stream_test
 
 import (
 	"context"
@@ -21,6 +21,7 @@ import (
 
 	"firehose/ingest"
 	"firehose/internal/syncbuf"
+	"firehose/stream"
 )
 
 // redisServer is a throwaway redis-server of one test, on a loopback port of
@@ -197,8 +198,8 @@ func TestIntegrationProducerRedisDown(t *testing.T) {
 	t.Parallel()
 	srv := startRedisServer(t)
 	rdb := srv.client(redis.Options{})
-	streams := ingest.Streams{Prefix: "down", Count: 2}
-	p, reg, _ := startProducer(t, rdb, streams, ingest.ProducerConfig{BacklogInterval: 20 * time.Millisecond, Timeout: 2 * time.Second})
+	streams := stream.Streams{Prefix: "down", Count: 2}
+	p, reg, _ := startProducer(t, rdb, streams, stream.ProducerConfig{BacklogInterval: 20 * time.Millisecond, Timeout: 2 * time.Second})
 	ctx := t.Context()
 
 	add := func(v float64) error { return p.Add(ctx, []ingest.Reading{newReading("pump-7", v)}) }
@@ -257,7 +258,7 @@ func TestIntegrationProducerClosedWhileRedisDown(t *testing.T) {
 	t.Parallel()
 	srv := startRedisServer(t)
 	rdb := srv.client(redis.Options{})
-	p, _, cancel := startProducer(t, rdb, ingest.Streams{Prefix: "closed", Count: 1}, ingest.ProducerConfig{BacklogInterval: 10 * time.Millisecond})
+	p, _, cancel := startProducer(t, rdb, stream.Streams{Prefix: "closed", Count: 1}, stream.ProducerConfig{BacklogInterval: 10 * time.Millisecond})
 	srv.kill()
 	eventually(t, 10*time.Second, func() error { return wantErr("Ready() with Redis down", p.Ready(), ingest.ErrUnavailable) })
 	cancel()
@@ -287,8 +288,8 @@ func TestIntegrationProducerOverloaded(t *testing.T) {
 	t.Parallel()
 	srv := startRedisServer(t)
 	rdb := stalledClient(srv)
-	streams := ingest.Streams{Prefix: "overload", Count: 2}
-	p, reg, _ := startProducer(t, rdb, streams, ingest.ProducerConfig{QueueSize: 4, Pipelines: 1, MaxBatch: 1, Timeout: time.Minute})
+	streams := stream.Streams{Prefix: "overload", Count: 2}
+	p, reg, _ := startProducer(t, rdb, streams, stream.ProducerConfig{QueueSize: 4, Pipelines: 1, MaxBatch: 1, Timeout: time.Minute})
 
 	queuedIs := func(want float64) error {
 		if v, _, _ := metricValue(t, reg, "firehose_producer_queued_readings"); v != want {
@@ -367,7 +368,7 @@ func TestIntegrationProducerAddContext(t *testing.T) {
 	t.Parallel()
 	srv := startRedisServer(t)
 	rdb := stalledClient(srv)
-	p, _, _ := startProducer(t, rdb, ingest.Streams{Prefix: "ctx", Count: 1}, ingest.ProducerConfig{Timeout: time.Minute})
+	p, _, _ := startProducer(t, rdb, stream.Streams{Prefix: "ctx", Count: 1}, stream.ProducerConfig{Timeout: time.Minute})
 	srv.pause()
 	ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
 	defer cancel()
@@ -387,8 +388,8 @@ func TestIntegrationProducerShutdownFlushesQueue(t *testing.T) {
 	t.Parallel()
 	srv := startRedisServer(t)
 	rdb := stalledClient(srv)
-	streams := ingest.Streams{Prefix: "flush", Count: 3}
-	p, reg, cancel := startProducer(t, rdb, streams, ingest.ProducerConfig{Pipelines: 1, MaxBatch: 2, BacklogInterval: 10 * time.Millisecond, Timeout: time.Minute})
+	streams := stream.Streams{Prefix: "flush", Count: 3}
+	p, reg, cancel := startProducer(t, rdb, streams, stream.ProducerConfig{Pipelines: 1, MaxBatch: 2, BacklogInterval: 10 * time.Millisecond, Timeout: time.Minute})
 	if err := p.Add(t.Context(), []ingest.Reading{newReading("warm-up", -1)}); err != nil {
 		t.Fatalf("Add before the stall: %v", err)
 	}
@@ -479,8 +480,8 @@ func TestIntegrationProducerStallFailsQueuedAtOnce(t *testing.T) {
 	srv := startRedisServer(t)
 	const timeout = time.Second
 	rdb := srv.client(redis.Options{ReadTimeout: timeout, WriteTimeout: timeout, PoolSize: 4})
-	streams := ingest.Streams{Prefix: "stall", Count: 2}
-	p, _, _ := startProducer(t, rdb, streams, ingest.ProducerConfig{Pipelines: 1, MaxBatch: 1024, BacklogInterval: 50 * time.Millisecond, Timeout: timeout})
+	streams := stream.Streams{Prefix: "stall", Count: 2}
+	p, _, _ := startProducer(t, rdb, streams, stream.ProducerConfig{Pipelines: 1, MaxBatch: 1024, BacklogInterval: 50 * time.Millisecond, Timeout: timeout})
 	if err := p.Add(t.Context(), []ingest.Reading{newReading("warm-up", -1)}); err != nil {
 		t.Fatalf("Add before the stall: %v", err)
 	}
@@ -536,7 +537,7 @@ func TestIntegrationProducerRefusesRetryingClient(t *testing.T) {
 	srv := startRedisServer(t)
 	rdb := srv.client(redis.Options{MaxRetries: 3})
 	reg := prometheus.NewRegistry()
-	p := ingest.NewProducer(rdb, ingest.Streams{Prefix: "retry", Count: 1}, ingest.ProducerConfig{}, slog.New(slog.DiscardHandler), reg)
+	p := stream.NewProducer(rdb, stream.Streams{Prefix: "retry", Count: 1}, stream.ProducerConfig{}, slog.New(slog.DiscardHandler), reg)
 	err := p.Run(t.Context())
 	if err == nil || !strings.Contains(err.Error(), "MaxRetries") {
 		t.Fatalf("Run with a retrying client = %v, want an error naming MaxRetries", err)

@@ -1,4 +1,4 @@
-package ingest
+package stream
 
 import (
 	"context"
@@ -12,21 +12,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
-)
 
-// Errors of Producer.Add. Each means the readings were not acknowledged and the
-// client should retry later; none of them means the readings are bad.
-var (
-	// ErrBacklogFull: the streams hold more uncommitted entries than the
-	// high-water mark; the bridge is behind.
-	ErrBacklogFull = errors.New("backlog over the high-water mark")
-	// ErrUnavailable: Redis did not confirm the entries (unreachable, timed out
-	// or refused the write). Some of a multi-reading call may have been stored.
-	ErrUnavailable = errors.New("redis unavailable")
-	// ErrOverloaded: more readings wait for Redis than the producer queues.
-	ErrOverloaded = errors.New("producer queue full")
-	// ErrClosed: the producer is shutting down.
-	ErrClosed = errors.New("producer closed")
+	"firehose/ingest"
 )
 
 // ProducerConfig tunes a Producer. Zero fields take the documented defaults.
@@ -44,14 +31,14 @@ type ProducerConfig struct {
 	// per shard and round trip, or CodecVersion, one entry per reading.
 	Codec string
 	// QueueSize is the most readings waiting for or in a round trip; past
-	// it Add answers ErrOverloaded. A call of more readings is accepted only
+	// it Add answers ingest.ErrOverloaded. A call of more readings is accepted only
 	// while no other reading waits. Default 65536: at 50,000 readings/s that
 	// is over a second of Redis stall before callers are refused.
 	QueueSize int
 	// HighWater is the backlog (readings in all shard streams, that is
 	// readings not yet committed to PostgreSQL, since the bridge trims what
 	// it committed; counted by each shard's MetaBacklog) above which Add
-	// answers ErrBacklogFull. 0 means the default, 1,000,000 readings; -1
+	// answers ingest.ErrBacklogFull. 0 means the default, 1,000,000 readings; -1
 	// disables the check.
 	HighWater int64
 	// BacklogInterval is how often the backlog is measured. Default 250ms.
@@ -65,7 +52,7 @@ type ProducerConfig struct {
 	// received yet.
 	MinReplicas int
 	// ReplicaTimeout is WAIT's timeout: a round trip not confirmed by
-	// MinReplicas replicas within it answers ErrUnavailable. Default 1s.
+	// MinReplicas replicas within it answers ingest.ErrUnavailable. Default 1s.
 	ReplicaTimeout time.Duration
 	// Dedup is the deduplication mode: DedupOff (default), DedupID or
 	// DedupNatural. A reading with a key under it is stored only if its
@@ -77,7 +64,7 @@ type ProducerConfig struct {
 	DedupWindow time.Duration
 	// StateBytesKey, if set, is a Redis counter of the bytes of state the
 	// edges keep beside the streams (Sparkplug B edge node state, see
-	// sparkplug.RedisStore.BytesKey). Each backlog measurement reads it and
+	// SparkplugStore.BytesKey). Each backlog measurement reads it and
 	// counts it toward HighWater as StateBytesPerReading bytes a reading:
 	// the state takes Redis memory the backlog would otherwise have.
 	StateBytesKey string
@@ -108,7 +95,7 @@ func (c ProducerConfig) withDefaults() ProducerConfig {
 		c.Timeout = 5 * time.Second
 	}
 	if c.Codec == "" {
-		c.Codec = CodecBatch
+		c.Codec = ingest.CodecBatch
 	}
 	if c.ReplicaTimeout <= 0 {
 		c.ReplicaTimeout = time.Second
@@ -164,9 +151,9 @@ type Producer struct {
 
 // call is one Add waiting for its round trip, or one Enqueue.
 type call struct {
-	readings []Reading
-	dead     *DeadLetter // AddDeadLetter's, instead of readings
-	done     chan error  // buffered: the writer never blocks on an abandoned call; nil for Enqueue
+	readings []ingest.Reading
+	dead     *ingest.DeadLetter // AddDeadLetter's, instead of readings
+	done     chan error         // buffered: the writer never blocks on an abandoned call; nil for Enqueue
 }
 
 // size is how many stream items the call writes: its readings, or its dead
@@ -205,7 +192,7 @@ func NewProducer(rdb redis.UniversalClient, streams Streams, cfg ProducerConfig,
 // what is queued (bounded by the round-trip timeout) and returns. Cancel ctx
 // only after the edges that call Add have stopped.
 //
-// Run refuses to start, and the producer answers every call ErrClosed, when
+// Run refuses to start, and the producer answers every call ingest.ErrClosed, when
 // the Redis client would retry failed commands (see checkNoRetries).
 func (p *Producer) Run(ctx context.Context) error {
 	started := false
@@ -261,20 +248,20 @@ func (p *Producer) Ready() error {
 	p.mu.RUnlock()
 	switch {
 	case closed:
-		return ErrClosed
+		return ingest.ErrClosed
 	case p.health.all():
 		return errRedisDown
 	case p.layoutChanged.Load():
 		return errLayoutChanged
 	case p.overHighWater():
-		return ErrBacklogFull
+		return ingest.ErrBacklogFull
 	}
 	return nil
 }
 
 // UnavailableShards lists the shards whose Redis node did not answer the
 // last round trip or backlog measurement: readings routed to them are
-// refused (ErrUnavailable) until it answers again.
+// refused (ingest.ErrUnavailable) until it answers again.
 func (p *Producer) UnavailableShards() []int { return p.health.list() }
 
 // overHighWater reports whether the backlog, as last measured plus what was
@@ -288,9 +275,9 @@ func (p *Producer) Backlog() int64 { return p.backlog.Load() }
 
 // Add writes rs to their streams and returns nil once Redis has confirmed all
 // of them. The readings must be valid. On error the caller must not
-// acknowledge; with ErrUnavailable part of rs may have been stored. If ctx
+// acknowledge; with ingest.ErrUnavailable part of rs may have been stored. If ctx
 // ends first Add returns ctx.Err() and the write may still happen.
-func (p *Producer) Add(ctx context.Context, rs []Reading) error {
+func (p *Producer) Add(ctx context.Context, rs []ingest.Reading) error {
 	if len(rs) == 0 {
 		return nil
 	}
@@ -310,16 +297,16 @@ func (p *Producer) Add(ctx context.Context, rs []Reading) error {
 // Redis: at most once, for MQTT QoS 0. It refuses, like Add, when the
 // producer would refuse r; a write that fails later is only counted
 // (firehose_producer_refused_total).
-func (p *Producer) Enqueue(r Reading) error {
-	return p.enqueue(&call{readings: []Reading{r}})
+func (p *Producer) Enqueue(r ingest.Reading) error {
+	return p.enqueue(&call{readings: []ingest.Reading{r}})
 }
 
 // enqueue admits c and puts it in the queue.
 func (p *Producer) enqueue(c *call) error {
 	p.mu.RLock()
-	// Closed first: after shutdown the answer is ErrClosed, whatever the
+	// Closed first: after shutdown the answer is ingest.ErrClosed, whatever the
 	// last state of Redis and the backlog, as Ready says.
-	err := ErrClosed
+	err := ingest.ErrClosed
 	if !p.closed {
 		err = p.admit(c.size())
 	}
@@ -342,7 +329,7 @@ func (p *Producer) admit(n int) error {
 		return errLayoutChanged
 	}
 	if p.overHighWater() {
-		return ErrBacklogFull
+		return ingest.ErrBacklogFull
 	}
 	// Readings queued or in flight stay within QueueSize, so the queue (of
 	// QueueSize calls of at least one reading each) never blocks a sender. A
@@ -350,16 +337,16 @@ func (p *Producer) admit(n int) error {
 	// waits, and then it is the only call queued.
 	if q := p.queued.Add(int64(n)); q > int64(p.cfg.QueueSize) && q != int64(n) {
 		p.queued.Add(-int64(n))
-		return ErrOverloaded
+		return ingest.ErrOverloaded
 	}
 	return nil
 }
 
-// failQueued answers ErrClosed to every call still queued after close.
+// failQueued answers ingest.ErrClosed to every call still queued after close.
 func (p *Producer) failQueued() {
 	for c := range p.queue {
 		p.queued.Add(-int64(c.size()))
-		p.answer(c, ErrClosed)
+		p.answer(c, ingest.ErrClosed)
 	}
 }
 
@@ -383,16 +370,16 @@ func (p *Producer) answer(c *call, err error) {
 // errRedisDown answers the calls that were queued when a round trip failed or
 // the backlog measurement found Redis unreachable: sending them would make
 // each wait a full timeout against a Redis that is not answering.
-var errRedisDown = fmt.Errorf("%w: an earlier round trip failed; refusing until Redis answers again", ErrUnavailable)
+var errRedisDown = fmt.Errorf("%w: an earlier round trip failed; refusing until Redis answers again", ingest.ErrUnavailable)
 
 // errLayoutChanged answers every call while checkLayout finds the
 // deployment's key layout changed.
-var errLayoutChanged = fmt.Errorf("%w: the deployment's key layout in Redis changed under this process; restart it", ErrUnavailable)
+var errLayoutChanged = fmt.Errorf("%w: the deployment's key layout in Redis changed under this process; restart it", ingest.ErrUnavailable)
 
 // writer takes every call waiting in the queue (up to MaxBatch entries),
 // writes them in one pipelined round trip, and answers each. A call with a
 // reading for a shard whose Redis node is known to be down is answered at
-// once instead (ErrUnavailable), and none of its readings is written: after
+// once instead (ingest.ErrUnavailable), and none of its readings is written: after
 // a transport failure every queued caller of that node hears within one
 // round trip, not one timeout after another; the backlog poller clears the
 // state when the node answers again.
@@ -430,7 +417,7 @@ func (p *Producer) writer() {
 func (p *Producer) refuseDown(batch []*call) []*call {
 	kept := batch[:0]
 	for _, c := range batch {
-		down := c.dead != nil && p.health.isDown(p.streams.Shard(c.dead.routeKey()))
+		down := c.dead != nil && p.health.isDown(p.streams.Shard(deadLetterRoute(c.dead)))
 		for i := range c.readings {
 			if p.health.isDown(p.streams.Shard(c.readings[i].DeviceID)) {
 				down = true
@@ -672,21 +659,5 @@ func newProducerMetrics(reg prometheus.Registerer, p *Producer) producerMetrics 
 }
 
 func (m producerMetrics) refused(err error) {
-	m.refusals.WithLabelValues(RefusalReason(err)).Inc()
-}
-
-// RefusalReason names a Producer error as a small enum for metrics and logs:
-// backlog_full, redis_unavailable, overloaded, closed, or other.
-func RefusalReason(err error) string {
-	switch {
-	case errors.Is(err, ErrBacklogFull):
-		return "backlog_full"
-	case errors.Is(err, ErrUnavailable):
-		return "redis_unavailable"
-	case errors.Is(err, ErrOverloaded):
-		return "overloaded"
-	case errors.Is(err, ErrClosed):
-		return "closed"
-	}
-	return "other"
+	m.refusals.WithLabelValues(ingest.RefusalReason(err)).Inc()
 }
