@@ -19,6 +19,7 @@ import (
 	"firehose/deadletters"
 	"firehose/ingest"
 	"firehose/internal/cli"
+	"firehose/internal/connect"
 	"firehose/sparkplug"
 )
 
@@ -94,8 +95,8 @@ func runRejected(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err != nil {
 		return usageError{err}
 	}
-	redis.SetLogger(redisLogger{logger})
-	pg, err := connectPostgres(ctx, cfg.conn.Postgres)
+	redis.SetLogger(connect.RedisLogger{Log: logger})
+	pg, err := connect.Postgres(ctx, cfg.conn.Postgres)
 	if err != nil {
 		return err
 	}
@@ -103,7 +104,7 @@ func runRejected(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if sub == "list" {
 		return listRejected(ctx, pg, cfg, stdout)
 	}
-	rdb, err := connectRedis(ctx, cfg.conn.Redis, cfg.conn.RedisSentinelMaster, cfg.conn.RedisCluster, 4)
+	rdb, err := connect.Redis(ctx, cfg.conn.redisOptions(4))
 	if err != nil {
 		return err
 	}

@@ -22,6 +22,7 @@ import (
 	"firehose/httpgw"
 	"firehose/ingest"
 	"firehose/internal/cli"
+	"firehose/internal/connect"
 	"firehose/partition"
 )
 
@@ -81,11 +82,16 @@ type serveConfig struct {
 func (c *serveConfig) registerCommon(fs *flag.FlagSet) {
 	fs.StringVar(&c.Postgres, "postgres", "postgres://localhost:5432/firehose", "PostgreSQL connection URL (libpq form; e.g. add ?sslmode=require)")
 	fs.StringVar(&c.Redis, "redis", "redis://localhost:6379/0", "Redis connection URL (redis:// or rediss:// for TLS). A Redis Cluster: any one node, or several as\nredis://node1:7000?addr=node2:7001&addr=node3:7002 (see --redis-cluster). With --redis-sentinel-master, the sentinels:\nredis://[:password@]sentinel1:26379/0?addr=sentinel2:26379&addr=sentinel3:26379 (the password is the master's)")
-	fs.StringVar(&c.RedisCluster, "redis-cluster", clusterAuto, "whether --redis is a Redis Cluster: auto (a URL with addr= parameters is; otherwise ask the node, INFO cluster),\nyes, or no (a single node even if it says it is a cluster node)")
+	fs.StringVar(&c.RedisCluster, "redis-cluster", connect.ClusterAuto, "whether --redis is a Redis Cluster: auto (a URL with addr= parameters is; otherwise ask the node, INFO cluster),\nyes, or no (a single node even if it says it is a cluster node)")
 	fs.StringVar(&c.RedisSentinelMaster, "redis-sentinel-master", "", "name of the master Redis Sentinel monitors: firehose asks the sentinels in --redis for the current master\nand follows a failover (pair it with --redis-min-replicas 1 so that a failover loses nothing acknowledged)")
 	c.Streams.RegisterFlags(fs)
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", "text", "log format: text or json")
+}
+
+// redisOptions is how to reach Redis with a pool of poolSize connections.
+func (c *serveConfig) redisOptions(poolSize int) connect.RedisOptions {
+	return connect.RedisOptions{URL: c.Redis, SentinelMaster: c.RedisSentinelMaster, Cluster: c.RedisCluster, PoolSize: poolSize}
 }
 
 func (c *serveConfig) registerFlags(fs *flag.FlagSet) {
@@ -133,7 +139,7 @@ func (c *serveConfig) validate() error {
 	if _, err := pgxpool.ParseConfig(c.Postgres); err != nil {
 		return fmt.Errorf("--postgres %q is not a PostgreSQL URL: %v", redactURL(c.Postgres), err)
 	}
-	rdb, err := newRedisClient(c.Redis, c.RedisSentinelMaster, c.RedisCluster, 1)
+	rdb, err := connect.NewRedis(c.redisOptions(1))
 	if err != nil {
 		return err
 	}

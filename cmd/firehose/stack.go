@@ -25,6 +25,7 @@ import (
 	"firehose/broker"
 	"firehose/httpgw"
 	"firehose/ingest"
+	"firehose/internal/connect"
 	"firehose/partition"
 	"firehose/schema"
 	"firehose/sparkplug"
@@ -80,7 +81,7 @@ type stack struct {
 func startStack(ctx context.Context, cfg *serveConfig, logger *slog.Logger) (*stack, error) {
 	roles, _ := cfg.roles()
 	has := func(r string) bool { return slices.Contains(roles, r) }
-	redis.SetLogger(redisLogger{logger})
+	redis.SetLogger(connect.RedisLogger{Log: logger})
 
 	st := &stack{cfg: cfg, log: logger, reg: prometheus.NewRegistry()}
 	st.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -96,7 +97,8 @@ func startStack(ctx context.Context, cfg *serveConfig, logger *slog.Logger) (*st
 	if has(roleHTTP) {
 		waitAddr = cfg.HTTP.Addr
 	}
-	if st.rdb, err = st.connectRedisWaiting(ctx, waitAddr); err != nil {
+	if st.rdb, err = connect.RedisWaiting(ctx, cfg.redisOptions(cfg.Producer.Pipelines+cfg.Streams.Count+8), connect.Wait{
+		For: cfg.RedisWait, ProbeAddr: waitAddr, Check: cfg.Streams.Check, Log: logger}); err != nil {
 		return nil, err
 	}
 	cfg.Bridge.Streams = cfg.Streams // with the deployment's key layout
@@ -113,7 +115,7 @@ func startStack(ctx context.Context, cfg *serveConfig, logger *slog.Logger) (*st
 	}
 	if has(roleBridge) || has(roleHTTP) {
 		// The gateway's /health/db uses the pool too; it connects on demand.
-		if st.pg, err = openPostgres(cfg.Postgres); err != nil {
+		if st.pg, err = connect.OpenPostgres(cfg.Postgres); err != nil {
 			return nil, err
 		}
 	}
@@ -218,7 +220,7 @@ func (st *stack) runBridge(ctx context.Context, b *bridge.Bridge) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		if permanentPostgresError(err) {
+		if connect.PermanentPostgresError(err) {
 			return fmt.Errorf("apply schema: %w", err)
 		}
 		st.log.Warn("PostgreSQL not reachable: the bridge waits for it (the edges keep taking readings into Redis)",

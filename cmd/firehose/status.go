@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"firehose/bridge"
+	"firehose/internal/connect"
 )
 
 // shardStatus is one shard as firehose status --json prints it.
@@ -33,12 +34,12 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err := cfg.Streams.Validate(); err != nil {
 		return usageError{err}
 	}
-	pg, err := connectPostgres(ctx, cfg.Postgres)
+	pg, err := connect.Postgres(ctx, cfg.Postgres)
 	if err != nil {
 		return err
 	}
 	defer pg.Close()
-	rdb, err := connectRedis(ctx, cfg.Redis, cfg.RedisSentinelMaster, cfg.RedisCluster, 2)
+	rdb, err := connect.Redis(ctx, cfg.redisOptions(2))
 	if err != nil {
 		return err
 	}
