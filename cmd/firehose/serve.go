@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"math"
-	"regexp"
 	"runtime/debug"
 	"slices"
 	"strconv"
@@ -137,7 +136,7 @@ func (c *serveConfig) validate() error {
 		return err
 	}
 	if _, err := pgxpool.ParseConfig(c.Postgres); err != nil {
-		return fmt.Errorf("--postgres %q is not a PostgreSQL URL: %v", redactURL(c.Postgres), err)
+		return fmt.Errorf("--postgres %q is not a PostgreSQL URL: %v", connect.RedactURL(c.Postgres), err)
 	}
 	rdb, err := connect.NewRedis(c.redisOptions(1))
 	if err != nil {
@@ -237,31 +236,11 @@ func loadServe(args []string, stderr io.Writer) (*serveConfig, *cli.FlagSet, err
 		_, err = newLogger(cfg.LogLevel, cfg.LogFormat, io.Discard)
 	}
 	if err != nil {
-		return nil, nil, usageError{locate(fs, err)}
+		return nil, nil, usageError{fs.Locate(err)}
 	}
 	cfg.ConfigFile = fs.ConfigPath()
 	cfg.MaxAgeSet = fs.Origin("max-reading-age").Source != cli.FromDefault
 	return &cfg, fs, nil
-}
-
-// flagInError finds the flag a validation error names first.
-var flagInError = regexp.MustCompile(`--([a-z0-9][a-z0-9-]*)`)
-
-// locate adds to a validation error where the value of the flag it names
-// came from, when that is not the command line: the file's line, or the
-// environment variable.
-func locate(fs *cli.FlagSet, err error) error {
-	m := flagInError.FindStringSubmatch(err.Error())
-	if m == nil || fs.Lookup(m[1]) == nil {
-		return err
-	}
-	switch o := fs.Origin(m[1]); o.Source {
-	case cli.FromFile:
-		return &cli.FileError{File: o.File, Line: o.Line, Msg: err.Error()}
-	case cli.FromEnvironment:
-		return fmt.Errorf("%w (set by %s)", err, o.Env)
-	}
-	return err
 }
 
 func runServe(ctx context.Context, args []string, stderr io.Writer) error {
@@ -282,6 +261,9 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	return st.wait(ctx)
 }
+
+// redactURL hides a password in a connection URL for logs and errors.
+func redactURL(s string) string { return connect.RedactURL(s) }
 
 func newLogger(level, format string, w io.Writer) (*slog.Logger, error) {
 	var lv slog.Level

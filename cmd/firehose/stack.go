@@ -27,7 +27,6 @@ import (
 	"firehose/ingest"
 	"firehose/internal/connect"
 	"firehose/partition"
-	"firehose/schema"
 	"firehose/sparkplug"
 )
 
@@ -105,11 +104,11 @@ func startStack(ctx context.Context, cfg *serveConfig, logger *slog.Logger) (*st
 	if err := st.checkDeploymentSettings(ctx, has(roleHTTP) || has(roleBroker)); err != nil {
 		return nil, err
 	}
-	if err := checkRedisPersistence(ctx, st.rdb, cfg.RedisAllowEviction, cfg.Producer.MinReplicas, logger); err != nil {
+	if err := connect.CheckRedisPersistence(ctx, st.rdb, cfg.RedisAllowEviction, cfg.Producer.MinReplicas, logger); err != nil {
 		return nil, err
 	}
 	if cfg.Producer.Dedup != "" && cfg.Producer.Dedup != ingest.DedupOff && (has(roleHTTP) || has(roleBroker)) {
-		if err := checkDedupSupport(ctx, st.rdb); err != nil {
+		if err := connect.CheckDedupSupport(ctx, st.rdb); err != nil {
 			return nil, err
 		}
 	}
@@ -120,12 +119,12 @@ func startStack(ctx context.Context, cfg *serveConfig, logger *slog.Logger) (*st
 		}
 	}
 	if has(roleBridge) {
-		if st.migrated, err = checkPostgres(ctx, st.pg, cfg.Postgres, logger); err != nil {
+		if st.migrated, err = connect.CheckPostgres(ctx, st.pg, cfg.Postgres, logger); err != nil {
 			return nil, err
 		}
 	}
 	logger.Info("starting firehose", "version", buildVersion(), "config", cfg.ConfigFile, "roles", strings.Join(roles, ","),
-		"postgres", redactURL(cfg.Postgres), "redis", redactURL(cfg.Redis), "redis_prefix", cfg.Streams.Prefix,
+		"postgres", connect.RedactURL(cfg.Postgres), "redis", connect.RedactURL(cfg.Redis), "redis_prefix", cfg.Streams.Prefix,
 		"shards", cfg.Streams.Count, "batch_size", cfg.Bridge.BatchSize, "batch_age", cfg.Bridge.BatchAge,
 		"high_water", cfg.Producer.HighWater, "producer_pipelines", cfg.Producer.Pipelines,
 		"http_api_keys", cfg.HTTP.APIKeysFile != "", "http_tls", cfg.HTTP.TLSCert != "", "mqtt_auth", cfg.MQTT.AuthFile != "")
@@ -205,34 +204,14 @@ func startStack(ctx context.Context, cfg *serveConfig, logger *slog.Logger) (*st
 }
 
 // runBridge, unless the schema was applied at start, waits until PostgreSQL
-// answers (retrying with backoff, so a process whose database is down still
-// serves its edges) and applies it; then it runs the bridge until ctx ends.
+// answers and applies it (connect.ApplySchemaWaiting, so a process whose
+// database is down still serves its edges); then it runs the bridge until
+// ctx ends.
 func (st *stack) runBridge(ctx context.Context, b *bridge.Bridge) error {
-	wait := 250 * time.Millisecond
-	for !st.migrated {
-		applied, err := schema.Apply(ctx, st.pg)
-		if err == nil {
-			if len(applied) > 0 {
-				st.log.Info("schema migrations applied", "migrations", strings.Join(applied, ","))
-			}
-			break
+	if !st.migrated {
+		if err := connect.ApplySchemaWaiting(ctx, st.pg, st.log); err != nil || ctx.Err() != nil {
+			return err
 		}
-		if ctx.Err() != nil {
-			return nil
-		}
-		if connect.PermanentPostgresError(err) {
-			return fmt.Errorf("apply schema: %w", err)
-		}
-		st.log.Warn("PostgreSQL not reachable: the bridge waits for it (the edges keep taking readings into Redis)",
-			"err", err, "retry_in", wait)
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil
-		case <-t.C:
-		}
-		wait = min(2*wait, 10*time.Second)
 	}
 	return st.runPartitioned(ctx, b)
 }

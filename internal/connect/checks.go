@@ -1,4 +1,4 @@
-package main
+package connect
 
 import (
 	"context"
@@ -11,21 +11,19 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"firehose/ingest"
-	"firehose/internal/connect"
 	"firehose/schema"
 )
 
-// redactURL hides a password in a connection URL for logs and errors.
-func redactURL(s string) string { return connect.RedactURL(s) }
+// Start-up checks: what the services reached promise, and the schema.
 
-// checkPostgres tries the database once at start and, when it answers,
+// CheckPostgres tries the database once at start and, when it answers,
 // applies the schema there and then, so the process is ready with its tables
 // in place (clients that read readings right away find them). A mistake the
 // operator must fix (no such database, authentication refused, a failed
 // migration) is an error; an unreachable server only a warning: the bridge
-// waits for it and migrates then (runBridge), and the edges do not need it.
+// waits for it and migrates then (ApplySchemaWaiting), and the edges do not need it.
 // It reports whether the schema was applied.
-func checkPostgres(ctx context.Context, pool *pgxpool.Pool, rawURL string, log *slog.Logger) (bool, error) {
+func CheckPostgres(ctx context.Context, pool *pgxpool.Pool, rawURL string, log *slog.Logger) (bool, error) {
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	err := pool.Ping(pctx)
@@ -39,20 +37,20 @@ func checkPostgres(ctx context.Context, pool *pgxpool.Pool, rawURL string, log *
 			log.Info("schema migrations applied", "migrations", strings.Join(applied, ","))
 		}
 		return true, nil
-	case connect.PermanentPostgresError(err):
-		return false, connect.PostgresError(err, rawURL)
+	case PermanentPostgresError(err):
+		return false, PostgresError(err, rawURL)
 	}
 	log.Warn("PostgreSQL is not reachable at start: serving the edges; the bridge commits once it answers",
-		"postgres", redactURL(rawURL), "err", err)
+		"postgres", RedactURL(rawURL), "err", err)
 	return false, nil
 }
 
-// checkRedisPersistence says at start how Redis can lose acknowledged
+// CheckRedisPersistence says at start how Redis can lose acknowledged
 // readings (a warning each), and refuses a Redis that may evict keys unless
 // the operator accepted it with --redis-allow-eviction. A Redis that refuses
 // INFO is refused too: firehose cannot tell what an acknowledgement is worth.
 // On a cluster every primary is asked, and its warnings name it.
-func checkRedisPersistence(ctx context.Context, rdb redis.UniversalClient, allowEviction bool, minReplicas int, log *slog.Logger) error {
+func CheckRedisPersistence(ctx context.Context, rdb redis.UniversalClient, allowEviction bool, minReplicas int, log *slog.Logger) error {
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	cc, ok := rdb.(*redis.ClusterClient)
@@ -64,9 +62,9 @@ func checkRedisPersistence(ctx context.Context, rdb redis.UniversalClient, allow
 	})
 }
 
-// checkDedupSupport refuses a Redis that cannot run --dedup's script: it
+// CheckDedupSupport refuses a Redis that cannot run --dedup's script: it
 // asks every primary for SMISMEMBER (Redis 6.2), which the script calls.
-func checkDedupSupport(ctx context.Context, rdb redis.UniversalClient) error {
+func CheckDedupSupport(ctx context.Context, rdb redis.UniversalClient) error {
 	check := func(ctx context.Context, node redis.UniversalClient, where string) error {
 		v, err := node.Do(ctx, "COMMAND", "INFO", "SMISMEMBER").Slice()
 		if err != nil {
@@ -87,7 +85,7 @@ func checkDedupSupport(ctx context.Context, rdb redis.UniversalClient) error {
 	return check(ctx, rdb, "redis")
 }
 
-// checkNodePersistence is checkRedisPersistence for one primary; addr, when
+// checkNodePersistence is CheckRedisPersistence for one primary; addr, when
 // not "", names it in what it says.
 func checkNodePersistence(ctx context.Context, rdb redis.UniversalClient, addr string, allowEviction bool, minReplicas int, log *slog.Logger) error {
 	p, err := ingest.InspectRedis(ctx, rdb)
@@ -114,4 +112,37 @@ func checkNodePersistence(ctx context.Context, rdb redis.UniversalClient, addr s
 		}
 	}
 	return nil
+}
+
+// ApplySchemaWaiting applies the schema, waiting until PostgreSQL answers
+// (retrying with backoff, so a process whose database is down still serves
+// its edges); it returns nil once applied or when ctx ends, and an error
+// only for a refusal waiting will not change (PermanentPostgresError).
+func ApplySchemaWaiting(ctx context.Context, pool *pgxpool.Pool, log *slog.Logger) error {
+	wait := 250 * time.Millisecond
+	for {
+		applied, err := schema.Apply(ctx, pool)
+		if err == nil {
+			if len(applied) > 0 {
+				log.Info("schema migrations applied", "migrations", strings.Join(applied, ","))
+			}
+			return nil
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		if PermanentPostgresError(err) {
+			return fmt.Errorf("apply schema: %w", err)
+		}
+		log.Warn("PostgreSQL not reachable: the bridge waits for it (the edges keep taking readings into Redis)",
+			"err", err, "retry_in", wait)
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+		wait = min(2*wait, 10*time.Second)
+	}
 }
