@@ -8,12 +8,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
-	"os/signal"
 	"slices"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -26,28 +23,10 @@ import (
 	"firehose/httpgw"
 	"firehose/ingest"
 	"firehose/internal/connect"
+	"firehose/internal/lifecycle"
 	"firehose/partition"
 	"firehose/sparkplug"
 )
-
-// component is one running part of the stack, with a context of its own so
-// that the stack stops the parts one after another.
-type component struct {
-	name   string
-	cancel context.CancelFunc
-	done   chan struct{} // closed when run returned
-	err    error         // what run returned; read after done
-}
-
-func startComponent(name string, run func(context.Context) error) *component {
-	ctx, cancel := context.WithCancel(context.Background())
-	c := &component{name: name, cancel: cancel, done: make(chan struct{})}
-	go func() {
-		defer close(c.done)
-		c.err = run(ctx)
-	}()
-	return c
-}
 
 // stack is firehose serve's running roles, stopped in dependency order.
 type stack struct {
@@ -69,7 +48,7 @@ type stack struct {
 	// took), the producer they feed (it writes what is queued), the bridge
 	// (its final commit), then the admin and debug endpoints, so metrics and
 	// readiness stay visible to the end.
-	stages [][]*component
+	parts lifecycle.Group
 }
 
 // startStack connects to the services, checks what Redis promises, and starts
@@ -83,6 +62,7 @@ func startStack(ctx context.Context, cfg *serveConfig, logger *slog.Logger) (*st
 	redis.SetLogger(connect.RedisLogger{Log: logger})
 
 	st := &stack{cfg: cfg, log: logger, reg: prometheus.NewRegistry()}
+	st.parts = lifecycle.Group{Timeout: cfg.ShutdownTimeout, Delay: cfg.ShutdownDelay, Log: logger, Drain: st.startDraining, Close: st.close}
 	st.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	ok := false
 	defer func() {
@@ -167,38 +147,38 @@ func startStack(ctx context.Context, cfg *serveConfig, logger *slog.Logger) (*st
 			return nil, fmt.Errorf("bridge: %w", err)
 		}
 	}
-	var endpoints []*component
+	var endpoints []*lifecycle.Component
 	if cfg.DebugAddr != "" {
 		dbg, err := listenDebug(cfg.DebugAddr, logger)
 		if err != nil {
 			return nil, err
 		}
-		endpoints = append(endpoints, startComponent("debug", dbg))
+		endpoints = append(endpoints, lifecycle.Start("debug", dbg))
 	}
 
-	var edges []*component
+	var edges []*lifecycle.Component
 	if st.http != nil {
-		edges = append(edges, startComponent(roleHTTP, st.http.Run))
+		edges = append(edges, lifecycle.Start(roleHTTP, st.http.Run))
 	}
 	if st.mqtt != nil {
-		edges = append(edges, startComponent(roleBroker, st.mqtt.Run))
+		edges = append(edges, lifecycle.Start(roleBroker, st.mqtt.Run))
 	}
 	if st.ageBound != nil {
-		edges = append(edges, startComponent("retention", st.refreshAgeBound))
+		edges = append(edges, lifecycle.Start("retention", st.refreshAgeBound))
 	}
-	st.stages = append(st.stages, edges)
+	st.parts.Add(edges...)
 	if st.producer != nil {
-		st.stages = append(st.stages, []*component{startComponent("producer", st.producer.Run)})
+		st.parts.Add(lifecycle.Start("producer", st.producer.Run))
 	}
 	if b != nil {
-		st.stages = append(st.stages, []*component{startComponent(roleBridge, func(ctx context.Context) error {
+		st.parts.Add(lifecycle.Start(roleBridge, func(ctx context.Context) error {
 			return st.runBridge(ctx, b)
-		})})
+		}))
 	}
 	if st.admin != nil {
-		endpoints = append(endpoints, startComponent("admin", st.serveAdmin))
+		endpoints = append(endpoints, lifecycle.Start("admin", st.serveAdmin))
 	}
-	st.stages = append(st.stages, endpoints)
+	st.parts.Add(endpoints...)
 	ok = true
 	return st, nil
 }
@@ -242,49 +222,12 @@ func (st *stack) runPartitioned(ctx context.Context, b *bridge.Bridge) error {
 	return b.Run(ctx)
 }
 
-// parts lists every component, in stop order.
-func (st *stack) parts() []*component {
-	var all []*component
-	for _, stage := range st.stages {
-		all = append(all, stage...)
-	}
-	return all
-}
-
 // wait runs until ctx ends or a component fails, then stops the components
-// stage by stage.
-func (st *stack) wait(ctx context.Context) error {
-	parts := st.parts()
-	failures := make(chan error, len(parts))
-	watching := make(chan struct{})
-	for _, c := range parts {
-		go func() {
-			select {
-			case <-c.done:
-				if c.err != nil {
-					failures <- fmt.Errorf("%s: %w", c.name, c.err)
-				}
-			case <-watching:
-			}
-		}()
-	}
-	var failed error
-	select {
-	case <-ctx.Done():
-		if st.cfg.ShutdownDelay > 0 {
-			failed = st.delayShutdown(failures)
-		}
-		st.log.Info("shutting down", "timeout", st.cfg.ShutdownTimeout)
-	case failed = <-failures:
-		st.log.Error("component failed; shutting down", "err", failed)
-	}
-	close(watching)
-	if failed != nil {
-		// Reported once, above, not again by stop.
-		return errors.Join(failed, st.stop(true))
-	}
-	return st.stop(false)
-}
+// stage by stage (lifecycle.Group.Wait).
+func (st *stack) wait(ctx context.Context) error { return st.parts.Wait(ctx) }
+
+// stop stops the components stage by stage and closes the connections.
+func (st *stack) stop(afterFailure bool) error { return st.parts.Stop(afterFailure) }
 
 // startDraining turns every readiness endpoint of the process to 503.
 func (st *stack) startDraining() {
@@ -292,63 +235,6 @@ func (st *stack) startDraining() {
 	if st.http != nil {
 		st.http.StartDraining()
 	}
-}
-
-// delayShutdown keeps serving for --shutdown-delay with readiness answering
-// 503 (the gateway's /readyz, or the admin endpoint's for a broker without
-// the gateway), so load balancers stop routing here before the listeners
-// close. Another SIGTERM or Ctrl-C ends the wait, and so does a component's
-// failure, which it returns.
-func (st *stack) delayShutdown(failures <-chan error) error {
-	st.startDraining()
-	st.log.Info("readiness answers 503; intake stops after the shutdown delay", "delay", st.cfg.ShutdownDelay)
-	again := make(chan os.Signal, 1)
-	signal.Notify(again, os.Interrupt, syscall.SIGTERM)
-	defer signal.Stop(again)
-	t := time.NewTimer(st.cfg.ShutdownDelay)
-	defer t.Stop()
-	select {
-	case <-t.C:
-	case <-again:
-		st.log.Info("signalled again: shutting down now")
-	case err := <-failures:
-		st.log.Error("component failed; shutting down", "err", err)
-		return err
-	}
-	return nil
-}
-
-// stop stops the stages in order, the components of a stage in parallel, and
-// closes the connections. Each stage bounds itself by the shutdown timeout
-// (the edges' in-flight answers, the producer's last round trip, the
-// bridge's final commit); a stage still running a little after it is
-// abandoned, and the process exits with an error.
-func (st *stack) stop(afterFailure bool) error {
-	st.startDraining()
-	var errs []error
-	for _, stage := range st.stages {
-		for _, c := range stage {
-			c.cancel()
-		}
-		deadline := time.NewTimer(st.cfg.ShutdownTimeout + 5*time.Second)
-		for _, c := range stage {
-			select {
-			case <-c.done:
-				if c.err != nil && !afterFailure {
-					errs = append(errs, fmt.Errorf("stop %s: %w", c.name, c.err))
-				}
-			case <-deadline.C:
-				st.close()
-				return fmt.Errorf("stop %s: not done within the shutdown timeout %s", c.name, st.cfg.ShutdownTimeout)
-			}
-		}
-		deadline.Stop()
-	}
-	st.close()
-	if len(errs) == 0 {
-		st.log.Info("stopped cleanly")
-	}
-	return errors.Join(errs...)
 }
 
 func (st *stack) close() {
