@@ -72,7 +72,7 @@ type serveConfig struct {
 	ConfigFile string
 	// MaxAgeSet says --max-reading-age was given (flag, environment or
 	// file): serve then refuses to start when it exceeds what the
-	// retention leaves (see edgeAgeBound).
+	// retention leaves (see retention.Bound).
 	MaxAgeSet bool
 }
 

@@ -11,7 +11,6 @@ import (
 	"slices"
 	"strings"
 	"sync/atomic"
-	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
@@ -24,6 +23,7 @@ import (
 	"firehose/ingest"
 	"firehose/internal/connect"
 	"firehose/internal/lifecycle"
+	"firehose/internal/retention"
 	"firehose/partition"
 	"firehose/sparkplug"
 )
@@ -164,7 +164,9 @@ func startStack(ctx context.Context, cfg *serveConfig, logger *slog.Logger) (*st
 		edges = append(edges, lifecycle.Start(roleBroker, st.mqtt.Run))
 	}
 	if st.ageBound != nil {
-		edges = append(edges, lifecycle.Start("retention", st.refreshAgeBound))
+		edges = append(edges, lifecycle.Start("retention", func(ctx context.Context) error {
+			return retention.Follow(ctx, st.rdb, cfg.Streams, st.ageBound, logger)
+		}))
 	}
 	st.parts.Add(edges...)
 	if st.producer != nil {
@@ -269,7 +271,7 @@ func (st *stack) checkDeploymentSettings(ctx context.Context, edges bool) error 
 	if cfg.Partition.Retention == 0 {
 		cfg.Partition.Retention = rec.Retention
 	}
-	bound, err := edgeAgeBound(rec, cfg.Limits.MaxAge, cfg.MaxAgeSet && edges)
+	bound, err := retention.Bound(rec, cfg.Limits.MaxAge, cfg.MaxAgeSet && edges)
 	if err != nil {
 		return err
 	}
@@ -284,62 +286,4 @@ func (st *stack) checkDeploymentSettings(ctx context.Context, edges bool) error 
 		}
 	}
 	return nil
-}
-
-// edgeAgeBound is the oldest age an edge accepts by the deployment's
-// retention, rec: its retention minus one partition interval (1d when none
-// is recorded), so that a reading acknowledged now stays at least that
-// interval ahead of the retention while the bridge commits it; 0 without a
-// retention. A retention not longer than the interval, or a --max-reading-age
-// given explicitly (set) beyond the bound, is an error.
-func edgeAgeBound(rec ingest.RetentionSettings, maxAge time.Duration, set bool) (time.Duration, error) {
-	if rec.Retention <= 0 {
-		return 0, nil
-	}
-	bound := rec.MaxAge(partition.DefaultInterval)
-	iv := cmp.Or(rec.Interval, partition.DefaultInterval)
-	if bound <= 0 {
-		return 0, fmt.Errorf("--retention %s is not longer than the partition interval %s: edges accept readings up to the retention minus one interval old, "+
-			"which leaves none; give a longer --retention or a shorter --partition-interval (README, Partitions and retention)", rec.Retention, iv)
-	}
-	if set && maxAge > bound {
-		return 0, fmt.Errorf("--max-reading-age %s exceeds what --retention %s keeps: a reading that old would be acknowledged and then deleted by the retention; "+
-			"give at most %s (the retention minus the partition interval %s), or leave it unset", maxAge, rec.Retention, bound, iv)
-	}
-	return bound, nil
-}
-
-// refreshAgeBound reads the deployment's retention every
-// ingest.RetentionRefresh until ctx ends, so that a retention recorded or
-// changed while the edges run bounds what they accept. A failed read keeps
-// the bound in force; a retention that leaves no age is logged and not
-// applied.
-func (st *stack) refreshAgeBound(ctx context.Context) error {
-	t := time.NewTicker(ingest.RetentionRefresh)
-	defer t.Stop()
-	var warned string // logged once, not every tick
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
-		rec, err := ingest.ReadRetention(ctx, st.rdb, st.cfg.Streams)
-		if err != nil {
-			continue // Redis unreachable: the producer says so; keep the bound
-		}
-		bound, err := edgeAgeBound(rec, 0, false)
-		if err != nil {
-			if err.Error() != warned {
-				warned = err.Error()
-				st.log.Warn("deployment retention not applied; the bound in force stays", "err", err)
-			}
-			continue
-		}
-		warned = ""
-		if old, _ := st.ageBound.Get(); old != bound {
-			st.log.Info("deployment retention changed", "retention", rec.Retention, "max_reading_age", bound)
-		}
-		st.ageBound.Set(bound, rec.Retention)
-	}
 }
