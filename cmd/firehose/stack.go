@@ -6,8 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/http"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -21,6 +19,7 @@ import (
 	"firehose/broker"
 	"firehose/httpgw"
 	"firehose/ingest"
+	"firehose/internal/admin"
 	"firehose/internal/connect"
 	"firehose/internal/lifecycle"
 	"firehose/internal/retention"
@@ -39,8 +38,7 @@ type stack struct {
 	http     *httpgw.Server
 	mqtt     *broker.Broker
 	ageBound *ingest.AgeBound // the edges' bound by the retention; nil without edges
-	admin    *http.Server
-	adminLn  net.Listener
+	admin    *admin.Server
 	draining atomic.Bool // shutting down: the admin endpoint's /readyz answers 503
 	migrated bool        // the schema was applied at start (PostgreSQL answered)
 	// Stages in stop order, each stopped in parallel once the one before has
@@ -137,7 +135,11 @@ func startStack(ctx context.Context, cfg *serveConfig, logger *slog.Logger) (*st
 		}
 		logger.Info("http gateway listening", "addr", st.http.Addr().String())
 	} else if cfg.AdminAddr != "" {
-		if err := st.listenAdmin(); err != nil {
+		var p admin.Producer // none in a bridge-only process
+		if st.producer != nil {
+			p = st.producer
+		}
+		if st.admin, err = admin.Listen(cfg.AdminAddr, st.reg, admin.Readyz(&st.draining, p), logger); err != nil {
 			return nil, err
 		}
 	}
@@ -149,7 +151,7 @@ func startStack(ctx context.Context, cfg *serveConfig, logger *slog.Logger) (*st
 	}
 	var endpoints []*lifecycle.Component
 	if cfg.DebugAddr != "" {
-		dbg, err := listenDebug(cfg.DebugAddr, logger)
+		dbg, err := admin.ListenDebug(cfg.DebugAddr, logger)
 		if err != nil {
 			return nil, err
 		}
@@ -178,7 +180,7 @@ func startStack(ctx context.Context, cfg *serveConfig, logger *slog.Logger) (*st
 		}))
 	}
 	if st.admin != nil {
-		endpoints = append(endpoints, lifecycle.Start("admin", st.serveAdmin))
+		endpoints = append(endpoints, lifecycle.Start("admin", st.admin.Run))
 	}
 	st.parts.Add(endpoints...)
 	ok = true
@@ -246,8 +248,8 @@ func (st *stack) close() {
 	if st.rdb != nil {
 		st.rdb.Close()
 	}
-	if st.adminLn != nil {
-		st.adminLn.Close() // already closed after a Shutdown; harmless
+	if st.admin != nil {
+		st.admin.Close()
 	}
 }
 
