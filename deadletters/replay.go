@@ -328,3 +328,85 @@ func Outcomes(ctx context.Context, pg *pgxpool.Pool, t *Tally) (Outcome, error) 
 	o.Waiting = len(t.Sent) - len(rows)
 	return o, nil
 }
+
+// Replayer sends the replays of one deployment's rows.
+type Replayer struct {
+	PG       *pgxpool.Pool
+	Redis    redis.UniversalClient
+	Streams  ingest.Streams // with its layout loaded
+	Limits   ingest.Limits  // the edges' limits a replayed reading must pass
+	Resolver Resolver       // for edge dead letters
+	// Skipped, when not nil, is told of each row ReplayPending skips, with
+	// why (it needs a repair); Progress, when not nil, of each page done.
+	Skipped  func(error)
+	Progress func(done, total int64)
+}
+
+// ReplayPending replays every row of the deployment not yet replayed
+// (rejected since since; zero: any time), a page at a time; rows that need
+// a repair are skipped (t.Skipped, r.Skipped).
+func (r *Replayer) ReplayPending(ctx context.Context, since time.Time, t *Tally) error {
+	prefix := StreamPrefix(r.Streams)
+	total, err := CountPending(ctx, r.PG, prefix, since)
+	if err != nil {
+		return err
+	}
+	var after, done int64
+	for {
+		rows, err := PendingPage(ctx, r.PG, prefix, since, after)
+		if err != nil {
+			return err
+		}
+		if len(rows) == 0 {
+			return nil
+		}
+		jobs := make([]Job, 0, len(rows))
+		for i := range rows {
+			rs, err := Plan(ctx, &rows[i], nil, r.Limits, r.Resolver)
+			if err != nil {
+				if r.Skipped != nil {
+					r.Skipped(err)
+				}
+				t.Skipped++
+				continue
+			}
+			jobs = append(jobs, Job{Row: rows[i].ID, Readings: rs})
+		}
+		if err := Send(ctx, r.Redis, r.Streams, jobs, t); err != nil {
+			return err
+		}
+		after = rows[len(rows)-1].ID
+		done += int64(len(rows))
+		if r.Progress != nil {
+			r.Progress(done, total)
+		}
+	}
+}
+
+// WaitReplayed waits up to wait for the bridge to commit the replays t
+// sent, polling every 200 ms and telling progress (when not nil) how many
+// it has, then reads how they ended. Interrupted (ctx ended), it says how
+// far the bridge got.
+func (r *Replayer) WaitReplayed(ctx context.Context, t *Tally, wait time.Duration, progress func(committed int)) (Outcome, error) {
+	deadline := time.Now().Add(wait)
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		n, err := CountReplayed(ctx, r.PG, t.Sent)
+		if err != nil {
+			return Outcome{}, err
+		}
+		if n == len(t.Sent) || time.Now().After(deadline) {
+			break
+		}
+		if progress != nil {
+			progress(n)
+		}
+		select {
+		case <-ctx.Done():
+			return Outcome{}, fmt.Errorf("interrupted while waiting for the bridge: %d of %d replays committed; the others are in the streams and land once", n, len(t.Sent))
+		case <-tick.C:
+		}
+	}
+	return Outcomes(ctx, r.PG, t)
+}

@@ -258,19 +258,26 @@ func replayRejected(ctx context.Context, pg *pgxpool.Pool, rdb redis.UniversalCl
 		return err
 	}
 	t := deadletters.NewTally()
-	// Edge dead letters resolve as the broker would now: Sparkplug B
-	// against the edge nodes' state the brokers keep beside the streams.
-	res := broker.NewResolver(sparkplug.NewRedisStore(rdb, cfg.conn.Streams.Prefix+":spb:"), cfg.conn.MQTT.Rules, cfg.Limits)
+	rp := &deadletters.Replayer{PG: pg, Redis: rdb, Streams: cfg.conn.Streams, Limits: cfg.Limits,
+		// Edge dead letters resolve as the broker would now: Sparkplug B
+		// against the edge nodes' state the brokers keep beside the streams.
+		Resolver: broker.NewResolver(sparkplug.NewRedisStore(rdb, cfg.conn.Streams.Prefix+":spb:"), cfg.conn.MQTT.Rules, cfg.Limits),
+		Skipped:  func(err error) { fmt.Fprintf(stderr, "skipped %s\n", err) },
+		Progress: func(done, total int64) {
+			if total > deadletters.Batch {
+				fmt.Fprintf(stderr, "replay: %d of %d rows done (%d sent, %d skipped)\n", done, total, len(t.Sent), t.Skipped)
+			}
+		}}
 	var err error
 	if cfg.All {
-		err = replayAll(ctx, pg, rdb, cfg, res, t, stderr)
+		err = rp.ReplayPending(ctx, cfg.since, t)
 	} else {
 		var repair []byte
 		if cfg.Reading != "" {
 			repair = []byte(cfg.Reading)
 		}
 		var jobs []deadletters.Job
-		jobs, err = deadletters.PlanIDs(ctx, pg, cfg.IDs, cfg.streamPrefix(), cfg.conn.Streams.Prefix, repair, cfg.Limits, res)
+		jobs, err = deadletters.PlanIDs(ctx, pg, cfg.IDs, cfg.streamPrefix(), cfg.conn.Streams.Prefix, repair, cfg.Limits, rp.Resolver)
 		if err == nil {
 			err = deadletters.Send(ctx, rdb, cfg.conn.Streams, jobs, t)
 		}
@@ -297,76 +304,22 @@ func replayRejected(ctx context.Context, pg *pgxpool.Pool, rdb redis.UniversalCl
 		}
 		return nil
 	}
-	return waitReplayed(ctx, pg, cfg, t, stdout, stderr)
-}
-
-// replayAll replays every row of the deployment not yet replayed (rejected
-// since --since), a page at a time; rows that need a repair are reported and
-// skipped.
-func replayAll(ctx context.Context, pg *pgxpool.Pool, rdb redis.UniversalClient, cfg *rejectedConfig, res deadletters.Resolver, t *deadletters.Tally, stderr io.Writer) error {
-	total, err := deadletters.CountPending(ctx, pg, cfg.streamPrefix(), cfg.since)
-	if err != nil {
-		return err
-	}
-	var after int64
-	for done := 0; ; {
-		rows, err := deadletters.PendingPage(ctx, pg, cfg.streamPrefix(), cfg.since, after)
-		if err != nil {
-			return err
-		}
-		if len(rows) == 0 {
-			return nil
-		}
-		jobs := make([]deadletters.Job, 0, len(rows))
-		for i := range rows {
-			rs, err := deadletters.Plan(ctx, &rows[i], nil, cfg.Limits, res)
-			if err != nil {
-				fmt.Fprintf(stderr, "skipped %s\n", err)
-				t.Skipped++
-				continue
-			}
-			jobs = append(jobs, deadletters.Job{Row: rows[i].ID, Readings: rs})
-		}
-		if err := deadletters.Send(ctx, rdb, cfg.conn.Streams, jobs, t); err != nil {
-			return err
-		}
-		after = rows[len(rows)-1].ID
-		done += len(rows)
-		if total > deadletters.Batch {
-			fmt.Fprintf(stderr, "replay: %d of %d rows done (%d sent, %d skipped)\n", done, total, len(t.Sent), t.Skipped)
-		}
-	}
-}
-
-// waitReplayed waits up to --wait for the bridge to commit the replays sent,
-// prints how they ended, and returns an error unless every one landed.
-func waitReplayed(ctx context.Context, pg *pgxpool.Pool, cfg *rejectedConfig, t *deadletters.Tally, stdout, stderr io.Writer) error {
-	deadline := time.Now().Add(cfg.Wait)
 	var lastSay time.Time
-	tick := time.NewTicker(200 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		n, err := deadletters.CountReplayed(ctx, pg, t.Sent)
-		if err != nil {
-			return err
-		}
-		if n == len(t.Sent) || time.Now().After(deadline) {
-			break
-		}
+	o, err := rp.WaitReplayed(ctx, t, cfg.Wait, func(n int) {
 		if len(t.Sent) > deadletters.Batch && time.Since(lastSay) > 2*time.Second {
 			fmt.Fprintf(stderr, "replay: %d of %d committed by the bridge\n", n, len(t.Sent))
 			lastSay = time.Now()
 		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("interrupted while waiting for the bridge: %d of %d replays committed; the others are in the streams and land once", n, len(t.Sent))
-		case <-tick.C:
-		}
-	}
-	o, err := deadletters.Outcomes(ctx, pg, t)
+	})
 	if err != nil {
 		return err
 	}
+	return printOutcome(o, t, cfg.Wait, stdout)
+}
+
+// printOutcome prints how the replays ended and returns an error unless
+// every one landed.
+func printOutcome(o deadletters.Outcome, t *deadletters.Tally, wait time.Duration, stdout io.Writer) error {
 	msg := fmt.Sprintf("%d landed in readings", o.Landed)
 	if o.ByOthers > 0 {
 		msg += fmt.Sprintf(" (%d of them by another replay of the same row, sent before or beside this one)", o.ByOthers)
@@ -385,7 +338,7 @@ func waitReplayed(ctx context.Context, pg *pgxpool.Pool, cfg *rejectedConfig, t 
 		errs = append(errs, fmt.Sprintf("%d replays refused again", len(o.Refused)))
 	}
 	if o.Waiting > 0 {
-		fmt.Fprintf(stdout, "%d not committed within --wait %s (is a bridge running?): they are in the streams and land once when a bridge commits them\n", o.Waiting, cfg.Wait)
+		fmt.Fprintf(stdout, "%d not committed within --wait %s (is a bridge running?): they are in the streams and land once when a bridge commits them\n", o.Waiting, wait)
 		errs = append(errs, fmt.Sprintf("%d replays not yet committed", o.Waiting))
 	}
 	if t.Skipped > 0 {
