@@ -7,10 +7,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math"
 	"runtime/debug"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -265,40 +263,9 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 // redactURL hides a password in a connection URL for logs and errors.
 func redactURL(s string) string { return connect.RedactURL(s) }
 
+// newLogger is cli.NewLogger; parseBytes is cli.ParseBytes.
 func newLogger(level, format string, w io.Writer) (*slog.Logger, error) {
-	var lv slog.Level
-	if err := lv.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
-	}
-	opts := &slog.HandlerOptions{Level: lv}
-	switch format {
-	case "text":
-		return slog.New(slog.NewTextHandler(w, opts)), nil
-	case "json":
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
-	}
-	return nil, fmt.Errorf("--log-format %q: want text or json", format)
+	return cli.NewLogger(level, format, w)
 }
 
-// parseBytes reads a size such as 512MiB, 2GiB, 64KiB or a plain number of
-// bytes; "" is 0 (none).
-func parseBytes(s string) (int64, error) {
-	if s == "" {
-		return 0, nil
-	}
-	num, unit := s, int64(1)
-	for _, u := range []struct {
-		suffix string
-		size   int64
-	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40}, {"B", 1}} {
-		if n, ok := strings.CutSuffix(s, u.suffix); ok {
-			num, unit = n, u.size
-			break
-		}
-	}
-	n, err := strconv.ParseInt(strings.TrimSpace(num), 10, 64)
-	if err != nil || n < 0 || n > math.MaxInt64/unit {
-		return 0, fmt.Errorf("want a size such as 384MiB, 2GiB or a number of bytes")
-	}
-	return n * unit, nil
-}
+func parseBytes(s string) (int64, error) { return cli.ParseBytes(s) }

@@ -3,7 +3,6 @@ package main
 import (
 	"cmp"
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -190,40 +189,14 @@ func startStack(ctx context.Context, cfg *serveConfig, logger *slog.Logger) (*st
 // runBridge, unless the schema was applied at start, waits until PostgreSQL
 // answers and applies it (connect.ApplySchemaWaiting, so a process whose
 // database is down still serves its edges); then it runs the bridge until
-// ctx ends.
+// ctx ends, beside the maintenance of readings' partitions.
 func (st *stack) runBridge(ctx context.Context, b *bridge.Bridge) error {
 	if !st.migrated {
 		if err := connect.ApplySchemaWaiting(ctx, st.pg, st.log); err != nil || ctx.Err() != nil {
 			return err
 		}
 	}
-	return st.runPartitioned(ctx, b)
-}
-
-// runPartitioned runs the bridge beside the maintenance of readings'
-// partitions. The first pass runs before the bridge writes, so that rows land
-// in their partition rather than the default one; a failed pass only delays
-// that (the default partition takes every row meanwhile), but a
-// --partition-interval that disagrees with the database's stops the bridge.
-func (st *stack) runPartitioned(ctx context.Context, b *bridge.Bridge) error {
-	pm := partition.New(st.cfg.Partition, st.pg, st.log, st.reg)
-	if err := pm.Maintain(ctx); err != nil {
-		if errors.Is(err, partition.ErrIntervalMismatch) {
-			return err
-		}
-		st.log.Warn("partition maintenance failed; the bridge starts, rows without a partition go to readings_default", "err", err)
-	}
-	pctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		pm.Run(pctx)
-	}()
-	defer func() {
-		cancel()
-		<-done
-	}()
-	return b.Run(ctx)
+	return partition.New(st.cfg.Partition, st.pg, st.log, st.reg).RunBeside(ctx, b.Run)
 }
 
 // wait runs until ctx ends or a component fails, then stops the components
