@@ -39,7 +39,7 @@ func (c *Config) defaults() {
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.Var((*days)(&c.Interval), "partition-interval", "the `span` of ts each partition of readings holds, e.g. 1d, 6h, 7d (divides a day or is whole days, aligned on UTC midnight;\n"+
 		"weeks start on Monday); empty: the interval recorded in the database, or 1d on a new one. Recorded by the first bridge;\n"+
-		"a bridge given another refuses to start. Size it so one interval's indexes fit in about a quarter of memory (README)")
+		"a bridge given another refuses to start. Size it so one interval's indexes fit in about a quarter of memory (docs/partitions.md)")
 	fs.Var((*days)(&c.Retention), "retention", "detach and drop partitions of readings whose whole range is older than this `span`, e.g. 30d or 2160h\n"+
 		"(never the current one; late rows for a dropped range land in readings_default and are deleted by the same rule);\n"+
 		"empty or 0: the deployment's recorded retention, or keep everything. Recorded in Redis by the first process given it\n"+

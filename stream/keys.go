@@ -25,6 +25,9 @@ const (
 	// metaLayout is the deployment metadata (MetaKey) field holding the
 	// layout.
 	metaLayout = "layout"
+	// metaShards is the deployment metadata (MetaKey) field holding the
+	// shard count.
+	metaShards = "shards"
 
 	// clusterSlots is the number of Redis Cluster hash slots.
 	clusterSlots = 16384

@@ -577,7 +577,7 @@ func (p *Producer) queueLayoutCheck(ctx context.Context, pipe redis.Pipeliner) *
 		return nil
 	}
 	meta := p.streams.MetaKey()
-	pipe.HSetNX(ctx, meta, "shards", strconv.Itoa(p.streams.Len()))
+	pipe.HSetNX(ctx, meta, metaShards, strconv.Itoa(p.streams.Len()))
 	pipe.HSetNX(ctx, meta, metaLayout, strconv.Itoa(p.streams.Layout))
 	return pipe.HGet(ctx, meta, metaLayout)
 }

@@ -71,6 +71,20 @@ func (s Streams) Shard(deviceID string) int {
 // MetaKey is the hash holding the deployment's fixed settings.
 func (s Streams) MetaKey() string { return s.prefix() + ":meta" }
 
+// RecordedShards reads the shard count the deployment recorded when it was
+// first started (see Check); ok is false when Redis holds no deployment
+// under s's prefix.
+func (s Streams) RecordedShards(ctx context.Context, rdb redis.UniversalClient) (n string, ok bool, err error) {
+	n, err = rdb.HGet(ctx, s.MetaKey(), metaShards).Result()
+	switch {
+	case errors.Is(err, redis.Nil):
+		return "", false, nil
+	case err != nil:
+		return "", false, fmt.Errorf("read the shard count from %s: %w", s.MetaKey(), err)
+	}
+	return n, true, nil
+}
+
 // ErrShardMismatch means the deployment was created with another shard count.
 var ErrShardMismatch = errors.New("shard count differs from the deployment's")
 
@@ -83,13 +97,13 @@ func (s *Streams) Check(ctx context.Context, rdb redis.UniversalClient) error {
 	}
 	want := strconv.Itoa(s.count())
 	if _, err := rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
-		pipe.HSetNX(ctx, s.MetaKey(), "shards", want)
+		pipe.HSetNX(ctx, s.MetaKey(), metaShards, want)
 		pipe.HSetNX(ctx, s.MetaKey(), metaLayout, strconv.Itoa(s.Layout))
 		return nil
 	}); err != nil {
 		return fmt.Errorf("record shard count and key layout in %s: %w", s.MetaKey(), err)
 	}
-	vals, err := rdb.HMGet(ctx, s.MetaKey(), "shards", metaLayout).Result()
+	vals, err := rdb.HMGet(ctx, s.MetaKey(), metaShards, metaLayout).Result()
 	if err != nil {
 		return fmt.Errorf("read shard count and key layout from %s: %w", s.MetaKey(), err)
 	}
@@ -117,7 +131,7 @@ func (s *Streams) Load(ctx context.Context, rdb redis.UniversalClient) error {
 		return s.setLayout(l)
 	}
 	s.Layout = LayoutSpread
-	legacy := meta["shards"] != ""
+	legacy := meta[metaShards] != ""
 	if !legacy {
 		if legacy, err = s.hasLegacyStreams(ctx, rdb); err != nil {
 			return err

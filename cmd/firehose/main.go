@@ -159,7 +159,7 @@ func runAPIKey(args []string, stdout io.Writer) error {
 func runMQTTPasswd(args []string, stdin io.Reader, stdout io.Writer) error {
 	if len(args) != 1 || strings.HasPrefix(args[0], "-") {
 		return usageError{errors.New("usage: firehose mqttpasswd DEVICE  (the password is read from the first line of stdin; under --mqtt-auth the line it prints " +
-			"lets DEVICE publish only its own topics: append read=FILTER, write=FILTER or sparkplug=GROUP fields to grant more, see README)")}
+			"lets DEVICE publish only its own topics: append read=FILTER, write=FILTER or sparkplug=GROUP fields to grant more, see docs/mqtt.md)")}
 	}
 	if err := ingest.ValidateDeviceID(args[0], 0); err != nil {
 		return usageError{fmt.Errorf("device id %q: %v", args[0], err)}

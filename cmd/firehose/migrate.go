@@ -7,6 +7,7 @@ import (
 	"io"
 	"strings"
 
+	"firehose/internal/connect"
 	"firehose/schema"
 )
 
@@ -19,7 +20,7 @@ func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
-	pg, err := connectPostgres(ctx, cfg.Postgres)
+	pg, err := connect.Postgres(ctx, cfg.Postgres)
 	if err != nil {
 		return err
 	}

@@ -7,11 +7,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math"
-	"regexp"
 	"runtime/debug"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -22,6 +19,7 @@ import (
 	"firehose/httpgw"
 	"firehose/ingest"
 	"firehose/internal/cli"
+	"firehose/internal/connect"
 	"firehose/partition"
 	"firehose/stream"
 )
@@ -73,7 +71,7 @@ type serveConfig struct {
 	ConfigFile string
 	// MaxAgeSet says --max-reading-age was given (flag, environment or
 	// file): serve then refuses to start when it exceeds what the
-	// retention leaves (see edgeAgeBound).
+	// retention leaves (see retention.Bound).
 	MaxAgeSet bool
 }
 
@@ -82,11 +80,16 @@ type serveConfig struct {
 func (c *serveConfig) registerCommon(fs *flag.FlagSet) {
 	fs.StringVar(&c.Postgres, "postgres", "postgres://localhost:5432/firehose", "PostgreSQL connection URL (libpq form; e.g. add ?sslmode=require)")
 	fs.StringVar(&c.Redis, "redis", "redis://localhost:6379/0", "Redis connection URL (redis:// or rediss:// for TLS). A Redis Cluster: any one node, or several as\nredis://node1:7000?addr=node2:7001&addr=node3:7002 (see --redis-cluster). With --redis-sentinel-master, the sentinels:\nredis://[:password@]sentinel1:26379/0?addr=sentinel2:26379&addr=sentinel3:26379 (the password is the master's)")
-	fs.StringVar(&c.RedisCluster, "redis-cluster", clusterAuto, "whether --redis is a Redis Cluster: auto (a URL with addr= parameters is; otherwise ask the node, INFO cluster),\nyes, or no (a single node even if it says it is a cluster node)")
+	fs.StringVar(&c.RedisCluster, "redis-cluster", connect.ClusterAuto, "whether --redis is a Redis Cluster: auto (a URL with addr= parameters is; otherwise ask the node, INFO cluster),\nyes, or no (a single node even if it says it is a cluster node)")
 	fs.StringVar(&c.RedisSentinelMaster, "redis-sentinel-master", "", "name of the master Redis Sentinel monitors: firehose asks the sentinels in --redis for the current master\nand follows a failover (pair it with --redis-min-replicas 1 so that a failover loses nothing acknowledged)")
 	c.Streams.RegisterFlags(fs)
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", "text", "log format: text or json")
+}
+
+// redisOptions is how to reach Redis with a pool of poolSize connections.
+func (c *serveConfig) redisOptions(poolSize int) connect.RedisOptions {
+	return connect.RedisOptions{URL: c.Redis, SentinelMaster: c.RedisSentinelMaster, Cluster: c.RedisCluster, PoolSize: poolSize}
 }
 
 func (c *serveConfig) registerFlags(fs *flag.FlagSet) {
@@ -132,9 +135,9 @@ func (c *serveConfig) validate() error {
 		return err
 	}
 	if _, err := pgxpool.ParseConfig(c.Postgres); err != nil {
-		return fmt.Errorf("--postgres %q is not a PostgreSQL URL: %v", redactURL(c.Postgres), err)
+		return fmt.Errorf("--postgres %q is not a PostgreSQL URL: %v", connect.RedactURL(c.Postgres), err)
 	}
-	rdb, err := newRedisClient(c.Redis, c.RedisSentinelMaster, c.RedisCluster, 1)
+	rdb, err := connect.NewRedis(c.redisOptions(1))
 	if err != nil {
 		return err
 	}
@@ -232,31 +235,11 @@ func loadServe(args []string, stderr io.Writer) (*serveConfig, *cli.FlagSet, err
 		_, err = newLogger(cfg.LogLevel, cfg.LogFormat, io.Discard)
 	}
 	if err != nil {
-		return nil, nil, usageError{locate(fs, err)}
+		return nil, nil, usageError{fs.Locate(err)}
 	}
 	cfg.ConfigFile = fs.ConfigPath()
 	cfg.MaxAgeSet = fs.Origin("max-reading-age").Source != cli.FromDefault
 	return &cfg, fs, nil
-}
-
-// flagInError finds the flag a validation error names first.
-var flagInError = regexp.MustCompile(`--([a-z0-9][a-z0-9-]*)`)
-
-// locate adds to a validation error where the value of the flag it names
-// came from, when that is not the command line: the file's line, or the
-// environment variable.
-func locate(fs *cli.FlagSet, err error) error {
-	m := flagInError.FindStringSubmatch(err.Error())
-	if m == nil || fs.Lookup(m[1]) == nil {
-		return err
-	}
-	switch o := fs.Origin(m[1]); o.Source {
-	case cli.FromFile:
-		return &cli.FileError{File: o.File, Line: o.Line, Msg: err.Error()}
-	case cli.FromEnvironment:
-		return fmt.Errorf("%w (set by %s)", err, o.Env)
-	}
-	return err
 }
 
 func runServe(ctx context.Context, args []string, stderr io.Writer) error {
@@ -278,40 +261,12 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	return st.wait(ctx)
 }
 
+// redactURL hides a password in a connection URL for logs and errors.
+func redactURL(s string) string { return connect.RedactURL(s) }
+
+// newLogger is cli.NewLogger; parseBytes is cli.ParseBytes.
 func newLogger(level, format string, w io.Writer) (*slog.Logger, error) {
-	var lv slog.Level
-	if err := lv.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
-	}
-	opts := &slog.HandlerOptions{Level: lv}
-	switch format {
-	case "text":
-		return slog.New(slog.NewTextHandler(w, opts)), nil
-	case "json":
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
-	}
-	return nil, fmt.Errorf("--log-format %q: want text or json", format)
+	return cli.NewLogger(level, format, w)
 }
 
-// parseBytes reads a size such as 512MiB, 2GiB, 64KiB or a plain number of
-// bytes; "" is 0 (none).
-func parseBytes(s string) (int64, error) {
-	if s == "" {
-		return 0, nil
-	}
-	num, unit := s, int64(1)
-	for _, u := range []struct {
-		suffix string
-		size   int64
-	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40}, {"B", 1}} {
-		if n, ok := strings.CutSuffix(s, u.suffix); ok {
-			num, unit = n, u.size
-			break
-		}
-	}
-	n, err := strconv.ParseInt(strings.TrimSpace(num), 10, 64)
-	if err != nil || n < 0 || n > math.MaxInt64/unit {
-		return 0, fmt.Errorf("want a size such as 384MiB, 2GiB or a number of bytes")
-	}
-	return n * unit, nil
-}
+func parseBytes(s string) (int64, error) { return cli.ParseBytes(s) }

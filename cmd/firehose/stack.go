@@ -3,18 +3,11 @@ package main
 import (
 	"cmp"
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/http"
-	"os"
-	"os/signal"
 	"slices"
 	"strings"
 	"sync/atomic"
-	"syscall"
-	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
@@ -25,29 +18,13 @@ import (
 	"firehose/broker"
 	"firehose/httpgw"
 	"firehose/ingest"
+	"firehose/internal/admin"
+	"firehose/internal/connect"
+	"firehose/internal/lifecycle"
+	"firehose/internal/retention"
 	"firehose/partition"
-	"firehose/schema"
 	"firehose/stream"
 )
-
-// component is one running part of the stack, with a context of its own so
-// that the stack stops the parts one after another.
-type component struct {
-	name   string
-	cancel context.CancelFunc
-	done   chan struct{} // closed when run returned
-	err    error         // what run returned; read after done
-}
-
-func startComponent(name string, run func(context.Context) error) *component {
-	ctx, cancel := context.WithCancel(context.Background())
-	c := &component{name: name, cancel: cancel, done: make(chan struct{})}
-	go func() {
-		defer close(c.done)
-		c.err = run(ctx)
-	}()
-	return c
-}
 
 // stack is firehose serve's running roles, stopped in dependency order.
 type stack struct {
@@ -60,8 +37,7 @@ type stack struct {
 	http     *httpgw.Server
 	mqtt     *broker.Broker
 	ageBound *ingest.AgeBound // the edges' bound by the retention; nil without edges
-	admin    *http.Server
-	adminLn  net.Listener
+	admin    *admin.Server
 	draining atomic.Bool // shutting down: the admin endpoint's /readyz answers 503
 	migrated bool        // the schema was applied at start (PostgreSQL answered)
 	// Stages in stop order, each stopped in parallel once the one before has
@@ -69,7 +45,7 @@ type stack struct {
 	// took), the producer they feed (it writes what is queued), the bridge
 	// (its final commit), then the admin and debug endpoints, so metrics and
 	// readiness stay visible to the end.
-	stages [][]*component
+	parts lifecycle.Group
 }
 
 // startStack connects to the services, checks what Redis promises, and starts
@@ -80,9 +56,10 @@ type stack struct {
 func startStack(ctx context.Context, cfg *serveConfig, logger *slog.Logger) (*stack, error) {
 	roles, _ := cfg.roles()
 	has := func(r string) bool { return slices.Contains(roles, r) }
-	redis.SetLogger(redisLogger{logger})
+	redis.SetLogger(connect.RedisLogger{Log: logger})
 
 	st := &stack{cfg: cfg, log: logger, reg: prometheus.NewRegistry()}
+	st.parts = lifecycle.Group{Timeout: cfg.ShutdownTimeout, Delay: cfg.ShutdownDelay, Log: logger, Drain: st.startDraining, Close: st.close}
 	st.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	ok := false
 	defer func() {
@@ -96,34 +73,35 @@ func startStack(ctx context.Context, cfg *serveConfig, logger *slog.Logger) (*st
 	if has(roleHTTP) {
 		waitAddr = cfg.HTTP.Addr
 	}
-	if st.rdb, err = st.connectRedisWaiting(ctx, waitAddr); err != nil {
+	if st.rdb, err = connect.RedisWaiting(ctx, cfg.redisOptions(cfg.Producer.Pipelines+cfg.Streams.Count+8), connect.Wait{
+		For: cfg.RedisWait, ProbeAddr: waitAddr, Check: cfg.Streams.Check, Log: logger}); err != nil {
 		return nil, err
 	}
 	cfg.Bridge.Streams = cfg.Streams // with the deployment's key layout
 	if err := st.checkDeploymentSettings(ctx, has(roleHTTP) || has(roleBroker)); err != nil {
 		return nil, err
 	}
-	if err := checkRedisPersistence(ctx, st.rdb, cfg.RedisAllowEviction, cfg.Producer.MinReplicas, logger); err != nil {
+	if err := connect.CheckRedisPersistence(ctx, st.rdb, cfg.RedisAllowEviction, cfg.Producer.MinReplicas, logger); err != nil {
 		return nil, err
 	}
 	if cfg.Producer.Dedup != "" && cfg.Producer.Dedup != stream.DedupOff && (has(roleHTTP) || has(roleBroker)) {
-		if err := checkDedupSupport(ctx, st.rdb); err != nil {
+		if err := connect.CheckDedupSupport(ctx, st.rdb); err != nil {
 			return nil, err
 		}
 	}
 	if has(roleBridge) || has(roleHTTP) {
 		// The gateway's /health/db uses the pool too; it connects on demand.
-		if st.pg, err = openPostgres(cfg.Postgres); err != nil {
+		if st.pg, err = connect.OpenPostgres(cfg.Postgres); err != nil {
 			return nil, err
 		}
 	}
 	if has(roleBridge) {
-		if st.migrated, err = checkPostgres(ctx, st.pg, cfg.Postgres, logger); err != nil {
+		if st.migrated, err = connect.CheckPostgres(ctx, st.pg, cfg.Postgres, logger); err != nil {
 			return nil, err
 		}
 	}
 	logger.Info("starting firehose", "version", buildVersion(), "config", cfg.ConfigFile, "roles", strings.Join(roles, ","),
-		"postgres", redactURL(cfg.Postgres), "redis", redactURL(cfg.Redis), "redis_prefix", cfg.Streams.Prefix,
+		"postgres", connect.RedactURL(cfg.Postgres), "redis", connect.RedactURL(cfg.Redis), "redis_prefix", cfg.Streams.Prefix,
 		"shards", cfg.Streams.Count, "batch_size", cfg.Bridge.BatchSize, "batch_age", cfg.Bridge.BatchAge,
 		"high_water", cfg.Producer.HighWater, "producer_pipelines", cfg.Producer.Pipelines,
 		"http_api_keys", cfg.HTTP.APIKeysFile != "", "http_tls", cfg.HTTP.TLSCert != "", "mqtt_auth", cfg.MQTT.AuthFile != "")
@@ -156,7 +134,11 @@ func startStack(ctx context.Context, cfg *serveConfig, logger *slog.Logger) (*st
 		}
 		logger.Info("http gateway listening", "addr", st.http.Addr().String())
 	} else if cfg.AdminAddr != "" {
-		if err := st.listenAdmin(); err != nil {
+		var p admin.Producer // none in a bridge-only process
+		if st.producer != nil {
+			p = st.producer
+		}
+		if st.admin, err = admin.Listen(cfg.AdminAddr, st.reg, admin.Readyz(&st.draining, p), logger); err != nil {
 			return nil, err
 		}
 	}
@@ -166,144 +148,63 @@ func startStack(ctx context.Context, cfg *serveConfig, logger *slog.Logger) (*st
 			return nil, fmt.Errorf("bridge: %w", err)
 		}
 	}
-	var endpoints []*component
+	var endpoints []*lifecycle.Component
 	if cfg.DebugAddr != "" {
-		dbg, err := listenDebug(cfg.DebugAddr, logger)
+		dbg, err := admin.ListenDebug(cfg.DebugAddr, logger)
 		if err != nil {
 			return nil, err
 		}
-		endpoints = append(endpoints, startComponent("debug", dbg))
+		endpoints = append(endpoints, lifecycle.Start("debug", dbg))
 	}
 
-	var edges []*component
+	var edges []*lifecycle.Component
 	if st.http != nil {
-		edges = append(edges, startComponent(roleHTTP, st.http.Run))
+		edges = append(edges, lifecycle.Start(roleHTTP, st.http.Run))
 	}
 	if st.mqtt != nil {
-		edges = append(edges, startComponent(roleBroker, st.mqtt.Run))
+		edges = append(edges, lifecycle.Start(roleBroker, st.mqtt.Run))
 	}
 	if st.ageBound != nil {
-		edges = append(edges, startComponent("retention", st.refreshAgeBound))
+		edges = append(edges, lifecycle.Start("retention", func(ctx context.Context) error {
+			return retention.Follow(ctx, st.rdb, cfg.Streams, st.ageBound, logger)
+		}))
 	}
-	st.stages = append(st.stages, edges)
+	st.parts.Add(edges...)
 	if st.producer != nil {
-		st.stages = append(st.stages, []*component{startComponent("producer", st.producer.Run)})
+		st.parts.Add(lifecycle.Start("producer", st.producer.Run))
 	}
 	if b != nil {
-		st.stages = append(st.stages, []*component{startComponent(roleBridge, func(ctx context.Context) error {
+		st.parts.Add(lifecycle.Start(roleBridge, func(ctx context.Context) error {
 			return st.runBridge(ctx, b)
-		})})
+		}))
 	}
 	if st.admin != nil {
-		endpoints = append(endpoints, startComponent("admin", st.serveAdmin))
+		endpoints = append(endpoints, lifecycle.Start("admin", st.admin.Run))
 	}
-	st.stages = append(st.stages, endpoints)
+	st.parts.Add(endpoints...)
 	ok = true
 	return st, nil
 }
 
 // runBridge, unless the schema was applied at start, waits until PostgreSQL
-// answers (retrying with backoff, so a process whose database is down still
-// serves its edges) and applies it; then it runs the bridge until ctx ends.
+// answers and applies it (connect.ApplySchemaWaiting, so a process whose
+// database is down still serves its edges); then it runs the bridge until
+// ctx ends, beside the maintenance of readings' partitions.
 func (st *stack) runBridge(ctx context.Context, b *bridge.Bridge) error {
-	wait := 250 * time.Millisecond
-	for !st.migrated {
-		applied, err := schema.Apply(ctx, st.pg)
-		if err == nil {
-			if len(applied) > 0 {
-				st.log.Info("schema migrations applied", "migrations", strings.Join(applied, ","))
-			}
-			break
-		}
-		if ctx.Err() != nil {
-			return nil
-		}
-		if permanentPostgresError(err) {
-			return fmt.Errorf("apply schema: %w", err)
-		}
-		st.log.Warn("PostgreSQL not reachable: the bridge waits for it (the edges keep taking readings into Redis)",
-			"err", err, "retry_in", wait)
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil
-		case <-t.C:
-		}
-		wait = min(2*wait, 10*time.Second)
-	}
-	return st.runPartitioned(ctx, b)
-}
-
-// runPartitioned runs the bridge beside the maintenance of readings'
-// partitions. The first pass runs before the bridge writes, so that rows land
-// in their partition rather than the default one; a failed pass only delays
-// that (the default partition takes every row meanwhile), but a
-// --partition-interval that disagrees with the database's stops the bridge.
-func (st *stack) runPartitioned(ctx context.Context, b *bridge.Bridge) error {
-	pm := partition.New(st.cfg.Partition, st.pg, st.log, st.reg)
-	if err := pm.Maintain(ctx); err != nil {
-		if errors.Is(err, partition.ErrIntervalMismatch) {
+	if !st.migrated {
+		if err := connect.ApplySchemaWaiting(ctx, st.pg, st.log); err != nil || ctx.Err() != nil {
 			return err
 		}
-		st.log.Warn("partition maintenance failed; the bridge starts, rows without a partition go to readings_default", "err", err)
 	}
-	pctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		pm.Run(pctx)
-	}()
-	defer func() {
-		cancel()
-		<-done
-	}()
-	return b.Run(ctx)
-}
-
-// parts lists every component, in stop order.
-func (st *stack) parts() []*component {
-	var all []*component
-	for _, stage := range st.stages {
-		all = append(all, stage...)
-	}
-	return all
+	return partition.New(st.cfg.Partition, st.pg, st.log, st.reg).RunBeside(ctx, b.Run)
 }
 
 // wait runs until ctx ends or a component fails, then stops the components
-// stage by stage.
-func (st *stack) wait(ctx context.Context) error {
-	parts := st.parts()
-	failures := make(chan error, len(parts))
-	watching := make(chan struct{})
-	for _, c := range parts {
-		go func() {
-			select {
-			case <-c.done:
-				if c.err != nil {
-					failures <- fmt.Errorf("%s: %w", c.name, c.err)
-				}
-			case <-watching:
-			}
-		}()
-	}
-	var failed error
-	select {
-	case <-ctx.Done():
-		if st.cfg.ShutdownDelay > 0 {
-			failed = st.delayShutdown(failures)
-		}
-		st.log.Info("shutting down", "timeout", st.cfg.ShutdownTimeout)
-	case failed = <-failures:
-		st.log.Error("component failed; shutting down", "err", failed)
-	}
-	close(watching)
-	if failed != nil {
-		// Reported once, above, not again by stop.
-		return errors.Join(failed, st.stop(true))
-	}
-	return st.stop(false)
-}
+// stage by stage (lifecycle.Group.Wait).
+func (st *stack) wait(ctx context.Context) error { return st.parts.Wait(ctx) }
+
+// stop stops the components stage by stage and closes the connections.
+func (st *stack) stop(afterFailure bool) error { return st.parts.Stop(afterFailure) }
 
 // startDraining turns every readiness endpoint of the process to 503.
 func (st *stack) startDraining() {
@@ -313,63 +214,6 @@ func (st *stack) startDraining() {
 	}
 }
 
-// delayShutdown keeps serving for --shutdown-delay with readiness answering
-// 503 (the gateway's /readyz, or the admin endpoint's for a broker without
-// the gateway), so load balancers stop routing here before the listeners
-// close. Another SIGTERM or Ctrl-C ends the wait, and so does a component's
-// failure, which it returns.
-func (st *stack) delayShutdown(failures <-chan error) error {
-	st.startDraining()
-	st.log.Info("readiness answers 503; intake stops after the shutdown delay", "delay", st.cfg.ShutdownDelay)
-	again := make(chan os.Signal, 1)
-	signal.Notify(again, os.Interrupt, syscall.SIGTERM)
-	defer signal.Stop(again)
-	t := time.NewTimer(st.cfg.ShutdownDelay)
-	defer t.Stop()
-	select {
-	case <-t.C:
-	case <-again:
-		st.log.Info("signalled again: shutting down now")
-	case err := <-failures:
-		st.log.Error("component failed; shutting down", "err", err)
-		return err
-	}
-	return nil
-}
-
-// stop stops the stages in order, the components of a stage in parallel, and
-// closes the connections. Each stage bounds itself by the shutdown timeout
-// (the edges' in-flight answers, the producer's last round trip, the
-// bridge's final commit); a stage still running a little after it is
-// abandoned, and the process exits with an error.
-func (st *stack) stop(afterFailure bool) error {
-	st.startDraining()
-	var errs []error
-	for _, stage := range st.stages {
-		for _, c := range stage {
-			c.cancel()
-		}
-		deadline := time.NewTimer(st.cfg.ShutdownTimeout + 5*time.Second)
-		for _, c := range stage {
-			select {
-			case <-c.done:
-				if c.err != nil && !afterFailure {
-					errs = append(errs, fmt.Errorf("stop %s: %w", c.name, c.err))
-				}
-			case <-deadline.C:
-				st.close()
-				return fmt.Errorf("stop %s: not done within the shutdown timeout %s", c.name, st.cfg.ShutdownTimeout)
-			}
-		}
-		deadline.Stop()
-	}
-	st.close()
-	if len(errs) == 0 {
-		st.log.Info("stopped cleanly")
-	}
-	return errors.Join(errs...)
-}
-
 func (st *stack) close() {
 	if st.pg != nil {
 		st.pg.Close()
@@ -377,14 +221,14 @@ func (st *stack) close() {
 	if st.rdb != nil {
 		st.rdb.Close()
 	}
-	if st.adminLn != nil {
-		st.adminLn.Close() // already closed after a Shutdown; harmless
+	if st.admin != nil {
+		st.admin.Close()
 	}
 }
 
 // checkDeploymentSettings records in the deployment's metadata, or checks
-// against it, the settings every process must share (README, "Exactly once
-// end to end" and "Partitions and retention"): an edge's --dedup and
+// against it, the settings every process must share (docs/guarantees.md, "Exactly once
+// end to end", and docs/partitions.md): an edge's --dedup and
 // --dedup-window, and the --retention and --partition-interval that bound
 // the age of what edges accept. A bridge started without --retention
 // applies the recorded one. With edges, it sets the edges' age bound.
@@ -402,7 +246,7 @@ func (st *stack) checkDeploymentSettings(ctx context.Context, edges bool) error 
 	if cfg.Partition.Retention == 0 {
 		cfg.Partition.Retention = rec.Retention
 	}
-	bound, err := edgeAgeBound(rec, cfg.Limits.MaxAge, cfg.MaxAgeSet && edges)
+	bound, err := retention.Bound(rec, cfg.Limits.MaxAge, cfg.MaxAgeSet && edges)
 	if err != nil {
 		return err
 	}
@@ -417,62 +261,4 @@ func (st *stack) checkDeploymentSettings(ctx context.Context, edges bool) error 
 		}
 	}
 	return nil
-}
-
-// edgeAgeBound is the oldest age an edge accepts by the deployment's
-// retention, rec: its retention minus one partition interval (1d when none
-// is recorded), so that a reading acknowledged now stays at least that
-// interval ahead of the retention while the bridge commits it; 0 without a
-// retention. A retention not longer than the interval, or a --max-reading-age
-// given explicitly (set) beyond the bound, is an error.
-func edgeAgeBound(rec stream.RetentionSettings, maxAge time.Duration, set bool) (time.Duration, error) {
-	if rec.Retention <= 0 {
-		return 0, nil
-	}
-	bound := rec.MaxAge(partition.DefaultInterval)
-	iv := cmp.Or(rec.Interval, partition.DefaultInterval)
-	if bound <= 0 {
-		return 0, fmt.Errorf("--retention %s is not longer than the partition interval %s: edges accept readings up to the retention minus one interval old, "+
-			"which leaves none; give a longer --retention or a shorter --partition-interval (README, Partitions and retention)", rec.Retention, iv)
-	}
-	if set && maxAge > bound {
-		return 0, fmt.Errorf("--max-reading-age %s exceeds what --retention %s keeps: a reading that old would be acknowledged and then deleted by the retention; "+
-			"give at most %s (the retention minus the partition interval %s), or leave it unset", maxAge, rec.Retention, bound, iv)
-	}
-	return bound, nil
-}
-
-// refreshAgeBound reads the deployment's retention every
-// stream.RetentionRefresh until ctx ends, so that a retention recorded or
-// changed while the edges run bounds what they accept. A failed read keeps
-// the bound in force; a retention that leaves no age is logged and not
-// applied.
-func (st *stack) refreshAgeBound(ctx context.Context) error {
-	t := time.NewTicker(stream.RetentionRefresh)
-	defer t.Stop()
-	var warned string // logged once, not every tick
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
-		rec, err := stream.ReadRetention(ctx, st.rdb, st.cfg.Streams)
-		if err != nil {
-			continue // Redis unreachable: the producer says so; keep the bound
-		}
-		bound, err := edgeAgeBound(rec, 0, false)
-		if err != nil {
-			if err.Error() != warned {
-				warned = err.Error()
-				st.log.Warn("deployment retention not applied; the bound in force stays", "err", err)
-			}
-			continue
-		}
-		warned = ""
-		if old, _ := st.ageBound.Get(); old != bound {
-			st.log.Info("deployment retention changed", "retention", rec.Retention, "max_reading_age", bound)
-		}
-		st.ageBound.Set(bound, rec.Retention)
-	}
 }

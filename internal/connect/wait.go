@@ -1,10 +1,11 @@
-package main
+package connect
 
 import (
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"strings"
@@ -14,23 +15,22 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// redisWaitLog is how often serve says what it waits for while Redis is
-// not serving yet (see connectRedisWaiting).
+// redisWaitLog is how often RedisWaiting says what it waits for while
+// Redis is not serving yet.
 const redisWaitLog = 5 * time.Second
 
 // errClusterForming: a node of the Redis Cluster does not say
 // cluster_state:ok yet.
 var errClusterForming = errors.New("the Redis Cluster is not formed yet")
 
-// redisNotServingYet reports whether err is one a Redis that is still
-// starting answers, which goes away by itself: a Redis Cluster being
-// created or converging (CLUSTERDOWN: slots not assigned or the cluster
-// state not ok yet; TRYAGAIN during a resharding; nodes that serve no slot
-// yet), a node loading its data set (LOADING), or a replica
-// whose master is not linked (MASTERDOWN). An unreachable Redis is not one
-// of them: serve still exits at once on that (a wrong address is the usual
-// cause).
-func redisNotServingYet(err error) bool {
+// NotServingYet reports whether err is one a Redis that is still starting
+// answers, which goes away by itself: a Redis Cluster being created or
+// converging (CLUSTERDOWN: slots not assigned or the cluster state not ok
+// yet; TRYAGAIN during a resharding; nodes that serve no slot yet), a node
+// loading its data set (LOADING), or a replica whose master is not linked
+// (MASTERDOWN). An unreachable Redis is not one of them: serve still exits
+// at once on that (a wrong address is the usual cause).
+func NotServingYet(err error) bool {
 	if err == nil {
 		return false
 	}
@@ -48,16 +48,28 @@ func redisNotServingYet(err error) bool {
 	return false
 }
 
-// connectRedisWaiting connects to Redis (connectRedis) and checks the
-// deployment's key layout there (Streams.Check). While Redis answers that
-// it is not serving yet (redisNotServingYet: e.g. a Redis Cluster right
-// after `redis-cli --cluster create`, still converging), it tries again
-// every half second, for up to --redis-wait, logging what it waits for
-// every redisWaitLog; meanwhile the HTTP gateway's (or the admin
-// endpoint's) address answers /readyz, and every request but /livez, with
-// 503. Any other failure, and the wait running out, is returned.
-func (st *stack) connectRedisWaiting(ctx context.Context, httpAddr string) (redis.UniversalClient, error) {
-	cfg := st.cfg
+// Wait says how RedisWaiting waits.
+type Wait struct {
+	// For bounds the wait (--redis-wait); 0 does not wait.
+	For time.Duration
+	// ProbeAddr, when not "", is where /readyz, and every request but
+	// /livez, answers 503 while Redis is not serving (the HTTP gateway's or
+	// the admin endpoint's address, bound by the real listener later).
+	ProbeAddr string
+	// Check, when not nil, runs once Redis serves (e.g. the deployment's key
+	// layout, Streams.Check); an error of it that NotServingYet reports
+	// waits too.
+	Check func(context.Context, redis.UniversalClient) error
+	Log   *slog.Logger
+}
+
+// RedisWaiting connects to Redis (see Redis) and runs w.Check. While Redis
+// answers that it is not serving yet (NotServingYet: e.g. a Redis Cluster
+// right after `redis-cli --cluster create`, still converging), it tries
+// again every half second, for up to w.For, logging what it waits for every
+// redisWaitLog; meanwhile w.ProbeAddr answers 503. Any other failure, and
+// the wait running out, is returned.
+func RedisWaiting(ctx context.Context, o RedisOptions, w Wait) (redis.UniversalClient, error) {
 	start := time.Now()
 	var (
 		probe   *waitingEndpoint
@@ -69,38 +81,38 @@ func (st *stack) connectRedisWaiting(ctx context.Context, httpAddr string) (redi
 		}
 	}()
 	for {
-		rdb, err := connectRedis(ctx, cfg.Redis, cfg.RedisSentinelMaster, cfg.RedisCluster, cfg.Producer.Pipelines+cfg.Streams.Count+8)
+		rdb, err := Redis(ctx, o)
 		if err == nil {
-			if err = redisServing(ctx, rdb); err == nil {
-				err = cfg.Streams.Check(ctx, rdb)
+			if err = redisServing(ctx, rdb); err == nil && w.Check != nil {
+				err = w.Check(ctx, rdb)
 			}
 			if err == nil {
 				if probe != nil {
-					st.log.Info("redis is serving", "waited", time.Since(start).Round(time.Millisecond))
+					w.Log.Info("redis is serving", "waited", time.Since(start).Round(time.Millisecond))
 				}
 				return rdb, nil
 			}
 			rdb.Close()
 		}
-		if !redisNotServingYet(err) {
+		if !NotServingYet(err) {
 			return nil, err
 		}
 		waited := time.Since(start)
-		if waited >= cfg.RedisWait {
-			return nil, fmt.Errorf("redis at %s is still not serving after --redis-wait %s: %w", redactURL(cfg.Redis), cfg.RedisWait, err)
+		if waited >= w.For {
+			return nil, fmt.Errorf("redis at %s is still not serving after --redis-wait %s: %w", RedactURL(o.URL), w.For, err)
 		}
-		if probe == nil && httpAddr != "" {
+		if probe == nil && w.ProbeAddr != "" {
 			// Best effort: a port in use is reported when the real
 			// listener binds it.
-			probe, _ = startWaitingEndpoint(httpAddr, "redis_not_serving")
+			probe, _ = startWaitingEndpoint(w.ProbeAddr, "redis_not_serving")
 		}
 		if probe != nil {
 			probe.setError(err)
 		}
 		if time.Since(lastLog) >= redisWaitLog {
 			lastLog = time.Now()
-			st.log.Warn("waiting for Redis to serve (a Redis Cluster forming or converging); /readyz answers 503 meanwhile",
-				"redis", redactURL(cfg.Redis), "waited", waited.Round(time.Second), "redis_wait", cfg.RedisWait, "err", err)
+			w.Log.Warn("waiting for Redis to serve (a Redis Cluster forming or converging); /readyz answers 503 meanwhile",
+				"redis", RedactURL(o.URL), "waited", waited.Round(time.Second), "redis_wait", w.For, "err", err)
 		}
 		t := time.NewTimer(500 * time.Millisecond)
 		select {
@@ -161,7 +173,9 @@ func startWaitingEndpoint(addr, reason string) (*waitingEndpoint, error) {
 	}
 	w := &waitingEndpoint{done: make(chan struct{})}
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /livez", writeOK)
+	mux.HandleFunc("GET /livez", func(rw http.ResponseWriter, _ *http.Request) {
+		writeJSON(rw, http.StatusOK, []byte(`{"status":"ok"}`))
+	})
 	mux.HandleFunc("/", func(rw http.ResponseWriter, _ *http.Request) {
 		w.mu.Lock()
 		msg := w.last
@@ -172,7 +186,7 @@ func startWaitingEndpoint(addr, reason string) (*waitingEndpoint, error) {
 			Error  string `json:"error"`
 		}{"unavailable", reason, msg})
 		rw.Header().Set("Retry-After", "1")
-		writeAdminJSON(rw, http.StatusServiceUnavailable, b)
+		writeJSON(rw, http.StatusServiceUnavailable, b)
 	})
 	w.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
@@ -180,6 +194,12 @@ func startWaitingEndpoint(addr, reason string) (*waitingEndpoint, error) {
 		_ = w.srv.Serve(ln)
 	}()
 	return w, nil
+}
+
+func writeJSON(w http.ResponseWriter, code int, body []byte) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_, _ = w.Write(body)
 }
 
 func (w *waitingEndpoint) setError(err error) {

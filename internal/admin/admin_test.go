@@ -1,0 +1,44 @@
+package admin
+
+import (
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+)
+
+type fakeProducer struct {
+	err  error
+	down []int
+}
+
+func (p fakeProducer) Ready() error             { return p.err }
+func (p fakeProducer) UnavailableShards() []int { return p.down }
+
+func TestReadyz(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		draining bool
+		p        Producer
+		code     int
+		body     string
+	}{
+		{name: "bridge alone", p: nil, code: http.StatusOK, body: `"ok"`},
+		{name: "producer ready", p: fakeProducer{}, code: http.StatusOK, body: `"ok"`},
+		{name: "some shards down", p: fakeProducer{down: []int{2}}, code: http.StatusOK, body: `"unavailable_shards":[2]`},
+		{name: "producer refuses", p: fakeProducer{err: errors.New("redis down")}, code: http.StatusServiceUnavailable, body: "redis down"},
+		{name: "shutting down", draining: true, p: fakeProducer{}, code: http.StatusServiceUnavailable, body: "shutting_down"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var d atomic.Bool
+			d.Store(tc.draining)
+			w := httptest.NewRecorder()
+			Readyz(&d, tc.p)(w, httptest.NewRequest(http.MethodGet, "/readyz", nil))
+			if w.Code != tc.code || !strings.Contains(w.Body.String(), tc.body) {
+				t.Errorf("answered %d %s, want %d with %s", w.Code, w.Body.String(), tc.code, tc.body)
+			}
+		})
+	}
+}
