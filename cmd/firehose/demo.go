@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"firehose/internal/cli"
+	"firehose/internal/connect"
 	"firehose/internal/demo"
 	"firehose/simulator"
 )
@@ -52,7 +53,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if dc.MQTTDevices < 0 || dc.MQTTRate <= 0 || dc.MQTTDuration <= 0 {
 		return usageError{errors.New("--mqtt-devices must be 0 or more, --mqtt-rate and --mqtt-duration above 0")}
 	}
-	logger, err := newLogger(cfg.LogLevel, cfg.LogFormat, stderr)
+	logger, err := cli.NewLogger(cfg.LogLevel, cfg.LogFormat, stderr)
 	if err != nil {
 		return usageError{err}
 	}
@@ -77,7 +78,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		}
 	}
 	fmt.Fprintf(stdout, "firehose demo: stack up (HTTP %s, MQTT %s, PostgreSQL %s, Redis %s, prefix %q, %d shards)\n",
-		base, or(mqttURL, "off"), redactURL(cfg.Postgres), redactURL(cfg.Redis), cfg.Streams.Prefix, cfg.Streams.Count)
+		base, or(mqttURL, "off"), connect.RedactURL(cfg.Postgres), connect.RedactURL(cfg.Redis), cfg.Streams.Prefix, cfg.Streams.Count)
 	if fleet != nil {
 		fmt.Fprintf(stdout, "MQTT: %d devices sim-%s-* publish %.0f readings/s at QoS 1 for %s (firehose simulate's fleet)\n",
 			fleet.Devices, fleet.RunID, fleet.Rate, fleet.Duration)
@@ -180,7 +181,7 @@ func demoStatusCommand(fs *flag.FlagSet) string {
 			continue
 		}
 		if name == "postgres" || name == "redis" {
-			v = redactURL(v)
+			v = connect.RedactURL(v)
 		}
 		cmd = append(cmd, "--"+name, shellQuote(v))
 	}
