@@ -1,37 +1,20 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
-	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
-
 	"firehose/internal/cli"
+	"firehose/internal/connect"
+	"firehose/internal/demo"
 	"firehose/simulator"
 )
-
-// demoConfig adds the two fleets' shape to serve's configuration.
-type demoConfig struct {
-	Readings     int           // HTTP readings, half to each endpoint
-	Concurrency  int           // HTTP clients
-	MQTTDevices  int           // MQTT devices at QoS 1; 0: no MQTT fleet
-	MQTTRate     float64       // the MQTT fleet's readings/s
-	MQTTDuration time.Duration // how long the MQTT fleet sends
-	LandTimeout  time.Duration
-}
 
 const demoAbout = "Starts the whole stack in this process (broker and HTTP gateway on free loopback ports, bridge), then\n" +
 	"sends at once a fleet of MQTT devices publishing at QoS 1 (firehose simulate's devices) and a burst of HTTP\n" +
@@ -43,7 +26,7 @@ const demoAbout = "Starts the whole stack in this process (broker and HTTP gatew
 var demoStatusFlags = []string{"postgres", "redis", "redis-cluster", "redis-sentinel-master", "redis-prefix", "shards"}
 
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	var dc demoConfig
+	var dc demo.Config
 	var fs *flag.FlagSet
 	cfg, err := parseServe("demo", "firehose demo [flags]", demoAbout, args, stderr, func(c *serveConfig, f *flag.FlagSet) {
 		fs = f
@@ -70,7 +53,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if dc.MQTTDevices < 0 || dc.MQTTRate <= 0 || dc.MQTTDuration <= 0 {
 		return usageError{errors.New("--mqtt-devices must be 0 or more, --mqtt-rate and --mqtt-duration above 0")}
 	}
-	logger, err := newLogger(cfg.LogLevel, cfg.LogFormat, stderr)
+	logger, err := cli.NewLogger(cfg.LogLevel, cfg.LogFormat, stderr)
 	if err != nil {
 		return usageError{err}
 	}
@@ -84,11 +67,18 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			_ = st.stop(false)
 		}
 	}()
-	run := newRunID()
+	run := demo.NewRunID()
 	base := "http://" + st.http.Addr().String()
-	fleet, mqttURL := demoFleet(cfg, st, dc, run, base)
+	var fleet *simulator.Config
+	mqttURL := ""
+	if st.mqtt != nil {
+		if addr := st.mqtt.Addr("tcp"); addr != nil {
+			mqttURL = "tcp://" + addr.String()
+			fleet = demo.Fleet(dc, mqttURL, cfg.MQTT.Topic, cfg.Postgres, base, run)
+		}
+	}
 	fmt.Fprintf(stdout, "firehose demo: stack up (HTTP %s, MQTT %s, PostgreSQL %s, Redis %s, prefix %q, %d shards)\n",
-		base, or(mqttURL, "off"), redactURL(cfg.Postgres), redactURL(cfg.Redis), cfg.Streams.Prefix, cfg.Streams.Count)
+		base, or(mqttURL, "off"), connect.RedactURL(cfg.Postgres), connect.RedactURL(cfg.Redis), cfg.Streams.Prefix, cfg.Streams.Count)
 	if fleet != nil {
 		fmt.Fprintf(stdout, "MQTT: %d devices sim-%s-* publish %.0f readings/s at QoS 1 for %s (firehose simulate's fleet)\n",
 			fleet.Devices, fleet.RunID, fleet.Rate, fleet.Duration)
@@ -110,13 +100,13 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 
 	start := time.Now()
-	res := sendBurst(ctx, base, run, dc)
+	res := demo.Send(ctx, base, run, dc)
 	sendDur := time.Since(start)
 	fmt.Fprintf(stdout, "HTTP sent in %s: %d accepted (%.0f readings/s), %d refused, %d errors\n",
-		sendDur.Round(time.Millisecond), res.accepted.Load(), float64(res.accepted.Load())/sendDur.Seconds(), res.refused.Load(), res.errors.Load())
+		sendDur.Round(time.Millisecond), res.Accepted.Load(), float64(res.Accepted.Load())/sendDur.Seconds(), res.Refused.Load(), res.Errors.Load())
 
 	landStart := time.Now()
-	rows, distinct, err := waitLanded(ctx, st.pg, run, res.accepted.Load(), dc.LandTimeout)
+	rows, distinct, err := demo.WaitLanded(ctx, st.pg, run, res.Accepted.Load(), dc.LandTimeout)
 	if err != nil {
 		return err
 	}
@@ -132,7 +122,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	stopped = true
 	stopErr := st.stop(false)
 
-	accepted := res.accepted.Load()
+	accepted := res.Accepted.Load()
 	fmt.Fprintf(stdout, "\n%-30s %12s %8s %8s %11s\n", "", "acknowledged", "landed", "missing", "duplicated")
 	fmt.Fprintf(stdout, "%-30s %12d %8d %8d %11d\n", "HTTP clients (200 OK)", accepted, rows, max(accepted-distinct, 0), rows-distinct)
 	mqttOK := true
@@ -172,35 +162,6 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	return nil
 }
 
-// demoFleet is the simulator's configuration for the MQTT fleet, and the
-// broker's URL; nil when the demo runs no broker or no devices.
-func demoFleet(cfg *serveConfig, st *stack, dc demoConfig, run, base string) (*simulator.Config, string) {
-	if st.mqtt == nil {
-		return nil, ""
-	}
-	addr := st.mqtt.Addr("tcp")
-	if addr == nil {
-		return nil, ""
-	}
-	mqttURL := "tcp://" + addr.String()
-	if dc.MQTTDevices == 0 {
-		return nil, mqttURL
-	}
-	sc := simulator.DefaultConfig()
-	sc.Protocol = simulator.ProtocolMQTT
-	sc.MQTT = mqttURL
-	sc.MQTTTopic = cfg.MQTT.Topic
-	sc.QoS = 1
-	sc.Devices = dc.MQTTDevices
-	sc.Rate = dc.MQTTRate
-	sc.Duration = dc.MQTTDuration
-	sc.Postgres = cfg.Postgres
-	sc.Metrics = base + "/metrics" // the backlog: the landing wait ends as soon as it is empty
-	sc.LandTimeout = dc.LandTimeout
-	sc.RunID = "demo" + run
-	return &sc, mqttURL
-}
-
 // demoStatusCommand is the firehose status command line that shows the
 // deployment the demo used: the binary as it was run, and the flags that say
 // which deployment, where the demo's command line set them (status reads the
@@ -220,7 +181,7 @@ func demoStatusCommand(fs *flag.FlagSet) string {
 			continue
 		}
 		if name == "postgres" || name == "redis" {
-			v = redactURL(v)
+			v = connect.RedactURL(v)
 		}
 		cmd = append(cmd, "--"+name, shellQuote(v))
 	}
@@ -260,141 +221,5 @@ func setDefault(fs *flag.FlagSet, name, value string) {
 	if f := fs.Lookup(name); f != nil {
 		f.DefValue = value
 		_ = f.Value.Set(value)
-	}
-}
-
-func newRunID() string {
-	b := make([]byte, 4)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
-}
-
-type burstResult struct {
-	accepted, refused, errors atomic.Int64
-}
-
-// sendBurst posts dc.Readings readings: even jobs one at a time to the
-// seed-shaped /readings/fast, odd jobs as arrays of 100 to /v1/readings. A 503
-// is retried after its Retry-After, a few times, as a client should.
-func sendBurst(ctx context.Context, base, run string, dc demoConfig) *burstResult {
-	const arraySize = 100
-	client := &http.Client{
-		Timeout:   10 * time.Second,
-		Transport: &http.Transport{MaxIdleConnsPerHost: dc.Concurrency, MaxConnsPerHost: dc.Concurrency},
-	}
-	defer client.CloseIdleConnections()
-	type job struct {
-		path, device string
-		body         []byte
-		n            int64
-	}
-	jobs := make(chan job)
-	res := &burstResult{}
-	var wg sync.WaitGroup
-	for range dc.Concurrency {
-		wg.Go(func() {
-			for j := range jobs {
-				switch code := postWithRetry(ctx, client, base+j.path, j.device, j.body); {
-				case code == http.StatusOK:
-					res.accepted.Add(j.n)
-				case code == http.StatusServiceUnavailable:
-					res.refused.Add(j.n)
-				default:
-					res.errors.Add(j.n)
-				}
-			}
-		})
-	}
-	fast, native := dc.Readings/2, dc.Readings-dc.Readings/2
-	seq := 0
-	send := func(j job) bool {
-		select {
-		case jobs <- j:
-			return true
-		case <-ctx.Done():
-			return false
-		}
-	}
-	for i := 0; i < fast; i++ {
-		seq++
-		body := fmt.Appendf(nil, `{"id": %d, "reading": %d, "timestamp": %q}`, seq, seq%2000-1000, time.Now().UTC().Format(time.RFC3339Nano))
-		if !send(job{path: "/readings/fast", device: fmt.Sprintf("demo-%s-fast-%d", run, i%8), body: body, n: 1}) {
-			break
-		}
-	}
-	for sent := 0; sent < native && ctx.Err() == nil; {
-		var buf bytes.Buffer
-		buf.WriteByte('[')
-		n := min(arraySize, native-sent)
-		for k := range n {
-			seq++
-			if k > 0 {
-				buf.WriteByte(',')
-			}
-			fmt.Fprintf(&buf, `{"device_id":"demo-%s-%d","reading":%.2f,"seq":%d,"battery":%d}`, run, seq%50, 20+float64(seq%100)/10, seq, 100-seq%100)
-		}
-		buf.WriteByte(']')
-		if !send(job{path: "/v1/readings", body: buf.Bytes(), n: int64(n)}) {
-			break
-		}
-		sent += n
-	}
-	close(jobs)
-	wg.Wait()
-	return res
-}
-
-func postWithRetry(ctx context.Context, client *http.Client, url, device string, body []byte) int {
-	code := 0
-	for attempt := 0; attempt < 5; attempt++ {
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
-		if err != nil {
-			return 0
-		}
-		req.Header.Set("Content-Type", "application/json")
-		if device != "" {
-			req.Header.Set("X-Device-ID", device)
-		}
-		resp, err := client.Do(req)
-		if err != nil {
-			return 0
-		}
-		_, _ = io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		code = resp.StatusCode
-		if code != http.StatusServiceUnavailable {
-			return code
-		}
-		wait := time.Second
-		if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil {
-			wait = time.Duration(s) * time.Second
-		}
-		select {
-		case <-ctx.Done():
-			return code
-		case <-time.After(wait):
-		}
-	}
-	return code
-}
-
-// waitLanded polls PostgreSQL until the run's rows reach want or timeout, and
-// returns the rows and the distinct readings (device, sequence) among them.
-func waitLanded(ctx context.Context, pg *pgxpool.Pool, run string, want int64, timeout time.Duration) (rows, distinct int64, err error) {
-	const q = `SELECT count(*), count(DISTINCT (device_id, coalesce(payload->>'seq', payload->>'id')))
-		FROM readings WHERE device_id LIKE $1`
-	deadline := time.Now().Add(timeout)
-	for {
-		if err := pg.QueryRow(ctx, q, "demo-"+run+"-%").Scan(&rows, &distinct); err != nil {
-			return 0, 0, fmt.Errorf("count landed readings: %w", err)
-		}
-		if distinct >= want || time.Now().After(deadline) {
-			return rows, distinct, nil
-		}
-		select {
-		case <-ctx.Done():
-			return rows, distinct, ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
 	}
 }

@@ -91,7 +91,7 @@ func runRejected(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err != nil {
 		return err
 	}
-	logger, err := newLogger(cfg.conn.LogLevel, cfg.conn.LogFormat, stderr)
+	logger, err := cli.NewLogger(cfg.conn.LogLevel, cfg.conn.LogFormat, stderr)
 	if err != nil {
 		return usageError{err}
 	}

@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"runtime/debug"
 	"slices"
 	"strings"
@@ -145,7 +144,7 @@ func (c *serveConfig) validate() error {
 	if c.ShutdownTimeout <= 0 {
 		return fmt.Errorf("--shutdown-timeout %s: want a positive duration", c.ShutdownTimeout)
 	}
-	if _, err := parseBytes(c.MemoryLimit); err != nil {
+	if _, err := cli.ParseBytes(c.MemoryLimit); err != nil {
 		return fmt.Errorf("--memory-limit %q: %v", c.MemoryLimit, err)
 	}
 	if c.RedisWait < 0 {
@@ -232,7 +231,7 @@ func loadServe(args []string, stderr io.Writer) (*serveConfig, *cli.FlagSet, err
 	}
 	err := cfg.validate()
 	if err == nil {
-		_, err = newLogger(cfg.LogLevel, cfg.LogFormat, io.Discard)
+		_, err = cli.NewLogger(cfg.LogLevel, cfg.LogFormat, io.Discard)
 	}
 	if err != nil {
 		return nil, nil, usageError{fs.Locate(err)}
@@ -247,11 +246,11 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	logger, err := newLogger(cfg.LogLevel, cfg.LogFormat, stderr)
+	logger, err := cli.NewLogger(cfg.LogLevel, cfg.LogFormat, stderr)
 	if err != nil {
 		return usageError{err}
 	}
-	if limit, _ := parseBytes(cfg.MemoryLimit); limit > 0 {
+	if limit, _ := cli.ParseBytes(cfg.MemoryLimit); limit > 0 {
 		debug.SetMemoryLimit(limit)
 	}
 	st, err := startStack(ctx, cfg, logger)
@@ -260,13 +259,3 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	return st.wait(ctx)
 }
-
-// redactURL hides a password in a connection URL for logs and errors.
-func redactURL(s string) string { return connect.RedactURL(s) }
-
-// newLogger is cli.NewLogger; parseBytes is cli.ParseBytes.
-func newLogger(level, format string, w io.Writer) (*slog.Logger, error) {
-	return cli.NewLogger(level, format, w)
-}
-
-func parseBytes(s string) (int64, error) { return cli.ParseBytes(s) }

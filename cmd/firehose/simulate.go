@@ -45,7 +45,7 @@ func runSimulate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err := cfg.Validate(); err != nil {
 		return usageError{err}
 	}
-	logger, err := newLogger(logLevel, logFormat, stderr)
+	logger, err := cli.NewLogger(logLevel, logFormat, stderr)
 	if err != nil {
 		return usageError{err}
 	}

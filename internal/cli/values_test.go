@@ -1,4 +1,4 @@
-package main
+package cli
 
 import "testing"
 
@@ -21,9 +21,9 @@ func TestParseBytes(t *testing.T) {
 		{name: "words", in: "lots", bad: true},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := parseBytes(tt.in)
+			got, err := ParseBytes(tt.in)
 			if (err != nil) != tt.bad || got != tt.want {
-				t.Errorf("parseBytes(%q) = %d, %v; want %d, error %v", tt.in, got, err, tt.want, tt.bad)
+				t.Errorf("ParseBytes(%q) = %d, %v; want %d, error %v", tt.in, got, err, tt.want, tt.bad)
 			}
 		})
 	}
