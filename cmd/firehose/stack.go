@@ -81,11 +81,11 @@ func startStack(ctx context.Context, cfg *serveConfig, logger *slog.Logger) (*st
 	if err := st.checkDeploymentSettings(ctx, has(roleHTTP) || has(roleBroker)); err != nil {
 		return nil, err
 	}
-	if err := connect.CheckRedisPersistence(ctx, st.rdb, cfg.RedisAllowEviction, cfg.Producer.MinReplicas, logger); err != nil {
+	if err := stream.CheckRedisPersistence(ctx, st.rdb, cfg.RedisAllowEviction, cfg.Producer.MinReplicas, logger); err != nil {
 		return nil, err
 	}
 	if cfg.Producer.Dedup != "" && cfg.Producer.Dedup != stream.DedupOff && (has(roleHTTP) || has(roleBroker)) {
-		if err := connect.CheckDedupSupport(ctx, st.rdb); err != nil {
+		if err := stream.CheckDedupSupport(ctx, st.rdb); err != nil {
 			return nil, err
 		}
 	}

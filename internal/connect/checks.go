@@ -8,10 +8,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/redis/go-redis/v9"
 
 	"firehose/schema"
-	"firehose/stream"
 )
 
 // Start-up checks: what the services reached promise, and the schema.
@@ -43,75 +41,6 @@ func CheckPostgres(ctx context.Context, pool *pgxpool.Pool, rawURL string, log *
 	log.Warn("PostgreSQL is not reachable at start: serving the edges; the bridge commits once it answers",
 		"postgres", RedactURL(rawURL), "err", err)
 	return false, nil
-}
-
-// CheckRedisPersistence says at start how Redis can lose acknowledged
-// readings (a warning each), and refuses a Redis that may evict keys unless
-// the operator accepted it with --redis-allow-eviction. A Redis that refuses
-// INFO is refused too: firehose cannot tell what an acknowledgement is worth.
-// On a cluster every primary is asked, and its warnings name it.
-func CheckRedisPersistence(ctx context.Context, rdb redis.UniversalClient, allowEviction bool, minReplicas int, log *slog.Logger) error {
-	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	cc, ok := rdb.(*redis.ClusterClient)
-	if !ok {
-		return checkNodePersistence(pctx, rdb, "", allowEviction, minReplicas, log)
-	}
-	return cc.ForEachMaster(pctx, func(ctx context.Context, node *redis.Client) error {
-		return checkNodePersistence(ctx, node, node.Options().Addr, allowEviction, minReplicas, log)
-	})
-}
-
-// CheckDedupSupport refuses a Redis that cannot run --dedup's script: it
-// asks every primary for SMISMEMBER (Redis 6.2), which the script calls.
-func CheckDedupSupport(ctx context.Context, rdb redis.UniversalClient) error {
-	check := func(ctx context.Context, node redis.UniversalClient, where string) error {
-		v, err := node.Do(ctx, "COMMAND", "INFO", "SMISMEMBER").Slice()
-		if err != nil {
-			return fmt.Errorf("%s: ask for SMISMEMBER (--dedup): %w", where, err)
-		}
-		if len(v) != 1 || v[0] == nil {
-			return fmt.Errorf("%s has no SMISMEMBER: --dedup needs Redis 6.2 or newer; upgrade Redis or run --dedup off", where)
-		}
-		return nil
-	}
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	if cc, ok := rdb.(*redis.ClusterClient); ok {
-		return cc.ForEachMaster(ctx, func(ctx context.Context, node *redis.Client) error {
-			return check(ctx, node, "redis cluster node "+node.Options().Addr)
-		})
-	}
-	return check(ctx, rdb, "redis")
-}
-
-// checkNodePersistence is CheckRedisPersistence for one primary; addr, when
-// not "", names it in what it says.
-func checkNodePersistence(ctx context.Context, rdb redis.UniversalClient, addr string, allowEviction bool, minReplicas int, log *slog.Logger) error {
-	p, err := stream.InspectRedis(ctx, rdb)
-	if err != nil {
-		if addr != "" {
-			return fmt.Errorf("cluster node %s: %w", addr, err)
-		}
-		return err
-	}
-	if p.Evicting() && !allowEviction {
-		where := "redis"
-		if addr != "" {
-			where = "redis cluster node " + addr
-		}
-		return fmt.Errorf("%s maxmemory-policy is %s: under memory pressure Redis would delete streams of acknowledged readings; "+
-			"set maxmemory-policy noeviction (CONFIG SET maxmemory-policy noeviction, and in redis.conf), "+
-			"or start with --redis-allow-eviction to accept that risk", where, p.Policy)
-	}
-	for _, r := range append(p.Risks(), p.ReplicaRisks(minReplicas)...) {
-		if addr != "" {
-			log.Warn(r, "node", addr)
-		} else {
-			log.Warn(r)
-		}
-	}
-	return nil
 }
 
 // ApplySchemaWaiting applies the schema, waiting until PostgreSQL answers
