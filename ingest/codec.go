@@ -13,8 +13,8 @@ import (
 // names the encoding of FieldBody. A reader that meets a version it does not
 // know rejects that entry (the bridge records it in readings_rejected) and goes
 // on, so a new encoding can be rolled out reader-first without a flag day.
-// Where entries are stored, and the rest of the Redis layout: package
-// stream's doc.
+// The format byte by byte, and the rest of the Redis layout, is described
+// once in docs/design.md ("The stream format"); package stream owns the keys.
 const (
 	FieldVersion = "v"
 	FieldBody    = "b"

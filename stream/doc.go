@@ -11,10 +11,12 @@
 //	if err := p.Add(ctx, readings); err != nil { ... } // refuse, do not ack
 //	// here the readings are in Redis: acknowledge them.
 //
-// # Stream format
+// # Where the layout lives in the code
 //
-// This is the one description of what firehose keeps in Redis; other
-// comments point here. A deployment of prefix P and N shards has:
+// The layout and the entry format are described once, for operators and
+// newcomers, in docs/design.md ("The Redis layout", "The stream format");
+// this is the map from that page to the code. A deployment of prefix P and
+// N shards has:
 //
 //   - P:meta, a hash: the shard count ("shards") and the key layout
 //     (LayoutLegacy, LayoutSpread) the first process recorded (Streams.Check),
