@@ -49,6 +49,10 @@ type Reading struct {
 	// whose Series differ are never the same reading under --dedup. Like
 	// ID it travels no further than the producer; nil has none.
 	Series []byte
+
+	// checked is what the pass that read Payload (ParseObject,
+	// CheckPayload) found in it, so that Validate does not read it again.
+	checked payloadCheck
 }
 
 // DefaultMetric is the metric of a reading that names none: the field a
@@ -206,7 +210,7 @@ func (r *Reading) Validate(lim Limits) error {
 		if len(r.Payload) > lim.MaxPayload {
 			return fieldErr("payload", "too_long", "extra fields take %d bytes, more than the limit of %d", len(r.Payload), lim.MaxPayload)
 		}
-		if err := checkJSON(r.Payload, lim.MaxDepth); err != nil {
+		if err := r.checkPayload(lim.MaxDepth); err != nil {
 			return err
 		}
 	}
