@@ -97,7 +97,7 @@ type objectFields struct {
 	msgID           []byte // also in payload
 	msgIDKind       jsonscan.Kind
 	payload         []byte
-	check           payloadCheck // of payload, found as it was read
+	check           payloadCheck // of payload, found clean as it was read; zero if not
 }
 
 // readObject reads the next value of s into objectFields, validating it.
@@ -119,6 +119,7 @@ func readObject(s *jsonscan.Scanner) (objectFields, error) {
 	s.ForgetProblems()
 	base := s.Deepest() // the object's own depth
 	f.check.depth = 1   // the payload's braces
+	clean := true
 	var nameBuf [32]byte
 	for key, ok := s.NextMember(); ok; key, ok = s.NextMember() {
 		val, kind, ok := s.Value()
@@ -143,9 +144,12 @@ func readObject(s *jsonscan.Scanner) (objectFields, error) {
 			}
 			f.payload = append(append(f.payload, key...), ':')
 			f.payload = jsonscan.AppendCompact(f.payload, val)
-			f.check.add(s, base)
+			clean = clean && f.check.add(s, base)
 		}
 		s.ForgetProblems()
+	}
+	if !clean {
+		f.check = payloadCheck{} // Validate reads the payload again and says what is wrong
 	}
 	if err := s.Err(); err != nil {
 		return f, err
@@ -195,7 +199,9 @@ func (f *objectFields) apply(r *Reading) error {
 	r.Payload, r.checked = nil, payloadCheck{}
 	if f.payload != nil {
 		r.Payload = append(f.payload, '}')
-		r.checked = f.check.of(r.Payload)
+		if f.check.depth > 0 {
+			r.checked = f.check.of(r.Payload)
+		}
 	}
 	r.ID = ""
 	switch f.msgIDKind {
@@ -288,61 +294,70 @@ var ErrZeroTime = fieldErr(JSONTime, "range", "0001-01-01T00:00:00Z is outside t
 // checkJSON checks what PostgreSQL's jsonb would refuse in syntactically valid
 // JSON, so that it is refused at the edge rather than in a COPY: invalid
 // UTF-8, the escape \u0000, unpaired UTF-16 surrogate escapes, numbers beyond
-// a 64-bit float, and nesting deeper than maxDepth. It reports the first of
-// them in the order of data, invalid UTF-8 before all. It reads data once,
-// with the tokenizer (jsonscan notes those problems as it validates); a
-// payload that ParseObject or CheckPayload read is not read again (see
-// Reading.checkPayload).
+// a 64-bit float, and nesting deeper than maxDepth. It is the check of a
+// payload that no pass read before: Validate does not call it on a payload
+// that ParseObject found clean as it read it (see Reading.checkPayload).
 func checkJSON(data []byte, maxDepth int) error {
-	c, ok := scanPayload(data)
-	if !ok {
-		return checkNotJSON(data, maxDepth)
+	deepest, err := readPayload(data)
+	if deepest > maxDepth {
+		return fieldErr("payload", "too_deep", "nests objects and arrays deeper than %d levels", maxDepth)
 	}
-	return c.judge(maxDepth)
+	return err
 }
 
-// payloadCheck is what the pass that read a payload found in it for
-// PostgreSQL: checkJSON's answer for any depth limit. ParseObject and
-// CheckPayload keep it in the Reading beside the payload.
+// readPayload reads data for checkJSON in one pass: the first thing jsonb
+// would refuse (invalid UTF-8 anywhere ranks first), or nil, and the deepest
+// nesting before it. It does not check JSON's grammar.
+func readPayload(data []byte) (deepest int, err error) {
+	if !utf8.Valid(data) {
+		return 0, fieldErr("payload", "format", "is not valid UTF-8")
+	}
+	depth := 0
+	for i := 0; i < len(data); i++ {
+		switch c := data[i]; {
+		case c == '{' || c == '[':
+			depth++
+			deepest = max(deepest, depth)
+		case c == '}' || c == ']':
+			depth--
+		case c == '"':
+			end, err := checkString(data, i+1)
+			if err != nil {
+				return deepest, err
+			}
+			i = end
+		case c == '-' || (c >= '0' && c <= '9'):
+			j := i + 1
+			for j < len(data) && strings.IndexByte("0123456789.eE+-", data[j]) >= 0 {
+				j++
+			}
+			if _, err := strconv.ParseFloat(string(data[i:j]), 64); err != nil {
+				return deepest, fieldErr("payload", "range", "number %.40s is out of the range of a 64-bit float", data[i:j])
+			}
+			i = j - 1
+		}
+	}
+	return deepest, nil
+}
+
+// payloadCheck records that the pass that read a payload found nothing in
+// it for checkJSON to refuse but, perhaps, its depth: ParseObject and
+// CheckPayload keep it in the Reading beside a clean payload.
 type payloadCheck struct {
-	at    *byte       // &Payload[0] of the payload it is of; nil: none
-	n     int32       // the payload's length
-	depth int32       // the deepest nesting before err, the payload's braces counted
-	err   *FieldError // the first thing jsonb refuses, or nil
-}
-
-// scanPayload reads data in one pass for checkJSON; ok is false when data is
-// not JSON.
-func scanPayload(data []byte) (c payloadCheck, ok bool) {
-	var s jsonscan.Scanner
-	s.Reset(data)
-	if _, _, ok := s.Value(); !ok || !s.End() {
-		return c, false
-	}
-	if s.InvalidUTF8() >= 0 {
-		c.err = errPayloadUTF8() // ranks before all, whatever the depth
-		return c, true
-	}
-	c.depth = int32(s.Deepest())
-	if p, text := s.Problem(); p != jsonscan.NoProblem {
-		c.err = problemErr(p, text)
-	}
-	return c, true
+	at    *byte // &Payload[0] of the payload it is of; nil: none
+	n     int32 // the payload's length
+	depth int32 // the payload's deepest nesting, its braces counted
 }
 
 // add adds to c what s found in the member of a reading object just read
-// (the object at depth base), a member that goes to the payload. The first
-// problem ends what c needs to know.
-func (c *payloadCheck) add(s *jsonscan.Scanner, base int) {
-	if c.err != nil {
-		return
+// (the object at depth base), a member that goes to the payload. It
+// reports false when the member holds something jsonb refuses.
+func (c *payloadCheck) add(s *jsonscan.Scanner, base int) bool {
+	if p, _ := s.Problem(); p != jsonscan.NoProblem {
+		return false
 	}
-	if d := int32(s.Deepest() - base + 1); d > c.depth {
-		c.depth = d
-	}
-	if p, text := s.Problem(); p != jsonscan.NoProblem {
-		c.err = problemErr(p, text)
-	}
+	c.depth = max(c.depth, int32(s.Deepest()-base+1))
+	return true
 }
 
 // of returns c as the check of payload.
@@ -359,114 +374,55 @@ func (c *payloadCheck) is(payload []byte) bool {
 	return c.at != nil && len(payload) == int(c.n) && &payload[0] == c.at
 }
 
-// judge is checkJSON's answer for the payload c is of.
-func (c *payloadCheck) judge(maxDepth int) error {
-	if int(c.depth) > maxDepth {
-		return errTooDeep(maxDepth)
-	}
-	if c.err != nil {
-		e := *c.err // fresh each time: callers may change it
-		return &e
-	}
-	return nil
-}
-
-// CheckPayload reads r.Payload now, in one pass, for what Validate checks
-// in it, and keeps the answer in r: Validate on r, or on a copy of r, does
-// not read the payload again while r.Payload is the same slice. Readings
-// that share one payload, such as the rows of a mapped message, call it
-// once. (ParseObject does it as it reads a payload.)
+// CheckPayload reads r.Payload now for what Validate checks in it and, when
+// it is clean (but for its depth, which Validate compares with its limit),
+// keeps that in r: Validate on r, or on a copy of r, does not read the
+// payload again while r.Payload is the same slice. Readings that share one
+// payload, such as the rows of a mapped message, call it once. (ParseObject
+// does it as it reads a payload.)
 func (r *Reading) CheckPayload() {
 	r.checked = payloadCheck{}
 	if r.Payload == nil {
 		return
 	}
-	if c, ok := scanPayload(r.Payload); ok {
-		r.checked = c.of(r.Payload)
+	if deepest, err := readPayload(r.Payload); err == nil && deepest <= math.MaxInt32 {
+		r.checked = payloadCheck{depth: int32(deepest)}.of(r.Payload)
 	}
 }
 
-// checkPayload is checkJSON of r.Payload, read again only when no pass
-// that read it left its answer.
+// checkPayload is checkJSON of r.Payload, read again only when no pass that
+// read it found it clean.
 func (r *Reading) checkPayload(maxDepth int) error {
-	if r.checked.is(r.Payload) {
-		return r.checked.judge(maxDepth)
+	if !r.checked.is(r.Payload) {
+		return checkJSON(r.Payload, maxDepth)
 	}
-	return checkJSON(r.Payload, maxDepth)
-}
-
-func errPayloadUTF8() *FieldError { return fieldErr("payload", "format", "is not valid UTF-8") }
-
-func errTooDeep(maxDepth int) *FieldError {
-	return fieldErr("payload", "too_deep", "nests objects and arrays deeper than %d levels", maxDepth)
-}
-
-// problemErr is the error of a problem the tokenizer noted, text its bytes.
-func problemErr(p jsonscan.Problem, text []byte) *FieldError {
-	switch p {
-	case jsonscan.NULEscape:
-		return fieldErr("payload", "format", "contains the escape \\u0000, which PostgreSQL cannot store")
-	case jsonscan.LoneSurrogate:
-		return fieldErr("payload", "format", "has an unpaired UTF-16 surrogate escape")
-	}
-	return fieldErr("payload", "range", "number %.40s is out of the range of a 64-bit float", text)
-}
-
-// checkEscapes refuses, as errors of field, the escapes \u0000 and unpaired
-// UTF-16 surrogates in raw, a JSON string the tokenizer read.
-func checkEscapes(raw []byte, field string) error {
-	var s jsonscan.Scanner
-	s.Reset(raw)
-	s.Value()
-	if p, text := s.Problem(); p != jsonscan.NoProblem {
-		fe := problemErr(p, text)
-		fe.Field = field
-		return fe
+	if int(r.checked.depth) > maxDepth {
+		return fieldErr("payload", "too_deep", "nests objects and arrays deeper than %d levels", maxDepth)
 	}
 	return nil
 }
 
-// checkNotJSON is checkJSON's answer for a payload that is not JSON. No edge
-// builds one (each writes its payload or builds it from JSON it validated),
-// but Validate answers it as it always did: this is the byte loop checkJSON
-// was before the tokenizer took its checks over, which checks strings and
-// numbers without checking the grammar.
-func checkNotJSON(data []byte, maxDepth int) error {
-	if !utf8.Valid(data) {
-		return errPayloadUTF8()
-	}
-	depth := 0
+// checkEscapes refuses, as errors of field, the escapes \u0000 and unpaired
+// UTF-16 surrogates in any string of data, which must be valid JSON.
+func checkEscapes(data []byte, field string) error {
 	for i := 0; i < len(data); i++ {
-		switch c := data[i]; {
-		case c == '{' || c == '[':
-			depth++
-			if depth > maxDepth {
-				return errTooDeep(maxDepth)
-			}
-		case c == '}' || c == ']':
-			depth--
-		case c == '"':
-			end, err := checkString(data, i+1)
-			if err != nil {
-				return err
-			}
-			i = end
-		case c == '-' || (c >= '0' && c <= '9'):
-			j := i + 1
-			for j < len(data) && strings.IndexByte("0123456789.eE+-", data[j]) >= 0 {
-				j++
-			}
-			if _, err := strconv.ParseFloat(string(data[i:j]), 64); err != nil {
-				return fieldErr("payload", "range", "number %.40s is out of the range of a 64-bit float", data[i:j])
-			}
-			i = j - 1
+		if data[i] != '"' {
+			continue
 		}
+		end, err := checkString(data, i+1)
+		if err != nil {
+			if fe, ok := err.(*FieldError); ok {
+				fe.Field = field
+			}
+			return err
+		}
+		i = end
 	}
 	return nil
 }
 
 // checkString scans a JSON string whose body starts at i and returns the index
-// of its closing quote (for checkNotJSON).
+// of its closing quote.
 func checkString(data []byte, i int) (int, error) {
 	for ; i < len(data); i++ {
 		switch data[i] {
@@ -479,19 +435,19 @@ func checkString(data []byte, i int) (int, error) {
 				case !ok:
 					return 0, fieldErr("payload", "format", "has a malformed \\u escape")
 				case r == 0:
-					return 0, problemErr(jsonscan.NULEscape, nil)
+					return 0, fieldErr("payload", "format", "contains the escape \\u0000, which PostgreSQL cannot store")
 				case r >= 0xD800 && r < 0xDC00:
 					lo, ok := rune(0), i+7 < len(data) && data[i+6] == '\\' && data[i+7] == 'u'
 					if ok {
 						lo, ok = hex4(data, i+8)
 					}
 					if !ok || lo < 0xDC00 || lo > 0xDFFF {
-						return 0, problemErr(jsonscan.LoneSurrogate, nil)
+						return 0, fieldErr("payload", "format", "has an unpaired UTF-16 surrogate escape")
 					}
 					i += 11
 					continue
 				case r >= 0xDC00 && r <= 0xDFFF:
-					return 0, problemErr(jsonscan.LoneSurrogate, nil)
+					return 0, fieldErr("payload", "format", "has an unpaired UTF-16 surrogate escape")
 				}
 				i += 5
 				continue

@@ -1,12 +1,13 @@
 package ingest
 
 // The differential check of issue 17, item 6: checkJSON's checks moved into
-// the tokenizer (internal/jsonscan notes \u0000, unpaired surrogates, numbers
-// beyond a float64 and the depth as it validates, and ParseObject keeps what
-// it found beside the payload). The old byte loops are kept below, verbatim
-// but for their names; the new validation must accept and refuse exactly
-// what they did, in the same words, on the fuzz corpora and seeds of the
-// whole module and on random inputs.
+// the tokenizer. internal/jsonscan notes \u0000, unpaired surrogates, numbers
+// beyond a float64 and the depth as it validates; ParseObject (and
+// CheckPayload) keep beside a clean payload that it is clean and how deep it
+// nests, and Validate does not read it again. The old code is kept below,
+// verbatim but for its names: the new validation must accept and refuse
+// exactly what it did, in the same words, on the fuzz corpora and seeds of
+// the whole module and on random inputs.
 
 import (
 	"bytes"

@@ -50,8 +50,9 @@ type Reading struct {
 	// ID it travels no further than the producer; nil has none.
 	Series []byte
 
-	// checked is what the pass that read Payload (ParseObject,
-	// CheckPayload) found in it, so that Validate does not read it again.
+	// checked records that the pass that read Payload (ParseObject,
+	// CheckPayload) found it clean, and how deep it nests, so that
+	// Validate does not read it again.
 	checked payloadCheck
 }
 
