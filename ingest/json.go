@@ -43,7 +43,9 @@ const (
 //
 // It validates and walks the object in one pass (internal/jsonscan) rather
 // than decoding into a map: readings arrive by the tens of thousands a
-// second.
+// second. The same pass checks the payload for what PostgreSQL refuses
+// (jsonscan notes it), and r keeps that beside a clean payload: Validate
+// does not read it again.
 func ParseObject(data []byte, r *Reading) error {
 	data = bytes.TrimSpace(data)
 	if len(data) == 0 || data[0] != '{' {
@@ -298,16 +300,44 @@ var ErrZeroTime = fieldErr(JSONTime, "range", "0001-01-01T00:00:00Z is outside t
 // payload that no pass read before: Validate does not call it on a payload
 // that ParseObject found clean as it read it (see Reading.checkPayload).
 func checkJSON(data []byte, maxDepth int) error {
-	deepest, err := readPayload(data)
-	if deepest > maxDepth {
-		return fieldErr("payload", "too_deep", "nests objects and arrays deeper than %d levels", maxDepth)
+	if !utf8.Valid(data) {
+		return fieldErr("payload", "format", "is not valid UTF-8")
 	}
-	return err
+	depth := 0
+	for i := 0; i < len(data); i++ {
+		switch c := data[i]; {
+		case c == '{' || c == '[':
+			depth++
+			if depth > maxDepth {
+				return fieldErr("payload", "too_deep", "nests objects and arrays deeper than %d levels", maxDepth)
+			}
+		case c == '}' || c == ']':
+			depth--
+		case c == '"':
+			end, err := checkString(data, i+1)
+			if err != nil {
+				return err
+			}
+			i = end
+		case c == '-' || (c >= '0' && c <= '9'):
+			j := i + 1
+			for j < len(data) && strings.IndexByte("0123456789.eE+-", data[j]) >= 0 {
+				j++
+			}
+			if _, err := strconv.ParseFloat(string(data[i:j]), 64); err != nil {
+				return fieldErr("payload", "range", "number %.40s is out of the range of a 64-bit float", data[i:j])
+			}
+			i = j - 1
+		}
+	}
+	return nil
 }
 
-// readPayload reads data for checkJSON in one pass: the first thing jsonb
-// would refuse (invalid UTF-8 anywhere ranks first), or nil, and the deepest
-// nesting before it. It does not check JSON's grammar.
+// readPayload is checkJSON without a depth limit, for CheckPayload: the
+// first thing jsonb would refuse, or nil, and the deepest nesting before it
+// (checkJSON refuses the depth when that is beyond its limit). The two
+// loops must stay alike: TestValidationSameAsBefore compares them with the
+// old checkJSON.
 func readPayload(data []byte) (deepest int, err error) {
 	if !utf8.Valid(data) {
 		return 0, fieldErr("payload", "format", "is not valid UTF-8")
