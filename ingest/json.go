@@ -43,7 +43,9 @@ const (
 //
 // It validates and walks the object in one pass (internal/jsonscan) rather
 // than decoding into a map: readings arrive by the tens of thousands a
-// second.
+// second. The same pass checks the payload for what PostgreSQL refuses
+// (jsonscan notes it), and r keeps that beside a clean payload: Validate
+// does not read it again.
 func ParseObject(data []byte, r *Reading) error {
 	data = bytes.TrimSpace(data)
 	if len(data) == 0 || data[0] != '{' {
@@ -97,6 +99,7 @@ type objectFields struct {
 	msgID           []byte // also in payload
 	msgIDKind       jsonscan.Kind
 	payload         []byte
+	check           payloadCheck // of payload, found clean as it was read; zero if not
 }
 
 // readObject reads the next value of s into objectFields, validating it.
@@ -113,6 +116,12 @@ func readObject(s *jsonscan.Scanner) (objectFields, error) {
 		return f, errNotObject()
 	}
 	start := s.Pos() - 1
+	// What PostgreSQL would refuse is noted member by member, in the same
+	// pass: only the members that go to the payload count.
+	s.ForgetProblems()
+	base := s.Deepest() // the object's own depth
+	f.check.depth = 1   // the payload's braces
+	clean := true
 	var nameBuf [32]byte
 	for key, ok := s.NextMember(); ok; key, ok = s.NextMember() {
 		val, kind, ok := s.Value()
@@ -137,7 +146,12 @@ func readObject(s *jsonscan.Scanner) (objectFields, error) {
 			}
 			f.payload = append(append(f.payload, key...), ':')
 			f.payload = jsonscan.AppendCompact(f.payload, val)
+			clean = clean && f.check.add(s, base)
 		}
+		s.ForgetProblems()
+	}
+	if !clean {
+		f.check = payloadCheck{} // Validate reads the payload again and says what is wrong
 	}
 	if err := s.Err(); err != nil {
 		return f, err
@@ -184,9 +198,12 @@ func (f *objectFields) apply(r *Reading) error {
 		}
 		r.Time = t
 	}
-	r.Payload = nil
+	r.Payload, r.checked = nil, payloadCheck{}
 	if f.payload != nil {
 		r.Payload = append(f.payload, '}')
+		if f.check.depth > 0 {
+			r.checked = f.check.of(r.Payload)
+		}
 	}
 	r.ID = ""
 	switch f.msgIDKind {
@@ -279,7 +296,9 @@ var ErrZeroTime = fieldErr(JSONTime, "range", "0001-01-01T00:00:00Z is outside t
 // checkJSON checks what PostgreSQL's jsonb would refuse in syntactically valid
 // JSON, so that it is refused at the edge rather than in a COPY: invalid
 // UTF-8, the escape \u0000, unpaired UTF-16 surrogate escapes, numbers beyond
-// a 64-bit float, and nesting deeper than maxDepth.
+// a 64-bit float, and nesting deeper than maxDepth. It is the check of a
+// payload that no pass read before: Validate does not call it on a payload
+// that ParseObject found clean as it read it (see Reading.checkPayload).
 func checkJSON(data []byte, maxDepth int) error {
 	if !utf8.Valid(data) {
 		return fieldErr("payload", "format", "is not valid UTF-8")
@@ -310,6 +329,105 @@ func checkJSON(data []byte, maxDepth int) error {
 			}
 			i = j - 1
 		}
+	}
+	return nil
+}
+
+// readPayload is checkJSON without a depth limit, for CheckPayload: the
+// first thing jsonb would refuse, or nil, and the deepest nesting before it
+// (checkJSON refuses the depth when that is beyond its limit). The two
+// loops must stay alike: TestValidationSameAsBefore compares them with the
+// old checkJSON.
+func readPayload(data []byte) (deepest int, err error) {
+	if !utf8.Valid(data) {
+		return 0, fieldErr("payload", "format", "is not valid UTF-8")
+	}
+	depth := 0
+	for i := 0; i < len(data); i++ {
+		switch c := data[i]; {
+		case c == '{' || c == '[':
+			depth++
+			deepest = max(deepest, depth)
+		case c == '}' || c == ']':
+			depth--
+		case c == '"':
+			end, err := checkString(data, i+1)
+			if err != nil {
+				return deepest, err
+			}
+			i = end
+		case c == '-' || (c >= '0' && c <= '9'):
+			j := i + 1
+			for j < len(data) && strings.IndexByte("0123456789.eE+-", data[j]) >= 0 {
+				j++
+			}
+			if _, err := strconv.ParseFloat(string(data[i:j]), 64); err != nil {
+				return deepest, fieldErr("payload", "range", "number %.40s is out of the range of a 64-bit float", data[i:j])
+			}
+			i = j - 1
+		}
+	}
+	return deepest, nil
+}
+
+// payloadCheck records that the pass that read a payload found nothing in
+// it for checkJSON to refuse but, perhaps, its depth: ParseObject and
+// CheckPayload keep it in the Reading beside a clean payload.
+type payloadCheck struct {
+	at    *byte // &Payload[0] of the payload it is of; nil: none
+	n     int32 // the payload's length
+	depth int32 // the payload's deepest nesting, its braces counted
+}
+
+// add adds to c what s found in the member of a reading object just read
+// (the object at depth base), a member that goes to the payload. It
+// reports false when the member holds something jsonb refuses.
+func (c *payloadCheck) add(s *jsonscan.Scanner, base int) bool {
+	if p, _ := s.Problem(); p != jsonscan.NoProblem {
+		return false
+	}
+	c.depth = max(c.depth, int32(s.Deepest()-base+1))
+	return true
+}
+
+// of returns c as the check of payload.
+func (c payloadCheck) of(payload []byte) payloadCheck {
+	if len(payload) == 0 || len(payload) > math.MaxInt32 {
+		return payloadCheck{}
+	}
+	c.at, c.n = &payload[0], int32(len(payload))
+	return c
+}
+
+// is reports whether c is the check of payload: the same slice.
+func (c *payloadCheck) is(payload []byte) bool {
+	return c.at != nil && len(payload) == int(c.n) && &payload[0] == c.at
+}
+
+// CheckPayload reads r.Payload now for what Validate checks in it and, when
+// it is clean (but for its depth, which Validate compares with its limit),
+// keeps that in r: Validate on r, or on a copy of r, does not read the
+// payload again while r.Payload is the same slice. Readings that share one
+// payload, such as the rows of a mapped message, call it once. (ParseObject
+// does it as it reads a payload.)
+func (r *Reading) CheckPayload() {
+	r.checked = payloadCheck{}
+	if r.Payload == nil {
+		return
+	}
+	if deepest, err := readPayload(r.Payload); err == nil && deepest <= math.MaxInt32 {
+		r.checked = payloadCheck{depth: int32(deepest)}.of(r.Payload)
+	}
+}
+
+// checkPayload is checkJSON of r.Payload, read again only when no pass that
+// read it found it clean.
+func (r *Reading) checkPayload(maxDepth int) error {
+	if !r.checked.is(r.Payload) {
+		return checkJSON(r.Payload, maxDepth)
+	}
+	if int(r.checked.depth) > maxDepth {
+		return fieldErr("payload", "too_deep", "nests objects and arrays deeper than %d levels", maxDepth)
 	}
 	return nil
 }

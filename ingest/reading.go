@@ -50,6 +50,11 @@ type Reading struct {
 	// whose Series differ are never the same reading under --dedup. Like
 	// ID it travels no further than the producer; nil has none.
 	Series []byte
+
+	// checked records that the pass that read Payload (ParseObject,
+	// CheckPayload) found it clean, and how deep it nests, so that
+	// Validate does not read it again.
+	checked payloadCheck
 }
 
 // DefaultMetric is the metric of a reading that names none: the field a
@@ -207,7 +212,7 @@ func (r *Reading) Validate(lim Limits) error {
 		if len(r.Payload) > lim.MaxPayload {
 			return fieldErr("payload", "too_long", "extra fields take %d bytes, more than the limit of %d", len(r.Payload), lim.MaxPayload)
 		}
-		if err := checkJSON(r.Payload, lim.MaxDepth); err != nil {
+		if err := r.checkPayload(lim.MaxDepth); err != nil {
 			return err
 		}
 	}

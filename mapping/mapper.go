@@ -300,8 +300,11 @@ func (r *compiled) mapOne(obj gjson.Result, isRoot bool, device string, tags [][
 		return nil, err
 	}
 	rows := make([]ingest.Reading, 0, len(vals))
+	shared := ingest.Reading{DeviceID: device, Time: ts, ReceivedAt: receivedAt, Payload: payload, Series: series}
+	shared.CheckPayload() // once for all the rows, which Validate each
 	for _, v := range vals {
-		rd := ingest.Reading{DeviceID: device, Metric: v.name, Time: ts, ReceivedAt: receivedAt, Value: v.v, Payload: payload, Series: series}
+		rd := shared
+		rd.Metric, rd.Value = v.name, v.v
 		if v.name == ingest.DefaultMetric {
 			rd.Metric = "" // the default metric travels in the encodings of old
 		}

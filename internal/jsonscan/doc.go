@@ -8,8 +8,11 @@
 // *json.SyntaxError, so answers that quote them do not change. Like
 // encoding/json it does not refuse invalid UTF-8 inside strings: it records
 // where the first such byte is (Scanner.InvalidUTF8), and each caller decides
-// how that ranks against other errors. What PostgreSQL refuses in valid JSON
-// (\u0000, unpaired surrogate escapes) is the caller's business too.
+// how that ranks against other errors. What PostgreSQL's jsonb refuses in
+// valid JSON (\u0000, unpaired surrogate escapes, numbers beyond a 64-bit
+// float) it notes the same way, in the same pass, with the deepest nesting
+// read before it (Scanner.Problem, Scanner.Deepest), so that a caller
+// checks a body for PostgreSQL without reading it again.
 //
 // A Scanner reads values in place and returns slices of its input; it never
 // allocates on success. Walk an object's members, descending where a path

@@ -46,6 +46,15 @@ type Scanner struct {
 	open     bool // just past '{' or '[': the next member or element is the first
 	badUTF8  int  // offset of the first invalid UTF-8 byte in a string, or -1
 	err      *SyntaxError
+
+	// What PostgreSQL would refuse, since Reset or ForgetProblems (see
+	// Problem): the deepest nesting read, the first problem, and where it
+	// is and how deep the input had nested before it.
+	deepest     int
+	prob        Problem
+	probStart   int
+	probEnd     int
+	probDeepest int
 }
 
 // Reset makes s read data from its start, with the depth limit MaxDepth.
@@ -131,6 +140,9 @@ func (s *Scanner) enter(open byte) bool {
 	s.depth++
 	if s.depth > s.maxDepth {
 		return s.fail("exceeded max depth")
+	}
+	if s.depth > s.deepest {
+		s.deepest = s.depth
 	}
 	s.pos++
 	s.open = true
@@ -386,6 +398,10 @@ func (s *Scanner) str() bool {
 						return s.failInToken(`in \u hexadecimal character escape`)
 					}
 				}
+				if h := d[i+1]; h == '0' || h == 'd' || h == 'D' {
+					i = s.uEscape(i - 1) // \u0000 or a surrogate, maybe
+					continue
+				}
 				i += 5
 			default:
 				s.pos = i
@@ -406,10 +422,12 @@ func (s *Scanner) str() bool {
 	return s.fail("")
 }
 
-// number reads the number starting at s.pos (a '-' or a digit).
+// number reads the number starting at s.pos (a '-' or a digit), and notes
+// it when a 64-bit float cannot hold it.
 func (s *Scanner) number() bool {
 	d := s.data
-	i := s.pos
+	start := s.pos
+	i := start
 	if d[i] == '-' {
 		i++
 		if i >= len(d) || !isDigit(d[i]) {
@@ -417,11 +435,15 @@ func (s *Scanner) number() bool {
 			return s.failInToken("in numeric literal")
 		}
 	}
+	intStart := i
 	if d[i] == '0' {
 		i++
 	} else {
 		i = digits(d, i)
 	}
+	// The number is below 10^mag in magnitude; below 10^308 it is in the
+	// range of a float64, and only then is strconv.ParseFloat spared.
+	mag := i - intStart
 	if i < len(d) && d[i] == '.' {
 		i++
 		if i >= len(d) || !isDigit(d[i]) {
@@ -432,16 +454,33 @@ func (s *Scanner) number() bool {
 	}
 	if i < len(d) && (d[i] == 'e' || d[i] == 'E') {
 		i++
+		neg := false
 		if i < len(d) && (d[i] == '+' || d[i] == '-') {
+			neg = d[i] == '-'
 			i++
 		}
 		if i >= len(d) || !isDigit(d[i]) {
 			s.pos = i
 			return s.failInToken("in exponent of numeric literal")
 		}
-		i = digits(d, i)
+		exp := 0
+		for ; i < len(d) && isDigit(d[i]); i++ {
+			if exp < 1<<20 {
+				exp = exp*10 + int(d[i]-'0')
+			}
+		}
+		if neg {
+			mag -= exp
+		} else {
+			mag += exp
+		}
 	}
 	s.pos = i
+	if mag > 308 && s.prob == NoProblem {
+		if _, err := strconv.ParseFloat(string(d[start:i]), 64); err != nil {
+			s.note(BigNumber, start, i) // strconv.ErrRange: JSON's grammar is ParseFloat's
+		}
+	}
 	return true
 }
 
