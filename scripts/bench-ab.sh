@@ -20,6 +20,7 @@ PAIRS=${PAIRS:-3}
 DURATION=${DURATION:-20s}
 N=${N:-300000}
 out=${OUT:-$(mktemp -d /tmp/bench-ab.XXXXXX)}
+mkdir -p "$out"
 wt=$(mktemp -d /tmp/bench-ab-base.XXXXXX)
 rmdir "$wt"
 git worktree add -q --detach "$wt" "$base"
