@@ -16,6 +16,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 base=${1:?usage: scripts/bench-ab.sh COMMIT}
+for tool in wrk jq redis-server; do
+  command -v "$tool" >/dev/null || { echo "bench-ab: $tool is not installed (apt-get install -y wrk jq redis-server)" >&2; exit 1; }
+done
 PAIRS=${PAIRS:-3}
 DURATION=${DURATION:-20s}
 N=${N:-300000}
