@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bench-ab.sh — the single-value paths and the drain of this tree against an earlier commit,
-# in the same run: PAIRS pairs, each running the earlier commit's scripts and then this
-# tree's, one round each, so that the box's mood falls on both alike. Prints each run's
+# in the same run: PAIRS pairs, each running the earlier commit's scripts and this tree's,
+# one round each, in alternating order, so that the box's mood falls on both alike. Prints each run's
 # table rows and, last, the medians of the pairs and their ratios (after / before).
 #
 #   scripts/bench-ab.sh be6d30f                     # 3 pairs, 20 s a scenario, 300k drain
@@ -39,7 +39,11 @@ run_side() { # side pair dir
 }
 
 for i in $(seq 1 "$PAIRS"); do
-  for side in before after; do
+  # Odd pairs run before then after, even pairs the other way round: a box
+  # that drifts over the run then weighs on both sides alike.
+  order="before after"
+  [ $((i % 2)) = 0 ] && order="after before"
+  for side in $order; do
     dir=$after
     [ "$side" = before ] && dir=$wt
     echo "pair $i, $side: $(date -u +%H:%M:%S)"
