@@ -99,9 +99,6 @@ func parseCheckArgs(args []string, stderr io.Writer) (checkArgs, error) {
 	return ca, nil
 }
 
-// checkReport is what config check found; --json prints it as is.
-type checkReport = configcheck.Report
-
 func runConfigCheck(args []string, stdout, stderr io.Writer) error {
 	ca, err := parseCheckArgs(args, stderr)
 	if err != nil {
@@ -123,9 +120,9 @@ func runConfigCheck(args []string, stdout, stderr io.Writer) error {
 // checkConfig validates ca.file as serve would, without connecting to
 // anything, and maps the sample if one is given. The error is the file's
 // refusal (not a usage error: exit 1), also in the report.
-func checkConfig(ca checkArgs, now time.Time) (*checkReport, error) {
-	rep := &checkReport{File: ca.file}
-	fail := func(err error) (*checkReport, error) {
+func checkConfig(ca checkArgs, now time.Time) (*configcheck.Report, error) {
+	rep := &configcheck.Report{File: ca.file}
+	fail := func(err error) (*configcheck.Report, error) {
 		var ue usageError
 		if errors.As(err, &ue) {
 			err = ue.error

@@ -17,6 +17,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"firehose/internal/cli"
+	"firehose/internal/configcheck"
 	"firehose/internal/testenv"
 )
 
@@ -207,7 +208,7 @@ func TestConfigCheckRefusesAsServeDoes(t *testing.T) {
 	if code != 1 || !strings.Contains(errOut.String(), "load --http-api-keys") {
 		t.Errorf("exit %d, stderr %q; want exit 1 naming the key file", code, errOut.String())
 	}
-	var rep checkReport
+	var rep configcheck.Report
 	if err := json.Unmarshal(out.Bytes(), &rep); err != nil || rep.Valid || !strings.Contains(rep.Error, "http-api-keys") {
 		t.Errorf("report %+v (%v)", rep, err)
 	}
@@ -230,7 +231,7 @@ func TestExampleConfigPassesCheck(t *testing.T) {
 	if code := run(context.Background(), []string{"config", "check", path, "--json"}, &out, &errOut); code != 0 {
 		t.Fatalf("exit %d: %s", code, errOut.String())
 	}
-	var rep checkReport
+	var rep configcheck.Report
 	if err := json.Unmarshal(out.Bytes(), &rep); err != nil || !rep.Valid {
 		t.Fatalf("report %s (%v)", out.String(), err)
 	}
@@ -276,13 +277,13 @@ func settingLine(out, flag string) string {
 	return ""
 }
 
-func checkJSON(t *testing.T, check func(*testing.T, ...string) (int, string, string), args ...string) checkReport {
+func checkJSON(t *testing.T, check func(*testing.T, ...string) (int, string, string), args ...string) configcheck.Report {
 	t.Helper()
 	code, out, errOut := check(t, append(args, "--json")...)
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
-	var rep checkReport
+	var rep configcheck.Report
 	if err := json.Unmarshal([]byte(out), &rep); err != nil {
 		t.Fatalf("output is not JSON: %v\n%s", err, out)
 	}
@@ -307,7 +308,7 @@ func TestIntegrationServeReadsConfigFile(t *testing.T) {
 	if err != nil {
 		t.Fatalf("config check: %v", err)
 	}
-	var rep checkReport
+	var rep configcheck.Report
 	if err := json.Unmarshal(out, &rep); err != nil || rep.Sample == nil || len(rep.Sample.Rows) != 2 {
 		t.Fatalf("config check: %s (%v)", out, err)
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -31,9 +32,9 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	cfg, err := parseServe("demo", "firehose demo [flags]", demoAbout, args, stderr, func(c *serveConfig, f *flag.FlagSet) {
 		fs = f
 		c.registerFlags(f)
-		setDefault(f, "http-addr", "127.0.0.1:0")
-		setDefault(f, "mqtt-addr", "127.0.0.1:0")
-		setDefault(f, "log-level", "warn")
+		cli.SetDefault(f, "http-addr", "127.0.0.1:0")
+		cli.SetDefault(f, "mqtt-addr", "127.0.0.1:0")
+		cli.SetDefault(f, "log-level", "warn")
 		f.IntVar(&dc.Readings, "readings", 20000, "readings to send, half to /readings/fast, half to /v1/readings in arrays of 100")
 		f.IntVar(&dc.Concurrency, "concurrency", 32, "concurrent HTTP clients")
 		f.IntVar(&dc.MQTTDevices, "mqtt-devices", 200, "MQTT devices publishing at QoS 1 beside the HTTP clients, one connection each (0: none)")
@@ -78,7 +79,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		}
 	}
 	fmt.Fprintf(stdout, "firehose demo: stack up (HTTP %s, MQTT %s, PostgreSQL %s, Redis %s, prefix %q, %d shards)\n",
-		base, or(mqttURL, "off"), connect.RedactURL(cfg.Postgres), connect.RedactURL(cfg.Redis), cfg.Streams.Prefix, cfg.Streams.Count)
+		base, cmp.Or(mqttURL, "off"), connect.RedactURL(cfg.Postgres), connect.RedactURL(cfg.Redis), cfg.Streams.Prefix, cfg.Streams.Count)
 	if fleet != nil {
 		fmt.Fprintf(stdout, "MQTT: %d devices sim-%s-* publish %.0f readings/s at QoS 1 for %s (firehose simulate's fleet)\n",
 			fleet.Devices, fleet.RunID, fleet.Rate, fleet.Duration)
@@ -121,45 +122,12 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	stopStart := time.Now()
 	stopped = true
 	stopErr := st.stop(false)
-
-	accepted := res.Accepted.Load()
-	fmt.Fprintf(stdout, "\n%-30s %12s %8s %8s %11s\n", "", "acknowledged", "landed", "missing", "duplicated")
-	fmt.Fprintf(stdout, "%-30s %12d %8d %8d %11d\n", "HTTP clients (200 OK)", accepted, rows, max(accepted-distinct, 0), rows-distinct)
-	mqttOK := true
-	if sim.rep != nil && sim.rep.Landing != nil {
-		l := sim.rep.Landing
-		fmt.Fprintf(stdout, "%-30s %12d %8d %8d %11d\n", "MQTT devices, QoS 1 (PUBACK)", sim.rep.Send.Acked, l.Rows, l.Missing, l.Rows-l.Readings)
-	}
-	if sim.rep != nil {
-		mqttOK = sim.rep.OK && sim.rep.Landing != nil
-	}
-	fmt.Fprintln(stdout)
-	if sim.rep != nil && sim.rep.Landing != nil {
-		a := sim.rep.AckLatency
-		fmt.Fprintf(stdout, "%-30s p50 %s, p99 %s (stored in Redis before the PUBACK)\n", "MQTT ack latency", ms(a.P50Ms), ms(a.P99Ms))
-		fmt.Fprintf(stdout, "%-30s %s after the fleet stopped\n", "MQTT rows checked", ms(sim.rep.Landing.WaitedS*1000))
-	}
-	fmt.Fprintf(stdout, "%-30s %s after the last answer\n", "HTTP all landed", landDur.Round(time.Millisecond))
-	fmt.Fprintf(stdout, "%-30s %s\n", "clean stop", stopwatch(stopStart, stopErr))
-	switch {
-	case stopErr != nil:
-		return fmt.Errorf("stop: %w", stopErr)
-	case distinct != accepted || rows != distinct:
-		return fmt.Errorf("demo failed: %d accepted over HTTP, %d landed, %d distinct", accepted, rows, distinct)
-	case accepted == 0:
-		return errors.New("demo failed: nothing was accepted over HTTP")
-	case !mqttOK:
-		return fmt.Errorf("demo failed: MQTT fleet: %s", sim.rep.Verdict())
-	}
-	what := "HTTP"
-	if sim.rep != nil {
-		what = "HTTP and MQTT"
-	}
-	fmt.Fprintf(stdout, "\nOK: every acknowledged reading (%s) landed exactly once.\n", what)
-	fmt.Fprintf(stdout, "\nWhere to look next:\n")
-	fmt.Fprintf(stdout, "  %s\n      each shard: its bridge, backlog, checkpoint, lag, rows committed\n", demoStatusCommand(fs))
-	fmt.Fprintf(stdout, "  docs/guarantees.md\n      what acknowledged means, and where it ends; README.md links every topic under docs/\n")
-	return nil
+	return demo.Summary{Accepted: res.Accepted.Load(), Rows: rows, Distinct: distinct, Fleet: sim.rep,
+		Landed: landDur, Stopped: time.Since(stopStart), StopErr: stopErr,
+		Next: []string{
+			demoStatusCommand(fs), "each shard: its bridge, backlog, checkpoint, lag, rows committed",
+			"docs/guarantees.md", "what acknowledged means, and where it ends; README.md links every topic under docs/",
+		}}.Write(stdout)
 }
 
 // demoStatusCommand is the firehose status command line that shows the
@@ -183,43 +151,7 @@ func demoStatusCommand(fs *flag.FlagSet) string {
 		if name == "postgres" || name == "redis" {
 			v = connect.RedactURL(v)
 		}
-		cmd = append(cmd, "--"+name, shellQuote(v))
+		cmd = append(cmd, "--"+name, cli.ShellQuote(v))
 	}
 	return strings.Join(cmd, " ")
-}
-
-// shellQuote quotes s for a POSIX shell when it holds anything but plain
-// characters.
-func shellQuote(s string) string {
-	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./:@,=+") == "" {
-		return s
-	}
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
-}
-
-func or(s, alt string) string {
-	if s == "" {
-		return alt
-	}
-	return s
-}
-
-func ms(v float64) string {
-	return time.Duration(v * float64(time.Millisecond)).Round(100 * time.Microsecond).String()
-}
-
-func stopwatch(start time.Time, err error) string {
-	if err != nil {
-		return "FAILED: " + err.Error()
-	}
-	return "in " + time.Since(start).Round(time.Millisecond).String()
-}
-
-// setDefault changes a registered flag's default (not marking it set, so the
-// environment still applies).
-func setDefault(fs *flag.FlagSet, name, value string) {
-	if f := fs.Lookup(name); f != nil {
-		f.DefValue = value
-		_ = f.Value.Set(value)
-	}
 }

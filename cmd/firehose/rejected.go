@@ -7,9 +7,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"strconv"
-	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -42,35 +39,12 @@ type rejectedConfig struct {
 	Limit    int
 	JSON     bool
 	Replayed bool
-	IDs      idList
+	IDs      cli.IDs
 	All      bool
 	Reading  string
 	Wait     time.Duration
 
 	since time.Time // parsed Since; zero without
-}
-
-// idList is a --id flag: repeated, or comma-separated.
-type idList []int64
-
-func (l *idList) String() string {
-	s := make([]string, len(*l))
-	for i, id := range *l {
-		s[i] = strconv.FormatInt(id, 10)
-	}
-	return strings.Join(s, ",")
-}
-
-func (l *idList) Set(v string) error {
-	for _, f := range strings.Split(v, ",") {
-		f = strings.TrimSpace(f)
-		id, err := strconv.ParseInt(f, 10, 64)
-		if err != nil || id <= 0 {
-			return fmt.Errorf("%q is not a row id (the ID column of firehose rejected list)", f)
-		}
-		*l = append(*l, id)
-	}
-	return nil
 }
 
 func runRejected(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -163,13 +137,11 @@ func (c *rejectedConfig) validate(sub string) error {
 		return err
 	}
 	if c.Since != "" {
-		if d, err := time.ParseDuration(c.Since); err == nil && d > 0 {
-			c.since = time.Now().Add(-d)
-		} else if t, err := time.Parse(time.RFC3339Nano, c.Since); err == nil {
-			c.since = t
-		} else {
-			return fmt.Errorf("--since %q: want a positive duration (24h) or an RFC 3339 time (2026-11-28T08:00:00Z)", c.Since)
+		t, err := cli.ParseSince(c.Since, time.Now())
+		if err != nil {
+			return fmt.Errorf("--since %q: %v", c.Since, err)
 		}
+		c.since = t
 	}
 	if sub == "list" {
 		if c.Limit < 0 {
@@ -191,9 +163,6 @@ func (c *rejectedConfig) validate(sub string) error {
 	}
 	return nil
 }
-
-// rejectedJSON is a row as `rejected list --json` prints it.
-type rejectedJSON = deadletters.JSON
 
 // streamPrefix is how the stream keys of the deployment begin.
 func (c *rejectedConfig) streamPrefix() string { return deadletters.StreamPrefix(c.conn.Streams) }
@@ -227,22 +196,8 @@ func listRejected(ctx context.Context, pg *pgxpool.Pool, cfg *rejectedConfig, st
 		}
 		return nil
 	}
-	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tREJECTED AT\tSTREAM\tENTRY\tSTATUS\tERROR\tENTRY HOLDS")
-	for i := range rows {
-		r := &rows[i]
-		status := r.Status()
-		switch {
-		case r.RefusedAs != nil:
-			status = fmt.Sprintf("refused again: #%d", *r.RefusedAs)
-		case r.ReplayOf != nil:
-			status += fmt.Sprintf(" (replay of #%d)", *r.ReplayOf)
-		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.RejectedAt.UTC().Format("2006-01-02 15:04:05Z"),
-			deadletters.Printable(r.Stream, 40), deadletters.Printable(r.EntryID, 24), status, deadletters.Printable(r.Error, 60), r.Preview())
-	}
-	if err := tw.Flush(); err != nil {
-		return fmt.Errorf("write table: %w", err)
+	if err := deadletters.WriteTable(stdout, rows); err != nil {
+		return err
 	}
 	if cfg.Limit > 0 && len(rows) == cfg.Limit {
 		fmt.Fprintf(stdout, "(the first %d rows; more with --limit 0, or narrow with --since)\n", cfg.Limit)
@@ -314,38 +269,5 @@ func replayRejected(ctx context.Context, pg *pgxpool.Pool, rdb redis.UniversalCl
 	if err != nil {
 		return err
 	}
-	return printOutcome(o, t, cfg.Wait, stdout)
-}
-
-// printOutcome prints how the replays ended and returns an error unless
-// every one landed.
-func printOutcome(o deadletters.Outcome, t *deadletters.Tally, wait time.Duration, stdout io.Writer) error {
-	msg := fmt.Sprintf("%d landed in readings", o.Landed)
-	if o.ByOthers > 0 {
-		msg += fmt.Sprintf(" (%d of them by another replay of the same row, sent before or beside this one)", o.ByOthers)
-	}
-	fmt.Fprintln(stdout, msg)
-	var errs []string
-	if len(o.Refused) > 0 {
-		var shown []string
-		for _, r := range o.Refused[:min(len(o.Refused), 20)] {
-			shown = append(shown, fmt.Sprintf("row %d as row %d", r.Row, r.As))
-		}
-		if len(o.Refused) > 20 {
-			shown = append(shown, "…")
-		}
-		fmt.Fprintf(stdout, "%d refused again by the bridge, each a new row (firehose rejected list shows why): %s\n", len(o.Refused), strings.Join(shown, ", "))
-		errs = append(errs, fmt.Sprintf("%d replays refused again", len(o.Refused)))
-	}
-	if o.Waiting > 0 {
-		fmt.Fprintf(stdout, "%d not committed within --wait %s (is a bridge running?): they are in the streams and land once when a bridge commits them\n", o.Waiting, wait)
-		errs = append(errs, fmt.Sprintf("%d replays not yet committed", o.Waiting))
-	}
-	if t.Skipped > 0 {
-		errs = append(errs, fmt.Sprintf("%d rows skipped: they need a repair", t.Skipped))
-	}
-	if len(errs) > 0 {
-		return errors.New(strings.Join(errs, "; "))
-	}
-	return nil
+	return o.Write(stdout, t.Skipped, cfg.Wait)
 }

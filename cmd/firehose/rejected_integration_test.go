@@ -18,6 +18,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"firehose/bridge"
+	"firehose/deadletters"
 	"firehose/ingest"
 	"firehose/internal/testenv"
 	"firehose/stream"
@@ -144,12 +145,12 @@ func (e *rejectedEnv) settle() {
 	}, "markers did not land")
 }
 
-func listJSON(t *testing.T, out string) map[int64]rejectedJSON {
+func listJSON(t *testing.T, out string) map[int64]deadletters.JSON {
 	t.Helper()
-	rows := map[int64]rejectedJSON{}
+	rows := map[int64]deadletters.JSON{}
 	sc := bufio.NewScanner(strings.NewReader(out))
 	for sc.Scan() {
-		var r rejectedJSON
+		var r deadletters.JSON
 		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
 			t.Fatalf("--json line %q: %v", sc.Text(), err)
 		}

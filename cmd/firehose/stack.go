@@ -78,13 +78,25 @@ func startStack(ctx context.Context, cfg *serveConfig, logger *slog.Logger) (*st
 		return nil, err
 	}
 	cfg.Bridge.Streams = cfg.Streams // with the deployment's key layout
-	if err := st.checkDeploymentSettings(ctx, has(roleHTTP) || has(roleBroker)); err != nil {
+	hasEdges := has(roleHTTP) || has(roleBroker)
+	// The settings every process of the deployment must share
+	// (docs/guarantees.md, "Exactly once end to end", and docs/partitions.md).
+	if hasEdges {
+		if err := stream.CheckDedup(ctx, st.rdb, cfg.Streams, cfg.Producer.Dedup, cfg.Producer.DedupWindow); err != nil {
+			return nil, err
+		}
+	}
+	rec, bound, err := retention.Claim{Retention: cfg.Partition.Retention, Interval: cfg.Partition.Interval,
+		MaxAge: cfg.Limits.MaxAge, MaxAgeSet: cfg.MaxAgeSet, Edges: hasEdges}.Start(ctx, st.rdb, cfg.Streams, logger)
+	if err != nil {
 		return nil, err
 	}
+	cfg.Partition.Retention = cmp.Or(cfg.Partition.Retention, rec.Retention) // a bridge without --retention applies the recorded one
+	st.ageBound, cfg.HTTP.Limits.Retained, cfg.MQTT.Limits.Retained = bound, bound, bound
 	if err := stream.CheckRedisPersistence(ctx, st.rdb, cfg.RedisAllowEviction, cfg.Producer.MinReplicas, logger); err != nil {
 		return nil, err
 	}
-	if cfg.Producer.Dedup != "" && cfg.Producer.Dedup != stream.DedupOff && (has(roleHTTP) || has(roleBroker)) {
+	if cfg.Producer.Dedup != "" && cfg.Producer.Dedup != stream.DedupOff && hasEdges {
 		if err := stream.CheckDedupSupport(ctx, st.rdb); err != nil {
 			return nil, err
 		}
@@ -224,41 +236,4 @@ func (st *stack) close() {
 	if st.admin != nil {
 		st.admin.Close()
 	}
-}
-
-// checkDeploymentSettings records in the deployment's metadata, or checks
-// against it, the settings every process must share (docs/guarantees.md, "Exactly once
-// end to end", and docs/partitions.md): an edge's --dedup and
-// --dedup-window, and the --retention and --partition-interval that bound
-// the age of what edges accept. A bridge started without --retention
-// applies the recorded one. With edges, it sets the edges' age bound.
-func (st *stack) checkDeploymentSettings(ctx context.Context, edges bool) error {
-	cfg := st.cfg
-	if edges {
-		if err := stream.CheckDedup(ctx, st.rdb, cfg.Streams, cfg.Producer.Dedup, cfg.Producer.DedupWindow); err != nil {
-			return err
-		}
-	}
-	rec, err := stream.ClaimRetention(ctx, st.rdb, cfg.Streams, cfg.Partition.Retention, cfg.Partition.Interval)
-	if err != nil {
-		return err
-	}
-	if cfg.Partition.Retention == 0 {
-		cfg.Partition.Retention = rec.Retention
-	}
-	bound, err := retention.Bound(rec, cfg.Limits.MaxAge, cfg.MaxAgeSet && edges)
-	if err != nil {
-		return err
-	}
-	if edges {
-		st.ageBound = &ingest.AgeBound{}
-		st.ageBound.Set(bound, rec.Retention)
-		cfg.HTTP.Limits.Retained = st.ageBound
-		cfg.MQTT.Limits.Retained = st.ageBound
-		if bound > 0 && bound < cfg.Limits.MaxAge {
-			st.log.Info("readings older than the retention allows are refused", "max_reading_age", bound,
-				"retention", rec.Retention, "partition_interval", cmp.Or(rec.Interval, partition.DefaultInterval))
-		}
-	}
-	return nil
 }

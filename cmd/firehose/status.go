@@ -4,17 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"flag"
-	"fmt"
 	"io"
-	"text/tabwriter"
 	"time"
 
 	"firehose/bridge"
 	"firehose/internal/connect"
 )
-
-// shardStatus is one shard as firehose status --json prints it.
-type shardStatus = bridge.ShardStatus
 
 func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var asJSON bool
@@ -62,30 +57,5 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "SHARD\tSTREAM\tOWNER\tBRIDGE\tBACKLOG\tCHECKPOINT\tLAG\tROWS COMMITTED\tREJECTED")
-	for _, s := range st {
-		owner, br, cp := s.Owner, s.Bridge, s.Checkpoint
-		if owner == "" {
-			owner = "(none)"
-		}
-		if br == "" {
-			br = "-"
-		}
-		if cp == "" {
-			cp = "(none)"
-		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%s\t%s\t%d\t%d\n", s.Shard, s.Stream, owner, br, s.Backlog, cp,
-			(time.Duration(s.LagSeconds * float64(time.Second))).Round(time.Millisecond), s.Committed, s.Rejected)
-	}
-	fmt.Fprintln(tw)
-	fmt.Fprintln(tw, "BRIDGE\tMEMBER\tJOINED\tLAST SEEN\tSHARDS OWNED")
-	if len(members) == 0 {
-		fmt.Fprintln(tw, "(none)\t\t\t\t")
-	}
-	for _, m := range members {
-		fmt.Fprintf(tw, "%s:%d\t%s\t%s\t%s ago\t%d\n", m.Host, m.PID, m.ID, m.Joined.UTC().Format(time.RFC3339),
-			m.Seen.Round(time.Millisecond), m.Owned)
-	}
-	return tw.Flush()
+	return bridge.WriteStatus(stdout, st, members)
 }

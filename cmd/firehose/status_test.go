@@ -60,7 +60,7 @@ func TestIntegrationStatus(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	status := func() []shardStatus {
+	status := func() []bridge.ShardStatus {
 		t.Helper()
 		out.Reset()
 		errOut.Reset()
@@ -68,7 +68,7 @@ func TestIntegrationStatus(t *testing.T) {
 		if code := run(ctx, args, &out, &errOut); code != 0 {
 			t.Fatalf("status: exit %d: %s", code, errOut.String())
 		}
-		var st []shardStatus
+		var st []bridge.ShardStatus
 		if err := json.Unmarshal(out.Bytes(), &st); err != nil {
 			t.Fatalf("status --json: %v: %s", err, out.String())
 		}
