@@ -505,3 +505,28 @@ func describe(v gjson.Result) string {
 	}
 	return "an object"
 }
+
+// TopicFilters are the MQTT topic filters of the rules that match topics,
+// in order, each capture level as '+': what a subscriber subscribes to for
+// the rules.
+func (m *Mapper) TopicFilters() []string {
+	if m == nil {
+		return nil
+	}
+	var out []string
+	for _, r := range m.rules {
+		if r.Topic == "" {
+			continue
+		}
+		levels := strings.Split(r.Topic, "/")
+		for i, l := range levels {
+			if strings.HasPrefix(l, "{") && strings.HasSuffix(l, "}") {
+				levels[i] = "+"
+			}
+		}
+		if f := strings.Join(levels, "/"); !slices.Contains(out, f) {
+			out = append(out, f)
+		}
+	}
+	return out
+}

@@ -21,20 +21,26 @@ import (
 	"firehose/internal/connect"
 	"firehose/partition"
 	"firehose/stream"
+	"firehose/subscriber"
 )
 
 // Roles firehose serve can run.
 const (
-	roleBroker = "broker"
-	roleHTTP   = "httpgw"
-	roleBridge = "bridge"
+	roleBroker     = "broker"
+	roleHTTP       = "httpgw"
+	roleBridge     = "bridge"
+	roleSubscriber = "subscriber"
 )
 
 // maxShutdownDelay bounds --shutdown-delay: longer than any readiness probe
 // needs, short of hanging a deployment's rollout.
 const maxShutdownDelay = 5 * time.Minute
 
-var allRoles = []string{roleBroker, roleHTTP, roleBridge}
+var allRoles = []string{roleBroker, roleHTTP, roleBridge, roleSubscriber}
+
+// defaultRoles are the roles serve runs unless --roles says otherwise: the
+// subscriber needs a broker to subscribe to.
+var defaultRoles = []string{roleBroker, roleHTTP, roleBridge}
 
 // serveConfig is everything firehose serve reads from flags and environment.
 type serveConfig struct {
@@ -53,6 +59,7 @@ type serveConfig struct {
 	Partition    partition.Config
 	HTTP         httpgw.Config
 	MQTT         broker.Config
+	Subscribe    subscriber.Config
 	// RedisAllowEviction accepts a Redis whose maxmemory-policy may evict
 	// keys (refused by default: it can delete streams of acknowledged readings).
 	RedisAllowEviction bool
@@ -92,7 +99,7 @@ func (c *serveConfig) redisOptions(poolSize int) connect.RedisOptions {
 }
 
 func (c *serveConfig) registerFlags(fs *flag.FlagSet) {
-	fs.StringVar(&c.Roles, "roles", strings.Join(allRoles, ","), "comma-separated roles to run in this process: "+strings.Join(allRoles, ", "))
+	fs.StringVar(&c.Roles, "roles", strings.Join(defaultRoles, ","), "comma-separated roles to run in this process: "+strings.Join(allRoles, ", ")+"\n(subscriber: take readings from an existing MQTT broker, see --subscribe-broker)")
 	c.registerCommon(fs)
 	c.Limits.RegisterFlags(fs)
 	c.Producer.RegisterFlags(fs)
@@ -100,6 +107,7 @@ func (c *serveConfig) registerFlags(fs *flag.FlagSet) {
 	c.Partition.RegisterFlags(fs)
 	c.HTTP.RegisterFlags(fs)
 	c.MQTT.RegisterFlags(fs)
+	c.Subscribe.RegisterFlags(fs)
 	fs.BoolVar(&c.RedisAllowEviction, "redis-allow-eviction", false, "start even though Redis's maxmemory-policy is not noeviction (it may then delete streams of\nacknowledged readings under memory pressure); without it firehose refuses to start")
 	fs.StringVar(&c.AdminAddr, "admin-addr", "", "address for /metrics, /livez and /readyz when the httpgw role does not run here (they are on\n--http-addr when it does); /readyz answers 503 while the broker's producer refuses readings or\nthe process is shutting down")
 	fs.StringVar(&c.DebugAddr, "debug-addr", "", "address for Go's /debug/pprof profiles (off when empty; bind it to loopback)")
@@ -161,6 +169,12 @@ func (c *serveConfig) validate() error {
 	if slices.Contains(roles, roleBroker) {
 		checks = append(checks, c.MQTT)
 	}
+	if slices.Contains(roles, roleSubscriber) {
+		if len(c.Subscribe.Topics) == 0 {
+			c.Subscribe.Topics = subscriber.DefaultTopics(c.MQTT.Topic, c.MQTT.Rules, c.MQTT.Sparkplug)
+		}
+		checks = append(checks, c.Subscribe)
+	}
 	for _, v := range checks {
 		if err := v.Validate(); err != nil {
 			return err
@@ -201,6 +215,7 @@ func (c *serveConfig) parse(fs *cli.FlagSet, name string, args []string) error {
 	c.HTTP.ShutdownTimeout = c.ShutdownTimeout
 	c.MQTT.Limits = c.Limits
 	c.MQTT.ShutdownTimeout = c.ShutdownTimeout
+	c.Subscribe.ShutdownTimeout = c.ShutdownTimeout
 	return nil
 }
 
@@ -215,7 +230,7 @@ func newServeFlags(cfg *serveConfig, stderr io.Writer) *cli.FlagSet {
 	fs.SetOutput(stderr)
 	cfg.registerFlags(fs.FlagSet)
 	fs.ConfigFile()
-	fs.Lists("roles")
+	fs.Lists("roles", "subscribe-broker", "subscribe-topics")
 	fs.Section(rulesKey, cfg.decodeRules)
 	return fs
 }

@@ -24,6 +24,7 @@ import (
 	"firehose/internal/retention"
 	"firehose/partition"
 	"firehose/stream"
+	"firehose/subscriber"
 )
 
 // stack is firehose serve's running roles, stopped in dependency order.
@@ -36,6 +37,7 @@ type stack struct {
 	producer *stream.Producer
 	http     *httpgw.Server
 	mqtt     *broker.Broker
+	sub      *subscriber.Subscriber
 	ageBound *ingest.AgeBound // the edges' bound by the retention; nil without edges
 	admin    *admin.Server
 	draining atomic.Bool // shutting down: the admin endpoint's /readyz answers 503
@@ -78,7 +80,7 @@ func startStack(ctx context.Context, cfg *serveConfig, logger *slog.Logger) (*st
 		return nil, err
 	}
 	cfg.Bridge.Streams = cfg.Streams // with the deployment's key layout
-	hasEdges := has(roleHTTP) || has(roleBroker)
+	hasEdges := has(roleHTTP) || has(roleBroker) || has(roleSubscriber)
 	// The settings every process of the deployment must share
 	// (docs/guarantees.md, "Exactly once end to end", and docs/partitions.md).
 	if hasEdges {
@@ -124,8 +126,13 @@ func startStack(ctx context.Context, cfg *serveConfig, logger *slog.Logger) (*st
 	// toward --high-water at every edge, HTTP gateways included.
 	spbStore := stream.NewSparkplugStore(st.rdb, "{"+cfg.Streams.Prefix+":spb}:")
 	cfg.Producer.StateBytesKey = spbStore.BytesKey()
-	if has(roleHTTP) || has(roleBroker) {
+	if hasEdges {
 		st.producer = stream.NewProducer(st.rdb, cfg.Streams, cfg.Producer, logger, st.reg)
+	}
+	if has(roleSubscriber) {
+		if err := st.startSubscriber(ctx, spbStore); err != nil {
+			return nil, err
+		}
 	}
 	if has(roleBroker) {
 		cfg.MQTT.SparkplugStore = spbStore
@@ -176,6 +183,9 @@ func startStack(ctx context.Context, cfg *serveConfig, logger *slog.Logger) (*st
 	if st.mqtt != nil {
 		edges = append(edges, lifecycle.Start(roleBroker, st.mqtt.Run))
 	}
+	if st.sub != nil {
+		edges = append(edges, lifecycle.Start(roleSubscriber, st.sub.Run))
+	}
 	if st.ageBound != nil {
 		edges = append(edges, lifecycle.Start("retention", func(ctx context.Context) error {
 			return retention.Follow(ctx, st.rdb, cfg.Streams, st.ageBound, logger)
@@ -196,6 +206,21 @@ func startStack(ctx context.Context, cfg *serveConfig, logger *slog.Logger) (*st
 	st.parts.Add(endpoints...)
 	ok = true
 	return st, nil
+}
+
+// startSubscriber builds the subscriber role and opens its first session:
+// a broker that refuses the connection or a subscription stops the start.
+func (st *stack) startSubscriber(ctx context.Context, spb *stream.SparkplugStore) error {
+	cfg := st.cfg
+	dec, err := newDecoder(cfg, spb)
+	if err != nil {
+		return err
+	}
+	sessions := stream.NewSessionState(st.rdb, cfg.Streams, cfg.Subscribe.ClientID)
+	if st.sub, err = subscriber.New(cfg.Subscribe, st.producer, sessions, dec, st.log, st.reg); err != nil {
+		return fmt.Errorf("subscriber: %w", err)
+	}
+	return st.sub.Start(ctx)
 }
 
 // runBridge, unless the schema was applied at start, waits until PostgreSQL

@@ -1,0 +1,49 @@
+package subscriber
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// metrics are the subscriber's Prometheus metrics.
+type metrics struct {
+	messages *prometheus.CounterVec // PUBLISHes received, by QoS
+	dup      prometheus.Counter     // PUBLISHes the broker marked as sent before
+	acked    *prometheus.CounterVec // acknowledgements written, by outcome
+	retries  *prometheus.CounterVec // store attempts retried, by reason
+	connects *prometheus.CounterVec
+	ack      prometheus.Histogram
+}
+
+func newMetrics(reg prometheus.Registerer, s *Subscriber) *metrics {
+	m := &metrics{
+		messages: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "firehose_subscriber_messages_total",
+			Help: "PUBLISH packets the subscriber received from the broker, by QoS."}, []string{"qos"}),
+		dup: prometheus.NewCounter(prometheus.CounterOpts{Name: "firehose_subscriber_redeliveries_total",
+			Help: "PUBLISH packets the broker marked as sent before (DUP): at QoS 1 each is stored again, at QoS 2 recognised (see firehose_producer_redeliveries_total)."}),
+		acked: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "firehose_subscriber_acks_total",
+			Help: "QoS 1 and 2 messages acknowledged to the broker, by outcome: stored, dead_letter, redelivered (QoS 2, already stored), retained (sent for a new subscription, not stored); not_stored counts those left unacknowledged when their session ended."}, []string{"outcome"}),
+		retries: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "firehose_subscriber_store_retries_total",
+			Help: "Attempts at storing a message that failed and were retried, by reason."}, []string{"reason"}),
+		connects: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "firehose_subscriber_connects_total",
+			Help: "Connections to the broker, by result."}, []string{"result"}),
+		ack: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "firehose_subscriber_ack_seconds",
+			Help:    "From a message's receipt to its acknowledgement to the broker.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
+	}
+	connected := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "firehose_subscriber_connected",
+		Help: "1 while the subscriber has a session with the broker."}, func() float64 {
+		if s.State().Connected {
+			return 1
+		}
+		return 0
+	})
+	present := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "firehose_subscriber_session_present",
+		Help: "1 when the broker had the subscriber's session at the last connection (it kept what was queued)."}, func() float64 {
+		if s.State().SessionPresent {
+			return 1
+		}
+		return 0
+	})
+	if reg != nil {
+		reg.MustRegister(m.messages, m.dup, m.acked, m.retries, m.connects, m.ack, connected, present)
+	}
+	return m
+}

@@ -1,0 +1,265 @@
+package subscriber_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	pahov3 "github.com/eclipse/paho.mqtt.golang"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+
+	"firehose/ingest"
+	"firehose/internal/testenv"
+	"firehose/stream"
+	"firehose/subscriber"
+)
+
+// numberDecoder reads devices/{id}/readings with a bare number as payload:
+// enough to drive the subscriber's storage and acknowledgements (the
+// broker's full decoding is mqttmsg's, tested there).
+type numberDecoder struct{}
+
+func (numberDecoder) Decode(_ context.Context, m subscriber.Message) ([]ingest.Reading, error) {
+	parts := strings.Split(m.Topic, "/")
+	if len(parts) != 3 || parts[0] != "devices" || parts[2] != "readings" {
+		return nil, nil
+	}
+	v, err := ingest.ParseNumber([]byte(m.Payload))
+	if err != nil {
+		return nil, &subscriber.InvalidError{Kind: ingest.KindTopic, Device: parts[1], Err: err}
+	}
+	r := ingest.Reading{DeviceID: parts[1], Value: v, ReceivedAt: m.ReceivedAt, ID: m.MessageID}
+	r.Normalize()
+	return []ingest.Reading{r}, nil
+}
+
+// harness is a producer on the test's Redis keys and a subscriber of a
+// Mosquitto of the test's own.
+type harness struct {
+	t       *testing.T
+	rdb     *redis.Client
+	streams stream.Streams
+	broker  *testenv.Mosquitto
+	reg     *prometheus.Registry
+	sub     *subscriber.Subscriber
+	cfg     subscriber.Config
+	p       subscriber.Producer
+	logger  *slog.Logger
+	cancel  context.CancelFunc
+	ran     chan error
+}
+
+func newHarness(t *testing.T, cfg subscriber.Config) *harness {
+	t.Helper()
+	rdb, prefix := testenv.Redis(t)
+	h := &harness{t: t, rdb: rdb, streams: stream.Streams{Prefix: prefix, Count: 4}, reg: prometheus.NewRegistry()}
+	if len(cfg.Brokers) == 0 {
+		h.broker = testenv.StartMosquitto(t)
+		cfg.Brokers = []string{h.broker.URL()}
+	}
+	logger := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo}))
+	p := stream.NewProducer(rdb, h.streams, stream.ProducerConfig{}, logger, h.reg)
+	pctx, stopProducer := context.WithCancel(context.Background())
+	pdone := make(chan error, 1)
+	go func() { pdone <- p.Run(pctx) }()
+	t.Cleanup(func() {
+		stopProducer()
+		<-pdone
+	})
+	withDefaults(&cfg)
+	h.cfg, h.p, h.logger = cfg, p, logger
+	h.sub = h.newSubscriber()
+	return h
+}
+
+// newSubscriber builds a subscriber of h's configuration, with metrics of
+// its own (in h.reg).
+func (h *harness) newSubscriber() *subscriber.Subscriber {
+	h.t.Helper()
+	h.reg = prometheus.NewRegistry()
+	sub, err := subscriber.New(h.cfg, h.p, stream.NewSessionState(h.rdb, h.streams, h.cfg.ClientID), numberDecoder{}, h.logger, h.reg)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return sub
+}
+
+// withDefaults fills what a test leaves out.
+func withDefaults(c *subscriber.Config) {
+	if c.ClientID == "" {
+		c.ClientID = "sub-" + testenv.ID()
+	}
+	if len(c.Topics) == 0 {
+		c.Topics = []string{"devices/+/readings"}
+	}
+	if c.QoS == 0 {
+		c.QoS = 1
+	}
+	if c.Protocol == "" {
+		c.Protocol = subscriber.ProtocolAuto
+	}
+	if c.SessionExpiry == 0 {
+		c.SessionExpiry = time.Hour
+	}
+	if c.ReceiveMaximum == 0 {
+		c.ReceiveMaximum = 100
+	}
+	if c.KeepAlive == 0 {
+		c.KeepAlive = 10 * time.Second
+	}
+	if c.RetryTimeout == 0 {
+		c.RetryTimeout = 10 * time.Second
+	}
+	if c.ConnectTimeout == 0 {
+		c.ConnectTimeout = 5 * time.Second
+	}
+}
+
+// start connects the subscriber and runs it until the test ends.
+func (h *harness) start() {
+	h.t.Helper()
+	if err := h.sub.Start(context.Background()); err != nil {
+		h.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	h.cancel = cancel
+	h.ran = make(chan error, 1)
+	go func() { h.ran <- h.sub.Run(ctx) }()
+	h.t.Cleanup(h.stop)
+	testenv.Await(h.t, func() bool { return h.sub.State().Connected }, "the subscriber never connected: %+v", h.sub.State())
+}
+
+// stop stops the subscriber and checks that Run returned nil.
+func (h *harness) stop() {
+	if h.cancel == nil {
+		return
+	}
+	h.cancel()
+	h.cancel = nil
+	if err := <-h.ran; err != nil {
+		h.t.Errorf("Run: %v", err)
+	}
+}
+
+// stored is how many readings (and dead letters) the shard streams
+// received: the sum of the shards' backlog counters (no bridge trims them
+// here).
+func (h *harness) stored() int64 {
+	var n int64
+	for i := range h.streams.Count {
+		v, _ := h.rdb.HGet(context.Background(), h.streams.ShardMetaKey(i), stream.MetaBacklog).Int64()
+		n += v
+	}
+	return n
+}
+
+// publish sends n messages devices/d{i%10}/readings with payload i, at qos,
+// from a paho MQTT 3.1.1 client, and waits for the broker to acknowledge each.
+func publish(t *testing.T, url string, qos byte, from, n int, payload func(i int) string) {
+	t.Helper()
+	opts := pahov3.NewClientOptions().AddBroker(url).SetClientID("pub-" + testenv.ID()).SetCleanSession(true).SetAutoReconnect(false)
+	c := pahov3.NewClient(opts)
+	if tok := c.Connect(); tok.Wait() && tok.Error() != nil {
+		t.Fatalf("publisher connect: %v", tok.Error())
+	}
+	defer c.Disconnect(100)
+	var toks []pahov3.Token
+	for i := from; i < from+n; i++ {
+		p := fmt.Sprint(i)
+		if payload != nil {
+			p = payload(i)
+		}
+		toks = append(toks, c.Publish(fmt.Sprintf("devices/d%d/readings", i%10), qos, false, p))
+	}
+	for _, tok := range toks {
+		if tok.Wait(); tok.Error() != nil {
+			t.Fatalf("publish: %v", tok.Error())
+		}
+	}
+}
+
+func acks(t *testing.T, reg *prometheus.Registry, outcome string) float64 {
+	return testenv.Metric(t, reg, "firehose_subscriber_acks_total", "outcome", outcome).GetCounter().GetValue()
+}
+
+// TestIntegrationSubscriberStoresBeforeAck: every message Mosquitto took at
+// QoS 1 is stored once and acknowledged, over MQTT 5 and 3.1.1.
+func TestIntegrationSubscriberStoresBeforeAck(t *testing.T) {
+	for _, proto := range []string{subscriber.Protocol5, subscriber.Protocol311} {
+		t.Run("mqtt "+proto, func(t *testing.T) {
+			t.Parallel()
+			h := newHarness(t, subscriber.Config{Protocol: proto})
+			h.start()
+			const n = 2000
+			publish(t, h.broker.URL(), 1, 0, n, nil)
+			testenv.Await(t, func() bool { return acks(t, h.reg, "stored") >= n }, "acks: %v of %d", acks(t, h.reg, "stored"), n)
+			if got := h.stored(); got != n {
+				t.Fatalf("stored %d readings, want %d", got, n)
+			}
+		})
+	}
+}
+
+// TestIntegrationSubscriberSessionKeepsWhatArrivedWhileAway: messages
+// published while the subscriber is stopped are queued by the broker for
+// its persistent session and stored when it comes back.
+func TestIntegrationSubscriberSessionKeepsWhatArrivedWhileAway(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, subscriber.Config{})
+	h.start()
+	publish(t, h.broker.URL(), 1, 0, 100, nil)
+	testenv.Await(t, func() bool { return h.stored() == 100 }, "stored %d of 100", h.stored())
+	h.stop()
+	publish(t, h.broker.URL(), 1, 100, 500, nil)
+	h.sub = h.newSubscriber()
+	h.start()
+	if !h.sub.State().SessionPresent {
+		t.Errorf("the broker had no session for the subscriber on its return")
+	}
+	testenv.Await(t, func() bool { return h.stored() >= 600 }, "stored %d of 600", h.stored())
+	if got := h.stored(); got != 600 {
+		t.Fatalf("stored %d, want 600", got)
+	}
+}
+
+// TestIntegrationSubscriberDeadLettersInvalid: a message that is not a
+// reading is stored as an edge dead letter and acknowledged, so the broker
+// does not send it forever.
+func TestIntegrationSubscriberDeadLettersInvalid(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, subscriber.Config{})
+	h.start()
+	publish(t, h.broker.URL(), 1, 0, 10, func(i int) string {
+		if i%2 == 0 {
+			return "not a number"
+		}
+		return fmt.Sprint(i)
+	})
+	testenv.Await(t, func() bool { return acks(t, h.reg, "stored")+acks(t, h.reg, "dead_letter") >= 10 }, "acks")
+	if d := acks(t, h.reg, "dead_letter"); d != 5 {
+		t.Errorf("dead letters %v, want 5", d)
+	}
+	if got := h.stored(); got != 10 {
+		t.Errorf("stored %d entries (5 readings, 5 dead letters), want 10", got)
+	}
+}
+
+// TestIntegrationSubscriberRefusedConnectionStopsStart: a broker that
+// refuses the connection (here: no anonymous clients) stops Start with its
+// answer, in both protocol versions.
+func TestIntegrationSubscriberRefusedConnectionStopsStart(t *testing.T) {
+	t.Parallel()
+	m := testenv.StartMosquitto(t, "allow_anonymous false")
+	for _, proto := range []string{subscriber.Protocol5, subscriber.Protocol311} {
+		h := newHarness(t, subscriber.Config{Brokers: []string{m.URL()}, Protocol: proto})
+		err := h.sub.Start(context.Background())
+		if err == nil || !strings.Contains(err.Error(), "refused the connection") {
+			t.Fatalf("MQTT %s: Start = %v, want the broker's refusal of the connection", proto, err)
+		}
+		t.Logf("MQTT %s: %v", proto, err)
+	}
+}
