@@ -9,6 +9,7 @@ import (
 
 	"firehose/ingest"
 	"firehose/mapping"
+	"firehose/mqttmsg"
 	"firehose/sparkplug"
 )
 
@@ -19,10 +20,10 @@ import (
 // makes. nil (no --mqtt-auth): everyone may do everything.
 type acl struct {
 	auth   *authenticator
-	topic  topic           // the readings topic template
-	rules  *mapping.Mapper // nil: none
-	spb    bool            // Sparkplug B decoded (--mqtt-sparkplug)
-	limits ingest.Limits   // to map a will's rows
+	topic  mqttmsg.Template // the readings topic template
+	rules  *mapping.Mapper  // nil: none
+	spb    bool             // Sparkplug B decoded (--mqtt-sparkplug)
+	limits ingest.Limits    // to map a will's rows
 }
 
 // mayPublish reports whether an authenticated client may publish readings
@@ -102,11 +103,12 @@ func covers(g, f string) bool {
 // underDevice reports whether filter f only matches topics under device
 // dev's own level of the readings topic template: prefix + dev, then the
 // end or "/" and anything.
-func (t topic) underDevice(dev, f string) bool {
-	if dev == "" || !strings.HasPrefix(f, t.prefix) {
+func underDevice(t mqttmsg.Template, dev, f string) bool {
+	prefix := t.Prefix()
+	if dev == "" || !strings.HasPrefix(f, prefix) {
 		return false
 	}
-	rest, ok := strings.CutPrefix(f[len(t.prefix):], dev)
+	rest, ok := strings.CutPrefix(f[len(prefix):], dev)
 	return ok && (rest == "" || rest[0] == '/')
 }
 
@@ -126,7 +128,7 @@ func (a *acl) mayRead(cl *mqtt.Client, filter string) bool {
 	if f == refusedWillTopic {
 		return false
 	}
-	if a.topic.underDevice(user, f) || (a.spb && ownSparkplugRead(user, cred.Sparkplug, f)) {
+	if underDevice(a.topic, user, f) || (a.spb && ownSparkplugRead(user, cred.Sparkplug, f)) {
 		return true
 	}
 	for _, g := range cred.Read {
@@ -205,7 +207,7 @@ func (a *acl) writeAllowed(user string, cred Credential, topic string) bool {
 			return true // every row must be user's: publishMapped decides
 		}
 	}
-	return a.topic.underDevice(user, topic)
+	return underDevice(a.topic, user, topic)
 }
 
 // ownEdgeNode reports whether topic is a message of user's own Sparkplug B
@@ -252,7 +254,7 @@ func (a *acl) mayWill(user, topic string, payload []byte) bool {
 			return true
 		}
 	}
-	if dev, ok := a.topic.device(topic); ok {
+	if dev, ok := a.topic.Device(topic); ok {
 		return dev == user
 	}
 	return true

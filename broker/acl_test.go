@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"firehose/mapping"
+	"firehose/mqttmsg"
 )
 
 func TestCovers(t *testing.T) {
@@ -56,10 +57,10 @@ func TestUnshareAndUnderDevice(t *testing.T) {
 			t.Errorf("unshare(%q) = %q, %v; want %q", tc.in, got, ok, tc.want)
 		}
 	}
-	def, _ := parseTopic(DefaultTopic)
-	first, _ := parseTopic("{device_id}/up")
+	def, _ := mqttmsg.ParseTemplate(DefaultTopic)
+	first, _ := mqttmsg.ParseTemplate("{device_id}/up")
 	for _, tc := range []struct {
-		t      topic
+		t      mqttmsg.Template
 		dev, f string
 		want   bool
 	}{
@@ -76,8 +77,8 @@ func TestUnshareAndUnderDevice(t *testing.T) {
 		{first, "a", "a/#", true},
 		{first, "a", "+/up", false},
 	} {
-		if got := tc.t.underDevice(tc.dev, tc.f); got != tc.want {
-			t.Errorf("%+v.underDevice(%q, %q) = %v, want %v", tc.t, tc.dev, tc.f, got, tc.want)
+		if got := underDevice(tc.t, tc.dev, tc.f); got != tc.want {
+			t.Errorf("underDevice(%+v, %q, %q) = %v, want %v", tc.t, tc.dev, tc.f, got, tc.want)
 		}
 	}
 }
@@ -169,7 +170,7 @@ func TestWriteAllowed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	def, _ := parseTopic(DefaultTopic)
+	def, _ := mqttmsg.ParseTemplate(DefaultTopic)
 	h := &acl{topic: def, rules: rules, auth: a, spb: true}
 	creds := a.file.Get()
 	for _, tc := range []struct {

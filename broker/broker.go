@@ -17,6 +17,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"firehose/mqttmsg"
 	"firehose/sparkplug"
 )
 
@@ -51,7 +52,19 @@ func New(cfg Config, p Producer, logger *slog.Logger, reg prometheus.Registerer)
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	t, _ := parseTopic(cfg.Topic)
+	var spb *sparkplug.Tracker
+	if cfg.Sparkplug {
+		store := cfg.SparkplugStore
+		if store == nil {
+			store = sparkplug.NewMemoryStore()
+		}
+		spb = sparkplug.NewTracker(store)
+		spb.MaxNodes, spb.MaxNodeBytes, spb.StateTTL = cfg.SparkplugMaxNodes, cfg.SparkplugMaxNodeBytes, cfg.SparkplugStateTTL
+	}
+	read, err := mqttmsg.New(mqttmsg.Config{Topic: cfg.Topic, Rules: cfg.Rules, Sparkplug: spb, Limits: cfg.Limits})
+	if err != nil {
+		return nil, err
+	}
 	log := logger.With("component", "broker")
 	ctx, cancel := context.WithCancel(context.Background())
 	ah := &authHook{
@@ -60,12 +73,11 @@ func New(cfg Config, p Producer, logger *slog.Logger, reg prometheus.Registerer)
 		ctx:   ctx,
 	}
 	ih := &ingestHook{
-		topic:  t,
-		rules:  cfg.Rules,
-		p:      p,
-		limits: cfg.Limits,
-		log:    log,
-		ctx:    ctx,
+		read: read,
+		spb:  spb,
+		p:    p,
+		log:  log,
+		ctx:  ctx,
 	}
 	bh := &boundsHook{maxPkt: uint32(cfg.MaxPacket)}
 	if cfg.AuthFile != "" {
@@ -74,7 +86,7 @@ func New(cfg Config, p Producer, logger *slog.Logger, reg prometheus.Registerer)
 			cancel()
 			return nil, fmt.Errorf("load --mqtt-auth: %w", err)
 		}
-		ah.acl = &acl{auth: a, topic: t, rules: cfg.Rules, spb: cfg.Sparkplug, limits: cfg.Limits}
+		ah.acl = &acl{auth: a, topic: read.Template(), rules: cfg.Rules, spb: cfg.Sparkplug, limits: cfg.Limits}
 		ah.fails = newLoginThrottle(cfg.AuthFailBurst, cfg.AuthFailInterval, cfg.AuthFailAddresses)
 		ah.slots = newCheckSlots()
 		ih.acl = ah.acl
@@ -96,12 +108,6 @@ func New(cfg Config, p Producer, logger *slog.Logger, reg prometheus.Registerer)
 	// keeps its reason string.
 	caps.Compatibilities.NoInheritedPropertiesOnAck = true
 	if cfg.Sparkplug {
-		store := cfg.SparkplugStore
-		if store == nil {
-			store = sparkplug.NewMemoryStore()
-		}
-		ih.spb = sparkplug.NewTracker(store)
-		ih.spb.MaxNodes, ih.spb.MaxNodeBytes, ih.spb.StateTTL = cfg.SparkplugMaxNodes, cfg.SparkplugMaxNodeBytes, cfg.SparkplugStateTTL
 		ih.spbLive = newSpbSessions()
 		ih.rebirths = make(chan [2]string, 64)
 	}

@@ -4,18 +4,18 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"strings"
 	"time"
 
 	"firehose/ingest"
 	"firehose/mapping"
+	"firehose/mqttmsg"
 	"firehose/sparkplug"
 )
 
 // Defaults of Config.
 const (
 	DefaultAddr         = ":1883"
-	DefaultTopic        = "devices/{device_id}/readings"
+	DefaultTopic        = mqttmsg.DefaultTopic
 	DefaultMaxClients   = 100_000
 	DefaultMaxPacket    = 64 << 10
 	DefaultMaxKeepAlive = 10 * time.Minute
@@ -253,7 +253,7 @@ func (c Config) withDefaults() Config {
 
 // Validate checks the configuration for values that cannot work.
 func (c Config) Validate() error {
-	if _, err := parseTopic(c.withDefaults().Topic); err != nil {
+	if _, err := mqttmsg.ParseTemplate(c.withDefaults().Topic); err != nil {
 		return err
 	}
 	switch {
@@ -282,64 +282,3 @@ func (c Config) Validate() error {
 	}
 	return nil
 }
-
-// topic is a parsed readings topic template: prefix + device + suffix.
-type topic struct {
-	prefix, suffix string
-}
-
-// parseTopic parses a template such as "devices/{device_id}/readings": the
-// placeholder must be one whole topic level and appear once, and the rest
-// must be a valid topic name (no wildcards).
-func parseTopic(tmpl string) (topic, error) {
-	const ph = "{device_id}"
-	bad := func(why string) (topic, error) {
-		return topic{}, fmt.Errorf("--mqtt-topic %q: %s", tmpl, why)
-	}
-	i := strings.Index(tmpl, ph)
-	switch {
-	case i < 0:
-		return bad("must contain {device_id}")
-	case strings.Count(tmpl, ph) > 1:
-		return bad("must contain {device_id} once")
-	case strings.ContainsAny(tmpl, "+#\x00"):
-		return bad("must not contain wildcards or NUL")
-	case strings.HasPrefix(tmpl, "$"):
-		return bad("must not start with $ (reserved for the broker)")
-	}
-	t := topic{prefix: tmpl[:i], suffix: tmpl[i+len(ph):]}
-	if (t.prefix != "" && !strings.HasSuffix(t.prefix, "/")) || (t.suffix != "" && !strings.HasPrefix(t.suffix, "/")) {
-		return bad("{device_id} must be a whole topic level")
-	}
-	return t, nil
-}
-
-// device returns the device id a topic name names, if it is a readings topic:
-// one that the filter matches. An empty level ("devices//readings") is one
-// (MQTT's + matches it), with an empty device id that validation refuses;
-// taking it for an ordinary topic would acknowledge a reading that is never
-// stored, and deliver it to subscribers of the readings.
-func (t topic) device(name string) (string, bool) {
-	if len(name) < len(t.prefix)+len(t.suffix) || !strings.HasPrefix(name, t.prefix) || !strings.HasSuffix(name, t.suffix) {
-		return "", false
-	}
-	dev := name[len(t.prefix) : len(name)-len(t.suffix)]
-	if strings.IndexByte(dev, '/') >= 0 {
-		return "", false
-	}
-	return dev, true
-}
-
-// ReadingsDevice is the device a topic name names under the readings topic
-// template (--mqtt-topic), read as the broker reads it; false when the
-// topic is not a readings topic or the template is not valid.
-func ReadingsDevice(template, name string) (string, bool) {
-	t, err := parseTopic(template)
-	if err != nil {
-		return "", false
-	}
-	return t.device(name)
-}
-
-// filter is the subscription filter matching every readings topic.
-func (t topic) filter() string { return t.prefix + "+" + t.suffix }

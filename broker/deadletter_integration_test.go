@@ -10,6 +10,7 @@ import (
 	"firehose/ingest"
 	"firehose/internal/spbtest"
 	"firehose/internal/testenv"
+	"firehose/mqttmsg"
 	"firehose/sparkplug"
 	"firehose/stream"
 )
@@ -91,7 +92,7 @@ func TestIntegrationDeadLetterInvalidV3Payload(t *testing.T) {
 // acknowledged (PUBACK 0) only once stored whole as an edge dead letter;
 // none of their values lands as a row (nothing partial), the edge node is
 // asked for a rebirth, and once the births are known the broker's decode
-// path (Resolver, as firehose rejected replay uses it) resolves every value
+// path (mqttmsg.Resolver, as firehose rejected replay uses it) resolves every value
 // of both. (Before: the first was stored nowhere, the second only in part.)
 func TestIntegrationSparkplugDeadLetters(t *testing.T) {
 	t.Parallel()
@@ -144,7 +145,7 @@ func TestIntegrationSparkplugDeadLetters(t *testing.T) {
 	if code := publishV5(t, edge, "spBv1.0/dlg/NBIRTH/dl-node", 1, string(rebirth)); code != 0 {
 		t.Fatalf("NBIRTH: reason code %#x", code)
 	}
-	res := NewResolver(store, nil, ingest.Limits{})
+	res := mqttmsg.NewResolver(store, nil, ingest.Limits{})
 	for i, want := range []map[string]float64{{"temp": 1.5, "pressure": 2.5}, {"temp": 3.5, "flow": 4.5}} {
 		d := ingest.DeadLetter{Kind: dls[i].Kind, Topic: dls[i].Topic, Device: dls[i].Device, Payload: dls[i].Raw, ReceivedAt: dls[i].ReceivedAt}
 		rs, err := res.Resolve(t.Context(), d)

@@ -28,7 +28,10 @@
 //
 // A mochi hook per concern: who connects, publishes and reads
 // (hook_auth.go), the ingest of publishes (hook.go), and the bounds
-// on sessions, wills and retained messages (hook_bounds.go).
+// on sessions, wills and retained messages (hook_bounds.go). What a
+// publish's topic and payload become is package mqttmsg's, shared with the
+// subscriber role; the ingest hook checks the client between its Route and
+// Read, and answers.
 //
 //	b, err := broker.New(cfg, producer, logger, registry)
 //	if err != nil { ... }

@@ -13,6 +13,7 @@ import (
 
 	"firehose/ingest"
 	"firehose/mapping"
+	"firehose/mqttmsg"
 	"firehose/sparkplug"
 )
 
@@ -34,33 +35,34 @@ type Producer interface {
 // writes their acknowledgement: mochi calls OnPublish on the publishing
 // client's own goroutine and writes the PUBACK/PUBREC after it returns, so
 // blocking in Add holds back only that client's acknowledgement, while many
-// clients' Adds share the producer's round trips. It decodes the readings
-// topic, the mapping rules' topics and the Sparkplug B namespace
-// (sparkplug.go), answers what cannot be stored with its reason code, and
-// stores the wills mochi published.
+// clients' Adds share the producer's round trips. It reads the readings
+// topic, the mapping rules' topics and the Sparkplug B namespace through
+// mqttmsg (Route, then the client's checks, then Read; sparkplug.go keeps
+// each connection's Sparkplug B sessions), answers what cannot be stored
+// with its reason code, and stores the wills mochi published.
 //
 // It is the only hook that provides OnPublish, so mochi makes one hook call
 // per publish: the retained bounds and, for a publish through a topic alias,
 // the ACL are consulted from here (ret, acl).
 type ingestHook struct {
 	mqtt.HookBase
-	srv   *mqtt.Server
-	topic topic
-	rules *mapping.Mapper    // nil: none
-	spb   *sparkplug.Tracker // nil: Sparkplug B off
+	srv *mqtt.Server
+	// read turns publishes into readings: the readings topic, the mapping
+	// rules and Sparkplug B.
+	read *mqttmsg.Reader
+	spb  *sparkplug.Tracker // read's; nil: Sparkplug B off
 	// spbLive: the Sparkplug sessions each connection's NBIRTHs started.
 	spbLive *spbSessions
 	// rebirths queues Rebirth requests for sendRebirths: group, edge node.
 	rebirths chan [2]string
 	// wills queues the wills mochi published, for storeWills.
-	wills  chan will
-	acl    *acl      // nil: anonymous
-	ret    *retained // the retained bounds, kept by the bounds hook
-	p      Producer
-	limits ingest.Limits
-	m      *metrics
-	log    *slog.Logger
-	ctx    context.Context // for Add; cancelled only after the drain
+	wills chan will
+	acl   *acl      // nil: anonymous
+	ret   *retained // the retained bounds, kept by the bounds hook
+	p     Producer
+	m     *metrics
+	log   *slog.Logger
+	ctx   context.Context // for Add; cancelled only after the drain
 
 	draining atomic.Bool  // shutting down: refuse new readings
 	inflight atomic.Int64 // OnPublish calls on readings topics under way
@@ -147,19 +149,12 @@ func (h *ingestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 }
 
 func (h *ingestHook) publish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
-	spb := h.spb != nil && sparkplug.IsTopic(pk.TopicName)
-	var mt mapping.Match
-	mapped := false
-	if h.rules.Len() > 0 && !spb {
-		mt, mapped = h.rules.MatchTopic(pk.TopicName)
-	}
-	var dev string
-	if !mapped && !spb {
-		var ok bool
-		if dev, ok = h.topic.device(pk.TopicName); !ok {
-			return pk, nil
-		}
-		if h.acl != nil && !h.acl.mayPublish(cl, dev) {
+	rt := h.read.Route(pk.TopicName)
+	switch rt.Kind {
+	case mqttmsg.Pass:
+		return pk, nil
+	case mqttmsg.Topic:
+		if h.acl != nil && !h.acl.mayPublish(cl, rt.Device()) {
 			// Only a publish through a topic alias gets here: OnACLCheck
 			// refused the others.
 			return h.refuseUnauthorized(cl, pk)
@@ -172,25 +167,17 @@ func (h *ingestHook) publish(cl *mqtt.Client, pk packets.Packet) (packets.Packet
 	if h.draining.Load() {
 		return h.refuseTransient(cl, pk, "shutting_down")
 	}
-	switch {
-	case spb:
-		return h.publishSparkplug(cl, pk)
-	case mapped:
-		return h.publishMapped(cl, pk, mt)
+	switch rt.Kind {
+	case mqttmsg.Sparkplug:
+		return h.publishSparkplug(cl, pk, rt)
+	case mqttmsg.Rule:
+		return h.publishMapped(cl, pk, rt)
 	}
 
 	start := time.Now()
-	r := ingest.Reading{DeviceID: dev, ReceivedAt: start}
-	err := DecodePayload(pk.Payload, &r)
-	if err == nil {
-		r.Normalize()
-		err = r.Validate(h.limits)
-	}
+	r, err := h.read.Reading(rt, mqttmsg.Message{Topic: pk.TopicName, Payload: pk.Payload, MessageID: messageID(pk), QoS: qos, ReceivedAt: start})
 	if err != nil {
-		return h.refuseInvalid(cl, pk, err, ingest.KindTopic, dev, start)
-	}
-	if id := messageID(pk); id != "" {
-		r.ID = id
+		return h.refuseInvalid(cl, pk, err, ingest.KindTopic, rt.Device(), start)
 	}
 	if qos == 0 {
 		if err := h.p.Enqueue(r); err != nil {
@@ -213,33 +200,26 @@ func (h *ingestHook) publish(cl *mqtt.Client, pk packets.Packet) (packets.Packet
 // rule cannot map is refused as an invalid reading is, with the rule and the
 // path as MQTT 5's reason string. Under --mqtt-auth every reading must be of
 // the client's own device, as on the readings topic.
-func (h *ingestHook) publishMapped(cl *mqtt.Client, pk packets.Packet, mt mapping.Match) (packets.Packet, error) {
+func (h *ingestHook) publishMapped(cl *mqtt.Client, pk packets.Packet, rt mqttmsg.Route) (packets.Packet, error) {
 	start := time.Now()
-	rs, err := mt.Map(pk.Payload, start, h.limits)
+	res, err := h.read.Read(h.ctx, rt, mqttmsg.Message{Topic: pk.TopicName, Payload: pk.Payload, MessageID: messageID(pk), QoS: pk.FixedHeader.Qos, ReceivedAt: start})
 	if err != nil {
 		return h.refuseInvalid(cl, pk, err, ingest.KindRule, "", start)
 	}
 	if h.acl != nil {
-		for i := range rs {
-			if !h.acl.mayPublish(cl, rs[i].DeviceID) {
+		for i := range res.Readings {
+			if !h.acl.mayPublish(cl, res.Readings[i].DeviceID) {
 				return h.refuseUnauthorized(cl, pk)
 			}
 		}
 	}
-	ingest.NameRows(rs, messageID(pk))
-	return h.store(cl, pk, rs, start)
+	return h.store(cl, pk, res.Readings, start)
 }
 
-// PropertyMessageID is the MQTT 5 user property of a message's id: with
-// --dedup id a publish sent again with the same id (a QoS 1 resend after a
-// lost PUBACK, or a device's own retry) is acknowledged and not stored
-// again. It wins over a msg_id in the payload or a rule's id.
-const PropertyMessageID = "msg_id"
-
-// messageID is pk's PropertyMessageID, or "".
+// messageID is pk's mqttmsg.PropertyMessageID, or "".
 func messageID(pk packets.Packet) string {
 	for _, p := range pk.Properties.User {
-		if p.Key == PropertyMessageID {
+		if p.Key == mqttmsg.PropertyMessageID {
 			return p.Val
 		}
 	}

@@ -2,10 +2,7 @@ package broker
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
-	"math"
-	"strconv"
 	"sync"
 	"time"
 
@@ -13,22 +10,9 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"firehose/ingest"
+	"firehose/mqttmsg"
 	"firehose/sparkplug"
 )
-
-// Rows of Sparkplug B births and deaths: one per NBIRTH, DBIRTH, NDEATH and
-// DDEATH message, beside the metric rows of the births, so that a device's
-// sessions can be read from readings alone. Metric "sparkplug/NBIRTH" and so
-// on; the value is the message's seq (bdSeq for a death); the payload says
-// how many metrics a birth declared.
-const spbEventMetric = "sparkplug/"
-
-// spbLimits are the limits of Sparkplug readings: a device is
-// group/edge_node[/device], so its id holds '/'.
-func spbLimits(l ingest.Limits) ingest.Limits {
-	l.DeviceSlash = true
-	return l
-}
 
 // publishSparkplug stores the metrics of a Sparkplug B message
 // (spBv1.0/{group}/{type}/{edge_node}[/{device}]): each metric value a row
@@ -47,13 +31,13 @@ func spbLimits(l ingest.Limits) ingest.Limits {
 // username the edge node id) in a group its credentials name, or granted
 // the topic (mayWrite). NCMD, DCMD and STATE messages are delivered, not
 // stored.
-func (h *ingestHook) publishSparkplug(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+func (h *ingestHook) publishSparkplug(cl *mqtt.Client, pk packets.Packet, rt mqttmsg.Route) (packets.Packet, error) {
 	start := time.Now()
-	tp, err := sparkplug.ParseTopic(pk.TopicName)
-	if err != nil {
-		return h.refuseInvalid(cl, pk, err, ingest.KindSparkplug, "", start)
+	if rt.Err != nil {
+		return h.refuseInvalid(cl, pk, rt.Err, ingest.KindSparkplug, "", start)
 	}
-	if tp.Type == sparkplug.NCMD || tp.Type == sparkplug.DCMD || tp.Type == sparkplug.STATE {
+	tp := rt.Sparkplug
+	if rt.Command() {
 		if h.acl != nil && tp.Type != sparkplug.STATE && !h.acl.mayCommand(cl, pk.TopicName) {
 			// Only a publish through a topic alias gets here: OnACLCheck
 			// refused the others.
@@ -64,109 +48,38 @@ func (h *ingestHook) publishSparkplug(cl *mqtt.Client, pk packets.Packet) (packe
 	if h.acl != nil && !h.acl.mayWrite(cl, pk.TopicName) {
 		return h.refuseUnauthorized(cl, pk)
 	}
-	msg, err := h.spb.HandleFrom(h.ctx, h.spbOwner(cl), pk.TopicName, pk.Payload)
+	res, err := h.read.Read(h.ctx, rt, mqttmsg.Message{Topic: pk.TopicName, Payload: pk.Payload, QoS: pk.FixedHeader.Qos, ReceivedAt: start, Owner: h.spbOwner(cl)})
 	switch {
-	case errors.Is(err, sparkplug.ErrMalformed):
-		return h.refuseInvalid(cl, pk, err, ingest.KindSparkplug, tp.DeviceID(), start)
-	case errors.Is(err, sparkplug.ErrQuota), errors.Is(err, sparkplug.ErrStateTooLarge):
-		return h.refuseSparkplugState(cl, pk, err, tp.DeviceID(), start)
-	case err != nil:
+	case errors.Is(err, mqttmsg.ErrStateUnavailable):
 		h.log.Warn("sparkplug state unavailable", "topic", pk.TopicName, "err", err)
 		return h.refuseTransient(cl, pk, "redis_unavailable")
+	case errors.Is(err, sparkplug.ErrQuota), errors.Is(err, sparkplug.ErrStateTooLarge):
+		return h.refuseSparkplugState(cl, pk, err, rt.Device(), start)
 	}
-	if msg.Session != "" && !h.spbLive.started(cl, tp.Node(), msg.Session) {
+	// The edge node's state changed, even if its rows are invalid.
+	if res.Session != "" && !h.spbLive.started(cl, tp.Node(), res.Session) {
 		// The connection ended already (a will, or a race with its end).
-		if err := h.spb.EndSession(h.ctx, tp.Node(), msg.Session); err != nil {
+		if err := h.spb.EndSession(h.ctx, tp.Node(), res.Session); err != nil {
 			h.log.Warn("sparkplug state expiry not set", "node", tp.Node(), "err", err)
 		}
 	}
-	if rb := msg.Rebirth; rb != nil && !rb.Duplicate {
+	if res.Rebirth != nil {
 		h.askRebirth(tp.Group, tp.EdgeNode)
 	}
-	if unresolved(msg) && pk.FixedHeader.Qos > 0 {
+	switch {
+	case err != nil:
+		return h.refuseInvalid(cl, pk, err, ingest.KindSparkplug, rt.Device(), start)
+	case res.Unresolved != nil:
 		// Nothing partial: the whole message is the dead letter, which a
 		// replay after the rebirth lands whole, once.
-		if err := h.storeDeadLetter(cl, pk, ingest.KindSparkplug, tp.DeviceID(), msg.Rebirth.Error(), start); err != nil {
+		if err := h.storeDeadLetter(cl, pk, ingest.KindSparkplug, rt.Device(), res.Unresolved.Error(), start); err != nil {
 			return h.refuseTransient(cl, pk, ingest.RefusalReason(err))
 		}
 		return pk, nil
-	}
-	rs, err := spbReadings(msg, start, spbLimits(h.limits))
-	if err != nil {
-		return h.refuseInvalid(cl, pk, err, ingest.KindSparkplug, tp.DeviceID(), start)
-	}
-	if len(rs) == 0 {
+	case len(res.Readings) == 0:
 		return pk, nil // nothing to store (at QoS 0, a DATA before its birth): the Rebirth request is out
 	}
-	return h.store(cl, pk, rs, start)
-}
-
-// spbReadings turns a handled message into its rows.
-func spbReadings(msg *sparkplug.Message, receivedAt time.Time, lim ingest.Limits) ([]ingest.Reading, error) {
-	var ts time.Time
-	if msg.Payload != nil && msg.Payload.HasTimestamp {
-		ts = time.UnixMilli(int64(msg.Payload.Timestamp))
-	}
-	var rs []ingest.Reading
-	add := func(r ingest.Reading) error {
-		if r.Time.IsZero() {
-			r.Time = ts
-		}
-		r.ReceivedAt = receivedAt
-		r.Normalize()
-		if err := r.Validate(lim); err != nil {
-			return err
-		}
-		rs = append(rs, r)
-		return nil
-	}
-	switch t := msg.Topic.Type; t {
-	case sparkplug.NBIRTH, sparkplug.DBIRTH, sparkplug.NDEATH, sparkplug.DDEATH:
-		seq := 0.0
-		if msg.Payload != nil {
-			seq = float64(msg.Payload.Seq)
-		}
-		body := []byte(`{"type":"` + t.String() + `"`)
-		if t == sparkplug.NBIRTH || t == sparkplug.DBIRTH {
-			body = strconv.AppendInt(append(body, `,"metrics":`...), int64(len(msg.Values)), 10)
-		}
-		if msg.Stale {
-			body = append(body, `,"stale":true`...)
-		}
-		if err := add(ingest.Reading{DeviceID: msg.Topic.DeviceID(), Metric: spbEventMetric + t.String(), Value: seq, Payload: append(body, '}')}); err != nil {
-			return nil, err
-		}
-	}
-	for _, v := range msg.Values {
-		if v.Null {
-			continue
-		}
-		r := ingest.Reading{DeviceID: v.Device, Metric: v.Name, Time: v.Timestamp}
-		extra := map[string]any{"datatype": v.Datatype.String()}
-		switch {
-		case v.Numeric && !math.IsNaN(v.Number) && !math.IsInf(v.Number, 0):
-			r.Value = v.Number
-			if v.Inexact {
-				extra["inexact"] = true
-			}
-		case v.Numeric: // NaN, ±Inf: no number PostgreSQL's float8 takes from us
-			extra["value"] = strconv.FormatFloat(v.Number, 'g', -1, 64)
-		default:
-			extra["value"] = v.Other
-		}
-		if v.Historical {
-			extra["historical"] = true
-		}
-		b, err := json.Marshal(extra)
-		if err != nil {
-			return nil, err
-		}
-		r.Payload = b
-		if err := add(r); err != nil {
-			return nil, err
-		}
-	}
-	return rs, nil
+	return h.store(cl, pk, res.Readings, start)
 }
 
 // askRebirth queues a Rebirth request for the edge node; the broker's

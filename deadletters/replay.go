@@ -26,7 +26,7 @@ import (
 const Batch = 500
 
 // Resolver turns an edge dead letter into the readings its message makes
-// now (the broker's decode path: broker.Resolver).
+// now (the MQTT edges' decode path: mqttmsg.Resolver).
 type Resolver interface {
 	Resolve(ctx context.Context, d ingest.DeadLetter) ([]ingest.Reading, error)
 }

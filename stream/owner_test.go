@@ -18,7 +18,7 @@ func TestOneOwnerOfTheRedisLayout(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs go list")
 	}
-	for _, pkg := range []string{"firehose/ingest", "firehose/mapping", "firehose/sparkplug", "firehose/httpgw"} {
+	for _, pkg := range []string{"firehose/ingest", "firehose/mapping", "firehose/sparkplug", "firehose/mqttmsg", "firehose/httpgw"} {
 		out, err := exec.Command("go", "list", "-deps", pkg).CombinedOutput()
 		if err != nil {
 			t.Fatalf("go list -deps %s: %v\n%s", pkg, err, out)

@@ -24,6 +24,7 @@ import (
 	"firehose/httpgw"
 	"firehose/ingest"
 	"firehose/internal/cli"
+	"firehose/mqttmsg"
 	"firehose/stream"
 )
 
@@ -176,7 +177,7 @@ func (p *sampleProducer) AddDeadLetter(context.Context, ingest.DeadLetter) error
 func (p *sampleProducer) Ready() error { return nil }
 
 // MQTT maps a publish as the broker's hook does: the topic names the
-// device under --mqtt-topic, broker.DecodePayload reads the payload, then
+// device under --mqtt-topic, mqttmsg.DecodePayload reads the payload, then
 // the reading is normalized and validated against the limits.
 func MQTT(cfg Edges, topic string, payload []byte, now time.Time) *Sample {
 	s := &Sample{Protocol: "mqtt", Topic: topic, Rows: []Row{}}
@@ -200,8 +201,8 @@ func MQTT(cfg Edges, topic string, payload []byte, now time.Time) *Sample {
 		s.Note = "mapped by rule " + mt.Rule() + ": its rows are stored together or not at all"
 		return s
 	}
-	tmpl := cmp.Or(cfg.MQTT.Topic, broker.DefaultTopic)
-	dev, ok := broker.ReadingsDevice(tmpl, topic)
+	tmpl := cmp.Or(cfg.MQTT.Topic, mqttmsg.DefaultTopic)
+	dev, ok := mqttmsg.ReadingsDevice(tmpl, topic)
 	if !ok {
 		s.Note = fmt.Sprintf("not a readings topic (--mqtt-topic %s): the broker delivers it to subscribers and stores nothing", tmpl)
 		return s
@@ -215,7 +216,7 @@ func MQTT(cfg Edges, topic string, payload []byte, now time.Time) *Sample {
 		return s
 	}
 	r := ingest.Reading{DeviceID: dev, ReceivedAt: now}
-	err := broker.DecodePayload(payload, &r)
+	err := mqttmsg.DecodePayload(payload, &r)
 	if err == nil {
 		r.Normalize()
 		err = r.Validate(cfg.MQTT.Limits)
