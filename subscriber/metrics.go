@@ -9,7 +9,9 @@ type metrics struct {
 	acked    *prometheus.CounterVec // acknowledgements written, by outcome
 	retries  *prometheus.CounterVec // store attempts retried, by reason
 	connects *prometheus.CounterVec
-	ack      prometheus.Histogram
+	// qos0Dropped: QoS 0 messages not stored (at most once), by reason.
+	qos0Dropped *prometheus.CounterVec
+	ack         prometheus.Histogram
 }
 
 func newMetrics(reg prometheus.Registerer, s *Subscriber) *metrics {
@@ -24,6 +26,8 @@ func newMetrics(reg prometheus.Registerer, s *Subscriber) *metrics {
 			Help: "Attempts at storing a message that failed and were retried, by reason."}, []string{"reason"}),
 		connects: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "firehose_subscriber_connects_total",
 			Help: "Connections to the broker, by result."}, []string{"result"}),
+		qos0Dropped: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "firehose_subscriber_qos0_dropped_total",
+			Help: "QoS 0 messages not stored (at most once: nobody is told), by reason."}, []string{"reason"}),
 		ack: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "firehose_subscriber_ack_seconds",
 			Help:    "From a message's receipt to its acknowledgement to the broker.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
@@ -43,7 +47,7 @@ func newMetrics(reg prometheus.Registerer, s *Subscriber) *metrics {
 		return 0
 	})
 	if reg != nil {
-		reg.MustRegister(m.messages, m.dup, m.acked, m.retries, m.connects, m.ack, connected, present)
+		reg.MustRegister(m.messages, m.dup, m.acked, m.retries, m.connects, m.qos0Dropped, m.ack, connected, present)
 	}
 	return m
 }

@@ -462,8 +462,15 @@ func (ss *session) publish(pk packets.Packet) {
 		close(o.settled)
 		return
 	}
+	it, err := s.decode(ss.ctx, m)
+	if err != nil {
+		// Unacknowledged: the broker resends it to the next session.
+		o.err = err
+		close(o.settled)
+		return
+	}
 	ss.stores.Go(func() {
-		o.outcome, o.err = s.store(ss.ctx, m, once)
+		o.outcome, o.err = s.store(ss.ctx, m.Topic, it, once)
 		close(o.settled)
 	})
 }
@@ -569,16 +576,16 @@ func messageID(pk packets.Packet) string {
 }
 
 // storeQoS0 queues a QoS 0 message's readings without waiting: at most
-// once, as the broker does.
+// once, as the broker does. A message that is not readings is dropped.
 func (s *Subscriber) storeQoS0(m Message) {
 	rs, err := s.dec.Decode(s.storeCtx, m)
 	if err != nil {
-		s.m.acked.WithLabelValues("dropped").Inc()
+		s.m.qos0Dropped.WithLabelValues("invalid").Inc()
 		return
 	}
 	for i := range rs {
 		if err := s.p.Enqueue(rs[i]); err != nil {
-			s.m.retries.WithLabelValues(ingest.RefusalReason(err)).Inc()
+			s.m.qos0Dropped.WithLabelValues(ingest.RefusalReason(err)).Add(float64(len(rs) - i))
 			return
 		}
 	}

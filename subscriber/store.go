@@ -73,54 +73,80 @@ const (
 	redelivered                // QoS 2: Redis held it already
 )
 
-// store writes one message (QoS 1 or 2; o is its once key at QoS 2) and
-// retries transient failures until the retry timeout or ctx (the session)
-// ends; the error is then why the message stays unacknowledged.
-func (s *Subscriber) store(ctx context.Context, m Message, o *stream.Once) (outcome, error) {
+// item is what a message becomes: its readings, or its dead letter.
+type item struct {
+	readings []ingest.Reading
+	dead     *ingest.DeadLetter
+}
+
+// decode turns m into its readings or its dead letter, retrying a
+// transient failure (the Sparkplug B state unavailable) until the retry
+// timeout or ctx (the session) ends. It runs in the read loop: messages
+// are decoded in arrival order.
+func (s *Subscriber) decode(ctx context.Context, m Message) (item, error) {
 	deadline := time.Now().Add(s.cfg.RetryTimeout)
 	wait := s.retryWait()
 	for {
-		out, err := s.storeOnce(m, o)
+		rs, err := s.dec.Decode(ctx, m)
+		var inv *InvalidError
+		if errors.As(err, &inv) {
+			return item{dead: &ingest.DeadLetter{Source: ingest.SourceMQTT, Kind: inv.Kind, Topic: m.Topic, ClientID: s.cfg.ClientID,
+				Device: inv.Device, Reason: inv.Error(), ReceivedAt: m.ReceivedAt, Payload: m.Payload}}, nil
+		}
 		if err == nil {
-			return out, nil
+			return item{readings: rs}, nil
 		}
 		if time.Now().After(deadline) {
-			return out, fmt.Errorf("message on %s not stored within --subscribe-retry-timeout %s: %w", m.Topic, s.cfg.RetryTimeout, err)
+			return item{}, fmt.Errorf("message on %s not decoded within --subscribe-retry-timeout %s: %w", m.Topic, s.cfg.RetryTimeout, err)
 		}
-		s.m.retries.WithLabelValues(ingest.RefusalReason(err)).Inc()
+		s.m.retries.WithLabelValues("decode").Inc()
 		select {
 		case <-ctx.Done():
-			return out, fmt.Errorf("message on %s not stored: %w", m.Topic, err)
+			return item{}, fmt.Errorf("message on %s not decoded: %w", m.Topic, err)
 		case <-time.After(wait.Next()):
 		}
 	}
 }
 
-// storeOnce makes one attempt at storing m.
-func (s *Subscriber) storeOnce(m Message, o *stream.Once) (outcome, error) {
-	ctx := s.storeCtx
-	rs, err := s.dec.Decode(ctx, m)
-	var inv *InvalidError
-	if errors.As(err, &inv) {
-		d := ingest.DeadLetter{Source: ingest.SourceMQTT, Kind: inv.Kind, Topic: m.Topic, ClientID: s.cfg.ClientID,
-			Device: inv.Device, Reason: inv.Error(), ReceivedAt: m.ReceivedAt, Payload: m.Payload}
-		if o != nil {
-			again, err := s.p.AddDeadLetterOnce(ctx, d, *o)
-			return pick(again, deadLetter), err
+// store writes one decoded message (QoS 1 or 2; o is its once key at QoS 2)
+// and retries transient failures until the retry timeout or ctx (the
+// session) ends; the error is then why the message stays unacknowledged.
+func (s *Subscriber) store(ctx context.Context, topic string, it item, o *stream.Once) (outcome, error) {
+	deadline := time.Now().Add(s.cfg.RetryTimeout)
+	wait := s.retryWait()
+	for {
+		out, err := s.storeOnce(it, o)
+		if err == nil {
+			return out, nil
 		}
-		return deadLetter, s.p.AddDeadLetter(ctx, d)
+		if time.Now().After(deadline) {
+			return out, fmt.Errorf("message on %s not stored within --subscribe-retry-timeout %s: %w", topic, s.cfg.RetryTimeout, err)
+		}
+		s.m.retries.WithLabelValues(ingest.RefusalReason(err)).Inc()
+		select {
+		case <-ctx.Done():
+			return out, fmt.Errorf("message on %s not stored: %w", topic, err)
+		case <-time.After(wait.Next()):
+		}
 	}
-	if err != nil {
-		return stored, fmt.Errorf("%w: %v", ingest.ErrUnavailable, err)
-	}
-	if len(rs) == 0 {
+}
+
+// storeOnce makes one attempt at storing it.
+func (s *Subscriber) storeOnce(it item, o *stream.Once) (outcome, error) {
+	ctx := s.storeCtx
+	switch {
+	case it.dead != nil && o != nil:
+		again, err := s.p.AddDeadLetterOnce(ctx, *it.dead, *o)
+		return pick(again, deadLetter), err
+	case it.dead != nil:
+		return deadLetter, s.p.AddDeadLetter(ctx, *it.dead)
+	case len(it.readings) == 0:
 		return stored, nil
-	}
-	if o != nil {
-		again, err := s.p.AddOnce(ctx, rs, *o)
+	case o != nil:
+		again, err := s.p.AddOnce(ctx, it.readings, *o)
 		return pick(again, stored), err
 	}
-	return stored, s.p.Add(ctx, rs)
+	return stored, s.p.Add(ctx, it.readings)
 }
 
 func pick(again bool, out outcome) outcome {

@@ -22,7 +22,9 @@ import (
 	"firehose/internal/connect"
 	"firehose/internal/lifecycle"
 	"firehose/internal/retention"
+	"firehose/mqttmsg"
 	"firehose/partition"
+	"firehose/sparkplug"
 	"firehose/stream"
 	"firehose/subscriber"
 )
@@ -221,6 +223,24 @@ func (st *stack) startSubscriber(ctx context.Context, spb *stream.SparkplugStore
 		return fmt.Errorf("subscriber: %w", err)
 	}
 	return st.sub.Start(ctx)
+}
+
+// newDecoder reads subscribed messages as the broker role reads its
+// publishes: the readings topic, the rules and Sparkplug B, with its state
+// beside the streams. Every edge node is the subscriber's (one owner), so
+// the per-credential bound on edge nodes does not apply; the per-node size
+// bound does.
+func newDecoder(cfg *serveConfig, spb *stream.SparkplugStore) (subscriber.Decoder, error) {
+	var tracker *sparkplug.Tracker
+	if cfg.MQTT.Sparkplug {
+		tracker = sparkplug.NewTracker(spb)
+		tracker.MaxNodeBytes, tracker.StateTTL = cfg.MQTT.SparkplugMaxNodeBytes, cfg.MQTT.SparkplugStateTTL
+	}
+	rd, err := mqttmsg.New(mqttmsg.Config{Topic: cfg.MQTT.Topic, Rules: cfg.MQTT.Rules, Sparkplug: tracker, Limits: cfg.Limits})
+	if err != nil {
+		return nil, fmt.Errorf("subscriber: %w", err)
+	}
+	return subscriber.NewDecoder(rd, cfg.Subscribe.ClientID), nil
 }
 
 // runBridge, unless the schema was applied at start, waits until PostgreSQL
