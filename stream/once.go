@@ -17,6 +17,9 @@ import (
 // before its PUBREL: the session, the message's packet id, and the packet
 // id's epoch in the session (SessionState), which changes at each PUBREL so
 // that a new message reusing the packet id is told from a redelivery.
+// One key names one message, written by one call: AddOnce or
+// AddDeadLetterOnce, not both (the second call would be taken for a
+// redelivery in any shard the first wrote to).
 type Once struct {
 	// Session names the subscriber session: its MQTT client id and the
 	// deployment, as SessionState was given. Not empty.
