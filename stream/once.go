@@ -115,7 +115,11 @@ const onceRecordLen = 8
 // commands do: the shard's generation token if it has none, the part's
 // entries, the backlog counter up by its readings; then the record. The
 // record is written last: if an XADD fails the script stops, and no part
-// that was not stored is ever taken for a redelivery.
+// that was not stored is ever taken for a redelivery. A part recorded
+// before gets its record rewritten as it is: a write of this connection, so
+// the node's WAIT in this round trip covers the write that stored the part
+// (replicas apply writes in order), which may have been another
+// connection's, whose WAIT failed.
 //
 // KEYS: the shard's stream, its metadata hash, its once record
 // (Streams.ShardOnceKey).
@@ -128,6 +132,7 @@ const onceRecordLen = 8
 var onceScript = redis.NewScript(fmt.Sprintf(`
 local off = tonumber(ARGV[2])
 if redis.call('GETRANGE', KEYS[3], off, off + 7) == ARGV[3] then
+  redis.call('SETRANGE', KEYS[3], off, ARGV[3])
   return 0
 end
 redis.call('HSETNX', KEYS[2], %[1]q, ARGV[1])
