@@ -50,7 +50,12 @@ func (o Once) check() error {
 // record of o (onceScript), and a shard whose record holds o already is
 // skipped. A redelivery of a message that was stored in part (a shard was
 // unavailable) stores exactly the missing parts. redelivered is true when
-// every part was recorded already, so nothing was written.
+// every part was recorded already, so nothing was written. An empty rs
+// stores nothing. In a round trip a shard's once entries follow its batch
+// entry of plain readings: a device's readings keep their order within a
+// message and between the calls of one caller that waits for each, not
+// between a once-call and a concurrent plain call (MQTT orders messages only
+// within one QoS).
 //
 // Admission, the high-water mark, shard health, errors and metrics are
 // Add's: on error the caller must not acknowledge, and with

@@ -130,7 +130,8 @@ func (rt *roundTrip) reset(shards int) {
 //
 // After them, each dead letter's commands (queueDeadLetters), then each
 // once-call's part for the shard, one onceScript each (queueOnce): a
-// once-call's readings are in no batch entry of the round trip. Each primary's pipeline ends with its WAIT when MinReplicas > 0. A call is
+// once-call's readings are in no batch entry of the round trip. Each
+// primary's pipeline ends with its WAIT when MinReplicas > 0. A call is
 // acknowledged only if every command of every shard it wrote to succeeded,
 // and every primary it wrote to had its WAIT confirmed.
 func (p *Producer) write(batch []*call, n int, rt *roundTrip) {
