@@ -347,3 +347,44 @@ func TestIntegrationOnceWithPlainAdds(t *testing.T) {
 	}
 	eventually(t, 10*time.Second, func() error { return backlogIs(p, int64(workers*(plainPer+2*perWorker))) })
 }
+
+// TestIntegrationSessionStart: a session the broker kept keeps its epochs;
+// one it did not moves every packet id to a new epoch, so that a message
+// stored and never released is not taken for the new session's message that
+// reuses its packet id.
+func TestIntegrationSessionStart(t *testing.T) {
+	t.Parallel()
+	rdb, prefix := testenv.Redis(t)
+	streams := stream.Streams{Prefix: prefix, Count: 2}
+	p, _, _ := startProducer(t, rdb, streams, stream.ProducerConfig{})
+	s := p.SessionState("sub-start@" + prefix)
+	first, err := s.Start(t.Context(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const pid = 9
+	msg := []ingest.Reading{newReading("start-a", 1)}
+	if addOnce(t, p, msg, stream.Once{Session: s.Session(), PacketID: pid, Epoch: first[pid]}) {
+		t.Fatal("first delivery: redelivered, want stored")
+	}
+	kept, err := s.Start(t.Context(), true)
+	if err != nil || !maps.Equal(kept, first) {
+		t.Fatalf("Start with the session present changed the epochs (%v)", err)
+	}
+	if !addOnce(t, p, msg, stream.Once{Session: s.Session(), PacketID: pid, Epoch: kept[pid]}) {
+		t.Fatal("resent in the resumed session: stored again, want redelivered")
+	}
+	fresh, err := s.Start(t.Context(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fresh[pid] == first[pid] || fresh[1] != fresh[65535] {
+		t.Fatalf("Start without a session: epoch of %d %d (was %d), want a new base for every id", pid, fresh[pid], first[pid])
+	}
+	if addOnce(t, p, []ingest.Reading{newReading("start-a", 2)}, stream.Once{Session: s.Session(), PacketID: pid, Epoch: fresh[pid]}) {
+		t.Fatal("a new session's message reusing the packet id: redelivered, want stored")
+	}
+	if got := countBy(storedReadings(t, rdb, streams)); fmt.Sprint(got) != fmt.Sprint(map[string]int{"start-a//1": 1, "start-a//2": 1}) {
+		t.Fatalf("stored %v", got)
+	}
+}

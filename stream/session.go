@@ -95,6 +95,25 @@ func (s *SessionState) Epochs(ctx context.Context) (map[uint16]uint64, error) {
 	return epochs, nil
 }
 
+// Start reads the session's epochs as Epochs does. When the broker kept no
+// session (present is false: a first connection, an expired session, a
+// broker that lost its state), it first moves every packet id to a new
+// epoch: the broker forgot what it had in flight, so no message of the new
+// session is a redelivery of one stored before, even one that reuses the
+// packet id of a message stored and never released.
+func (s *SessionState) Start(ctx context.Context, present bool) (map[uint16]uint64, error) {
+	if !present {
+		err := s.run(ctx, func(pipe redis.Pipeliner) {
+			pipe.Del(ctx, s.key)
+			pipe.HSet(ctx, s.key, sessionBase, strconv.FormatUint(newEpoch(), 10))
+		})
+		if err != nil {
+			return nil, fmt.Errorf("start session %q afresh in %s: %w", s.session, s.key, err)
+		}
+	}
+	return s.Epochs(ctx)
+}
+
 // parseEpochs reads a session's hash: every packet id has the base epoch
 // unless a field of its own says otherwise. Fields that are no packet id
 // are ignored.
