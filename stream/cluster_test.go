@@ -433,3 +433,57 @@ func TestIntegrationDedupOnCluster(t *testing.T) {
 		t.Fatalf("%d readings stored for %d sent twice, want %d", n, len(rs), len(rs))
 	}
 }
+
+// TestIntegrationOnceOnCluster: a QoS 2 message whose readings go to every
+// shard of a cluster (3 primaries, a replica each, MinReplicas 1) is stored
+// once per shard, with its once records beside the streams (no CROSSSLOT);
+// delivered again it is recognised on every primary; after a Release, which
+// waits for a replica as the producer does, the packet id's next message is
+// stored.
+func TestIntegrationOnceOnCluster(t *testing.T) {
+	t.Parallel()
+	cluster := testenv.StartRedisCluster(t, 3, 1)
+	rdb := cluster.Client(t)
+	streams := stream.Streams{Prefix: "co", Count: 6}
+	if err := streams.Check(t.Context(), rdb); err != nil {
+		t.Fatal(err)
+	}
+	p, _, _ := startProducer(t, rdb, streams, stream.ProducerConfig{MinReplicas: 1, ReplicaTimeout: 2 * time.Second})
+	s := p.SessionState("sub@co")
+	epochs, err := s.Epochs(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	devices := devicesOfShards(streams, "co-")
+	msg := func(v float64) []ingest.Reading {
+		var rs []ingest.Reading
+		for _, d := range devices {
+			rs = append(rs, newReading(d, v))
+		}
+		return rs
+	}
+	const pid = 300
+	o := stream.Once{Session: s.Session(), PacketID: pid, Epoch: epochs[pid]}
+	for i, want := range []bool{false, true} {
+		redelivered, err := p.AddOnce(t.Context(), msg(1), o)
+		if err != nil || redelivered != want {
+			t.Fatalf("delivery %d: redelivered %v, %v; want %v", i+1, redelivered, err, want)
+		}
+	}
+	e, err := s.Release(t.Context(), pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.Epoch = e
+	if redelivered, err := p.AddOnce(t.Context(), msg(2), o); err != nil || redelivered {
+		t.Fatalf("the next message of the packet id: redelivered %v, %v; want stored", redelivered, err)
+	}
+	got := countBy(storedReadings(t, rdb, streams))
+	for _, d := range devices {
+		for _, v := range []string{"1", "2"} {
+			if n := got[d+"//"+v]; n != 1 {
+				t.Errorf("%s/%s stored %d times, want once", d, v, n)
+			}
+		}
+	}
+}

@@ -25,7 +25,10 @@
 //     the same hash tag so that they share a cluster slot, its metadata hash
 //     P:meta:{tag} (Streams.ShardMetaKey: MetaGeneration, MetaDeployment,
 //     MetaBacklog) and, with --dedup, its two dedup sets
-//     (Streams.ShardDedupKeys).
+//     (Streams.ShardDedupKeys), and per subscriber session its once
+//     records (Streams.ShardOnceKey, see Producer.AddOnce).
+//   - per subscriber session, its packet ids' epochs (Streams.SessionKey,
+//     SessionState).
 //   - with Sparkplug B, the edge nodes' state under its own prefix
 //     (SparkplugStore).
 //

@@ -122,6 +122,7 @@ type Producer struct {
 	streams  Streams
 	keys     []string // per shard: its stream
 	metaKeys []string // per shard: its metadata hash
+	onceKeys []string // per shard: its once records' keys without the session (ShardOnceKey)
 	cfg      ProducerConfig
 	log      *slog.Logger
 	m        producerMetrics
@@ -153,7 +154,11 @@ type Producer struct {
 type call struct {
 	readings []ingest.Reading
 	dead     *ingest.DeadLetter // AddDeadLetter's, instead of readings
-	done     chan error         // buffered: the writer never blocks on an abandoned call; nil for Enqueue
+	once     *Once              // AddOnce's and AddDeadLetterOnce's key; nil for every other call
+	// redelivered is set by the writer before it answers a once-call: every
+	// part of it was recorded already, and nothing was written.
+	redelivered bool
+	done        chan error // buffered: the writer never blocks on an abandoned call; nil for Enqueue
 }
 
 // size is how many stream items the call writes: its readings, or its dead
@@ -183,6 +188,7 @@ func NewProducer(rdb redis.UniversalClient, streams Streams, cfg ProducerConfig,
 	p.cluster, _ = rdb.(*redis.ClusterClient)
 	for i := range p.keys {
 		p.metaKeys = append(p.metaKeys, streams.ShardMetaKey(i))
+		p.onceKeys = append(p.onceKeys, streams.shardOncePrefix(i))
 	}
 	p.m = newProducerMetrics(reg, p)
 	return p
@@ -608,6 +614,7 @@ type producerMetrics struct {
 	replicaShort prometheus.Counter
 	duplicates   prometheus.Counter
 	deadLetters  prometheus.Counter
+	redeliveries prometheus.Counter
 }
 
 func newProducerMetrics(reg prometheus.Registerer, p *Producer) producerMetrics {
@@ -647,11 +654,15 @@ func newProducerMetrics(reg prometheus.Registerer, p *Producer) producerMetrics 
 		Name: "firehose_producer_dead_letters_total",
 		Help: "Edge dead letters Redis confirmed: acknowledged messages that could not become readings yet (see firehose rejected).",
 	})
+	m.redeliveries = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "firehose_producer_redeliveries_total",
+		Help: "QoS 2 messages (AddOnce, AddDeadLetterOnce) acknowledged whose once key showed them stored before, wholly or in part: what was stored was not stored again.",
+	})
 	queued := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "firehose_producer_queued_readings",
 		Help: "Readings waiting for an XADD round trip.",
 	}, func() float64 { return float64(p.queued.Load()) })
-	reg.MustRegister(m.roundTrip, m.batchSize, m.written, m.refusals, m.backlog, m.replicaShort, m.duplicates, m.deadLetters, queued)
+	reg.MustRegister(m.roundTrip, m.batchSize, m.written, m.refusals, m.backlog, m.replicaShort, m.duplicates, m.deadLetters, m.redeliveries, queued)
 	for _, r := range []string{"backlog_full", "redis_unavailable", "overloaded", "closed"} {
 		m.refusals.WithLabelValues(r)
 	}

@@ -35,6 +35,8 @@ type roundTrip struct {
 	dedupBounds [][]byte
 	dedupSeen   map[[dedupKeyLen]byte]struct{}
 	dedupRepeat []int
+	// The parts of the round trip's once-calls, in call order (queueOnce).
+	once []oncePart
 }
 
 // shardCmds are the commands of one shard in a round trip (see write).
@@ -85,6 +87,8 @@ func (rt *roundTrip) reset(shards int) {
 	clear(rt.cmds)
 	clear(rt.shardErr)
 	clear(rt.perReading) // the commands of the last round trip are garbage
+	clear(rt.once)
+	rt.once = rt.once[:0]
 	for i := range rt.bodies {
 		if cap(rt.bodies[i]) > maxKeptBody {
 			rt.bodies[i] = nil
@@ -124,7 +128,10 @@ func (rt *roundTrip) reset(shards int) {
 //   - HINCRBY of the shard's backlog counter by the readings added (see
 //     MetaBacklog), which the bridge's trim counts down.
 //
-// Each primary's pipeline ends with its WAIT when MinReplicas > 0. A call is
+// After them, each dead letter's commands (queueDeadLetters), then each
+// once-call's part for the shard, one onceScript each (queueOnce): a
+// once-call's readings are in no batch entry of the round trip. Each
+// primary's pipeline ends with its WAIT when MinReplicas > 0. A call is
 // acknowledged only if every command of every shard it wrote to succeeded,
 // and every primary it wrote to had its WAIT confirmed.
 func (p *Producer) write(batch []*call, n int, rt *roundTrip) {
@@ -135,6 +142,7 @@ func (p *Producer) write(batch []*call, n int, rt *roundTrip) {
 	gen := NewGeneration()
 	p.plan(ctx, rt, gen)
 	deads := p.queueDeadLetters(ctx, rt, batch, gen)
+	p.queueOnce(ctx, rt, batch, gen)
 	p.queueWaits(ctx, rt)
 
 	start := time.Now()
@@ -144,6 +152,9 @@ func (p *Producer) write(batch []*call, n int, rt *roundTrip) {
 
 	reload := p.collectNodes(ctx, rt, n)
 	if p.collectShards(rt) {
+		reload = true
+	}
+	if p.collectOnce(rt) {
 		reload = true
 	}
 	if reload && p.cluster != nil {
@@ -173,6 +184,9 @@ func (p *Producer) encode(ctx context.Context, batch []*call, rt *roundTrip) {
 	batched, mode := p.batched(), p.dedupMode()
 	k := 0
 	for _, c := range batch {
+		if c.once != nil {
+			continue // queueOnce's
+		}
 		for i := range c.readings {
 			shard := rt.shardOf[k]
 			k++
@@ -191,6 +205,9 @@ func (p *Producer) encode(ctx context.Context, batch []*call, rt *roundTrip) {
 // metrics existed.
 func (rt *roundTrip) route(streams Streams, batch []*call) {
 	for _, c := range batch {
+		if c.once != nil {
+			continue // queueOnce's
+		}
 		for i := range c.readings {
 			r := &c.readings[i]
 			shard := streams.Shard(r.DeviceID)
@@ -482,24 +499,41 @@ func cmdsErr(cmds []redis.Cmder) (err error, refused bool) {
 // waitErr is the error of a WAIT (nil: none was sent) that fewer than
 // MinReplicas replicas confirmed, or that failed.
 func (p *Producer) waitErr(w *redis.IntCmd) error {
+	return waitErr(w, p.cfg.MinReplicas, p.cfg.ReplicaTimeout)
+}
+
+// waitErr is the error of a WAIT (nil: none was sent) that fewer than
+// replicas replicas confirmed within timeout, or that failed.
+func waitErr(w *redis.IntCmd, replicas int, timeout time.Duration) error {
 	if w == nil {
 		return nil
 	}
 	switch got, err := w.Result(); {
 	case err != nil:
 		return fmt.Errorf("%w: wait: %v", ingest.ErrUnavailable, err)
-	case got < int64(p.cfg.MinReplicas):
-		return fmt.Errorf("%w: %d of %d replicas confirmed the write within %s", ingest.ErrUnavailable, got, p.cfg.MinReplicas, p.cfg.ReplicaTimeout)
+	case got < int64(replicas):
+		return fmt.Errorf("%w: %d of %d replicas confirmed the write within %s", ingest.ErrUnavailable, got, replicas, timeout)
 	}
 	return nil
 }
 
 // answerAll answers every call of batch: the error of its dead letter, or
 // of the first of its readings whose shard (or, with --stream-codec 1,
-// whose own XADD) failed; nil when every one was stored.
+// whose own XADD) failed, or of its first once part that failed; nil when
+// every one was stored (or, for a once part, recorded before).
 func (p *Producer) answerAll(batch []*call, rt *roundTrip, deadErr map[*call]error) {
-	r := 0
+	r, j := 0, 0
 	for _, c := range batch {
+		if c.once != nil {
+			var err error
+			var partly bool
+			err, c.redelivered, partly, j = rt.onceResult(c, j)
+			if err == nil && partly {
+				p.m.redeliveries.Inc()
+			}
+			p.answer(c, err)
+			continue
+		}
 		err := deadErr[c]
 		for range c.readings {
 			if err == nil {
@@ -583,7 +617,7 @@ type deadCmds struct {
 func (p *Producer) queueDeadLetters(ctx context.Context, rt *roundTrip, batch []*call, gen string) []deadCmds {
 	var out []deadCmds
 	for _, c := range batch {
-		if c.dead == nil {
+		if c.dead == nil || c.once != nil {
 			continue
 		}
 		shard := p.streams.Shard(deadLetterRoute(c.dead))

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/redis/go-redis/v9"
 
 	"firehose/ingest"
@@ -28,6 +29,10 @@ func testProducer(t *testing.T, cfg ProducerConfig) *Producer {
 }
 
 func readingsCall(rs ...ingest.Reading) *call { return &call{readings: rs, done: make(chan error, 1)} }
+
+func onceCall(rs ...ingest.Reading) *call {
+	return &call{readings: rs, once: &Once{Session: "s", PacketID: 1, Epoch: 1}, done: make(chan error, 1)}
+}
 
 func rd(device, metric, id string) ingest.Reading {
 	return ingest.Reading{DeviceID: device, Metric: metric, ID: id, Value: 1,
@@ -131,6 +136,15 @@ func TestRoundTripPlan(t *testing.T) {
 			want: []string{"hsetnx", "xadd", "hincrby", "wait"}},
 		{name: "dead letter", batch: []*call{{dead: &ingest.DeadLetter{Device: a}}},
 			want: []string{"hsetnx", "xadd", "hincrby"}},
+		{name: "once", batch: []*call{onceCall(rd(a, "", ""), rd(a, "", ""))},
+			want: []string{"eval"}},
+		{name: "once dead letter", batch: []*call{{dead: &ingest.DeadLetter{Device: a}, once: &Once{Session: "s", PacketID: 1, Epoch: 1}}},
+			want: []string{"eval"}},
+		{name: "once and plain in one round trip: the plain entry first, the once part before the wait", cfg: ProducerConfig{MinReplicas: 1},
+			batch: []*call{onceCall(rd(a, "", "")), readingsCall(rd(a, "", "")), onceCall(rd(a, "", ""))},
+			want:  []string{"hsetnx", "xadd", "hincrby", "eval", "eval", "wait"}},
+		{name: "once bypasses dedup", cfg: ProducerConfig{Dedup: DedupID}, batch: []*call{onceCall(rd(a, "", "m1"))},
+			want: []string{"eval"}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			p := testProducer(t, tt.cfg)
@@ -140,6 +154,7 @@ func TestRoundTripPlan(t *testing.T) {
 			p.encode(ctx, tt.batch, &rt)
 			p.plan(ctx, &rt, "gen")
 			p.queueDeadLetters(ctx, &rt, tt.batch, "gen")
+			p.queueOnce(ctx, &rt, tt.batch, "gen")
 			p.queueWaits(ctx, &rt)
 			if len(rt.pipes) != 1 {
 				t.Fatalf("%d pipelines, want 1", len(rt.pipes))
@@ -265,6 +280,108 @@ func TestRoundTripAnswer(t *testing.T) {
 				if got := <-c.done; !errors.Is(got, tt.want[i]) || (got == nil) != (tt.want[i] == nil) {
 					t.Errorf("call %d: %v, want %v", i, got, tt.want[i])
 				}
+			}
+		})
+	}
+}
+
+// TestRoundTripOnceParts: a once-call is split into one part per shard, in
+// the order of their first reading, each a batch entry of its readings in
+// call order (version 4 when one names a metric), or an entry per reading
+// with --stream-codec 1; a once dead letter is one part.
+func TestRoundTripOnceParts(t *testing.T) {
+	streams := Streams{Prefix: "t", Count: 4, Layout: LayoutSpread}
+	a, b := "dev-a", "dev-b"
+	for streams.Shard(b) == streams.Shard(a) {
+		b += "x"
+	}
+	sa, sb := streams.Shard(a), streams.Shard(b)
+	type part struct {
+		shard    int
+		count    int
+		nField   string
+		versions []string // per entry
+	}
+	for _, tt := range []struct {
+		name string
+		cfg  ProducerConfig
+		c    *call
+		want []part
+	}{
+		{name: "two shards, a metric in the second", c: onceCall(rd(b, "", ""), rd(a, "", ""), rd(b, "temp", "")),
+			want: []part{{sb, 2, "2", []string{ingest.CodecMetricBatch}}, {sa, 1, "1", []string{ingest.CodecBatch}}}},
+		{name: "codec 1", cfg: ProducerConfig{Codec: ingest.CodecVersion}, c: onceCall(rd(a, "", ""), rd(a, "temp", ""), rd(b, "", "")),
+			want: []part{{sa, 2, "", []string{ingest.CodecVersion, ingest.CodecMetric}}, {sb, 1, "", []string{ingest.CodecVersion}}}},
+		{name: "dead letter", c: &call{dead: &ingest.DeadLetter{Device: b}, once: &Once{Session: "s", PacketID: 1, Epoch: 1}},
+			want: []part{{sb, 1, "1", []string{ingest.CodecDeadLetter}}}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			p := testProducer(t, tt.cfg)
+			parts := p.onceParts(tt.c)
+			if len(parts) != len(tt.want) {
+				t.Fatalf("%d parts, want %d", len(parts), len(tt.want))
+			}
+			for i, got := range parts {
+				w := tt.want[i]
+				var versions []string
+				for j := 0; j < len(got.entries); j += 2 {
+					versions = append(versions, got.entries[j].(string))
+				}
+				if got.shard != w.shard || got.count != w.count || got.nField != w.nField || !slices.Equal(versions, w.versions) {
+					t.Errorf("part %d: shard %d, %d readings, n %q, versions %v; want %+v", i, got.shard, got.count, got.nField, versions, w)
+				}
+				if got.nField != "" && versions[0] != ingest.CodecDeadLetter {
+					body := got.entries[1].([]byte)
+					if items, err := ingest.SplitBatch(string(body)); err != nil || len(items) != w.count {
+						t.Errorf("part %d: %d items, %v; want %d", i, len(items), err, w.count)
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestRoundTripOnceAnswer: a once-call hears its first failed part's error;
+// it is redelivered only when every part was recorded before.
+func TestRoundTripOnceAnswer(t *testing.T) {
+	down := fmt.Errorf("%w: down", ingest.ErrUnavailable)
+	script := func(n int64) *redis.Cmd {
+		c := redis.NewCmd(context.Background(), "eval")
+		c.SetVal(n)
+		return c
+	}
+	for _, tt := range []struct {
+		name            string
+		results         []int64 // per part: what the script answered
+		errs            []error // per part
+		wantErr         error
+		wantRedelivered bool
+		wantMetric      float64
+	}{
+		{name: "stored", results: []int64{1, 1}, errs: []error{nil, nil}},
+		{name: "recorded before", results: []int64{0, 0}, errs: []error{nil, nil}, wantRedelivered: true, wantMetric: 1},
+		{name: "one part recorded before", results: []int64{0, 1}, errs: []error{nil, nil}, wantMetric: 1},
+		{name: "a part failed", results: []int64{0, 0}, errs: []error{nil, down}, wantErr: down},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			p := testProducer(t, ProducerConfig{})
+			plain, c := readingsCall(rd("x", "", "")), onceCall(rd("y", "", ""))
+			rt := roundTrip{shardOf: []int{0}, shardErr: []error{nil}}
+			for i, n := range tt.results {
+				rt.once = append(rt.once, oncePart{c: c, cmd: script(n), err: tt.errs[i]})
+			}
+			p.answerAll([]*call{c, plain}, &rt, nil)
+			if err := <-c.done; err != tt.wantErr {
+				t.Errorf("error %v, want %v", err, tt.wantErr)
+			}
+			if c.redelivered != tt.wantRedelivered {
+				t.Errorf("redelivered %v, want %v", c.redelivered, tt.wantRedelivered)
+			}
+			if err := <-plain.done; err != nil {
+				t.Errorf("the plain call after it: %v", err)
+			}
+			if v := testutil.ToFloat64(p.m.redeliveries); v != tt.wantMetric {
+				t.Errorf("redeliveries %g, want %g", v, tt.wantMetric)
 			}
 		})
 	}
