@@ -218,7 +218,7 @@ func (st *stack) startSubscriber(ctx context.Context, spb *stream.SparkplugStore
 	if err != nil {
 		return err
 	}
-	sessions := stream.NewSessionState(st.rdb, cfg.Streams, cfg.Subscribe.ClientID)
+	sessions := st.producer.SessionState(cfg.Subscribe.ClientID) // waits for replicas as the producer does
 	if st.sub, err = subscriber.New(cfg.Subscribe, st.producer, sessions, dec, st.log, st.reg); err != nil {
 		return fmt.Errorf("subscriber: %w", err)
 	}
