@@ -71,7 +71,6 @@ type Config struct {
 
 // RegisterFlags registers the --subscribe-* flags.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
-	host, _ := os.Hostname()
 	fs.Func("subscribe-broker", "the broker the subscriber role connects to: tcp://host:1883, ssl://host:8883, ws://host/mqtt or\nwss://...; several, comma-separated, only as addresses of one clustered broker (a session does not move\nbetween independent brokers)", func(v string) error {
 		c.Brokers = splitList(v)
 		return nil
@@ -81,7 +80,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 		return nil
 	})
 	fs.StringVar(&c.Group, "subscribe-group", "", "a shared subscription group: subscribe to $share/GROUP/filter so that the subscribers of the group split\nthe messages (empty: a plain subscription, every subscriber gets every message)")
-	fs.StringVar(&c.ClientID, "subscribe-client-id", "firehose-"+host, "the subscriber's MQTT client id: its persistent session hangs on it, so keep it stable across restarts\nand unique per subscriber")
+	fs.StringVar(&c.ClientID, "subscribe-client-id", "", "the subscriber's MQTT client id: its persistent session hangs on it, so keep it stable across restarts\nand unique per subscriber (default: firehose-HOSTNAME)")
 	c.QoS = DefaultQoS
 	fs.Func("subscribe-qos", "maximum QoS of the subscriptions: 1 (at least once: a crash may store the messages in flight again)\nor 2 (exactly once with publishers at QoS 2) (default 1)", func(v string) error {
 		switch v {
@@ -114,6 +113,16 @@ func splitList(v string) []string {
 	return out
 }
 
+// DefaultClientID is the client id of a subscriber not given one:
+// firehose-HOSTNAME, stable across restarts on one host.
+func DefaultClientID() string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "localhost"
+	}
+	return "firehose-" + host
+}
+
 // Validate checks c as serve does before starting the role.
 func (c Config) Validate() error {
 	if len(c.Brokers) == 0 {
@@ -141,7 +150,7 @@ func (c Config) Validate() error {
 	}
 	switch {
 	case c.ClientID == "" || len(c.ClientID) > 65535:
-		return errors.New("--subscribe-client-id is empty: name the subscriber's session")
+		return errors.New("--subscribe-client-id is empty: name the subscriber's session (firehose serve gives firehose-HOSTNAME)")
 	case c.QoS != 1 && c.QoS != 2:
 		return fmt.Errorf("--subscribe-qos %d: want 1 or 2 (QoS 0 would lose what a crash catches in flight)", c.QoS)
 	case c.Protocol != ProtocolAuto && c.Protocol != Protocol5 && c.Protocol != Protocol311:

@@ -170,6 +170,9 @@ func (c *serveConfig) validate() error {
 		checks = append(checks, c.MQTT)
 	}
 	if slices.Contains(roles, roleSubscriber) {
+		if c.Subscribe.ClientID == "" {
+			c.Subscribe.ClientID = subscriber.DefaultClientID()
+		}
 		if len(c.Subscribe.Topics) == 0 {
 			c.Subscribe.Topics = subscriber.DefaultTopics(c.MQTT.Topic, c.MQTT.Rules, c.MQTT.Sparkplug)
 		}
