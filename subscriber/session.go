@@ -416,6 +416,7 @@ func (ss *session) queue(o *owed) bool {
 	if o.hold {
 		select {
 		case ss.held <- struct{}{}:
+			ss.s.inFlight.Add(1)
 		case <-ss.failed:
 			return false
 		}
@@ -432,8 +433,10 @@ func (ss *session) publish(pk packets.Packet) {
 	now := time.Now()
 	qos := pk.FixedHeader.Qos
 	s.m.messages.WithLabelValues(qosLabel[qos&3]).Inc()
+	s.received.Add(1)
 	if pk.FixedHeader.Dup {
 		s.m.dup.Inc()
+		s.dups.Add(1)
 	}
 	m := Message{Topic: pk.TopicName, Payload: pk.Payload, MessageID: messageID(pk), QoS: qos, ReceivedAt: now}
 	if qos == 0 {
@@ -458,7 +461,7 @@ func (ss *session) publish(pk packets.Packet) {
 	if pk.FixedHeader.Retain {
 		// Sent for a new subscription, not live: stored when it was
 		// published, or never (published before the subscription).
-		s.m.acked.WithLabelValues("retained").Inc()
+		o.outcome = retained
 		close(o.settled)
 		return
 	}
@@ -522,6 +525,7 @@ func (ss *session) acker() {
 		}
 		if o.hold {
 			<-ss.held
+			s.inFlight.Add(-1)
 		}
 		if o.err != nil {
 			ss.fail(o.err)
@@ -538,6 +542,9 @@ func (ss *session) acker() {
 			continue
 		}
 		if o.kind != packets.Pubcomp {
+			if o.outcome == redelivered {
+				s.recognised.Add(1)
+			}
 			s.m.acked.WithLabelValues(outcomeLabel[o.outcome]).Inc()
 			s.m.ack.Observe(time.Since(o.received).Seconds())
 		}
@@ -593,5 +600,5 @@ func (s *Subscriber) storeQoS0(m Message) {
 
 var (
 	qosLabel     = [4]string{"0", "1", "2", "3"}
-	outcomeLabel = map[outcome]string{stored: "stored", deadLetter: "dead_letter", redelivered: "redelivered"}
+	outcomeLabel = map[outcome]string{stored: "stored", deadLetter: "dead_letter", redelivered: "redelivered", retained: "retained"}
 )

@@ -71,6 +71,7 @@ const (
 	stored      outcome = iota // its readings (or none) are in Redis
 	deadLetter                 // it is in Redis as an edge dead letter
 	redelivered                // QoS 2: Redis held it already
+	retained                   // sent for a new subscription: not stored
 )
 
 // item is what a message becomes: its readings, or its dead letter.

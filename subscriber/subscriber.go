@@ -2,8 +2,8 @@ package subscriber
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
-	"fmt"
 	"log/slog"
 	"sync/atomic"
 	"time"
@@ -28,7 +28,24 @@ type Subscriber struct {
 	version  byte     // the protocol version the broker took
 	stopping atomic.Bool
 	state    atomic.Pointer[State]
+	reports  StateStore // nil: the state is not reported
+
+	// Counts for State (the metrics have them too).
+	inFlight, received, dups, recognised atomic.Int64
 }
+
+// StateStore keeps the subscribers' reported states, for firehose status
+// (stream.SubscriberStates).
+type StateStore interface {
+	Put(ctx context.Context, clientID string, state []byte) error
+}
+
+// reportEvery is how often a running subscriber reports its state.
+const reportEvery = 5 * time.Second
+
+// ReportTo makes Run report the subscriber's state to st every few
+// seconds. Call it before Run.
+func (s *Subscriber) ReportTo(st StateStore) { s.reports = st }
 
 // State is the subscription's state, as metrics and firehose status show it.
 type State struct {
@@ -37,8 +54,16 @@ type State struct {
 	Connected      bool      `json:"connected"`
 	SessionPresent bool      `json:"session_present"`
 	Protocol       string    `json:"protocol"`
-	Since          time.Time `json:"since"`
+	Since          time.Time `json:"since"` // of the last connection or loss of it
 	LastError      string    `json:"last_error,omitempty"`
+	// Counts since the process started: messages held unacknowledged now,
+	// received, marked by the broker as resent (DUP), and recognised as
+	// stored before (QoS 2).
+	InFlight     int64     `json:"in_flight"`
+	Received     int64     `json:"received"`
+	Redeliveries int64     `json:"redeliveries"`
+	Recognised   int64     `json:"redeliveries_recognised"`
+	Reported     time.Time `json:"reported"`
 }
 
 // New builds a Subscriber; Start connects it, Run serves it.
@@ -56,7 +81,33 @@ func New(cfg Config, p Producer, epochs Epochs, dec Decoder, logger *slog.Logger
 }
 
 // State returns the subscription's state now.
-func (s *Subscriber) State() State { return *s.state.Load() }
+func (s *Subscriber) State() State {
+	st := *s.state.Load()
+	st.InFlight, st.Received = s.inFlight.Load(), s.received.Load()
+	st.Redeliveries, st.Recognised = s.dups.Load(), s.recognised.Load()
+	st.Reported = time.Now().UTC()
+	return st
+}
+
+// report writes the state to the state store every reportEvery until ctx
+// ends; a failed write is retried at the next tick (Redis down is said by
+// the producer).
+func (s *Subscriber) report(ctx context.Context) {
+	t := time.NewTicker(reportEvery)
+	defer t.Stop()
+	for {
+		if b, err := json.Marshal(s.State()); err == nil {
+			wctx, cancel := context.WithTimeout(ctx, reportEvery)
+			_ = s.reports.Put(wctx, s.cfg.ClientID, b)
+			cancel()
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
 
 // Start opens the first session: it returns the broker's refusal of the
 // connection or of a subscription (serve stops with it). A broker that
@@ -126,6 +177,12 @@ func (s *Subscriber) openAt(ctx context.Context, broker string) (*session, error
 // session ends; it returns nil when ctx ends, or the broker's refusal of a
 // later connection or subscription (the configuration no longer holds).
 func (s *Subscriber) Run(ctx context.Context) error {
+	if s.reports != nil {
+		rctx, stop := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { s.report(rctx); close(done) }()
+		defer func() { stop(); <-done }()
+	}
 	wait := backoff.New(100*time.Millisecond, 10*time.Second)
 	ss := s.first
 	s.first = nil
@@ -195,5 +252,3 @@ func (s *Subscriber) retryWait() backoff.Schedule {
 
 // protocolError is a broker's refusal of the protocol version.
 type protocolError struct{ refusedError }
-
-var _ = fmt.Sprint

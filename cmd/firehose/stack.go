@@ -222,6 +222,7 @@ func (st *stack) startSubscriber(ctx context.Context, spb *stream.SparkplugStore
 	if st.sub, err = subscriber.New(cfg.Subscribe, st.producer, sessions, dec, st.log, st.reg); err != nil {
 		return fmt.Errorf("subscriber: %w", err)
 	}
+	st.sub.ReportTo(stream.NewSubscriberStates(st.rdb, cfg.Streams)) // for firehose status
 	return st.sub.Start(ctx)
 }
 

@@ -4,11 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"flag"
+	"fmt"
 	"io"
 	"time"
 
 	"firehose/bridge"
 	"firehose/internal/connect"
+	"firehose/stream"
+	"firehose/subscriber"
 )
 
 func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -17,8 +20,9 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		"Prints each shard of the deployment (--redis-prefix, --shards): the bridge session that owns it and its\n"+
 			"bridge process (host:pid), its backlog in Redis, its checkpoint, how far behind the bridge is (the age of the\n"+
 			"oldest uncommitted entry), the rows committed through it and the entries it rejected; then, without --json,\n"+
-			"the deployment's live bridges (bridge_members) and the shards each owns. Exits 1 when PostgreSQL or Redis\n"+
-			"cannot be read.",
+			"the deployment's live bridges (bridge_members) and the shards each owns, and its subscribers to MQTT\n"+
+			"brokers (connected, session kept, messages in flight, resent and recognised). Exits 1 when PostgreSQL or\n"+
+			"Redis cannot be read.",
 		args, stderr, func(c *serveConfig, fs *flag.FlagSet) {
 			c.registerCommon(fs)
 			fs.BoolVar(&asJSON, "json", false, "print a JSON array, one object per shard, for scripts")
@@ -57,5 +61,15 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	return bridge.WriteStatus(stdout, st, members)
+	subs, err := stream.NewSubscriberStates(rdb, cfg.Streams).All(qctx)
+	if err != nil {
+		return err
+	}
+	if err := bridge.WriteStatus(stdout, st, members); err != nil {
+		return err
+	}
+	if len(subs) > 0 {
+		fmt.Fprintln(stdout)
+	}
+	return subscriber.WriteStates(stdout, subs, time.Now())
 }
