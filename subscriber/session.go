@@ -455,6 +455,11 @@ func (ss *session) publish(pk packets.Packet) {
 		once = &stream.Once{Session: s.cfg.ClientID, PacketID: pk.PacketID, Epoch: ss.epochs[pk.PacketID]}
 		ss.emu.Unlock()
 	}
+	if qos == 1 && pk.FixedHeader.Dup {
+		// Resent: if an earlier session of this process stored it in
+		// doubt and never acknowledged it, its once key says so.
+		once = s.doubts.get(pk.PacketID)
+	}
 	if !ss.queue(o) {
 		return
 	}
@@ -473,7 +478,11 @@ func (ss *session) publish(pk packets.Packet) {
 		return
 	}
 	ss.stores.Go(func() {
-		o.outcome, o.err = s.store(ss.ctx, m.Topic, it, once)
+		if qos == 1 {
+			o.outcome, o.err = s.storeQoS1(ss.ctx, m.Topic, it, pk.PacketID, once)
+		} else {
+			o.outcome, o.err = s.store(ss.ctx, m.Topic, it, once)
+		}
 		close(o.settled)
 	})
 }
@@ -540,6 +549,9 @@ func (ss *session) acker() {
 		if err := ss.write(ack, false); err != nil {
 			ss.fail(fmt.Errorf("write to the broker: %w", err))
 			continue
+		}
+		if o.kind == packets.Puback {
+			s.doubts.clear(o.pid) // acknowledged: the broker may reuse the packet id
 		}
 		if o.kind != packets.Pubcomp {
 			if o.outcome == redelivered {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
+	"sync"
 	"time"
 
 	"firehose/ingest"
@@ -128,6 +130,87 @@ func (s *Subscriber) store(ctx context.Context, topic string, it item, o *stream
 		case <-ctx.Done():
 			return out, fmt.Errorf("message on %s not stored: %w", topic, err)
 		case <-time.After(wait.Next()):
+		}
+	}
+}
+
+// storeQoS1 stores a QoS 1 message as store does, with one difference on
+// retries: an attempt that failed in doubt (ingest.ErrUnavailable: part of
+// it may be in Redis, as when WAIT found no replica) makes the attempts
+// after it once-calls under a key of their own, remembered in s.doubts
+// until the message is acknowledged, so that retrying, and the broker's
+// resend to a later session of this process, store it at most once more.
+// The first attempt is a plain Add, which shares the round trips' batch
+// entries; once is the key a resent message had, or nil.
+func (s *Subscriber) storeQoS1(ctx context.Context, topic string, it item, pid uint16, once *stream.Once) (outcome, error) {
+	deadline := time.Now().Add(s.cfg.RetryTimeout)
+	wait := s.retryWait()
+	for {
+		out, err := s.storeOnce(it, once)
+		if err == nil {
+			return out, nil
+		}
+		if once == nil && !errors.Is(err, ingest.ErrBacklogFull) && !errors.Is(err, ingest.ErrOverloaded) && !errors.Is(err, ingest.ErrClosed) {
+			once = s.doubts.add(s.cfg.ClientID, pid)
+		}
+		if time.Now().After(deadline) {
+			return out, fmt.Errorf("message on %s not stored within --subscribe-retry-timeout %s: %w", topic, s.cfg.RetryTimeout, err)
+		}
+		s.m.retries.WithLabelValues(ingest.RefusalReason(err)).Inc()
+		select {
+		case <-ctx.Done():
+			return out, fmt.Errorf("message on %s not stored: %w", topic, err)
+		case <-time.After(wait.Next()):
+		}
+	}
+}
+
+// doubts are the once keys of QoS 1 messages stored in doubt and not yet
+// acknowledged, by packet id: they outlive a session, not the process.
+type doubts struct {
+	mu   sync.Mutex
+	keys map[uint16]*stream.Once
+}
+
+// add makes pid's once key: the session of QoS 1 doubts (apart from QoS 2's
+// epochs), the packet id, and a random epoch of this message alone.
+func (d *doubts) add(clientID string, pid uint16) *stream.Once {
+	o := &stream.Once{Session: clientID + "/qos1", PacketID: pid, Epoch: randomEpoch()}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.keys == nil {
+		d.keys = map[uint16]*stream.Once{}
+	}
+	d.keys[pid] = o
+	return o
+}
+
+func (d *doubts) get(pid uint16) *stream.Once {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.keys[pid]
+}
+
+// reset forgets every doubt: the broker kept no session, so it resends
+// nothing.
+func (d *doubts) reset() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	clear(d.keys)
+}
+
+func (d *doubts) clear(pid uint16) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	delete(d.keys, pid)
+}
+
+// randomEpoch is a random epoch other than 0 (a record never written reads
+// as 0).
+func randomEpoch() uint64 {
+	for {
+		if e := rand.Uint64(); e != 0 {
+			return e
 		}
 	}
 }

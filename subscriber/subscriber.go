@@ -29,6 +29,7 @@ type Subscriber struct {
 	stopping atomic.Bool
 	state    atomic.Pointer[State]
 	reports  StateStore // nil: the state is not reported
+	doubts   doubts     // QoS 1 messages stored in doubt, not yet acknowledged
 
 	// Counts for State (the metrics have them too).
 	inFlight, received, dups, recognised atomic.Int64
@@ -206,6 +207,9 @@ func (s *Subscriber) Run(ctx context.Context) error {
 			}
 		}
 		wait.Reset()
+		if !ss.present {
+			s.doubts.reset()
+		}
 		s.setState(true, ss.present, nil)
 		s.log.Info("subscribed to the mqtt broker", "broker", ss.conn.RemoteAddr().String(), "client_id", s.cfg.ClientID,
 			"session_present", ss.present, "protocol", protocolName(ss.v), "filters", s.cfg.filters())
