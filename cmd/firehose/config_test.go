@@ -338,3 +338,28 @@ func TestIntegrationServeReadsConfigFile(t *testing.T) {
 		t.Errorf("landed ts %s reading %v payload %s; config check said ts %s reading %v payload %s", ts, reading, payload, want.TS, want.Reading, want.Payload)
 	}
 }
+
+// TestSubscriberConfigFile: the subscriber's settings come from the file
+// under their flags' names (lists as YAML sequences), its default topics
+// follow the readings topic, and a subscriber without a broker is refused
+// at the line of its roles.
+func TestSubscriberConfigFile(t *testing.T) {
+	clearFirehoseEnv(t)
+	file := writeConfig(t, "roles: [subscriber, bridge]\nsubscribe-broker: [tcp://mq1:1883, tcp://mq2:1883]\n"+
+		"subscribe-group: fh\nsubscribe-qos: 2\nsubscribe-client-id: fh-site-1\nmqtt-topic: plant/{device_id}/data\n")
+	cfg, _, err := loadServe([]string{"--config", file}, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := cfg.Subscribe
+	if strings.Join(s.Brokers, " ") != "tcp://mq1:1883 tcp://mq2:1883" || s.Group != "fh" || s.QoS != 2 || s.ClientID != "fh-site-1" {
+		t.Errorf("subscriber settings from the file: %+v", s)
+	}
+	if strings.Join(s.Topics, " ") != "plant/+/data spBv1.0/#" {
+		t.Errorf("default topics %v, want the readings topic's filter and Sparkplug B's", s.Topics)
+	}
+	bad := writeConfig(t, "roles: [subscriber, bridge]\n")
+	if _, _, err := loadServe([]string{"--config", bad}, &bytes.Buffer{}); err == nil || !strings.Contains(err.Error(), "--subscribe-broker") {
+		t.Errorf("a subscriber without a broker: %v, want a refusal naming --subscribe-broker", err)
+	}
+}
