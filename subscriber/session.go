@@ -506,9 +506,9 @@ func (ss *session) release(o *owed) {
 }
 
 // acker writes the acknowledgements in arrival order, each once its message
-// is settled, flushing when none is ready. A message that could not be
-// stored ends the session: the acknowledgements after it must not overtake
-// it, and the broker resends it when the session resumes.
+// is settled, flushing when none is ready or none is queued. A message that
+// could not be stored ends the session: the acknowledgements after it must
+// not overtake it, and the broker resends it when the session resumes.
 func (ss *session) acker() {
 	s := ss.s
 	for o := range ss.acks {
@@ -532,8 +532,10 @@ func (ss *session) acker() {
 			continue // drain: nothing more is acknowledged on this connection
 		default:
 		}
+		// Flushed at once when no other acknowledgement waits: else it
+		// would sit in the buffer until the next message or ping.
 		ack := packets.Packet{FixedHeader: packets.FixedHeader{Type: o.kind}, ProtocolVersion: ss.v, PacketID: o.pid}
-		if err := ss.write(ack, false); err != nil {
+		if err := ss.write(ack, len(ss.acks) == 0); err != nil {
 			ss.fail(fmt.Errorf("write to the broker: %w", err))
 			continue
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -261,5 +262,52 @@ func TestIntegrationSubscriberRefusedConnectionStopsStart(t *testing.T) {
 			t.Fatalf("MQTT %s: Start = %v, want the broker's refusal of the connection", proto, err)
 		}
 		t.Logf("MQTT %s: %v", proto, err)
+	}
+}
+
+// TestIntegrationSubscriberAcksALoneMessageAtOnce: the acknowledgement of
+// a message with none behind it reaches the broker at once, at each QoS,
+// not with the next message or ping (half the keep alive later): the acker
+// used to leave it in its buffer.
+func TestIntegrationSubscriberAcksALoneMessageAtOnce(t *testing.T) {
+	for _, qos := range []byte{1, 2} {
+		t.Run(fmt.Sprintf("qos %d", qos), func(t *testing.T) {
+			t.Parallel()
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			h := newHarness(t, subscriber.Config{Brokers: []string{"tcp://" + ln.Addr().String()}, QoS: qos,
+				Protocol: subscriber.Protocol311, KeepAlive: time.Minute})
+			script, hold := make(chan error, 1), make(chan struct{})
+			defer close(hold)
+			go func() {
+				b, err := acceptSession(ln, false)
+				if err != nil {
+					script <- err
+					return
+				}
+				defer b.conn.Close()
+				// Each answer within 5 s; the next ping would come 30 s
+				// after the connection.
+				b.within = 5 * time.Second
+				for pid := uint16(1); pid <= 3; pid++ {
+					if err := b.exchange(qos, pid, false, fmt.Sprint(pid)); err != nil {
+						script <- err
+						return
+					}
+				}
+				script <- nil
+				<-hold // the connection stays up until the test ends
+			}()
+			h.start()
+			if err := <-script; err != nil {
+				t.Fatalf("fake broker: %v", err)
+			}
+			if got := h.stored(); got != 3 {
+				t.Errorf("stored %d readings, want 3", got)
+			}
+		})
 	}
 }
