@@ -296,6 +296,9 @@ func (ss *session) run(ctx context.Context) error {
 			return ss.err
 		}
 		ss.epochs = epochs
+		if !ss.present {
+			s.replays.reset()
+		}
 	}
 	var aux sync.WaitGroup
 	acked := make(chan struct{})
@@ -449,8 +452,13 @@ func (ss *session) publish(pk packets.Packet) {
 	}
 	if qos == 2 && ss.epochs != nil {
 		ss.emu.Lock()
-		once = &stream.Once{Session: s.cfg.ClientID, PacketID: pk.PacketID, Epoch: ss.epochs[pk.PacketID]}
+		epoch := ss.epochs[pk.PacketID]
 		ss.emu.Unlock()
+		epoch, replay := s.replays.epoch(pk, epoch)
+		if replay {
+			s.log.Debug("the broker resent a PUBLISH after its PUBREL: taken for the message released", "packet_id", pk.PacketID, "topic", pk.TopicName)
+		}
+		once = &stream.Once{Session: s.cfg.ClientID, PacketID: pk.PacketID, Epoch: epoch}
 	}
 	if !ss.queue(o) {
 		return
@@ -490,6 +498,7 @@ func (ss *session) release(o *owed) {
 			ss.emu.Lock()
 			ss.epochs[o.pid] = e
 			ss.emu.Unlock()
+			s.replays.release(o.pid)
 			return
 		}
 		if time.Now().After(deadline) {
