@@ -23,35 +23,54 @@ type fakeBroker struct {
 // acceptSession accepts a connection, answers its CONNECT (with the session
 // present or not) and its SUBSCRIBE (granted QoS 2).
 func acceptSession(ln net.Listener, present bool) (*fakeBroker, error) {
-	conn, err := ln.Accept()
+	b, sub, err := accept(ln, present)
 	if err != nil {
 		return nil, err
+	}
+	return b, b.suback(sub, 2)
+}
+
+// accept accepts a connection, answers its CONNECT (with the session present
+// or not) and reads its SUBSCRIBE.
+func accept(ln net.Listener, present bool) (*fakeBroker, packets.Packet, error) {
+	conn, err := ln.Accept()
+	if err != nil {
+		return nil, packets.Packet{}, err
 	}
 	_ = conn.SetDeadline(time.Now().Add(20 * time.Second))
 	b := &fakeBroker{conn: conn, r: bufio.NewReader(conn)}
 	if _, err := b.read(packets.Connect); err != nil {
-		return nil, err
+		return nil, packets.Packet{}, err
 	}
 	ack := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connack}, ProtocolVersion: 4, SessionPresent: present}
 	if err := b.write(ack, ack.ConnackEncode); err != nil {
-		return nil, err
+		return nil, packets.Packet{}, err
 	}
 	sub, err := b.read(packets.Subscribe)
-	if err != nil {
-		return nil, err
-	}
-	suback := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Suback}, ProtocolVersion: 4, PacketID: sub.PacketID,
-		ReasonCodes: bytes.Repeat([]byte{2}, len(sub.Filters))}
-	return b, b.write(suback, suback.SubackEncode)
+	return b, sub, err
+}
+
+// suback answers sub with code (a granted QoS, or a refusal from 0x80) for
+// each filter.
+func (b *fakeBroker) suback(sub packets.Packet, code byte) error {
+	pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Suback}, ProtocolVersion: 4, PacketID: sub.PacketID,
+		ReasonCodes: bytes.Repeat([]byte{code}, len(sub.Filters))}
+	return b.write(pk, pk.SubackEncode)
+}
+
+// publish sends a PUBLISH of payload at qos with packet id pid and the DUP
+// flag dup.
+func (b *fakeBroker) publish(qos byte, pid uint16, dup bool, payload string) error {
+	pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: qos, Dup: dup}, ProtocolVersion: 4,
+		PacketID: pid, TopicName: "devices/d1/readings", Payload: []byte(payload)}
+	return b.write(pk, pk.PublishEncode)
 }
 
 // exchange sends a PUBLISH of payload at qos with packet id pid and the
 // DUP flag dup, and completes it: PUBACK at QoS 1; PUBREC, PUBREL, PUBCOMP
 // at QoS 2.
 func (b *fakeBroker) exchange(qos byte, pid uint16, dup bool, payload string) error {
-	pub := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: qos, Dup: dup}, ProtocolVersion: 4,
-		PacketID: pid, TopicName: "devices/d1/readings", Payload: []byte(payload)}
-	if err := b.write(pub, pub.PublishEncode); err != nil {
+	if err := b.publish(qos, pid, dup, payload); err != nil {
 		return err
 	}
 	if qos == 1 {

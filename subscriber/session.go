@@ -44,7 +44,11 @@ type session struct {
 	epochs map[uint16]uint64 // QoS 2: each packet id's epoch; guarded by emu
 	emu    sync.Mutex
 
-	early []packets.Packet // packets the broker sent before the SUBACK
+	// early is the first packet the broker sent before the SUBACK, and
+	// subackDue the broker whose SUBACK the read loop checks then (see
+	// startBeforeSuback); both are the read loop's once it runs.
+	early     *packets.Packet
+	subackDue string
 
 	stores sync.WaitGroup
 	// failed is closed, and ctx cancelled, by fail: the session ends.
@@ -210,11 +214,10 @@ func (ss *session) subscribe(broker string) error {
 			return fmt.Errorf("subscribe at %s: no SUBACK: %w", broker, err)
 		}
 		if pk.FixedHeader.Type != packets.Suback {
-			// A resumed session may deliver before the SUBACK: the
-			// broker resends those again on the next connection, so
-			// refuse the session rather than drop them.
+			// A resumed session may deliver before the SUBACK.
 			if pk.FixedHeader.Type == packets.Publish || pk.FixedHeader.Type == packets.Pubrel {
-				return ss.startBeforeSuback(pk, broker)
+				ss.startBeforeSuback(pk, broker)
+				return nil
 			}
 			continue
 		}
@@ -222,25 +225,19 @@ func (ss *session) subscribe(broker string) error {
 	}
 }
 
-// startBeforeSuback handles a broker that resumed the session and sent
-// messages before the SUBACK: they are handled as any other, once the
-// session runs. This subscriber reads them in the read loop: it keeps the
-// packet for it.
-func (ss *session) startBeforeSuback(pk packets.Packet, broker string) error {
-	ss.early = append(ss.early, pk)
-	for {
-		next, err := readPacket(ss.r, ss.v)
-		if err != nil {
-			return fmt.Errorf("subscribe at %s: no SUBACK: %w", broker, err)
-		}
-		if next.FixedHeader.Type == packets.Suback {
-			return ss.checkSuback(next, ss.s.cfg.filters(), broker)
-		}
-		ss.early = append(ss.early, next)
-		if len(ss.early) > ss.s.cfg.ReceiveMaximum+1000 {
-			return fmt.Errorf("subscribe at %s: no SUBACK after %d packets", broker, len(ss.early))
-		}
-	}
+// startBeforeSuback handles a broker that resumed the session and sends
+// messages before the SUBACK: the session starts with pk, the first of
+// them, and the read loop handles the rest as any other, with the bound on
+// messages held, and checks the SUBACK when it comes. Mosquitto resends every
+// message in flight for the session before it reads the SUBSCRIBE: up to a
+// packet id space of them (65,535) with a 3.1.1 session, or when it sent past
+// Receive Maximum before (it may: see the Redis-stall fault scenario). Read
+// here, before the session runs, they would all wait in memory; the limit
+// this had on them made every reconnection fail for as long as the broker
+// held more in flight.
+func (ss *session) startBeforeSuback(pk packets.Packet, broker string) {
+	ss.early = &pk
+	ss.subackDue = broker
 }
 
 func (ss *session) checkSuback(pk packets.Packet, filters []string, broker string) error {
@@ -357,8 +354,8 @@ func (ss *session) waitStores() {
 // readLoop reads packets until the connection fails or its read deadline
 // passes (ctx ended), handing each PUBLISH and PUBREL on.
 func (ss *session) readLoop() {
-	for _, pk := range ss.early {
-		ss.handle(pk)
+	if ss.early != nil && !ss.handle(*ss.early) {
+		return
 	}
 	ss.early = nil
 	limit := ss.s.cfg.KeepAlive * 2
@@ -406,7 +403,15 @@ func (ss *session) handle(pk packets.Packet) bool {
 		}
 		ss.fail(errors.New(msg))
 		return false
-	case packets.Pingresp, packets.Suback, packets.Puback, packets.Pubrec, packets.Pubcomp:
+	case packets.Suback:
+		if ss.subackDue != "" {
+			if err := ss.checkSuback(pk, s.cfg.filters(), ss.subackDue); err != nil {
+				ss.fail(err)
+				return false
+			}
+			ss.subackDue = ""
+		}
+	case packets.Pingresp, packets.Puback, packets.Pubrec, packets.Pubcomp:
 	default:
 		s.log.Debug("mqtt packet from the broker ignored", "type", packets.PacketNames[pk.FixedHeader.Type])
 	}

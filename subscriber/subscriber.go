@@ -158,6 +158,10 @@ func (s *Subscriber) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
+		var refused *refusedError
+		if errors.As(err, &refused) {
+			return err // a SUBACK the read loop checked (startBeforeSuback)
+		}
 		s.log.Warn("mqtt session with the broker ended: reconnecting", "err", err)
 		ss = nil
 		select {
