@@ -538,6 +538,9 @@ func (ss *session) acker() {
 			<-ss.held
 		}
 		if o.err != nil {
+			// The acknowledgements written before it go out first: their
+			// messages are stored, and the broker would resend them.
+			_ = ss.flush()
 			ss.fail(o.err)
 		}
 		select {
