@@ -103,3 +103,267 @@ func edgeWaitLanded(t *testing.T, s *Stack) {
 		return v > 0
 	}, "no rows committed; output: %s", s.Proc.Output())
 }
+
+// subConnects is how many connections the subscriber of s opened (each
+// CONNACKed and subscribed), 0 when its metrics cannot be read.
+func subConnects(s *Stack) float64 {
+	v, _ := s.Metric(`firehose_subscriber_connects_total{result="ok"}`)
+	return v
+}
+
+// subWaitConnected waits until the subscriber of s has opened more than
+// after connections and is connected now.
+func subWaitConnected(t *testing.T, s *Stack, after float64, timeout time.Duration) {
+	t.Helper()
+	testenv.Eventually(t, timeout, func() bool {
+		c, _ := s.Metric("firehose_subscriber_connected")
+		return c == 1 && subConnects(s) > after
+	}, "the subscriber did not reconnect; output: %s", s.Proc.Output())
+}
+
+// TestSubscriberBrokerRestarted: Mosquitto is stopped with SIGTERM mid-run
+// (it saves its persistence file: the sessions, what it queued for the
+// subscriber and what was in flight) and started again on the same port.
+// The devices and the subscriber reconnect; the subscriber's session
+// resumes, and every reading Mosquitto acknowledged lands.
+func TestSubscriberBrokerRestarted(t *testing.T) {
+	skipShort(t)
+	for _, qos := range []int{1, 2} {
+		t.Run(fmt.Sprintf("qos %d", qos), func(t *testing.T) {
+			t.Parallel()
+			broker := testenv.StartMosquitto(t)
+			svc := SharedServices(t)
+			s := StartSubscriber(t, svc, broker, "fh-sub-"+testenv.ID(), qos)
+			restarts := scale(1, 3)
+			l := StartLoad(t, s, LoadOpts{Protocol: "mqtt", QoS: qos, Devices: 100, Rate: 1000, Duration: scale(6*time.Second, 40*time.Second)})
+			edgeWaitLanded(t, s)
+			present := 0
+			for i := 0; i < restarts; i++ {
+				if i > 0 {
+					time.Sleep(5 * time.Second) // load between restarts
+				}
+				before := subConnects(s)
+				broker.Restart(t)
+				subWaitConnected(t, s, before, 60*time.Second)
+				if v, _ := s.Metric("firehose_subscriber_session_present"); v == 1 {
+					present++
+				}
+			}
+			rep := l.Wait(5 * time.Minute)
+			allow := int64(0)
+			if qos == 1 {
+				allow = int64(restarts * subReceiveMaximum)
+			}
+			subAssert(t, rep, l, allow)
+			if rep.Send.Reconnects == 0 {
+				t.Errorf("the devices never lost their connection: the restart did not happen under load; simulator output:\n%s", l.Output())
+			}
+			if present != restarts {
+				t.Errorf("Mosquitto had the subscriber's session after %d of %d restarts: its persistence lost it", present, restarts)
+			}
+			r := ResultOf(rep)
+			r.Scenario = fmt.Sprintf("subscriber: Mosquitto restarted under load, QoS %d", qos)
+			r.Load = LoadDesc(rep) + ", through Mosquitto 2"
+			r.Faults = fmt.Sprintf("%d× SIGTERM of Mosquitto (persistence saved at exit), restarted on the same port", restarts)
+			r.Notes = fmt.Sprintf("%d device reconnects; the subscriber's session resumed every time; duplicates allowed: %d (QoS 1: the messages in flight at each restart). "+
+				"Mosquitto's own caveat: on a crash (SIGKILL, power loss) what it acknowledged since its last save (autosave_interval, default 30 min) is lost; SIGTERM saves everything",
+				rep.Send.Reconnects, allow)
+			Record(t, r)
+		})
+	}
+}
+
+// TestSubscriberBrokerFrozen: the network path to Mosquitto freezes
+// (SIGSTOP: the TCP connections stay open, nothing moves) for longer than
+// the subscriber's keep alive, then thaws. The subscriber must notice the
+// dead connection by its keep alive, reconnect once the broker answers,
+// and lose nothing.
+func TestSubscriberBrokerFrozen(t *testing.T) {
+	skipShort(t)
+	for _, qos := range []int{1, 2} {
+		t.Run(fmt.Sprintf("qos %d", qos), func(t *testing.T) {
+			t.Parallel()
+			const keepAlive = 2 * time.Second
+			freeze := 3 * keepAlive // the subscriber gives up after 2 keep alives without a packet
+			broker := testenv.StartMosquitto(t)
+			svc := SharedServices(t)
+			s := StartSubscriber(t, svc, broker, "fh-sub-"+testenv.ID(), qos,
+				"--subscribe-keepalive", keepAlive.String(), "--subscribe-connect-timeout", "2s")
+			freezes := scale(1, 3)
+			l := StartLoad(t, s, LoadOpts{Protocol: "mqtt", QoS: qos, Devices: 100, Rate: 1000, Duration: scale(10*time.Second, 45*time.Second)})
+			edgeWaitLanded(t, s)
+			for i := 0; i < freezes; i++ {
+				if i > 0 {
+					time.Sleep(5 * time.Second) // load between freezes
+				}
+				before := subConnects(s)
+				broker.Pause()
+				// The subscriber must see the connection dead while the
+				// broker is still frozen: by its keep alive, not by the
+				// broker's thaw.
+				testenv.Eventually(t, freeze, func() bool {
+					c, ok := s.Metric("firehose_subscriber_connected")
+					return ok && c == 0
+				}, "the subscriber still counts itself connected %s into a freeze of the broker (keep alive %s)", freeze, keepAlive)
+				time.Sleep(time.Second) // frozen a while longer: reconnects fail meanwhile
+				broker.Resume()
+				subWaitConnected(t, s, before, 60*time.Second)
+			}
+			rep := l.Wait(5 * time.Minute)
+			allow := int64(0)
+			if qos == 1 {
+				allow = int64(freezes * subReceiveMaximum)
+			}
+			subAssert(t, rep, l, allow)
+			r := ResultOf(rep)
+			r.Scenario = fmt.Sprintf("subscriber: Mosquitto frozen (SIGSTOP) past the keep alive, QoS %d", qos)
+			r.Load = LoadDesc(rep) + ", through Mosquitto 2"
+			r.Faults = fmt.Sprintf("%d× SIGSTOP of Mosquitto until the subscriber saw the connection dead (keep alive %s) plus 1 s, then SIGCONT", freezes, keepAlive)
+			r.Notes = fmt.Sprintf("the subscriber noticed by its keep alive and reconnected after the thaw; duplicates allowed: %d (QoS 1: the messages in flight at each freeze)", allow)
+			Record(t, r)
+		})
+	}
+}
+
+// subAcked is how many messages the subscriber of s acknowledged as taken
+// (stored, dead-lettered, or recognised as stored before).
+func subAcked(s *Stack) float64 {
+	var n float64
+	for _, outcome := range []string{"stored", "dead_letter", "redelivered"} {
+		v, _ := s.Metric(`firehose_subscriber_acks_total{outcome="` + outcome + `"}`)
+		n += v
+	}
+	return n
+}
+
+// TestSubscriberRedisStalled: the Redis of the subscriber's stack stalls
+// (SIGSTOP) mid-run while Mosquitto keeps sending. Nothing is acknowledged
+// during the stall; the messages held are retried, Receive Maximum keeps
+// the broker from sending more; past --subscribe-retry-timeout the
+// subscriber closes the connection, and resumes its session (the broker
+// resends what it held) once Redis answers again. Everything lands.
+func TestSubscriberRedisStalled(t *testing.T) {
+	skipShort(t)
+	for _, qos := range []int{1, 2} {
+		t.Run(fmt.Sprintf("qos %d", qos), func(t *testing.T) {
+			t.Parallel()
+			// Past the producer's round-trip timeout (5 s), after which the
+			// first attempt fails, plus the retry timeout.
+			stall := scale(9*time.Second, 15*time.Second)
+			stalls := scale(1, 3)
+			broker := testenv.StartMosquitto(t)
+			rs := testenv.StartRedisServer(t)
+			svc := OwnServices(t, rs.URL())
+			s := StartSubscriber(t, svc, broker, "fh-sub-"+testenv.ID(), qos,
+				"--subscribe-retry-timeout", "2s", "--subscribe-connect-timeout", "2s")
+			l := StartLoad(t, s, LoadOpts{Protocol: "mqtt", QoS: qos, Devices: 100, Rate: 1000,
+				Duration: time.Duration(stalls)*(stall+scale(3*time.Second, 8*time.Second)) + 3*time.Second})
+			edgeWaitLanded(t, s)
+			var heldMax, reconnects float64
+			for i := 0; i < stalls; i++ {
+				if i > 0 {
+					time.Sleep(scale(3*time.Second, 8*time.Second)) // load between stalls
+				}
+				connects := subConnects(s)
+				rs.Pause()
+				time.Sleep(time.Second) // acknowledgements of what Redis confirmed before are written
+				acked := subAcked(s)
+				received, _ := outMetricSum(s, "firehose_subscriber_messages_total")
+				time.Sleep(stall - time.Second) // the stall itself
+				if a := subAcked(s); a != acked {
+					t.Errorf("%.0f messages acknowledged while Redis was stalled", a-acked)
+				}
+				// Receive Maximum: the broker sends at most that many
+				// unacknowledged messages per connection.
+				during, _ := outMetricSum(s, "firehose_subscriber_messages_total")
+				conns := subConnects(s) - connects
+				if bound := (conns + 1) * subReceiveMaximum; during-received > bound {
+					t.Errorf("%.0f messages received during the stall over %.0f connections: over Receive Maximum (%d) per connection",
+						during-received, conns, subReceiveMaximum)
+				}
+				heldMax = max(heldMax, during-received)
+				reconnects += conns
+				if conns == 0 {
+					t.Errorf("the subscriber kept its connection through a stall of %s: it should have closed it past the retry timeout", stall)
+				}
+				rs.Resume()
+				subWaitConnected(t, s, subConnects(s)-1, 60*time.Second)
+			}
+			rep := l.Wait(5 * time.Minute)
+			// At QoS 1 the messages resent to each new connection are
+			// retried (refused at once: the producer knows Redis down); at
+			// QoS 2 a new connection fails earlier, reading its packet ids'
+			// epochs from Redis, and takes no message.
+			retries, _ := outMetricSum(s, "firehose_subscriber_store_retries_total")
+			if qos == 1 && retries == 0 {
+				t.Errorf("no store attempt was retried during the stall")
+			}
+			allow := int64(0)
+			if qos == 1 {
+				allow = int64(stalls * subReceiveMaximum)
+			}
+			subAssert(t, rep, l, allow)
+			r := ResultOf(rep)
+			r.Scenario = fmt.Sprintf("subscriber: Redis stalled while Mosquitto keeps sending, QoS %d", qos)
+			r.Load = LoadDesc(rep) + ", through Mosquitto 2"
+			r.Faults = fmt.Sprintf("%d× SIGSTOP of the subscriber's Redis for %s (retry timeout 2 s), then SIGCONT", stalls, stall)
+			r.Notes = fmt.Sprintf("nothing acknowledged during a stall; %.0f connections closed and made again during the stalls; at most %.0f messages received during one (Receive Maximum %d per connection); %.0f store attempts retried; duplicates allowed: %d (QoS 1: the messages in flight at each stall)",
+				reconnects, heldMax, subReceiveMaximum, retries, allow)
+			Record(t, r)
+		})
+	}
+}
+
+// TestSubscriberShareGroupMemberKilled: two subscribers, each a process of
+// its own, split the messages as one share group ($share/g/...), and one
+// bridge commits; one member is SIGKILLed mid-run and restarted with its
+// client id. Mosquitto keeps the killed member's in-flight messages (and
+// those its round robin gives it meanwhile) in its session until it
+// returns: everything lands.
+func TestSubscriberShareGroupMemberKilled(t *testing.T) {
+	skipShort(t)
+	for _, qos := range []int{1, 2} {
+		t.Run(fmt.Sprintf("qos %d", qos), func(t *testing.T) {
+			t.Parallel()
+			broker := testenv.StartMosquitto(t)
+			svc := SharedServices(t)
+			id := testenv.ID()
+			member := func(name string) *Stack {
+				return StartSubscriber(t, svc, broker, "fh-"+name+"-"+id, qos, "--roles", "subscriber", "--subscribe-group", "g")
+			}
+			a, b := member("a"), member("b")
+			bridge := StartBridge(t, svc)
+			bridge.WaitReady(20 * time.Second)
+			target := &Stack{t: t, Services: svc, MQTTAddr: broker.Addr(), HTTPAddr: bridge.HTTPAddr}
+			kills := scale(1, 3)
+			l := StartLoad(t, target, LoadOpts{Protocol: "mqtt", QoS: qos, Devices: 100, Rate: 1000, Duration: scale(8*time.Second, 40*time.Second)})
+			edgeWaitLanded(t, bridge)
+			testenv.Eventually(t, 30*time.Second, func() bool { return subAcked(a) > 0 && subAcked(b) > 0 },
+				"the group's members did not both take messages: a %.0f, b %.0f", subAcked(a), subAcked(b))
+			for i := 0; i < kills; i++ {
+				if i > 0 {
+					time.Sleep(5 * time.Second) // load between kills
+				}
+				a.Proc.Signal(syscall.SIGKILL)
+				a.Proc.Wait(10 * time.Second)
+				time.Sleep(time.Second) // the broker keeps a's share meanwhile
+				a.start()
+			}
+			rep := l.Wait(5 * time.Minute)
+			if subAcked(a) == 0 {
+				t.Errorf("the restarted member took nothing: its session's messages were not resent to it")
+			}
+			allow := int64(0)
+			if qos == 1 {
+				allow = int64(kills * subReceiveMaximum)
+			}
+			subAssert(t, rep, l, allow)
+			r := ResultOf(rep)
+			r.Scenario = fmt.Sprintf("subscriber: one of a share group of two SIGKILLed, QoS %d", qos)
+			r.Load = LoadDesc(rep) + ", through Mosquitto 2, $share/g, two subscriber processes and one bridge"
+			r.Faults = fmt.Sprintf("%d× SIGKILL of one member, restarted with its client id after 1 s", kills)
+			r.Notes = fmt.Sprintf("Mosquitto keeps the killed member's in-flight messages, and what its round robin gives it meanwhile, in its session until it returns (until --subscribe-session-expiry); duplicates allowed: %d (QoS 1: the messages in flight at each kill)", allow)
+			Record(t, r)
+		})
+	}
+}

@@ -44,7 +44,11 @@ type session struct {
 	epochs map[uint16]uint64 // QoS 2: each packet id's epoch; guarded by emu
 	emu    sync.Mutex
 
-	early []packets.Packet // packets the broker sent before the SUBACK
+	// early is the first packet the broker sent before the SUBACK, and
+	// subackDue the broker whose SUBACK the read loop checks then (see
+	// startBeforeSuback); both are the read loop's once it runs.
+	early     *packets.Packet
+	subackDue string
 
 	stores sync.WaitGroup
 	// failed is closed, and ctx cancelled, by fail: the session ends.
@@ -210,11 +214,10 @@ func (ss *session) subscribe(broker string) error {
 			return fmt.Errorf("subscribe at %s: no SUBACK: %w", broker, err)
 		}
 		if pk.FixedHeader.Type != packets.Suback {
-			// A resumed session may deliver before the SUBACK: the
-			// broker resends those again on the next connection, so
-			// refuse the session rather than drop them.
+			// A resumed session may deliver before the SUBACK.
 			if pk.FixedHeader.Type == packets.Publish || pk.FixedHeader.Type == packets.Pubrel {
-				return ss.startBeforeSuback(pk, broker)
+				ss.startBeforeSuback(pk, broker)
+				return nil
 			}
 			continue
 		}
@@ -222,25 +225,19 @@ func (ss *session) subscribe(broker string) error {
 	}
 }
 
-// startBeforeSuback handles a broker that resumed the session and sent
-// messages before the SUBACK: they are handled as any other, once the
-// session runs. This subscriber reads them in the read loop: it keeps the
-// packet for it.
-func (ss *session) startBeforeSuback(pk packets.Packet, broker string) error {
-	ss.early = append(ss.early, pk)
-	for {
-		next, err := readPacket(ss.r, ss.v)
-		if err != nil {
-			return fmt.Errorf("subscribe at %s: no SUBACK: %w", broker, err)
-		}
-		if next.FixedHeader.Type == packets.Suback {
-			return ss.checkSuback(next, ss.s.cfg.filters(), broker)
-		}
-		ss.early = append(ss.early, next)
-		if len(ss.early) > ss.s.cfg.ReceiveMaximum+1000 {
-			return fmt.Errorf("subscribe at %s: no SUBACK after %d packets", broker, len(ss.early))
-		}
-	}
+// startBeforeSuback handles a broker that resumed the session and sends
+// messages before the SUBACK: the session starts with pk, the first of
+// them, and the read loop handles the rest as any other, with the bound on
+// messages held, and checks the SUBACK when it comes. Mosquitto resends every
+// message in flight for the session before it reads the SUBSCRIBE: up to a
+// packet id space of them (65,535) with a 3.1.1 session, or when it sent past
+// Receive Maximum before (it may: see the Redis-stall fault scenario). Read
+// here, before the session runs, they would all wait in memory; the limit
+// this had on them made every reconnection fail for as long as the broker
+// held more in flight.
+func (ss *session) startBeforeSuback(pk packets.Packet, broker string) {
+	ss.early = &pk
+	ss.subackDue = broker
 }
 
 func (ss *session) checkSuback(pk packets.Packet, filters []string, broker string) error {
@@ -296,6 +293,9 @@ func (ss *session) run(ctx context.Context) error {
 			return ss.err
 		}
 		ss.epochs = epochs
+		if !ss.present {
+			s.replays.reset()
+		}
 	}
 	var aux sync.WaitGroup
 	acked := make(chan struct{})
@@ -354,8 +354,8 @@ func (ss *session) waitStores() {
 // readLoop reads packets until the connection fails or its read deadline
 // passes (ctx ended), handing each PUBLISH and PUBREL on.
 func (ss *session) readLoop() {
-	for _, pk := range ss.early {
-		ss.handle(pk)
+	if ss.early != nil && !ss.handle(*ss.early) {
+		return
 	}
 	ss.early = nil
 	limit := ss.s.cfg.KeepAlive * 2
@@ -403,7 +403,15 @@ func (ss *session) handle(pk packets.Packet) bool {
 		}
 		ss.fail(errors.New(msg))
 		return false
-	case packets.Pingresp, packets.Suback, packets.Puback, packets.Pubrec, packets.Pubcomp:
+	case packets.Suback:
+		if ss.subackDue != "" {
+			if err := ss.checkSuback(pk, s.cfg.filters(), ss.subackDue); err != nil {
+				ss.fail(err)
+				return false
+			}
+			ss.subackDue = ""
+		}
+	case packets.Pingresp, packets.Puback, packets.Pubrec, packets.Pubcomp:
 	default:
 		s.log.Debug("mqtt packet from the broker ignored", "type", packets.PacketNames[pk.FixedHeader.Type])
 	}
@@ -452,8 +460,13 @@ func (ss *session) publish(pk packets.Packet) {
 	}
 	if qos == 2 && ss.epochs != nil {
 		ss.emu.Lock()
-		once = &stream.Once{Session: s.cfg.ClientID, PacketID: pk.PacketID, Epoch: ss.epochs[pk.PacketID]}
+		epoch := ss.epochs[pk.PacketID]
 		ss.emu.Unlock()
+		epoch, replay := s.replays.epoch(pk, epoch)
+		if replay {
+			s.log.Debug("the broker resent a PUBLISH after its PUBREL: taken for the message released", "packet_id", pk.PacketID, "topic", pk.TopicName)
+		}
+		once = &stream.Once{Session: s.cfg.ClientID, PacketID: pk.PacketID, Epoch: epoch}
 	}
 	if qos == 1 && pk.FixedHeader.Dup {
 		// Resent: if an earlier session of this process stored it in
@@ -502,6 +515,7 @@ func (ss *session) release(o *owed) {
 			ss.emu.Lock()
 			ss.epochs[o.pid] = e
 			ss.emu.Unlock()
+			s.replays.release(o.pid)
 			return
 		}
 		if time.Now().After(deadline) {
@@ -518,9 +532,9 @@ func (ss *session) release(o *owed) {
 }
 
 // acker writes the acknowledgements in arrival order, each once its message
-// is settled, flushing when none is ready. A message that could not be
-// stored ends the session: the acknowledgements after it must not overtake
-// it, and the broker resends it when the session resumes.
+// is settled, flushing when none is ready or none is queued. A message that
+// could not be stored ends the session: the acknowledgements after it must
+// not overtake it, and the broker resends it when the session resumes.
 func (ss *session) acker() {
 	s := ss.s
 	for o := range ss.acks {
@@ -537,6 +551,9 @@ func (ss *session) acker() {
 			s.inFlight.Add(-1)
 		}
 		if o.err != nil {
+			// The acknowledgements written before it go out first: their
+			// messages are stored, and the broker would resend them.
+			_ = ss.flush()
 			ss.fail(o.err)
 		}
 		select {
@@ -545,8 +562,10 @@ func (ss *session) acker() {
 			continue // drain: nothing more is acknowledged on this connection
 		default:
 		}
+		// Flushed at once when no other acknowledgement waits: else it
+		// would sit in the buffer until the next message or ping.
 		ack := packets.Packet{FixedHeader: packets.FixedHeader{Type: o.kind}, ProtocolVersion: ss.v, PacketID: o.pid}
-		if err := ss.write(ack, false); err != nil {
+		if err := ss.write(ack, len(ss.acks) == 0); err != nil {
 			ss.fail(fmt.Errorf("write to the broker: %w", err))
 			continue
 		}

@@ -24,6 +24,7 @@ type Subscriber struct {
 	m        *metrics
 	storeCtx context.Context // the producer calls'; they end by the producer's own timeout
 
+	replays  replays  // QoS 2: the last message taken per packet id (replay.go)
 	first    *session // opened by Start, served first by Run
 	version  byte     // the protocol version the broker took
 	stopping atomic.Bool
@@ -217,6 +218,10 @@ func (s *Subscriber) Run(ctx context.Context) error {
 		s.setState(false, false, err)
 		if ctx.Err() != nil {
 			return nil
+		}
+		var refused *refusedError
+		if errors.As(err, &refused) {
+			return err // a SUBACK the read loop checked (startBeforeSuback)
 		}
 		s.log.Warn("mqtt session with the broker ended: reconnecting", "err", err)
 		ss = nil

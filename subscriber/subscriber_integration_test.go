@@ -4,12 +4,14 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	pahov3 "github.com/eclipse/paho.mqtt.golang"
+	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
@@ -359,5 +361,151 @@ func TestIntegrationSubscriberResentAfterLostAck(t *testing.T) {
 				t.Errorf("redelivered acks %v, want 1", acks(t, h.reg, "redelivered"))
 			}
 		})
+	}
+}
+
+// TestIntegrationSubscriberAcksALoneMessageAtOnce: the acknowledgement of
+// a message with none behind it reaches the broker at once, at each QoS,
+// not with the next message or ping (half the keep alive later): the acker
+// used to leave it in its buffer.
+func TestIntegrationSubscriberAcksALoneMessageAtOnce(t *testing.T) {
+	for _, qos := range []byte{1, 2} {
+		t.Run(fmt.Sprintf("qos %d", qos), func(t *testing.T) {
+			t.Parallel()
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			h := newHarness(t, subscriber.Config{Brokers: []string{"tcp://" + ln.Addr().String()}, QoS: qos,
+				Protocol: subscriber.Protocol311, KeepAlive: time.Minute})
+			script, hold := make(chan error, 1), make(chan struct{})
+			defer close(hold)
+			go func() {
+				b, err := acceptSession(ln, false)
+				if err != nil {
+					script <- err
+					return
+				}
+				defer b.conn.Close()
+				// Each answer within 5 s; the next ping would come 30 s
+				// after the connection.
+				b.within = 5 * time.Second
+				for pid := uint16(1); pid <= 3; pid++ {
+					if err := b.exchange(qos, pid, false, fmt.Sprint(pid)); err != nil {
+						script <- err
+						return
+					}
+				}
+				script <- nil
+				<-hold // the connection stays up until the test ends
+			}()
+			h.start()
+			if err := <-script; err != nil {
+				t.Fatalf("fake broker: %v", err)
+			}
+			if got := h.stored(); got != 3 {
+				t.Errorf("stored %d readings, want 3", got)
+			}
+		})
+	}
+}
+
+// TestIntegrationSubscriberBacklogBeforeSuback: a broker that resumes the
+// session resends everything it has in flight before the SUBACK (Mosquitto
+// does, up to thousands of messages when it sent past Receive Maximum or
+// speaks 3.1.1). The subscriber used to read them all before the session
+// ran and gave up past Receive Maximum + 1,000 of them: every reconnection
+// failed the same way, for good. They must be stored and acknowledged as
+// any others, held by Receive Maximum.
+func TestIntegrationSubscriberBacklogBeforeSuback(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	h := newHarness(t, subscriber.Config{Brokers: []string{"tcp://" + ln.Addr().String()}, Protocol: subscriber.Protocol311, ReceiveMaximum: 10})
+	const n = 2000
+	script, hold := make(chan error, 2), make(chan struct{})
+	defer close(hold)
+	go func() {
+		b, sub, err := accept(ln, true)
+		if err != nil {
+			script <- err
+			return
+		}
+		defer b.conn.Close()
+		go func() { // the resends, then the SUBACK, while the PUBACKs are read
+			for pid := uint16(1); pid <= n; pid++ {
+				if err := b.publish(1, pid, true, fmt.Sprint(pid)); err != nil {
+					script <- err
+					return
+				}
+			}
+			script <- b.suback(sub, 1)
+		}()
+		for i := 0; i < n; i++ {
+			if _, err := b.read(packets.Puback); err != nil {
+				script <- fmt.Errorf("PUBACK %d of %d: %w", i+1, n, err)
+				return
+			}
+		}
+		script <- nil
+		<-hold // the connection stays up until the test ends
+	}()
+	h.start()
+	for range 2 {
+		if err := <-script; err != nil {
+			t.Fatalf("fake broker: %v", err)
+		}
+	}
+	if got := h.stored(); got != n {
+		t.Errorf("stored %d readings, want %d", got, n)
+	}
+}
+
+// TestIntegrationSubscriberRefusedSubscriptionAfterEarlyMessages: a broker
+// that delivers before the SUBACK and then refuses the subscription stops
+// Run with its answer, as Start stops with a refusal it reads itself.
+func TestIntegrationSubscriberRefusedSubscriptionAfterEarlyMessages(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	h := newHarness(t, subscriber.Config{Brokers: []string{"tcp://" + ln.Addr().String()}, Protocol: subscriber.Protocol311})
+	script := make(chan error, 1)
+	go func() {
+		b, sub, err := accept(ln, true)
+		if err != nil {
+			script <- err
+			return
+		}
+		defer b.conn.Close()
+		if err := b.publish(1, 1, true, "1"); err != nil {
+			script <- err
+			return
+		}
+		script <- b.suback(sub, 0x80)
+		_, _ = b.read(packets.Disconnect) // until the subscriber hangs up
+	}()
+	if err := h.sub.Start(t.Context()); err != nil {
+		t.Fatalf("Start: %v (the refusal comes after a message: Run reads it)", err)
+	}
+	ran := make(chan error, 1)
+	go func() { ran <- h.sub.Run(t.Context()) }()
+	if err := <-script; err != nil {
+		t.Fatalf("fake broker: %v", err)
+	}
+	select {
+	case err := <-ran:
+		if err == nil || !strings.Contains(err.Error(), "refused the subscription") {
+			t.Fatalf("Run = %v, want the broker's refusal of the subscription", err)
+		}
+		t.Log(err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("Run still running 20 s after the broker refused the subscription")
 	}
 }

@@ -20,7 +20,8 @@ import (
 // port, with the settings firehose's subscriber requires of a broker
 // (docs/subscribe.md): persistence on, no queue limit (max_queued_messages
 // 0), anonymous access. The test may restart it (SIGTERM: it saves its
-// persistence file) or kill it; it is killed when the test ends.
+// persistence file), kill it, or pause and resume it; it is killed when the
+// test ends.
 type Mosquitto struct {
 	Port int
 	dir  string
@@ -131,6 +132,12 @@ func (m *Mosquitto) Kill() {
 	_ = m.cmd.Process.Signal(syscall.SIGKILL)
 	<-m.done
 }
+
+// Pause stops the broker (SIGSTOP: its connections stay open and nothing is
+// read, answered or sent, as when the network path to it is frozen); Resume
+// continues it.
+func (m *Mosquitto) Pause()  { _ = m.cmd.Process.Signal(syscall.SIGSTOP) }
+func (m *Mosquitto) Resume() { _ = m.cmd.Process.Signal(syscall.SIGCONT) }
 
 // Output is what the broker logged.
 func (m *Mosquitto) Output() string { return m.out.String() }
