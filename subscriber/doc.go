@@ -14,10 +14,8 @@
 // Config.RetryTimeout the connection is closed so that the broker resends
 // when the session resumes. At QoS 2 each message is stored with its packet
 // id's epoch (stream.Once), so a PUBLISH the broker redelivers after a crash
-// is recognised and not stored again, also one a broker resends against the
-// rules after its PUBREL, as Mosquitto does after a restart (replay.go); at
-// QoS 1 a redelivery is stored again (a duplicate, counted), bounded by the
-// messages in flight, Receive Maximum.
+// is recognised and not stored again; at QoS 1 a redelivery is stored again
+// (a duplicate, counted), bounded by the messages in flight, Receive Maximum.
 //
 // The wire format is mochi-mqtt's packets codec (MQTT 3.1.1 and 5), over
 // TCP, TLS or WebSocket (wire.go).

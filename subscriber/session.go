@@ -293,9 +293,6 @@ func (ss *session) run(ctx context.Context) error {
 			return ss.err
 		}
 		ss.epochs = epochs
-		if !ss.present {
-			s.replays.reset()
-		}
 	}
 	var aux sync.WaitGroup
 	acked := make(chan struct{})
@@ -460,13 +457,8 @@ func (ss *session) publish(pk packets.Packet) {
 	}
 	if qos == 2 && ss.epochs != nil {
 		ss.emu.Lock()
-		epoch := ss.epochs[pk.PacketID]
+		once = &stream.Once{Session: s.cfg.ClientID, PacketID: pk.PacketID, Epoch: ss.epochs[pk.PacketID]}
 		ss.emu.Unlock()
-		epoch, replay := s.replays.epoch(pk, epoch)
-		if replay {
-			s.log.Debug("the broker resent a PUBLISH after its PUBREL: taken for the message released", "packet_id", pk.PacketID, "topic", pk.TopicName)
-		}
-		once = &stream.Once{Session: s.cfg.ClientID, PacketID: pk.PacketID, Epoch: epoch}
 	}
 	if qos == 1 && pk.FixedHeader.Dup {
 		// Resent: if an earlier session of this process stored it in
@@ -515,7 +507,6 @@ func (ss *session) release(o *owed) {
 			ss.emu.Lock()
 			ss.epochs[o.pid] = e
 			ss.emu.Unlock()
-			s.replays.release(o.pid)
 			return
 		}
 		if time.Now().After(deadline) {

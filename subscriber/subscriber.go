@@ -24,7 +24,6 @@ type Subscriber struct {
 	m        *metrics
 	storeCtx context.Context // the producer calls'; they end by the producer's own timeout
 
-	replays  replays  // QoS 2: the last message taken per packet id (replay.go)
 	first    *session // opened by Start, served first by Run
 	version  byte     // the protocol version the broker took
 	stopping atomic.Bool
