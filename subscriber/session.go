@@ -497,29 +497,17 @@ func (ss *session) publish(pk packets.Packet) {
 func (ss *session) release(o *owed) {
 	defer close(o.settled)
 	s := ss.s
-	deadline := time.Now().Add(s.cfg.RetryTimeout)
-	wait := s.retryWait()
-	for {
+	o.err = s.retry(ss.ctx, fmt.Sprintf("packet id %d not released", o.pid), func(error) string { return "release" }, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ConnectTimeout)
+		defer cancel()
 		e, err := s.epochs.Release(ctx, o.pid)
-		cancel()
 		if err == nil {
 			ss.emu.Lock()
 			ss.epochs[o.pid] = e
 			ss.emu.Unlock()
-			return
 		}
-		if time.Now().After(deadline) {
-			o.err = fmt.Errorf("release packet id %d: %w", o.pid, err)
-			return
-		}
-		select {
-		case <-ss.failed:
-			o.err = fmt.Errorf("release packet id %d: %w", o.pid, err)
-			return
-		case <-time.After(wait.Next()):
-		}
-	}
+		return err
+	})
 }
 
 // acker writes the acknowledgements in arrival order, each once its message

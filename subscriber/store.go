@@ -82,56 +82,60 @@ type item struct {
 	dead     *ingest.DeadLetter
 }
 
-// decode turns m into its readings or its dead letter, retrying a
-// transient failure (the Sparkplug B state unavailable) until the retry
-// timeout or ctx (the session) ends. It runs in the read loop: messages
-// are decoded in arrival order.
-func (s *Subscriber) decode(ctx context.Context, m Message) (item, error) {
+// retry calls attempt until it succeeds, the retry timeout passes, or ctx
+// (the session) ends, waiting with backoff between attempts and counting
+// each failure retried by reason. The error says what was not done (what),
+// and why.
+func (s *Subscriber) retry(ctx context.Context, what string, reason func(error) string, attempt func() error) error {
 	deadline := time.Now().Add(s.cfg.RetryTimeout)
 	wait := s.retryWait()
 	for {
-		rs, err := s.dec.Decode(ctx, m)
-		var inv *InvalidError
-		if errors.As(err, &inv) {
-			return item{dead: &ingest.DeadLetter{Source: ingest.SourceMQTT, Kind: inv.Kind, Topic: m.Topic, ClientID: s.cfg.ClientID,
-				Device: inv.Device, Reason: inv.Error(), ReceivedAt: m.ReceivedAt, Payload: m.Payload}}, nil
-		}
+		err := attempt()
 		if err == nil {
-			return item{readings: rs}, nil
+			return nil
 		}
 		if time.Now().After(deadline) {
-			return item{}, fmt.Errorf("message on %s not decoded within --subscribe-retry-timeout %s: %w", m.Topic, s.cfg.RetryTimeout, err)
+			return fmt.Errorf("%s within --subscribe-retry-timeout %s: %w", what, s.cfg.RetryTimeout, err)
 		}
-		s.m.retries.WithLabelValues("decode").Inc()
+		s.m.retries.WithLabelValues(reason(err)).Inc()
 		select {
 		case <-ctx.Done():
-			return item{}, fmt.Errorf("message on %s not decoded: %w", m.Topic, err)
+			return fmt.Errorf("%s: %w", what, err)
 		case <-time.After(wait.Next()):
 		}
 	}
 }
 
-// store writes one decoded message (QoS 1 or 2; o is its once key at QoS 2)
-// and retries transient failures until the retry timeout or ctx (the
-// session) ends; the error is then why the message stays unacknowledged.
+// decode turns m into its readings or its dead letter, retrying a
+// transient failure (the Sparkplug B state unavailable) until the retry
+// timeout or ctx (the session) ends. It runs in the read loop: messages
+// are decoded in arrival order.
+func (s *Subscriber) decode(ctx context.Context, m Message) (item, error) {
+	var it item
+	err := s.retry(ctx, "message on "+m.Topic+" not decoded", func(error) string { return "decode" }, func() error {
+		rs, err := s.dec.Decode(ctx, m)
+		var inv *InvalidError
+		if errors.As(err, &inv) {
+			it = item{dead: &ingest.DeadLetter{Source: ingest.SourceMQTT, Kind: inv.Kind, Topic: m.Topic, ClientID: s.cfg.ClientID,
+				Device: inv.Device, Reason: inv.Error(), ReceivedAt: m.ReceivedAt, Payload: m.Payload}}
+			return nil
+		}
+		it = item{readings: rs}
+		return err
+	})
+	return it, err
+}
+
+// store writes one decoded message (QoS 2; o is its once key) and retries
+// transient failures until the retry timeout or ctx (the session) ends; the
+// error is then why the message stays unacknowledged.
 func (s *Subscriber) store(ctx context.Context, topic string, it item, o *stream.Once) (outcome, error) {
-	deadline := time.Now().Add(s.cfg.RetryTimeout)
-	wait := s.retryWait()
-	for {
-		out, err := s.storeOnce(it, o)
-		if err == nil {
-			return out, nil
-		}
-		if time.Now().After(deadline) {
-			return out, fmt.Errorf("message on %s not stored within --subscribe-retry-timeout %s: %w", topic, s.cfg.RetryTimeout, err)
-		}
-		s.m.retries.WithLabelValues(ingest.RefusalReason(err)).Inc()
-		select {
-		case <-ctx.Done():
-			return out, fmt.Errorf("message on %s not stored: %w", topic, err)
-		case <-time.After(wait.Next()):
-		}
-	}
+	var out outcome
+	err := s.retry(ctx, "message on "+topic+" not stored", ingest.RefusalReason, func() (err error) {
+		out, err = s.storeOnce(it, o)
+		return err
+	})
+	return out, err
 }
 
 // storeQoS1 stores a QoS 1 message as store does, with one difference on
@@ -143,26 +147,15 @@ func (s *Subscriber) store(ctx context.Context, topic string, it item, o *stream
 // The first attempt is a plain Add, which shares the round trips' batch
 // entries; once is the key a resent message had, or nil.
 func (s *Subscriber) storeQoS1(ctx context.Context, topic string, it item, pid uint16, once *stream.Once) (outcome, error) {
-	deadline := time.Now().Add(s.cfg.RetryTimeout)
-	wait := s.retryWait()
-	for {
-		out, err := s.storeOnce(it, once)
-		if err == nil {
-			return out, nil
-		}
-		if once == nil && !errors.Is(err, ingest.ErrBacklogFull) && !errors.Is(err, ingest.ErrOverloaded) && !errors.Is(err, ingest.ErrClosed) {
+	var out outcome
+	err := s.retry(ctx, "message on "+topic+" not stored", ingest.RefusalReason, func() (err error) {
+		out, err = s.storeOnce(it, once)
+		if err != nil && once == nil && !errors.Is(err, ingest.ErrBacklogFull) && !errors.Is(err, ingest.ErrOverloaded) && !errors.Is(err, ingest.ErrClosed) {
 			once = s.doubts.add(s.cfg.ClientID, pid)
 		}
-		if time.Now().After(deadline) {
-			return out, fmt.Errorf("message on %s not stored within --subscribe-retry-timeout %s: %w", topic, s.cfg.RetryTimeout, err)
-		}
-		s.m.retries.WithLabelValues(ingest.RefusalReason(err)).Inc()
-		select {
-		case <-ctx.Done():
-			return out, fmt.Errorf("message on %s not stored: %w", topic, err)
-		case <-time.After(wait.Next()):
-		}
-	}
+		return err
+	})
+	return out, err
 }
 
 // doubts are the once keys of QoS 1 messages stored in doubt and not yet
