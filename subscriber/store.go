@@ -115,6 +115,11 @@ func (s *Subscriber) store(ctx context.Context, topic string, it item, o *stream
 	deadline := time.Now().Add(s.cfg.RetryTimeout)
 	wait := s.retryWait()
 	for {
+		if err := ctx.Err(); err != nil {
+			// The session ended: it acknowledges nothing more, and a
+			// message stored now would be stored again when resent.
+			return stored, fmt.Errorf("message on %s not stored: the session ended: %w", topic, err)
+		}
 		out, err := s.storeOnce(it, o)
 		if err == nil {
 			return out, nil
