@@ -26,7 +26,7 @@ func TestSubscriberFromFirehoseBroker(t *testing.T) {
 		"--admin-addr", s.HTTPAddr, "--batch-age", "50ms", "--log-level", "warn",
 		"--subscribe-broker", upstream.MQTT(), "--subscribe-client-id", "fh-central-" + testenv.ID()}
 	s.start()
-	l := StartLoad(t, s, LoadOpts{Protocol: "mqtt", QoS: 1, Devices: 50, Rate: 1000, Duration: scale(5*time.Second, 30*time.Second)})
+	l := StartLoad(t, s, LoadOpts{Extra: subLoadExtra, Protocol: "mqtt", QoS: 1, Devices: 50, Rate: 1000, Duration: scale(5*time.Second, 30*time.Second)})
 	rep := l.Wait(5 * time.Minute)
 	subAssert(t, rep, l, 0)
 	r := ResultOf(rep)

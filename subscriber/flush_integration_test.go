@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
+	"sync"
 	"testing"
 
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -113,6 +115,106 @@ func TestIntegrationSubscriberAcksBeforeAFailureReachTheBroker(t *testing.T) {
 	go func() { ran <- sub.Run(ctx) }()
 	if err := <-script; err != nil {
 		t.Fatalf("fake broker: %v", err)
+	}
+	cancel()
+	<-ran
+}
+
+// recordingProducer stores every reading but one (value -1): it records
+// the values stored, and fails the one when fail is closed.
+type recordingProducer struct {
+	gatedProducer
+	mu     sync.Mutex
+	stored []float64
+	fail   chan struct{}
+}
+
+func (p *recordingProducer) Add(ctx context.Context, rs []ingest.Reading) error {
+	if rs[0].Value == -1 {
+		<-p.fail
+		return fmt.Errorf("%w: refused by the test", ingest.ErrUnavailable)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.stored = append(p.stored, rs[0].Value)
+	return nil
+}
+
+func (p *recordingProducer) values() []float64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.stored)
+}
+
+// TestIntegrationSubscriberTakesNothingAfterItsSessionEnded: once a
+// message's failure ended the session, the read loop must not take the
+// messages it still finds in its buffer. It used to, whenever the acker,
+// draining, freed a place in Receive Maximum: they were stored and never
+// acknowledged, and at QoS 1 stored again when the broker resent them (the
+// Redis-stall fault scenario: 324 duplicates from one connection with
+// Receive Maximum 200).
+func TestIntegrationSubscriberTakesNothingAfterItsSessionEnded(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	rdb, prefix := testenv.Redis(t)
+	const window, sent = 10, 300
+	cfg := subscriber.Config{Brokers: []string{"tcp://" + ln.Addr().String()}, Protocol: subscriber.Protocol311,
+		ReceiveMaximum: window, RetryTimeout: 1} // the refused message fails at its first attempt
+	withDefaults(&cfg)
+	p := &recordingProducer{fail: make(chan struct{})}
+	logger := slog.New(slog.NewTextHandler(t.Output(), nil))
+	sub, err := subscriber.New(cfg, p, stream.NewSessionState(rdb, stream.Streams{Prefix: prefix, Count: 1}, cfg.ClientID),
+		numberDecoder{}, logger, prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	script := make(chan error, 1)
+	go func() {
+		b, err := acceptSession(ln, false)
+		if err != nil {
+			script <- err
+			return
+		}
+		defer b.conn.Close()
+		// The first message fails once the nine after it are stored; the
+		// rest wait in the subscriber's buffers, over Receive Maximum.
+		for pid := uint16(1); pid <= sent; pid++ {
+			payload := fmt.Sprint(pid)
+			if pid == 1 {
+				payload = "-1"
+			}
+			if err := b.publish(1, pid, false, payload); err != nil {
+				script <- err
+				return
+			}
+		}
+		script <- nil
+		_, _ = b.read(packets.Disconnect) // until the subscriber hangs up
+	}()
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	if err := sub.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ran := make(chan error, 1)
+	go func() { ran <- sub.Run(ctx) }()
+	if err := <-script; err != nil {
+		t.Fatalf("fake broker: %v", err)
+	}
+	testenv.Await(t, func() bool { return len(p.values()) == window-1 }, "stored %v, want the %d messages after the first", p.values(), window-1)
+	close(p.fail)
+	// The session is over once the subscriber reports it so: every store
+	// of that session has returned by then.
+	testenv.Await(t, func() bool { st := sub.State(); return !st.Connected && st.LastError != "" }, "the session did not end: %+v", sub.State())
+	for _, v := range p.values() {
+		if v > window {
+			t.Errorf("stored %v: message %v came after the session ended (the first %d were in flight)", p.values(), v, window)
+			break
+		}
 	}
 	cancel()
 	<-ran

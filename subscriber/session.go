@@ -382,7 +382,9 @@ func (ss *session) handle(pk packets.Packet) bool {
 	s := ss.s
 	switch pk.FixedHeader.Type {
 	case packets.Publish:
-		ss.publish(pk)
+		if !ss.publish(pk) {
+			return false
+		}
 	case packets.Pubrel:
 		o := &owed{kind: packets.Pubcomp, pid: pk.PacketID, received: time.Now(), settled: make(chan struct{})}
 		if !ss.queue(o) {
@@ -418,6 +420,15 @@ func (ss *session) handle(pk packets.Packet) bool {
 // queue puts o in line for the acker, holding a place in held for a
 // message; false when the session ended meanwhile.
 func (ss *session) queue(o *owed) bool {
+	// The end of the session first: the read loop may still find packets
+	// in its buffer, and the acker frees places in held as it drains; a
+	// message taken then would be stored and never acknowledged (at QoS 1
+	// stored again when the broker resends it).
+	select {
+	case <-ss.failed:
+		return false
+	default:
+	}
 	if o.hold {
 		select {
 		case ss.held <- struct{}{}:
@@ -432,8 +443,9 @@ func (ss *session) queue(o *owed) bool {
 
 // publish handles one PUBLISH: QoS 0 is queued for the producer (at most
 // once); QoS 1 and 2 are stored by a goroutine of their own and
-// acknowledged, in arrival order, by the acker.
-func (ss *session) publish(pk packets.Packet) {
+// acknowledged, in arrival order, by the acker. False when the session
+// ended: the read loop stops.
+func (ss *session) publish(pk packets.Packet) bool {
 	s := ss.s
 	now := time.Now()
 	qos := pk.FixedHeader.Qos
@@ -448,7 +460,7 @@ func (ss *session) publish(pk packets.Packet) {
 		if !pk.FixedHeader.Retain {
 			s.storeQoS0(m)
 		}
-		return
+		return true
 	}
 	o := &owed{kind: packets.Puback, pid: pk.PacketID, received: now, settled: make(chan struct{}), hold: true}
 	var once *stream.Once
@@ -466,21 +478,21 @@ func (ss *session) publish(pk packets.Packet) {
 		once = s.doubts.get(pk.PacketID)
 	}
 	if !ss.queue(o) {
-		return
+		return false
 	}
 	if pk.FixedHeader.Retain {
 		// Sent for a new subscription, not live: stored when it was
 		// published, or never (published before the subscription).
 		o.outcome = retained
 		close(o.settled)
-		return
+		return true
 	}
 	it, err := s.decode(ss.ctx, m)
 	if err != nil {
 		// Unacknowledged: the broker resends it to the next session.
 		o.err = err
 		close(o.settled)
-		return
+		return true
 	}
 	ss.stores.Go(func() {
 		if qos == 1 {
@@ -490,6 +502,7 @@ func (ss *session) publish(pk packets.Packet) {
 		}
 		close(o.settled)
 	})
+	return true
 }
 
 // release moves a QoS 2 packet id to its next epoch (PUBREL), before its

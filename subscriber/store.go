@@ -90,6 +90,11 @@ func (s *Subscriber) retry(ctx context.Context, what string, reason func(error) 
 	deadline := time.Now().Add(s.cfg.RetryTimeout)
 	wait := s.retryWait()
 	for {
+		if err := ctx.Err(); err != nil {
+			// The session ended: it acknowledges nothing more, and a
+			// message stored now would be stored again when resent.
+			return fmt.Errorf("%s: the session ended: %w", what, err)
+		}
 		err := attempt()
 		if err == nil {
 			return nil
