@@ -17,7 +17,9 @@
 // is recognised and not stored again, also one a broker resends against the
 // rules after its PUBREL, as Mosquitto does after a restart (replay.go); at
 // QoS 1 a redelivery is stored again (a duplicate, counted), bounded by the
-// messages in flight, Receive Maximum.
+// messages in flight: Receive Maximum with a broker that keeps to it
+// (Mosquitto 2.0 sends past it: PUBACKs it had not read when the
+// connection broke count too).
 //
 // The wire format is mochi-mqtt's packets codec (MQTT 3.1.1 and 5), over
 // TCP, TLS or WebSocket (wire.go).
