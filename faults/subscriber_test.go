@@ -5,12 +5,26 @@ package faults
 // requires) that the simulated fleet publishes to, and a fault hits the
 // subscriber or the broker mid-run. What counts is what the devices had
 // acknowledged by Mosquitto: all of it lands, nothing acknowledged is lost
-// by firehose; at QoS 2 nothing twice, at QoS 1 at most the messages in
-// flight at each crash (--subscribe-receive-maximum).
+// by firehose; at QoS 2 nothing twice; at QoS 1 nothing twice that the
+// broker did not deliver twice (subRedelivered): the messages it had in
+// flight at each fault.
+//
+// In flight means what Mosquitto sent and had not read the acknowledgement
+// of, which --subscribe-receive-maximum should bound. Mosquitto 2.0.11 does
+// not keep to it: with Receive Maximum 10, a raw client that stopped
+// acknowledging got 23 more messages on a new session, thousands in a
+// second once the session had resumed; here it resent up to 352 messages
+// after one SIGKILL with Receive Maximum 200. The subscriber still takes at
+// most Receive Maximum unacknowledged messages per connection (TCP holds
+// the rest back), but the acknowledgements it wrote that Mosquitto had not
+// read yet when a fault hit are lost with the connection: at QoS 1 those
+// messages, past Receive Maximum, are stored again (258 duplicates for one
+// SIGKILL, 1 run in about 15).
 
 import (
 	"fmt"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -20,7 +34,8 @@ import (
 )
 
 // subReceiveMaximum bounds the messages a subscriber holds unacknowledged:
-// at QoS 1 the bound of what one crash may store twice.
+// at QoS 1 the bound of what one crash may store twice, with a broker that
+// keeps to it.
 const subReceiveMaximum = 200
 
 // subLoadExtra turns off the simulator's backlog scrape: the readings a
@@ -44,6 +59,11 @@ func StartSubscriber(t *testing.T, svc Services, broker *testenv.Mosquitto, clie
 		"--subscribe-broker", broker.URL(), "--subscribe-client-id", clientID, "--subscribe-qos", strconv.Itoa(qos),
 		"--subscribe-receive-maximum", strconv.Itoa(subReceiveMaximum)}, extra...)
 	s.start()
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("output of %s (%s):\n%s", clientID, strings.Join(s.Args[:3], " "), s.Proc.Output())
+		}
+	})
 	return s
 }
 
@@ -79,26 +99,52 @@ func TestSubscriberKilledUnderLoad(t *testing.T) {
 			kills := scale(1, 3)
 			l := StartLoad(t, s, LoadOpts{Extra: subLoadExtra, Protocol: "mqtt", QoS: qos, Devices: 100, Rate: 1500, Duration: scale(8*time.Second, 30*time.Second)})
 			edgeWaitLanded(t, s)
+			var redelivered int64
 			for i := 0; i < kills; i++ {
+				redelivered += subRedelivered(s)
 				s.Proc.Signal(syscall.SIGKILL)
 				s.Proc.Wait(10 * time.Second)
 				time.Sleep(500 * time.Millisecond) // the broker queues for the session meanwhile
 				s.start()
 			}
 			rep := l.Wait(5 * time.Minute)
-			allow := int64(0)
-			if qos == 1 {
-				allow = int64(kills * subReceiveMaximum)
-			}
-			subAssert(t, rep, l, allow)
+			redelivered += subRedelivered(s)
+			subAssert(t, rep, l, subAllowDup(qos, redelivered))
 			r := ResultOf(rep)
 			r.Scenario = fmt.Sprintf("subscriber SIGKILLed under load, QoS %d", qos)
 			r.Load = LoadDesc(rep) + ", through Mosquitto 2"
 			r.Faults = fmt.Sprintf("%d× SIGKILL of the subscriber, restarted after 0.5 s", kills)
-			r.Notes = fmt.Sprintf("duplicates allowed: %d (QoS 1: the messages in flight at each crash)", allow)
+			r.Notes = subDupNote(qos, redelivered, kills)
 			Record(t, r)
 		})
 	}
+}
+
+// subRedelivered is how many PUBLISH packets the broker marked as sent
+// before (DUP) to the subscriber of s since it started, 0 when its metrics
+// cannot be read. At QoS 1 each may be stored again, and nothing else may.
+func subRedelivered(s *Stack) int64 {
+	v, _ := s.Metric("firehose_subscriber_redeliveries_total")
+	return int64(v)
+}
+
+// subAllowDup is the duplicates allowed at qos: at QoS 1 the broker's
+// redeliveries, none at QoS 2.
+func subAllowDup(qos int, redelivered int64) int64 {
+	if qos == 1 {
+		return redelivered
+	}
+	return 0
+}
+
+// subDupNote says, for RELIABILITY.md, what the broker resent after faults
+// faults, and so the duplicates allowed.
+func subDupNote(qos int, redelivered int64, faults int) string {
+	note := fmt.Sprintf("Mosquitto resent %d messages (DUP; Receive Maximum %d × %d faults = %d)", redelivered, subReceiveMaximum, faults, subReceiveMaximum*faults)
+	if qos == 1 {
+		return note + "; duplicates allowed: those (QoS 1 stores a resent message again)"
+	}
+	return note + "; QoS 2 recognises them: no duplicate allowed"
 }
 
 // edgeWaitLanded waits until the stack has committed some rows, so that
@@ -157,11 +203,8 @@ func TestSubscriberBrokerRestarted(t *testing.T) {
 				}
 			}
 			rep := l.Wait(5 * time.Minute)
-			allow := int64(0)
-			if qos == 1 {
-				allow = int64(restarts * subReceiveMaximum)
-			}
-			subAssert(t, rep, l, allow)
+			redelivered := subRedelivered(s)
+			subAssert(t, rep, l, subAllowDup(qos, redelivered))
 			if rep.Send.Reconnects == 0 {
 				t.Errorf("the devices never lost their connection: the restart did not happen under load; simulator output:\n%s", l.Output())
 			}
@@ -172,9 +215,9 @@ func TestSubscriberBrokerRestarted(t *testing.T) {
 			r.Scenario = fmt.Sprintf("subscriber: Mosquitto restarted under load, QoS %d", qos)
 			r.Load = LoadDesc(rep) + ", through Mosquitto 2"
 			r.Faults = fmt.Sprintf("%d× SIGTERM of Mosquitto (persistence saved at exit), restarted on the same port", restarts)
-			r.Notes = fmt.Sprintf("%d device reconnects; the subscriber's session resumed every time; duplicates allowed: %d (QoS 1: the messages in flight at each restart). "+
+			r.Notes = fmt.Sprintf("%d device reconnects; the subscriber's session resumed every time; %s. "+
 				"Mosquitto's own caveat: on a crash (SIGKILL, power loss) what it acknowledged since its last save (autosave_interval, default 30 min) is lost; SIGTERM saves everything",
-				rep.Send.Reconnects, allow)
+				rep.Send.Reconnects, subDupNote(qos, redelivered, restarts))
 			Record(t, r)
 		})
 	}
@@ -217,16 +260,13 @@ func TestSubscriberBrokerFrozen(t *testing.T) {
 				subWaitConnected(t, s, before, 60*time.Second)
 			}
 			rep := l.Wait(5 * time.Minute)
-			allow := int64(0)
-			if qos == 1 {
-				allow = int64(freezes * subReceiveMaximum)
-			}
-			subAssert(t, rep, l, allow)
+			redelivered := subRedelivered(s)
+			subAssert(t, rep, l, subAllowDup(qos, redelivered))
 			r := ResultOf(rep)
 			r.Scenario = fmt.Sprintf("subscriber: Mosquitto frozen (SIGSTOP) past the keep alive, QoS %d", qos)
 			r.Load = LoadDesc(rep) + ", through Mosquitto 2"
 			r.Faults = fmt.Sprintf("%d× SIGSTOP of Mosquitto until the subscriber saw the connection dead (keep alive %s) plus 1 s, then SIGCONT", freezes, keepAlive)
-			r.Notes = fmt.Sprintf("the subscriber noticed by its keep alive and reconnected after the thaw; duplicates allowed: %d (QoS 1: the messages in flight at each freeze)", allow)
+			r.Notes = "the subscriber noticed by its keep alive and reconnected after the thaw; " + subDupNote(qos, redelivered, freezes)
 			Record(t, r)
 		})
 	}
@@ -305,17 +345,19 @@ func TestSubscriberRedisStalled(t *testing.T) {
 			if qos == 1 && retries == 0 {
 				t.Errorf("no store attempt was retried during the stall")
 			}
-			allow := int64(0)
-			if qos == 1 {
-				allow = int64(stalls * subReceiveMaximum)
-			}
-			subAssert(t, rep, l, allow)
+			// At QoS 1 stored again: the messages of the write in flight
+			// when Redis stopped (executed when it resumed, its answer
+			// lost), and those stored after the message whose retry timeout
+			// ended the session once Redis was back; all resent by the
+			// broker.
+			redelivered := subRedelivered(s)
+			subAssert(t, rep, l, subAllowDup(qos, redelivered))
 			r := ResultOf(rep)
 			r.Scenario = fmt.Sprintf("subscriber: Redis stalled while Mosquitto keeps sending, QoS %d", qos)
 			r.Load = LoadDesc(rep) + ", through Mosquitto 2"
 			r.Faults = fmt.Sprintf("%d× SIGSTOP of the subscriber's Redis for %s (retry timeout 2 s), then SIGCONT", stalls, stall)
-			r.Notes = fmt.Sprintf("nothing acknowledged during a stall; %.0f connections closed and made again during the stalls; at most %.0f messages received during one (Receive Maximum %d per connection); %.0f store attempts retried; duplicates allowed: %d (QoS 1: the messages in flight at each stall)",
-				reconnects, heldMax, subReceiveMaximum, retries, allow)
+			r.Notes = fmt.Sprintf("nothing acknowledged during a stall; %.0f connections closed and made again during the stalls; at most %.0f messages taken during one (Receive Maximum %d per connection; at QoS 2 a new connection ends reading its epochs from Redis before it takes any); %.0f store attempts retried; %s",
+				reconnects, heldMax, subReceiveMaximum, retries, subDupNote(qos, redelivered, stalls))
 			Record(t, r)
 		})
 	}
@@ -347,10 +389,12 @@ func TestSubscriberShareGroupMemberKilled(t *testing.T) {
 			edgeWaitLanded(t, bridge)
 			testenv.Eventually(t, 30*time.Second, func() bool { return subAcked(a) > 0 && subAcked(b) > 0 },
 				"the group's members did not both take messages: a %.0f, b %.0f", subAcked(a), subAcked(b))
+			var redelivered int64
 			for i := 0; i < kills; i++ {
 				if i > 0 {
 					time.Sleep(5 * time.Second) // load between kills
 				}
+				redelivered += subRedelivered(a)
 				a.Proc.Signal(syscall.SIGKILL)
 				a.Proc.Wait(10 * time.Second)
 				time.Sleep(time.Second) // the broker keeps a's share meanwhile
@@ -360,16 +404,13 @@ func TestSubscriberShareGroupMemberKilled(t *testing.T) {
 			if subAcked(a) == 0 {
 				t.Errorf("the restarted member took nothing: its session's messages were not resent to it")
 			}
-			allow := int64(0)
-			if qos == 1 {
-				allow = int64(kills * subReceiveMaximum)
-			}
-			subAssert(t, rep, l, allow)
+			redelivered += subRedelivered(a) + subRedelivered(b)
+			subAssert(t, rep, l, subAllowDup(qos, redelivered))
 			r := ResultOf(rep)
 			r.Scenario = fmt.Sprintf("subscriber: one of a share group of two SIGKILLed, QoS %d", qos)
 			r.Load = LoadDesc(rep) + ", through Mosquitto 2, $share/g, two subscriber processes and one bridge"
 			r.Faults = fmt.Sprintf("%d× SIGKILL of one member, restarted with its client id after 1 s", kills)
-			r.Notes = fmt.Sprintf("Mosquitto keeps the killed member's in-flight messages, and what its round robin gives it meanwhile, in its session until it returns (until --subscribe-session-expiry); duplicates allowed: %d (QoS 1: the messages in flight at each kill)", allow)
+			r.Notes = fmt.Sprintf("Mosquitto keeps the killed member's in-flight messages, and what its round robin gives it meanwhile, in its session until it returns (until --subscribe-session-expiry); %s", subDupNote(qos, redelivered, kills))
 			Record(t, r)
 		})
 	}

@@ -97,7 +97,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.KeyFile, "subscribe-key", "", "PEM private key of --subscribe-cert")
 	fs.StringVar(&c.Protocol, "subscribe-protocol", ProtocolAuto, "MQTT version: auto (5, and 3.1.1 when the broker refuses 5), 5 or 3.1.1")
 	fs.DurationVar(&c.SessionExpiry, "subscribe-session-expiry", DefaultSessionExpiry, "how long the broker keeps the subscriber's session, and the messages queued for it, while it is away\n(MQTT 5); a member of a share group killed for longer loses its in-flight messages to the expiry")
-	fs.IntVar(&c.ReceiveMaximum, "subscribe-receive-maximum", DefaultReceiveMaximum, "QoS 1 and 2 messages the broker may send before their acknowledgement; at QoS 1 also the bound of\nthe messages a crash can store twice")
+	fs.IntVar(&c.ReceiveMaximum, "subscribe-receive-maximum", DefaultReceiveMaximum, "QoS 1 and 2 messages the broker may send before their acknowledgement; at QoS 1 also the bound of\nthe messages a crash can store twice, with a broker that keeps to it (Mosquitto 2.0 sends past it)")
 	fs.DurationVar(&c.KeepAlive, "subscribe-keepalive", DefaultKeepAlive, "MQTT keep alive of the subscriber's connection")
 	fs.DurationVar(&c.RetryTimeout, "subscribe-retry-timeout", DefaultRetryTimeout, "how long a message that cannot be stored now (backlog over --high-water, Redis down) is retried\nbefore the subscriber reconnects for the broker to resend it")
 	fs.DurationVar(&c.ConnectTimeout, "subscribe-connect-timeout", DefaultConnectTimeout, "longest wait for the broker's answer to a connection or subscription")

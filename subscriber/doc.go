@@ -15,7 +15,9 @@
 // when the session resumes. At QoS 2 each message is stored with its packet
 // id's epoch (stream.Once), so a PUBLISH the broker redelivers after a crash
 // is recognised and not stored again; at QoS 1 a redelivery is stored again
-// (a duplicate, counted), bounded by the messages in flight, Receive Maximum.
+// (a duplicate, counted), bounded by the messages in flight: Receive Maximum
+// with a broker that keeps to it (Mosquitto 2.0 sends past it: PUBACKs it
+// had not read when the connection broke count too).
 //
 // The wire format is mochi-mqtt's packets codec (MQTT 3.1.1 and 5), over
 // TCP, TLS or WebSocket (wire.go).
