@@ -204,17 +204,23 @@ func TestIntegrationSparkplugStateCountsTowardHighWater(t *testing.T) {
 	t.Parallel()
 	s, _ := sparkplugStack(t, Config{}, stream.ProducerConfig{HighWater: 5000}) // 290 KB of state
 	edge := mustConnectV5(t, s.tcpAddr(), "edge")
-	for i := range 3 { // about 110 KB of state each
-		// Under the mark, a birth is refused only while the producer is
-		// not ready (a backlog measurement that timed out on a loaded
-		// machine): the edge node sends it again, as a device would.
-		var code byte
-		testenv.Eventually(t, time.Minute, func() bool {
-			code = publishV5(t, edge, "spBv1.0/hw/NBIRTH/e"+strconv.Itoa(i), 1, string(bigBirth(200)))
-			return code == 0
-		}, "NBIRTH %d refused: %#x (producer: %v)", i, code, s.producer.Ready())
+	// About 110 KB of state each: the third birth's own state takes the
+	// account past the mark, so whether the third is taken depends on
+	// whether a backlog measurement ran between its state write and its
+	// rows (on a loaded machine it may): refused (0x97) is then the point
+	// being made, not a failure. Two are taken in any case.
+	births := 0
+	for i := range 3 {
+		code := publishV5(t, edge, "spBv1.0/hw/NBIRTH/e"+strconv.Itoa(i), 1, string(bigBirth(200)))
+		if code == 0x97 && i == 2 {
+			break
+		}
+		if code != 0 {
+			t.Fatalf("NBIRTH %d: %#x", i, code)
+		}
+		births++
 	}
-	s.settle(3*202, time.Minute)
+	s.settle(births*202, time.Minute)
 	testenv.Eventually(t, time.Minute, func() bool {
 		return publishV5(t, edge, "devices/d1/readings", 1, `{"reading": 1}`) == 0x97
 	}, "readings accepted with the Sparkplug state over the high-water mark")
