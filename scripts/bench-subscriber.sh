@@ -19,18 +19,18 @@
 #   drain  the consumer stopped (SIGTERM), DRAIN messages published (QoS 1, DRAIN_RATE/s) and
 #          queued by Mosquitto for its session, the consumer started: rows/s from its start
 #          until every row landed, and its CPU per row meanwhile.
-#   crash  a live run of CRASH_DURATION in which the consumer is SIGKILLed after KILL_AT and
-#          started again (same client id) a second later; then lost rows (acknowledged to a
+#   crash  a live run of CRASH_DURATION in which the consumer is SIGKILLed after KILL_AT s and
+#          started again (same client id) RESTART_AFTER s (1) later; then lost rows (acknowledged to a
 #          publisher by Mosquitto, never landed) and duplicated rows (landed more than once),
 #          counted in the consumer's table by the message's unique (device, seq).
 #
 # Every message is {"reading": x, "ts": "...", "seq": n, "battery": b} on
-# bench/<fh|tg>/sim-<run>-<n>/readings: each consumer subscribes to its own prefix, so the
-# session of the one not running queues nothing of the other's phases.
+# bench/<f|t><round>/sim-<run>-<n>/readings: each consumer subscribes to its own prefix, so
+# the session of the one not running queues nothing of the other's phases.
 #
 # Settings, the same for both where they mean the same:
 #   Mosquitto  own process on a free loopback port, persistence true, max_queued_messages 0,
-#              max_inflight_messages 0 (no broker cap on unacknowledged messages to a client:
+#              max_inflight_messages MOSQ_MAX_INFLIGHT, default 0 (no broker cap on unacknowledged messages to a client:
 #              firehose asks for --subscribe-receive-maximum 1000 in its MQTT 5 CONNECT,
 #              Telegraf's MQTT 3.1.1 client has only its own max_undelivered_messages)
 #   firehose   serve --roles subscriber,bridge, defaults: --batch-size 5000, --batch-age 200ms,
@@ -64,10 +64,12 @@ DRAIN=${DRAIN:-100000}
 DRAIN_RATE=${DRAIN_RATE:-5000}
 CRASH_DURATION=${CRASH_DURATION:-20s}
 KILL_AT=${KILL_AT:-8}
+RESTART_AFTER=${RESTART_AFTER:-1}
 LAND_TIMEOUT=${LAND_TIMEOUT:-180}
 QUIET_LOAD=${QUIET_LOAD:-1.5}
 QUIET_WAIT=${QUIET_WAIT:-1200}
 EXTRA_FLAGS=${EXTRA_FLAGS:-}
+MOSQ_MAX_INFLIGHT=${MOSQ_MAX_INFLIGHT:-0}
 for c in $CONSUMERS; do [[ $c == firehose || $c == telegraf ]] || { echo "unknown consumer $c (firehose, telegraf)" >&2; exit 2; }; done
 for p in $PHASES; do [[ $p == live || $p == drain || $p == crash ]] || { echo "unknown phase $p (live, drain, crash)" >&2; exit 2; }; done
 command -v jq >/dev/null || { echo "jq is not installed: apt-get install -y jq" >&2; exit 1; }
@@ -109,7 +111,7 @@ user $(id -un)
 persistence true
 persistence_location $work/mosquitto/
 max_queued_messages 0
-max_inflight_messages 0
+max_inflight_messages $MOSQ_MAX_INFLIGHT
 log_dest file $work/mosquitto.log
 log_type error
 log_type warning
@@ -118,9 +120,14 @@ CONF
 for _ in $(seq 1 50); do (exec 3<>"/dev/tcp/127.0.0.1/$MPORT") 2>/dev/null && break; sleep 0.1; done
 MOSQ_VERSION=$({ "$MOSQUITTO" -h 2>&1 || true; } | awk 'NR == 1 { print $3 }')
 
-FH_CLIENT=fh-bench-$$
-TG_CLIENT=tg-bench-$$
-cat >"$work/telegraf.conf" <<CONF
+# Each round has sessions and topics of its own (client ids <fh|tg>-bench-<pid>-<round>,
+# topics bench/<f|t><round>/...): a session an earlier round left behind queues nothing
+# of the later ones, and a round starts with no backlog whatever the one before left.
+# set_round R: sets the round's client ids and topic prefixes, and writes Telegraf's config.
+set_round() {
+  FH_CLIENT=fh-bench-$$-$1 TG_CLIENT=tg-bench-$$-$1
+  FH_PREFIX=bench/f$1 TG_PREFIX=bench/t$1
+  cat >"$work/telegraf.conf" <<CONF
 [agent]
   interval = "10s"
   metric_batch_size = 5000
@@ -132,7 +139,7 @@ cat >"$work/telegraf.conf" <<CONF
 
 [[inputs.mqtt_consumer]]
   servers = ["$MQTT"]
-  topics = ["bench/tg/+/readings"]
+  topics = ["$TG_PREFIX/+/readings"]
   qos = 1
   persistent_session = true
   client_id = "$TG_CLIENT"
@@ -145,6 +152,7 @@ cat >"$work/telegraf.conf" <<CONF
 [[outputs.postgresql]]
   connection = "$TPG"
 CONF
+}
 
 
 now() { date +%s.%N; }
@@ -178,7 +186,7 @@ db_of() { if [ "$1" = firehose ]; then echo "$DB"; else echo "$TDB"; fi; }
 key_of() { if [ "$1" = firehose ]; then echo "device_id, payload->>'seq'"; else echo "topic, seq"; fi; }
 # of_run C RUN: the SQL condition on C's rows of a simulate run (devices sim-RUN-<n>): a
 # consumer stopped with SIGTERM may get an earlier phase's unacknowledged messages again.
-of_run() { if [ "$1" = firehose ]; then echo "device_id LIKE 'sim-$2-%'"; else echo "topic LIKE 'bench/tg/sim-$2-%'"; fi; }
+of_run() { if [ "$1" = firehose ]; then echo "device_id LIKE 'sim-$2-%'"; else echo "topic LIKE '$TG_PREFIX/sim-$2-%'"; fi; }
 sql() { PGAPPNAME=$BENCH_VERIFY_APP psql -h 127.0.0.1 -d "$1" -tAqc "$2" 2>/dev/null; }
 # rows C RUN: C's rows of RUN (0 while Telegraf has not created its table yet).
 rows() { local r; r=$(sql "$(db_of "$1")" "SELECT count(*) FROM readings WHERE $(of_run "$1" "$2")") || r=0; echo "${r:-0}"; }
@@ -196,7 +204,7 @@ start_consumer() {
     # shellcheck disable=SC2086
     bin/firehose serve --roles subscriber,bridge --postgres "$PG" --redis "redis://127.0.0.1:$RPORT/0" \
       --redis-prefix bench --admin-addr "127.0.0.1:$FH_ADMIN" --log-level warn \
-      --mqtt-topic 'bench/fh/{device_id}/readings' --subscribe-broker "$MQTT" \
+      --mqtt-topic "$FH_PREFIX/{device_id}/readings" --subscribe-broker "$MQTT" \
       --subscribe-client-id "$FH_CLIENT" --subscribe-qos 1 $EXTRA_FLAGS 2>>"$work/firehose.log" & CONSUMER_PID=$!
     for _ in $(seq 1 300); do
       curl -sf "http://127.0.0.1:$FH_ADMIN/metrics" 2>/dev/null | grep -q '^firehose_subscriber_connected 1' && return 0
@@ -221,11 +229,11 @@ stop_consumer() {
 
 # simulate RUN RATE DURATION C: the fleet, QoS 1, on C's topic prefix; report in $work/RUN.
 simulate() {
-  local prefix=fh
-  [ "$4" = telegraf ] && prefix=tg
+  local prefix=$FH_PREFIX
+  [ "$4" = telegraf ] && prefix=$TG_PREFIX
   bin/firehose simulate --protocol mqtt --mqtt "$MQTT" --qos 1 --devices "$DEVICES" --rate "$2" \
     --duration "$3" --postgres "" --metrics off --run-id "$1" --report "$work/$1" \
-    --mqtt-topic "bench/$prefix/{device_id}/readings" >"$work/$1.out" 2>&1
+    --mqtt-topic "$prefix/{device_id}/readings" >"$work/$1.out" 2>&1
 }
 # report RUN: "sent acked send_s p50 p99" of a simulate run.
 report() { jq -r '[.send.sent, .send.acked, .send.send_s, .ack_latency.p50_ms, .ack_latency.p99_ms] | @tsv' "$work/$1/report.json"; }
@@ -330,8 +338,13 @@ phase_crash() {
   sleep "$KILL_AT"
   kill -KILL "$CONSUMER_PID"
   wait "$CONSUMER_PID" 2>/dev/null || true
-  sleep 1
-  start_consumer "$c"
+  sleep "$RESTART_AFTER"
+  V[$c,$r,crash_stuck]=0
+  if ! start_consumer "$c"; then
+    # Still running and retrying: counted as it stands after LAND_TIMEOUT.
+    V[$c,$r,crash_stuck]=1
+    echo "  $c did not reconnect after the SIGKILL: see the log above; its rows are counted after ${LAND_TIMEOUT}s" >&2
+  fi
   wait "$SIM_PID" || { echo "simulate failed:" >&2; tail -n 5 "$work/$run.out" >&2; }
   SIM_PID=
   read -r sent acked _ < <(report "$run")
@@ -349,6 +362,7 @@ phase_crash() {
 for round in $(seq 1 "$ROUNDS"); do
   order=$CONSUMERS
   [ $((round % 2)) = 0 ] && order=$(echo "$CONSUMERS" | tr ' ' '\n' | tac | tr '\n' ' ')
+  set_round "$round"
   for c in $order; do
     echo "round $round: $c" >&2
     start_consumer "$c"
@@ -387,8 +401,9 @@ for c in $CONSUMERS; do
     echo "| | 1-minute load at start | $(loads "$c" drain_load) |"
   fi
   if [[ " $PHASES " == *" crash "* ]]; then
-    echo "| crash: SIGKILL after ${KILL_AT}s of a $CRASH_DURATION run at $(n "$RATE")/s, restart 1 s later | sent / acknowledged by Mosquitto, all rounds | $(n "$(sum "$c" crash_sent)") / $(n "$(sum "$c" crash_acked)") |"
-    echo "| | lost, all rounds | **$(sum "$c" crash_lost)** |"
+    echo "| crash: SIGKILL after ${KILL_AT}s of a $CRASH_DURATION run at $(n "$RATE")/s, restart ${RESTART_AFTER} s later | sent / acknowledged by Mosquitto, all rounds | $(n "$(sum "$c" crash_sent)") / $(n "$(sum "$c" crash_acked)") |"
+    echo "| | lost (not landed), all rounds | **$(sum "$c" crash_lost)** |"
+    echo "| | rounds in which it did not reconnect within 15 s of its restart | $(sum "$c" crash_stuck) |"
     echo "| | duplicated rows: median (range), largest | **$(n "$(med "$c" crash_dup)")** ($(rng "$c" crash_dup)), $(n "$(maxof "$c" crash_dup)") |"
     echo "| | 1-minute load at start | $(loads "$c" crash_load) |"
   fi
