@@ -19,10 +19,12 @@
 #   drain  the consumer stopped (SIGTERM), DRAIN messages published (QoS 1, DRAIN_RATE/s) and
 #          queued by Mosquitto for its session, the consumer started: rows/s from its start
 #          until every row landed, and its CPU per row meanwhile.
-#   crash  a live run of CRASH_DURATION in which the consumer is SIGKILLed after KILL_AT s and
-#          started again (same client id) RESTART_AFTER s (1) later; then lost rows (acknowledged to a
-#          publisher by Mosquitto, never landed) and duplicated rows (landed more than once),
-#          counted in the consumer's table by the message's unique (device, seq).
+#   crash  a live run of CRASH_DURATION in which the consumer is SIGKILLed after KILL_AT s
+#          and started again (same client id) RESTART_AFTER s (1) later; then lost rows
+#          (acknowledged to a publisher by Mosquitto, never landed) and duplicated rows
+#          (landed more than once), counted in the consumer's table by the message's unique
+#          (device, seq). A consumer that has not reconnected within 15 s is left retrying
+#          and counted after LAND_TIMEOUT.
 #
 # Every message is {"reading": x, "ts": "...", "seq": n, "battery": b} on
 # bench/<f|t><round>/sim-<run>-<n>/readings: each consumer subscribes to its own prefix, so
@@ -30,9 +32,10 @@
 #
 # Settings, the same for both where they mean the same:
 #   Mosquitto  own process on a free loopback port, persistence true, max_queued_messages 0,
-#              max_inflight_messages MOSQ_MAX_INFLIGHT, default 0 (no broker cap on unacknowledged messages to a client:
-#              firehose asks for --subscribe-receive-maximum 1000 in its MQTT 5 CONNECT,
-#              Telegraf's MQTT 3.1.1 client has only its own max_undelivered_messages)
+#              max_inflight_messages MOSQ_MAX_INFLIGHT, default 0 (no broker cap on
+#              unacknowledged messages to a client: firehose asks for
+#              --subscribe-receive-maximum 1000 in its MQTT 5 CONNECT, Telegraf's MQTT 3.1.1
+#              client has only its own max_undelivered_messages)
 #   firehose   serve --roles subscriber,bridge, defaults: --batch-size 5000, --batch-age 200ms,
 #              --subscribe-receive-maximum 1000, 4 shards; own redis-server (AOF everysec)
 #   Telegraf   built by scripts/telegraf.sh (TELEGRAF_VERSION, default v1.39.3);
