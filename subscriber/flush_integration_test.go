@@ -18,23 +18,29 @@ import (
 	"firehose/subscriber"
 )
 
-// gatedProducer stores nothing: Add waits for open, except for a reading
-// of value -1, which it refuses at once (after closing refused).
+// gatedProducer stores nothing: a call waits for open (closing entered
+// first, once), except a call with a reading of value -1, which it refuses
+// at once.
 type gatedProducer struct {
-	open, refused chan struct{}
+	open, entered chan struct{}
+	once          sync.Once
 }
 
 func (p *gatedProducer) Add(ctx context.Context, rs []ingest.Reading) error {
-	if rs[0].Value == -1 {
-		close(p.refused)
+	if hasValue(rs, -1) {
 		return fmt.Errorf("%w: refused by the test", ingest.ErrUnavailable)
 	}
+	p.once.Do(func() { close(p.entered) })
 	select {
 	case <-p.open:
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+func hasValue(rs []ingest.Reading, v float64) bool {
+	return slices.ContainsFunc(rs, func(r ingest.Reading) bool { return r.Value == v })
 }
 
 func (p *gatedProducer) Enqueue(ingest.Reading) error { return nil }
@@ -53,7 +59,9 @@ func (p *gatedProducer) AddDeadLetterOnce(context.Context, ingest.DeadLetter, st
 // messages before it, which were stored, must reach the broker first. The
 // acker used to close the connection with them still in its buffer: the
 // broker resent those messages, stored twice at QoS 1 (the Redis-stall
-// fault scenario: 289 duplicates, over Receive Maximum).
+// fault scenario: 289 duplicates, over Receive Maximum). Here the first
+// nine are one batch, held in the producer until the tenth arrived; the
+// tenth, a batch of its own, fails as soon as the nine are stored.
 func TestIntegrationSubscriberAcksBeforeAFailureReachTheBroker(t *testing.T) {
 	t.Parallel()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -65,7 +73,7 @@ func TestIntegrationSubscriberAcksBeforeAFailureReachTheBroker(t *testing.T) {
 	cfg := subscriber.Config{Brokers: []string{"tcp://" + ln.Addr().String()}, Protocol: subscriber.Protocol311,
 		RetryTimeout: 1} // a refused message fails at its first attempt
 	withDefaults(&cfg)
-	p := &gatedProducer{open: make(chan struct{}), refused: make(chan struct{})}
+	p := &gatedProducer{open: make(chan struct{}), entered: make(chan struct{})}
 	logger := slog.New(slog.NewTextHandler(t.Output(), nil))
 	sub, err := subscriber.New(cfg, p, stream.NewSessionState(rdb, stream.Streams{Prefix: prefix, Count: 1}, cfg.ClientID),
 		numberDecoder{}, logger, prometheus.NewRegistry())
@@ -81,18 +89,18 @@ func TestIntegrationSubscriberAcksBeforeAFailureReachTheBroker(t *testing.T) {
 			return
 		}
 		defer b.conn.Close()
-		for pid := uint16(1); pid <= before+1; pid++ {
-			payload := fmt.Sprint(pid)
-			if pid == before+1 {
-				payload = "-1"
-			}
-			if err := b.publish(1, pid, false, payload); err != nil {
+		for pid := uint16(1); pid <= before; pid++ {
+			if err := b.publish(1, pid, false, fmt.Sprint(pid)); err != nil {
 				script <- err
 				return
 			}
 		}
-		<-p.refused
-		close(p.open) // the messages before it are stored now, after it failed
+		<-p.entered // the nine are being stored
+		if err := b.publish(1, before+1, false, "-1"); err != nil {
+			script <- err
+			return
+		}
+		close(p.open)
 		for i := 1; i <= before; i++ {
 			pk, err := b.read(packets.Puback)
 			if err != nil {
@@ -120,8 +128,8 @@ func TestIntegrationSubscriberAcksBeforeAFailureReachTheBroker(t *testing.T) {
 	<-ran
 }
 
-// recordingProducer stores every reading but one (value -1): it records
-// the values stored, and fails the one when fail is closed.
+// recordingProducer records the values it stores, and refuses a call with
+// a reading of value -1 once fail is closed (closing entered first).
 type recordingProducer struct {
 	gatedProducer
 	mu     sync.Mutex
@@ -130,13 +138,16 @@ type recordingProducer struct {
 }
 
 func (p *recordingProducer) Add(ctx context.Context, rs []ingest.Reading) error {
-	if rs[0].Value == -1 {
+	if hasValue(rs, -1) {
+		close(p.entered)
 		<-p.fail
 		return fmt.Errorf("%w: refused by the test", ingest.ErrUnavailable)
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.stored = append(p.stored, rs[0].Value)
+	for _, r := range rs {
+		p.stored = append(p.stored, r.Value)
+	}
 	return nil
 }
 
@@ -152,7 +163,9 @@ func (p *recordingProducer) values() []float64 {
 // draining, freed a place in Receive Maximum: they were stored and never
 // acknowledged, and at QoS 1 stored again when the broker resent them (the
 // Redis-stall fault scenario: 324 duplicates from one connection with
-// Receive Maximum 200).
+// Receive Maximum 200). The first message's batch fails once the broker
+// sent everything: the messages after it wait for the batcher, and the
+// rest in the subscriber's buffers, over Receive Maximum.
 func TestIntegrationSubscriberTakesNothingAfterItsSessionEnded(t *testing.T) {
 	t.Parallel()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -165,7 +178,7 @@ func TestIntegrationSubscriberTakesNothingAfterItsSessionEnded(t *testing.T) {
 	cfg := subscriber.Config{Brokers: []string{"tcp://" + ln.Addr().String()}, Protocol: subscriber.Protocol311,
 		ReceiveMaximum: window, RetryTimeout: 1} // the refused message fails at its first attempt
 	withDefaults(&cfg)
-	p := &recordingProducer{fail: make(chan struct{})}
+	p := &recordingProducer{fail: make(chan struct{}), gatedProducer: gatedProducer{entered: make(chan struct{})}}
 	logger := slog.New(slog.NewTextHandler(t.Output(), nil))
 	sub, err := subscriber.New(cfg, p, stream.NewSessionState(rdb, stream.Streams{Prefix: prefix, Count: 1}, cfg.ClientID),
 		numberDecoder{}, logger, prometheus.NewRegistry())
@@ -180,8 +193,6 @@ func TestIntegrationSubscriberTakesNothingAfterItsSessionEnded(t *testing.T) {
 			return
 		}
 		defer b.conn.Close()
-		// The first message fails once the nine after it are stored; the
-		// rest wait in the subscriber's buffers, over Receive Maximum.
 		for pid := uint16(1); pid <= sent; pid++ {
 			payload := fmt.Sprint(pid)
 			if pid == 1 {
@@ -205,7 +216,7 @@ func TestIntegrationSubscriberTakesNothingAfterItsSessionEnded(t *testing.T) {
 	if err := <-script; err != nil {
 		t.Fatalf("fake broker: %v", err)
 	}
-	testenv.Await(t, func() bool { return len(p.values()) == window-1 }, "stored %v, want the %d messages after the first", p.values(), window-1)
+	<-p.entered
 	close(p.fail)
 	// The session is over once the subscriber reports it so: every store
 	// of that session has returned by then.

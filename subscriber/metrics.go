@@ -12,6 +12,11 @@ type metrics struct {
 	// qos0Dropped: QoS 0 messages not stored (at most once), by reason.
 	qos0Dropped *prometheus.CounterVec
 	ack         prometheus.Histogram
+	batch       prometheus.Histogram // messages per batch stored
+
+	// The counters of messages and acked by label, looked up once.
+	byQoS     [4]prometheus.Counter
+	byOutcome map[outcome]prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, s *Subscriber) *metrics {
@@ -32,6 +37,16 @@ func newMetrics(reg prometheus.Registerer, s *Subscriber) *metrics {
 			Help:    "From a message's receipt to its acknowledgement to the broker.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
 	}
+	for q := range m.byQoS {
+		m.byQoS[q] = m.messages.WithLabelValues(qosLabel[q])
+	}
+	m.byOutcome = map[outcome]prometheus.Counter{}
+	for o, label := range outcomeLabel {
+		m.byOutcome[o] = m.acked.WithLabelValues(label)
+	}
+	m.batch = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "firehose_subscriber_batch_messages",
+		Help:    "QoS 1 and 2 messages stored together in one batch (see --subscribe-receive-maximum).",
+		Buckets: prometheus.ExponentialBuckets(1, 2, 10)})
 	connected := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "firehose_subscriber_connected",
 		Help: "1 while the subscriber has a session with the broker."}, func() float64 {
 		if s.State().Connected {
@@ -47,7 +62,7 @@ func newMetrics(reg prometheus.Registerer, s *Subscriber) *metrics {
 		return 0
 	})
 	if reg != nil {
-		reg.MustRegister(m.messages, m.dup, m.acked, m.retries, m.connects, m.qos0Dropped, m.ack, connected, present)
+		reg.MustRegister(m.messages, m.dup, m.acked, m.retries, m.connects, m.qos0Dropped, m.ack, m.batch, connected, present)
 	}
 	return m
 }

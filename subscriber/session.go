@@ -40,6 +40,8 @@ type session struct {
 	// settled. held bounds the messages received and not yet acknowledged.
 	acks chan *owed
 	held chan struct{}
+	// pend holds the decoded messages for the batcher, in arrival order.
+	pend chan pending
 
 	epochs map[uint16]uint64 // QoS 2: each packet id's epoch; guarded by emu
 	emu    sync.Mutex
@@ -88,7 +90,8 @@ func (s *Subscriber) connect(ctx context.Context, broker string, v byte) (*sessi
 		return nil, err
 	}
 	ss := &session{s: s, conn: conn, r: bufio.NewReaderSize(conn, 64<<10), w: bufio.NewWriterSize(conn, 16<<10), v: v,
-		acks: make(chan *owed, 2*s.cfg.ReceiveMaximum+16), held: make(chan struct{}, s.cfg.ReceiveMaximum), failed: make(chan struct{})}
+		acks: make(chan *owed, 2*s.cfg.ReceiveMaximum+16), held: make(chan struct{}, s.cfg.ReceiveMaximum),
+		pend: make(chan pending, s.cfg.ReceiveMaximum), failed: make(chan struct{})}
 	ss.ctx, ss.cancel = context.WithCancel(context.Background())
 	ok := false
 	defer func() {
@@ -272,6 +275,22 @@ func (ss *session) write(pk packets.Packet, flush bool) error {
 	return nil
 }
 
+// writeAck writes a PUBACK, PUBREC or PUBCOMP of packet id pid, and
+// flushes if asked. It is the same 4 bytes in MQTT 3.1.1 and 5 (in 5, a
+// success without properties leaves out its reason code).
+func (ss *session) writeAck(kind byte, pid uint16, flush bool) error {
+	b := [4]byte{kind << 4, 2, byte(pid >> 8), byte(pid)}
+	ss.wmu.Lock()
+	defer ss.wmu.Unlock()
+	if _, err := ss.w.Write(b[:]); err != nil {
+		return err
+	}
+	if flush {
+		return ss.w.Flush()
+	}
+	return nil
+}
+
 func (ss *session) flush() error {
 	ss.wmu.Lock()
 	defer ss.wmu.Unlock()
@@ -298,6 +317,7 @@ func (ss *session) run(ctx context.Context) error {
 	acked := make(chan struct{})
 	aux.Go(func() { ss.acker(); close(acked) })
 	aux.Go(func() { ss.pinger() })
+	ss.stores.Go(ss.batcher)
 	readDone := make(chan struct{})
 	go func() {
 		defer close(readDone)
@@ -312,6 +332,7 @@ func (ss *session) run(ctx context.Context) error {
 	case <-ss.failed:
 	}
 	<-readDone
+	close(ss.pend)
 	ss.waitStores()
 	close(ss.acks)
 	<-acked
@@ -356,8 +377,18 @@ func (ss *session) readLoop() {
 	}
 	ss.early = nil
 	limit := ss.s.cfg.KeepAlive * 2
+	var set time.Time // when the read deadline was last moved
 	for {
-		_ = ss.conn.SetReadDeadline(time.Now().Add(limit))
+		// The deadline moves at most every second: setting it costs more
+		// than reading a buffered message.
+		if now := time.Now(); now.Sub(set) >= time.Second {
+			_ = ss.conn.SetReadDeadline(now.Add(limit))
+			set = now
+			if ss.s.stopping.Load() {
+				// run may have set its deadline (now) before this one.
+				_ = ss.conn.SetReadDeadline(now)
+			}
+		}
 		pk, err := readPacket(ss.r, ss.v)
 		if err != nil {
 			select {
@@ -442,14 +473,14 @@ func (ss *session) queue(o *owed) bool {
 }
 
 // publish handles one PUBLISH: QoS 0 is queued for the producer (at most
-// once); QoS 1 and 2 are stored by a goroutine of their own and
-// acknowledged, in arrival order, by the acker. False when the session
+// once); QoS 1 and 2 are decoded here, in arrival order, stored in batches
+// by the batcher and acknowledged, in arrival order, by the acker. False when the session
 // ended: the read loop stops.
 func (ss *session) publish(pk packets.Packet) bool {
 	s := ss.s
 	now := time.Now()
 	qos := pk.FixedHeader.Qos
-	s.m.messages.WithLabelValues(qosLabel[qos&3]).Inc()
+	s.m.byQoS[qos&3].Inc()
 	s.received.Add(1)
 	if pk.FixedHeader.Dup {
 		s.m.dup.Inc()
@@ -494,14 +525,7 @@ func (ss *session) publish(pk packets.Packet) bool {
 		close(o.settled)
 		return true
 	}
-	ss.stores.Go(func() {
-		if qos == 1 {
-			o.outcome, o.err = s.storeQoS1(ss.ctx, m.Topic, it, pk.PacketID, once)
-		} else {
-			o.outcome, o.err = s.store(ss.ctx, m.Topic, it, once)
-		}
-		close(o.settled)
-	})
+	ss.pend <- pending{o: o, topic: m.Topic, it: it, qos: qos, once: once} // never blocks: held bounds it
 	return true
 }
 
@@ -556,8 +580,7 @@ func (ss *session) acker() {
 		}
 		// Flushed at once when no other acknowledgement waits: else it
 		// would sit in the buffer until the next message or ping.
-		ack := packets.Packet{FixedHeader: packets.FixedHeader{Type: o.kind}, ProtocolVersion: ss.v, PacketID: o.pid}
-		if err := ss.write(ack, len(ss.acks) == 0); err != nil {
+		if err := ss.writeAck(o.kind, o.pid, len(ss.acks) == 0); err != nil {
 			ss.fail(fmt.Errorf("write to the broker: %w", err))
 			continue
 		}
@@ -568,7 +591,7 @@ func (ss *session) acker() {
 			if o.outcome == redelivered {
 				s.recognised.Add(1)
 			}
-			s.m.acked.WithLabelValues(outcomeLabel[o.outcome]).Inc()
+			s.m.byOutcome[o.outcome].Inc()
 			s.m.ack.Observe(time.Since(o.received).Seconds())
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"firehose/ingest"
@@ -116,19 +117,26 @@ func (s *Subscriber) retry(ctx context.Context, what string, reason func(error) 
 // timeout or ctx (the session) ends. It runs in the read loop: messages
 // are decoded in arrival order.
 func (s *Subscriber) decode(ctx context.Context, m Message) (item, error) {
-	var it item
-	err := s.retry(ctx, "message on "+m.Topic+" not decoded", func(error) string { return "decode" }, func() error {
-		rs, err := s.dec.Decode(ctx, m)
-		var inv *InvalidError
-		if errors.As(err, &inv) {
-			it = item{dead: &ingest.DeadLetter{Source: ingest.SourceMQTT, Kind: inv.Kind, Topic: m.Topic, ClientID: s.cfg.ClientID,
-				Device: inv.Device, Reason: inv.Error(), ReceivedAt: m.ReceivedAt, Payload: m.Payload}}
-			return nil
-		}
-		it = item{readings: rs}
+	it, err := s.decodeOnce(ctx, m)
+	if err == nil {
+		return it, nil
+	}
+	err = s.retry(ctx, "message on "+m.Topic+" not decoded", func(error) string { return "decode" }, func() (err error) {
+		it, err = s.decodeOnce(ctx, m)
 		return err
 	})
 	return it, err
+}
+
+// decodeOnce makes one attempt at decoding m.
+func (s *Subscriber) decodeOnce(ctx context.Context, m Message) (item, error) {
+	rs, err := s.dec.Decode(ctx, m)
+	var inv *InvalidError
+	if errors.As(err, &inv) {
+		return item{dead: &ingest.DeadLetter{Source: ingest.SourceMQTT, Kind: inv.Kind, Topic: m.Topic, ClientID: s.cfg.ClientID,
+			Device: inv.Device, Reason: inv.Error(), ReceivedAt: m.ReceivedAt, Payload: m.Payload}}, nil
+	}
+	return item{readings: rs}, err
 }
 
 // store writes one decoded message (QoS 2; o is its once key) and retries
@@ -155,7 +163,7 @@ func (s *Subscriber) storeQoS1(ctx context.Context, topic string, it item, pid u
 	var out outcome
 	err := s.retry(ctx, "message on "+topic+" not stored", ingest.RefusalReason, func() (err error) {
 		out, err = s.storeOnce(it, once)
-		if err != nil && once == nil && !errors.Is(err, ingest.ErrBacklogFull) && !errors.Is(err, ingest.ErrOverloaded) && !errors.Is(err, ingest.ErrClosed) {
+		if err != nil && once == nil && inDoubt(err) {
 			once = s.doubts.add(s.cfg.ClientID, pid)
 		}
 		return err
@@ -168,6 +176,7 @@ func (s *Subscriber) storeQoS1(ctx context.Context, topic string, it item, pid u
 type doubts struct {
 	mu   sync.Mutex
 	keys map[uint16]*stream.Once
+	n    atomic.Int64 // len(keys): most acknowledgements find none to clear
 }
 
 // add makes pid's once key: the session of QoS 1 doubts (apart from QoS 2's
@@ -180,6 +189,7 @@ func (d *doubts) add(clientID string, pid uint16) *stream.Once {
 		d.keys = map[uint16]*stream.Once{}
 	}
 	d.keys[pid] = o
+	d.n.Store(int64(len(d.keys)))
 	return o
 }
 
@@ -195,12 +205,17 @@ func (d *doubts) reset() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	clear(d.keys)
+	d.n.Store(0)
 }
 
 func (d *doubts) clear(pid uint16) {
+	if d.n.Load() == 0 {
+		return
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	delete(d.keys, pid)
+	d.n.Store(int64(len(d.keys)))
 }
 
 // randomEpoch is a random epoch other than 0 (a record never written reads

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -246,6 +247,46 @@ func TestIntegrationSubscriberSessionKeepsWhatArrivedWhileAway(t *testing.T) {
 	}
 }
 
+// TestIntegrationSubscriberStoresABacklogInBatches: a backlog the broker
+// queued while the subscriber was away is stored in batches, many messages
+// to a producer call, not one call a message (which cost more than the
+// reading: BENCHMARKS.md).
+func TestIntegrationSubscriberStoresABacklogInBatches(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, subscriber.Config{})
+	h.start()
+	publish(t, h.broker.URL(), 1, 0, 10, nil)
+	testenv.Await(t, func() bool { return h.stored() == 10 }, "stored %d of 10", h.stored())
+	h.stop()
+	const n = 2000
+	publish(t, h.broker.URL(), 1, 10, n, nil)
+	h.sub = h.newSubscriber()
+	h.start()
+	testenv.Await(t, func() bool { return h.stored() >= n+10 }, "stored %d of %d", h.stored(), n+10)
+	if got := h.stored(); got != n+10 {
+		t.Fatalf("stored %d, want %d", got, n+10)
+	}
+	batches, messages := batchCounts(t, h.reg)
+	if messages != n || batches > n/4 {
+		t.Errorf("%v messages in %v batches, want %d in at most %d", messages, batches, n, n/4)
+	}
+}
+
+// batchCounts returns the count and sum of firehose_subscriber_batch_messages.
+func batchCounts(t *testing.T, reg *prometheus.Registry) (batches, messages float64) {
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "firehose_subscriber_batch_messages" {
+			hist := mf.GetMetric()[0].GetHistogram()
+			return float64(hist.GetSampleCount()), hist.GetSampleSum()
+		}
+	}
+	return 0, 0
+}
+
 // TestIntegrationSubscriberDeadLettersInvalid: a message that is not a
 // reading is stored as an edge dead letter and acknowledged, so the broker
 // does not send it forever.
@@ -293,15 +334,19 @@ type lostAckProducer struct {
 	subscriber.Producer
 	mu    sync.Mutex
 	fails int
+	lost  chan struct{} // closed at the first failure
 }
 
 func (p *lostAckProducer) lose(rs []ingest.Reading) bool {
-	if len(rs) == 0 || !strings.HasSuffix(rs[0].DeviceID, "lose") {
+	if !slices.ContainsFunc(rs, func(r ingest.Reading) bool { return strings.HasSuffix(r.DeviceID, "lose") }) {
 		return false
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.fails++
+	if p.fails == 1 {
+		close(p.lost)
+	}
 	return p.fails <= 3
 }
 
@@ -331,7 +376,8 @@ func TestIntegrationSubscriberResentAfterLostAck(t *testing.T) {
 		t.Run(fmt.Sprintf("qos %d", qos), func(t *testing.T) {
 			t.Parallel()
 			h := newHarness(t, subscriber.Config{QoS: qos, RetryTimeout: 300 * time.Millisecond})
-			h.p = &lostAckProducer{Producer: h.p}
+			lp := &lostAckProducer{Producer: h.p, lost: make(chan struct{})}
+			h.p = lp
 			h.sub = h.newSubscriber()
 			h.start()
 			opts := pahov3.NewClientOptions().AddBroker(h.broker.URL()).SetClientID("pub-" + testenv.ID()).SetAutoReconnect(false)
@@ -340,9 +386,17 @@ func TestIntegrationSubscriberResentAfterLostAck(t *testing.T) {
 				t.Fatal(tok.Error())
 			}
 			defer c.Disconnect(100)
+			// One at a time, each in a batch of its own: a doubt fails
+			// the batch it is in.
 			for i, dev := range []string{"a", "lose", "b"} {
 				if tok := c.Publish("devices/"+dev+"/readings", qos, false, fmt.Sprint(i)); tok.Wait() && tok.Error() != nil {
 					t.Fatal(tok.Error())
+				}
+				switch dev {
+				case "a":
+					testenv.Await(t, func() bool { return acks(t, h.reg, "stored") >= 1 }, "a not acknowledged")
+				case "lose":
+					<-lp.lost
 				}
 			}
 			// All three acknowledged to the broker, on a later connection
