@@ -30,7 +30,12 @@ func TestCampaignCheckerCatches(t *testing.T) {
 		windows []cWindow
 		dead    bool // a dead letter holds every message
 		old     bool // the row is near the retention's age bound
-		want    map[string]int
+		// sub: the ops are of the subscribed class, published at QoS
+		// sub[0] to Mosquitto, which the subscriber reads at QoS sub[1];
+		// resent is what Mosquitto resent and the subscriber retried.
+		sub    [2]byte
+		resent int
+		want   map[string]int
 	}{
 		{name: "acked and stored once", outs: []string{ansAcked}, stored: func(r []cRow) []cStored { return []cStored{stored(r[0])} }, want: map[string]int{}},
 		{name: "acked, missing", outs: []string{ansAcked}, stored: func(r []cRow) []cStored { return nil },
@@ -81,6 +86,26 @@ func TestCampaignCheckerCatches(t *testing.T) {
 			want: map[string]int{"acknowledged means stored (retention)": 1}},
 		{name: "an old reading refused, not stored", outs: []string{ansRefused}, old: true, stored: func(r []cRow) []cStored { return nil },
 			want: map[string]int{}},
+		{name: "subscribed, acked by Mosquitto, lost", sub: [2]byte{2, 2}, outs: []string{ansAcked}, stored: func(r []cRow) []cStored { return nil },
+			want: map[string]int{"acknowledged means stored": 1}},
+		{name: "subscribed, acked by Mosquitto, stored once", sub: [2]byte{2, 2}, outs: []string{ansAcked}, stored: func(r []cRow) []cStored { return []cStored{stored(r[0])} },
+			want: map[string]int{}},
+		{name: "subscribed at QoS 2, stored twice", sub: [2]byte{2, 2}, resent: 5, outs: []string{ansAcked},
+			stored: func(r []cRow) []cStored { return []cStored{stored(r[0]), stored(r[0])} }, want: map[string]int{"nothing stored twice": 1}},
+		{name: "subscribed at QoS 1, stored again, resent", sub: [2]byte{2, 1}, resent: 1, outs: []string{ansAcked},
+			stored: func(r []cRow) []cStored { return []cStored{stored(r[0]), stored(r[0])} }, want: map[string]int{}},
+		{name: "subscribed at QoS 1, stored again, not resent", sub: [2]byte{1, 2}, outs: []string{ansAcked},
+			stored: func(r []cRow) []cStored { return []cStored{stored(r[0]), stored(r[0])} }, want: map[string]int{"nothing stored twice (subscriber, QoS 1)": 1}},
+		// Under --dedup none, once the gap cSubDedupOpen names is closed;
+		// until then as without --dedup.
+		{name: "subscribed at QoS 1 under dedup, stored again, resent", dedup: "id", sub: [2]byte{1, 1}, resent: 5, outs: []string{ansAcked},
+			stored: func(r []cRow) []cStored { return []cStored{stored(r[0]), stored(r[0])} },
+			want:   cPick(cSubDedupOpen, map[string]int{}, map[string]int{"nothing stored twice": 1})},
+		{name: "subscribed at QoS 1 under dedup, stored again, not resent", dedup: "natural", sub: [2]byte{1, 2}, outs: []string{ansAcked},
+			stored: func(r []cRow) []cStored { return []cStored{stored(r[0]), stored(r[0])} },
+			want:   cPick(cSubDedupOpen, map[string]int{"nothing stored twice (subscriber, QoS 1)": 1}, map[string]int{"nothing stored twice": 1})},
+		{name: "subscribed at QoS 2 under dedup, published twice, stored once", dedup: "id", sub: [2]byte{2, 2}, outs: []string{ansAcked, ansAcked},
+			stored: func(r []cRow) []cStored { return []cStored{stored(r[0])} }, want: map[string]int{"acknowledged means stored": 1}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -88,13 +113,18 @@ func TestCampaignCheckerCatches(t *testing.T) {
 			if dedup == "" {
 				dedup = "off"
 			}
-			plan := &cPlan{Dedup: dedup}
+			plan := &cPlan{Dedup: dedup, SubQoS: int(tc.sub[1])}
 			var answers []cAnswer
 			for i, out := range tc.outs {
 				// Every op carries the same row: later ones are resends.
 				r := row(0)
 				r.Old = tc.old
 				op := &cOp{ID: i, Kind: "v1", Client: "cd1", Rows: []cRow{r}, Refuse: tc.refuse}
+				if tc.sub[0] != 0 {
+					// As the generator makes them: dedupable when delivered at QoS 1.
+					op.Kind, op.QoS, op.Topic = "subscribed", tc.sub[0], cSubTopic("cd1")
+					op.Rows[0].Dedupable = cSubDelivery(op.QoS, plan.SubQoS) == 1
+				}
 				plan.Ops = append(plan.Ops, op)
 				at := ackedAt
 				if i < len(tc.at) {
@@ -102,7 +132,7 @@ func TestCampaignCheckerCatches(t *testing.T) {
 				}
 				answers = append(answers, cAnswer{Op: i, Outcomes: []string{out}, Sent: at.Add(-time.Millisecond), At: at})
 			}
-			st := cStore{Rows: tc.stored([]cRow{row(0)}), Commands: tc.cmds}
+			st := cStore{Rows: tc.stored([]cRow{row(0)}), Commands: tc.cmds, SubResent: tc.resent}
 			if tc.dead {
 				st.DeadLetters = func(needle []byte) (bool, error) { return string(needle) == `"oa"`, nil }
 			}
@@ -116,4 +146,12 @@ func TestCampaignCheckerCatches(t *testing.T) {
 			}
 		})
 	}
+}
+
+// cPick is a when ok, else b.
+func cPick[T any](ok bool, a, b T) T {
+	if ok {
+		return a
+	}
+	return b
 }

@@ -6,7 +6,9 @@ package faults
 // record the answer as the client saw it: acked, refused, or unknown (a
 // timeout, a lost connection, a 503 or 0x97 that may follow a write Redis
 // did apply, and every QoS 0 publish). A worker owns the connections of the
-// clients routed to it, so each client's operations go out in order.
+// clients routed to it, so each client's operations go out in order. The
+// subscribed class's devices publish to the upstream Mosquitto over
+// connections of their own: there acked means PUBACK, or at QoS 2 PUBCOMP.
 
 import (
 	"bytes"
@@ -54,7 +56,10 @@ type cAnswer struct {
 type cTargets struct {
 	HTTP, MQTT string
 	Auth       bool
-	Epoch      *atomic.Int64
+	// Upstream is the Mosquitto the subscriber reads (host:port), "" without
+	// the subscribed class; it lets anyone in.
+	Upstream string
+	Epoch    *atomic.Int64
 	// Commands records what subscribers to devices/ID/commands received.
 	Commands *cInbox
 }
@@ -89,11 +94,15 @@ type cWorker struct {
 	v3   map[string]*c311
 	v5   map[string]*paho.Client
 	spb  map[string]*cSpbNode
+	// up3 and up5 are the clients' connections to the upstream Mosquitto.
+	up3 map[string]*c311
+	up5 map[string]*paho.Client
 }
 
 func newWorker(tg cTargets) *cWorker {
 	return &cWorker{tg: tg, http: &http.Client{Timeout: cOpTimeout},
-		v3: map[string]*c311{}, v5: map[string]*paho.Client{}, spb: map[string]*cSpbNode{}}
+		v3: map[string]*c311{}, v5: map[string]*paho.Client{}, spb: map[string]*cSpbNode{},
+		up3: map[string]*c311{}, up5: map[string]*paho.Client{}}
 }
 
 // close ends every connection of the worker.
@@ -101,7 +110,13 @@ func (w *cWorker) close() {
 	for _, c := range w.v3 {
 		c.conn.Close()
 	}
+	for _, c := range w.up3 {
+		c.conn.Close()
+	}
 	for _, c := range w.v5 {
+		cClose5(c)
+	}
+	for _, c := range w.up5 {
 		cClose5(c)
 	}
 	for _, n := range w.spb {
@@ -139,6 +154,9 @@ func (w *cWorker) run(op *cOp) cAnswer {
 		a.Outcomes = []string{out}
 	case "spb-probe-will":
 		out, detail = w.connectWithWill(op)
+		a.Outcomes = []string{out}
+	case "subscribed":
+		out, detail = w.publishUpstream(op.Client, op.Proto, op.Topic, op.QoS, []byte(op.Body))
 		a.Outcomes = []string{out}
 	default:
 		a.Outcomes, detail = []string{ansRefused}, "unknown kind "+op.Kind
@@ -205,6 +223,46 @@ func (w *cWorker) publish(client string, proto int, topic string, qos byte, payl
 	if broken {
 		cClose5(c)
 		delete(w.v5, client)
+	}
+	return out, detail
+}
+
+// publishUpstream sends one publish of a subscribed op to the upstream
+// Mosquitto over the client's own connection to it (made on first use,
+// again after a failure; anonymous). At QoS 2 it is acked only on PUBCOMP:
+// Mosquitto passes a QoS 2 message on to subscribers once it has the
+// PUBREL, and forgets it with a clean session that ends before.
+func (w *cWorker) publishUpstream(client string, proto int, topic string, qos byte, payload []byte) (string, string) {
+	up := cTargets{MQTT: w.tg.Upstream}
+	if proto == 3 {
+		c := w.up3[client]
+		if c == nil {
+			var err error
+			if c, err = dial311(up, client+"-up3", client); err != nil {
+				return ansRefused, "connect: " + err.Error() // nothing was sent
+			}
+			c.pubcomp = true
+			w.up3[client] = c
+		}
+		out, detail, broken := c.publish(topic, qos, payload)
+		if broken {
+			c.conn.Close()
+			delete(w.up3, client)
+		}
+		return out, detail
+	}
+	c := w.up5[client]
+	if c == nil {
+		var err error
+		if c, err = dial5(up, client+"-up5", client, nil); err != nil {
+			return ansRefused, "connect: " + err.Error()
+		}
+		w.up5[client] = c
+	}
+	out, detail, broken := publish5(c, topic, qos, payload) // paho answers QoS 2 on PUBCOMP
+	if broken {
+		cClose5(c)
+		delete(w.up5, client)
 	}
 	return out, detail
 }
@@ -276,10 +334,13 @@ func (w *cWorker) connectWithWill(op *cOp) (string, string) {
 	return ansAcked, "CONNECT with the will accepted"
 }
 
-// c311 is an MQTT 3.1.1 connection spoken in raw packets.
+// c311 is an MQTT 3.1.1 connection spoken in raw packets. With pubcomp, a
+// QoS 2 publish is acked only on PUBCOMP (the upstream Mosquitto), else on
+// PUBREC (firehose's broker: the reading is durable then).
 type c311 struct {
-	conn net.Conn
-	next uint16
+	conn    net.Conn
+	next    uint16
+	pubcomp bool
 }
 
 func dial311(tg cTargets, clientID, user string) (*c311, error) {
@@ -312,9 +373,15 @@ func dial311(tg cTargets, clientID, user string) (*c311, error) {
 }
 
 // publish sends one PUBLISH and waits for its PUBACK (QoS 1) or PUBREC
-// (QoS 2: the broker stored it; PUBREL/PUBCOMP follow). QoS 0 is unknown
-// by definition. broken: the connection must go.
+// (QoS 2: the broker stored it; PUBREL/PUBCOMP follow), or with c.pubcomp
+// its PUBCOMP. QoS 0 is unknown by definition. broken: the connection must
+// go.
 func (c *c311) publish(topic string, qos byte, payload []byte) (out, detail string, broken bool) {
+	// What a PUBREC alone means: acked by firehose, unknown upstream.
+	recd := ansAcked
+	if c.pubcomp {
+		recd = ansUnknown
+	}
 	c.next++
 	if c.next == 0 {
 		c.next = 1
@@ -344,12 +411,12 @@ func (c *c311) publish(topic string, qos byte, payload []byte) (out, detail stri
 				rel := mqttpk.NewControlPacket(mqttpk.Pubrel).(*mqttpk.PubrelPacket)
 				rel.MessageID = id
 				if err := rel.Write(c.conn); err != nil {
-					return ansAcked, "", true
+					return recd, "write PUBREL: " + err.Error(), true
 				}
 				for {
 					pk, err := mqttpk.ReadPacket(c.conn)
 					if err != nil {
-						return ansAcked, "", true
+						return recd, "no PUBCOMP: " + err.Error(), true
 					}
 					if pc, ok := pk.(*mqttpk.PubcompPacket); ok && pc.MessageID == id {
 						return ansAcked, "", false

@@ -4,9 +4,12 @@ package faults
 // appendfsync always, or snapshots only), PostgreSQL cluster database, an
 // edge (`serve --roles broker,httpgw`) and a bridge, with TCP proxies on the
 // edge -> Redis, bridge -> Redis and bridge -> PostgreSQL paths so a fault
-// can freeze each. A fault starts before the op the schedule names and is
-// healed before the op its length names; what happened, and when, is kept
-// for the checker (a Redis restore's loss window) and the failure file.
+// can freeze each; with the subscribed class, a Mosquitto of its own and a
+// subscriber (`serve --roles subscriber`) that reads it into the same
+// deployment, its Redis path the edge's. A fault starts before the op the
+// schedule names and is healed before the op its length names; what
+// happened, and when, is kept for the checker (a Redis restore's loss
+// window) and the failure file.
 
 import (
 	"context"
@@ -14,12 +17,14 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/crypto/bcrypt"
 
@@ -46,10 +51,19 @@ type cEnv struct {
 	edge    *Stack
 	bridge  *Stack
 	epoch   atomic.Int64 // Redis restores so far
+	// mosq and sub are the subscribed class's Mosquitto and subscriber (nil
+	// without it); subDup and subRetried sum, over the subscriber's lives
+	// (its counters start again with it), the PUBLISHes Mosquitto resent to
+	// it and its store attempts retried.
+	mosq               *testenv.Mosquitto
+	sub                *Stack
+	subDup, subRetried float64
+	fences             int
 
 	Injected map[string]int // faults applied, by kind
 	Events   []cEvent       // what was done, in order
 	Windows  []cWindow      // Redis restores: acked within a window may be lost
+	Problems []cViolation   // what the stack did wrong outside the checker's view (a subscriber that never caught up)
 	snapAt   time.Time
 	victim   *testenv.RedisServer // the cluster primary killed
 }
@@ -150,7 +164,99 @@ func startEnv(t *testing.T, plan *cPlan, pg *PGCluster) *cEnv {
 	brSvc := Services{Postgres: pgURL, Redis: bridgeRedis, Prefix: e.prefix}
 	e.bridge = StartBridge(t, brSvc, append([]string{"--bridge-session-timeout", "10s"}, common...)...)
 	e.bridge.WaitReady(60 * time.Second) // migrated and holding its shards before the first fault
+	if plan.SubQoS != 0 {
+		e.mosq = testenv.StartMosquitto(t)
+		e.sub = e.startSubscriber(edgeSvc, append([]string{"--max-reading-age", plan.MaxAge.String()}, common...))
+	}
 	return e
+}
+
+// Settings of the subscribed class: the subscriber reads csub/{device_id}/readings
+// as firehose's broker reads its readings topic (--mqtt-topic: the level
+// names the device), with a client id of its own for its persistent
+// session at Mosquitto.
+const (
+	cSubTemplate = "csub/{device_id}/readings"
+	cSubFilter   = "csub/+/readings"
+	cSubClientID = "campaign-subscriber"
+	// cFenceDevice publishes the fences (subFence): its rows are not judged.
+	cFenceDevice = "cfence"
+)
+
+// startSubscriber runs `serve --roles subscriber` against svc (the edge's
+// Redis path, prefix and shards: the bridge lands what it stores), with
+// extra flags, subscribed to the seed's Mosquitto at the seed's QoS and
+// the default Receive Maximum (1000), and waits until it is ready.
+func (e *cEnv) startSubscriber(svc Services, extra []string) *Stack {
+	t := e.t
+	t.Helper()
+	admin := fmt.Sprintf("127.0.0.1:%d", FreePort(t))
+	s := &Stack{t: t, Services: svc, HTTPAddr: admin, MQTTAddr: e.mosq.Addr()} // HTTPAddr: /metrics, /readyz
+	s.Args = append([]string{"serve", "--roles", "subscriber",
+		"--postgres", svc.Postgres, "--redis", svc.Redis, "--redis-prefix", svc.Prefix,
+		"--admin-addr", admin, "--log-level", "warn", "--mqtt-topic", cSubTemplate,
+		"--subscribe-broker", e.mosq.URL(), "--subscribe-topics", cSubFilter,
+		"--subscribe-client-id", cSubClientID, "--subscribe-qos", strconv.Itoa(e.plan.SubQoS)}, extra...)
+	s.start()
+	return s
+}
+
+// subCount adds the live subscriber's resends and retries to e.subDup and
+// e.subRetried (before it is killed, and before it stops).
+func (e *cEnv) subCount() {
+	dup, ok1 := outMetricSum(e.sub, "firehose_subscriber_redeliveries_total")
+	retried, ok2 := outMetricSum(e.sub, "firehose_subscriber_store_retries_total")
+	if !ok1 || !ok2 {
+		e.Events = append(e.Events, cEvent{Action: "the subscriber's metrics could not be read: its resends are not counted", At: time.Now()})
+	}
+	e.subDup += dup
+	e.subRetried += retried
+}
+
+// subFence publishes a fence to Mosquitto (QoS 1, again until acked) and
+// waits until the bridge has landed it. Mosquitto sends a session's
+// messages in order and the subscriber acknowledges them in order, each
+// once stored: when the fence has landed, every message Mosquitto took
+// before it is stored too (or was lost). The wait has no bound of its own
+// (the test's deadline, less a margin for the check); past it, the error.
+func (e *cEnv) subFence() error {
+	e.fences++
+	tag := fmt.Sprintf("fence-%d", e.fences)
+	deadline := time.Now().Add(10 * time.Minute)
+	if dl, ok := e.t.Deadline(); ok {
+		deadline = dl.Add(-90 * time.Second)
+	}
+	up := cTargets{MQTT: e.mosq.Addr()}
+	acked := false
+	for {
+		if !acked {
+			if c, err := dial5(up, cFenceDevice, cFenceDevice, nil); err == nil {
+				out, _, _ := publish5(c, cSubTopic(cFenceDevice), 1, []byte(fmt.Sprintf(`{"reading":%d,"cid":%q}`, e.fences, tag)))
+				cClose5(c)
+				acked = out == ansAcked
+			}
+		}
+		if acked {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			var n int64
+			err := cRetry(ctx, func(ctx context.Context) error {
+				conn, err := pgx.Connect(ctx, e.dbURL)
+				if err != nil {
+					return err
+				}
+				defer conn.Close(context.Background())
+				return conn.QueryRow(ctx, `SELECT count(*) FROM readings WHERE device_id = $1 AND payload->>'cid' = $2`, cFenceDevice, tag).Scan(&n)
+			})
+			cancel()
+			if err == nil && n > 0 {
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("fence %s (acked by Mosquitto: %v) not landed after the test's time ran out; subscriber output: %s", tag, acked, cTail(e.sub.Proc.Output()))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // revive starts again a process of the stack that exited by itself (not by
@@ -160,6 +266,10 @@ func (e *cEnv) revive() (exited []string) {
 	if e.bridge.Proc.Exited() {
 		exited = append(exited, "bridge: "+cTail(e.bridge.Proc.Output()))
 		e.bridge.Proc = StartProc(e.t, "bridge", binary, e.bridge.Args...)
+	}
+	if e.sub != nil && e.sub.Proc.Exited() {
+		exited = append(exited, "subscriber: "+cTail(e.sub.Proc.Output()))
+		e.sub.Restart() // to take what Mosquitto holds for it
 	}
 	return exited
 }
@@ -272,6 +382,14 @@ func (e *cEnv) apply(s cStep) {
 	case "heal " + fRedisKill:
 		e.redis.Start()
 	case "save":
+		if e.sub != nil {
+			// What Mosquitto acknowledged before the snapshot is in Redis
+			// before it, as what the edge acknowledged is: the restore's
+			// loss window is the same for both.
+			if err := e.subFence(); err != nil {
+				e.Problems = append(e.Problems, cViolation{Invariant: "the subscriber takes what Mosquitto holds", Detail: "before the snapshot: " + err.Error()})
+			}
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		if err := e.rdb.Save(ctx).Err(); err != nil {
 			t.Fatalf("SAVE: %v", err)
@@ -315,6 +433,19 @@ func (e *cEnv) apply(s cStep) {
 		e.pxBPG.Freeze()
 	case "heal " + fFreezeBrPG:
 		campaignThaw(e.pxBPG)
+	case fSubKill:
+		e.subCount()
+		e.sub.Proc.Kill()
+	case "heal " + fSubKill:
+		e.sub.Restart() // same client id: its session at Mosquitto resumes
+	case fSubStop:
+		e.sub.Proc.Signal(syscall.SIGSTOP)
+	case "heal " + fSubStop:
+		e.sub.Proc.Signal(syscall.SIGCONT)
+	case fMosqRestart:
+		e.mosq.Stop() // SIGTERM: it saves its persistence file
+	case "heal " + fMosqRestart:
+		e.mosq.Start(t)
 	default:
 		t.Fatalf("campaign: unknown step %q", s.action)
 	}

@@ -18,8 +18,8 @@ import (
 )
 
 // Workload classes. Each can be switched on or off (FIREHOSE_CAMPAIGN_CLASSES);
-// the last five reproduce the holes of issue 16 and fail on code without
-// their fixes.
+// agelimit to retention reproduce the holes of issue 16 and fail on code
+// without their fixes.
 const (
 	clsReadings   = "readings"   // MQTT 3.1.1 and 5 at QoS 0/1/2 on devices/ID/readings
 	clsHTTP       = "http"       // /readings/fast, /v1/readings single, array and NDJSON
@@ -32,15 +32,16 @@ const (
 	clsSpbEarly   = "spbearly"   // Sparkplug NDATA before its birth, and of a born node with an unknown alias (hole 6)
 	clsDedupMerge = "dedupmerge" // different series sharing a msg_id or a time under --dedup (hole 2)
 	clsRetention  = "retention"  // readings on both sides of the retention's age bound, over HTTP and MQTT 3.1.1 and 5 (hole 8)
+	clsSubscribed = "subscribed" // MQTT 3.1.1 and 5 at QoS 1/2 to an upstream Mosquitto that the subscriber role reads (issue 18)
 )
 
 // campaignAllClasses lists every class; campaignDefaultClasses the mix of
 // the short form and of `make campaign`: every class, now that issue 16's
-// fixes are in (on the code before them, the last five classes and
+// fixes are in (on the code before them, the five hole classes and
 // Sparkplug under faults break the invariants: RELIABILITY.md, "hole
 // classes on the old code").
 var (
-	campaignAllClasses     = []string{clsReadings, clsHTTP, clsMapped, clsSparkplug, clsResend, clsAgeLimit, clsAuth, clsSpbWill, clsSpbEarly, clsDedupMerge, clsRetention}
+	campaignAllClasses     = []string{clsReadings, clsHTTP, clsMapped, clsSparkplug, clsResend, clsAgeLimit, clsAuth, clsSpbWill, clsSpbEarly, clsDedupMerge, clsRetention, clsSubscribed}
 	campaignDefaultClasses = campaignAllClasses
 )
 
@@ -57,11 +58,16 @@ const (
 	fFreezeBrR    = "freeze-bridge-redis" // freeze the bridge -> Redis path, thaw it
 	fFreezeBrPG   = "freeze-bridge-pg"    // freeze the bridge -> PostgreSQL path, thaw it
 	fClusterFail  = "cluster-failover"    // long form: SIGKILL a Redis Cluster primary, start it again once its replica took over
+	fSubKill      = "subscriber-kill"     // SIGKILL the subscriber, start it again with its client id
+	fSubStop      = "subscriber-stop"     // SIGSTOP the subscriber, SIGCONT
+	fMosqRestart  = "mosquitto-restart"   // SIGTERM the upstream Mosquitto (it saves its persistence file), start it again
 )
 
 // campaignFaultKinds are the kinds a schedule draws from (Redis kinds by the
-// seed's persistence).
-var campaignFaultKinds = []string{fEdgeKill, fEdgeStop, fBridgeKill, fBridgeStop, fRedisKill, fRedisRestore, fPGStop, fFreezeEdgeR, fFreezeBrR, fFreezeBrPG, fClusterFail}
+// seed's persistence, the subscriber's and Mosquitto's with the subscribed
+// class).
+var campaignFaultKinds = []string{fEdgeKill, fEdgeStop, fBridgeKill, fBridgeStop, fRedisKill, fRedisRestore, fPGStop, fFreezeEdgeR, fFreezeBrR, fFreezeBrPG, fClusterFail,
+	fSubKill, fSubStop, fMosqRestart}
 
 // cPlan is what a seed fixes: the settings of the stack, the operations and
 // the faults.
@@ -72,7 +78,8 @@ type cPlan struct {
 	Dedup     string        `json:"dedup"`   // off, id, natural
 	Auth      bool          `json:"auth"`    // --mqtt-auth
 	Retention bool          `json:"retention"`
-	MaxAge    time.Duration `json:"max_reading_age"` // --max-reading-age of the edge
+	MaxAge    time.Duration `json:"max_reading_age"`   // --max-reading-age of the edge
+	SubQoS    int           `json:"sub_qos,omitempty"` // the subscriber's --subscribe-qos (1, 2); 0: no subscribed class, no Mosquitto
 	Classes   []string      `json:"classes"`
 	Ops       []*cOp        `json:"-"`
 	Faults    []cFault      `json:"faults"`
@@ -91,7 +98,7 @@ type cFault struct {
 type cOp struct {
 	ID       int               `json:"id"`
 	Class    string            `json:"class"`
-	Kind     string            `json:"kind"`            // mqtt, fast, v1, v1-array, v1-ndjson, mapped, spb-data, spb-death, spb-takeover, spb-early, auth-cmd, auth-reading
+	Kind     string            `json:"kind"`            // mqtt, fast, v1, v1-array, v1-ndjson, mapped, spb-data, spb-death, spb-takeover, spb-early, auth-cmd, auth-reading, subscribed
 	Client   string            `json:"client"`          // the device (or edge node) whose connection sends it
 	Proto    int               `json:"proto,omitempty"` // MQTT 3 (3.1.1) or 5
 	QoS      byte              `json:"qos,omitempty"`
@@ -177,6 +184,9 @@ func generate(seed uint64, base time.Time, s cSettings) *cPlan {
 	if p.Retention {
 		p.MaxAge = cRetentionMaxAge
 	}
+	if has(clsSubscribed) {
+		p.SubQoS = 1 + r.IntN(2)
+	}
 	g := &cGen{r: r, p: p, dedup: p.Dedup, spbGen: map[string]int{}}
 
 	type weighted struct {
@@ -185,7 +195,7 @@ func generate(seed uint64, base time.Time, s cSettings) *cPlan {
 	}
 	var mix []weighted
 	for _, w := range []weighted{{clsReadings, 30}, {clsHTTP, 25}, {clsMapped, 10}, {clsSparkplug, 20}, {clsResend, 8},
-		{clsAgeLimit, 3}, {clsAuth, 4}, {clsSpbWill, 3}, {clsSpbEarly, 2}, {clsDedupMerge, 3}, {clsRetention, 2}} {
+		{clsAgeLimit, 3}, {clsAuth, 4}, {clsSpbWill, 3}, {clsSpbEarly, 2}, {clsDedupMerge, 3}, {clsRetention, 2}, {clsSubscribed, 10}} {
 		if !has(w.class) {
 			continue
 		}
@@ -299,7 +309,7 @@ func (g *cGen) op(id int, class string) *cOp {
 				break
 			}
 			orig := g.p.Ops[r.IntN(len(g.p.Ops))]
-			if orig.ResendOf != 0 || orig.Refuse || !slices.Contains([]string{"mqtt", "fast", "v1", "v1-array", "v1-ndjson", "mapped"}, orig.Kind) {
+			if orig.ResendOf != 0 || orig.Refuse || !slices.Contains([]string{"mqtt", "fast", "v1", "v1-array", "v1-ndjson", "mapped", "subscribed"}, orig.Kind) {
 				continue
 			}
 			op := *orig
@@ -310,6 +320,16 @@ func (g *cGen) op(id int, class string) *cOp {
 			return &op
 		}
 		return g.op(id, clsReadings)
+	case clsSubscribed:
+		// A device of a fleet that publishes to a broker of its own
+		// (Mosquitto), which firehose's subscriber reads. Delivered to the
+		// subscriber at the lower of the two QoS: at 2 it bypasses --dedup
+		// (docs/guarantees.md), so only a QoS 1 delivery is dedupable.
+		op := &cOp{Kind: "subscribed", Client: dev, Proto: []int{3, 5}[r.IntN(2)], QoS: byte(1 + r.IntN(2)), Topic: cSubTopic(dev)}
+		row := g.row(dev, "reading", id, 0, g.ts(id, 0))
+		row.Dedupable = row.Dedupable && cSubDelivery(op.QoS, g.p.SubQoS) == 1
+		op.Body, op.Rows = g.reading(row, false), []cRow{row}
+		return op
 	case clsAgeLimit:
 		// Just inside (stored) or just outside (refused 422) --max-reading-age.
 		ts := g.p.Base.Add(-g.p.MaxAge + 10*time.Minute)
@@ -375,6 +395,14 @@ func (g *cGen) op(id int, class string) *cOp {
 	}
 	panic("campaign: unknown class " + class)
 }
+
+// cSubTopic is the topic a device of the subscribed class publishes to at
+// Mosquitto: the subscriber's --mqtt-topic csub/{device_id}/readings.
+func cSubTopic(dev string) string { return "csub/" + dev + "/readings" }
+
+// cSubDelivery is the QoS at which Mosquitto delivers to the subscriber a
+// message published at qos: the lower of it and the subscription's.
+func cSubDelivery(qos byte, subQoS int) byte { return min(qos, byte(subQoS)) }
 
 // row is row k of op id: tag o<id>.<k>, the value and time given.
 func (g *cGen) row(dev, metric string, id, k int, ts time.Time) cRow {
@@ -483,9 +511,13 @@ func (g *cGen) spbProbe(id int, dev string) *cOp {
 	}
 }
 
-// schedule draws the faults: one at a time, each lasting 5-24 ops (a
-// restore 10-39), with 10-59 ops of calm between them, from the kinds
-// enabled (the Redis kinds matching the seed's persistence).
+// schedule draws the faults, one at a time, from the kinds enabled (the
+// Redis kinds matching the seed's persistence, the subscriber's and
+// Mosquitto's with the subscribed class) in a shuffled cycle. At the usual
+// pace each lasts 5-24 ops (a restore 10-39) with 10-59 ops of calm after
+// it, about 49 ops a fault. A run too short for one cycle at that pace (the
+// short form: 300 ops, 12 kinds) gets one cycle: a fault of every kind, so
+// that each seed meets all of its kinds.
 func (g *cGen) schedule(s cSettings) []cFault {
 	var kinds []string
 	for _, k := range s.Faults {
@@ -494,16 +526,34 @@ func (g *cGen) schedule(s cSettings) []cFault {
 		case k == fRedisKill && g.p.Persist != "aof", k == fRedisRestore && g.p.Persist != "rdb",
 			k == fClusterFail && !cluster, cluster && (k == fFreezeEdgeR || k == fFreezeBrR):
 			continue // (cluster nodes are reached directly: the proxies cannot stand between)
+		case (k == fSubKill || k == fSubStop || k == fMosqRestart) && g.p.SubQoS == 0:
+			continue // no subscriber without the subscribed class
 		}
 		kinds = append(kinds, k)
 	}
 	if len(kinds) == 0 {
 		return nil
 	}
-	// Kinds in a shuffled cycle: a seed of a few hundred ops meets most of
-	// them, in an order of its own.
+	// Kinds in a shuffled cycle: each seed meets them in an order of its own.
 	g.r.Shuffle(len(kinds), func(i, j int) { kinds[i], kinds[j] = kinds[j], kinds[i] })
 	var out []cFault
+	if n := len(kinds); s.Ops-100 < 49*n {
+		// n equal slots from op 20 to op Ops-40, a fault in each: it starts
+		// in the slot's first quarter and lasts at most half of it (at least
+		// 3 ops, a restore 4), so that each slot ends in calm.
+		slot := max(8, (s.Ops-60)/n)
+		for i, k := range kinds {
+			f := cFault{At: 20 + i*slot + g.r.IntN(slot/4), Len: 3 + g.r.IntN(slot/2-2), Kind: k}
+			if k == fRedisRestore {
+				f.Len = max(f.Len, 4)
+			}
+			if f.At >= s.Ops-40 {
+				break
+			}
+			out = append(out, f)
+		}
+		return out
+	}
 	for at := 20 + g.r.IntN(40); at < s.Ops-40; {
 		f := cFault{At: at, Len: 5 + g.r.IntN(20), Kind: kinds[len(out)%len(kinds)]}
 		if f.Kind == fRedisRestore {

@@ -40,14 +40,12 @@ func StartMosquitto(t testing.TB, extra ...string) *Mosquitto {
 	if testing.Short() {
 		t.Skip("integration test: skipped under -short")
 	}
-	bin, err := exec.LookPath("mosquitto")
+	bin, err := MosquittoPath()
 	if err != nil {
-		if bin, err = exec.LookPath("/usr/sbin/mosquitto"); err != nil {
-			if os.Getenv("CI") == "true" {
-				t.Fatal("mosquitto is not installed (scripts/testtools.sh ensure installs it)")
-			}
-			t.Skip("mosquitto is not installed: scripts/testtools.sh ensure installs it")
+		if os.Getenv("CI") == "true" {
+			t.Fatal("mosquitto is not installed (scripts/testtools.sh ensure installs it)")
 		}
+		t.Skip("mosquitto is not installed: scripts/testtools.sh ensure installs it")
 	}
 	m := &Mosquitto{dir: t.TempDir()}
 	for attempt := 1; ; attempt++ {
@@ -85,6 +83,18 @@ func StartMosquitto(t testing.TB, extra ...string) *Mosquitto {
 			t.Fatal(err)
 		}
 	}
+}
+
+// MosquittoPath is the mosquitto binary (on PATH or /usr/sbin), or an
+// error when it is not installed.
+func MosquittoPath() (string, error) {
+	bin, err := exec.LookPath("mosquitto")
+	if err != nil {
+		if bin, err = exec.LookPath("/usr/sbin/mosquitto"); err != nil {
+			return "", fmt.Errorf("mosquitto is not installed: %w", err)
+		}
+	}
+	return bin, nil
 }
 
 func (m *Mosquitto) start(bin string) error {
@@ -125,8 +135,22 @@ func (m *Mosquitto) URL() string  { return "tcp://" + m.Addr() }
 // exits) and starts it again with the same port and data directory.
 func (m *Mosquitto) Restart(t testing.TB) {
 	t.Helper()
+	m.Stop()
+	m.Start(t)
+}
+
+// Stop stops the broker with SIGTERM (it saves its persistence file) and
+// waits until it has exited; Start starts it again with the same port and
+// data directory (a broker down between the two, as for a maintenance).
+func (m *Mosquitto) Stop() {
 	_ = m.cmd.Process.Signal(syscall.SIGTERM)
 	<-m.done
+}
+
+// Start starts the broker Stop stopped, and waits until it accepts
+// connections.
+func (m *Mosquitto) Start(t testing.TB) {
+	t.Helper()
 	if err := m.start(m.cmd.Path); err != nil {
 		t.Fatal(err)
 	}
