@@ -118,7 +118,7 @@ type cSummary struct {
 	// beyond their publishes, within st.SubResent.
 	SubAcked, SubRows, SubExtra int
 	// SubExtraDedup are those of SubExtra that --dedup should have
-	// recognised (cSubDedupOpen); SubAgain names the rows of SubExtra.
+	// recognised (a violation); SubAgain names the rows of SubExtra.
 	SubExtraDedup int
 	SubAgain      []string
 	Violations    []cViolation
@@ -288,18 +288,6 @@ func cBounds(plan *cPlan, windows []cWindow, e *cExpect) (lo, hi, acked, unknown
 	return lo, hi, acked, unknown, mayLose, probes
 }
 
-// cSubDedupOpen: an open gap this campaign found (RELIABILITY.md, "The
-// campaign"). A QoS 1 message whose store failed in doubt is stored again
-// by the subscriber as a once-call (subscriber.storeQoS1), and once-calls
-// bypass --dedup (stream.AddOnce): its readings are neither checked against
-// the dedup sets (a resend of a stored reading lands again; the first
-// attempt, if it wrote, and the retry both land) nor remembered (a later
-// resend lands again). While it is true, such rows count against what
-// Mosquitto resent and the subscriber retried, as without --dedup, and are
-// counted apart (cSummary.SubExtraDedup); false requires none, as
-// docs/guarantees.md promises under --dedup.
-const cSubDedupOpen = true
-
 // cSubQoS is the QoS at which Mosquitto delivers e's row to the subscriber
 // (the lowest of its publishes), 0 for a row of another class.
 func cSubQoS(plan *cPlan, e *cExpect) byte {
@@ -324,7 +312,7 @@ func cSubQoS(plan *cPlan, e *cExpect) byte {
 func cJudge(plan *cPlan, windows []cWindow, st cStore, e *cExpect, got []cStored) (vs []cViolation, deadLettered bool, extra int, underDedup bool) {
 	lo, hi, acked, unknown, mayLose, probes := cBounds(plan, windows, e)
 	deduped := plan.Dedup != "off" && e.row.Dedupable && len(windows) == 0
-	if cSubQoS(plan, e) == 1 && (!deduped || cSubDedupOpen) && acked+unknown > 0 && len(got) > hi {
+	if cSubQoS(plan, e) == 1 && !deduped && acked+unknown > 0 && len(got) > hi {
 		extra, hi = len(got)-hi, len(got)
 		underDedup = deduped
 	}

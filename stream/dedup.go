@@ -196,3 +196,15 @@ if ndup < m then
 end
 return ndup
 `, MetaGeneration, metaDedup0, metaDedup1, ingest.FieldVersion, ingest.FieldCount, ingest.FieldBody, MetaBacklog))
+
+// Deduplicated says whether Add remembers r under --dedup (its mode is on
+// and r has a key): a second Add of r within the window is recognised and
+// not stored again, however the first ended.
+func (p *Producer) Deduplicated(r *ingest.Reading) bool {
+	mode := p.dedupMode()
+	if mode == DedupOff {
+		return false
+	}
+	_, ok := dedupKey(mode, r)
+	return ok
+}

@@ -142,8 +142,9 @@ func (ss *session) storeOne(p *pending) {
 // storePlain stores plain QoS 1 messages in one producer call, retried
 // while it fails, until the retry timeout or the session ends. After a
 // failure in doubt (part of the call may be in Redis) the call is not made
-// again: each message is then stored on its own under a doubt key, as a
-// once-call (storeQoS1), so that none lands more than twice.
+// again: each message is then stored on its own under a doubt key
+// (addInDoubt), so that none lands more than twice, and none twice that
+// --dedup remembers.
 func (ss *session) storePlain(plain []*pending) {
 	s := ss.s
 	var rs []ingest.Reading
@@ -178,8 +179,8 @@ func (ss *session) storePlain(plain []*pending) {
 	}
 }
 
-// storeEach stores each message of plain not done yet with a once-call of
-// its own under its doubt key, at once, and returns the first failure.
+// storeEach stores each message of plain not done yet on its own under its
+// doubt key (addInDoubt), at once, and returns the failures.
 func (ss *session) storeEach(plain []*pending, done []bool) error {
 	s := ss.s
 	errs := make([]error, len(plain))
@@ -189,7 +190,7 @@ func (ss *session) storeEach(plain []*pending, done []bool) error {
 			continue
 		}
 		wg.Go(func() {
-			again, err := s.p.AddOnce(s.storeCtx, p.it.readings, *p.once)
+			again, err := s.addInDoubt(p.it.readings, *p.once)
 			if err == nil {
 				done[i], p.o.outcome = true, pick(again, stored)
 			}

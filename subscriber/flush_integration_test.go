@@ -43,7 +43,8 @@ func hasValue(rs []ingest.Reading, v float64) bool {
 	return slices.ContainsFunc(rs, func(r ingest.Reading) bool { return r.Value == v })
 }
 
-func (p *gatedProducer) Enqueue(ingest.Reading) error { return nil }
+func (p *gatedProducer) Enqueue(ingest.Reading) error      { return nil }
+func (p *gatedProducer) Deduplicated(*ingest.Reading) bool { return false }
 func (p *gatedProducer) AddDeadLetter(context.Context, ingest.DeadLetter) error {
 	return nil
 }

@@ -23,6 +23,9 @@ type Producer interface {
 	// key: redelivered is true when Redis held it already.
 	AddOnce(ctx context.Context, rs []ingest.Reading, o stream.Once) (redelivered bool, err error)
 	AddDeadLetterOnce(ctx context.Context, d ingest.DeadLetter, o stream.Once) (redelivered bool, err error)
+	// Deduplicated says whether Add recognises r when it is stored again
+	// (--dedup, and r has a key).
+	Deduplicated(r *ingest.Reading) bool
 }
 
 // Epochs keeps the epochs of the session's QoS 2 packet ids in Redis
@@ -162,6 +165,12 @@ func (s *Subscriber) store(ctx context.Context, topic string, it item, o *stream
 func (s *Subscriber) storeQoS1(ctx context.Context, topic string, it item, pid uint16, once *stream.Once) (outcome, error) {
 	var out outcome
 	err := s.retry(ctx, "message on "+topic+" not stored", ingest.RefusalReason, func() (err error) {
+		if once != nil && it.dead == nil {
+			var again bool
+			again, err = s.addInDoubt(it.readings, *once)
+			out = pick(again, stored)
+			return err
+		}
 		out, err = s.storeOnce(it, once)
 		if err != nil && once == nil && inDoubt(err) {
 			once = s.doubts.add(s.cfg.ClientID, pid)
@@ -169,6 +178,31 @@ func (s *Subscriber) storeQoS1(ctx context.Context, topic string, it item, pid u
 		return err
 	})
 	return out, err
+}
+
+// addInDoubt stores the readings of a QoS 1 message that may be in Redis
+// already (stored in doubt before): those --dedup remembers with a plain
+// Add, which recognises them if they are, and the others with a once-call
+// under o (once-calls bypass --dedup, and a reading with a key stored
+// there would not be recognised when the device sends it again).
+func (s *Subscriber) addInDoubt(rs []ingest.Reading, o stream.Once) (redelivered bool, err error) {
+	var keyed, rest []ingest.Reading
+	for i := range rs {
+		if s.p.Deduplicated(&rs[i]) {
+			keyed = append(keyed, rs[i])
+		} else {
+			rest = append(rest, rs[i])
+		}
+	}
+	if len(keyed) > 0 {
+		if err := s.p.Add(s.storeCtx, keyed); err != nil {
+			return false, err
+		}
+	}
+	if len(rest) == 0 {
+		return false, nil
+	}
+	return s.p.AddOnce(s.storeCtx, rest, o)
 }
 
 // doubts are the once keys of QoS 1 messages stored in doubt and not yet
