@@ -44,7 +44,9 @@
 #              persistent_session true, client_id set, max_undelivered_messages 10000,
 #              data_format json (ts as the time); outputs.postgresql defaults (COPY, one
 #              connection, the table it creates: time, topic, reading, seq, battery — no index,
-#              where firehose's readings has its primary key and (device_id, ts) index)
+#              where firehose's readings has its primary key and (device_id, ts) index;
+#              TELEGRAF_TABLE=indexed creates it beforehand with an id in a primary key
+#              (id, time) and an index on (topic, time), as firehose's)
 # Each consumer writes to a database of its own (firehose_bench_sub_<pid>,
 # telegraf_bench_sub_<pid>), emptied (TRUNCATE) before each phase; both are dropped at the end.
 #
@@ -73,7 +75,9 @@ QUIET_LOAD=${QUIET_LOAD:-1.5}
 QUIET_WAIT=${QUIET_WAIT:-1200}
 EXTRA_FLAGS=${EXTRA_FLAGS:-}
 MOSQ_MAX_INFLIGHT=${MOSQ_MAX_INFLIGHT:-0}
+TELEGRAF_TABLE=${TELEGRAF_TABLE:-own}
 for c in $CONSUMERS; do [[ $c == firehose || $c == telegraf ]] || { echo "unknown consumer $c (firehose, telegraf)" >&2; exit 2; }; done
+[[ $TELEGRAF_TABLE == own || $TELEGRAF_TABLE == indexed ]] || { echo "TELEGRAF_TABLE=$TELEGRAF_TABLE: own or indexed" >&2; exit 2; }
 for p in $PHASES; do [[ $p == live || $p == drain || $p == crash ]] || { echo "unknown phase $p (live, drain, crash)" >&2; exit 2; }; done
 command -v jq >/dev/null || { echo "jq is not installed: apt-get install -y jq" >&2; exit 1; }
 command -v redis-server >/dev/null || { echo "redis-server is not installed: scripts/services.sh ensure installs it" >&2; exit 1; }
@@ -102,6 +106,15 @@ cleanup() {
 trap cleanup EXIT
 TPG="postgres://127.0.0.1:5432/$TDB?sslmode=disable"
 PGOPTIONS="-c client_min_messages=warning" psql -h 127.0.0.1 -d postgres -qc "DROP DATABASE IF EXISTS $TDB WITH (FORCE)" -qc "CREATE DATABASE $TDB" >/dev/null
+if [ "$TELEGRAF_TABLE" = indexed ]; then
+  # The table outputs.postgresql would create (JSON numbers are floats, the topic a tag), with
+  # what firehose's readings has beside it: a generated id in the primary key with the time,
+  # and an index on (device, time).
+  psql -h 127.0.0.1 -d "$TDB" -qc "CREATE TABLE readings (time timestamptz NOT NULL, topic text,
+    reading double precision, seq double precision, battery double precision,
+    id bigint GENERATED ALWAYS AS IDENTITY (CACHE 1000), PRIMARY KEY (id, time))" \
+    -qc "CREATE INDEX readings_topic_time_idx ON readings (topic, time)" >/dev/null
+fi
 bin/firehose migrate --postgres "$PG" >/dev/null
 
 MPORT=$(free_port)
@@ -309,7 +322,7 @@ phase_live() {
 }
 # drain C R
 phase_drain() {
-  local c=$1 r=$2 run="r${2}${1:0:2}drain" t0 t2 cpu sent acked rows_ dist own
+  local c=$1 r=$2 run="r${2}${1:0:2}drain" t0 t1 t2 cpu sent acked rows_ dist own
   stop_consumer
   empty "$c"
   simulate "$run" "$DRAIN_RATE" "$(awk -v n="$DRAIN" -v r="$DRAIN_RATE" 'BEGIN { printf "%gs", n / r }')" "$c" ||
@@ -320,6 +333,7 @@ phase_drain() {
   cpu_start "$c" "$cpu"
   t0=$(now)
   start_consumer "$c"
+  t1=$(now)
   wait_rows "$c" "$run" "$acked" || echo "  $c drain: not every row landed in ${LAND_TIMEOUT}s" >&2
   t2=$(now)
   own=$(stat_cpu "$CONSUMER_PID")
@@ -327,6 +341,9 @@ phase_drain() {
   read -r rows_ dist < <(counts "$c" "$run")
   V[$c,$r,drain_n]=$acked V[$c,$r,drain_rows]=$rows_
   V[$c,$r,drain_s]=$(awk -v a="$t0" -v b="$t2" 'BEGIN { printf "%.2f", b - a }')
+  V[$c,$r,drain_conn]=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')
+  V[$c,$r,drain_rps_conn]=$(awk -v n="$dist" -v a="$t1" -v b="$t2" 'BEGIN { printf "%.0f", n / (b - a) }')
+  V[$c,$r,drain_us_mosq]=$(us_per "$(cpu_of "$cpu" mosquitto)" "$rows_")
   V[$c,$r,drain_rps]=$(awk -v n="$dist" -v a="$t0" -v b="$t2" 'BEGIN { printf "%.0f", n / (b - a) }')
   # The consumer's process from its start: it was not running when proccpu began.
   V[$c,$r,drain_us]=$(us_per "$(awk -v o="$own" -v b="$(cpu_of "$cpu" redis)" -v p="$(cpu_of "$cpu" postgres)" 'BEGIN { print o + b + p }')" "$rows_")
@@ -399,6 +416,9 @@ for c in $CONSUMERS; do
   if [[ " $PHASES " == *" drain "* ]]; then
     echo "| drain of $(n "$DRAIN") queued messages | rows/s from the consumer's start | **$(n "$(med "$c" drain_rps)")** ($(rng "$c" drain_rps)) |"
     echo "| | time to the last row | $(med "$c" drain_s) s ($(rng "$c" drain_s)) |"
+    echo "| | of which until it was connected to Mosquitto | $(med "$c" drain_conn) s ($(rng "$c" drain_conn)) |"
+    echo "| | rows/s from its connection | $(n "$(med "$c" drain_rps_conn)") ($(rng "$c" drain_rps_conn)) |"
+    echo "| | Mosquitto's CPU per row meanwhile (not counted) | $(med "$c" drain_us_mosq) µs ($(rng "$c" drain_us_mosq)) |"
     echo "| | consumer's own CPU per row | $(med "$c" drain_us) µs ($(rng "$c" drain_us)) |"
     echo "| | queued / rows landed, all rounds | $(n "$(sum "$c" drain_n)") / $(n "$(sum "$c" drain_rows)") |"
     echo "| | 1-minute load at start | $(loads "$c" drain_load) |"
@@ -431,4 +451,4 @@ if [[ " $CONSUMERS " == *" firehose "* && " $CONSUMERS " == *" telegraf "* ]]; t
   echo
 fi
 echo "quiet box: 1-minute load under $QUIET_LOAD before each phase; waited ${WAITED}s in all (budget ${QUIET_WAIT}s); phases started on a busy box: $BUSY_PHASES."
-echo "$(bench_stamp); Mosquitto $MOSQ_VERSION; $ROUNDS rounds, consumers alternating in order; fleet: firehose simulate, MQTT 3.1.1 QoS 1, $(n "$DEVICES") devices, on the same box."
+echo "$(bench_stamp); Mosquitto $MOSQ_VERSION; $ROUNDS rounds, consumers alternating in order; fleet: firehose simulate, MQTT 3.1.1 QoS 1, $(n "$DEVICES") devices, on the same box; Telegraf's table: $TELEGRAF_TABLE."

@@ -30,7 +30,7 @@ const (
 	// that long: a broker that caps the messages in flight below
 	// Receive Maximum (Mosquitto's max_inflight_messages) sends no more
 	// until they are acknowledged.
-	lingerIdle = 2 * time.Millisecond
+	lingerIdle = 5 * time.Millisecond
 	// batchReadings bounds a batch's readings: the producer's round trip
 	// (stream.ProducerConfig.MaxBatch's default).
 	batchReadings = 1024
