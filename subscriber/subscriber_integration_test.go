@@ -374,6 +374,34 @@ func (p *lostAckProducer) AddOnce(ctx context.Context, rs []ingest.Reading, o st
 	return again, err
 }
 
+// publishAroundALoss gives h a lostAckProducer, starts its subscriber, and
+// publishes at qos readings of devices a, lose and b, one at a time, each in
+// a batch of its own (a doubt fails the batch it is in).
+func publishAroundALoss(t *testing.T, h *harness, qos byte) {
+	t.Helper()
+	lp := &lostAckProducer{Producer: h.p, lost: make(chan struct{})}
+	h.p = lp
+	h.sub = h.newSubscriber()
+	h.start()
+	opts := pahov3.NewClientOptions().AddBroker(h.broker.URL()).SetClientID("pub-" + testenv.ID()).SetAutoReconnect(false)
+	c := pahov3.NewClient(opts)
+	if tok := c.Connect(); tok.Wait() && tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	defer c.Disconnect(100)
+	for i, dev := range []string{"a", "lose", "b"} {
+		if tok := c.Publish("devices/"+dev+"/readings", qos, false, fmt.Sprint(i)); tok.Wait() && tok.Error() != nil {
+			t.Fatal(tok.Error())
+		}
+		switch dev {
+		case "a":
+			testenv.Await(t, func() bool { return acks(t, h.reg, "stored") >= 1 }, "a not acknowledged")
+		case "lose":
+			<-lp.lost
+		}
+	}
+}
+
 // TestIntegrationSubscriberResentAfterLostAck: a message stored whose
 // acknowledgement never left (the store answered an error until the retry
 // timeout closed the connection) is resent by the broker to the next
@@ -384,29 +412,7 @@ func TestIntegrationSubscriberResentAfterLostAck(t *testing.T) {
 		t.Run(fmt.Sprintf("qos %d", qos), func(t *testing.T) {
 			t.Parallel()
 			h := newHarness(t, subscriber.Config{QoS: qos, RetryTimeout: 300 * time.Millisecond})
-			lp := &lostAckProducer{Producer: h.p, lost: make(chan struct{})}
-			h.p = lp
-			h.sub = h.newSubscriber()
-			h.start()
-			opts := pahov3.NewClientOptions().AddBroker(h.broker.URL()).SetClientID("pub-" + testenv.ID()).SetAutoReconnect(false)
-			c := pahov3.NewClient(opts)
-			if tok := c.Connect(); tok.Wait() && tok.Error() != nil {
-				t.Fatal(tok.Error())
-			}
-			defer c.Disconnect(100)
-			// One at a time, each in a batch of its own: a doubt fails
-			// the batch it is in.
-			for i, dev := range []string{"a", "lose", "b"} {
-				if tok := c.Publish("devices/"+dev+"/readings", qos, false, fmt.Sprint(i)); tok.Wait() && tok.Error() != nil {
-					t.Fatal(tok.Error())
-				}
-				switch dev {
-				case "a":
-					testenv.Await(t, func() bool { return acks(t, h.reg, "stored") >= 1 }, "a not acknowledged")
-				case "lose":
-					<-lp.lost
-				}
-			}
+			publishAroundALoss(t, h, qos)
 			// All three acknowledged to the broker, on a later connection
 			// for the one whose first acknowledgement was lost.
 			testenv.Await(t, func() bool {
@@ -447,21 +453,7 @@ func TestIntegrationSubscriberDoubtUnderDedup(t *testing.T) {
 	t.Parallel()
 	h := newHarnessWith(t, subscriber.Config{RetryTimeout: 300 * time.Millisecond},
 		stream.ProducerConfig{Dedup: stream.DedupID}, idDecoder{})
-	lp := &lostAckProducer{Producer: h.p, lost: make(chan struct{})}
-	h.p = lp
-	h.sub = h.newSubscriber()
-	h.start()
-	opts := pahov3.NewClientOptions().AddBroker(h.broker.URL()).SetClientID("pub-" + testenv.ID()).SetAutoReconnect(false)
-	c := pahov3.NewClient(opts)
-	if tok := c.Connect(); tok.Wait() && tok.Error() != nil {
-		t.Fatal(tok.Error())
-	}
-	defer c.Disconnect(100)
-	for i, dev := range []string{"a", "lose", "b"} {
-		if tok := c.Publish("devices/"+dev+"/readings", 1, false, fmt.Sprint(i)); tok.Wait() && tok.Error() != nil {
-			t.Fatal(tok.Error())
-		}
-	}
+	publishAroundALoss(t, h, 1)
 	testenv.Await(t, func() bool { return acks(t, h.reg, "stored")+acks(t, h.reg, "redelivered") >= 3 },
 		"acks: stored %v, redelivered %v", acks(t, h.reg, "stored"), acks(t, h.reg, "redelivered"))
 	if got := h.stored(); got != 3 {
