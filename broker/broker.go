@@ -37,6 +37,7 @@ type Broker struct {
 	auth   *authHook   // who connects, publishes and reads
 	ingest *ingestHook // the publish path to the producer
 	bounds *boundsHook // sessions, wills and retained messages within bounds
+	flow   *flowHook   // each MQTT 5 client's Receive Maximum
 	log    *slog.Logger
 	stop   context.CancelFunc // ends the hooks' ctx after the drain
 
@@ -119,6 +120,12 @@ func New(cfg Config, p Producer, logger *slog.Logger, reg prometheus.Registerer)
 		// level, with the whole packet): silent unless firehose runs at
 		// debug level. What matters reaches us as errors and metrics.
 		Logger: slog.New(minLevel{h: log.Handler(), min: mochiLevel(log)}).With("component", "mochi"),
+		// No packet is shorter than 1 byte, so mochi writes each one as
+		// it comes instead of buffering writes while a client's queue is
+		// not empty: the flow hook makes a write loop wait for the client's
+		// acknowledgements, which must not be of messages still sitting in
+		// that buffer (see flowHook).
+		ClientNetWriteBufferSize: 1,
 	})
 	ah.srv, ih.srv = srv, srv
 	m := newMetrics(reg, gauges{
@@ -140,6 +147,10 @@ func New(cfg Config, p Producer, logger *slog.Logger, reg prometheus.Registerer)
 		},
 		retained:      func() float64 { n, _ := bh.ret.stats(); return float64(n) },
 		retainedBytes: func() float64 { _, b := bh.ret.stats(); return float64(b) },
+		// A subscriber that falls behind by more than its session holds
+		// misses messages; mochi only counts them.
+		dropSessionFull:    func() float64 { return float64(atomic.LoadInt64(&srv.Info.InflightDropped)) },
+		dropWriteQueueFull: func() float64 { return float64(atomic.LoadInt64(&srv.Info.MessagesDropped)) },
 	})
 	ah.m, ih.m, bh.m = m, m, m
 	bh.sess = newSessions(srv, cfg.MaxOfflineSessions, cfg.MaxInflight, int64(cfg.MaxOfflineMessages), m)
@@ -151,14 +162,16 @@ func New(cfg Config, p Producer, logger *slog.Logger, reg prometheus.Registerer)
 	// comes before bounds: on a disconnect the Sparkplug B state's expiry
 	// starts before the session is recorded, as when they were one hook.
 	// OnACLCheck, OnConnectAuthenticate (auth) and OnPublish (ingest) each
-	// have a single provider.
-	for _, hk := range []mqtt.Hook{ah, ih, bh} {
+	// have a single provider. flow comes last: it only counts what the
+	// others let through.
+	fh := newFlowHook(cfg.MaxInflight)
+	for _, hk := range []mqtt.Hook{ah, ih, bh, fh} {
 		if err := srv.AddHook(hk, nil); err != nil {
 			cancel()
 			return nil, fmt.Errorf("add broker hook: %w", err)
 		}
 	}
-	return &Broker{cfg: cfg, srv: srv, auth: ah, ingest: ih, bounds: bh, log: log, stop: cancel, lns: map[string]net.Listener{}}, nil
+	return &Broker{cfg: cfg, srv: srv, auth: ah, ingest: ih, bounds: bh, flow: fh, log: log, stop: cancel, lns: map[string]net.Listener{}}, nil
 }
 
 // Listen binds every configured listener. A port in use is an error naming

@@ -107,7 +107,9 @@ type Config struct {
 	// MaxWritesPending bounds the packets queued for writing to one
 	// connected client (--mqtt-max-writes-pending, default 1,024); each
 	// connection reserves 8 bytes a slot up front. Past it a message is not
-	// delivered to that client.
+	// delivered to that client. The messages an MQTT 5 client's Receive
+	// Maximum holds back wait here (flowHook): at least MaxInflight, or a
+	// subscriber that falls behind misses messages its session would hold.
 	MaxWritesPending int
 	// MaxOfflineSessions bounds the sessions of disconnected clients kept
 	// (--mqtt-max-offline-sessions, default 10,000); past it the one
@@ -172,6 +174,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 		"800-byte packets.Packet per message); count about 4 KiB of RSS for a 230-byte reading under Go's GC:\n"+
 		"256 x 4 KiB = 1 MiB per subscribing session; 256 x (1 KiB + 64 KiB max packet) = 16.3 MiB live at worst")
 	fs.IntVar(&c.MaxWritesPending, "mqtt-max-writes-pending", DefaultMaxWritesPending, "packets queued for writing to one connected client; past it a message is not delivered to it.\n"+
+		"The messages an MQTT 5 client's Receive Maximum holds back wait here: keep it at least --mqtt-max-inflight.\n"+
 		"Each connection reserves 8 bytes a slot up front (1,024 x 8 B = 8 KiB; 100,000 clients = 800 MiB) and a full queue holds\n"+
 		"1,024 x (1 KiB + payload) = 1.2 MiB for 230-byte readings")
 	fs.IntVar(&c.MaxOfflineSessions, "mqtt-max-offline-sessions", DefaultMaxOfflineSessions, "sessions of disconnected clients kept (clean session off / MQTT 5 session expiry);\n"+

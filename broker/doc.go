@@ -27,8 +27,10 @@
 // Config for the arithmetic.
 //
 // A mochi hook per concern: who connects, publishes and reads
-// (hook_auth.go), the ingest of publishes (hook.go), and the bounds
-// on sessions, wills and retained messages (hook_bounds.go). What a
+// (hook_auth.go), the ingest of publishes (hook.go), the bounds
+// on sessions, wills and retained messages (hook_bounds.go), and each MQTT 5
+// client's Receive Maximum, which the hook keeps to in place of mochi's
+// deadlock-prone send quota (hook_flow.go). What a
 // publish's topic and payload become is package mqttmsg's, shared with the
 // subscriber role; the ingest hook checks the client between its Route and
 // Read, and answers.

@@ -8,7 +8,7 @@ import (
 )
 
 // brokerHooks are the hooks New added to mochi, in their order.
-func brokerHooks(b *Broker) []mqtt.Hook { return []mqtt.Hook{b.auth, b.ingest, b.bounds} }
+func brokerHooks(b *Broker) []mqtt.Hook { return []mqtt.Hook{b.auth, b.ingest, b.bounds, b.flow} }
 
 // TestHooksProvide pins which hook provides which mochi event, in the order
 // mochi calls them. mochi asks OnACLCheck and OnConnectAuthenticate of each
@@ -33,13 +33,14 @@ func TestHooksProvide(t *testing.T) {
 		{"OnWill", mqtt.OnWill, []string{"firehose-auth", "firehose-bounds"}},
 		{"OnPublish", mqtt.OnPublish, []string{"firehose"}},
 		{"OnWillSent", mqtt.OnWillSent, []string{"firehose"}},
-		{"OnDisconnect", mqtt.OnDisconnect, []string{"firehose", "firehose-bounds"}},
-		{"OnPacketEncode", mqtt.OnPacketEncode, []string{"firehose-bounds"}},
-		{"OnSessionEstablish", mqtt.OnSessionEstablish, []string{"firehose-bounds"}},
+		{"OnDisconnect", mqtt.OnDisconnect, []string{"firehose", "firehose-bounds", "firehose-flow"}},
+		{"OnPacketEncode", mqtt.OnPacketEncode, []string{"firehose-bounds", "firehose-flow"}},
+		{"OnSessionEstablish", mqtt.OnSessionEstablish, []string{"firehose-bounds", "firehose-flow"}},
+		{"OnSessionEstablished", mqtt.OnSessionEstablished, []string{"firehose-flow"}},
 		{"OnClientExpired", mqtt.OnClientExpired, []string{"firehose-bounds"}},
 		{"OnRetainMessage", mqtt.OnRetainMessage, []string{"firehose-bounds"}},
 		{"OnRetainedExpired", mqtt.OnRetainedExpired, []string{"firehose-bounds"}},
-		{"OnPacketRead", mqtt.OnPacketRead, nil},
+		{"OnPacketRead", mqtt.OnPacketRead, []string{"firehose-flow"}},
 		{"OnPublished", mqtt.OnPublished, nil},
 		{"OnQosPublish", mqtt.OnQosPublish, nil},
 		{"OnSelectSubscribers", mqtt.OnSelectSubscribers, nil},

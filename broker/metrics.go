@@ -28,6 +28,8 @@ type metrics struct {
 // gauges are read from the broker's state when scraped.
 type gauges struct {
 	clients, offlineSessions, offlineQueued, throttled, retained, retainedBytes, bcrypts func() float64
+	// mochi's counts of messages it did not deliver to a session.
+	dropSessionFull, dropWriteQueueFull func() float64
 }
 
 func newMetrics(reg prometheus.Registerer, g gauges) *metrics {
@@ -73,6 +75,13 @@ func newMetrics(reg prometheus.Registerer, g gauges) *metrics {
 	gauge := func(name, help string, f func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 	}
+	dropped := func(reason string, f func() float64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name:        "firehose_mqtt_deliveries_dropped_total",
+			Help:        "QoS 1/2 messages not delivered to a subscriber's session, by reason (session_full: --mqtt-max-inflight in flight or queued for it; write_queue_full: --mqtt-max-writes-pending packets queued for its connection, QoS 0 counted too). The message itself was handled (a reading stored); that subscriber does not get it.",
+			ConstLabels: prometheus.Labels{"reason": reason},
+		}, f)
+	}
 	m.rebirths = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "firehose_mqtt_sparkplug_rebirths_total",
 		Help: "Sparkplug B Rebirth requests (NCMD Node Control/Rebirth) sent to edge nodes whose DATA used an alias no birth gave, came before its birth, or skipped a seq.",
@@ -95,6 +104,8 @@ func newMetrics(reg prometheus.Registerer, g gauges) *metrics {
 			Name: "firehose_mqtt_auth_password_checks_total",
 			Help: "bcrypt comparisons run for CONNECTs under --mqtt-auth (a password that passed before is checked without one; a throttled CONNECT gets none).",
 		}, g.bcrypts),
+		dropped("session_full", g.dropSessionFull),
+		dropped("write_queue_full", g.dropWriteQueueFull),
 		gauge("firehose_mqtt_clients_connected", "MQTT clients connected now.", g.clients),
 		gauge("firehose_mqtt_offline_sessions", "Sessions of disconnected clients kept now (at most --mqtt-max-offline-sessions).", g.offlineSessions),
 		gauge("firehose_mqtt_offline_queued_messages", "QoS 1/2 messages queued for disconnected sessions now (at most about --mqtt-max-offline-messages).", g.offlineQueued),
