@@ -23,7 +23,7 @@ import (
 // saves.
 const (
 	// linger is the longest a message waits for others to share its
-	// store: at 5,000 messages a second, 100 share a round trip, and 100
+	// store: at 5,000 messages a second, up to 100 share a round trip, and as many
 	// more wait in flight (see --subscribe-receive-maximum).
 	linger = 20 * time.Millisecond
 	// lingerIdle ends the wait early when the broker sent nothing for
