@@ -23,8 +23,8 @@ import (
 // saves.
 const (
 	// linger is the longest a message waits for others to share its
-	// store: at 5,000 messages a second, up to 100 share a round trip, and as many
-	// more wait in flight (see --subscribe-receive-maximum).
+	// store: at 5,000 messages a second, up to 100 share a round trip,
+	// and as many more wait in flight (see --subscribe-receive-maximum).
 	linger = 20 * time.Millisecond
 	// lingerIdle ends the wait early when the broker sent nothing for
 	// that long: a broker that caps the messages in flight below
