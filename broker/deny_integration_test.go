@@ -329,6 +329,11 @@ func TestIntegrationAuthMappedTopicRows(t *testing.T) {
 	if code := connackV5(t, s, withWill("press7", "pw-7", "factory/berlin/press7/telemetry", `{"temp": 0}`, false)); code != 0 {
 		t.Errorf("press7 with a will of its own rows: CONNACK %#x, want 0", code)
 	}
+	// Its will landed before press7 connects again: a connection that
+	// takes over the session before mochi 2.7.9 reads from the first one
+	// ends it without its will (RELIABILITY.md), which is not this test's
+	// business.
+	s.settle(1, 30*time.Second)
 	p7 := loginV5(t, s, "press7", "pw-7")
 	if code := publishV5(t, p7, "factory/berlin/press7/telemetry", 1, `{"temp": 71.5}`); code != 0 {
 		t.Errorf("press7 publishing its own mapped rows: reason code %#x, want 0", code)

@@ -240,12 +240,23 @@ func (s *testStack) count(query string, args ...any) int {
 // it committed), so no further row can appear.
 func (s *testStack) settle(want int, timeout time.Duration) {
 	s.t.Helper()
+	var queued float64
+	var inStreams int64
+	var rows int
 	testenv.Eventually(s.t, timeout, func() bool {
-		return s.metric("firehose_producer_queued_readings") == 0 && s.streamLen() == 0 &&
-			s.count("SELECT count(*) FROM readings") >= want
-	}, "readings did not settle: %d rows (want %d), %d entries in the streams",
-		s.count("SELECT count(*) FROM readings"), want, s.streamLen())
+		queued, inStreams = s.metric("firehose_producer_queued_readings"), s.streamLen()
+		rows = s.count("SELECT count(*) FROM readings")
+		return queued == 0 && inStreams == 0 && rows >= want
+	}, "readings did not settle: %v", lazy(func() string {
+		// Formatted when the wait fails: the last values it saw.
+		return fmt.Sprintf("%d rows (want %d), %d readings in the streams, %v queued in the producer", rows, want, inStreams, queued)
+	}))
 }
+
+// lazy is a message part formatted only when it is printed.
+type lazy func() string
+
+func (l lazy) String() string { return l() }
 
 // row is a landed reading.
 type row struct {
