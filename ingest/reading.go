@@ -10,6 +10,8 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"firehose/typed"
 )
 
 // ErrInvalidReading is wrapped by every validation error: a reading that fails
@@ -50,6 +52,11 @@ type Reading struct {
 	// whose Series differ are never the same reading under --dedup. Like
 	// ID it travels no further than the producer; nil has none.
 	Series []byte
+	// Row, when set, makes the reading a row of a typed table (a mapping
+	// rule's table) instead of a row of readings: Metric, Value and
+	// Payload are unused, DeviceID still picks the shard and Time is the
+	// row's time column.
+	Row *typed.Row
 
 	// checked records that the pass that read Payload (ParseObject,
 	// CheckPayload) found it clean, and how deep it nests, so that

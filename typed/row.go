@@ -1,0 +1,49 @@
+package typed
+
+import "time"
+
+// Column is one column of a typed table.
+type Column struct {
+	Name string
+	Type Type
+	// NotNull: the column is NOT NULL (the time column always is).
+	NotNull bool
+}
+
+// Shape is the table a row goes to and the columns it fills, in order. The
+// rows of one rule share one Shape; a decoded row has its own.
+type Shape struct {
+	Table   string
+	Columns []Column
+}
+
+// Row is one row of a typed table: Values[i] fills Shape.Columns[i].
+type Row struct {
+	Shape  *Shape
+	Values []Value
+}
+
+// Value is one column's value. Which field holds it follows the column's
+// Type; Null is SQL NULL whatever the type.
+type Value struct {
+	Null bool
+	// Bool: boolean.
+	Bool bool
+	// Int: smallint, integer and bigint; timestamptz as Unix nanoseconds.
+	Int int64
+	// Float: real and double precision.
+	Float float64
+	// Str: text; numeric as a decimal number ("-12.5", "1e3"); jsonb as
+	// compact JSON.
+	Str string
+	// Floats: double precision[].
+	Floats []float64
+	// Strs: text[].
+	Strs []string
+}
+
+// TimeValue is the timestamptz Value of t.
+func TimeValue(t time.Time) Value { return Value{Int: t.UnixNano()} }
+
+// Time is v as a timestamptz.
+func (v Value) Time() time.Time { return time.Unix(0, v.Int).UTC() }
