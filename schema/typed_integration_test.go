@@ -344,7 +344,9 @@ func TestIntegrationEnsureTablesConcurrent(t *testing.T) {
 	res := make([]schema.Changes, 4)
 	errs := make([]error, 4)
 	for i := range res {
-		wg.Go(func() { res[i], errs[i] = schema.EnsureTables(t.Context(), db, []typed.Table{press(), pump()}, discard()) })
+		wg.Go(func() {
+			res[i], errs[i] = schema.EnsureTables(t.Context(), db, []typed.Table{press(), pump()}, discard())
+		})
 	}
 	wg.Wait()
 	created := 0
