@@ -5,8 +5,8 @@ import (
 	"errors"
 )
 
-// RunBeside runs run (the bridge) beside the maintenance of readings'
-// partitions until run returns. The first pass runs before run starts, so
+// RunBeside runs run (the bridge) beside the maintenance of the partitions
+// (readings' and Config.Tables') until run returns. The first pass runs before run starts, so
 // that rows land in their partition rather than the default one; a failed
 // pass only delays that (the default partition takes every row meanwhile)
 // and is logged, but ErrIntervalMismatch is returned without running run.

@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"firehose/typed"
 )
 
 // Config is the partition maintenance of one bridge.
@@ -24,6 +26,11 @@ type Config struct {
 	Ahead int
 	// Every is how often a pass runs; default 1 minute (not a flag).
 	Every time.Duration
+	// Tables are the typed tables of the rules, whose partitions are kept
+	// beside readings' with the same Interval, Ahead and Retention (not a
+	// flag; firehose migrate creates the tables). Only Name and TimeColumn
+	// are used; a partition is named TABLE_p20261201 (PartitionName).
+	Tables []typed.Table
 }
 
 func (c *Config) defaults() {
