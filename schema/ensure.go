@@ -103,7 +103,7 @@ func EnsureTables(ctx context.Context, db *pgxpool.Pool, tables []typed.Table, l
 			}); err != nil {
 				return ch, fmt.Errorf("create table %s (rule %s): %w", t.Name, t.Rule, err)
 			}
-			log.Info("typed table created", "table", t.Name, "rule", t.Rule)
+			log.Debug("typed table created", "table", t.Name, "rule", t.Rule)
 			ch.Created = append(ch.Created, t.Name)
 			continue
 		}
@@ -127,7 +127,7 @@ func EnsureTables(ctx context.Context, db *pgxpool.Pool, tables []typed.Table, l
 				return ch, fmt.Errorf("add columns to %s (rule %s): %w", t.Name, t.Rule, err)
 			}
 			for _, col := range d.add {
-				log.Info("column added", "table", t.Name, "column", col.Name, "type", col.Type.String())
+				log.Debug("column added", "table", t.Name, "column", col.Name, "type", col.Type.String())
 				ch.Added = append(ch.Added, fmt.Sprintf("%s.%s %s", t.Name, col.Name, col.Type))
 			}
 		}
@@ -135,7 +135,7 @@ func EnsureTables(ctx context.Context, db *pgxpool.Pool, tables []typed.Table, l
 			if err := buildIndex(ctx, conn, log, t.Name, ix); err != nil {
 				return ch, fmt.Errorf("index %s of %s (rule %s): %w", ix.name, t.Name, t.Rule, err)
 			}
-			log.Info("index built", "table", t.Name, "index", ix.name)
+			log.Debug("index built", "table", t.Name, "index", ix.name)
 			ch.Indexed = append(ch.Indexed, ix.name)
 		}
 	}

@@ -145,6 +145,8 @@ func flagsDoc() ([]byte, error) {
 			}
 		}
 		switch {
+		case len(shared) > 0 && len(missing) == 0:
+			b.WriteString("\nAnd every flag of [serve](#firehose-serve), the same.\n")
 		case len(shared) > len(serve.names)/2:
 			fmt.Fprintf(&b, "\nAnd every other flag of [serve](#firehose-serve), the same, but `%s`.\n", strings.Join(missing, "`, `"))
 		case len(shared) > 0:

@@ -1,0 +1,67 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"firehose/internal/testenv"
+	"firehose/mapping"
+	"firehose/typed"
+)
+
+func migratePress() typed.Table {
+	return typed.Table{Name: "press_telemetry", Rule: "press", TimeColumn: "time",
+		Columns: []typed.Column{{Name: "device_id", Type: typed.Text}, {Name: "time", Type: typed.Timestamptz}, {Name: "rpm", Type: typed.Integer}},
+		Indexes: []typed.Index{{Columns: []string{"device_id", "time"}}}}
+}
+
+// firehose migrate --config FILE reads serve's file (its settings and
+// rules), creates the rules' typed tables, adds what a rule adds, and
+// refuses an unsafe change with what to do (exit 1).
+func TestIntegrationMigrateTypedTables(t *testing.T) {
+	pgURL := testenv.Postgres(t)
+	file := filepath.Join(t.TempDir(), "firehose.yaml")
+	config := "postgres: " + pgURL + "\nbatch-size: 500\nrules:\n  - name: press\n    topic: factory/{device_id}/telemetry\n    metrics: [\"*\"]\n"
+	if err := os.WriteFile(file, []byte(config), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	table := migratePress()
+	defer func(f func(*mapping.Mapper) []typed.Table) { rulesTables = f }(rulesTables)
+	rulesTables = func(*mapping.Mapper) []typed.Table { return []typed.Table{table} }
+	migrate := func(wantCode int) (stdout, stderr string) {
+		t.Helper()
+		var out, errOut bytes.Buffer
+		if code := run(context.Background(), []string{"migrate", "--config", file, "--log-level", "warn"}, &out, &errOut); code != wantCode {
+			t.Fatalf("exit %d, want %d: %s%s", code, wantCode, out.String(), errOut.String())
+		}
+		return out.String(), errOut.String()
+	}
+	if out, _ := migrate(0); out != "schema is current\ncreated table press_telemetry\n" {
+		t.Errorf("first run printed %q", out)
+	}
+	if out, _ := migrate(0); out != "schema is current\ntyped tables: nothing to change (1 checked)\n" {
+		t.Errorf("second run printed %q", out)
+	}
+	table.Columns = append(table.Columns, typed.Column{Name: "pressure", Type: typed.Double})
+	table.Indexes = append(table.Indexes, typed.Index{Columns: []string{"pressure"}})
+	if out, _ := migrate(0); out != "schema is current\nadded column press_telemetry.pressure double precision\nbuilt index press_telemetry_pressure_idx\n" {
+		t.Errorf("run adding a column printed %q", out)
+	}
+	table.Columns[2].Type = typed.Bigint
+	_, errOut := migrate(1)
+	for _, want := range []string{
+		"refused: table press_telemetry (rule press), column rpm: integer in the table, bigint in the rule; change the column by hand",
+		"firehose: 1 unsafe change(s) refused (listed above)",
+	} {
+		if !strings.Contains(errOut, want) {
+			t.Errorf("stderr %q lacks %q", errOut, want)
+		}
+	}
+	if n := testenv.QueryInt(t, pgURL, "SELECT count(*) FROM pg_attribute WHERE attrelid = 'press_telemetry'::regclass AND attname = 'rpm' AND atttypid = 'integer'::regtype"); n != 1 {
+		t.Error("the refused run changed rpm's type")
+	}
+}
