@@ -1,7 +1,6 @@
 package mapping
 
 import (
-	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -402,11 +401,28 @@ func compact(raw string) string {
 	if !strings.ContainsAny(raw, " \t\r\n") {
 		return raw
 	}
-	var buf bytes.Buffer
-	if err := json.Compact(&buf, []byte(raw)); err != nil {
-		return raw // valid JSON (checked): cannot happen
+	var sb strings.Builder
+	sb.Grow(len(raw))
+	writeCompact(&sb, raw)
+	return sb.String()
+}
+
+// writeCompact writes raw, valid JSON, to sb without the spaces outside its
+// strings: json.Compact's result, without its buffer and its check.
+func writeCompact(sb *strings.Builder, raw string) {
+	start, inString := 0, false
+	for i := 0; i < len(raw); i++ {
+		switch c := raw[i]; {
+		case inString && c == '\\':
+			i++ // the escaped byte cannot end the string
+		case c == '"':
+			inString = !inString
+		case !inString && (c == ' ' || c == '\t' || c == '\r' || c == '\n'):
+			sb.WriteString(raw[start:i])
+			start = i + 1
+		}
 	}
-	return buf.String()
+	sb.WriteString(raw[start:])
 }
 
 // appendJSONString appends s as a JSON string.
@@ -475,7 +491,15 @@ func parseTime(v gjson.Result, format string) (time.Time, error) {
 	} else if v.Type != gjson.Number {
 		return time.Time{}, fmt.Errorf("want a Unix time (%s), found %s", format, describe(v))
 	}
-	digits := map[string]int{FormatUnixS: 9, FormatUnixMS: 6, FormatUnixUS: 3, FormatUnixNS: 0}[format]
+	var digits int // below a second
+	switch format {
+	case FormatUnixS:
+		digits = 9
+	case FormatUnixMS:
+		digits = 6
+	case FormatUnixUS:
+		digits = 3
+	}
 	ns, err := scaled(raw, digits)
 	if err != nil {
 		return time.Time{}, fmt.Errorf("%q is not a Unix time (%s): %v", raw, format, err)

@@ -161,11 +161,15 @@ func (r *compiled) mapRow(rd *ingest.Reading, obj gjson.Result, caps map[string]
 // maxPayload bytes).
 func (t *table) drift(obj gjson.Result, vals []typed.Value, depth, maxPayload int, fail func(column, path, format string, args ...any) error) error {
 	var err error
-	var sb strings.Builder
 	extra := ""
 	if t.extra >= 0 {
 		extra = t.shape.Columns[t.extra].Name
 	}
+	// The unknown fields' raw keys and values, to write the object in one
+	// allocation of its size; a message rarely has more than a few.
+	var buf [8][2]string
+	fields := buf[:0]
+	size := 1 // {
 	obj.ForEach(func(k, v gjson.Result) bool {
 		if t.known[k.Str] {
 			return true
@@ -174,29 +178,34 @@ func (t *table) drift(obj gjson.Result, vals []typed.Value, depth, maxPayload in
 			err = fail("", escapePath(k.Str), "unknown field %q: no column reads it, and the rule refuses unknown fields (unknown: refuse)", k.Str)
 			return false
 		}
-		raw := compact(v.Raw)
-		for _, s := range []string{k.Raw, raw} {
+		for _, s := range []string{k.Raw, v.Raw} {
 			if cerr := ingest.CheckJSON(unsafeBytes(s), max(depth-1, 1)); cerr != nil {
 				err = fail(extra, escapePath(k.Str), "unknown field %q: %s", k.Str, fieldMsg(cerr))
 				return false
 			}
 		}
-		if sb.Len() == 0 {
-			sb.WriteByte('{')
-		} else {
-			sb.WriteByte(',')
-		}
-		sb.WriteString(k.Raw)
-		sb.WriteByte(':')
-		sb.WriteString(raw)
+		fields = append(fields, [2]string{k.Raw, v.Raw})
+		size += len(k.Raw) + len(v.Raw) + 2 // :, and , or }
 		return true
 	})
 	if err != nil || t.extra < 0 {
 		return err
 	}
-	if sb.Len() == 0 {
+	if len(fields) == 0 {
 		vals[t.extra].Null = true
 		return nil
+	}
+	var sb strings.Builder
+	sb.Grow(size)
+	for i, f := range fields {
+		if i == 0 {
+			sb.WriteByte('{')
+		} else {
+			sb.WriteByte(',')
+		}
+		sb.WriteString(f[0])
+		sb.WriteByte(':')
+		writeCompact(&sb, f[1])
 	}
 	sb.WriteByte('}')
 	if maxPayload <= 0 {
