@@ -261,6 +261,11 @@ func compileTable(r Rule, levels []level) (*table, error) {
 			// a partitioned table.
 			ix.Columns = append(ix.Columns, t.decl.TimeColumn)
 		}
+		for j, other := range t.decl.Indexes {
+			if other.Unique == ix.Unique && slices.Equal(other.Columns, ix.Columns) {
+				return nil, badIndex(k, "the same index as indexes[%d]", j)
+			}
+		}
 		t.decl.Indexes = append(t.decl.Indexes, ix)
 	}
 	t.shape = shape

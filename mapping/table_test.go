@@ -2,11 +2,14 @@ package mapping_test
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
+	"math"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"firehose/ingest"
 	"firehose/mapping"
@@ -459,6 +462,10 @@ func TestTableRuleErrors(t *testing.T) {
 		{"identity received", func(r *mapping.Rule) { r.Identity = []string{"received_at"} }, `identity "received_at": the time of receipt differs`},
 		{"identity twice", func(r *mapping.Rule) { r.Identity = []string{"site", "site"} }, "listed twice"},
 		{"index unknown column", func(r *mapping.Rule) { r.Indexes[1].Columns = []string{"nope"} }, `indexes[1]: column "nope": no such column`},
+		{"index twice", func(r *mapping.Rule) { r.Indexes[1] = mapping.IndexRule{Columns: []string{"device_id", "time"}} }, "indexes[1]: the same index as indexes[0]"},
+		{"unique index twice", func(r *mapping.Rule) {
+			r.Indexes[0] = mapping.IndexRule{Columns: []string{"msg_id", "time"}, Unique: true}
+		}, "indexes[1]: the same index as indexes[0]"},
 		{"index empty", func(r *mapping.Rule) { r.Indexes[0].Columns = nil }, "indexes[0]: no columns"},
 		{"columns without table", func(r *mapping.Rule) { r.Table = ""; r.Metrics = []string{"rpm"} }, "columns need a table"},
 		{"identity without table", func(r *mapping.Rule) {
@@ -553,4 +560,66 @@ func TestTables(t *testing.T) {
 			}
 		})
 	}
+}
+
+// FuzzMapTable: a typed rule of every type never panics, refuses only with
+// an *Error, and maps to rows whose values fit their columns: the kept
+// JSON is valid, the text valid UTF-8, the row survives typed's codec.
+func FuzzMapTable(f *testing.F) {
+	for _, p := range []string{
+		`{"t": 1733040000123, "s": "x", "b": true, "i": 7, "r": 1.5, "d": -2e10, "n": 12.50, "ts": "2024-12-01T07:00:00Z", "j": {"a": [1]}, "fs": [1, 2], "ss": ["a"], "more": {"x": 1}}`,
+		`{"samples": [{"t": 1, "i": 1.0}, {"i": 1e3, "u": null}], "device": "d"}`,
+		`{"i": 1e999999, "r": 1e-50, "n": 1e1001, "s": "\u0000", "j": "\ud800"}`,
+	} {
+		f.Add(p)
+	}
+	cols := []mapping.ColumnRule{
+		{Name: "t", Type: "timestamptz", Source: "time"}, {Name: "s", Type: "text", Path: "s"},
+		{Name: "b", Type: "boolean", Path: "b"}, {Name: "i", Type: "smallint", Path: "i"},
+		{Name: "r", Type: "real", Path: "r"}, {Name: "d", Type: "double precision", Path: "d"},
+		{Name: "n", Type: "numeric", Path: "n"}, {Name: "ts", Type: "timestamptz", Path: "ts"},
+		{Name: "j", Type: "jsonb", Path: "j"}, {Name: "fs", Type: "double precision[]", Path: "fs"},
+		{Name: "ss", Type: "text[]", Path: "ss"}, {Name: "site", Type: "text", Capture: "site"},
+	}
+	m, err := mapping.New([]mapping.Rule{
+		{Name: "one", Topic: "a/{device_id}/{site}", Table: "one", Columns: cols, Identity: []string{"site", "s"}},
+		{Name: "samples", Topic: "s/{site}", Device: "device", Samples: "samples", Time: "t", Table: "many", Columns: cols},
+	})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, payload string) {
+		for _, topic := range []string{"a/dev/site", "s/x"} {
+			mt, _ := m.MatchTopic(topic)
+			rs, err := mt.Map([]byte(payload), received, lim)
+			if err != nil {
+				var me *mapping.Error
+				if !errors.As(err, &me) {
+					t.Fatalf("%s: error %v is not an *Error", topic, err)
+				}
+				continue
+			}
+			for _, r := range rs {
+				if err := r.Validate(lim); err != nil || r.Row == nil {
+					t.Fatalf("%s: mapped an invalid reading %+v: %v", topic, r, err)
+				}
+				for i, c := range r.Row.Shape.Columns {
+					v := r.Row.Values[i]
+					switch {
+					case v.Null:
+					case c.Type == typed.JSONB && !json.Valid([]byte(v.Str)):
+						t.Fatalf("%s: column %s holds invalid JSON %q", topic, c.Name, v.Str)
+					case c.Type == typed.Text && !utf8.ValidString(v.Str):
+						t.Fatalf("%s: column %s holds invalid UTF-8 %q", topic, c.Name, v.Str)
+					case c.Type == typed.Smallint && (v.Int < math.MinInt16 || v.Int > math.MaxInt16):
+						t.Fatalf("%s: column %s holds %d", topic, c.Name, v.Int)
+					}
+				}
+				got, _, err := typed.DecodeRow(typed.AppendRow(nil, r.Row))
+				if err != nil || !reflect.DeepEqual(got.Values, r.Row.Values) {
+					t.Fatalf("%s: the row does not survive the codec: %v", topic, err)
+				}
+			}
+		}
+	})
 }

@@ -91,7 +91,7 @@ func checkKeys(n *yaml.Node, t reflect.Type, what string) error {
 		k, v := n.Content[i], n.Content[i+1]
 		f, ok := fields[k.Value]
 		if !ok {
-			return &LineError{Line: k.Line, Msg: fmt.Sprintf("rules: unknown key %q (%s has %s)", k.Value, what, strings.Join(slices.Sorted(maps.Keys(fields)), ", "))}
+			return &LineError{Line: k.Line, Msg: fmt.Sprintf("rules: unknown key %q (%s has %s)", k.Value, what, keyList(fields, t == reflect.TypeFor[Rule]()))}
 		}
 		if f.Kind() != reflect.Slice || f.Elem().Kind() != reflect.Struct || v.Kind != yaml.SequenceNode {
 			continue
@@ -106,6 +106,27 @@ func checkKeys(n *yaml.Node, t reflect.Type, what string) error {
 		}
 	}
 	return nil
+}
+
+// tableKeys are the keys of a Rule that apply to a rule with a table.
+var tableKeys = map[string]bool{"table": true, "columns": true, "unknown": true, "extra": true, "identity": true, "indexes": true}
+
+// keyList lists the keys of fields, sorted; those of a rule with a table
+// apart when rule: "device, endpoint, ...; with a table: columns, ...".
+func keyList(fields map[string]reflect.Type, rule bool) string {
+	var plain, table []string
+	for _, k := range slices.Sorted(maps.Keys(fields)) {
+		if rule && tableKeys[k] {
+			table = append(table, k)
+		} else {
+			plain = append(plain, k)
+		}
+	}
+	s := strings.Join(plain, ", ")
+	if len(table) > 0 {
+		s += "; with a table: " + strings.Join(table, ", ")
+	}
+	return s
 }
 
 // yamlFields are the YAML keys of the struct t and their fields' types.
