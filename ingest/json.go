@@ -333,6 +333,19 @@ func checkJSON(data []byte, maxDepth int) error {
 	return nil
 }
 
+// CheckJSON refuses what PostgreSQL's jsonb would refuse in the valid JSON
+// data, as checkJSON does for a payload: invalid UTF-8, the escape \u0000,
+// unpaired UTF-16 surrogate escapes, numbers beyond a 64-bit float, and
+// nesting deeper than maxDepth (<= 0: DefaultLimits.MaxDepth). The error
+// is a *FieldError of field "payload". Mapping rules check a typed table's
+// jsonb values with it.
+func CheckJSON(data []byte, maxDepth int) error {
+	if maxDepth <= 0 {
+		maxDepth = DefaultLimits.MaxDepth
+	}
+	return checkJSON(data, maxDepth)
+}
+
 // readPayload is checkJSON without a depth limit, for CheckPayload: the
 // first thing jsonb would refuse, or nil, and the deepest nesting before it
 // (checkJSON refuses the depth when that is beyond its limit). The two

@@ -7,6 +7,13 @@
 // a message a rule cannot map is refused whole with an *Error naming the rule
 // and the path.
 //
+// A rule that names a table (Rule.Table) makes each message (each sample)
+// one typed row of that table instead: its columns take topic captures,
+// paths, the device, the times and the message id, each checked against
+// the column's PostgreSQL type at the edge; unknown fields are kept in a
+// jsonb column, ignored or refused (Rule.Unknown); Mapper.Tables describes
+// the tables for migrations.
+//
 // Paths are GJSON paths (github.com/tidwall/gjson): the syntax of Telegraf's
 // json_v2 parser, which the users of the peers firehose replaces already
 // write ("t", "sensor.temp", "samples", "values.0"), and a reader of JSON that

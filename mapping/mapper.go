@@ -1,7 +1,6 @@
 package mapping
 
 import (
-	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -24,19 +23,26 @@ const MaxRows = 10_000
 // message is refused whole, and nothing of it is stored.
 var ErrUnmappable = errors.New("message cannot be mapped")
 
-// Error says which rule and path a message failed at. It wraps
+// Error says which rule, column and path a message failed at. It wraps
 // ErrUnmappable.
 type Error struct {
 	Rule string // the rule's name
-	Path string // the GJSON path, or "" when the message as a whole failed
-	Msg  string
+	// Column is the typed table's column whose value failed, or "" (a rule
+	// without a table, or a failure of no one column).
+	Column string
+	Path   string // the GJSON path, or "" when the message as a whole failed
+	Msg    string
 }
 
 func (e *Error) Error() string {
-	if e.Path == "" {
-		return fmt.Sprintf("rule %q: %s", e.Rule, e.Msg)
+	s := fmt.Sprintf("rule %q: ", e.Rule)
+	if e.Column != "" {
+		s += fmt.Sprintf("column %q: ", e.Column)
 	}
-	return fmt.Sprintf("rule %q: path %q: %s", e.Rule, e.Path, e.Msg)
+	if e.Path != "" {
+		s += fmt.Sprintf("path %q: ", e.Path)
+	}
+	return s + e.Msg
 }
 
 // Unwrap makes errors.Is(err, ErrUnmappable) true.
@@ -45,6 +51,8 @@ func (e *Error) Unwrap() error { return ErrUnmappable }
 // Mapper holds a deployment's rules, in order.
 type Mapper struct {
 	rules []*compiled
+	// tables are the typed tables' first declarations, in order.
+	tables []*table
 }
 
 // New checks rules and returns their Mapper; the first bad rule is the
@@ -61,9 +69,33 @@ func New(rules []Rule) (*Mapper, error) {
 			return nil, fmt.Errorf("rule %q: another rule has that name", r.Name)
 		}
 		names[r.Name] = true
+		if c.table != nil {
+			if err := m.addTable(c); err != nil {
+				return nil, err
+			}
+		}
 		m.rules = append(m.rules, c)
 	}
 	return m, nil
+}
+
+// addTable records the table of c, or checks that c declares it as the
+// rule that first named it did and gives c that rule's shape.
+func (m *Mapper) addTable(c *compiled) error {
+	t := c.table
+	for _, first := range m.tables {
+		if first.shape.Table != t.shape.Table {
+			continue
+		}
+		if diff := sameTable(first, t); diff != "" {
+			return fmt.Errorf("rule %q: table %q is declared otherwise by rule %q: %s; rules that name one table declare it alike",
+				c.Name, t.shape.Table, first.decl.Rule, diff)
+		}
+		t.shape = first.shape
+		return nil
+	}
+	m.tables = append(m.tables, t)
+	return nil
 }
 
 // Len is the number of rules.
@@ -111,8 +143,10 @@ func (m *Mapper) ForEndpoint(endpoint, name string) (Match, bool) {
 
 // Map turns payload, received at receivedAt, into its readings: one per
 // metric (and per sample), all of one message sharing its device and, per
-// sample, its time. They are normalized and validated against lim; any
-// problem refuses the whole message with an *Error.
+// sample, its time; with a rule that names a table, one per message (per
+// sample) whose Row is a row of that table. They are normalized and
+// validated against lim; any problem refuses the whole message with an
+// *Error.
 func (mt Match) Map(payload []byte, receivedAt time.Time, lim ingest.Limits) ([]ingest.Reading, error) {
 	r := mt.rule
 	fail := func(path, format string, args ...any) error {
@@ -147,6 +181,9 @@ func (mt Match) Map(payload []byte, receivedAt time.Time, lim ingest.Limits) ([]
 		if id == "" {
 			return nil, fail(r.ID, "the message id must be a non-empty string or a number, found %s", describe(root.Get(r.ID)))
 		}
+	}
+	if r.table != nil {
+		return mt.mapTable(root, device, id, receivedAt, lim)
 	}
 	tags := mt.tags()
 	series := seriesOf(tags)
@@ -364,11 +401,28 @@ func compact(raw string) string {
 	if !strings.ContainsAny(raw, " \t\r\n") {
 		return raw
 	}
-	var buf bytes.Buffer
-	if err := json.Compact(&buf, []byte(raw)); err != nil {
-		return raw // valid JSON (checked): cannot happen
+	var sb strings.Builder
+	sb.Grow(len(raw))
+	writeCompact(&sb, raw)
+	return sb.String()
+}
+
+// writeCompact writes raw, valid JSON, to sb without the spaces outside its
+// strings: json.Compact's result, without its buffer and its check.
+func writeCompact(sb *strings.Builder, raw string) {
+	start, inString := 0, false
+	for i := 0; i < len(raw); i++ {
+		switch c := raw[i]; {
+		case inString && c == '\\':
+			i++ // the escaped byte cannot end the string
+		case c == '"':
+			inString = !inString
+		case !inString && (c == ' ' || c == '\t' || c == '\r' || c == '\n'):
+			sb.WriteString(raw[start:i])
+			start = i + 1
+		}
 	}
-	return buf.String()
+	sb.WriteString(raw[start:])
 }
 
 // appendJSONString appends s as a JSON string.
@@ -437,7 +491,15 @@ func parseTime(v gjson.Result, format string) (time.Time, error) {
 	} else if v.Type != gjson.Number {
 		return time.Time{}, fmt.Errorf("want a Unix time (%s), found %s", format, describe(v))
 	}
-	digits := map[string]int{FormatUnixS: 9, FormatUnixMS: 6, FormatUnixUS: 3, FormatUnixNS: 0}[format]
+	var digits int // below a second
+	switch format {
+	case FormatUnixS:
+		digits = 9
+	case FormatUnixMS:
+		digits = 6
+	case FormatUnixUS:
+		digits = 3
+	}
 	ns, err := scaled(raw, digits)
 	if err != nil {
 		return time.Time{}, fmt.Errorf("%q is not a Unix time (%s): %v", raw, format, err)

@@ -49,6 +49,67 @@ type Rule struct {
 	// so a resent message is stored once. Read from the message, not from
 	// each sample; it is neither a metric nor payload.
 	ID string `yaml:"id"`
+
+	// Table, when set, makes each message (each sample, with Samples) one
+	// row of this typed table instead of rows of readings: a PostgreSQL
+	// identifier ([a-z_][a-z0-9_]*, at most 63 bytes). Metrics, Exclude and
+	// Payload do not apply; Columns is required.
+	Table string `yaml:"table"`
+	// Columns are the table's columns, in table order (see ColumnRule).
+	// Exactly one has Source "time", of type timestamptz.
+	Columns []ColumnRule `yaml:"columns"`
+	// Unknown is the drift policy for the top-level fields of the message
+	// (of the sample, with Samples) that no column's path starts at and that
+	// are not the time, id, device or samples: "keep" (default: a jsonb
+	// column Extra holds them as an object, NULL when there are none),
+	// "ignore" (dropped) or "refuse" (the message is refused, naming the
+	// field).
+	Unknown string `yaml:"unknown"`
+	// Extra names the jsonb column kept unknown fields go to, with Unknown
+	// "keep". Default "extra".
+	Extra string `yaml:"extra"`
+	// Identity lists the columns that, beside the device, name a row's
+	// series for --dedup: rows whose values there differ are never
+	// duplicates of each other.
+	Identity []string `yaml:"identity"`
+	// Indexes are the table's indexes beside its partitioning.
+	Indexes []IndexRule `yaml:"indexes"`
+}
+
+// ColumnRule is one column of a rule's table: its name, its PostgreSQL type
+// and exactly one of Source, Capture or Path saying where its value is.
+type ColumnRule struct {
+	// Name is a PostgreSQL identifier ([a-z_][a-z0-9_]*, at most 63 bytes).
+	Name string `yaml:"name"`
+	// Type is the column's type as typed.ParseType reads it: text, boolean,
+	// smallint, integer, bigint, real, double precision, numeric,
+	// timestamptz, jsonb, double precision[] or text[].
+	Type string `yaml:"type"`
+	// Source takes a value the message has whatever its shape: "device"
+	// (the device id, text), "time" (the measured time, else the time of
+	// receipt, timestamptz: the table's partition key), "received" (the
+	// time of receipt, timestamptz) or "id" (the message's id, text: the
+	// rule's ID path).
+	Source string `yaml:"source"`
+	// Capture takes a topic capture ({site} is "site"), text; the device is
+	// Source "device".
+	Capture string `yaml:"capture"`
+	// Path is the GJSON path of the value in the message (in the sample,
+	// with Samples).
+	Path string `yaml:"path"`
+	// Required makes the column NOT NULL: a message without a value there
+	// (missing or JSON null) is refused.
+	Required bool `yaml:"required"`
+}
+
+// IndexRule is an index of a rule's table.
+type IndexRule struct {
+	// Columns are the indexed columns, in order.
+	Columns []string `yaml:"columns"`
+	// Unique makes the index unique. PostgreSQL requires a unique index of
+	// a partitioned table to hold the partition key: the time column is
+	// added to one that does not name it.
+	Unique bool `yaml:"unique"`
 }
 
 // Time formats.
@@ -66,6 +127,24 @@ const (
 	PayloadTags = "tags"
 	PayloadNone = "none"
 )
+
+// Column sources.
+const (
+	SourceDevice   = "device"
+	SourceTime     = "time"
+	SourceReceived = "received"
+	SourceID       = "id"
+)
+
+// Drift policies (Rule.Unknown).
+const (
+	UnknownKeep   = "keep"
+	UnknownIgnore = "ignore"
+	UnknownRefuse = "refuse"
+)
+
+// DefaultExtra is the column kept unknown fields go to by default.
+const DefaultExtra = "extra"
 
 // deviceCapture is the topic capture that names the device.
 const deviceCapture = "device_id"
@@ -91,6 +170,7 @@ type compiled struct {
 	metrics []metricSpec // nil with all
 	all     bool         // Metrics ["*"]
 	exclude map[string]bool
+	table   *table // with Rule.Table
 }
 
 // compile checks r and prepares it.
@@ -154,6 +234,20 @@ func compile(r Rule) (*compiled, error) {
 	}
 	if r.TimeFormat != "" && r.Time == "" {
 		return nil, bad("time_format without time: give the path of the time")
+	}
+	if r.Table != "" {
+		t, err := compileTable(r, c.levels)
+		if err != nil {
+			return nil, err
+		}
+		c.table = t
+		return c, nil
+	}
+	switch {
+	case len(r.Columns) > 0:
+		return nil, bad("columns need a table: give table, the table the rows go to")
+	case r.Unknown != "" || r.Extra != "" || len(r.Identity) > 0 || len(r.Indexes) > 0:
+		return nil, bad("unknown, extra, identity and indexes apply to a rule with a table")
 	}
 	switch r.Payload {
 	case "":
