@@ -316,6 +316,9 @@ func (s *Server) mapV1(rule string, body []byte, ndjson bool, now time.Time) ([]
 			}
 			extra := appendJSONString([]byte(`,"rule":`), me.Rule)
 			extra = appendJSONString(append(extra, `,"path":`...), me.Path)
+			if me.Column != "" {
+				extra = appendJSONString(append(extra, `,"column":`...), me.Column)
+			}
 			if ndjson {
 				extra = strconv.AppendInt(append(extra, `,"line":`...), int64(i+1), 10)
 			}

@@ -9,7 +9,6 @@ import (
 
 	"firehose/internal/cli"
 	"firehose/internal/connect"
-	"firehose/mapping"
 	"firehose/schema"
 	"firehose/typed"
 )
@@ -21,15 +20,6 @@ const migrateAbout = "Applies firehose's schema (embedded, versioned migrations)
 	"blocking writers); it refuses unsafe ones (a type change, a NOT NULL column no rule writes, a table not\n" +
 	"partitioned by its time column), saying what to do, and exits 1. It reads every setting serve reads;\n" +
 	"only --postgres and the rules matter here."
-
-// rulesTables is the typed tables the rules declare.
-//
-// TODO(issue 19): return rules.Tables() once mapping.Mapper has it (the
-// "rules" helper adds it); until then no rule declares a table.
-var rulesTables = func(rules *mapping.Mapper) []typed.Table {
-	_ = rules
-	return nil
-}
 
 // newMigrateFlags is migrate's flag set: serve's flags, --config and the
 // rules: section (as newServeFlags), so that it reads serve's file.
@@ -50,7 +40,7 @@ func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	var tables []typed.Table
 	if cfg.MQTT.Rules != nil {
-		tables = rulesTables(cfg.MQTT.Rules)
+		tables = cfg.MQTT.Rules.Tables()
 	}
 	for _, t := range tables {
 		if err := schema.CheckTable(t); err != nil {

@@ -9,14 +9,18 @@ import (
 	"testing"
 
 	"firehose/internal/testenv"
-	"firehose/mapping"
-	"firehose/typed"
 )
 
-func migratePress() typed.Table {
-	return typed.Table{Name: "press_telemetry", Rule: "press", TimeColumn: "time",
-		Columns: []typed.Column{{Name: "device_id", Type: typed.Text}, {Name: "time", Type: typed.Timestamptz}, {Name: "rpm", Type: typed.Integer}},
-		Indexes: []typed.Index{{Columns: []string{"device_id", "time"}}}}
+// pressRules is the config file of a deployment whose rule press routes to
+// the typed table press_telemetry; extra is more of its columns, indexes
+// more of its indexes.
+func pressRules(pgURL, rpmType, extra, indexes string) string {
+	return "postgres: " + pgURL + "\nbatch-size: 500\nrules:\n  - name: press\n    topic: factory/{device_id}/telemetry\n" +
+		"    table: press_telemetry\n    unknown: ignore\n    columns:\n" +
+		"      - {name: device_id, type: text, source: device}\n" +
+		"      - {name: time, type: timestamptz, source: time}\n" +
+		"      - {name: rpm, type: " + rpmType + ", path: rpm}\n" + extra +
+		"    indexes:\n      - {columns: [device_id, time]}\n" + indexes
 }
 
 // firehose migrate --config FILE reads serve's file (its settings and
@@ -25,13 +29,13 @@ func migratePress() typed.Table {
 func TestIntegrationMigrateTypedTables(t *testing.T) {
 	pgURL := testenv.Postgres(t)
 	file := filepath.Join(t.TempDir(), "firehose.yaml")
-	config := "postgres: " + pgURL + "\nbatch-size: 500\nrules:\n  - name: press\n    topic: factory/{device_id}/telemetry\n    metrics: [\"*\"]\n"
-	if err := os.WriteFile(file, []byte(config), 0o600); err != nil {
-		t.Fatal(err)
+	write := func(config string) {
+		t.Helper()
+		if err := os.WriteFile(file, []byte(config), 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
-	table := migratePress()
-	defer func(f func(*mapping.Mapper) []typed.Table) { rulesTables = f }(rulesTables)
-	rulesTables = func(*mapping.Mapper) []typed.Table { return []typed.Table{table} }
+	write(pressRules(pgURL, "integer", "", ""))
 	migrate := func(wantCode int) (stdout, stderr string) {
 		t.Helper()
 		var out, errOut bytes.Buffer
@@ -46,12 +50,11 @@ func TestIntegrationMigrateTypedTables(t *testing.T) {
 	if out, _ := migrate(0); out != "schema is current\ntyped tables: nothing to change (1 checked)\n" {
 		t.Errorf("second run printed %q", out)
 	}
-	table.Columns = append(table.Columns, typed.Column{Name: "pressure", Type: typed.Double})
-	table.Indexes = append(table.Indexes, typed.Index{Columns: []string{"pressure"}})
+	write(pressRules(pgURL, "integer", "      - {name: pressure, type: double precision, path: pressure}\n", "      - {columns: [pressure]}\n"))
 	if out, _ := migrate(0); out != "schema is current\nadded column press_telemetry.pressure double precision\nbuilt index press_telemetry_pressure_idx\n" {
 		t.Errorf("run adding a column printed %q", out)
 	}
-	table.Columns[2].Type = typed.Bigint
+	write(pressRules(pgURL, "bigint", "      - {name: pressure, type: double precision, path: pressure}\n", "      - {columns: [pressure]}\n"))
 	_, errOut := migrate(1)
 	for _, want := range []string{
 		"refused: table press_telemetry (rule press), column rpm: integer in the table, bigint in the rule; change the column by hand",

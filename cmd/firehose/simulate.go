@@ -25,8 +25,9 @@ func runSimulate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		"Drives a running firehose with a fleet of fake devices over HTTP and/or MQTT (devices sim-<run id>-<n>,\n"+
 			"each numbering its readings from 1), then waits for what was acknowledged to land and checks PostgreSQL:\n"+
 			"missing readings, duplicates, end-to-end latency. Ctrl-C stops sending and still reports.\n"+
-			"--shape telemetry|samples|sparkplug sends multi-metric JSON, sample uploads or Sparkplug B edge nodes instead\n"+
-			"(the target needs the rules of deploy/simulate-rules.yaml) and checks every row per metric.\n"+
+			"--shape telemetry|samples|sparkplug|typed sends multi-metric JSON, sample uploads or Sparkplug B edge nodes instead,\n"+
+			"or telemetry a rule routes to the typed table sim_telemetry (the target needs the rules of\n"+
+			"deploy/simulate-rules.yaml) and checks every row per metric, or every typed row column by column.\n"+
 			"Exits 1 when an acknowledged reading is missing or a reading acknowledged once landed twice.")
 	fs.SetOutput(stderr)
 	cfg.RegisterFlags(fs.FlagSet)

@@ -24,6 +24,7 @@ import (
 	"firehose/internal/retention"
 	"firehose/mqttmsg"
 	"firehose/partition"
+	"firehose/schema"
 	"firehose/sparkplug"
 	"firehose/stream"
 	"firehose/subscriber"
@@ -246,15 +247,29 @@ func newDecoder(cfg *serveConfig, spb *stream.SparkplugStore) (subscriber.Decode
 
 // runBridge, unless the schema was applied at start, waits until PostgreSQL
 // answers and applies it (connect.ApplySchemaWaiting, so a process whose
-// database is down still serves its edges); then it runs the bridge until
-// ctx ends, beside the maintenance of readings' partitions.
+// database is down still serves its edges); then it brings the rules' typed
+// tables up to date as firehose migrate --config does (a table changed by
+// hand in a way a rule contradicts stops the start, saying what to do), and
+// runs the bridge until ctx ends, beside the maintenance of the partitions
+// of readings and of the typed tables.
 func (st *stack) runBridge(ctx context.Context, b *bridge.Bridge) error {
 	if !st.migrated {
 		if err := connect.ApplySchemaWaiting(ctx, st.pg, st.log); err != nil || ctx.Err() != nil {
 			return err
 		}
 	}
-	return partition.New(st.cfg.Partition, st.pg, st.log, st.reg).RunBeside(ctx, b.Run)
+	pcfg := st.cfg.Partition
+	if tables := st.cfg.MQTT.Rules.Tables(); len(tables) > 0 {
+		ch, err := schema.EnsureTables(ctx, st.pg, tables, st.log)
+		if err != nil {
+			return fmt.Errorf("typed tables: %w", err)
+		}
+		if len(ch.Created)+len(ch.Added)+len(ch.Indexed) > 0 {
+			st.log.Info("typed tables brought up to date", "created", ch.Created, "added", ch.Added, "indexed", ch.Indexed)
+		}
+		pcfg.Tables = tables
+	}
+	return partition.New(pcfg, st.pg, st.log, st.reg).RunBeside(ctx, b.Run)
 }
 
 // wait runs until ctx ends or a component fails, then stops the components
