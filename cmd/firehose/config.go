@@ -144,6 +144,7 @@ func checkConfig(ca checkArgs, now time.Time) (*configcheck.Report, error) {
 	rep.Valid = true
 	rep.Roles, _ = cfg.roles()
 	rep.Settings = configcheck.Settings(fs)
+	rep.Tables = configcheck.Tables(cfg.MQTT.Rules)
 	edges := configcheck.Edges{MQTT: cfg.MQTT, HTTP: cfg.HTTP, Streams: cfg.Streams}
 	edge := ""
 	switch {

@@ -363,3 +363,51 @@ func TestSubscriberConfigFile(t *testing.T) {
 		t.Errorf("a subscriber without a broker: %v, want a refusal naming --subscribe-broker", err)
 	}
 }
+
+// config check shows a typed table's DDL and the row a sample becomes,
+// column by column, and a value its column's type refuses with the rule,
+// the column and the path.
+func TestConfigCheckTypedTable(t *testing.T) {
+	clearFirehoseEnv(t)
+	file := writeConfig(t, `rules:
+  - name: press
+    topic: factory/{site}/{device_id}/telemetry
+    time: ts
+    table: press_telemetry
+    columns:
+      - {name: device_id, type: text, source: device}
+      - {name: site, type: text, capture: site}
+      - {name: time, type: timestamptz, source: time}
+      - {name: rpm, type: integer, path: rpm, required: true}
+    indexes:
+      - {columns: [device_id, time]}
+`)
+	check := func(payload string) (int, string) {
+		t.Helper()
+		var out, errOut bytes.Buffer
+		code := run(context.Background(), []string{"config", "check", file, "--topic", "factory/berlin/press7/telemetry", "--payload", payload}, &out, &errOut)
+		return code, out.String() + errOut.String()
+	}
+	code, out := check(`{"ts": "2026-12-05T10:00:00Z", "rpm": 1200, "mode": "auto"}`)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, out)
+	}
+	for _, want := range []string{
+		`CREATE TABLE "press_telemetry" (`, `PARTITION BY RANGE ("time")`,
+		`CREATE INDEX "press_telemetry_device_id_time_idx" ON "press_telemetry" ("device_id", "time")`,
+		"a row would land in press_telemetry",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	for col, want := range map[string]string{"device_id": `"press7"`, "site": `"berlin"`, "time": "2026-12-05T10:00:00Z", "rpm": "1200", "extra": `{"mode":"auto"}`} {
+		if f := strings.Fields(settingLine(out, "  "+col)); len(f) == 0 || f[len(f)-1] != want {
+			t.Errorf("column %s: line %q, want value %s", col, settingLine(out, "  "+col), want)
+		}
+	}
+	code, out = check(`{"ts": "2026-12-05T10:00:00Z", "rpm": "fast"}`)
+	if code != 0 || !strings.Contains(out, `refused, nothing lands: rule "press": column "rpm": path "rpm": integer: want an integer, found a string`) {
+		t.Errorf("exit %d, output:\n%s", code, out)
+	}
+}

@@ -24,8 +24,11 @@ import (
 	"firehose/httpgw"
 	"firehose/ingest"
 	"firehose/internal/cli"
+	"firehose/mapping"
 	"firehose/mqttmsg"
+	"firehose/schema"
 	"firehose/stream"
+	"firehose/typed"
 )
 
 // Endpoints of the gateway a sample may be posted to.
@@ -79,7 +82,28 @@ type Report struct {
 	Line     int       `json:"line,omitempty"` // of the error, when it is on one
 	Roles    []string  `json:"roles,omitempty"`
 	Settings []Setting `json:"settings,omitempty"`
-	Sample   *Sample   `json:"sample,omitempty"`
+	// Tables are the typed tables the rules declare, with the DDL firehose
+	// migrate --config (or serve, at the bridge's start) runs to create
+	// one that does not exist.
+	Tables []Table `json:"tables,omitempty"`
+	Sample *Sample `json:"sample,omitempty"`
+}
+
+// Table is a typed table the rules declare and the statements that create
+// it.
+type Table struct {
+	Name string   `json:"name"`
+	Rule string   `json:"rule"`
+	DDL  []string `json:"ddl"`
+}
+
+// Tables is the typed tables of rules with their DDL (schema.DDL).
+func Tables(rules *mapping.Mapper) []Table {
+	var out []Table
+	for _, t := range rules.Tables() {
+		out = append(out, Table{Name: t.Name, Rule: t.Rule, DDL: schema.DDL(t)})
+	}
+	return out
 }
 
 // Setting is one flag's effective value.
@@ -93,12 +117,14 @@ type Setting struct {
 
 // Sample is what one sample maps to.
 type Sample struct {
-	Protocol string   `json:"protocol"` // mqtt or http
-	Topic    string   `json:"topic,omitempty"`
-	Endpoint string   `json:"endpoint,omitempty"`
-	Rows     []Row    `json:"rows"`
-	Refused  *Refusal `json:"refused,omitempty"`
-	Note     string   `json:"note,omitempty"`
+	Protocol string `json:"protocol"` // mqtt or http
+	Topic    string `json:"topic,omitempty"`
+	Endpoint string `json:"endpoint,omitempty"`
+	Rows     []Row  `json:"rows"`
+	// TypedRows are the rows of typed tables (a rule's table).
+	TypedRows []TypedRow `json:"typed_rows,omitempty"`
+	Refused   *Refusal   `json:"refused,omitempty"`
+	Note      string     `json:"note,omitempty"`
 }
 
 // Row is one row of the readings table, as the bridge would COPY it,
@@ -112,6 +138,22 @@ type Row struct {
 	Payload    json.RawMessage `json:"payload"` // null: no extra fields
 	Shard      int             `json:"shard"`
 	Stream     string          `json:"stream"`
+}
+
+// TypedRow is one row of a typed table, as the bridge would COPY it, and
+// the shard stream it would travel through.
+type TypedRow struct {
+	Table   string        `json:"table"`
+	Columns []TypedColumn `json:"columns"`
+	Shard   int           `json:"shard"`
+	Stream  string        `json:"stream"`
+}
+
+// TypedColumn is one column's value in a TypedRow: nil is NULL.
+type TypedColumn struct {
+	Name  string `json:"name"`
+	Type  string `json:"type"`
+	Value any    `json:"value"`
 }
 
 // Refusal is why a sample would not be stored, and what its client is
@@ -197,7 +239,7 @@ func MQTT(cfg Edges, topic string, payload []byte, now time.Time) *Sample {
 			}
 			return s
 		}
-		s.Rows = landedRows(cfg, rs)
+		s.land(cfg, rs)
 		s.Note = "mapped by rule " + mt.Rule() + ": its rows are stored together or not at all"
 		return s
 	}
@@ -228,7 +270,7 @@ func MQTT(cfg Edges, topic string, payload []byte, now time.Time) *Sample {
 		}
 		return s
 	}
-	s.Rows = landedRows(cfg, []ingest.Reading{r})
+	s.land(cfg, []ingest.Reading{r})
 	if cfg.MQTT.AuthFile != "" {
 		s.Note = "under --mqtt-auth only device " + dev + " may publish it"
 	}
@@ -273,18 +315,21 @@ func HTTP(cfg Edges, req HTTPRequest) (*Sample, error) {
 		}
 		return s, nil
 	}
-	s.Rows = landedRows(cfg, p.rs)
+	s.land(cfg, p.rs)
 	if cfg.HTTP.APIKeysFile != "" {
 		s.Note = "the sample was not asked for an API key; under --http-api-keys the request's key must allow each device"
 	}
 	return s, nil
 }
 
-// landedRows is what the bridge would COPY for rs: each reading through
+// land sets the rows the bridge would COPY for rs: each reading through
 // the stream encoding and back, as the bridge reads it.
-func landedRows(cfg Edges, rs []ingest.Reading) []Row {
-	rows := make([]Row, 0, len(rs))
+func (s *Sample) land(cfg Edges, rs []ingest.Reading) {
 	for i := range rs {
+		if rs[i].Row != nil {
+			s.TypedRows = append(s.TypedRows, typedRow(cfg, &rs[i]))
+			continue
+		}
 		r, err := ingest.Decode(ingest.CodecMetric, string(ingest.AppendEncodeMetric(nil, &rs[i])))
 		if err != nil {
 			r = rs[i] // cannot happen for a reading that validated; show it as it is
@@ -294,9 +339,67 @@ func landedRows(cfg Edges, rs []ingest.Reading) []Row {
 		if r.Payload != nil {
 			row.Payload = json.RawMessage(r.Payload)
 		}
-		rows = append(rows, row)
+		s.Rows = append(s.Rows, row)
 	}
-	return rows
+}
+
+// typedRow is r's typed row through its stream encoding and back.
+func typedRow(cfg Edges, r *ingest.Reading) TypedRow {
+	row, _, err := typed.DecodeRow(typed.AppendRow(nil, r.Row))
+	if err != nil {
+		row = *r.Row // cannot happen; show it as it is
+	}
+	shard := cfg.Streams.Shard(r.DeviceID)
+	out := TypedRow{Table: row.Shape.Table, Shard: shard, Stream: cfg.Streams.Key(shard)}
+	for i, c := range row.Shape.Columns {
+		out.Columns = append(out.Columns, TypedColumn{Name: c.Name, Type: c.Type.String(), Value: goValue(c.Type, row.Values[i])})
+	}
+	return out
+}
+
+// goValue is v as JSON shows it: nil for NULL, numbers, strings, times,
+// arrays; jsonb as the JSON itself.
+func goValue(t typed.Type, v typed.Value) any {
+	switch {
+	case v.Null:
+		return nil
+	case t == typed.Boolean:
+		return v.Bool
+	case t == typed.Smallint, t == typed.Integer, t == typed.Bigint:
+		return v.Int
+	case t == typed.Real, t == typed.Double:
+		return v.Float
+	case t == typed.Numeric:
+		return json.Number(v.Str)
+	case t == typed.Timestamptz:
+		return v.Time()
+	case t == typed.JSONB:
+		return json.RawMessage(v.Str)
+	case t == typed.DoubleArray:
+		return v.Floats
+	case t == typed.TextArray:
+		return v.Strs
+	}
+	return v.Str
+}
+
+// textValue is v as config check's text shows it.
+func textValue(v any) string {
+	switch x := v.(type) {
+	case nil:
+		return "NULL"
+	case string:
+		return strconv.Quote(x)
+	case time.Time:
+		return x.Format(time.RFC3339Nano)
+	case json.RawMessage:
+		return string(x)
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Sprint(v)
+	}
+	return string(b)
 }
 
 // RedactSetting hides a password in a setting that is a URL (user info or
@@ -334,6 +437,12 @@ func (rep *Report) WriteText(w io.Writer) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\n", s.Flag, v, from)
 	}
 	tw.Flush()
+	for _, t := range rep.Tables {
+		fmt.Fprintf(w, "\ntyped table %s (rule %s): firehose migrate --config %s creates it so when it does not exist:\n", t.Name, t.Rule, rep.File)
+		for _, stmt := range t.DDL {
+			fmt.Fprintf(w, "  %s;\n", stmt)
+		}
+	}
 	s := rep.Sample
 	if s == nil {
 		return
@@ -352,8 +461,9 @@ func (rep *Report) WriteText(w io.Writer) {
 		if s.Refused.MQTT != "" {
 			fmt.Fprintf(w, "answer: %s\n", s.Refused.MQTT)
 		}
-	case len(s.Rows) == 0:
+	case len(s.Rows) == 0 && len(s.TypedRows) == 0:
 		fmt.Fprintln(w, "no rows land")
+	case len(s.Rows) == 0:
 	default:
 		fmt.Fprintf(w, "%d row(s) would land in readings:\n", len(s.Rows))
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
@@ -361,6 +471,15 @@ func (rep *Report) WriteText(w io.Writer) {
 		for _, r := range s.Rows {
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.DeviceID, r.Metric, r.TS.Format(time.RFC3339Nano), r.ReceivedAt.Format(time.RFC3339Nano),
 				strconv.FormatFloat(r.Reading, 'g', -1, 64), r.Payload, r.Stream)
+		}
+		tw.Flush()
+	}
+	for _, r := range s.TypedRows {
+		fmt.Fprintf(w, "a row would land in %s (stream %s):\n", r.Table, r.Stream)
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "  COLUMN\tTYPE\tVALUE")
+		for _, c := range r.Columns {
+			fmt.Fprintf(tw, "  %s\t%s\t%s\n", c.Name, c.Type, textValue(c.Value))
 		}
 		tw.Flush()
 	}
