@@ -198,6 +198,11 @@ func TestBadInputHasNoEffect(t *testing.T) {
 	if ids := edgeStrangers(t, svc.Postgres); len(ids) > 0 {
 		t.Errorf("readings of refused inputs landed, devices %q", ids)
 	}
+	// The typed table of rules.yaml's bad-typed rules (serve created it):
+	// every message to it is refused.
+	if n := QueryInt(t, svc.Postgres, "SELECT count(*) FROM bad_typed"); n != 0 {
+		t.Errorf("bad_typed has %d rows: a message its column types refuse got through", n)
+	}
 	if n := QueryInt(t, svc.Postgres, "SELECT count(*) FROM readings_rejected WHERE source <> 'edge'"); n != 0 {
 		t.Errorf("readings_rejected has %d rows: something invalid got past the edges into a stream", n)
 	}
