@@ -35,6 +35,11 @@
 #   http-samples
 #              HTTP /v1/readings?rule=sim-samples, --shape samples: uploads of 100 samples
 #              {"device", "samples": [{"ts", "v", "seq"}, ...]}, closed loop, 32 clients
+#   mqtt-typed MQTT QoS 1, 200 devices, closed loop, --shape typed: the telemetry message of
+#              mqtt-telemetry, routed by its rule to the typed table sim_telemetry (one row a
+#              message, columns temp real, pressure double precision, rpm integer, ...) instead of
+#              3 readings rows; paired with mqtt-telemetry (CPU per message and bytes on disk
+#              per message: table, indexes and TOAST of the rows the run added)
 #   mqtt-sparkplug
 #              Sparkplug B, --shape sparkplug: 200 edge nodes with 2 devices each, 3 metrics
 #              (Double, Float, UInt32) by alias, QoS 1, closed loop
@@ -67,7 +72,7 @@ cd "$(dirname "$0")/.."
 
 DURATION=${DURATION:-30s}
 ROUNDS=${ROUNDS:-3}
-ALL="seed bare-seed fast-open v1-batch mqtt-qos0 alone-qos0 mqtt-qos1 alone-qos1 mqtt-qos1-200 alone-qos1-200 mqtt-qos1-open mqtt-telemetry http-samples mqtt-sparkplug"
+ALL="seed bare-seed fast-open v1-batch mqtt-qos0 alone-qos0 mqtt-qos1 alone-qos1 mqtt-qos1-200 alone-qos1-200 mqtt-qos1-open mqtt-telemetry mqtt-typed http-samples mqtt-sparkplug"
 SCENARIOS=${SCENARIOS:-$ALL}
 FAST_RATE=${FAST_RATE:-5000}
 QOS0_RATE=${QOS0_RATE:-10000}
@@ -95,7 +100,8 @@ stop_all() {
 }
 cleanup() { stop_all; bench_cleanup; }
 trap cleanup EXIT
-bin/firehose migrate --postgres "$PG" >/dev/null
+# With the rules: the shape typed's table sim_telemetry exists before any run.
+bin/firehose migrate --postgres "$PG" --config deploy/simulate-rules.yaml >/dev/null
 REDIS_PID=$(cat "$work/redis.pid")
 
 MQTT_OK=
@@ -118,13 +124,21 @@ scenario() {
     alone-qos1) echo "alone|--protocol mqtt --qos 1 --rate 0 --devices 1000|mochi alone, same fleet as mqtt-qos1" ;;
     alone-qos1-200) echo "alone|--protocol mqtt --qos 1 --rate 0 --devices 200|mochi alone, same fleet as mqtt-qos1-200" ;;
     mqtt-telemetry) echo "mqtt|--protocol mqtt --qos 1 --rate 0 --devices 200 --shape telemetry --metric-count 3|MQTT QoS 1 telemetry, 3 metrics a message, 200 connections|$RULES" ;;
+    mqtt-typed) echo "mqtt|--protocol mqtt --qos 1 --rate 0 --devices 200 --shape typed --metric-count 3|MQTT QoS 1 typed rows (sim_telemetry), 3 metrics a message, 200 connections|$RULES" ;;
     http-samples) echo "http|--shape samples --batch 100 --rate 0 --devices 1000 --concurrency 32|HTTP sample uploads ×100, closed loop, 32 clients|$RULES" ;;
     mqtt-sparkplug) echo "mqtt|--protocol mqtt --qos 1 --rate 0 --devices 200 --shape sparkplug --sparkplug-devices 2 --metric-count 3|Sparkplug B, 200 edge nodes × 2 devices, 3 metrics, QoS 1" ;;
     *) return 1 ;;
   esac
 }
 # pairs: a firehose scenario and its baseline in the same round.
-PAIRS="seed:bare-seed mqtt-qos0:alone-qos0 mqtt-qos1:alone-qos1 mqtt-qos1-200:alone-qos1-200"
+PAIRS="seed:bare-seed mqtt-qos0:alone-qos0 mqtt-qos1:alone-qos1 mqtt-qos1-200:alone-qos1-200 mqtt-typed:mqtt-telemetry"
+
+# table_bytes: the bytes on disk of the rows' tables (every partition of readings and of
+# sim_telemetry: heap, indexes, TOAST), for the bytes per message of a shape run.
+table_bytes() {
+  psql -h 127.0.0.1 -d "$DB" -Atc "SELECT coalesce(sum(pg_total_relation_size(inhrelid)), 0) FROM pg_inherits
+    WHERE inhparent IN ('readings'::regclass, coalesce(to_regclass('sim_telemetry'), 'readings'::regclass))"
+}
 
 # n 1234567.8 -> 1,234,568
 n() { printf '%.0f' "$1" | sed ':a;s/\B[0-9]\{3\}\>/,&/;ta'; }
@@ -207,6 +221,7 @@ for round in $(seq 1 "$ROUNDS"); do
       continue
     fi
     echo "round $round: $name" >&2
+    bytes_before=$(table_bytes)
     start "$target"
     cpu="$work/$name.$round.cpu"
     out="$work/$name.$round.txt"
@@ -219,6 +234,7 @@ for round in $(seq 1 "$ROUNDS"); do
       cat "$out" >&2
     fi
     stop_all
+    bytes_after=$(table_bytes)
     j="$rep/report.json"
     if [ ! -f "$j" ]; then
       V[$name,$round,skip]="did not run: $(tail -n 1 "$out")"
@@ -240,6 +256,8 @@ for round in $(seq 1 "$ROUNDS"); do
     count=$acked
     [ "$q0" -gt 0 ] && count=$sent
     V[$name,$round,count]=$count
+    V[$name,$round,msgs]=$(jq -r '.send.acked' "$j")
+    V[$name,$round,bytes]=$(awk -v a="$bytes_before" -v b="$bytes_after" -v m="${V[$name,$round,msgs]}" 'BEGIN { if (m > 0) printf "%.1f", (b - a) / m; else print "-" }')
     edge=0 edge_name=
     for g in broker httpgw firehose mochi bare; do
       c=$(cpu_of "$cpu" "$g")
@@ -303,6 +321,23 @@ for name in $SCENARIOS; do
   echo "| $name | $(n "$(med "$name" rate)") | $(n "$(med "$name" rrate)") | $en | $(d us_edge) | $(d us_bridge) | $(d us_redis) | $(d us_pg) | **$(d us_total)** | $(d us_gen) |"
 done
 echo
+if ran mqtt-telemetry || ran mqtt-typed; then
+  echo "### Per message: the narrow rows (mqtt-telemetry, a row per metric) against a typed row (mqtt-typed)"
+  echo
+  echo "| scenario | messages acknowledged/s | system CPU per message, µs | bytes on disk per message (table + indexes + TOAST) |"
+  echo "|---|---|---|---|"
+  for name in mqtt-telemetry mqtt-typed; do
+    ran "$name" || continue
+    cpm=() mps=()
+    for r in $(seq 1 "$ROUNDS"); do
+      [ -n "${V[$name,$r,rate]:-}" ] || continue
+      cpm+=("$(awk -v u="${V[$name,$r,us_total]}" -v c="${V[$name,$r,count]}" -v m="${V[$name,$r,msgs]}" 'BEGIN { if (m > 0) printf "%.1f", u * c / m }')")
+      mps+=("$(awk -v x="${V[$name,$r,rate]}" -v c="${V[$name,$r,count]}" -v m="${V[$name,$r,msgs]}" 'BEGIN { if (c > 0) printf "%.0f", x * m / c }')")
+    done
+    echo "| $name | $(n "$(median "${mps[@]}")") | $(median "${cpm[@]}") ($(range "${cpm[@]}")) | $(med "$name" bytes) ($(rng "$name" bytes)) |"
+  done
+  echo
+fi
 pairs_out=()
 for pair in $PAIRS; do
   a=${pair%%:*} b=${pair#*:}
