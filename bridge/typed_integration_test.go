@@ -376,3 +376,30 @@ func TestIntegrationTypedColumnTypeChanged(t *testing.T) {
 		t.Errorf("%d rejected rows name pump_status, want 4", n)
 	}
 }
+
+// TestIntegrationTablesStatus: the status of the tables rows land in is
+// read from the catalog: a typed table's rows (an estimate, after ANALYZE)
+// and size over its partitions, and a missing table said to be missing.
+func TestIntegrationTablesStatus(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, 1)
+	e.createTyped()
+	if _, err := e.pg.Exec(t.Context(), `INSERT INTO pump_status (device_id, time, state)
+		SELECT 'p', now() - i * interval '1 s', 'ok' FROM generate_series(1, 500) i; ANALYZE pump_status`); err != nil {
+		t.Fatal(err)
+	}
+	got, err := Tables(t.Context(), e.pg, []string{"pump_status", "valve_events"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || !got[0].Exists || got[0].Rows != 500 || got[0].Bytes == 0 || got[1].Exists || got[1].Rows != 0 {
+		t.Fatalf("tables %+v, want pump_status of 500 rows and valve_events missing", got)
+	}
+	var b strings.Builder
+	if err := WriteTables(&b, got); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.String(), "pump_status") || !strings.Contains(b.String(), "500") || !strings.Contains(b.String(), "valve_events  (missing") {
+		t.Errorf("WriteTables:\n%s", b.String())
+	}
+}
