@@ -49,13 +49,11 @@ type commitResult struct {
 // refuse) in res.tables, and those refused for want of a table or column in
 // res.missing.
 func (res *commitResult) landed(t *target) {
+	written := 0
 	for _, e := range t.rows {
 		switch {
 		case e.bad == nil:
-			if res.tables == nil {
-				res.tables = map[string]int{}
-			}
-			res.tables[t.name]++
+			written++
 		case e.missing:
 			if res.missing == nil {
 				res.missing, res.missingErr = map[string]int{}, map[string]error{}
@@ -65,6 +63,12 @@ func (res *commitResult) landed(t *target) {
 				res.missingErr[t.name] = e.bad
 			}
 		}
+	}
+	if written > 0 {
+		if res.tables == nil {
+			res.tables = map[string]int{}
+		}
+		res.tables[t.name] += written
 	}
 }
 

@@ -39,6 +39,12 @@ func (t *target) typed() bool { return t.columns != nil }
 // and column list: readings first, then the typed tables by name and
 // column list, so that every bridge takes the tables in the same order.
 func targets(rows []*entry) []*target {
+	if !slices.ContainsFunc(rows, func(e *entry) bool { return e.r.Row != nil }) {
+		if len(rows) == 0 {
+			return nil
+		}
+		return []*target{{name: readingsName, rows: rows}} // as before typed tables
+	}
 	var out []*target
 	var plain *target
 	byKey := map[string]*target{}
