@@ -303,18 +303,22 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 type metrics struct {
 	committed prometheus.Counter
 	rejected  *prometheus.CounterVec
-	batchRows prometheus.Histogram
-	commitDur prometheus.Histogram
-	flushes   *prometheus.CounterVec
-	errors    *prometheus.CounterVec
-	owned     prometheus.Gauge
-	buffered  prometheus.Gauge
-	lag       prometheus.Histogram
-	evicted   prometheus.Counter
-	newStream prometheus.Counter
-	members   prometheus.Gauge
-	share     prometheus.Gauge
-	handovers prometheus.Counter
+	// tableRows: committed rows per table; missingTable: rows refused
+	// because their typed table or a column of it does not exist.
+	tableRows    *prometheus.CounterVec
+	missingTable *prometheus.CounterVec
+	batchRows    prometheus.Histogram
+	commitDur    prometheus.Histogram
+	flushes      *prometheus.CounterVec
+	errors       *prometheus.CounterVec
+	owned        prometheus.Gauge
+	buffered     prometheus.Gauge
+	lag          prometheus.Histogram
+	evicted      prometheus.Counter
+	newStream    prometheus.Counter
+	members      prometheus.Gauge
+	share        prometheus.Gauge
+	handovers    prometheus.Counter
 	// per shard, while this bridge owns it
 	shardOwned *prometheus.GaugeVec
 	shardLag   *prometheus.GaugeVec
@@ -324,7 +328,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
 		committed: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "firehose_bridge_rows_committed_total",
-			Help: "Readings committed to the readings table.",
+			Help: "Rows committed: readings, typed tables' rows and replays (per table: firehose_bridge_table_rows_committed_total).",
 		}),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "firehose_bridge_rows_rejected_total",
@@ -362,6 +366,14 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 16),
 		}),
 	}
+	m.tableRows = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "firehose_bridge_table_rows_committed_total",
+		Help: "Rows committed per table: readings, and each typed table a mapping rule names (replays included).",
+	}, []string{"table"})
+	m.missingTable = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "firehose_bridge_table_rows_missing_total",
+		Help: "Typed rows sent to readings_rejected because their table, or a column of it, does not exist (an operator's error: run firehose migrate --config, then firehose rejected replay), per table.",
+	}, []string{"table"})
 	m.evicted = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "firehose_bridge_sessions_evicted_total",
 		Help: "PostgreSQL sessions of silent bridges (no activity for --bridge-session-timeout) this bridge ended to take their shard.",
@@ -390,7 +402,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		Name: "firehose_bridge_shard_lag_seconds",
 		Help: "Per shard this bridge owns: age of the oldest reading it has read and not yet committed (since Redis stored it), 0 once it has committed everything it found.",
 	}, []string{"shard"})
-	reg.MustRegister(m.committed, m.rejected, m.batchRows, m.commitDur, m.flushes, m.errors, m.owned, m.buffered, m.lag, m.evicted, m.newStream,
+	reg.MustRegister(m.committed, m.rejected, m.tableRows, m.missingTable, m.batchRows, m.commitDur, m.flushes, m.errors, m.owned, m.buffered, m.lag, m.evicted, m.newStream,
 		m.members, m.share, m.handovers, m.shardOwned, m.shardLag)
 	for _, t := range []string{"size", "age", "shutdown", "handover", "read_error"} {
 		m.flushes.WithLabelValues(t)
@@ -398,6 +410,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	for _, r := range []string{"decode", "refused", "edge"} {
 		m.rejected.WithLabelValues(r)
 	}
+	m.tableRows.WithLabelValues(readingsName)
 	for _, op := range []string{"connect", "lock", "read", "commit", "ping", "members"} {
 		m.errors.WithLabelValues(op)
 	}

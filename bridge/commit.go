@@ -37,14 +37,52 @@ type commitResult struct {
 	replayed                    int       // of written: replays of rejected entries (see replays)
 	deadLetters                 int       // edge dead letters recorded in readings_rejected
 	oldest                      time.Time // earliest ReceivedAt of the batch
+	// tables: of written, the rows per table (readings and typed tables).
+	tables map[string]int
+	// missing: of refused, the rows per typed table refused because the
+	// table or a column of theirs does not exist (tableRefusal).
+	missing    map[string]int
+	missingErr map[string]error // the first such row's error, per table
 }
 
-// commit writes the batch buf in one transaction: the good readings by COPY,
-// the bad entries into readings_rejected, and the checkpoint = the last
-// buffered id. If PostgreSQL refuses a row (a data or constraint error) the
-// batch is COPYed again in halves under savepoints until the refused rows are
-// isolated; they go to readings_rejected and the rest commits. Any other
-// error aborts the transaction and is returned: nothing was written.
+// landed counts the rows of t that were written (those isolate did not
+// refuse) in res.tables, and those refused for want of a table or column in
+// res.missing.
+func (res *commitResult) landed(t *target) {
+	written := 0
+	for _, e := range t.rows {
+		switch {
+		case e.bad == nil:
+			written++
+		case e.missing:
+			if res.missing == nil {
+				res.missing, res.missingErr = map[string]int{}, map[string]error{}
+			}
+			res.missing[t.name]++
+			if res.missingErr[t.name] == nil {
+				res.missingErr[t.name] = e.bad
+			}
+		}
+	}
+	if written > 0 {
+		if res.tables == nil {
+			res.tables = map[string]int{}
+		}
+		res.tables[t.name] += written
+	}
+}
+
+// commit writes the batch buf in one transaction: the good readings by COPY
+// into readings, the typed rows by COPY into their tables (one COPY per
+// table and column list), the bad entries into readings_rejected, and the
+// checkpoint = the last buffered id. If PostgreSQL refuses a row (a data or
+// constraint error, or a value that cannot be encoded for its column) the
+// rows of each table are COPYed again in halves under savepoints until the
+// refused rows are isolated; a typed table or column that does not exist
+// refuses all the rows bound for it at once. Refused rows go to
+// readings_rejected (a typed row's error names its table) and the rest
+// commits. Any other error aborts the transaction and is returned: nothing
+// was written.
 func (s *session) commit(ctx context.Context, buf []entry) (commitResult, error) {
 	var res commitResult
 	good := make([]*entry, 0, len(buf))
@@ -77,6 +115,7 @@ func (s *session) commit(ctx context.Context, buf []entry) (commitResult, error)
 		}
 		return cmp.Compare(a.pos, b.pos)
 	})
+	tgts := targets(good)
 
 	tx, err := s.conn.Begin(ctx)
 	if err != nil {
@@ -85,21 +124,30 @@ func (s *session) commit(ctx context.Context, buf []entry) (commitResult, error)
 	defer func() { tx.Rollback(ctx) }() //nolint:errcheck // no-op after Commit
 
 	var refused []*entry
-	if _, err := tx.CopyFrom(ctx, readingsTable, columnsFor(good), newRowSource(good)); err != nil {
-		if !rowRefused(err) {
-			return res, fmt.Errorf("copy %d rows into readings: %w", len(good), err)
+	for _, t := range tgts {
+		err := copyRows(ctx, tx, t, t.rows)
+		if err == nil {
+			continue
 		}
-		// The transaction is aborted: start again and isolate the bad rows.
+		if classify(t, err) == transient {
+			return res, copyErr(t, len(t.rows), err)
+		}
+		// The transaction is aborted: start again and isolate the bad rows,
+		// table by table.
 		if err := tx.Rollback(ctx); err != nil {
 			return res, fmt.Errorf("roll back refused batch: %w", err)
 		}
 		if tx, err = s.conn.Begin(ctx); err != nil {
 			return res, fmt.Errorf("begin: %w", err)
 		}
-		if refused, err = isolate(ctx, tx, good); err != nil {
+		if refused, err = isolateAll(ctx, tx, tgts); err != nil {
 			return res, err
 		}
 		bad = append(bad, refused...)
+		break
+	}
+	for _, t := range tgts {
+		res.landed(t)
 	}
 	if bad, err = s.replays(ctx, tx, bad, &res); err != nil {
 		return res, err
@@ -125,10 +173,26 @@ func (s *session) commit(ctx context.Context, buf []entry) (commitResult, error)
 	return res, nil
 }
 
-// isolate COPYs rows under a savepoint; when PostgreSQL refuses a row it
-// splits the rows in halves and recurses, so k bad rows among n cost about
-// 2k·log2(n) COPYs. It returns the refused rows, each with its error set.
-func isolate(ctx context.Context, tx pgx.Tx, rows []*entry) ([]*entry, error) {
+// isolateAll isolates the refused rows of every target (see isolate), in
+// order, and returns them.
+func isolateAll(ctx context.Context, tx pgx.Tx, tgts []*target) ([]*entry, error) {
+	var refused []*entry
+	for _, t := range tgts {
+		r, err := isolate(ctx, tx, t, t.rows)
+		if err != nil {
+			return nil, err
+		}
+		refused = append(refused, r...)
+	}
+	return refused, nil
+}
+
+// isolate COPYs rows of target t under a savepoint; when PostgreSQL refuses
+// a row it splits the rows in halves and recurses, so k bad rows among n
+// cost about 2k·log2(n) COPYs. A typed table or column that does not exist
+// refuses every row at once. It returns the refused rows, each with its
+// error set (naming a typed row's table).
+func isolate(ctx context.Context, tx pgx.Tx, t *target, rows []*entry) ([]*entry, error) {
 	if len(rows) == 0 {
 		return nil, nil
 	}
@@ -136,7 +200,7 @@ func isolate(ctx context.Context, tx pgx.Tx, rows []*entry) ([]*entry, error) {
 	if err != nil {
 		return nil, fmt.Errorf("savepoint: %w", err)
 	}
-	_, err = sp.CopyFrom(ctx, readingsTable, columnsFor(rows), newRowSource(rows))
+	err = copyRows(ctx, sp, t, rows)
 	if err == nil {
 		if err := sp.Commit(ctx); err != nil {
 			return nil, fmt.Errorf("release savepoint: %w", err)
@@ -146,19 +210,25 @@ func isolate(ctx context.Context, tx pgx.Tx, rows []*entry) ([]*entry, error) {
 	if rerr := sp.Rollback(ctx); rerr != nil {
 		return nil, fmt.Errorf("roll back to savepoint: %w", rerr)
 	}
-	if !rowRefused(err) {
-		return nil, fmt.Errorf("copy %d rows into readings: %w", len(rows), err)
+	switch classify(t, err) {
+	case transient:
+		return nil, copyErr(t, len(rows), err)
+	case tableRefusal:
+		for _, e := range rows {
+			e.bad, e.missing = refusedAs(t, err), true
+		}
+		return rows, nil
 	}
 	if len(rows) == 1 {
-		rows[0].bad = err
+		rows[0].bad = refusedAs(t, err)
 		return rows, nil
 	}
 	mid := len(rows) / 2
-	a, err := isolate(ctx, tx, rows[:mid])
+	a, err := isolate(ctx, tx, t, rows[:mid])
 	if err != nil {
 		return nil, err
 	}
-	b, err := isolate(ctx, tx, rows[mid:])
+	b, err := isolate(ctx, tx, t, rows[mid:])
 	if err != nil {
 		return nil, err
 	}

@@ -21,6 +21,9 @@ type entry struct {
 	version string // the encoding version of raw
 	raw     string // the body (of this reading alone, in a batch), or a dump of the fields; kept if rejected
 	dump    bool   // raw is a dump of the fields: the entry had no body
+	// missing: the entry is a typed row refused because its table or a
+	// column does not exist (see tableRefusal).
+	missing bool
 	// dl is the entry's edge dead letter (ingest.CodecDeadLetter): it lands
 	// in readings_rejected with source 'edge', not in readings.
 	dl *ingest.DeadLetter
@@ -46,7 +49,7 @@ func appendDecoded(buf []entry, msg redis.XMessage) (_ []entry, declared int64) 
 	case !hasBody:
 		return append(buf, entry{id: msg.ID, version: version, dump: true, raw: fieldDump(msg.Values),
 			bad: fmt.Errorf("%w: no %q field", ingest.ErrCorruptEntry, ingest.FieldBody)}), 0
-	case version == ingest.CodecBatch || version == ingest.CodecMetricBatch:
+	case version == ingest.CodecBatch || version == ingest.CodecMetricBatch || version == ingest.CodecTypedBatch:
 		if n, err := strconv.ParseInt(fmt.Sprint(msg.Values[ingest.FieldCount]), 10, 64); err == nil && n > 0 {
 			declared = n
 		}
@@ -62,14 +65,15 @@ func appendDecoded(buf []entry, msg redis.XMessage) (_ []entry, declared int64) 
 		return append(buf, e), 1
 	default:
 		e := entry{id: msg.ID, version: version, raw: body}
-		e.r, e.bad = ingest.Decode(version, body)
+		e.r, e.bad = decodeItem(version, body)
 		return append(buf, e), 0
 	}
 }
 
 // appendBatch appends the readings of a batch entry to buf, each on its
 // own: one that does not decode is rejected alone, with its own body
-// (version 1, or 3 in a version-4 batch: replayable as it is), while its
+// (version 1, 3 in a version-4 batch, 6 in a version-7 one: replayable as
+// it is), while its
 // neighbours commit. A batch whose framing is broken is rejected whole, with
 // its body.
 func appendBatch(buf []entry, id, version, body string) []entry {
@@ -80,7 +84,7 @@ func appendBatch(buf []entry, id, version, body string) []entry {
 	item, _ := ingest.ItemCodec(version)
 	for i, p := range parts {
 		e := entry{id: id, item: i + 1, version: item, raw: p}
-		e.r, e.bad = ingest.Decode(item, p)
+		e.r, e.bad = decodeItem(item, p)
 		buf = append(buf, e)
 	}
 	return buf

@@ -126,7 +126,7 @@ func (s *session) replays(ctx context.Context, tx pgx.Tx, bad []*entry, res *com
 			land, again = expandReplay(r, land, again)
 			continue
 		}
-		if r.e.r, r.e.bad = ingest.Decode(r.rp.Version, r.rp.Body); r.e.bad != nil {
+		if r.e.r, r.e.bad = decodeItem(r.rp.Version, r.rp.Body); r.e.bad != nil {
 			again = append(again, r)
 			continue
 		}
@@ -147,9 +147,13 @@ func (s *session) replays(ctx context.Context, tx pgx.Tx, bad []*entry, res *com
 	for i := range land {
 		rows[i] = land[i].e
 	}
-	refused, err := isolate(ctx, tx, rows)
+	tgts := targets(rows)
+	refused, err := isolateAll(ctx, tx, tgts)
 	if err != nil {
 		return nil, err
+	}
+	for _, t := range tgts {
+		res.landed(t)
 	}
 	for _, r := range land {
 		if r.e.bad != nil { // set by isolate
@@ -255,7 +259,7 @@ func expandReplay(r replayed, land, again []replayed) ([]replayed, []replayed) {
 	item, _ := ingest.ItemCodec(r.rp.Version)
 	for i, p := range parts {
 		e := &entry{id: r.e.id, item: i + 1, version: item, raw: p}
-		e.r, e.bad = ingest.Decode(item, p)
+		e.r, e.bad = decodeItem(item, p)
 		one := replayed{e: e, rp: ingest.Replay{Of: r.rp.Of, Version: item, Body: p}}
 		if e.bad != nil {
 			again = append(again, one)

@@ -284,6 +284,16 @@ func (s *session) flush(ctx context.Context, trigger string) error {
 	if res.deadLetters > 0 {
 		m.rejected.WithLabelValues("edge").Add(float64(res.deadLetters))
 	}
+	for table, n := range res.tables {
+		m.tableRows.WithLabelValues(table).Add(float64(n))
+	}
+	for table, n := range res.missing {
+		// Not lost (a dead letter, replayable) but not landing either until
+		// an operator acts: said at Error, per batch.
+		m.missingTable.WithLabelValues(table).Add(float64(n))
+		s.log.Error("typed table or column missing: rows sent to readings_rejected; create or fix the table (firehose migrate --config) and replay them (firehose rejected replay)",
+			"table", table, "rows", n, "err", res.missingErr[table])
+	}
 	if !res.oldest.IsZero() {
 		m.lag.Observe(time.Since(res.oldest).Seconds())
 	}

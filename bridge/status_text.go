@@ -30,3 +30,19 @@ func WriteStatus(w io.Writer, shards []ShardStatus, members []MemberStatus) erro
 	}
 	return tw.Flush()
 }
+
+// WriteTables prints tables as the table of firehose status that shows
+// where rows land: each table's estimated rows and size, or that it is
+// missing.
+func WriteTables(w io.Writer, tables []TableStatus) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "TABLE\tROWS (ESTIMATE)\tSIZE")
+	for _, t := range tables {
+		if !t.Exists {
+			fmt.Fprintf(tw, "%s\t(missing: its rows go to readings_rejected; run firehose migrate --config)\t\n", t.Table)
+			continue
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%.1f MiB\n", t.Table, t.Rows, float64(t.Bytes)/(1<<20))
+	}
+	return tw.Flush()
+}

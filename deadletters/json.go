@@ -47,6 +47,10 @@ type ReadingJSON struct {
 	ReceivedAt  time.Time       `json:"received_at"`
 	Payload     json.RawMessage `json:"payload,omitempty"`
 	PayloadText string          `json:"payload_text,omitempty"`
+	// Table and Row, for a row of a typed table: the table it goes to and
+	// its columns' values (see RowValue); Reading is then unused.
+	Table string         `json:"table,omitempty"`
+	Row   map[string]any `json:"row,omitempty"`
 }
 
 // JSON is the row in its JSON form, its entry decoded where it decodes.
@@ -64,6 +68,12 @@ func (r *Row) JSON() JSON {
 		return j
 	}
 	rj := &ReadingJSON{DeviceID: rd.DeviceID, Reading: rd.Value, TS: rd.Time, ReceivedAt: rd.ReceivedAt}
+	if rd.Row != nil {
+		rj.Table, rj.Row = rd.Row.Shape.Table, make(map[string]any, len(rd.Row.Values))
+		for i, c := range rd.Row.Shape.Columns {
+			rj.Row[c.Name] = RowValue(c.Type, &rd.Row.Values[i])
+		}
+	}
 	if math.IsNaN(rd.Value) || math.IsInf(rd.Value, 0) {
 		rj.Reading = strconv.FormatFloat(rd.Value, 'g', -1, 64)
 	}

@@ -163,6 +163,12 @@ func PlanReading(r *Row, repair []byte, lim ingest.Limits) (ingest.Reading, erro
 	if r.Edge() {
 		derr = errors.New("an edge dead letter")
 	}
+	if derr == nil && orig.Row != nil && repair != nil {
+		// --reading makes a readings row: the row would land in readings,
+		// not in its table.
+		return ingest.Reading{}, fmt.Errorf("row %d is a row of table %s, which --reading cannot repair: fix the table (firehose migrate --config) and replay the row as it is",
+			r.ID, orig.Row.Shape.Table)
+	}
 	var rd ingest.Reading
 	if repair != nil {
 		if err := ingest.ParseObject(repair, &rd); err != nil {

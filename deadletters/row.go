@@ -2,8 +2,10 @@ package deadletters
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -16,6 +18,7 @@ import (
 
 	"firehose/ingest"
 	"firehose/stream"
+	"firehose/typed"
 )
 
 // Row is a row of readings_rejected.
@@ -186,11 +189,66 @@ func (r *Row) Preview() string {
 	if err != nil {
 		return "(does not decode) " + Printable(string(r.Raw), 40)
 	}
+	if rd.Row != nil {
+		return Printable(rowPreview(&rd), 80)
+	}
 	s := fmt.Sprintf("%s reading=%s ts=%s", rd.DeviceID, strconv.FormatFloat(rd.Value, 'g', -1, 64), rd.Time.Format(time.RFC3339Nano))
 	if rd.Payload != nil {
 		s += " " + string(rd.Payload)
 	}
 	return Printable(s, 80)
+}
+
+// rowPreview is a typed row in one line: its table, then its columns as
+// name=value.
+func rowPreview(rd *ingest.Reading) string {
+	var b strings.Builder
+	b.WriteString(rd.Row.Shape.Table + ":")
+	for i, c := range rd.Row.Shape.Columns {
+		v, _ := json.Marshal(RowValue(c.Type, &rd.Row.Values[i]))
+		fmt.Fprintf(&b, " %s=%s", c.Name, v)
+	}
+	return b.String()
+}
+
+// RowValue is a typed row's value as JSON shows it: nil for NULL, a
+// number, a string (text, numeric's decimal text, a timestamptz in RFC
+// 3339), a bool, a JSON value (jsonb), an array; a float JSON cannot hold
+// (NaN, ±Inf) as its text.
+func RowValue(t typed.Type, v *typed.Value) any {
+	if v.Null {
+		return nil
+	}
+	float := func(f float64) any {
+		if math.IsNaN(f) || math.IsInf(f, 0) {
+			return strconv.FormatFloat(f, 'g', -1, 64)
+		}
+		return f
+	}
+	switch t {
+	case typed.Boolean:
+		return v.Bool
+	case typed.Smallint, typed.Integer, typed.Bigint:
+		return v.Int
+	case typed.Real, typed.Double:
+		return float(v.Float)
+	case typed.Timestamptz:
+		return v.Time().Format(time.RFC3339Nano)
+	case typed.JSONB:
+		if json.Valid([]byte(v.Str)) {
+			return json.RawMessage(v.Str)
+		}
+		return v.Str
+	case typed.DoubleArray:
+		out := make([]any, len(v.Floats))
+		for i, f := range v.Floats {
+			out[i] = float(f)
+		}
+		return out
+	case typed.TextArray:
+		return v.Strs
+	}
+	return v.Str
 }
 
 // Printable makes s safe for one table cell: invalid UTF-8, control and other

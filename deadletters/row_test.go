@@ -95,6 +95,8 @@ func FuzzPreview(f *testing.F) {
 	f.Add(ingest.CodecVersion, ingest.AppendEncode(nil, &r))
 	f.Add("", []byte("v=1\nx=y\n"))
 	f.Add(ingest.CodecVersion, []byte("\x01\xff"))
+	typedRow := typedReading(time.Unix(1, 0))
+	f.Add(ingest.CodecTyped, ingest.AppendEncodeTyped(nil, &typedRow))
 	f.Fuzz(func(t *testing.T, version string, raw []byte) {
 		row := Row{ID: 1, Version: &version, Raw: raw}
 		_ = row.Preview()

@@ -7,6 +7,8 @@ import (
 	"math"
 	"strconv"
 	"time"
+
+	"firehose/typed"
 )
 
 // Stream entry layout. Every entry firehose writes has two fields: FieldVersion
@@ -40,6 +42,18 @@ const (
 	// 4), framed as version 2: the producer writes it for a shard's round
 	// trip when one of its readings names a metric.
 	CodecMetricBatch = "4"
+	// CodecTyped is the single-reading encoding of a reading that may be a
+	// row of a typed table (version 6): version 3's fields, then one byte,
+	// 0 for a readings row (nothing follows) or 1 for a typed row, followed
+	// by the row as typed.AppendRow encodes it (its table, its columns'
+	// names and types, its values). Version 5 is the edge dead letter
+	// (CodecDeadLetter).
+	CodecTyped = "6"
+	// CodecTypedBatch is the batch encoding of version-6 readings (version
+	// 7), framed as version 2: the producer writes it for a shard's round
+	// trip when one of its readings is a typed row (Reading.Row), so
+	// entries without typed rows stay byte for byte as before.
+	CodecTypedBatch = "7"
 )
 
 // ItemCodec is the encoding of the readings inside a batch entry of
@@ -50,8 +64,79 @@ func ItemCodec(version string) (string, bool) {
 		return CodecVersion, true
 	case CodecMetricBatch:
 		return CodecMetric, true
+	case CodecTypedBatch:
+		return CodecTyped, true
 	}
 	return "", false
+}
+
+// BatchCodec is the batch encoding whose items are in encoding item
+// (CodecBatch for CodecVersion, CodecMetricBatch for CodecMetric,
+// CodecTypedBatch for CodecTyped).
+func BatchCodec(item string) string {
+	switch item {
+	case CodecMetric:
+		return CodecMetricBatch
+	case CodecTyped:
+		return CodecTypedBatch
+	}
+	return CodecBatch
+}
+
+// ItemVersion is the single-reading encoding r needs: CodecTyped for a
+// typed row, CodecMetric for a reading that names a metric, else
+// CodecVersion (byte for byte as before metrics and typed rows existed).
+func ItemVersion(r *Reading) string {
+	switch {
+	case r.Row != nil:
+		return CodecTyped
+	case r.Metric != "":
+		return CodecMetric
+	}
+	return CodecVersion
+}
+
+// Wider is the wider of two single-reading encodings: the one whose
+// items can hold what the other's can (CodecTyped over CodecMetric over
+// CodecVersion). A batch of readings of several takes the widest.
+func Wider(a, b string) string {
+	rank := func(v string) int {
+		switch v {
+		case CodecTyped:
+			return 2
+		case CodecMetric:
+			return 1
+		}
+		return 0
+	}
+	if rank(b) > rank(a) {
+		return b
+	}
+	return a
+}
+
+// AppendItem appends r in the single-reading encoding item (CodecVersion,
+// CodecMetric or CodecTyped; see ItemVersion for the narrowest r fits).
+func AppendItem(dst []byte, item string, r *Reading) []byte {
+	switch item {
+	case CodecTyped:
+		return AppendEncodeTyped(dst, r)
+	case CodecMetric:
+		return AppendEncodeMetric(dst, r)
+	}
+	return AppendEncode(dst, r)
+}
+
+// AppendBatchItemAs appends one reading of a batch body whose items are in
+// encoding item (see AppendBatchItem).
+func AppendBatchItemAs(dst []byte, item string, r *Reading) []byte {
+	switch item {
+	case CodecTyped:
+		return AppendBatchItemTyped(dst, r)
+	case CodecMetric:
+		return AppendBatchItemMetric(dst, r)
+	}
+	return AppendBatchItem(dst, r)
 }
 
 // ErrUnknownCodec means an entry names an encoding this build cannot read.
@@ -76,6 +161,18 @@ func AppendEncode(dst []byte, r *Reading) []byte {
 // metric).
 func AppendEncodeMetric(dst []byte, r *Reading) []byte {
 	return appendEncode(dst, r, true)
+}
+
+// AppendEncodeTyped appends the version-6 encoding of r: version 3's
+// fields, then 0 when r.Row is nil, else 1 and typed.AppendRow of r.Row. A
+// typed row's Metric, Value and Payload are unused and travel as their zero
+// values take them.
+func AppendEncodeTyped(dst []byte, r *Reading) []byte {
+	dst = appendEncode(dst, r, true)
+	if r.Row == nil {
+		return append(dst, 0)
+	}
+	return typed.AppendRow(append(dst, 1), r.Row)
 }
 
 func appendEncode(dst []byte, r *Reading, metric bool) []byte {
@@ -119,6 +216,27 @@ func AppendBatchItem(dst []byte, r *Reading) []byte {
 func AppendBatchItemMetric(dst []byte, r *Reading) []byte {
 	dst = binary.AppendUvarint(dst, uint64(encodedLen(r)+uvarintLen(uint64(len(r.Metric)))+len(r.Metric)))
 	return AppendEncodeMetric(dst, r)
+}
+
+// AppendBatchItemTyped is AppendBatchItem for a version-7 body: r in its
+// version-6 encoding.
+func AppendBatchItemTyped(dst []byte, r *Reading) []byte {
+	if r.Row == nil {
+		dst = binary.AppendUvarint(dst, uint64(encodedLen(r)+uvarintLen(uint64(len(r.Metric)))+len(r.Metric)+1))
+		return AppendEncodeTyped(dst, r)
+	}
+	// A row's length is known once it is encoded: encode it after room for
+	// the largest length, then move it next to its length (one memmove of
+	// the item, not an allocation).
+	start := len(dst)
+	dst = append(dst, 0, 0, 0, 0, 0) // binary.MaxVarintLen32
+	dst = AppendEncodeTyped(dst, r)
+	n := len(dst) - start - binary.MaxVarintLen32
+	var h [binary.MaxVarintLen64]byte
+	hl := binary.PutUvarint(h[:], uint64(n))
+	copy(dst[start+hl:], dst[start+binary.MaxVarintLen32:])
+	copy(dst[start:], h[:hl])
+	return dst[:start+hl+n]
 }
 
 // BatchHeaderLen is the room a batch body reserves for its count: enough for
@@ -192,7 +310,7 @@ func SplitBatch(body string) ([]string, error) {
 // wrap ErrUnknownCodec or ErrCorruptEntry. Decode checks structure only: a
 // decoded reading is not re-validated.
 func Decode(version, body string) (Reading, error) {
-	if version != CodecVersion && version != CodecMetric {
+	if version != CodecVersion && version != CodecMetric && version != CodecTyped {
 		return Reading{}, fmt.Errorf("%w %q", ErrUnknownCodec, version)
 	}
 	d := decoder{s: body}
@@ -204,8 +322,11 @@ func Decode(version, body string) (Reading, error) {
 	if p := d.str(); p != "" {
 		r.Payload = []byte(p)
 	}
-	if version == CodecMetric {
+	if version == CodecMetric || version == CodecTyped {
 		r.Metric = d.str()
+	}
+	if version == CodecTyped {
+		r.Row = d.row()
 	}
 	if d.err != nil {
 		return Reading{}, d.err
@@ -264,6 +385,36 @@ func (d *decoder) str() string {
 	s := d.s[:n]
 	d.s = d.s[n:]
 	return s
+}
+
+// row reads version 6's typed part: 0, no row; 1, a typed row.
+func (d *decoder) row() *typed.Row {
+	if d.err != nil {
+		return nil
+	}
+	if len(d.s) == 0 {
+		d.fail("typed part")
+		return nil
+	}
+	kind := d.s[0]
+	d.s = d.s[1:]
+	switch kind {
+	case 0:
+		return nil
+	case 1:
+		row, n, err := typed.DecodeRow([]byte(d.s))
+		if err != nil {
+			if d.err == nil {
+				d.err = fmt.Errorf("%w: %w", ErrCorruptEntry, err)
+			}
+			d.s = ""
+			return nil
+		}
+		d.s = d.s[n:]
+		return &row
+	}
+	d.fail("typed part")
+	return nil
 }
 
 func (d *decoder) uint64() uint64 {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"firehose/ingest"
+	"firehose/typed"
 )
 
 // assertSameReading fails t unless got is want as the codec gives it back:
@@ -38,6 +39,12 @@ func assertSameReading(t testing.TB, got, want ingest.Reading) {
 	}
 	if len(got.Payload) == 0 && got.Payload != nil {
 		t.Errorf("empty Payload decoded as non-nil")
+	}
+	switch {
+	case (got.Row == nil) != (want.Row == nil):
+		t.Errorf("Row = %+v, want %+v", got.Row, want.Row)
+	case got.Row != nil && string(typed.AppendRow(nil, got.Row)) != string(typed.AppendRow(nil, want.Row)):
+		t.Errorf("Row = %+v %+v, want %+v %+v", *got.Row.Shape, got.Row.Values, *want.Row.Shape, want.Row.Values)
 	}
 }
 
@@ -222,8 +229,13 @@ func FuzzDecode(f *testing.F) {
 	f.Add(ingest.CodecVersion, []byte(strings.Repeat("\xff", 11)))
 	f.Add(ingest.CodecVersion, []byte{})
 	f.Add(ingest.CodecMetric, []byte("\x01d\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x04temp"))
+	for _, r := range typedReadings() {
+		f.Add(ingest.CodecTyped, ingest.AppendEncodeTyped(nil, &r))
+	}
+	f.Add(ingest.CodecTyped, []byte("\x01d\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x01\x01t\x01\x01c\x09\x00\x02"))
+	f.Add(ingest.CodecTyped, []byte("\x01d\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02"))
 	f.Fuzz(func(t *testing.T, version string, body []byte) {
-		known := version == ingest.CodecVersion || version == ingest.CodecMetric
+		known := version == ingest.CodecVersion || version == ingest.CodecMetric || version == ingest.CodecTyped
 		r, err := ingest.Decode(version, string(body))
 		if err != nil {
 			if !errors.Is(err, ingest.ErrUnknownCodec) && !errors.Is(err, ingest.ErrCorruptEntry) {
@@ -237,10 +249,7 @@ func FuzzDecode(f *testing.F) {
 		if !known {
 			t.Fatalf("decoded version %q", version)
 		}
-		again := ingest.AppendEncode(nil, &r)
-		if version == ingest.CodecMetric {
-			again = ingest.AppendEncodeMetric(nil, &r)
-		}
+		again := ingest.AppendItem(nil, version, &r)
 		if len(again) > len(body) {
 			t.Fatalf("re-encoding of %d bytes is longer than the %d bytes decoded", len(again), len(body))
 		}

@@ -192,11 +192,19 @@ func (r *Reading) Validate(lim Limits) error {
 	if err := validateDeviceID(r.DeviceID, lim.MaxDeviceID, lim.DeviceSlash); err != nil {
 		return err
 	}
-	if err := ValidateMetric(r.Metric); err != nil {
-		return err
-	}
-	if math.IsNaN(r.Value) || math.IsInf(r.Value, 0) {
-		return fieldErr("reading", "range", "must be a finite number")
+	if r.Row != nil {
+		// A typed row's values were checked against their columns by the
+		// rule that made it; Metric, Value and Payload are unused.
+		if err := CheckRow(r.Row); err != nil {
+			return err
+		}
+	} else {
+		if err := ValidateMetric(r.Metric); err != nil {
+			return err
+		}
+		if math.IsNaN(r.Value) || math.IsInf(r.Value, 0) {
+			return fieldErr("reading", "range", "must be a finite number")
+		}
 	}
 	if r.ReceivedAt.IsZero() {
 		return fieldErr("received_at", "missing", "time of receipt is not set")
@@ -215,7 +223,7 @@ func (r *Reading) Validate(lim Limits) error {
 		// The stream encoding holds Unix nanoseconds in an int64.
 		return fieldErr("ts", "range", "%s is outside the years 1678 to 2261 that can be stored", r.Time.Format(time.RFC3339))
 	}
-	if r.Payload != nil {
+	if r.Payload != nil && r.Row == nil {
 		if len(r.Payload) > lim.MaxPayload {
 			return fieldErr("payload", "too_long", "extra fields take %d bytes, more than the limit of %d", len(r.Payload), lim.MaxPayload)
 		}
@@ -224,6 +232,54 @@ func (r *Reading) Validate(lim Limits) error {
 		}
 	}
 	return nil
+}
+
+// CheckRow checks the frame of a typed row, as the stream carries it and
+// COPY needs it: a table, at least one column, a value for each, and
+// table and column names that are PostgreSQL identifiers ([a-z_][a-z0-9_]*,
+// at most 63 bytes), no column twice. It does not check the values against
+// their types (the mapping rule that made the row did). Errors are
+// *FieldError wrapping ErrInvalidReading, Field "row".
+func CheckRow(row *typed.Row) error {
+	switch {
+	case row.Shape == nil:
+		return fieldErr("row", "missing", "has no table")
+	case !identifier(row.Shape.Table):
+		return fieldErr("row", "format", "table %q is not a PostgreSQL identifier ([a-z_][a-z0-9_]*, at most 63 bytes)", row.Shape.Table)
+	case len(row.Shape.Columns) == 0:
+		return fieldErr("row", "missing", "table %s: no columns", row.Shape.Table)
+	case len(row.Values) != len(row.Shape.Columns):
+		return fieldErr("row", "format", "table %s: %d values for %d columns", row.Shape.Table, len(row.Values), len(row.Shape.Columns))
+	}
+	seen := make(map[string]struct{}, len(row.Shape.Columns))
+	for _, c := range row.Shape.Columns {
+		if !identifier(c.Name) {
+			return fieldErr("row", "format", "table %s: column %q is not a PostgreSQL identifier ([a-z_][a-z0-9_]*, at most 63 bytes)", row.Shape.Table, c.Name)
+		}
+		if _, dup := seen[c.Name]; dup {
+			return fieldErr("row", "format", "table %s: column %s twice", row.Shape.Table, c.Name)
+		}
+		seen[c.Name] = struct{}{}
+	}
+	return nil
+}
+
+// identifier reports whether s is a PostgreSQL identifier that needs no
+// quoting: [a-z_][a-z0-9_]*, 1 to 63 bytes.
+func identifier(s string) bool {
+	if s == "" || len(s) > 63 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '_' || c >= 'a' && c <= 'z':
+		case c >= '0' && c <= '9' && i > 0:
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // ValidateDeviceID checks a device id: 1 to max bytes of valid UTF-8, no

@@ -43,12 +43,11 @@ func ReplayValues(of int64, body []byte) []any {
 }
 
 // ReplayReading returns the fields of the replay entry of row of for the
-// reading r, encoded as version 1, or version 3 when it names a metric.
+// reading r, in the narrowest encoding it fits (ItemVersion): version 1,
+// 3 when it names a metric, 6 when it is a typed row.
 func ReplayReading(of int64, r *Reading) []any {
-	if r.Metric == "" {
-		return ReplayValues(of, AppendEncode(nil, r))
-	}
-	return []any{FieldVersion, CodecMetric, FieldReplayOf, strconv.FormatInt(of, 10), FieldReplayBody, AppendEncodeMetric(nil, r)}
+	item := ItemVersion(r)
+	return []any{FieldVersion, item, FieldReplayOf, strconv.FormatInt(of, 10), FieldReplayBody, AppendItem(nil, item, r)}
 }
 
 // ParseReplay reads the fields of a stream entry. ok is false when the entry
@@ -74,28 +73,22 @@ func ParseReplay(values map[string]any) (rp Replay, ok bool, err error) {
 
 // ReplayReadings returns the fields of the replay entry of row of for rs,
 // the readings one dead letter resolved to: ReplayReading's for one
-// reading, else a batch body (version 2, or 4 when one names a metric) that
-// the bridge lands whole with the row's claim, each reading at most once.
-// A bridge that predates batch replays refuses such an entry (a new row of
-// readings_rejected naming this one) and lands nothing of it.
+// reading, else a batch body (version 2, 4 when one names a metric, 7 when
+// one is a typed row) that the bridge lands whole with the row's claim, each
+// reading at most once. A bridge that predates batch replays refuses such an
+// entry (a new row of readings_rejected naming this one) and lands nothing
+// of it.
 func ReplayReadings(of int64, rs []Reading) []any {
 	if len(rs) == 1 {
 		return ReplayReading(of, &rs[0])
 	}
-	version, metric := CodecBatch, false
+	item := CodecVersion
 	for i := range rs {
-		if rs[i].Metric != "" {
-			version, metric = CodecMetricBatch, true
-			break
-		}
+		item = Wider(item, ItemVersion(&rs[i]))
 	}
 	body := make([]byte, BatchHeaderLen, BatchHeaderLen+64*len(rs))
 	for i := range rs {
-		if metric {
-			body = AppendBatchItemMetric(body, &rs[i])
-		} else {
-			body = AppendBatchItem(body, &rs[i])
-		}
+		body = AppendBatchItemAs(body, item, &rs[i])
 	}
-	return []any{FieldVersion, version, FieldReplayOf, strconv.FormatInt(of, 10), FieldReplayBody, FinishBatch(body, len(rs))}
+	return []any{FieldVersion, BatchCodec(item), FieldReplayOf, strconv.FormatInt(of, 10), FieldReplayBody, FinishBatch(body, len(rs))}
 }

@@ -40,7 +40,8 @@ const DefaultDedupWindow = 5 * time.Minute
 const dedupKeyLen = 16
 
 // dedupKey is r's deduplication key under mode, and whether r has one:
-// SHA-256 of the series' identity (device, metric and Series) and id
+// SHA-256 of the series' identity (device, metric, Series and a typed
+// row's table) and id
 // (DedupID) or the device's time (DedupNatural), truncated to dedupKeyLen
 // bytes. A reading without Series keeps the key it had before Series
 // existed, so an upgrade forgets no key of the window.
@@ -56,6 +57,14 @@ func dedupKey(mode string, r *ingest.Reading) (key [dedupKeyLen]byte, ok bool) {
 		b = append(b, 's')
 		b = binary.AppendUvarint(b, uint64(len(r.Series)))
 		b = append(b, r.Series...)
+	}
+	if r.Row != nil && r.Row.Shape != nil {
+		// A typed row's series is its table's: two rules' tables may share
+		// a device and a message id. 'r' is none of 's', 'i', 't': no key
+		// of a row equals one of a readings row.
+		b = append(b, 'r')
+		b = binary.AppendUvarint(b, uint64(len(r.Row.Shape.Table)))
+		b = append(b, r.Row.Shape.Table...)
 	}
 	switch mode {
 	case DedupID:

@@ -14,6 +14,7 @@ import (
 	"firehose/ingest"
 	"firehose/internal/testenv"
 	"firehose/stream"
+	"firehose/typed"
 )
 
 // storedReadings decodes every entry of every shard stream, whatever its
@@ -316,6 +317,51 @@ func TestDedupFlagsValidate(t *testing.T) {
 		err := tt.cfg.Validate()
 		if (err == nil) != (tt.want == "") || (err != nil && !strings.Contains(err.Error(), tt.want)) {
 			t.Errorf("%+v: Validate() = %v, want %q", tt.cfg, err, tt.want)
+		}
+	}
+}
+
+// TestIntegrationDedupTypedRows: typed rows travel in version-7 entries
+// and come back with their table and values; under --dedup a row sent again
+// with its id and series is stored once, while the same device, id and
+// series in another table (another rule's) is another row.
+func TestIntegrationDedupTypedRows(t *testing.T) {
+	t.Parallel()
+	for _, mode := range []string{stream.DedupOff, stream.DedupID, stream.DedupNatural} {
+		rdb, prefix := testenv.Redis(t)
+		streams := stream.Streams{Prefix: prefix, Count: 2}
+		p, _, _ := startProducer(t, rdb, streams, stream.ProducerConfig{Dedup: mode})
+		at := time.Now().Add(-time.Minute).Truncate(time.Millisecond)
+		row := func(table string, v int64) ingest.Reading {
+			r := ingest.Reading{DeviceID: "press7", Time: at, ReceivedAt: time.Now(), ID: "1", Series: []byte("berlin"),
+				Row: &typed.Row{Shape: &typed.Shape{Table: table, Columns: []typed.Column{
+					{Name: "time", Type: typed.Timestamptz}, {Name: "rpm", Type: typed.Integer}}},
+					Values: []typed.Value{typed.TimeValue(at), {Int: v}}}}
+			r.Normalize()
+			return r
+		}
+		for range 2 {
+			if err := p.Add(t.Context(), []ingest.Reading{row("press_a", 1), row("press_b", 2), newReading("press7", 3)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		got := map[string]int{}
+		for _, r := range storedReadings(t, rdb, streams) {
+			if r.Row == nil {
+				got[fmt.Sprintf("readings/%g", r.Value)]++
+				continue
+			}
+			if !r.Row.Values[0].Time().Equal(at) || r.DeviceID != "press7" {
+				t.Errorf("row %+v of %s: time %v, want %v", r.Row.Values, r.DeviceID, r.Row.Values[0].Time(), at)
+			}
+			got[fmt.Sprintf("%s/%d", r.Row.Shape.Table, r.Row.Values[1].Int)]++
+		}
+		want := map[string]int{"press_a/1": 1, "press_b/2": 1, "readings/3": 2}
+		if mode == stream.DedupOff {
+			want = map[string]int{"press_a/1": 2, "press_b/2": 2, "readings/3": 2}
+		}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("--dedup %s: stored %v, want %v", mode, got, want)
 		}
 	}
 }

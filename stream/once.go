@@ -167,7 +167,8 @@ type oncePart struct {
 
 // onceParts splits once-call c into its parts: one per shard its readings
 // go to, in the order of their first reading, each one batch entry of its
-// readings in call order (version 4 when one names a metric, else 2), or
+// readings in call order (version 4 when one names a metric, 7 when one is
+// a typed row, else 2), or
 // with --stream-codec 1 one entry per reading; or its dead letter.
 func (p *Producer) onceParts(c *call) []oncePart {
 	if c.dead != nil {
@@ -177,7 +178,7 @@ func (p *Producer) onceParts(c *call) []oncePart {
 	var parts []oncePart
 	at := make([]int, len(p.keys)) // per shard: 1 + its part's index; 0: none yet
 	shardOf := make([]int, len(c.readings))
-	metric := make([]bool, len(p.keys))
+	item := make([]string, len(p.keys))
 	for i := range c.readings {
 		shard := p.streams.Shard(c.readings[i].DeviceID)
 		shardOf[i] = shard
@@ -186,33 +187,20 @@ func (p *Producer) onceParts(c *call) []oncePart {
 			at[shard] = len(parts)
 		}
 		parts[at[shard]-1].count++
-		if c.readings[i].Metric != "" {
-			metric[shard] = true
-		}
+		item[shard] = ingest.Wider(item[shard], ingest.ItemVersion(&c.readings[i]))
 	}
 	batched := p.batched()
 	for i := range c.readings {
 		r, part := &c.readings[i], &parts[at[shardOf[i]]-1]
-		switch {
-		case !batched && r.Metric != "":
-			part.entries = append(part.entries, ingest.CodecMetric, ingest.AppendEncodeMetric(nil, r))
-		case !batched:
-			part.entries = append(part.entries, ingest.CodecVersion, ingest.AppendEncode(nil, r))
-		default:
-			if part.entries == nil {
-				part.entries = []any{ingest.CodecBatch, make([]byte, ingest.BatchHeaderLen)}
-				if metric[part.shard] {
-					part.entries[0] = ingest.CodecMetricBatch
-				}
-			}
-			body := part.entries[1].([]byte)
-			if metric[part.shard] {
-				body = ingest.AppendBatchItemMetric(body, r)
-			} else {
-				body = ingest.AppendBatchItem(body, r)
-			}
-			part.entries[1] = body
+		if !batched {
+			v := ingest.ItemVersion(r)
+			part.entries = append(part.entries, v, ingest.AppendItem(nil, v, r))
+			continue
 		}
+		if part.entries == nil {
+			part.entries = []any{ingest.BatchCodec(item[part.shard]), make([]byte, ingest.BatchHeaderLen)}
+		}
+		part.entries[1] = ingest.AppendBatchItemAs(part.entries[1].([]byte), item[part.shard], r)
 	}
 	if batched {
 		for i := range parts {

@@ -20,7 +20,7 @@ import (
 type roundTrip struct {
 	bodies  [][]byte // per shard: the batch entry's body being built
 	counts  []int    // per shard: readings in it
-	metric  []bool   // per shard: a reading names a metric (version 4)
+	item    []string // per shard: its items' encoding (ingest.ItemVersion, the widest of its readings')
 	shardOf []int    // per reading of the round trip, in call order
 	v1      []byte   // --stream-codec 1: every entry's body, one after another
 	// --stream-codec 1: per reading of the round trip, its XADD.
@@ -78,7 +78,7 @@ const maxKeptBody = 1 << 20
 
 func (rt *roundTrip) reset(shards int) {
 	if len(rt.bodies) != shards {
-		rt.bodies, rt.counts, rt.metric = make([][]byte, shards), make([]int, shards), make([]bool, shards)
+		rt.bodies, rt.counts, rt.item = make([][]byte, shards), make([]int, shards), make([]string, shards)
 		rt.dedupKeys, rt.dedupBounds = make([][]byte, shards), make([][]byte, shards)
 		rt.dedupRepeat = make([]int, shards)
 		rt.cmds, rt.shardErr = make([]shardCmds, shards), make([]error, shards)
@@ -95,7 +95,7 @@ func (rt *roundTrip) reset(shards int) {
 		}
 		rt.bodies[i] = rt.bodies[i][:0]
 		rt.counts[i] = 0
-		rt.metric[i] = false
+		rt.item[i] = ingest.CodecVersion
 		rt.dedupKeys[i] = rt.dedupKeys[i][:0]
 		rt.dedupBounds[i] = rt.dedupBounds[i][:0]
 		rt.dedupRepeat[i] = 0
@@ -201,8 +201,8 @@ func (p *Producer) encode(ctx context.Context, batch []*call, rt *roundTrip) {
 
 // route records the shard of every reading of batch, in call order, and
 // counts each shard's readings. A shard's batch entry is version 4 when one
-// of its readings names a metric, else version 2, byte for byte as before
-// metrics existed.
+// of its readings names a metric, 7 when one is a typed row, else version 2,
+// byte for byte as before metrics and typed rows existed.
 func (rt *roundTrip) route(streams Streams, batch []*call) {
 	for _, c := range batch {
 		if c.once != nil {
@@ -213,8 +213,8 @@ func (rt *roundTrip) route(streams Streams, batch []*call) {
 			shard := streams.Shard(r.DeviceID)
 			rt.shardOf = append(rt.shardOf, shard)
 			rt.counts[shard]++
-			if r.Metric != "" {
-				rt.metric[shard] = true
+			if r.Metric != "" || r.Row != nil {
+				rt.item[shard] = ingest.Wider(rt.item[shard], ingest.ItemVersion(r))
 			}
 		}
 	}
@@ -238,11 +238,7 @@ func (rt *roundTrip) addItem(shard int, r *ingest.Reading, mode string) {
 		body = append(body, make([]byte, ingest.BatchHeaderLen)...)
 	}
 	start := len(body) - ingest.BatchHeaderLen
-	if rt.metric[shard] {
-		body = ingest.AppendBatchItemMetric(body, r)
-	} else {
-		body = ingest.AppendBatchItem(body, r)
-	}
+	body = ingest.AppendBatchItemAs(body, rt.item[shard], r)
 	rt.bodies[shard] = body
 	if keyed {
 		rt.dedupKeys[shard] = append(rt.dedupKeys[shard], key[:]...)
@@ -266,28 +262,21 @@ func (rt *roundTrip) repeat(shard int, key [dedupKeyLen]byte) bool {
 	return false
 }
 
-// addEntry builds r's own XADD to stream (--stream-codec 1), version 1, or
-// 3 when it names a metric.
+// addEntry builds r's own XADD to stream (--stream-codec 1), version 1, 3
+// when it names a metric, 6 when it is a typed row.
 func (rt *roundTrip) addEntry(ctx context.Context, stream string, r *ingest.Reading) {
 	// Each command holds a full-capped slice of one buffer; when append
 	// moves it to a larger array the slices taken before keep the old one
 	// alive, unchanged.
-	start, version := len(rt.v1), ingest.CodecVersion
-	if r.Metric != "" {
-		rt.v1, version = ingest.AppendEncodeMetric(rt.v1, r), ingest.CodecMetric
-	} else {
-		rt.v1 = ingest.AppendEncode(rt.v1, r)
-	}
+	start, version := len(rt.v1), ingest.ItemVersion(r)
+	rt.v1 = ingest.AppendItem(rt.v1, version, r)
 	rt.perReading = append(rt.perReading, redis.NewStringCmd(ctx, "xadd", stream, "*",
 		ingest.FieldVersion, version, ingest.FieldBody, rt.v1[start:len(rt.v1):len(rt.v1)]))
 }
 
 // batchVersion is the encoding of shard's batch entry.
 func (rt *roundTrip) batchVersion(shard int) string {
-	if rt.metric[shard] {
-		return ingest.CodecMetricBatch
-	}
-	return ingest.CodecBatch
+	return ingest.BatchCodec(rt.item[shard])
 }
 
 // plan queues the commands of every shard with readings on the pipeline of

@@ -15,6 +15,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"firehose/ingest"
+	"firehose/typed"
 )
 
 // The pure phases of a round trip (see Producer.write), without Redis: a
@@ -37,6 +38,14 @@ func onceCall(rs ...ingest.Reading) *call {
 func rd(device, metric, id string) ingest.Reading {
 	return ingest.Reading{DeviceID: device, Metric: metric, ID: id, Value: 1,
 		Time: time.Unix(100, 0).UTC(), ReceivedAt: time.Unix(100, 0).UTC()}
+}
+
+// typedRd is a typed row of table for device, with message id id.
+func typedRd(device, table, id string) ingest.Reading {
+	r := rd(device, "", id)
+	r.Row = &typed.Row{Shape: &typed.Shape{Table: table, Columns: []typed.Column{{Name: "time", Type: typed.Timestamptz}}},
+		Values: []typed.Value{typed.TimeValue(r.Time)}}
+	return r
 }
 
 // TestRoundTripEncode: routing counts each shard's readings in call order,
@@ -71,6 +80,11 @@ func TestRoundTripEncode(t *testing.T) {
 		{name: "codec 1: an entry per reading", cfg: ProducerConfig{Codec: ingest.CodecVersion},
 			batch:  []*call{readingsCall(rd(a, "", ""), rd(b, "temp", ""))},
 			counts: map[int]int{sa: 1, sb: 1}, perReader: 2},
+		{name: "a typed row makes its shard's entry version 7, not the other's", batch: []*call{readingsCall(rd(a, "temp", ""), typedRd(a, "t1", "")), readingsCall(rd(b, "temp", ""))},
+			counts: map[int]int{sa: 2, sb: 1}, versions: map[int]string{sa: ingest.CodecTypedBatch, sb: ingest.CodecMetricBatch}},
+		{name: "dedup id: the same id in two tables is two rows", cfg: ProducerConfig{Dedup: DedupID},
+			batch:  []*call{readingsCall(typedRd(a, "t1", "m1"), typedRd(a, "t2", "m1"), typedRd(a, "t1", "m1"), rd(a, "", "m1"))},
+			counts: map[int]int{sa: 3}, versions: map[int]string{sa: ingest.CodecTypedBatch}, repeats: map[int]int{sa: 1}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			p := testProducer(t, tt.cfg)
@@ -312,6 +326,10 @@ func TestRoundTripOnceParts(t *testing.T) {
 			want: []part{{sb, 2, "2", []string{ingest.CodecMetricBatch}}, {sa, 1, "1", []string{ingest.CodecBatch}}}},
 		{name: "codec 1", cfg: ProducerConfig{Codec: ingest.CodecVersion}, c: onceCall(rd(a, "", ""), rd(a, "temp", ""), rd(b, "", "")),
 			want: []part{{sa, 2, "", []string{ingest.CodecVersion, ingest.CodecMetric}}, {sb, 1, "", []string{ingest.CodecVersion}}}},
+		{name: "typed rows", c: onceCall(typedRd(a, "t1", ""), rd(b, "", ""), rd(a, "temp", "")),
+			want: []part{{sa, 2, "2", []string{ingest.CodecTypedBatch}}, {sb, 1, "1", []string{ingest.CodecBatch}}}},
+		{name: "codec 1, typed rows", cfg: ProducerConfig{Codec: ingest.CodecVersion}, c: onceCall(typedRd(a, "t1", ""), rd(a, "", "")),
+			want: []part{{sa, 2, "", []string{ingest.CodecTyped, ingest.CodecVersion}}}},
 		{name: "dead letter", c: &call{dead: &ingest.DeadLetter{Device: b}, once: &Once{Session: "s", PacketID: 1, Epoch: 1}},
 			want: []part{{sb, 1, "1", []string{ingest.CodecDeadLetter}}}},
 	} {
