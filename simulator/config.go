@@ -127,12 +127,16 @@ type Config struct {
 	// Shape is what each device sends: reading (default: one reading a
 	// message, the readings topic and /v1/readings or /readings/fast),
 	// telemetry (multi-metric JSON under a topic hierarchy), samples (an
-	// upload of Batch buffered samples) or sparkplug (Sparkplug B edge
-	// nodes, MQTT only). The shapes but reading need the target's mapping
-	// rules of deploy/simulate-rules.yaml (sparkplug needs none).
+	// upload of Batch buffered samples), sparkplug (Sparkplug B edge
+	// nodes, MQTT only) or typed (the telemetry message, landing as one
+	// row of the typed table sim_telemetry, verified column by column).
+	// The shapes but reading need the target's mapping rules of
+	// deploy/simulate-rules.yaml (sparkplug needs none; typed also its
+	// table: firehose migrate --config deploy/simulate-rules.yaml).
 	Shape string
-	// MetricCount is the numeric metrics of each telemetry message and of
-	// each Sparkplug node and device: temp, pressure, rpm, then m3, m4, ...
+	// MetricCount is the numeric metrics of each telemetry message (shapes
+	// telemetry and typed) and of each Sparkplug node and device: temp,
+	// pressure, rpm, then m3, m4, ...
 	// Default 3. (Its flag is --metric-count: --metrics is the target's
 	// Prometheus URL.)
 	MetricCount int
@@ -197,7 +201,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.ClockSpread, "clock-spread", 0, "set the devices' clocks from this much behind (the first) to this much ahead (the last), evenly; the edge refuses ts past --max-clock-skew ahead; the report's measurement-to-commit latency then means little")
 	fs.IntVar(&c.ConnectParallel, "connect-parallel", 64, "MQTT devices connecting at once before the run starts")
 	fs.StringVar(&c.Shape, "shape", ShapeReading, "what each device sends: reading, telemetry (multi-metric JSON, topic sim/{site}/{line}/{device_id}/telemetry),\n"+
-		"samples (--batch buffered samples a message) or sparkplug (Sparkplug B edge nodes, MQTT); telemetry and samples need the rules of deploy/simulate-rules.yaml")
+		"samples (--batch buffered samples a message), sparkplug (Sparkplug B edge nodes, MQTT) or typed (the telemetry message as a row of the typed table sim_telemetry,\n"+
+		"topic sim/{site}/{line}/{device_id}/typed, verified column by column); telemetry, samples and typed need the rules of deploy/simulate-rules.yaml")
 	fs.IntVar(&c.MetricCount, "metric-count", 3, "numeric metrics of each telemetry message and of each Sparkplug node and device (temp, pressure, rpm, m3, ...)")
 	fs.IntVar(&c.SparkplugDevices, "sparkplug-devices", 0, "devices under each Sparkplug edge node (a DBIRTH and DDATA each)")
 	fs.IntVar(&c.SparkplugRebirthEvery, "sparkplug-rebirth-every", 0, "every Nth NDATA of an edge node carries an alias its NBIRTH never gave, so the target asks for a rebirth; at QoS 1/2 that NDATA is expected as an edge dead letter, no row (0: never)")

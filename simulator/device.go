@@ -38,6 +38,10 @@ type ledger struct {
 	// metrics are the rows of a unit; birthMetrics those of a unit with
 	// flagBirth (Sparkplug).
 	metrics, birthMetrics []string
+	// values[seq-1] is the value the device measured for unit seq, from
+	// which its message's fields derive (shape typed only: the column
+	// check compares every column of its row with them).
+	values []float64
 }
 
 // add records a new unit of the new shapes, measured at ms, and returns its

@@ -22,15 +22,19 @@
 // Config.Shape chooses what a device sends: reading (the above), telemetry
 // (multi-metric JSON under sim/site<s>/line<l>/<id>/telemetry, or posted
 // with ?rule=sim-telemetry), samples (uploads of Config.Batch samples,
-// ?rule=sim-samples or sim/<id>/samples) or sparkplug (each device a
+// ?rule=sim-samples or sim/<id>/samples), sparkplug (each device a
 // Sparkplug B edge node of group sim-<run>, with births, data by alias,
 // rebirths on request and a death, encoded with protowire and the field
-// numbers and datatypes of internal/spbwire, the wire format alone). The
-// rules the shapes need are deploy/simulate-rules.yaml. In these shapes
-// the ledger's unit is a message (a sample), each with a strictly
-// increasing device time in ms, and verification finds every row by
-// (device, metric, ts): per metric, rows acknowledged, landed, missing,
-// duplicated.
+// numbers and datatypes of internal/spbwire, the wire format alone) or
+// typed (the telemetry message under sim/site<s>/line<l>/<id>/typed, or
+// posted with ?rule=sim-typed, which the rules route to the typed table
+// sim_telemetry: a row a message). The rules the shapes need are
+// deploy/simulate-rules.yaml. In these shapes the ledger's unit is a
+// message (a sample), each with a strictly increasing device time in ms,
+// and verification finds every row by (device, metric, ts): per metric,
+// rows acknowledged, landed, missing, duplicated. In the shape typed a message is one row, found by (device,
+// time) in sim_telemetry instead of readings, and each row is then checked
+// column by column against what its device sent (ColumnCheck).
 //
 // With Config.Resend a device sends an acknowledged message again, as if
 // its answer had been lost; every message of the new shapes carries its id

@@ -54,6 +54,8 @@ func newHTTPTarget(cfg *Config, tlsConf *tls.Config, inFlight int) *httpTarget {
 		path += "?rule=" + RuleTelemetry
 	case cfg.Shape == ShapeSamples:
 		path += "?rule=" + RuleSamples
+	case cfg.Shape == ShapeTyped:
+		path += "?rule=" + RuleTyped
 	}
 	return &httpTarget{
 		client: &http.Client{Transport: tr, Timeout: cfg.Timeout},

@@ -50,8 +50,8 @@ type Report struct {
 type RunConfig struct {
 	Protocol string `json:"protocol"`
 	// Shape is what the devices sent (reading, telemetry, samples,
-	// sparkplug); MetricCount the metrics of a telemetry message or a
-	// Sparkplug node; SparkplugDevices the devices under each edge node;
+	// sparkplug, typed); MetricCount the metrics of a telemetry message
+	// (telemetry, typed) or a Sparkplug node; SparkplugDevices the devices under each edge node;
 	// Resend the probability of a resend after an acknowledgement.
 	Shape            string  `json:"shape"`
 	MetricCount      int     `json:"metric_count,omitempty"`
@@ -197,6 +197,11 @@ type Landing struct {
 	// whole as edge dead letters (an alias no birth gave, at QoS 1/2),
 	// summed over the metrics (a failure: partial storage); DeadLetters
 	// checks those dead letters (nil when the run forced none at QoS 1/2).
+	// Columns checks the rows of the shape typed column by column (nil in
+	// the other shapes); a mismatch is a failure. In that shape the
+	// metric check is the table's (its name as the metric): a row per
+	// acknowledged message, found by (device, time).
+	Columns       *ColumnCheck     `json:"columns,omitempty"`
 	Partial       int64            `json:"partial,omitempty"`
 	PartialSample []Ref            `json:"partial_sample,omitempty"`
 	DeadLetters   *DeadLetterCheck `json:"dead_letters,omitempty"`
@@ -210,7 +215,7 @@ type Landing struct {
 	// End-to-end latency of the run's rows from PostgreSQL: receipt at the
 	// edge (received_at) to commit (committed_at), and the device's
 	// measurement (ts) to commit. HasCommitTimes is false when the table
-	// has no committed_at.
+	// has no committed_at (and in the shape typed: a typed table has none).
 	HasCommitTimes   bool    `json:"has_commit_times"`
 	ReceiptToCommit  Latency `json:"receipt_to_commit"`
 	MeasuredToCommit Latency `json:"measured_to_commit"`
@@ -293,11 +298,14 @@ func (f *fleet) report(sendEnd time.Time, interrupted bool, land *Landing) *Repo
 		var births int64
 		r.Send.ReadingsAcked, _, births = rowsAcked(f.ledgers())
 		r.Send.RowsAcked = r.Send.ReadingsAcked + births + c.deathsAcked.Load()
+		if cfg.Shape == ShapeTyped { // a row per message, of MetricCount values
+			r.Send.ReadingsAcked *= int64(cfg.MetricCount)
+		}
 	}
 	r.Send.ReadingsPerS = round3(float64(r.Send.ReadingsAcked) / sendS)
 	r.Send.RowsPerS = round3(float64(r.Send.RowsAcked) / sendS)
 	switch cfg.Shape {
-	case ShapeTelemetry:
+	case ShapeTelemetry, ShapeTyped:
 		r.Config.MetricCount = cfg.MetricCount
 	case ShapeSparkplug:
 		r.Config.MetricCount, r.Config.SparkplugDevices, r.Config.RebirthEvery = cfg.MetricCount, cfg.SparkplugDevices, cfg.SparkplugRebirthEvery
@@ -331,6 +339,12 @@ func (r *Report) failures() []string {
 		if l.Unexpected > 0 {
 			out = append(out, fmt.Sprintf("%d rows of the run's devices are readings the fleet never sent", l.Unexpected))
 		}
+		if c := l.Columns; c != nil && len(c.Types) > 0 {
+			out = append(out, fmt.Sprintf("the table %s is not as deploy/simulate-rules.yaml declares it (%s): was it created by firehose migrate --config deploy/simulate-rules.yaml?", c.Table, strings.Join(c.Types, "; ")))
+		}
+		if c := l.Columns; c != nil && c.Mismatched > 0 {
+			out = append(out, fmt.Sprintf("%d of %d rows of %s differ from what their devices sent (%s)", c.Mismatched, c.Rows, c.Table, mismatches(c)))
+		}
 		if l.Partial > 0 {
 			out = append(out, fmt.Sprintf("%d rows landed of Sparkplug DATA with an unknown alias, which the target was to store whole as edge dead letters: partial storage (%s)", l.Partial, refs(l.PartialSample, l.Partial)))
 		}
@@ -350,6 +364,9 @@ func (r *Report) failures() []string {
 		}
 		if r.Config.Shape != ShapeReading && l.Rows == 0 && r.Send.Acked > 0 {
 			out = append(out, fmt.Sprintf("no row landed for %d acknowledged units: does the target have the rules of deploy/simulate-rules.yaml (firehose serve --config deploy/simulate-rules.yaml)? An MQTT 3.1.1 broker acknowledges a publish that no rule maps, and stores nothing", r.Send.Acked))
+			if r.Config.Shape == ShapeTyped {
+				out[len(out)-1] += "; a row the bridge cannot write to " + TypedTable + " is a dead letter in readings_rejected"
+			}
 		}
 	}
 	if s := r.Send; s.RebirthsForced > 0 {
@@ -359,6 +376,19 @@ func (r *Report) failures() []string {
 		case s.RebirthsAnswered == 0:
 			out = append(out, "the target asked for rebirths, and no edge node answered one")
 		}
+	}
+	return out
+}
+
+// mismatches names some of a column check's mismatches.
+func mismatches(c *ColumnCheck) string {
+	s := make([]string, 0, len(c.Sample))
+	for _, m := range c.Sample {
+		s = append(s, m.String())
+	}
+	out := "e.g. " + strings.Join(s, ", ")
+	if int64(len(c.Sample)) < c.Mismatched {
+		out += ", ..."
 	}
 	return out
 }
@@ -384,6 +414,9 @@ func (r *Report) Verdict() string {
 		return "NOT VERIFIED: no --postgres, so nothing was checked in PostgreSQL."
 	case r.Send.Acked == 0:
 		return fmt.Sprintf("OK: QoS 0, at most once: %d of %d readings landed, none twice.", r.Landing.QoS0Landed, r.Landing.QoS0Sent)
+	}
+	if r.Config.Shape == ShapeTyped {
+		return "OK: every acknowledged message landed exactly one row of " + TypedTable + ", each column as the device sent it" + r.resendNote() + "."
 	}
 	if r.Config.Shape != ShapeReading && r.Config.Shape != "" {
 		note := r.resendNote()
@@ -473,6 +506,8 @@ func (r *Report) Title() string {
 	switch c.Shape {
 	case ShapeTelemetry:
 		what += fmt.Sprintf(", telemetry of %d metrics", c.MetricCount)
+	case ShapeTyped:
+		what += fmt.Sprintf(", telemetry of %d metrics as rows of %s", c.MetricCount, TypedTable)
 	case ShapeSamples:
 		what += ", sample uploads"
 	case ShapeSparkplug:
@@ -522,7 +557,11 @@ func (r *Report) rows() []row {
 	}
 	if c.Shape != ShapeReading && c.Shape != "" {
 		add("readings acknowledged", count(s.ReadingsAcked), fmt.Sprintf("%s/s: the acknowledged messages' values", count(int64(s.ReadingsPerS))), "")
-		add("rows acknowledged", count(s.RowsAcked), fmt.Sprintf("%s/s: a row per value, and one per Sparkplug birth and death", count(int64(s.RowsPerS))), "")
+		rowNote := "a row per value, and one per Sparkplug birth and death"
+		if c.Shape == ShapeTyped {
+			rowNote = "a row of " + TypedTable + " per message"
+		}
+		add("rows acknowledged", count(s.RowsAcked), fmt.Sprintf("%s/s: %s", count(int64(s.RowsPerS)), rowNote), "")
 	}
 	if s.Resends > 0 {
 		add("resent after the ack", count(s.Resends)+" messages", fmt.Sprintf("--resend %g: %s units again, %s resends acknowledged", c.Resend, count(s.ResentUnits), count(s.ResendsAcked)), "")
@@ -600,15 +639,26 @@ func (r *Report) rows() []row {
 		}
 	}
 	if len(land.Metrics) > 0 {
-		add("rows acked / landed", count(land.RowsAcked)+" / "+count(land.RowsLanded), "every metric of every acknowledged message, by (device, metric, ts)", "")
+		note := "every metric of every acknowledged message, by (device, metric, ts)"
+		if c.Shape == ShapeTyped {
+			note = "a row of every acknowledged message, by (device, time)"
+		}
+		add("rows acked / landed", count(land.RowsAcked)+" / "+count(land.RowsLanded), note, "")
+	}
+	metricLabel := "  metric "
+	if c.Shape == ShapeTyped {
+		metricLabel = "  table "
 	}
 	for _, m := range land.Metrics {
 		note := fmt.Sprintf("missing %s, duplicated %s, from resends %s, after retries %s", count(m.Missing), count(m.Duplicated), count(m.DupFromResends), count(m.DupAfterRetry))
 		if m.Partial > 0 {
 			note += fmt.Sprintf(", of dead letters %s", count(m.Partial))
 		}
-		add("  metric "+m.Metric, fmt.Sprintf("%s acked, %s landed", count(m.RowsAcked), count(m.RowsLanded)), note,
+		add(metricLabel+m.Metric, fmt.Sprintf("%s acked, %s landed", count(m.RowsAcked), count(m.RowsLanded)), note,
 			goodBad(m.Missing == 0 && m.Duplicated == 0 && m.Partial == 0))
+	}
+	if cc := land.Columns; cc != nil {
+		add("columns", count(cc.Rows)+" rows checked", columnsNote(cc), goodBad(!cc.Failed()))
 	}
 	for _, e := range land.Events {
 		add("  "+e.Metric, fmt.Sprintf("%s acked, %s landed", count(e.Acked), count(e.Landed)), "rows of Sparkplug births and deaths", goodBad(e.Landed >= e.Acked && e.Landed <= e.Acked+e.Resent+e.Unacked))
@@ -627,6 +677,21 @@ func (r *Report) rows() []row {
 	return rows
 }
 
+// columnsNote says what the column check of the shape typed found.
+func columnsNote(c *ColumnCheck) string {
+	switch {
+	case len(c.Types) > 0:
+		return "the table is not as the rules declare it: " + strings.Join(c.Types, "; ")
+	case c.Mismatched == 0:
+		return "each column as the device sent it: site, line, temp (real), pressure, rpm, seq, msg_id, extra, received_at"
+	}
+	by := make([]string, 0, len(c.ByColumn))
+	for _, n := range c.columnNames() {
+		by = append(by, fmt.Sprintf("%s %s", n, count(c.ByColumn[n])))
+	}
+	return fmt.Sprintf("%s rows differ (%s); %s", count(c.Mismatched), strings.Join(by, ", "), mismatches(c))
+}
+
 // deadLetters is the dead-letter check of a verified run, or nil.
 func (r *Report) deadLetters() *DeadLetterCheck {
 	if r.Landing == nil {
@@ -638,7 +703,7 @@ func (r *Report) deadLetters() *DeadLetterCheck {
 // unitWord names the units a shape's ledger counts.
 func unitWord(shape string) string {
 	switch shape {
-	case ShapeTelemetry, ShapeSparkplug:
+	case ShapeTelemetry, ShapeSparkplug, ShapeTyped:
 		return "messages"
 	case ShapeSamples:
 		return "samples"

@@ -14,6 +14,7 @@ const (
 	ShapeTelemetry = "telemetry" // multi-metric JSON under a topic hierarchy (rule sim-telemetry*)
 	ShapeSamples   = "samples"   // an upload of buffered samples (rule sim-samples*)
 	ShapeSparkplug = "sparkplug" // Sparkplug B edge nodes (no rule)
+	ShapeTyped     = "typed"     // the telemetry message, a row of the typed table sim_telemetry (rule sim-typed*)
 )
 
 // The rules of deploy/simulate-rules.yaml the shapes send to: HTTP requests
@@ -21,7 +22,11 @@ const (
 const (
 	RuleTelemetry = "sim-telemetry"
 	RuleSamples   = "sim-samples"
+	RuleTyped     = "sim-typed"
 )
+
+// TypedTable is the table the rules of the shape typed route to.
+const TypedTable = "sim_telemetry"
 
 // Bounds of the shapes' options.
 const (
@@ -32,9 +37,9 @@ const (
 // validateShape checks the options of Config.Shape.
 func (c *Config) validateShape() error {
 	switch c.Shape {
-	case ShapeReading, ShapeTelemetry, ShapeSamples, ShapeSparkplug:
+	case ShapeReading, ShapeTelemetry, ShapeSamples, ShapeSparkplug, ShapeTyped:
 	default:
-		return fmt.Errorf("--shape %q: want reading, telemetry, samples or sparkplug", c.Shape)
+		return fmt.Errorf("--shape %q: want reading, telemetry, samples, sparkplug or typed", c.Shape)
 	}
 	if c.MetricCount < 1 || c.MetricCount > maxMetrics {
 		return fmt.Errorf("--metric-count %d: want 1 to %d", c.MetricCount, maxMetrics)
@@ -51,10 +56,10 @@ func (c *Config) validateShape() error {
 	if c.Shape == ShapeSparkplug && c.Protocol != ProtocolMQTT {
 		return fmt.Errorf("--shape sparkplug: edge nodes speak MQTT: use --protocol mqtt")
 	}
-	if (c.Shape == ShapeSparkplug || c.Shape == ShapeTelemetry) && c.Batch != 1 {
+	if (c.Shape == ShapeSparkplug || c.isTelemetry()) && c.Batch != 1 {
 		return fmt.Errorf("--batch %d: --shape %s sends one message at a time (--batch is for samples and reading)", c.Batch, c.Shape)
 	}
-	if (c.Shape == ShapeTelemetry || c.Shape == ShapeSamples) && c.usesHTTP() && c.Endpoint != EndpointV1 {
+	if (c.isTelemetry() || c.Shape == ShapeSamples) && c.usesHTTP() && c.Endpoint != EndpointV1 {
 		return fmt.Errorf("--shape %s posts to /v1/readings?rule=...: use --endpoint v1", c.Shape)
 	}
 	if c.Shape != ShapeReading && c.ExtraFields > 0 {
@@ -62,6 +67,10 @@ func (c *Config) validateShape() error {
 	}
 	return nil
 }
+
+// isTelemetry says the devices send the telemetry message (the shapes
+// telemetry and typed).
+func (c *Config) isTelemetry() bool { return c.Shape == ShapeTelemetry || c.Shape == ShapeTyped }
 
 // metricName is the name of metric i of a telemetry message or a Sparkplug
 // node or device.
@@ -100,7 +109,7 @@ func setMessageID(h http.Header, deviceID string, seq uint64) {
 	h["Idempotency-Key"] = []string{string(messageID(nil, deviceID, seq))}
 }
 
-// shapeTarget prepares device d of the shapes telemetry and samples: the
+// shapeTarget prepares device d of the shapes telemetry, typed and samples: the
 // context of its requests, and its MQTT connection and topic or its HTTP
 // headers.
 func (f *fleet) shapeTarget(ctx context.Context, d *device, topic string) (*mqttDevice, string, http.Header) {
@@ -126,11 +135,15 @@ func (d *device) deviceMs(at time.Time) int64 {
 
 // rowScope is where the run's rows are: device ids sim-<run>-<n>, or for
 // the shape sparkplug sim-<run>/<edge node>[/<device>] ('0' is the byte
-// after '/').
+// after '/'); for the shape typed in the table TypedTable, not readings.
 func (c *Config) rowScope() scope {
 	if c.Shape == ShapeSparkplug {
 		g := c.sparkplugGroup()
 		return scope{lo: g + "/", hi: g + "0"}
 	}
-	return newScope(c.DevicePrefix())
+	sc := newScope(c.DevicePrefix())
+	if c.Shape == ShapeTyped {
+		sc.typed = TypedTable
+	}
+	return sc
 }

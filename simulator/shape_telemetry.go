@@ -8,21 +8,37 @@ import (
 )
 
 // telemetryTopic is device d's topic in the hierarchy of the shape
-// telemetry: sim/site<s>/line<l>/<device id>/telemetry, ten devices a line
-// and ten lines a site (device index i: site i/100+1, line (i/10)%10+1).
-func telemetryTopic(d *device) string {
-	return "sim/site" + strconv.Itoa(d.idx/100+1) + "/line" + strconv.Itoa(d.idx/10%10+1) + "/" + d.id + "/telemetry"
+// telemetry (kind "telemetry") or typed (kind "typed"):
+// sim/<site>/<line>/<device id>/<kind>, ten devices a line and ten lines a
+// site (see deviceSite).
+func telemetryTopic(d *device, kind string) string {
+	site, line := deviceSite(d.idx)
+	return "sim/" + site + "/" + line + "/" + d.id + "/" + kind
 }
 
-// runTelemetry is a device of the shape telemetry: each message is one
-// multi-metric JSON object, {"t": <unix ms>, "temp": .., "pressure": ..,
-// "rpm": .., "seq": n, "msg_id": "<id>-<n>"} with Config.MetricCount
-// metrics, published to its topic (rule sim-telemetry-mqtt) or, with
-// "device", posted to /v1/readings?rule=sim-telemetry. A message is a unit
-// of the ledger, landing a row per metric.
+// deviceSite is where device index i stands in the topic hierarchy: site
+// i/100+1, line (i/10)%10+1, as site<s> and line<l>.
+func deviceSite(i int) (site, line string) {
+	return "site" + strconv.Itoa(i/100+1), "line" + strconv.Itoa(i/10%10+1)
+}
+
+// runTelemetry is a device of the shapes telemetry and typed: each message
+// is one multi-metric JSON object, {"t": <unix ms>, "temp": .., "pressure":
+// .., "rpm": .., "seq": n, "msg_id": "<id>-<n>"} with Config.MetricCount
+// metrics, published to its topic (rule sim-telemetry-mqtt, or
+// sim-typed-mqtt) or, with "device", posted to
+// /v1/readings?rule=sim-telemetry (sim-typed). A message is a unit of the
+// ledger, landing a row per metric in readings (telemetry) or one row of
+// the table sim_telemetry (typed; the ledger then keeps the value the
+// device measured, for the column check).
 func (f *fleet) runTelemetry(ctx, sendCtx context.Context, d *device) {
 	k := f.cfg.MetricCount
-	md, topic, h := f.shapeTarget(ctx, d, telemetryTopic(d))
+	typed := f.cfg.Shape == ShapeTyped
+	kind := "telemetry"
+	if typed {
+		kind = "typed"
+	}
+	md, topic, h := f.shapeTarget(ctx, d, telemetryTopic(d, kind))
 	timer := stoppedTimer()
 	defer timer.Stop()
 	for j := int64(0); ; j++ {
@@ -33,6 +49,9 @@ func (f *fleet) runTelemetry(ctx, sendCtx context.Context, d *device) {
 		d.step()
 		ms := d.deviceMs(due)
 		seq := d.add(ms, 0)
+		if typed {
+			d.values = append(d.values, d.value)
+		}
 		if d.mqtt {
 			value := d.value
 			acked, payload := f.publishUnits(ctx, d, md, &d.ledger, topic, seq, 1, 96+24*k,
@@ -52,7 +71,8 @@ func (f *fleet) runTelemetry(ctx, sendCtx context.Context, d *device) {
 }
 
 // appendTelemetry appends a telemetry message: with device (HTTP) its
-// "device" first, then "t" (Unix ms), k metrics, "seq" and "msg_id".
+// "device" first, then "t" (Unix ms), k metrics, "seq" and "msg_id". Metric
+// i of value v is telemetryValue(i, v, seq), rounded to 3 decimals.
 func appendTelemetry(b []byte, device, id string, seq uint64, ms int64, v float64, k int) []byte {
 	b = append(b, '{')
 	if device != "" {
@@ -66,24 +86,31 @@ func appendTelemetry(b []byte, device, id string, seq uint64, ms int64, v float6
 		b = append(b, ',', '"')
 		b = append(b, metricName(i)...)
 		b = append(b, '"', ':')
-		var x float64
-		switch i {
-		case 0:
-			x = v
-		case 1: // bar
-			x = 3 + (v-20)*0.05
-		case 2:
-			x = float64(1200 + seq%50)
-		default:
-			x = v + float64(i)
-		}
-		b = strconv.AppendFloat(b, math.Round(x*1000)/1000, 'f', -1, 64)
+		b = strconv.AppendFloat(b, telemetryValue(i, v, seq), 'f', -1, 64)
 	}
 	b = append(b, `,"seq":`...)
 	b = strconv.AppendUint(b, seq, 10)
 	b = append(b, `,"msg_id":"`...)
 	b = messageID(b, id, seq)
 	return append(b, '"', '}')
+}
+
+// telemetryValue is metric i of a telemetry message whose device measured
+// v, as the message carries it (rounded to 3 decimals): temp v, pressure (in
+// bar) 3 + (v-20)*0.05, rpm 1200 + seq%50, m<i> v+i.
+func telemetryValue(i int, v float64, seq uint64) float64 {
+	var x float64
+	switch i {
+	case 0:
+		x = v
+	case 1: // bar
+		x = 3 + (v-20)*0.05
+	case 2:
+		x = float64(1200 + seq%50)
+	default:
+		x = v + float64(i)
+	}
+	return math.Round(x*1000) / 1000
 }
 
 // timeAppend appends ms as an RFC 3339 time of millisecond precision.

@@ -332,6 +332,12 @@ func TestConfigValidate(t *testing.T) {
 		{"too many metrics", func(c *Config) { c.Shape = ShapeTelemetry; c.MetricCount = 33 }, "--metric-count"},
 		{"resend above 1", func(c *Config) { c.Resend = 1.5 }, "--resend"},
 		{"extra fields in a shape", func(c *Config) { c.Shape = ShapeSamples; c.ExtraFields = 2 }, "--extra-fields"},
+		{"typed over mixed", func(c *Config) { c.Shape = ShapeTyped; c.Protocol = ProtocolMixed; c.MetricCount = 5 }, ""},
+		{"typed over mqtt", func(c *Config) { c.Shape = ShapeTyped; c.Protocol = ProtocolMQTT; c.QoS = 0 }, ""},
+		{"typed batches", func(c *Config) { c.Shape = ShapeTyped; c.Batch = 5 }, "--batch 5"},
+		{"typed on fast", func(c *Config) { c.Shape = ShapeTyped; c.Endpoint = EndpointFast }, "--endpoint v1"},
+		{"typed with extra fields", func(c *Config) { c.Shape = ShapeTyped; c.ExtraFields = 1 }, "--extra-fields"},
+		{"typed without metrics", func(c *Config) { c.Shape = ShapeTyped; c.MetricCount = 0 }, "--metric-count"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := DefaultConfig()
@@ -401,8 +407,11 @@ func TestShapeBodies(t *testing.T) {
 		t.Errorf("sample: %s", s)
 	}
 	d := newDevice("r", 12, true)
-	if got := telemetryTopic(d); got != "sim/site1/line2/sim-r-13/telemetry" {
+	if got := telemetryTopic(d, "telemetry"); got != "sim/site1/line2/sim-r-13/telemetry" {
 		t.Errorf("topic %s", got)
+	}
+	if got := telemetryTopic(newDevice("r", 1234, true), "typed"); got != "sim/site13/line4/sim-r-1235/typed" {
+		t.Errorf("typed topic %s", got)
 	}
 	d.clock = -time.Hour
 	now := time.UnixMilli(1764600000000)

@@ -20,19 +20,38 @@ import (
 // started count, so a run id can be used again (a fleet with provisioned
 // credentials has fixed ids): committed_at and since are both PostgreSQL's
 // clock, and the bridge begins a batch's transaction after it read the batch.
+//
+// With typed set (the shape typed) the run's rows are in that table instead
+// of readings, and since bounds their received_at, the edge's receipt time
+// (a typed table has no committed_at): a run started just after another of
+// the same run id could count the other's last rows only if the edge's
+// clock ran behind PostgreSQL's.
 type scope struct {
 	lo, hi string
 	since  *time.Time
+	typed  string // the typed table of the run's rows; "" for readings
+}
+
+// table is the table of the run's rows.
+func (s scope) table() string {
+	if s.typed != "" {
+		return s.typed
+	}
+	return "readings"
 }
 
 func newScope(prefix string) scope {
 	return scope{lo: prefix, hi: strings.TrimSuffix(prefix, "-") + "."}
 }
 
-// where is the condition on readings, its parameters from $1 (see args).
+// where is the condition on the table of the run's rows, its parameters
+// from $1 (see args).
 func (s scope) where() string {
 	w := `device_id COLLATE "C" >= $1 AND device_id COLLATE "C" < $2`
-	if s.since != nil {
+	switch {
+	case s.since != nil && s.typed != "":
+		w += ` AND received_at >= $3`
+	case s.since != nil:
 		w += ` AND committed_at >= $3`
 	}
 	return w
@@ -54,6 +73,9 @@ func (s scope) next() int { return len(s.args()) + 1 }
 // the table has committed_at. Without it a run id that already has rows is
 // refused, since they could not be told from this run's.
 func openScope(ctx context.Context, db *pgxpool.Pool, sc scope) (scope, error) {
+	if sc.typed != "" {
+		return openTypedScope(ctx, db, sc)
+	}
 	prefix := sc.lo
 	var (
 		hasCommit bool
@@ -74,6 +96,24 @@ func openScope(ctx context.Context, db *pgxpool.Pool, sc scope) (scope, error) {
 	case existing > 0:
 		return sc, fmt.Errorf("devices %s* already have %d rows in readings, and the table has no committed_at to tell them from this run's: choose another --run-id", prefix, existing)
 	}
+	return sc, nil
+}
+
+// openTypedScope starts the scope of a run whose rows go to a typed table:
+// from now on, by PostgreSQL's clock, against the rows' received_at. The
+// table must exist: firehose migrate creates it from the rules.
+func openTypedScope(ctx context.Context, db *pgxpool.Pool, sc scope) (scope, error) {
+	var (
+		exists bool
+		now    time.Time
+	)
+	if err := db.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL, now()`, sc.typed).Scan(&exists, &now); err != nil {
+		return sc, fmt.Errorf("inspect the table %s: %w", sc.typed, err)
+	}
+	if !exists {
+		return sc, fmt.Errorf("PostgreSQL has no table %s, where the rules of --shape typed send their rows: create it with firehose migrate --config deploy/simulate-rules.yaml (and serve with the same --config)", sc.typed)
+	}
+	sc.since = &now
 	return sc, nil
 }
 
@@ -116,7 +156,7 @@ func connectPostgres(ctx context.Context, rawURL string) (*pgxpool.Pool, error) 
 
 func countRows(ctx context.Context, db *pgxpool.Pool, sc scope) (int64, error) {
 	var n int64
-	if err := db.QueryRow(ctx, `SELECT count(*) FROM readings WHERE `+sc.where(), sc.args()...).Scan(&n); err != nil {
+	if err := db.QueryRow(ctx, `SELECT count(*) FROM `+sc.table()+` WHERE `+sc.where(), sc.args()...).Scan(&n); err != nil {
 		return 0, fmt.Errorf("count the run's rows: %w", err)
 	}
 	return n, nil
@@ -351,9 +391,9 @@ func endToEnd(ctx context.Context, db *pgxpool.Pool, sc scope) (receipt, measure
 }
 
 // landedPerSecond counts the run's rows by the second (from start) of their
-// commit; nil without committed_at.
+// commit; nil without committed_at (and for a typed table, which has none).
 func landedPerSecond(ctx context.Context, db *pgxpool.Pool, sc scope, start time.Time) (map[int64]int64, error) {
-	if sc.since == nil {
+	if sc.since == nil || sc.typed != "" {
 		return nil, nil // no committed_at
 	}
 	rows, err := db.Query(ctx, fmt.Sprintf(`SELECT floor(extract(epoch FROM committed_at - $%d::timestamptz))::bigint, count(*)

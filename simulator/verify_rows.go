@@ -116,7 +116,8 @@ func rowsAcked(ls []*ledger) (acked, qos0, births int64) {
 
 // verifyRows reads the run's rows grouped by (device, metric, device time in
 // ms), one query over the run's scope, and checks them against the ledgers:
-// every metric of every acknowledged unit once. Rows of Sparkplug births and
+// every metric of every acknowledged unit once. For a typed table (sc.typed)
+// a unit is one row, counted under the pseudo-metric the table's name. Rows of Sparkplug births and
 // deaths (metric sparkplug/...) are counted apart, against deaths (the
 // acknowledged NDEATHs; deathsUnacked those sent at QoS 0 or unanswered).
 func verifyRows(ctx context.Context, db *pgxpool.Pool, sc scope, ls []*ledger, deaths, deathsUnacked int64) (*rowTally, error) {
@@ -154,8 +155,17 @@ func verifyRows(ctx context.Context, db *pgxpool.Pool, sc scope, ls []*ledger, d
 		return e
 	}
 
-	rows, err := db.Query(ctx, `SELECT device_id, metric, (extract(epoch FROM ts) * 1000)::bigint, count(*)
-		FROM readings WHERE `+sc.where()+` GROUP BY 1, 2, 3`, sc.args()...)
+	q, args := `SELECT device_id, metric, (extract(epoch FROM ts) * 1000)::bigint, count(*)
+		FROM readings WHERE `+sc.where()+` GROUP BY 1, 2, 3`, sc.args()
+	if sc.typed != "" {
+		// A row of a typed table is a unit's one row: its metric is the
+		// table's name (the ledgers' pseudo-metric), its time the time
+		// column.
+		q = fmt.Sprintf(`SELECT device_id, $%d::text, (extract(epoch FROM "time") * 1000)::bigint, count(*)
+		FROM %s WHERE %s GROUP BY 1, 3`, sc.next(), sc.typed, sc.where())
+		args = sc.args(sc.typed)
+	}
+	rows, err := db.Query(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("read the run's rows: %w", err)
 	}
