@@ -307,3 +307,47 @@ func TestIntegrationSimulateShapeWithoutRules(t *testing.T) {
 		t.Errorf("MQTT: exit %d:\n%s", code, out)
 	}
 }
+
+// TestIntegrationSimulateTyped runs the shape typed against a stack with
+// deploy/simulate-rules.yaml (serve creates sim_telemetry at the bridge's
+// start): every acknowledged message lands one row of sim_telemetry, column
+// by column as sent, and none in readings; the metrics past the table's
+// columns land in its extra column.
+func TestIntegrationSimulateTyped(t *testing.T) {
+	t.Parallel()
+	st := startSimStack(t, "--config", simulateRules)
+	for _, tc := range []struct {
+		name string
+		mqtt bool
+		args []string
+	}{
+		{"over MQTT and HTTP", true, []string{"--protocol", "mixed", "--devices", "12", "--rate", "600"}},
+		{"over HTTP, 5 metrics", false, []string{"--metric-count", "5", "--devices", "6", "--rate", "300"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			if tc.mqtt {
+				needBroker(t, st)
+			}
+			run := "ty" + testenv.ID()
+			code, out, rep := simulate(t, append([]string{"--http", st.http, "--mqtt", st.mqtt, "--metrics", "off",
+				"--postgres", st.pgURL, "--run-id", run, "--duration", "1500ms", "--shape", "typed"}, tc.args...)...)
+			t.Logf("\n%s", out)
+			if code != 0 || rep == nil || !rep.OK {
+				t.Fatalf("exit %d, report %+v", code, rep)
+			}
+			l := rep.Landing
+			if l.Columns == nil || l.Columns.Rows == 0 || l.Columns.Mismatched != 0 || l.Missing != 0 || l.DupOnceAcked != 0 {
+				t.Fatalf("landing %+v, columns %+v", l, l.Columns)
+			}
+			prefix := "sim-" + run + "-"
+			rows := testenv.QueryInt(t, st.pgURL, "SELECT count(*) FROM sim_telemetry WHERE starts_with(device_id, $1)", prefix)
+			if rows != rep.Send.Acked || rows != l.Columns.Rows {
+				t.Errorf("sim_telemetry holds %d rows of the run; %d messages acknowledged, %d rows checked", rows, rep.Send.Acked, l.Columns.Rows)
+			}
+			if n := testenv.QueryInt(t, st.pgURL, "SELECT count(*) FROM readings WHERE starts_with(device_id, $1)", prefix); n != 0 {
+				t.Errorf("%d readings rows of a typed run", n)
+			}
+		})
+	}
+}
