@@ -3,31 +3,37 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"time"
 
 	"firehose/bridge"
+	"firehose/internal/cli"
 	"firehose/internal/connect"
 	"firehose/stream"
 	"firehose/subscriber"
 )
 
 func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	var asJSON bool
-	cfg, err := parseServe("status", "firehose status [flags]",
+	var (
+		asJSON bool
+		cfg    serveConfig
+	)
+	fs := cli.NewFlagSet("status", "firehose status [flags]",
 		"Prints each shard of the deployment (--redis-prefix, --shards): the bridge session that owns it and its\n"+
 			"bridge process (host:pid), its backlog in Redis, its checkpoint, how far behind the bridge is (the age of the\n"+
 			"oldest uncommitted entry), the rows committed through it and the entries it rejected; then, without --json,\n"+
-			"the deployment's live bridges (bridge_members) and the shards each owns, and its subscribers to MQTT\n"+
-			"brokers (connected, session kept, messages in flight, resent and recognised). Exits 1 when PostgreSQL or\n"+
-			"Redis cannot be read.",
-		args, stderr, func(c *serveConfig, fs *flag.FlagSet) {
-			c.registerCommon(fs)
-			fs.BoolVar(&asJSON, "json", false, "print a JSON array, one object per shard, for scripts")
-		})
-	if err != nil {
+			"the deployment's live bridges (bridge_members) and the shards each owns, the typed tables the rules of\n"+
+			"--config declare (their rows and size, estimated), and its subscribers to MQTT brokers (connected, session\n"+
+			"kept, messages in flight, resent and recognised). It reads every setting serve reads. Exits 1 when\n"+
+			"PostgreSQL or Redis cannot be read.")
+	fs.SetOutput(stderr)
+	cfg.registerFlags(fs.FlagSet)
+	fs.BoolVar(&asJSON, "json", false, "print a JSON array, one object per shard, for scripts")
+	fs.ConfigFile()
+	fs.Lists("roles", "subscribe-broker", "subscribe-topics")
+	fs.Section(rulesKey, cfg.decodeRules)
+	if err := cfg.parse(fs, "status", args); err != nil {
 		return err
 	}
 	if err := cfg.Streams.Validate(); err != nil {
@@ -67,6 +73,20 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	if err := bridge.WriteStatus(stdout, st, members); err != nil {
 		return err
+	}
+	if tables := cfg.MQTT.Rules.Tables(); len(tables) > 0 {
+		names := make([]string, len(tables))
+		for i, t := range tables {
+			names[i] = t.Name
+		}
+		ts, err := bridge.Tables(qctx, pg, names)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(stdout)
+		if err := bridge.WriteTables(stdout, ts); err != nil {
+			return err
+		}
 	}
 	if len(subs) > 0 {
 		fmt.Fprintln(stdout)
