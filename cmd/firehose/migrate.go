@@ -95,7 +95,7 @@ func printChanges(w io.Writer, ch schema.Changes, tables int, ok bool) {
 		fmt.Fprintf(w, "built index %s\n", ix)
 	}
 	for _, c := range ch.Kept {
-		fmt.Fprintf(w, "kept column %s (no rule writes it; nullable, left alone)\n", c)
+		fmt.Fprintf(w, "kept column %s: no rule writes it any more; firehose never drops a column (new rows get NULL there): drop it by hand if you mean to\n", c)
 	}
 	if ok && len(ch.Created)+len(ch.Added)+len(ch.Indexed) == 0 {
 		fmt.Fprintf(w, "typed tables: nothing to change (%d checked)\n", tables)
