@@ -40,6 +40,10 @@
 #              message, columns temp real, pressure double precision, rpm integer, ...) instead of
 #              3 readings rows; paired with mqtt-telemetry (CPU per message and bytes on disk
 #              per message: table, indexes and TOAST of the rows the run added)
+#   http-telemetry, http-typed
+#              the same messages posted over HTTP as NDJSON, 100 a request, closed loop, 32
+#              clients (rules sim-telemetry and sim-typed): the edge's cost a message is small,
+#              so the rows' cost shows; paired like the MQTT two
 #   mqtt-sparkplug
 #              Sparkplug B, --shape sparkplug: 200 edge nodes with 2 devices each, 3 metrics
 #              (Double, Float, UInt32) by alias, QoS 1, closed loop
@@ -72,7 +76,7 @@ cd "$(dirname "$0")/.."
 
 DURATION=${DURATION:-30s}
 ROUNDS=${ROUNDS:-3}
-ALL="seed bare-seed fast-open v1-batch mqtt-qos0 alone-qos0 mqtt-qos1 alone-qos1 mqtt-qos1-200 alone-qos1-200 mqtt-qos1-open mqtt-telemetry mqtt-typed http-samples mqtt-sparkplug"
+ALL="seed bare-seed fast-open v1-batch mqtt-qos0 alone-qos0 mqtt-qos1 alone-qos1 mqtt-qos1-200 alone-qos1-200 mqtt-qos1-open mqtt-telemetry mqtt-typed http-telemetry http-typed http-samples mqtt-sparkplug"
 SCENARIOS=${SCENARIOS:-$ALL}
 FAST_RATE=${FAST_RATE:-5000}
 QOS0_RATE=${QOS0_RATE:-10000}
@@ -125,13 +129,15 @@ scenario() {
     alone-qos1-200) echo "alone|--protocol mqtt --qos 1 --rate 0 --devices 200|mochi alone, same fleet as mqtt-qos1-200" ;;
     mqtt-telemetry) echo "mqtt|--protocol mqtt --qos 1 --rate 0 --devices 200 --shape telemetry --metric-count 3|MQTT QoS 1 telemetry, 3 metrics a message, 200 connections|$RULES" ;;
     mqtt-typed) echo "mqtt|--protocol mqtt --qos 1 --rate 0 --devices 200 --shape typed --metric-count 3|MQTT QoS 1 typed rows (sim_telemetry), 3 metrics a message, 200 connections|$RULES" ;;
+    http-telemetry) echo "http|--shape telemetry --metric-count 3 --batch 100 --rate 0 --devices 1000 --concurrency 32|HTTP telemetry NDJSON ×100, 3 metrics a message, 32 clients|$RULES" ;;
+    http-typed) echo "http|--shape typed --metric-count 3 --batch 100 --rate 0 --devices 1000 --concurrency 32|HTTP typed rows NDJSON ×100, 3 metrics a message, 32 clients|$RULES" ;;
     http-samples) echo "http|--shape samples --batch 100 --rate 0 --devices 1000 --concurrency 32|HTTP sample uploads ×100, closed loop, 32 clients|$RULES" ;;
     mqtt-sparkplug) echo "mqtt|--protocol mqtt --qos 1 --rate 0 --devices 200 --shape sparkplug --sparkplug-devices 2 --metric-count 3|Sparkplug B, 200 edge nodes × 2 devices, 3 metrics, QoS 1" ;;
     *) return 1 ;;
   esac
 }
 # pairs: a firehose scenario and its baseline in the same round.
-PAIRS="seed:bare-seed mqtt-qos0:alone-qos0 mqtt-qos1:alone-qos1 mqtt-qos1-200:alone-qos1-200 mqtt-typed:mqtt-telemetry"
+PAIRS="seed:bare-seed mqtt-qos0:alone-qos0 mqtt-qos1:alone-qos1 mqtt-qos1-200:alone-qos1-200 mqtt-typed:mqtt-telemetry http-typed:http-telemetry"
 
 # table_bytes: the bytes on disk of the rows' tables (every partition of readings and of
 # sim_telemetry: heap, indexes, TOAST), for the bytes per message of a shape run.
@@ -321,12 +327,12 @@ for name in $SCENARIOS; do
   echo "| $name | $(n "$(med "$name" rate)") | $(n "$(med "$name" rrate)") | $en | $(d us_edge) | $(d us_bridge) | $(d us_redis) | $(d us_pg) | **$(d us_total)** | $(d us_gen) |"
 done
 echo
-if ran mqtt-telemetry || ran mqtt-typed; then
-  echo "### Per message: the narrow rows (mqtt-telemetry, a row per metric) against a typed row (mqtt-typed)"
+if ran mqtt-telemetry || ran mqtt-typed || ran http-telemetry || ran http-typed; then
+  echo "### Per message: the narrow rows (*-telemetry, a row per metric) against a typed row (*-typed)"
   echo
   echo "| scenario | messages acknowledged/s | system CPU per message, µs | bytes on disk per message (table + indexes + TOAST) |"
   echo "|---|---|---|---|"
-  for name in mqtt-telemetry mqtt-typed; do
+  for name in mqtt-telemetry mqtt-typed http-telemetry http-typed; do
     ran "$name" || continue
     cpm=() mps=()
     for r in $(seq 1 "$ROUNDS"); do

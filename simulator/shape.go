@@ -56,8 +56,11 @@ func (c *Config) validateShape() error {
 	if c.Shape == ShapeSparkplug && c.Protocol != ProtocolMQTT {
 		return fmt.Errorf("--shape sparkplug: edge nodes speak MQTT: use --protocol mqtt")
 	}
-	if (c.Shape == ShapeSparkplug || c.isTelemetry()) && c.Batch != 1 {
-		return fmt.Errorf("--batch %d: --shape %s sends one message at a time (--batch is for samples and reading)", c.Batch, c.Shape)
+	if c.Shape == ShapeSparkplug && c.Batch != 1 {
+		return fmt.Errorf("--batch %d: --shape sparkplug sends one message at a time (--batch is for samples, reading, and telemetry or typed over HTTP)", c.Batch)
+	}
+	if c.isTelemetry() && c.Batch != 1 && c.Protocol != ProtocolHTTP {
+		return fmt.Errorf("--batch %d: --shape %s batches only over HTTP (NDJSON, a message a line): use --protocol http, or publish one message at a time", c.Batch, c.Shape)
 	}
 	if (c.isTelemetry() || c.Shape == ShapeSamples) && c.usesHTTP() && c.Endpoint != EndpointV1 {
 		return fmt.Errorf("--shape %s posts to /v1/readings?rule=...: use --endpoint v1", c.Shape)

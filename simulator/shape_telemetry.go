@@ -39,11 +39,23 @@ func (f *fleet) runTelemetry(ctx, sendCtx context.Context, d *device) {
 		kind = "typed"
 	}
 	md, topic, h := f.shapeTarget(ctx, d, telemetryTopic(d, kind))
+	batch := max(1, f.cfg.Batch) // HTTP only (Config.validateShape)
+	if batch > 1 {
+		h["Content-Type"] = []string{"application/x-ndjson"}
+	}
+	var (
+		inBatch int
+		first   uint64
+		firstAt time.Time
+	)
 	timer := stoppedTimer()
 	defer timer.Stop()
 	for j := int64(0); ; j++ {
 		due, ok := f.nextDue(sendCtx, d, j, timer)
 		if !ok {
+			if inBatch > 0 { // what the run's end cut short goes as it is
+				f.sendHTTP(ctx, d, h, d.buf, first, inBatch, firstAt)
+			}
 			return
 		}
 		d.step()
@@ -59,6 +71,23 @@ func (f *fleet) runTelemetry(ctx, sendCtx context.Context, d *device) {
 			if acked && f.resendNow(d) {
 				f.resendMQTT(ctx, md, &d.ledger, topic, seq, 1, payload)
 			}
+			continue
+		}
+		if batch > 1 {
+			// NDJSON, a message a line; each names itself by its msg_id,
+			// so the request has no Idempotency-Key.
+			if inBatch == 0 {
+				d.buf, first, firstAt = d.buf[:0], seq, due
+			}
+			d.buf = append(appendTelemetry(d.buf, d.id, d.id, seq, ms, d.value, k), '\n')
+			if inBatch++; inBatch < batch {
+				continue
+			}
+			f.sendHTTP(ctx, d, h, d.buf, first, inBatch, firstAt)
+			if d.flags[first-1]&flagAcked != 0 && f.resendNow(d) {
+				f.resendHTTP(ctx, d, h, d.buf, first, inBatch)
+			}
+			inBatch = 0
 			continue
 		}
 		d.buf = appendTelemetry(d.buf[:0], d.id, d.id, seq, ms, d.value, k)

@@ -323,6 +323,7 @@ func TestIntegrationSimulateTyped(t *testing.T) {
 	}{
 		{"over MQTT and HTTP", true, []string{"--protocol", "mixed", "--devices", "12", "--rate", "600"}},
 		{"over HTTP, 5 metrics", false, []string{"--metric-count", "5", "--devices", "6", "--rate", "300"}},
+		{"over HTTP in NDJSON batches", false, []string{"--batch", "20", "--devices", "6", "--rate", "0", "--concurrency", "4"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
