@@ -48,6 +48,9 @@ func targets(rows []*entry) []*target {
 	var out []*target
 	var plain *target
 	byKey := map[string]*target{}
+	// Decoded rows of one shape share their *Shape (typed.DecodeRow): the
+	// key is built once a shape, not once a row.
+	byShape := map[*typed.Shape]*target{}
 	for _, e := range rows {
 		row := e.r.Row
 		if row == nil {
@@ -57,15 +60,18 @@ func targets(rows []*entry) []*target {
 			plain.rows = append(plain.rows, e)
 			continue
 		}
-		key := shapeKey(row.Shape)
-		t, ok := byKey[key]
+		t, ok := byShape[row.Shape]
 		if !ok {
-			t = &target{name: row.Shape.Table, columns: make([]string, len(row.Shape.Columns))}
-			for i, c := range row.Shape.Columns {
-				t.columns[i] = c.Name
+			key := shapeKey(row.Shape)
+			if t, ok = byKey[key]; !ok {
+				t = &target{name: row.Shape.Table, columns: make([]string, len(row.Shape.Columns))}
+				for i, c := range row.Shape.Columns {
+					t.columns[i] = c.Name
+				}
+				byKey[key] = t
+				out = append(out, t)
 			}
-			byKey[key] = t
-			out = append(out, t)
+			byShape[row.Shape] = t
 		}
 		t.rows = append(t.rows, e)
 	}

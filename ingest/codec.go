@@ -402,7 +402,7 @@ func (d *decoder) row() *typed.Row {
 	case 0:
 		return nil
 	case 1:
-		row, n, err := typed.DecodeRow([]byte(d.s))
+		row, n, err := typed.DecodeRow(d.s)
 		if err != nil {
 			if d.err == nil {
 				d.err = fmt.Errorf("%w: %w", ErrCorruptEntry, err)

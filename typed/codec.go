@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strings"
+	"sync"
 )
 
 // ErrCorrupt means an encoded row does not decode.
@@ -14,28 +16,34 @@ var ErrCorrupt = errors.New("corrupt typed row")
 // more does not decode.
 const MaxColumns = 1600
 
-// AppendRow appends the encoding of r to dst: uvarint length and bytes of
-// the table's name, uvarint count of columns, then per column uvarint
-// length and bytes of its name, its Type (one byte), a null byte (1: NULL,
-// nothing follows) and the value: boolean one byte; smallint, integer,
-// bigint and timestamptz (Unix nanoseconds) a varint; real and double
-// precision 8 little-endian bytes of the float64's bits; text, numeric and
-// jsonb uvarint length and bytes; double precision[] uvarint count then 8
-// bytes each; text[] uvarint count then uvarint length and bytes each. The
-// column names travel with each row, so an entry means the same to a bridge
-// whatever rules it runs with.
+// AppendRow appends the encoding of r to dst. First the row's shape, the
+// same bytes for every row of one table and column list: uvarint length and
+// bytes of the table's name, uvarint count of columns, then per column
+// uvarint length and bytes of its name and its Type (one byte). Then a null
+// bitmap, a bit per column (bit i%8 of byte i/8: column i is NULL), and the
+// values of the columns that are not NULL, in order: boolean one byte (0 or
+// 1); smallint, integer, bigint and timestamptz (Unix nanoseconds) a varint;
+// real and double precision 8 little-endian bytes of the float64's bits;
+// text, numeric and jsonb uvarint length and bytes; double precision[]
+// uvarint count then 8 bytes each; text[] uvarint count then uvarint length
+// and bytes each. The column names travel with each row, so an entry means
+// the same to a bridge whatever rules it runs with; the shape being one run
+// of bytes lets a reader decode it once for many rows (DecodeRow).
 func AppendRow(dst []byte, r *Row) []byte {
 	dst = appendString(dst, r.Shape.Table)
 	dst = binary.AppendUvarint(dst, uint64(len(r.Shape.Columns)))
-	for i, c := range r.Shape.Columns {
+	for _, c := range r.Shape.Columns {
 		dst = appendString(dst, c.Name)
 		dst = append(dst, byte(c.Type))
+	}
+	bitmap := len(dst)
+	dst = append(dst, make([]byte, (len(r.Values)+7)/8)...)
+	for i, c := range r.Shape.Columns {
 		v := &r.Values[i]
 		if v.Null {
-			dst = append(dst, 1)
+			dst[bitmap+i/8] |= 1 << (i % 8)
 			continue
 		}
-		dst = append(dst, 0)
 		switch c.Type {
 		case Boolean:
 			b := byte(0)
@@ -69,39 +77,50 @@ func appendString(dst []byte, s string) []byte {
 	return append(dst, s...)
 }
 
-// DecodeRow decodes a row AppendRow encoded at the start of b, with a Shape
-// of its own, and returns it with the number of bytes it took.
-func DecodeRow(b []byte) (Row, int, error) {
-	d := decoder{b: b}
-	table := d.str("table")
+// DecodeRow decodes a row AppendRow encoded at the start of s and returns it
+// with the number of bytes it took. Its text values are substrings of s (no
+// copy). Rows of one shape share one *Shape, decoded once and kept (up to
+// maxShapes of them): a caller must not change it.
+func DecodeRow(s string) (Row, int, error) {
+	d := decoder{s: s}
+	d.str("table")
 	n := d.uvarint("column count")
 	if d.err == nil && n > MaxColumns {
 		d.fail(fmt.Sprintf("%d columns, over PostgreSQL's %d", n, MaxColumns))
 	}
+	for range n {
+		if d.err != nil {
+			break
+		}
+		d.str("column name")
+		if t := Type(d.byte("column type")); d.err == nil && !t.valid() {
+			d.fail(fmt.Sprintf("unknown column type %d", t))
+		}
+	}
 	if d.err != nil {
 		return Row{}, 0, d.err
 	}
-	shape := &Shape{Table: table, Columns: make([]Column, n)}
+	shape := shapeOf(s[:d.off])
+	bitmap := d.take(int(n+7)/8, "null bitmap")
+	if d.err != nil {
+		return Row{}, 0, d.err
+	}
 	r := Row{Shape: shape, Values: make([]Value, n)}
-	for i := range shape.Columns {
-		c := &shape.Columns[i]
-		c.Name = d.str("column name")
-		c.Type = Type(d.byte("column type"))
-		if d.err == nil && !c.Type.valid() {
-			d.fail(fmt.Sprintf("column %q: unknown type %d", c.Name, c.Type))
-		}
-		null := d.byte("null flag")
-		if d.err != nil {
-			return Row{}, 0, d.err
-		}
+	for i, c := range shape.Columns {
 		v := &r.Values[i]
-		if null != 0 {
+		if bitmap[i/8]&(1<<(i%8)) != 0 {
 			v.Null = true
 			continue
 		}
 		switch c.Type {
 		case Boolean:
-			v.Bool = d.byte("boolean") != 0
+			switch d.byte("boolean") {
+			case 0:
+			case 1:
+				v.Bool = true
+			default:
+				d.fail("boolean not 0 or 1")
+			}
 		case Smallint, Integer, Bigint, Timestamptz:
 			v.Int = d.varint(c.Name)
 		case Real, Double:
@@ -128,9 +147,42 @@ func DecodeRow(b []byte) (Row, int, error) {
 	return r, d.off, nil
 }
 
-// decoder reads b from off; the first failure sticks in err.
+// maxShapes bounds the shapes DecodeRow keeps: past it a shape is decoded
+// for each row (a deployment has a table and column list per rule).
+const maxShapes = 4096
+
+// shapes are the shapes decoded so far, by their encoding.
+var shapes = struct {
+	sync.RWMutex
+	m map[string]*Shape
+}{m: map[string]*Shape{}}
+
+// shapeOf is the Shape encoded in enc, a well-formed shape (DecodeRow
+// checked it): the one decoded before, or a new one.
+func shapeOf(enc string) *Shape {
+	shapes.RLock()
+	sh, ok := shapes.m[enc]
+	shapes.RUnlock()
+	if ok {
+		return sh
+	}
+	d := decoder{s: strings.Clone(enc)} // the Shape's strings must not pin the entry
+	sh = &Shape{Table: d.str("")}
+	sh.Columns = make([]Column, d.uvarint(""))
+	for i := range sh.Columns {
+		sh.Columns[i] = Column{Name: d.str(""), Type: Type(d.byte(""))}
+	}
+	shapes.Lock()
+	if len(shapes.m) < maxShapes {
+		shapes.m[d.s] = sh
+	}
+	shapes.Unlock()
+	return sh
+}
+
+// decoder reads s from off; the first failure sticks in err.
 type decoder struct {
-	b   []byte
+	s   string
 	off int
 	err error
 }
@@ -141,61 +193,80 @@ func (d *decoder) fail(what string) {
 	}
 }
 
+// uvarint reads an unsigned varint as binary.Uvarint does, from a string.
 func (d *decoder) uvarint(what string) uint64 {
 	if d.err != nil {
 		return 0
 	}
-	v, n := binary.Uvarint(d.b[d.off:])
-	if n <= 0 {
-		d.fail(what)
-		return 0
+	var x uint64
+	var shift uint
+	for i := 0; d.off+i < len(d.s); i++ {
+		if i == binary.MaxVarintLen64 {
+			break
+		}
+		b := d.s[d.off+i]
+		if b < 0x80 {
+			if i == binary.MaxVarintLen64-1 && b > 1 {
+				break
+			}
+			d.off += i + 1
+			return x | uint64(b)<<shift
+		}
+		x |= uint64(b&0x7f) << shift
+		shift += 7
 	}
-	d.off += n
-	return v
+	d.fail(what)
+	return 0
 }
 
 func (d *decoder) varint(what string) int64 {
-	if d.err != nil {
-		return 0
+	ux := d.uvarint(what)
+	x := int64(ux >> 1)
+	if ux&1 != 0 {
+		x = ^x
 	}
-	v, n := binary.Varint(d.b[d.off:])
-	if n <= 0 {
-		d.fail(what)
-		return 0
-	}
-	d.off += n
-	return v
+	return x
 }
 
 func (d *decoder) byte(what string) byte {
 	if d.err != nil {
 		return 0
 	}
-	if d.off >= len(d.b) {
+	if d.off >= len(d.s) {
 		d.fail(what)
 		return 0
 	}
 	d.off++
-	return d.b[d.off-1]
+	return d.s[d.off-1]
+}
+
+// take is the next n bytes.
+func (d *decoder) take(n int, what string) string {
+	if d.err != nil {
+		return ""
+	}
+	if len(d.s)-d.off < n {
+		d.fail(what)
+		return ""
+	}
+	d.off += n
+	return d.s[d.off-n : d.off]
 }
 
 func (d *decoder) float(what string) float64 {
+	b := d.take(8, what)
 	if d.err != nil {
 		return 0
 	}
-	if len(d.b)-d.off < 8 {
-		d.fail(what)
-		return 0
-	}
-	d.off += 8
-	return math.Float64frombits(binary.LittleEndian.Uint64(d.b[d.off-8:]))
+	return math.Float64frombits(uint64(b[0]) | uint64(b[1])<<8 | uint64(b[2])<<16 | uint64(b[3])<<24 |
+		uint64(b[4])<<32 | uint64(b[5])<<40 | uint64(b[6])<<48 | uint64(b[7])<<56)
 }
 
 // count reads an element count that at least size bytes per element must
 // follow, so a corrupt count cannot allocate past the input.
 func (d *decoder) count(what string, size int) int {
 	n := d.uvarint(what)
-	if d.err == nil && n > uint64((len(d.b)-d.off)/size) {
+	if d.err == nil && n > uint64((len(d.s)-d.off)/size) {
 		d.fail(what + ": count past the end")
 		return 0
 	}
@@ -203,10 +274,5 @@ func (d *decoder) count(what string, size int) int {
 }
 
 func (d *decoder) str(what string) string {
-	n := d.count(what, 1)
-	if d.err != nil {
-		return ""
-	}
-	d.off += n
-	return string(d.b[d.off-n : d.off])
+	return d.take(d.count(what, 1), what)
 }

@@ -25,7 +25,7 @@ func sampleRow() *Row {
 func TestRowRoundTrip(t *testing.T) {
 	r := sampleRow()
 	b := AppendRow([]byte("prefix"), r)
-	got, n, err := DecodeRow(b[len("prefix"):])
+	got, n, err := DecodeRow(string(b[len("prefix"):]))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,7 +50,7 @@ func TestRowRoundTrip(t *testing.T) {
 func TestDecodeRowTruncated(t *testing.T) {
 	b := AppendRow(nil, sampleRow())
 	for i := range len(b) {
-		if _, _, err := DecodeRow(b[:i]); !errors.Is(err, ErrCorrupt) {
+		if _, _, err := DecodeRow(string(b[:i])); !errors.Is(err, ErrCorrupt) {
 			t.Fatalf("%d of %d bytes: %v, want ErrCorrupt", i, len(b), err)
 		}
 	}
@@ -60,7 +60,7 @@ func FuzzDecodeRow(f *testing.F) {
 	f.Add(AppendRow(nil, sampleRow()))
 	f.Add([]byte{0, 0})
 	f.Fuzz(func(t *testing.T, b []byte) {
-		r, n, err := DecodeRow(b)
+		r, n, err := DecodeRow(string(b))
 		if err != nil {
 			return
 		}
@@ -69,7 +69,7 @@ func FuzzDecodeRow(f *testing.F) {
 		}
 		// What decodes encodes to bytes that decode to the same row.
 		once := AppendRow(nil, &r)
-		r2, _, err := DecodeRow(once)
+		r2, _, err := DecodeRow(string(once))
 		if err != nil {
 			t.Fatalf("re-encoded row does not decode: %v", err)
 		}

@@ -345,7 +345,7 @@ func (s *Sample) land(cfg Edges, rs []ingest.Reading) {
 
 // typedRow is r's typed row through its stream encoding and back.
 func typedRow(cfg Edges, r *ingest.Reading) TypedRow {
-	row, _, err := typed.DecodeRow(typed.AppendRow(nil, r.Row))
+	row, _, err := typed.DecodeRow(string(typed.AppendRow(nil, r.Row)))
 	if err != nil {
 		row = *r.Row // cannot happen; show it as it is
 	}
