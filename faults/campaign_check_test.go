@@ -31,6 +31,16 @@ package faults
 //     row stored again beyond its publishes counts against what Mosquitto
 //     resent and the subscriber retried (cStore.SubResent), which bounds
 //     them all together;
+//   - a row of the typed table ctyped (the typed class) is judged as a
+//     reading is, identified by device and msg_id: every acknowledged
+//     message exactly one row per acknowledged attempt (once under --dedup,
+//     its key the table, device and msg_id or time), with the columns sent
+//     (time, seq, v, msg_id, and the cid kept in extra); an edge dead letter
+//     excuses a missing one only beyond the edges' age bound (the retention
+//     class's, over MQTT 3.1.1): nothing else in it is invalid. A message
+//     that breaks a column's type is never a row; acknowledged, it must be
+//     an MQTT 3.1.1 publish kept whole as an edge dead letter (MQTT 5 and
+//     HTTP refuse it);
 //   - after the drain Redis used_memory and the processes' RSS are within
 //     cRedisMemoryBound and cRSSBound.
 //
@@ -84,20 +94,25 @@ type cAttempt struct {
 	Probe   bool      `json:"probe,omitempty"` // sent as another device: must never be stored
 }
 
-// cStored is a row of readings as the checker read it.
+// cStored is a row of readings, or of the typed table (Table set: Tag is
+// its msg_id, Value v, TS time, Extra the cid kept in extra), as the
+// checker read it.
 type cStored struct {
+	Table  string    `json:"table,omitempty"`
 	Device string    `json:"device"`
 	Metric string    `json:"metric"`
 	Tag    string    `json:"tag"`
 	Value  float64   `json:"value"`
 	TS     time.Time `json:"ts"`
+	Seq    int64     `json:"seq,omitempty"`
+	Extra  string    `json:"extra_cid,omitempty"`
 }
 
-func (s cStored) key() string { return s.Device + "|" + s.Metric + "|" + s.Tag }
+func (s cStored) key() string { return cKey(s.Table, s.Device, s.Metric, s.Tag) }
 
 // cStore is everything stored that the checker reads.
 type cStore struct {
-	Rows        []cStored
+	Rows        []cStored                         // readings' and the typed table's
 	DeadLetters func(needle []byte) (bool, error) // whether a dead letter holds needle
 	Commands    []cReceived
 	RedisMemory int64
@@ -121,7 +136,14 @@ type cSummary struct {
 	// recognised (a violation); SubAgain names the rows of SubExtra.
 	SubExtraDedup int
 	SubAgain      []string
-	Violations    []cViolation
+	// TypedAcked and TypedRows are the typed class's messages acknowledged
+	// and the rows of the typed table judged (both within Acked and Rows);
+	// TypedBad the messages breaking a column's type it sent, of them
+	// TypedBadDead acknowledged and found as edge dead letters (MQTT
+	// 3.1.1), the others refused or unknown.
+	TypedAcked, TypedRows  int
+	TypedBad, TypedBadDead int
+	Violations             []cViolation
 }
 
 // check states the invariants over a seed's answers and store, in phases:
@@ -136,6 +158,9 @@ func check(plan *cPlan, answers []cAnswer, windows []cWindow, st cStore) cSummar
 			continue
 		}
 		sum.Rows++
+		if s.Table != "" {
+			sum.TypedRows++
+		}
 		if expects[s.key()] == nil {
 			sum.Violations = append(sum.Violations, cViolation{Invariant: "nothing stored that no client sent",
 				Key: s.key(), Detail: "a row no operation carries (or carries under another device)", Stored: []cStored{s}})
@@ -144,6 +169,12 @@ func check(plan *cPlan, answers []cAnswer, windows []cWindow, st cStore) cSummar
 		stored[s.key()] = append(stored[s.key()], s)
 	}
 	for _, k := range keys {
+		if e := expects[k]; e.row.Bad {
+			sum.TypedBad++
+			if slices.ContainsFunc(e.attempts, func(a cAttempt) bool { return a.Outcome == ansAcked }) && cDeadLettered(st, e.row, e.ops) {
+				sum.TypedBadDead++
+			}
+		}
 		vs, deadLettered, extra, underDedup := cJudge(plan, windows, st, expects[k], stored[k])
 		sum.Violations = append(sum.Violations, vs...)
 		if deadLettered {
@@ -216,6 +247,9 @@ func cExpectations(plan *cPlan, answers []cAnswer, sum *cSummary) (map[string]*c
 				if op.Kind == "subscribed" {
 					sum.SubAcked++
 				}
+				if op.Kind == "typed" || op.Kind == "typed-http" {
+					sum.TypedAcked++
+				}
 			case ansRefused:
 				sum.Refused++
 			default:
@@ -275,6 +309,9 @@ func cBounds(plan *cPlan, windows []cWindow, e *cExpect) (lo, hi, acked, unknown
 		}
 	}
 	lo, hi = acked-mayLose, acked+unknown
+	if e.row.Bad {
+		return 0, 0, acked, unknown, mayLose, probes // never a row (cJudge says what an ack needs)
+	}
 	// Under --dedup a resend may be recognised and not stored again: but a
 	// message the subscriber receives at QoS 2 bypasses --dedup.
 	if plan.Dedup != "off" && cSubQoS(plan, e) != 2 {
@@ -318,20 +355,46 @@ func cJudge(plan *cPlan, windows []cWindow, st cStore, e *cExpect, got []cStored
 	}
 	v := cViolation{Key: e.key, Attempts: e.attempts, Stored: got}
 	for _, s := range got {
-		if s.Value != e.row.Value || !s.TS.Equal(e.row.TS.Truncate(time.Microsecond)) {
+		if s.Value != e.row.Value || !s.TS.Equal(e.row.TS.Truncate(time.Microsecond)) || s.Seq != e.row.Seq || e.row.Table != "" && s.Extra != e.row.Tag {
 			v.Invariant, v.Detail = "stored with the values sent", fmt.Sprintf("sent %v at %s, stored %v at %s", e.row.Value, e.row.TS.Format(time.RFC3339Nano), s.Value, s.TS.Format(time.RFC3339Nano))
+			if e.row.Table != "" {
+				v.Detail = fmt.Sprintf("sent v %v, time %s, seq %d, cid %q; stored v %v, time %s, seq %d, extra cid %q", e.row.Value, e.row.TS.Format(time.RFC3339Nano), e.row.Seq, e.row.Tag,
+					s.Value, s.TS.Format(time.RFC3339Nano), s.Seq, s.Extra)
+			}
 			vs = append(vs, v)
 			break
+		}
+	}
+	if e.row.Bad {
+		// Acknowledged: only an MQTT 3.1.1 publish, kept whole as an edge
+		// dead letter (the protocol cannot refuse; lost only within a
+		// restore's window); MQTT 5 and HTTP refuse.
+		var by []string
+		for i, a := range e.attempts {
+			if a.Outcome == ansAcked && e.ops[i].Proto != 3 {
+				by = append(by, fmt.Sprintf("op %d (%s)", a.Op, cProtoName(e.ops[i])))
+			}
+		}
+		b := v
+		switch {
+		case len(by) > 0:
+			b.Invariant, b.Detail = "a message its table refuses is refused", "acknowledged by "+strings.Join(by, ", ")
+			vs = append(vs, b)
+		case acked > mayLose && !cDeadLettered(st, e.row, e.ops):
+			b.Invariant, b.Detail = "a message its table refuses is refused", "acknowledged over MQTT 3.1.1 and found in no edge dead letter"
+			vs = append(vs, b)
 		}
 	}
 	switch {
 	case len(got) > hi && probes > 0:
 		v.Invariant, v.Detail = "no device changes another's data", fmt.Sprintf("%d rows of a reading published under another device's id", len(got))
+	case len(got) > hi && e.row.Bad:
+		v.Invariant, v.Detail = "nothing stored of a message its table refuses", fmt.Sprintf("%d rows of a message whose seq is not a bigint", len(got))
 	case len(got) > hi && acked == 0 && unknown == 0:
 		v.Invariant, v.Detail = "nothing refused stored", fmt.Sprintf("%d rows of a reading every attempt of which was refused", len(got))
 	case len(got) > hi:
 		v.Invariant, v.Detail = "nothing stored twice", fmt.Sprintf("%d rows, at most %d allowed (%d acked, %d unknown, dedup %s)", len(got), hi, acked, unknown, plan.Dedup)
-	case len(got) < lo && cDeadLettered(st, e.row, e.ops):
+	case len(got) < lo && (e.row.Table == "" || e.row.Old) && cDeadLettered(st, e.row, e.ops):
 		return vs, true, extra, underDedup
 	case len(got) < lo && e.row.Old:
 		v.Invariant, v.Detail = "acknowledged means stored (retention)", fmt.Sprintf("%d rows, %d acknowledged: a reading older than --retention was acknowledged and then deleted by retention", len(got), acked)
@@ -341,6 +404,17 @@ func cJudge(plan *cPlan, windows []cWindow, st cStore, e *cExpect, got []cStored
 		return vs, false, extra, underDedup
 	}
 	return append(vs, v), false, extra, underDedup
+}
+
+// cProtoName names the path an op took, for a violation's detail.
+func cProtoName(op *cOp) string {
+	switch {
+	case op.Proto == 3:
+		return "MQTT 3.1.1"
+	case op.Proto == 5:
+		return "MQTT 5"
+	}
+	return "HTTP"
 }
 
 // cIgnored says which stored rows the checker does not judge: the fences,
@@ -426,6 +500,33 @@ func cReadRows(ctx context.Context, dbURL string) ([]cStored, error) {
 			if strings.HasPrefix(s.Device, cSpbGroup+"/") || strings.HasPrefix(s.Device, cOtherGroup+"/") {
 				s.Tag = strconv.FormatFloat(s.Value, 'g', -1, 64)
 			}
+			s.TS = s.TS.UTC()
+			out = append(out, s)
+			return nil
+		})
+		return err
+	})
+	return out, err
+}
+
+// cReadTyped reads every row of the typed table ctyped (the seed's own
+// database; the bridge created it at its start).
+func cReadTyped(ctx context.Context, dbURL string) ([]cStored, error) {
+	var out []cStored
+	err := cRetry(ctx, func(ctx context.Context) error {
+		out = out[:0]
+		conn, err := pgx.Connect(ctx, dbURL)
+		if err != nil {
+			return err
+		}
+		defer conn.Close(context.Background())
+		rows, err := conn.Query(ctx, `SELECT coalesce(device_id, ''), time, seq, coalesce(v, 'NaN'), coalesce(msg_id, ''),
+			coalesce(extra->>'cid', '') FROM `+cTypedTable)
+		if err != nil {
+			return err
+		}
+		s := cStored{Table: cTypedTable}
+		_, err = pgx.ForEachRow(rows, []any{&s.Device, &s.TS, &s.Seq, &s.Value, &s.Tag, &s.Extra}, func() error {
 			s.TS = s.TS.UTC()
 			out = append(out, s)
 			return nil

@@ -2,6 +2,7 @@ package faults
 
 import (
 	"maps"
+	"strconv"
 	"testing"
 	"time"
 )
@@ -15,7 +16,20 @@ func TestCampaignCheckerCatches(t *testing.T) {
 		return cRow{Device: "cd1", Metric: "reading", Tag: "o" + string(rune('a'+id)), Value: float64(id), TS: base.Add(time.Duration(id) * time.Second), Dedupable: true}
 	}
 	stored := func(r cRow) cStored {
-		return cStored{Device: r.Device, Metric: r.Metric, Tag: r.Tag, Value: r.Value, TS: r.TS}
+		s := cStored{Table: r.Table, Device: r.Device, Metric: r.Metric, Tag: r.Tag, Value: r.Value, TS: r.TS, Seq: r.Seq}
+		if r.Table != "" {
+			s.Extra = r.Tag // the cid kept in extra
+		}
+		return s
+	}
+	// rowOf is row 0, or with typed set (a case's typed field) the typed
+	// table's row 0, as the typed class makes it.
+	rowOf := func(typed string) cRow {
+		r := row(0)
+		if typed != "" {
+			r.Table, r.Metric, r.Tag, r.Seq = cTypedTable, "", "t0.0", 42
+		}
+		return r
 	}
 	window := cWindow{From: base.Add(time.Minute), To: base.Add(2 * time.Minute)}
 	ackedAt := base.Add(30 * time.Second)
@@ -35,7 +49,11 @@ func TestCampaignCheckerCatches(t *testing.T) {
 		// resent is what Mosquitto resent and the subscriber retried.
 		sub    [2]byte
 		resent int
-		want   map[string]int
+		// typed: the row is the typed table's, sent over "mqtt3", "mqtt5"
+		// or "http"; bad: it breaks a column's type.
+		typed string
+		bad   bool
+		want  map[string]int
 	}{
 		{name: "acked and stored once", outs: []string{ansAcked}, stored: func(r []cRow) []cStored { return []cStored{stored(r[0])} }, want: map[string]int{}},
 		{name: "acked, missing", outs: []string{ansAcked}, stored: func(r []cRow) []cStored { return nil },
@@ -105,6 +123,55 @@ func TestCampaignCheckerCatches(t *testing.T) {
 			want:   map[string]int{"nothing stored twice": 1}},
 		{name: "subscribed at QoS 2 under dedup, published twice, stored once", dedup: "id", sub: [2]byte{2, 2}, outs: []string{ansAcked, ansAcked},
 			stored: func(r []cRow) []cStored { return []cStored{stored(r[0])} }, want: map[string]int{"acknowledged means stored": 1}},
+		// The typed table's rows, judged as readings' are.
+		{name: "typed, acked and stored once", typed: "mqtt5", outs: []string{ansAcked}, stored: func(r []cRow) []cStored { return []cStored{stored(r[0])} }, want: map[string]int{}},
+		{name: "typed, acked, missing", typed: "http", outs: []string{ansAcked}, stored: func(r []cRow) []cStored { return nil },
+			want: map[string]int{"acknowledged means stored": 1}},
+		{name: "typed, acked, missing, in an edge dead letter", typed: "mqtt3", dead: true, outs: []string{ansAcked}, stored: func(r []cRow) []cStored { return nil },
+			want: map[string]int{"acknowledged means stored": 1}},
+		{name: "typed, old, acked, missing, in an edge dead letter", typed: "mqtt3", old: true, dead: true, outs: []string{ansAcked}, stored: func(r []cRow) []cStored { return nil },
+			want: map[string]int{}},
+		{name: "typed, old, acked, missing", typed: "mqtt5", old: true, outs: []string{ansAcked}, stored: func(r []cRow) []cStored { return nil },
+			want: map[string]int{"acknowledged means stored (retention)": 1}},
+		{name: "typed, acked once, stored twice", typed: "mqtt3", outs: []string{ansAcked},
+			stored: func(r []cRow) []cStored { return []cStored{stored(r[0]), stored(r[0])} }, want: map[string]int{"nothing stored twice": 1}},
+		{name: "typed, resent under dedup, stored twice", typed: "http", dedup: "natural", outs: []string{ansAcked, ansAcked},
+			stored: func(r []cRow) []cStored { return []cStored{stored(r[0]), stored(r[0])} }, want: map[string]int{"nothing stored twice": 1}},
+		{name: "typed, resent without dedup, stored twice", typed: "mqtt5", outs: []string{ansAcked, ansAcked},
+			stored: func(r []cRow) []cStored { return []cStored{stored(r[0]), stored(r[0])} }, want: map[string]int{}},
+		{name: "typed, another seq", typed: "mqtt5", outs: []string{ansAcked}, stored: func(r []cRow) []cStored {
+			s := stored(r[0])
+			s.Seq++
+			return []cStored{s}
+		}, want: map[string]int{"stored with the values sent": 1}},
+		{name: "typed, another v", typed: "http", outs: []string{ansAcked}, stored: func(r []cRow) []cStored {
+			s := stored(r[0])
+			s.Value = 0.5
+			return []cStored{s}
+		}, want: map[string]int{"stored with the values sent": 1}},
+		{name: "typed, extra without the cid", typed: "mqtt3", outs: []string{ansAcked}, stored: func(r []cRow) []cStored {
+			s := stored(r[0])
+			s.Extra = ""
+			return []cStored{s}
+		}, want: map[string]int{"stored with the values sent": 1}},
+		{name: "typed, refused, stored", typed: "mqtt5", outs: []string{ansRefused}, stored: func(r []cRow) []cStored { return []cStored{stored(r[0])} },
+			want: map[string]int{"nothing refused stored": 1}},
+		{name: "typed, as another device", typed: "mqtt5", outs: []string{ansAcked}, stored: func(r []cRow) []cStored {
+			s := stored(r[0])
+			s.Device = "cd2"
+			return []cStored{stored(r[0]), s}
+		}, want: map[string]int{"nothing stored that no client sent": 1}},
+		{name: "typed, bad, refused", typed: "mqtt5", bad: true, outs: []string{ansRefused}, stored: func(r []cRow) []cStored { return nil }, want: map[string]int{}},
+		{name: "typed, bad, refused, stored", typed: "http", bad: true, outs: []string{ansRefused}, stored: func(r []cRow) []cStored { return []cStored{stored(r[0])} },
+			want: map[string]int{"nothing stored of a message its table refuses": 1}},
+		{name: "typed, bad, acked over HTTP", typed: "http", bad: true, outs: []string{ansAcked}, stored: func(r []cRow) []cStored { return nil },
+			want: map[string]int{"a message its table refuses is refused": 1}},
+		{name: "typed, bad, acked over MQTT 5, dead-lettered", typed: "mqtt5", bad: true, dead: true, outs: []string{ansAcked}, stored: func(r []cRow) []cStored { return nil },
+			want: map[string]int{"a message its table refuses is refused": 1}},
+		{name: "typed, bad, acked over MQTT 3.1.1, dead-lettered", typed: "mqtt3", bad: true, dead: true, outs: []string{ansAcked}, stored: func(r []cRow) []cStored { return nil },
+			want: map[string]int{}},
+		{name: "typed, bad, acked over MQTT 3.1.1, not dead-lettered", typed: "mqtt3", bad: true, outs: []string{ansAcked}, stored: func(r []cRow) []cStored { return nil },
+			want: map[string]int{"a message its table refuses is refused": 1}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -116,9 +183,15 @@ func TestCampaignCheckerCatches(t *testing.T) {
 			var answers []cAnswer
 			for i, out := range tc.outs {
 				// Every op carries the same row: later ones are resends.
-				r := row(0)
-				r.Old = tc.old
+				r := rowOf(tc.typed)
+				r.Old, r.Bad = tc.old, tc.bad
 				op := &cOp{ID: i, Kind: "v1", Client: "cd1", Rows: []cRow{r}, Refuse: tc.refuse}
+				switch tc.typed {
+				case "http":
+					op.Kind, op.Path = "typed-http", "/v1/readings?rule=campaign-typed-http"
+				case "mqtt3", "mqtt5":
+					op.Kind, op.Proto, op.QoS, op.Topic = "typed", int(tc.typed[4]-'0'), 1, cTypedTopic("cd1")
+				}
 				if tc.sub[0] != 0 {
 					// As the generator makes them: dedupable when delivered at QoS 1.
 					op.Kind, op.QoS, op.Topic = "subscribed", tc.sub[0], cSubTopic("cd1")
@@ -131,9 +204,10 @@ func TestCampaignCheckerCatches(t *testing.T) {
 				}
 				answers = append(answers, cAnswer{Op: i, Outcomes: []string{out}, Sent: at.Add(-time.Millisecond), At: at})
 			}
-			st := cStore{Rows: tc.stored([]cRow{row(0)}), Commands: tc.cmds, SubResent: tc.resent}
+			st := cStore{Rows: tc.stored([]cRow{rowOf(tc.typed)}), Commands: tc.cmds, SubResent: tc.resent}
 			if tc.dead {
-				st.DeadLetters = func(needle []byte) (bool, error) { return string(needle) == `"oa"`, nil }
+				tag := strconv.Quote(rowOf(tc.typed).Tag)
+				st.DeadLetters = func(needle []byte) (bool, error) { return string(needle) == tag, nil }
 			}
 			sum := check(plan, answers, tc.windows, st)
 			got := map[string]int{}

@@ -132,14 +132,14 @@ func (w *cWorker) run(op *cOp) cAnswer {
 	a := cAnswer{Op: op.ID, Sent: time.Now()}
 	var out, detail string
 	switch op.Kind {
-	case "fast", "v1", "v1-array", "v1-ndjson":
+	case "fast", "v1", "v1-array", "v1-ndjson", "typed-http":
 		out, detail = w.post(op.Path, op.Header, op.Body)
 		a.Outcomes = []string{out}
 	case "fast-twins":
 		out, detail = w.post(op.Path, op.Header, op.Body)
 		out2, detail2 := w.post(op.Path, op.Header, op.Body2)
 		a.Outcomes, detail = []string{out, out2}, detail+" "+detail2
-	case "mqtt", "mapped", "auth-cmd", "auth-reading":
+	case "mqtt", "mapped", "auth-cmd", "auth-reading", "typed":
 		out, detail = w.publish(op.Client, op.Proto, op.Topic, op.QoS, []byte(op.Body))
 		a.Outcomes = []string{out}
 	case "mapped-twins":

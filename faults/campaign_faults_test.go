@@ -103,7 +103,12 @@ type cWindow struct {
 	To   time.Time `json:"to"`
 }
 
-// cRulesFile is the mapping rule of the campaign's mapped topic.
+// cRulesFile is the mapping rules of the campaign, which the edge and the
+// bridge run with --config: the mapped topic's, and the typed table
+// ctyped's over MQTT (campaign-typed) and over HTTP (campaign-typed-http,
+// the same columns; the device is named in the body). The bridge creates
+// ctyped at its start (serve: schema.EnsureTables) and keeps its
+// partitions.
 const cRulesFile = `rules:
   - name: campaign-telemetry
     topic: fac/{site}/{line}/{device_id}/telemetry
@@ -111,6 +116,31 @@ const cRulesFile = `rules:
     time_format: unix_ms
     metrics: ["*"]
     id: msg_id
+  - name: campaign-typed
+    topic: ctyped/{device_id}/data
+    time: t
+    time_format: unix_ms
+    id: msg_id
+    table: ctyped
+    columns: &ctyped
+      - {name: device_id, type: text, source: device}
+      - {name: time, type: timestamptz, source: time}
+      - {name: seq, type: bigint, path: seq, required: true}
+      - {name: v, type: double precision, path: v}
+      - {name: msg_id, type: text, source: id}
+    unknown: keep
+    indexes: &ctypedIdx
+      - {columns: [device_id, time]}
+  - name: campaign-typed-http
+    endpoint: /v1/readings
+    device: device
+    time: t
+    time_format: unix_ms
+    id: msg_id
+    table: ctyped
+    columns: *ctyped
+    unknown: keep
+    indexes: *ctypedIdx
 `
 
 // startEnv starts the stack of plan on the shared PostgreSQL cluster pg.
@@ -162,7 +192,9 @@ func startEnv(t *testing.T, plan *cPlan, pg *PGCluster) *cEnv {
 
 	pgURL := strings.Replace(e.dbURL, fmt.Sprintf(":%d/", pg.Port), fmt.Sprintf(":%d/", e.pxBPG.Port()), 1)
 	brSvc := Services{Postgres: pgURL, Redis: bridgeRedis, Prefix: e.prefix}
-	e.bridge = StartBridge(t, brSvc, append([]string{"--bridge-session-timeout", "10s"}, common...)...)
+	// With the rules: the bridge creates their typed table at its start (or
+	// its rows would be dead letters of a missing table).
+	e.bridge = StartBridge(t, brSvc, append([]string{"--bridge-session-timeout", "10s", "--config", rules}, common...)...)
 	e.bridge.WaitReady(60 * time.Second) // migrated and holding its shards before the first fault
 	if plan.SubQoS != 0 {
 		e.mosq = testenv.StartMosquitto(t)

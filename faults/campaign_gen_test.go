@@ -33,6 +33,7 @@ const (
 	clsDedupMerge = "dedupmerge" // different series sharing a msg_id or a time under --dedup (hole 2)
 	clsRetention  = "retention"  // readings on both sides of the retention's age bound, over HTTP and MQTT 3.1.1 and 5 (hole 8)
 	clsSubscribed = "subscribed" // MQTT 3.1.1 and 5 at QoS 1/2 to an upstream Mosquitto that the subscriber role reads (issue 18)
+	clsTyped      = "typed"      // rows of the typed table ctyped (issue 19): MQTT 3.1.1 and 5 at QoS 1/2, /v1/readings?rule= single and NDJSON, some breaking a column's type
 )
 
 // campaignAllClasses lists every class; campaignDefaultClasses the mix of
@@ -41,7 +42,7 @@ const (
 // Sparkplug under faults break the invariants: RELIABILITY.md, "hole
 // classes on the old code").
 var (
-	campaignAllClasses     = []string{clsReadings, clsHTTP, clsMapped, clsSparkplug, clsResend, clsAgeLimit, clsAuth, clsSpbWill, clsSpbEarly, clsDedupMerge, clsRetention, clsSubscribed}
+	campaignAllClasses     = []string{clsReadings, clsHTTP, clsMapped, clsSparkplug, clsResend, clsAgeLimit, clsAuth, clsSpbWill, clsSpbEarly, clsDedupMerge, clsRetention, clsSubscribed, clsTyped}
 	campaignDefaultClasses = campaignAllClasses
 )
 
@@ -98,7 +99,7 @@ type cFault struct {
 type cOp struct {
 	ID       int               `json:"id"`
 	Class    string            `json:"class"`
-	Kind     string            `json:"kind"`            // mqtt, fast, v1, v1-array, v1-ndjson, mapped, spb-data, spb-death, spb-takeover, spb-early, auth-cmd, auth-reading, subscribed
+	Kind     string            `json:"kind"`            // mqtt, fast, v1, v1-array, v1-ndjson, mapped, spb-data, spb-death, spb-takeover, spb-early, auth-cmd, auth-reading, subscribed, typed, typed-http
 	Client   string            `json:"client"`          // the device (or edge node) whose connection sends it
 	Proto    int               `json:"proto,omitempty"` // MQTT 3 (3.1.1) or 5
 	QoS      byte              `json:"qos,omitempty"`
@@ -117,8 +118,12 @@ type cOp struct {
 
 // cRow is a row an op lands if stored: its identity (device, metric and the
 // tag it carries: payload cid, the fast endpoint's id, or for Sparkplug the
-// value), the value and measured time sent.
+// value), the value and measured time sent. A row of a typed table (Table
+// set) is identified by its device and msg_id (Tag; no metric), its
+// columns are v (Value), time (TS), seq (Seq) and the cid kept in extra
+// (the Tag again).
 type cRow struct {
+	Table     string    `json:"table,omitempty"` // a typed table's name; "" for readings
 	Device    string    `json:"device"`
 	Metric    string    `json:"metric"`
 	Tag       string    `json:"tag"`
@@ -127,9 +132,24 @@ type cRow struct {
 	Dedupable bool      `json:"dedupable,omitempty"` // --dedup can tell its resends (strict exactly once)
 	Old       bool      `json:"old,omitempty"`       // measured near or beyond the retention's age bound
 	Msg       int       `json:"msg,omitempty"`       // twins: which of the op's two messages carries it
+	Seq       int64     `json:"seq,omitempty"`       // a typed row's seq column
+	// Bad: the message breaks its table's column types: refused (MQTT 5
+	// 0x99, HTTP 422) or, MQTT 3.1.1, acknowledged as an edge dead letter;
+	// never a row.
+	Bad bool `json:"bad,omitempty"`
 }
 
-func (r cRow) key() string { return r.Device + "|" + r.Metric + "|" + r.Tag }
+func (r cRow) key() string { return cKey(r.Table, r.Device, r.Metric, r.Tag) }
+
+// cKey identifies a row: readings' by device, metric and tag, a typed
+// table's by table, device and msg_id.
+func cKey(table, device, metric, tag string) string {
+	k := device + "|" + metric + "|" + tag
+	if table != "" {
+		k = table + ":" + k
+	}
+	return k
+}
 
 // cSettings are the knobs of a campaign run.
 type cSettings struct {
@@ -195,7 +215,8 @@ func generate(seed uint64, base time.Time, s cSettings) *cPlan {
 	}
 	var mix []weighted
 	for _, w := range []weighted{{clsReadings, 30}, {clsHTTP, 25}, {clsMapped, 10}, {clsSparkplug, 20}, {clsResend, 8},
-		{clsAgeLimit, 3}, {clsAuth, 4}, {clsSpbWill, 3}, {clsSpbEarly, 2}, {clsDedupMerge, 3}, {clsRetention, 2}, {clsSubscribed, 10}} {
+		{clsAgeLimit, 3}, {clsAuth, 4}, {clsSpbWill, 3}, {clsSpbEarly, 2}, {clsDedupMerge, 3}, {clsRetention, 2}, {clsSubscribed, 10},
+		{clsTyped, 12}} {
 		if !has(w.class) {
 			continue
 		}
@@ -309,7 +330,7 @@ func (g *cGen) op(id int, class string) *cOp {
 				break
 			}
 			orig := g.p.Ops[r.IntN(len(g.p.Ops))]
-			if orig.ResendOf != 0 || orig.Refuse || !slices.Contains([]string{"mqtt", "fast", "v1", "v1-array", "v1-ndjson", "mapped", "subscribed"}, orig.Kind) {
+			if orig.ResendOf != 0 || orig.Refuse || !slices.Contains([]string{"mqtt", "fast", "v1", "v1-array", "v1-ndjson", "mapped", "subscribed", "typed", "typed-http"}, orig.Kind) {
 				continue
 			}
 			op := *orig
@@ -330,6 +351,8 @@ func (g *cGen) op(id int, class string) *cOp {
 		row.Dedupable = row.Dedupable && cSubDelivery(op.QoS, g.p.SubQoS) == 1
 		op.Body, op.Rows = g.reading(row, false), []cRow{row}
 		return op
+	case clsTyped:
+		return g.typed(id, dev, g.ts, false)
 	case clsAgeLimit:
 		// Just inside (stored) or just outside (refused 422) --max-reading-age.
 		ts := g.p.Base.Add(-g.p.MaxAge + 10*time.Minute)
@@ -345,6 +368,10 @@ func (g *cGen) op(id int, class string) *cOp {
 		// MQTT 3.1.1 QoS 1/2 publish acknowledged as an edge dead letter);
 		// one accepted must survive the maintenance pass the check runs.
 		ts := g.p.Base.Add(-cRetentionMaxAge + time.Hour - time.Duration(r.IntN(7200))*time.Second).Add(time.Duration(id) * time.Millisecond)
+		if slices.Contains(g.p.Classes, clsTyped) && r.IntN(3) == 0 {
+			// Rows of the typed table, whose partitions the same retention keeps.
+			return g.typed(id, dev, func(_, k int) time.Time { return ts.Add(time.Duration(k) * time.Millisecond) }, true)
+		}
 		row := g.row(dev, "reading", id, 0, ts)
 		row.Old = true
 		if r.IntN(2) == 0 {
@@ -394,6 +421,65 @@ func (g *cGen) op(id int, class string) *cOp {
 		return &cOp{Kind: "fast-twins", Client: "cdefault", Path: "/readings/fast", Body: bodies[0], Body2: bodies[1], Rows: rows}
 	}
 	panic("campaign: unknown class " + class)
+}
+
+// cTypedTable is the campaign's typed table, which the rules campaign-typed
+// (MQTT, ctyped/{device_id}/data) and campaign-typed-http (/v1/readings?rule=)
+// fill (cRulesFile).
+const cTypedTable = "ctyped"
+
+// cTypedTopic is the topic of a device's typed messages.
+func cTypedTopic(dev string) string { return "ctyped/" + dev + "/data" }
+
+// typed draws an op of rows of the typed table, timed by ts (old: near the
+// retention's bound): one MQTT 3.1.1 or 5 publish at QoS 1 or 2 on the
+// device's typed topic, or a /v1/readings?rule=campaign-typed-http post of
+// one message or NDJSON of 2-4 (of several devices). One op in 8 sends a
+// message that breaks the seq column's type (a string for a bigint): the
+// whole message must be refused, none of its rows stored.
+func (g *cGen) typed(id int, dev string, ts func(id, k int) time.Time, old bool) *cOp {
+	r := g.r
+	bad := r.IntN(8) == 0
+	mk := func(d string, k int) cRow {
+		return cRow{Table: cTypedTable, Device: d, Tag: fmt.Sprintf("t%d.%d", id, k), Value: value(id, k), Seq: int64(id)*10 + int64(k),
+			TS: ts(id, k), Dedupable: g.dedup != "off", Old: old, Bad: bad}
+	}
+	if r.IntN(3) != 0 {
+		row := mk(dev, 0)
+		return &cOp{Kind: "typed", Client: dev, Proto: []int{3, 5}[r.IntN(2)], QoS: byte(1 + r.IntN(2)), Topic: cTypedTopic(dev),
+			Body: g.typedBody(row, false), Rows: []cRow{row}}
+	}
+	op := &cOp{Kind: "typed-http", Client: dev, Path: "/v1/readings?rule=campaign-typed-http"}
+	if r.IntN(2) == 0 {
+		row := mk(dev, 0)
+		op.Body, op.Rows = g.typedBody(row, true), []cRow{row}
+		return op
+	}
+	n := 2 + r.IntN(3)
+	var lines []string
+	for k := range n {
+		row := mk(g.device(r.IntN(cDevices)), k)
+		row.Bad = bad && k == n-1 // the last line breaks the type: the whole request is refused
+		op.Rows = append(op.Rows, row)
+		lines = append(lines, g.typedBody(row, true))
+	}
+	op.Header, op.Body = map[string]string{"Content-Type": "application/x-ndjson"}, strings.Join(lines, "\n")+"\n"
+	return op
+}
+
+// typedBody is the JSON of a typed message (withDevice: the HTTP rule's,
+// which names the device in the body): t (unix ms), seq, v, msg_id, and
+// cid, which no column takes (kept in extra). A Bad row's seq is a string.
+func (g *cGen) typedBody(r cRow, withDevice bool) string {
+	m := map[string]any{"t": r.TS.UnixMilli(), "seq": r.Seq, "v": r.Value, "msg_id": r.Tag, "cid": r.Tag}
+	if r.Bad {
+		m["seq"] = fmt.Sprintf("s%d", r.Seq)
+	}
+	if withDevice {
+		m["device"] = r.Device
+	}
+	b, _ := json.Marshal(m)
+	return string(b)
 }
 
 // cSubTopic is the topic a device of the subscribed class publishes to at

@@ -25,6 +25,7 @@ package faults
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"log/slog"
@@ -40,12 +41,16 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
+	"gopkg.in/yaml.v3"
 
 	"firehose/internal/testenv"
+	"firehose/mapping"
 	"firehose/partition"
 	"firehose/stream"
+	"firehose/typed"
 )
 
 // cWorkers is how many clients' operations run at once.
@@ -154,8 +159,10 @@ type cTableRow struct {
 	Unknown    int            `json:"unknown"`
 	Refused    int            `json:"refused"`
 	Rows       int            `json:"rows"`
-	SubAcked   int            `json:"sub_acked"` // subscribed: messages Mosquitto acknowledged
-	SubRows    int            `json:"sub_rows"`  // subscribed: rows judged
+	SubAcked   int            `json:"sub_acked"`   // subscribed: messages Mosquitto acknowledged
+	SubRows    int            `json:"sub_rows"`    // subscribed: rows judged
+	TypedAcked int            `json:"typed_acked"` // typed: messages acknowledged
+	TypedRows  int            `json:"typed_rows"`  // typed: rows of the typed table judged
 	Settings   string         `json:"settings"`
 	Faults     map[string]int `json:"faults"`
 	Violations int            `json:"violations"`
@@ -165,13 +172,14 @@ type cTableRow struct {
 
 func cTable(rows []cTableRow) string {
 	var b strings.Builder
-	b.WriteString("| seed | settings | ops | acked | unknown | refused | rows | subscribed acked / rows | faults injected | violations | s |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
+	b.WriteString("| seed | settings | ops | acked | unknown | refused | rows | subscribed acked / rows | typed acked / rows | faults injected | violations | s |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range rows {
 		v := strconv.Itoa(r.Violations)
 		if r.Summary != "" {
 			v += " (" + r.Summary + ")"
 		}
-		fmt.Fprintf(&b, "| %d | %s | %d | %d | %d | %d | %d | %d / %d | %s | %s | %.0f |\n", r.Seed, r.Settings, r.Ops, r.Acked, r.Unknown, r.Refused, r.Rows, r.SubAcked, r.SubRows, cFaultCounts(r.Faults), v, r.Seconds)
+		fmt.Fprintf(&b, "| %d | %s | %d | %d | %d | %d | %d | %d / %d | %d / %d | %s | %s | %.0f |\n", r.Seed, r.Settings, r.Ops, r.Acked, r.Unknown, r.Refused, r.Rows, r.SubAcked, r.SubRows,
+			r.TypedAcked, r.TypedRows, cFaultCounts(r.Faults), v, r.Seconds)
 	}
 	return b.String()
 }
@@ -309,6 +317,17 @@ func runSeed(t *testing.T, pg *PGCluster, seed uint64, s cSettings) cTableRow {
 	if st.Rows, err = cReadRows(ctx, e.dbURL); err != nil {
 		t.Fatalf("read readings: %v", err)
 	}
+	typedRows, err := cReadTyped(ctx, e.dbURL)
+	var pe *pgconn.PgError
+	switch {
+	case errors.As(err, &pe) && pe.Code == "42P01": // undefined_table
+		// Its rows were dead letters of a missing table: each acknowledged
+		// one is missing, and the check says so.
+		e.Problems = append(e.Problems, cViolation{Invariant: "the bridge creates the typed table", Detail: err.Error()})
+	case err != nil:
+		t.Fatalf("read the typed table %s: %v", cTypedTable, err)
+	}
+	st.Rows = append(st.Rows, typedRows...)
 	st.DeadLetters = cEdgeDeadLetters(ctx, e.dbURL)
 	st.Commands = tg.Commands.Got
 	if st.RedisMemory, err = e.usedMemory(ctx); err != nil {
@@ -321,7 +340,7 @@ func runSeed(t *testing.T, pg *PGCluster, seed uint64, s cSettings) cTableRow {
 	sum.Violations = append(sum.Violations, e.Problems...)
 
 	row := cTableRow{Seed: seed, Ops: len(plan.Ops), Acked: sum.Acked, Unknown: sum.Unknown, Refused: sum.Refused, Rows: sum.Rows, SubAcked: sum.SubAcked, SubRows: sum.SubRows,
-		Settings: settings, Faults: e.Injected, Violations: len(sum.Violations), Seconds: time.Since(start).Seconds()}
+		TypedAcked: sum.TypedAcked, TypedRows: sum.TypedRows, Settings: settings, Faults: e.Injected, Violations: len(sum.Violations), Seconds: time.Since(start).Seconds()}
 	subLine := ""
 	if e.sub != nil {
 		subLine = fmt.Sprintf("; subscribed: %d messages acked by Mosquitto, %d rows, %d stored again at QoS 1, %d of them under --dedup (allowed %d: Mosquitto resent %.0f, the subscriber retried %.0f stores), RSS subscriber %s",
@@ -330,8 +349,8 @@ func runSeed(t *testing.T, pg *PGCluster, seed uint64, s cSettings) cTableRow {
 			t.Logf("seed %d: stored again through the subscriber at QoS 1: %s", seed, strings.Join(sum.SubAgain, ", "))
 		}
 	}
-	t.Logf("seed %d: %d ops, %d messages acked, %d unknown, %d refused; %d rows (%d readings found as dead letters); Redis %s, RSS edge %s bridge %s; faults injected: %s%s; %d violations",
-		seed, len(plan.Ops), sum.Acked, sum.Unknown, sum.Refused, sum.Rows, sum.DeadLettered, outMiB(st.RedisMemory), outMiB(st.RSS["edge"]), outMiB(st.RSS["bridge"]),
+	t.Logf("seed %d: %d ops, %d messages acked, %d unknown, %d refused; %d rows (%d readings found as dead letters; typed: %d messages acked, %d rows of %s, %d messages breaking a type, %d of them acked as edge dead letters); Redis %s, RSS edge %s bridge %s; faults injected: %s%s; %d violations",
+		seed, len(plan.Ops), sum.Acked, sum.Unknown, sum.Refused, sum.Rows, sum.DeadLettered, sum.TypedAcked, sum.TypedRows, cTypedTable, sum.TypedBad, sum.TypedBadDead, outMiB(st.RedisMemory), outMiB(st.RSS["edge"]), outMiB(st.RSS["bridge"]),
 		cFaultCounts(e.Injected), subLine, len(sum.Violations))
 	if len(sum.Violations) > 0 {
 		row.Summary = cViolationSummary(sum.Violations)
@@ -423,17 +442,36 @@ func cWaitDrained(t *testing.T, e *cEnv) {
 }
 
 // cMaintain runs one partition maintenance pass with the retention class's
-// --retention.
+// --retention, over readings and the rules' typed table, as serve's bridge
+// runs it.
 func cMaintain(ctx context.Context, dbURL string) error {
+	tables, err := cRulesTables()
+	if err != nil {
+		return err
+	}
 	return cRetry(ctx, func(ctx context.Context) error {
 		pool, err := pgxpool.New(ctx, dbURL)
 		if err != nil {
 			return err
 		}
 		defer pool.Close()
-		m := partition.New(partition.Config{Retention: cRetention}, pool, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+		m := partition.New(partition.Config{Retention: cRetention, Tables: tables}, pool, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
 		return m.Maintain(ctx)
 	})
+}
+
+// cRulesTables are the typed tables of cRulesFile, as serve reads them.
+func cRulesTables() ([]typed.Table, error) {
+	var doc map[string]yaml.Node
+	if err := yaml.Unmarshal([]byte(cRulesFile), &doc); err != nil {
+		return nil, fmt.Errorf("campaign rules: %w", err)
+	}
+	rules := doc["rules"]
+	m, err := mapping.DecodeYAML(&rules)
+	if err != nil {
+		return nil, fmt.Errorf("campaign rules: %w", err)
+	}
+	return m.Tables(), nil
 }
 
 // cWriteFailure writes a failing seed's file and returns its path.
