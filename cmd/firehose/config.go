@@ -83,8 +83,8 @@ func parseCheckArgs(args []string, stderr io.Writer) (checkArgs, error) {
 		return ca, usageError{errors.New("--payload needs --topic")}
 	case ca.body != "" && ca.endpoint == "":
 		return ca, usageError{errors.New("--body needs --endpoint")}
-	case ca.endpoint != "" && ca.endpoint != configcheck.EndpointV1 && ca.endpoint != configcheck.EndpointFast:
-		return ca, usageError{fmt.Errorf("--endpoint %q: want %s or %s", ca.endpoint, configcheck.EndpointV1, configcheck.EndpointFast)}
+	case ca.endpoint != "" && !knownEndpoint(ca.endpoint):
+		return ca, usageError{fmt.Errorf("--endpoint %q: want %s (with ?rule=NAME for a rule's endpoint) or %s", ca.endpoint, configcheck.EndpointV1, configcheck.EndpointFast)}
 	}
 	ca.file = files[0]
 	for _, p := range []*string{&ca.payload, &ca.body} {
@@ -163,4 +163,12 @@ func checkConfig(ca checkArgs, now time.Time) (*configcheck.Report, error) {
 			fmt.Sprintf("this file runs no %s role: the processes that do map it so, with these settings", edge)
 	}
 	return rep, nil
+}
+
+// knownEndpoint reports whether e is a gateway path a sample may be posted
+// to: /v1/readings (its query, ?rule=NAME, goes to the gateway as it is) or
+// /readings/fast.
+func knownEndpoint(e string) bool {
+	path, _, _ := strings.Cut(e, "?")
+	return path == configcheck.EndpointV1 || e == configcheck.EndpointFast
 }

@@ -235,7 +235,7 @@ func MQTT(cfg Edges, topic string, payload []byte, now time.Time) *Sample {
 		if err != nil {
 			s.Refused = &Refusal{
 				Reason: err.Error(),
-				MQTT:   "QoS 1/2: MQTT 5 gets 0x99 payload format invalid with this reason, MQTT 3.1.1 an acknowledgement and the message is dropped; QoS 0: dropped; nothing of it is stored",
+				MQTT:   "QoS 1/2: MQTT 5 gets 0x99 payload format invalid with this reason; MQTT 3.1.1 an acknowledgement once the message is stored whole as an edge dead letter (readings_rejected, firehose rejected list); QoS 0: dropped; none of its rows lands",
 			}
 			return s
 		}
