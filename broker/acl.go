@@ -8,31 +8,68 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 
 	"firehose/ingest"
+	"firehose/internal/clientcert"
 	"firehose/mapping"
 	"firehose/mqttmsg"
 	"firehose/sparkplug"
 )
 
-// acl answers who may read and write what under --mqtt-auth, from the
+// acl answers who may read and write what under --mqtt-auth, and for the
+// clients of a certificate listener (--mqtt-tls-client-ca), from the
 // credentials file and what the broker decodes. The auth hook asks it at
 // CONNECT, SUBSCRIBE, each delivery and each will; the ingest hook for a
 // publish through a topic alias and for the devices of the rows a publish
-// makes. nil (no --mqtt-auth): everyone may do everything.
+// makes. nil (neither): everyone may do everything.
 type acl struct {
-	auth   *authenticator
-	topic  mqttmsg.Template // the readings topic template
-	rules  *mapping.Mapper  // nil: none
-	spb    bool             // Sparkplug B decoded (--mqtt-sparkplug)
-	limits ingest.Limits    // to map a will's rows
+	auth   *authenticator       // nil: no --mqtt-auth, only certificate clients are checked
+	certs  *clientcert.Verifier // nil: no --mqtt-tls-client-ca
+	topic  mqttmsg.Template     // the readings topic template
+	rules  *mapping.Mapper      // nil: none
+	spb    bool                 // Sparkplug B decoded (--mqtt-sparkplug)
+	limits ingest.Limits        // to map a will's rows
 }
 
 // mayPublish reports whether an authenticated client may publish readings
 // of device dev: under its own id only, and only while its credentials
 // stand.
 func (a *acl) mayPublish(cl *mqtt.Client, dev string) bool {
+	if a.open(cl) {
+		return true
+	}
 	user := string(cl.Properties.Username)
-	_, known := a.auth.file.Get()[user]
+	_, known := a.credential(cl, user)
 	return dev == user && known
+}
+
+// open reports whether no one checks client cl: without --mqtt-auth, a
+// client that did not come through the certificate listener is anonymous
+// and may do everything.
+func (a *acl) open(cl *mqtt.Client) bool { return a.auth == nil && !a.certified(cl) }
+
+// certified reports whether cl came through the TLS listener that requires
+// client certificates: its username is then the device its certificate
+// names (admitCertificate).
+func (a *acl) certified(cl *mqtt.Client) bool {
+	return a.certs != nil && cl.Net.Listener == tlsListener
+}
+
+// credential returns the credentials of user, client cl's identity, and
+// whether they stand: its line of the credentials file; a certificate
+// identity stands without one, with no grants.
+func (a *acl) credential(cl *mqtt.Client, user string) (Credential, bool) {
+	if a.auth != nil {
+		if c, ok := a.auth.file.Get()[user]; ok {
+			return c, true
+		}
+	}
+	return Credential{}, a.certified(cl)
+}
+
+// readsOthers reports whether user, client cl's identity, has read grants:
+// a dashboard, which may connect with client ids user/anything.
+func (a *acl) readsOthers(cl *mqtt.Client, user string) bool {
+	c, _ := a.credential(cl, user)
+	return len(c.Read) > 0
 }
 
 // Who may read and write what, under --mqtt-auth: everything is denied that
@@ -116,12 +153,15 @@ func underDevice(t mqttmsg.Template, dev, f string) bool {
 // or be delivered a message on topic filter. Its credentials must still
 // stand.
 func (a *acl) mayRead(cl *mqtt.Client, filter string) bool {
+	if a.open(cl) {
+		return true
+	}
 	f, ok := unshare(filter)
 	if !ok {
 		return false
 	}
 	user := string(cl.Properties.Username)
-	cred, known := a.auth.file.Get()[user]
+	cred, known := a.credential(cl, user)
 	if !known {
 		return false
 	}
@@ -181,11 +221,11 @@ func ownSparkplugRead(edge string, groups []string, f string) bool {
 // mayWrite reports whether client cl may publish on topic, while its
 // credentials stand.
 func (a *acl) mayWrite(cl *mqtt.Client, topic string) bool {
-	if cl.Net.Inline {
+	if cl.Net.Inline || a.open(cl) {
 		return true
 	}
 	user := string(cl.Properties.Username)
-	cred, known := a.auth.file.Get()[user]
+	cred, known := a.credential(cl, user)
 	return known && a.writeAllowed(user, cred, topic)
 }
 
@@ -231,10 +271,14 @@ func (a *acl) mayCommand(cl *mqtt.Client, topic string) bool { return a.mayWrite
 // mochi publishes a will past OnACLCheck and OnPublish, so it must be a
 // publish the user may make, and on the readings topic or a mapped topic the
 // rows it makes must be the user's own. A will a rule cannot map is refused:
-// whose rows it would make is unknown.
-func (a *acl) mayWill(user, topic string, payload []byte) bool {
-	cred, known := a.auth.file.Get()[user]
-	if !known || !a.writeAllowed(user, cred, topic) {
+// whose rows it would make is unknown, and so is the will of a client whose
+// certificate was revoked since it connected.
+func (a *acl) mayWill(cl *mqtt.Client, user, topic string, payload []byte) bool {
+	if a.open(cl) {
+		return true
+	}
+	cred, known := a.credential(cl, user)
+	if !known || !a.writeAllowed(user, cred, topic) || a.certRevoked(cl) {
 		return false
 	}
 	if a.spb && sparkplug.IsTopic(topic) {

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	mqtt "github.com/mochi-mqtt/server/v2"
+
 	"firehose/mapping"
 	"firehose/mqttmsg"
 )
@@ -229,7 +231,7 @@ func TestWriteAllowed(t *testing.T) {
 		{"edge1", "spBv1.0/plant1/NDEATH/edge2", "x", false},
 		{"nobody", "devices/nobody/status", "x", false},
 	} {
-		if got := h.mayWill(tc.user, tc.topic, []byte(tc.payload)); got != tc.want {
+		if got := h.mayWill(&mqtt.Client{}, tc.user, tc.topic, []byte(tc.payload)); got != tc.want {
 			t.Errorf("mayWill(%s, %s, %q) = %v, want %v", tc.user, tc.topic, tc.payload, got, tc.want)
 		}
 	}

@@ -17,6 +17,8 @@ import (
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"firehose/ingest"
+	"firehose/internal/clientcert"
 	"firehose/mqttmsg"
 	"firehose/sparkplug"
 )
@@ -81,16 +83,33 @@ func New(cfg Config, p Producer, logger *slog.Logger, reg prometheus.Registerer)
 		ctx:  ctx,
 	}
 	bh := &boundsHook{maxPkt: uint32(cfg.MaxPacket)}
+	var certs *clientcert.Verifier
+	if cfg.TLSClientCA != "" {
+		certs, err = clientcert.New(clientcert.Config{
+			CAFile:   cfg.TLSClientCA,
+			CRLFile:  cfg.TLSCRL,
+			Identity: clientcert.Identity(cfg.TLSIdentity),
+			CheckID:  func(id string) error { return ingest.ValidateDeviceID(id, cfg.Limits.MaxDeviceID) },
+			Flag:     "--mqtt-tls",
+		}, log)
+		if err != nil {
+			cancel()
+			return nil, err
+		}
+	}
+	if cfg.AuthFile != "" || certs != nil {
+		ah.acl = &acl{certs: certs, topic: read.Template(), rules: cfg.Rules, spb: cfg.Sparkplug, limits: cfg.Limits}
+		ih.acl = ah.acl
+	}
 	if cfg.AuthFile != "" {
 		a, err := newAuthenticator(cfg.AuthFile, log)
 		if err != nil {
 			cancel()
 			return nil, fmt.Errorf("load --mqtt-auth: %w", err)
 		}
-		ah.acl = &acl{auth: a, topic: read.Template(), rules: cfg.Rules, spb: cfg.Sparkplug, limits: cfg.Limits}
+		ah.acl.auth = a
 		ah.fails = newLoginThrottle(cfg.AuthFailBurst, cfg.AuthFailInterval, cfg.AuthFailAddresses)
 		ah.slots = newCheckSlots()
-		ih.acl = ah.acl
 	}
 	bh.ret = newRetained(cfg.MaxRetained, cfg.MaxRetainedBytes)
 	ih.ret = bh.ret
@@ -140,7 +159,7 @@ func New(cfg Config, p Producer, logger *slog.Logger, reg prometheus.Registerer)
 			return float64(ah.fails.tracked())
 		},
 		bcrypts: func() float64 {
-			if ah.acl == nil {
+			if ah.acl == nil || ah.acl.auth == nil {
 				return 0
 			}
 			return float64(ah.acl.auth.bcrypts.Load())
@@ -206,10 +225,13 @@ func (b *Broker) Listen() error {
 			return fmt.Errorf("load MQTT TLS certificate (--mqtt-tls-cert %s, --mqtt-tls-key %s): %w", b.cfg.TLSCert, b.cfg.TLSKey, err)
 		}
 		tc = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
+		if c := b.certs(); c != nil {
+			c.Apply(tc)
+		}
 	}
 	err := errors.Join(
 		bind("tcp", b.cfg.Addr, "--mqtt-addr", nil),
-		bind("tls", b.cfg.TLSAddr, "--mqtt-tls-addr", tc),
+		bind(tlsListener, b.cfg.TLSAddr, "--mqtt-tls-addr", tc),
 		bind("ws", b.cfg.WSAddr, "--mqtt-ws-addr", nil),
 	)
 	if err == nil {
@@ -273,7 +295,10 @@ func (b *Broker) Run(ctx context.Context) error {
 		wg.Go(func() { h.sweepSparkplug(ctx) })
 	}
 	wg.Go(func() { b.ingest.storeWills(ctx) })
-	if a := b.auth.acl; a != nil {
+	if c := b.certs(); c != nil && c.HasCRL() {
+		wg.Go(func() { c.Watch(ctx, crlCheckInterval, b.disconnectRevoked) })
+	}
+	if a := b.auth.acl; a != nil && a.auth != nil {
 		wg.Go(func() {
 			a.auth.file.Watch(ctx, credentialsCheckInterval, func(c Credentials) {
 				b.log.Info("MQTT device credentials reloaded", "devices", len(c))

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"firehose/ingest"
+	"firehose/internal/clientcert"
 	"firehose/mapping"
 	"firehose/mqttmsg"
 	"firehose/sparkplug"
@@ -50,6 +51,26 @@ type Config struct {
 	TLSAddr string
 	// TLSCert and TLSKey are PEM files (--mqtt-tls-cert, --mqtt-tls-key).
 	TLSCert, TLSKey string
+	// TLSClientCA is a PEM file of the CAs that issue device certificates
+	// (--mqtt-tls-client-ca). Set, the TLS listener requires a client
+	// certificate issued by one of them, with the clientAuth extended key
+	// usage, and the certificate is the client's credential: it is the
+	// device TLSIdentity names, needs no password, and reads and writes
+	// as that device under the ACL whether or not AuthFile is set (grants
+	// from AuthFile's line of that id, if any). Empty: any client may
+	// connect over TLS, as over plain TCP.
+	TLSClientCA string
+	// TLSIdentity is the part of a client certificate that is the device
+	// id (--mqtt-tls-identity): cn (the subject's common name, the
+	// default), san-uri (the last segment of its one URI SAN) or san-dns
+	// (its one DNS SAN). See clientcert.Identity.
+	TLSIdentity string
+	// TLSCRL is a file of certificate revocation lists signed by the
+	// TLSClientCA CAs, PEM or DER (--mqtt-tls-crl). A revoked certificate
+	// fails the handshake; the file is re-read when it changes, and the
+	// clients connected with a certificate it now revokes are
+	// disconnected. Empty: no revocation.
+	TLSCRL string
 	// WSAddr is the WebSocket listener for browsers, e.g. ":8083"
 	// (--mqtt-ws-addr); MQTT over ws:// at any path. Empty: off.
 	WSAddr string
@@ -67,7 +88,7 @@ type Config struct {
 	SparkplugStore sparkplug.Store
 	// SparkplugMaxNodes bounds the edge nodes with state (live, or of an
 	// ended session not yet expired) of one credential: the MQTT username
-	// under AuthFile, else the client id (--sparkplug-max-nodes, default
+	// under AuthFile or a client certificate's device, else the client id (--sparkplug-max-nodes, default
 	// 16). A birth of one more is refused (MQTT 5 0x97 quota exceeded).
 	SparkplugMaxNodes int
 	// SparkplugMaxNodeBytes bounds one edge node's state, its devices'
@@ -148,6 +169,14 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.TLSAddr, "mqtt-tls-addr", "", "MQTT over TLS listener address, e.g. :8883 (needs --mqtt-tls-cert and --mqtt-tls-key)")
 	fs.StringVar(&c.TLSCert, "mqtt-tls-cert", "", "PEM certificate file of the MQTT TLS listener")
 	fs.StringVar(&c.TLSKey, "mqtt-tls-key", "", "PEM private key file of the MQTT TLS listener")
+	fs.StringVar(&c.TLSClientCA, "mqtt-tls-client-ca", "", "PEM `file` of the CAs that issue device certificates: the --mqtt-tls-addr listener then requires a client certificate\n"+
+		"of theirs with the clientAuth extended key usage, and it is the device's credential: no password, the device id from the\n"+
+		"certificate (--mqtt-tls-identity); a CONNECT naming another device as client id (0x85) or username (0x87) is refused, and the\n"+
+		"device reads and writes only its own topics, plus the grants of its --mqtt-auth line if it has one, with or without --mqtt-auth")
+	fs.StringVar(&c.TLSIdentity, "mqtt-tls-identity", string(clientcert.CommonName), "where a client certificate names its device: cn (subject common name), san-uri (last segment of its URI SAN,\n"+
+		"spiffe://fleet/device/pump-7 -> pump-7) or san-dns (its DNS SAN)")
+	fs.StringVar(&c.TLSCRL, "mqtt-tls-crl", "", "certificate revocation list `file` (PEM or DER, signed by a --mqtt-tls-client-ca CA): a revoked certificate fails the\n"+
+		"handshake; re-read when it changes, and clients connected with a certificate it now revokes are disconnected (MQTT 5: 0x87)")
 	fs.StringVar(&c.WSAddr, "mqtt-ws-addr", "", "MQTT over WebSocket listener address, e.g. :8083 (for browser dashboards)")
 	fs.StringVar(&c.Topic, "mqtt-topic", DefaultTopic, "readings topic; {device_id} marks the level naming the device")
 	fs.BoolVar(&c.Sparkplug, "mqtt-sparkplug", true, "store Sparkplug B messages (spBv1.0/GROUP/NBIRTH|DBIRTH|NDATA|DDATA|NDEATH|DDEATH/EDGE[/DEVICE]): a row per metric,\n"+
@@ -266,6 +295,10 @@ func (c Config) Validate() error {
 		return errors.New("--mqtt-tls-addr needs --mqtt-tls-cert and --mqtt-tls-key")
 	case c.TLSAddr == "" && (c.TLSCert != "" || c.TLSKey != ""):
 		return errors.New("--mqtt-tls-cert and --mqtt-tls-key need --mqtt-tls-addr")
+	case c.TLSClientCA != "" && c.TLSAddr == "":
+		return errors.New("--mqtt-tls-client-ca needs --mqtt-tls-addr: client certificates are asked for on the TLS listener")
+	case c.TLSCRL != "" && c.TLSClientCA == "":
+		return errors.New("--mqtt-tls-crl needs --mqtt-tls-client-ca: it revokes client certificates of those CAs")
 	case c.MaxPacket < 0 || c.MaxPacket > 256<<20:
 		return fmt.Errorf("--mqtt-max-packet-bytes %d: want 1 to 268435456", c.MaxPacket)
 	case c.ReceiveMax < 0 || c.ReceiveMax > 65535:
@@ -282,6 +315,9 @@ func (c Config) Validate() error {
 		return errors.New("--sparkplug-max-nodes, --sparkplug-max-node-bytes and --sparkplug-state-ttl must not be negative")
 	case c.MaxKeepAlive < 0 || c.MaxKeepAlive > 65535*time.Second:
 		return fmt.Errorf("--mqtt-max-keepalive %s: want at most 18h12m15s (65535s)", c.MaxKeepAlive)
+	}
+	if err := clientcert.Identity(c.TLSIdentity).Validate(); err != nil {
+		return fmt.Errorf("--mqtt-tls-identity: %w", err)
 	}
 	return nil
 }

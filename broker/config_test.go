@@ -28,6 +28,10 @@ func TestConfigValidate(t *testing.T) {
 		{name: "keep-alive too long", cfg: Config{Addr: ":1883", MaxKeepAlive: 65536 * time.Second}, wantErr: "--mqtt-max-keepalive"},
 		{name: "negative keep-alive", cfg: Config{Addr: ":1883", MaxKeepAlive: -time.Second}, wantErr: "--mqtt-max-keepalive"},
 		{name: "bad topic", cfg: Config{Addr: ":1883", Topic: "devices/#"}, wantErr: "--mqtt-topic"},
+		{name: "client certificates", cfg: Config{TLSAddr: ":8883", TLSCert: "c.pem", TLSKey: "k.pem", TLSClientCA: "ca.pem", TLSCRL: "ca.crl", TLSIdentity: "san-uri"}},
+		{name: "client CA without tls", cfg: Config{Addr: ":1883", TLSClientCA: "ca.pem"}, wantErr: "--mqtt-tls-client-ca needs --mqtt-tls-addr"},
+		{name: "CRL without client CA", cfg: Config{TLSAddr: ":8883", TLSCert: "c.pem", TLSKey: "k.pem", TLSCRL: "ca.crl"}, wantErr: "--mqtt-tls-crl needs --mqtt-tls-client-ca"},
+		{name: "unknown identity", cfg: Config{TLSAddr: ":8883", TLSCert: "c.pem", TLSKey: "k.pem", TLSIdentity: "email"}, wantErr: "--mqtt-tls-identity"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := tc.cfg.Validate()
@@ -58,6 +62,7 @@ func TestNewRefusesBadConfig(t *testing.T) {
 	}{
 		{"invalid config", Config{}, "has no listener"},
 		{"missing credentials file", Config{Addr: "127.0.0.1:0", AuthFile: "/nonexistent/creds"}, "--mqtt-auth"},
+		{"missing client CA", Config{TLSAddr: "127.0.0.1:0", TLSCert: "c.pem", TLSKey: "k.pem", TLSClientCA: "/nonexistent/ca.pem"}, "--mqtt-tls-client-ca"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := New(tc.cfg, nopProducer{}, discard, newRegistry())

@@ -101,7 +101,7 @@ func (h *authHook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 		cl.State.Keepalive = h.maxKA
 		cl.State.ServerKeepalive = true
 	}
-	if h.acl == nil {
+	if h.acl == nil || h.acl.open(cl) {
 		return nil
 	}
 	code, reason := h.admit(cl, pk)
@@ -126,12 +126,19 @@ const (
 	refusedClientID    = "client_id"
 	refusedWill        = "will_not_authorized"
 	refusedClosing     = "shutting_down"
+	// A client certificate that stands no more at CONNECT (revoked since
+	// the handshake), and a username that is not the certificate's device.
+	refusedCertificate = "certificate"
+	refusedUsername    = "username"
 )
 
-var connectRefusals = []string{refusedCredentials, refusedThrottled, refusedClientID, refusedWill, refusedClosing}
+var connectRefusals = []string{refusedCredentials, refusedThrottled, refusedClientID, refusedWill, refusedClosing, refusedCertificate, refusedUsername}
 
 // admit checks an authenticating client, in this order:
 //
+//  0. a client of the certificate listener is the device its certificate
+//     names, and needs no password (admitCertificate): a username naming
+//     another device -> 0x87 not authorized, 3.1.1 code 5;
 //  1. its password (a password that passed before is checked in
 //     microseconds; else, unless its address is throttled, bcrypt runs in one
 //     of a few slots): wrong -> MQTT 5 0x86 bad user name or password, 3.1.1
@@ -159,7 +166,15 @@ func (h *authHook) admit(cl *mqtt.Client, pk packets.Packet) (packets.Code, stri
 	}
 	auth := h.acl.auth
 	user := string(pk.Connect.Username)
-	if !auth.remembered(user, pk.Connect.Password) {
+	certified := h.acl.certified(cl)
+	if certified {
+		id, code, reason := h.admitCertificate(cl, pk)
+		if code != packets.CodeSuccess {
+			return code, reason
+		}
+		user = id
+	}
+	if !certified && !auth.remembered(user, pk.Connect.Password) {
 		key := sourceKey(cl.Net.Remote)
 		if !h.fails.allow(key) {
 			return pick(packets.ErrConnectionRateExceeded, packets.ErrServerUnavailable), refusedThrottled
@@ -188,11 +203,11 @@ func (h *authHook) admit(cl *mqtt.Client, pk packets.Packet) (packets.Code, stri
 		cl.ID = user
 		cl.Properties.Props.AssignedClientID = user
 	case id == user:
-	case strings.HasPrefix(id, user+"/") && len(auth.file.Get()[user].Read) > 0:
+	case strings.HasPrefix(id, user+"/") && h.acl.readsOthers(cl, user):
 	default:
 		return packets.ErrClientIdentifierNotValid, refusedClientID
 	}
-	if pk.Connect.WillFlag && !h.acl.mayWill(user, pk.Connect.WillTopic, pk.Connect.WillPayload) {
+	if pk.Connect.WillFlag && !h.acl.mayWill(cl, user, pk.Connect.WillTopic, pk.Connect.WillPayload) {
 		// mochi publishes a will past OnACLCheck and OnPublish.
 		return pick(packets.ErrNotAuthorized, packets.ErrBadUsernameOrPassword), refusedWill
 	}
@@ -205,7 +220,7 @@ func (h *authHook) admit(cl *mqtt.Client, pk packets.Packet) (packets.Code, stri
 // counted refused (not_authorized). This hook comes before the bounds hook,
 // whose OnWill then has no retained will to account for.
 func (h *authHook) OnWill(cl *mqtt.Client, will mqtt.Will) (mqtt.Will, error) {
-	if h.acl != nil && !cl.Net.Inline && !h.acl.mayWill(string(cl.Properties.Username), will.TopicName, will.Payload) {
+	if h.acl != nil && !cl.Net.Inline && !h.acl.mayWill(cl, string(cl.Properties.Username), will.TopicName, will.Payload) {
 		h.m.refused.WithLabelValues("not_authorized").Inc()
 		h.log.Debug("mqtt will refused: not authorized", "device_id", string(cl.Properties.Username), "topic", will.TopicName)
 		return mqtt.Will{TopicName: refusedWillTopic, Flag: will.Flag}, nil

@@ -23,6 +23,7 @@ type metrics struct {
 	// the last sweep read it.
 	spbStateBytes, spbStateNodes prometheus.Gauge
 	deadLetters                  *prometheus.CounterVec // by decode path (kind)
+	certRevoked                  prometheus.Counter     // connections cut by a new CRL
 }
 
 // gauges are read from the broker's state when scraped.
@@ -54,7 +55,7 @@ func newMetrics(reg prometheus.Registerer, g gauges) *metrics {
 	}
 	m.connectsRefused = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "firehose_mqtt_connects_refused_total",
-		Help: "CONNECTs refused under --mqtt-auth, by reason (bad_credentials: 0x86 / 3.1.1 code 5; throttled: too many failed logins from the address, refused before bcrypt, 0x9F / code 3; client_id: not the username, 0x85 / code 2; will_not_authorized: a will on another device's readings topic, 0x87 / code 5; shutting_down).",
+		Help: "CONNECTs refused under --mqtt-auth or --mqtt-tls-client-ca, by reason (bad_credentials: 0x86 / 3.1.1 code 5; throttled: too many failed logins from the address, refused before bcrypt, 0x9F / code 3; client_id: not the username or certificate's device, 0x85 / code 2; will_not_authorized: a will on another device's readings topic, 0x87 / code 5; username: not the certificate's device, 0x87 / code 5; certificate: revoked since the handshake, 0x87 / code 5; shutting_down).",
 	}, []string{"reason"})
 	m.subsRefused = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "firehose_mqtt_subscriptions_refused_total",
@@ -98,7 +99,11 @@ func newMetrics(reg prometheus.Registerer, g gauges) *metrics {
 		Name: "firehose_mqtt_dead_letters_total",
 		Help: "QoS 1/2 publishes acknowledged as edge dead letters (firehose rejected list), by decode path (topic, rule, sparkplug): invalid payloads of MQTT 3.1.1 clients, Sparkplug B messages before their birth or with unknown aliases.",
 	}, []string{"kind"})
-	reg.MustRegister(m.publishes, m.accepted, m.refused, m.ack, m.rebirths, m.spbStateBytes, m.spbStateNodes, m.deadLetters,
+	m.certRevoked = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "firehose_mqtt_certificates_revoked_disconnects_total",
+		Help: "Clients disconnected because a new --mqtt-tls-crl revoked the client certificate they connected with (MQTT 5: DISCONNECT 0x87).",
+	})
+	reg.MustRegister(m.certRevoked, m.publishes, m.accepted, m.refused, m.ack, m.rebirths, m.spbStateBytes, m.spbStateNodes, m.deadLetters,
 		m.connectsRefused, m.subsRefused, m.sessionsParked, m.sessionsEvicted, m.retainDropped,
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "firehose_mqtt_auth_password_checks_total",

@@ -114,9 +114,10 @@ func (h *ingestHook) sendRebirths(ctx context.Context) {
 }
 
 // spbOwner is the credential a client's Sparkplug B state counts against:
-// its username under --mqtt-auth, else its client id.
+// its username under --mqtt-auth or a client certificate, else its client
+// id.
 func (h *ingestHook) spbOwner(cl *mqtt.Client) string {
-	if h.acl != nil {
+	if h.acl != nil && !h.acl.open(cl) {
 		return string(cl.Properties.Username)
 	}
 	return cl.ID

@@ -28,6 +28,7 @@ type apiError struct {
 	reason string // reason label of firehose_http_readings_refused_total
 	n      int    // readings refused; 0 means "count the request as one"
 	body   []byte // the JSON answer
+	close  bool   // close the connection after the answer
 }
 
 func (e *apiError) Error() string { return string(e.body) }
@@ -78,6 +79,9 @@ func (s *Server) answerError(w http.ResponseWriter, err error, n int) int {
 		s.m.refuse(ae.reason, n)
 		if ae.code == http.StatusUnauthorized {
 			w.Header().Set("WWW-Authenticate", "Bearer")
+		}
+		if ae.close {
+			w.Header().Set("Connection", "close")
 		}
 		return writeJSON(w, ae.code, ae.body)
 	case errors.As(err, &tooLarge):

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"firehose/ingest"
+	"firehose/internal/clientcert"
 	"firehose/mapping"
 )
 
@@ -30,6 +31,24 @@ type Config struct {
 	TLSCert string
 	// TLSKey is the PEM private key file of TLSCert (--http-tls-key).
 	TLSKey string
+	// TLSClientCA is a PEM file of the CAs that issue device certificates
+	// (--http-tls-client-ca; needs TLSCert). Set, every connection must
+	// present a client certificate of theirs with the clientAuth extended
+	// key usage (the handshake fails otherwise, so no handler sees the
+	// request), and the certificate identifies the device: a request to
+	// /v1/readings or /readings/fast may carry only that device's readings
+	// (403 otherwise). API keys, if set too, still apply. Empty: none.
+	TLSClientCA string
+	// TLSIdentity is the part of a client certificate that is the device
+	// id (--http-tls-identity): cn (the default), san-uri or san-dns; see
+	// clientcert.Identity.
+	TLSIdentity string
+	// TLSCRL is a file of certificate revocation lists signed by the
+	// TLSClientCA CAs, PEM or DER (--http-tls-crl). A revoked certificate
+	// fails the handshake; the file is re-read when it changes, and a
+	// request on a connection whose certificate it now revokes is answered
+	// 403 and the connection closed. Empty: no revocation.
+	TLSCRL string
 	// APIKeysFile is the API key file (--http-api-keys); see the package
 	// comment for its format. Empty (the default) means no authentication.
 	// The file is re-read when it changes, so revoking a key needs no restart.
@@ -59,6 +78,12 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Addr, "http-addr", DefaultAddr, "host:port the HTTP gateway listens on (port 0 picks a free one)")
 	fs.StringVar(&c.TLSCert, "http-tls-cert", "", "PEM certificate `file`; with --http-tls-key serves HTTPS (TLS 1.2+); default plain HTTP")
 	fs.StringVar(&c.TLSKey, "http-tls-key", "", "PEM private key `file` of --http-tls-cert")
+	fs.StringVar(&c.TLSClientCA, "http-tls-client-ca", "", "PEM `file` of the CAs that issue device certificates: HTTPS then requires a client certificate of theirs with the\n"+
+		"clientAuth extended key usage, and it identifies the device: /v1/readings and /readings/fast take only its readings (403\n"+
+		"naming the other device); /readings/fast without X-Device-ID is that device. Health and metrics requests need one too")
+	fs.StringVar(&c.TLSIdentity, "http-tls-identity", string(clientcert.CommonName), "where a client certificate names its device: cn (subject common name), san-uri (last segment of its URI SAN) or san-dns (its DNS SAN)")
+	fs.StringVar(&c.TLSCRL, "http-tls-crl", "", "certificate revocation list `file` (PEM or DER, signed by a --http-tls-client-ca CA): a revoked certificate fails the handshake;\n"+
+		"re-read when it changes, and the next request on a connection it now revokes is answered 403")
 	fs.StringVar(&c.APIKeysFile, "http-api-keys", "", "API key `file`, lines of: name sha256-hex-of-key devices (comma-separated, or * for any);\nmake lines with: firehose apikey NAME [DEVICES]. Re-read when it changes. Empty: no authentication")
 	fs.Int64Var(&c.MaxBody, "http-max-body", DefaultMaxBody, "largest request body in `bytes` (1 MiB = 1048576); larger ones are answered 413")
 	fs.IntVar(&c.MaxItems, "http-max-items", DefaultMaxItems, "most readings in one /v1/readings request; more are answered 413")
@@ -96,12 +121,19 @@ func (c Config) Validate() error {
 		return fmt.Errorf("--http-tls-cert %s is set but --http-tls-key is not: give both to serve HTTPS", c.TLSCert)
 	case c.TLSKey != "" && c.TLSCert == "":
 		return fmt.Errorf("--http-tls-key %s is set but --http-tls-cert is not: give both to serve HTTPS", c.TLSKey)
+	case c.TLSClientCA != "" && c.TLSCert == "":
+		return fmt.Errorf("--http-tls-client-ca %s needs --http-tls-cert and --http-tls-key: client certificates are asked for over HTTPS", c.TLSClientCA)
+	case c.TLSCRL != "" && c.TLSClientCA == "":
+		return fmt.Errorf("--http-tls-crl %s needs --http-tls-client-ca: it revokes client certificates of those CAs", c.TLSCRL)
 	case c.MaxBody <= 0:
 		return fmt.Errorf("--http-max-body %d: want a positive number of bytes", c.MaxBody)
 	case c.MaxItems <= 0:
 		return fmt.Errorf("--http-max-items %d: want a positive number", c.MaxItems)
 	case c.ShutdownTimeout < 0:
 		return fmt.Errorf("shutdown timeout %s: want a positive duration", c.ShutdownTimeout)
+	}
+	if err := clientcert.Identity(c.TLSIdentity).Validate(); err != nil {
+		return fmt.Errorf("--http-tls-identity: %w", err)
 	}
 	if err := ingest.ValidateDeviceID(c.DefaultDevice, c.Limits.MaxDeviceID); err != nil {
 		return fmt.Errorf("--default-device-id %q: %v", c.DefaultDevice, err)

@@ -55,7 +55,14 @@ func (s *Server) handleFast(w http.ResponseWriter, req *http.Request) int {
 			return s.answerError(w, err, 1)
 		}
 	}
+	certDevice, err := s.certDevice(req)
+	if err != nil {
+		return s.answerError(w, err, 1)
+	}
 	device := s.cfg.DefaultDevice
+	if certDevice != "" {
+		device = certDevice
+	}
 	if v := req.Header["X-Device-Id"]; len(v) > 0 {
 		device = v[0]
 	}
@@ -79,6 +86,10 @@ func (s *Server) handleFast(w http.ResponseWriter, req *http.Request) int {
 	if key != nil && !key.allows(device) {
 		recycleFast(st)
 		return s.answerError(w, forbidden(key, device), 1)
+	}
+	if certDevice != "" && device != certDevice {
+		recycleFast(st)
+		return s.answerError(w, certForbidden(certDevice, device), 1)
 	}
 	if v := req.Header[headerIdempotencyKey]; len(v) > 0 {
 		r.ID = v[0]

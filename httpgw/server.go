@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"firehose/ingest"
+	"firehose/internal/clientcert"
 )
 
 // Producer is what the gateway needs of stream.Producer.
@@ -79,7 +80,8 @@ type Server struct {
 	p       Producer
 	dbCheck func(context.Context) error
 	log     *slog.Logger
-	keys    *keyStore // nil: no authentication
+	keys    *keyStore            // nil: no authentication
+	certs   *clientcert.Verifier // nil: no client certificates
 	m       *metrics
 	handler http.Handler
 	srv     *http.Server
@@ -118,6 +120,19 @@ func New(cfg Config, p Producer, dbCheck func(context.Context) error, logger *sl
 			return nil, fmt.Errorf("load --http-api-keys: %w", err)
 		}
 		s.keys = ks
+	}
+	if cfg.TLSClientCA != "" {
+		v, err := clientcert.New(clientcert.Config{
+			CAFile:   cfg.TLSClientCA,
+			CRLFile:  cfg.TLSCRL,
+			Identity: clientcert.Identity(cfg.TLSIdentity),
+			CheckID:  func(id string) error { return ingest.ValidateDeviceID(id, cfg.Limits.MaxDeviceID) },
+			Flag:     "--http-tls",
+		}, s.log)
+		if err != nil {
+			return nil, err
+		}
+		s.certs = v
 	}
 	s.handler = s.routes(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	s.srv = &http.Server{
@@ -202,6 +217,9 @@ func (s *Server) Listen() error {
 			return err
 		}
 		s.srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
+		if s.certs != nil {
+			s.certs.Apply(s.srv.TLSConfig)
+		}
 	}
 	ln, err := net.Listen("tcp", s.cfg.Addr)
 	if err != nil {
@@ -268,6 +286,11 @@ func (s *Server) Run(ctx context.Context) error {
 	defer stopWatch()
 	if s.keys != nil {
 		wg.Go(func() { s.keys.watch(watchCtx, s.keyCheckEvery) })
+	}
+	if s.certs != nil {
+		// Each request checks its certificate against the CRL in use:
+		// nothing to do on a change.
+		wg.Go(func() { s.certs.Watch(watchCtx, s.keyCheckEvery, nil) })
 	}
 
 	served := make(chan error, 1)

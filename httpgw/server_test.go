@@ -239,6 +239,9 @@ func TestConfigValidate(t *testing.T) {
 		{name: "negative items", change: func(c *Config) { c.MaxItems = -1 }, wantErr: "--http-max-items -1"},
 		{name: "bad address", change: func(c *Config) { c.Addr = "8080" }, wantErr: "--http-addr"},
 		{name: "bad default device", change: func(c *Config) { c.DefaultDevice = "a b" }, wantErr: "--default-device-id"},
+		{name: "client CA without HTTPS", change: func(c *Config) { c.TLSClientCA = "ca.pem" }, wantErr: "--http-tls-client-ca ca.pem needs --http-tls-cert"},
+		{name: "CRL without client CA", change: func(c *Config) { c.TLSCRL = "ca.crl" }, wantErr: "--http-tls-crl ca.crl needs --http-tls-client-ca"},
+		{name: "unknown identity", change: func(c *Config) { c.TLSIdentity = "email" }, wantErr: "--http-tls-identity"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -264,11 +267,11 @@ func TestRegisterFlags(t *testing.T) {
 	if err := fs.Parse([]string{"--http-max-body", "2048", "--default-device-id", "dev-1"}); err != nil {
 		t.Fatal(err)
 	}
-	want := Config{Addr: ":8080", MaxBody: 2048, MaxItems: 10000, DefaultDevice: "dev-1"}
+	want := Config{Addr: ":8080", MaxBody: 2048, MaxItems: 10000, DefaultDevice: "dev-1", TLSIdentity: "cn"}
 	if c != want {
 		t.Errorf("config = %+v, want %+v", c, want)
 	}
-	for _, name := range []string{"http-addr", "http-tls-cert", "http-tls-key", "http-api-keys", "http-max-body", "http-max-items", "default-device-id"} {
+	for _, name := range []string{"http-addr", "http-tls-cert", "http-tls-key", "http-tls-client-ca", "http-tls-identity", "http-tls-crl", "http-api-keys", "http-max-body", "http-max-items", "default-device-id"} {
 		if fs.Lookup(name) == nil {
 			t.Errorf("flag --%s not registered", name)
 		}

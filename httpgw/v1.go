@@ -47,6 +47,10 @@ func (s *Server) handleV1(w http.ResponseWriter, req *http.Request) int {
 			return s.answerError(w, err, 1)
 		}
 	}
+	certDevice, err := s.certDevice(req)
+	if err != nil {
+		return s.answerError(w, err, 1)
+	}
 	ndjson, err := mediaType(req.Header.Get("Content-Type"))
 	if err != nil {
 		return s.answerError(w, err, 1)
@@ -79,6 +83,9 @@ func (s *Server) handleV1(w http.ResponseWriter, req *http.Request) int {
 				return s.answerError(w, forbidden(key, rs[i].DeviceID), len(rs))
 			}
 		}
+	}
+	if err := certAllows(certDevice, rs); err != nil {
+		return s.answerError(w, err, len(rs))
 	}
 	// The request's id names each of its readings (--dedup id), before
 	// any msg_id of their own or of a rule.
