@@ -31,7 +31,7 @@ type acl struct {
 // stand.
 func (a *acl) mayPublish(cl *mqtt.Client, dev string) bool {
 	user := string(cl.Properties.Username)
-	_, known := a.auth.file.Get()[user]
+	_, known := a.auth.creds()[user]
 	return dev == user && known
 }
 
@@ -121,7 +121,7 @@ func (a *acl) mayRead(cl *mqtt.Client, filter string) bool {
 		return false
 	}
 	user := string(cl.Properties.Username)
-	cred, known := a.auth.file.Get()[user]
+	cred, known := a.auth.creds()[user]
 	if !known {
 		return false
 	}
@@ -185,7 +185,7 @@ func (a *acl) mayWrite(cl *mqtt.Client, topic string) bool {
 		return true
 	}
 	user := string(cl.Properties.Username)
-	cred, known := a.auth.file.Get()[user]
+	cred, known := a.auth.creds()[user]
 	return known && a.writeAllowed(user, cred, topic)
 }
 
@@ -233,7 +233,7 @@ func (a *acl) mayCommand(cl *mqtt.Client, topic string) bool { return a.mayWrite
 // rows it makes must be the user's own. A will a rule cannot map is refused:
 // whose rows it would make is unknown.
 func (a *acl) mayWill(user, topic string, payload []byte) bool {
-	cred, known := a.auth.file.Get()[user]
+	cred, known := a.auth.creds()[user]
 	if !known || !a.writeAllowed(user, cred, topic) {
 		return false
 	}

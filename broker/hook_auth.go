@@ -39,7 +39,7 @@ func (h *authHook) ID() string { return "firehose-auth" }
 // for every event, several times per publish.
 func (h *authHook) Provides(b byte) bool {
 	switch b {
-	case mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnSubscribed, mqtt.OnWill:
+	case mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnSessionEstablished, mqtt.OnACLCheck, mqtt.OnSubscribed, mqtt.OnWill:
 		return true
 	}
 	return false
@@ -118,6 +118,45 @@ func (h *authHook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	return code
 }
 
+// OnSessionEstablished, under --mqtt-auth, tells the credential source of
+// the admitted device and checks its password once more against the
+// credentials in use now: mochi lists a client among its clients only after
+// admit, so a change revoking it that came in between (revoke found no
+// client to disconnect) is caught here, and the client disconnected. A client
+// admitted without a password (by other means) is left alone.
+func (h *authHook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
+	if h.acl == nil || cl.Net.Inline {
+		return
+	}
+	user := string(cl.Properties.Username)
+	h.acl.auth.src.Connected(user)
+	if len(pk.Connect.Password) == 0 || h.acl.auth.stillValid(user, pk.Connect.Password) {
+		return
+	}
+	h.log.Debug("mqtt client disconnected: its credentials changed while it connected", "device_id", user)
+	_ = h.srv.DisconnectClient(cl, packets.ErrNotAuthorized)
+}
+
+// revoke disconnects the live clients of the devices whose credentials the
+// change from old to cur revoked (see revoked): removed or disabled, a new
+// secret, a grant gone. Their sessions stay, for them to come back with
+// what now stands. It runs on the credential source's goroutine.
+func (h *authHook) revoke(old, cur Credentials) int {
+	gone := revoked(old, cur)
+	if len(gone) == 0 {
+		return 0
+	}
+	n := 0
+	for _, cl := range h.srv.Clients.GetAll() {
+		if cl.Net.Inline || cl.Closed() || !gone[string(cl.Properties.Username)] {
+			continue
+		}
+		_ = h.srv.DisconnectClient(cl, packets.ErrNotAuthorized)
+		n++
+	}
+	return n
+}
+
 // Reasons a CONNECT is refused under auth (the reason label of
 // firehose_mqtt_connects_refused_total).
 const (
@@ -126,18 +165,23 @@ const (
 	refusedClientID    = "client_id"
 	refusedWill        = "will_not_authorized"
 	refusedClosing     = "shutting_down"
+	refusedNotLoaded   = "credentials_not_loaded"
 )
 
-var connectRefusals = []string{refusedCredentials, refusedThrottled, refusedClientID, refusedWill, refusedClosing}
+var connectRefusals = []string{refusedCredentials, refusedThrottled, refusedClientID, refusedWill, refusedClosing, refusedNotLoaded}
 
 // admit checks an authenticating client, in this order:
 //
-//  1. its password (a password that passed before is checked in
-//     microseconds; else, unless its address is throttled, bcrypt runs in one
-//     of a few slots): wrong -> MQTT 5 0x86 bad user name or password, 3.1.1
-//     return code 5 not authorized, and the address loses a token;
-//     throttled -> 0x9F connection rate exceeded, 3.1.1 code 3 server
-//     unavailable, before any bcrypt;
+//  0. that the credentials were ever loaded (the registry, when PostgreSQL
+//     was down since the start): else 0x88 server unavailable, 3.1.1 code 3;
+//  1. its password: a device secret (fh1$ hash) and a bcrypt password that
+//     passed before are checked in microseconds, wrong -> 0x86, neither
+//     throttled nor taking a slot (a 128-bit secret cannot be guessed); else,
+//     unless its address is throttled, bcrypt runs in one of a few slots:
+//     wrong -> MQTT 5 0x86 bad user name or password, 3.1.1 return code 5
+//     not authorized, and the address loses a token; throttled -> 0x9F
+//     connection rate exceeded, 3.1.1 code 3 server unavailable, before any
+//     bcrypt;
 //  2. its client id: the username, or username/anything for a user whose
 //     line grants read filters (a dashboard per browser tab); an empty id
 //     becomes the username (MQTT 5 is told so in CONNACK) -> else 0x85
@@ -158,8 +202,15 @@ func (h *authHook) admit(cl *mqtt.Client, pk packets.Packet) (packets.Code, stri
 		return c3 // mochi turns it into the 3.1.1 return code
 	}
 	auth := h.acl.auth
+	if auth.creds() == nil {
+		return packets.ErrServerUnavailable, refusedNotLoaded
+	}
 	user := string(pk.Connect.Username)
-	if !auth.remembered(user, pk.Connect.Password) {
+	ok, decided := auth.quick(user, pk.Connect.Password)
+	if decided && !ok {
+		return packets.ErrBadUsernameOrPassword, refusedCredentials
+	}
+	if !decided {
 		key := sourceKey(cl.Net.Remote)
 		if !h.fails.allow(key) {
 			return pick(packets.ErrConnectionRateExceeded, packets.ErrServerUnavailable), refusedThrottled
@@ -169,7 +220,6 @@ func (h *authHook) admit(cl *mqtt.Client, pk packets.Packet) (packets.Code, stri
 		}
 		// Re-check after the wait: the logins queued behind a flood of
 		// failures from the same address are refused without bcrypt.
-		ok := false
 		allowed := h.fails.allow(key)
 		if allowed {
 			ok = auth.check(user, pk.Connect.Password)
@@ -188,7 +238,7 @@ func (h *authHook) admit(cl *mqtt.Client, pk packets.Packet) (packets.Code, stri
 		cl.ID = user
 		cl.Properties.Props.AssignedClientID = user
 	case id == user:
-	case strings.HasPrefix(id, user+"/") && len(auth.file.Get()[user].Read) > 0:
+	case strings.HasPrefix(id, user+"/") && len(auth.creds()[user].Read) > 0:
 	default:
 		return packets.ErrClientIdentifierNotValid, refusedClientID
 	}
