@@ -58,7 +58,7 @@ func (a *acl) certified(cl *mqtt.Client) bool {
 // identity stands without one, with no grants.
 func (a *acl) credential(cl *mqtt.Client, user string) (Credential, bool) {
 	if a.auth != nil {
-		if c, ok := a.auth.file.Get()[user]; ok {
+		if c, ok := a.auth.creds()[user]; ok {
 			return c, true
 		}
 	}

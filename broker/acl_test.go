@@ -174,7 +174,7 @@ func TestWriteAllowed(t *testing.T) {
 	}
 	def, _ := mqttmsg.ParseTemplate(DefaultTopic)
 	h := &acl{topic: def, rules: rules, auth: a, spb: true}
-	creds := a.file.Get()
+	creds := a.creds()
 	for _, tc := range []struct {
 		user, topic string
 		want        bool

@@ -3,6 +3,7 @@ package broker
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"errors"
@@ -11,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 	"unicode/utf8"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -24,9 +26,11 @@ import (
 // credentials file.
 type Credentials map[string]Credential
 
-// Credential is one line of the credentials file.
+// Credential is one line of the credentials file, or one enabled device of
+// the registry.
 type Credential struct {
-	// Hash is the bcrypt hash of the password.
+	// Hash is the hash of the password: bcrypt ($2a$...), for a password a
+	// person chose, or a device secret's (fh1$..., see NewSecret).
 	Hash []byte
 	// Read are the topic filters the user may subscribe to beyond its own
 	// topics (read=FILTER fields), e.g. devices/+/readings for a dashboard.
@@ -84,8 +88,9 @@ const (
 // (a host's spBv1.0/STATE/ID, as a publish or as its will), or to publish
 // on another device's topics. A user with a read grant may also connect
 // with client ids username/anything, one per dashboard tab. Passwords are
-// stored only as bcrypt hashes (make a line with firehose mqttpasswd).
-// Errors name file:line.
+// stored only as hashes: bcrypt for a password a person chose (make a line
+// with firehose mqttpasswd), or fh1$... for a random device secret (made by
+// firehose devices add; see NewSecret). Errors name file:line.
 func ParseCredentials(file string, data []byte) (Credentials, error) {
 	creds := Credentials{}
 	sc := bufio.NewScanner(bytes.NewReader(data))
@@ -101,36 +106,36 @@ func ParseCredentials(file string, data []byte) (Credentials, error) {
 		if err := ingest.ValidateDeviceID(f[0], 0); err != nil {
 			return nil, fmt.Errorf("%s:%d: device id %q: %v", file, n, f[0], err)
 		}
-		if _, err := bcrypt.Cost([]byte(f[1])); err != nil {
-			return nil, fmt.Errorf("%s:%d: the password of %q is not a bcrypt hash (make one with firehose mqttpasswd): %v", file, n, f[0], err)
+		if err := ValidateHash(f[1]); err != nil {
+			return nil, fmt.Errorf("%s:%d: the password of %q %v", file, n, f[0], err)
 		}
 		if _, dup := creds[f[0]]; dup {
 			return nil, fmt.Errorf("%s:%d: device %q appears twice", file, n, f[0])
 		}
-		c := Credential{Hash: []byte(f[1])}
+		var read, write, groups []string
 		for _, field := range f[2:] {
 			if group, ok := strings.CutPrefix(field, sparkplugField); ok {
-				if err := validateGroup(group); err != nil {
+				if err := ValidateGroup(group); err != nil {
 					return nil, fmt.Errorf("%s:%d: %s of %q: %v", file, n, field, f[0], err)
 				}
-				c.Sparkplug = append(c.Sparkplug, group)
+				groups = append(groups, group)
 				continue
 			}
-			grants := &c.Read
+			grants := &read
 			filter, ok := strings.CutPrefix(field, readField)
 			if !ok {
 				filter, ok = strings.CutPrefix(field, writeField)
-				grants = &c.Write
+				grants = &write
 			}
 			if !ok {
 				return nil, fmt.Errorf("%s:%d: field %q of %q: want read=FILTER, write=FILTER or sparkplug=GROUP", file, n, field, f[0])
 			}
-			if err := validateGrant(filter); err != nil {
+			if err := ValidateGrant(filter); err != nil {
 				return nil, fmt.Errorf("%s:%d: %s of %q: %v", file, n, field, f[0], err)
 			}
 			*grants = append(*grants, filter)
 		}
-		creds[f[0]] = c
+		creds[f[0]] = Credential{Hash: []byte(f[1]), Read: read, Write: write, Sparkplug: groups}
 	}
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("%s: %w", file, err)
@@ -138,8 +143,34 @@ func ParseCredentials(file string, data []byte) (Credentials, error) {
 	return creds, nil
 }
 
-// validateGrant checks a read=FILTER or write=FILTER grant.
-func validateGrant(filter string) error {
+// NewCredential checks a device's password hash (ValidateHash), its read and
+// write grants (MQTT topic filters) and its Sparkplug B groups, and returns
+// them as a Credential. The registry reads its rows through it.
+func NewCredential(hash string, read, write, sparkplug []string) (Credential, error) {
+	if err := ValidateHash(hash); err != nil {
+		return Credential{}, fmt.Errorf("the password %v", err)
+	}
+	for _, g := range sparkplug {
+		if err := ValidateGroup(g); err != nil {
+			return Credential{}, fmt.Errorf("%s%s: %v", sparkplugField, g, err)
+		}
+	}
+	for _, f := range read {
+		if err := ValidateGrant(f); err != nil {
+			return Credential{}, fmt.Errorf("%s%s: %v", readField, f, err)
+		}
+	}
+	for _, f := range write {
+		if err := ValidateGrant(f); err != nil {
+			return Credential{}, fmt.Errorf("%s%s: %v", writeField, f, err)
+		}
+	}
+	return Credential{Hash: []byte(hash), Read: read, Write: write, Sparkplug: sparkplug}, nil
+}
+
+// ValidateGrant checks a read or write grant: a valid MQTT topic filter, not
+// a shared subscription's.
+func ValidateGrant(filter string) error {
 	switch {
 	case filter == "":
 		return errors.New("empty topic filter")
@@ -156,10 +187,10 @@ func validateGrant(filter string) error {
 	return nil
 }
 
-// validateGroup checks the group of a sparkplug=GROUP field: one topic
+// ValidateGroup checks the group of a sparkplug=GROUP field: one topic
 // level as Sparkplug B allows a group_id, and not STATE, which names the
 // host applications' STATE topics.
-func validateGroup(group string) error {
+func ValidateGroup(group string) error {
 	switch {
 	case group == "":
 		return errors.New("empty Sparkplug B group")
@@ -185,15 +216,114 @@ func HashPassword(password string) (string, error) {
 	return string(h), nil
 }
 
-// authenticator checks device credentials against the file, kept current.
+// ValidateHash checks a stored password hash: bcrypt ($2a$, $2b$, $2y$) or
+// a device secret's (fh1$SALT$MAC, see NewSecret). Its error reads after
+// "the password of DEVICE".
+func ValidateHash(hash string) error {
+	if strings.HasPrefix(hash, secretPrefix) {
+		if _, _, ok := parseSecretHash([]byte(hash)); !ok {
+			return fmt.Errorf("is not a device secret's hash: want %sSALT$MAC, %d and %d bytes in unpadded base64url (make one with firehose devices add)", secretPrefix, saltBytes, sha256.Size)
+		}
+		return nil
+	}
+	if _, err := bcrypt.Cost([]byte(hash)); err != nil {
+		return fmt.Errorf("is not a bcrypt hash (make one with firehose mqttpasswd) nor a device secret's (firehose devices add): %v", err)
+	}
+	return nil
+}
+
+// CredentialSource gives the broker its device credentials and tells it of
+// each change: the credentials file (--mqtt-auth FILE) is one, the device
+// registry in PostgreSQL (package registry, --mqtt-auth postgres) another.
+type CredentialSource interface {
+	// Credentials returns the version in use, which no one may modify; nil
+	// until the first load succeeded (the broker then refuses every CONNECT
+	// with 0x88 server unavailable, 3.1.1 code 3), an empty map once loaded
+	// with no device. The broker calls it on every CONNECT, publish and
+	// delivery: it must not block (an atomic load).
+	Credentials() Credentials
+	// Watch keeps the credentials current until ctx ends, whatever fails
+	// meanwhile (the last version stays in use). After each new version is
+	// in use it calls changed with the version before (nil if none) and the
+	// new one, from one goroutine, one call at a time; the broker then
+	// disconnects the clients whose credentials were revoked. The broker
+	// calls Watch once, from Run.
+	Watch(ctx context.Context, changed func(old, cur Credentials))
+	// Connected is told of each admitted CONNECT (the registry keeps
+	// "last seen"). It is on the connect path: it must not block.
+	Connected(device string)
+}
+
+// fileSource is the credentials file as a CredentialSource, re-read every
+// credentialsCheckInterval.
+type fileSource struct {
+	f     *reload.File[Credentials]
+	every time.Duration
+}
+
+func loadCredentialsFile(path string, log *slog.Logger) (*fileSource, error) {
+	f, err := reload.Load(path, "MQTT credentials file", ParseCredentials, log)
+	if err != nil {
+		return nil, err
+	}
+	log.Info("MQTT device credentials loaded", "file", path, "devices", len(f.Get()))
+	return &fileSource{f: f, every: credentialsCheckInterval}, nil
+}
+
+func (s *fileSource) Credentials() Credentials { return s.f.Get() }
+func (s *fileSource) Connected(string)         {}
+
+func (s *fileSource) Watch(ctx context.Context, changed func(old, cur Credentials)) {
+	prev := s.f.Get()
+	s.f.Watch(ctx, s.every, func(c Credentials) {
+		changed(prev, c)
+		prev = c
+	})
+}
+
+// revoked returns the devices whose credentials in old are revoked by cur:
+// removed (or disabled), another password hash (a rotated secret), or a read
+// or write grant or Sparkplug B group gone. Their live clients are
+// disconnected: what they were admitted with no longer stands.
+func revoked(old, cur Credentials) map[string]bool {
+	out := map[string]bool{}
+	for dev, o := range old {
+		c, ok := cur[dev]
+		if !ok || !bytes.Equal(o.Hash, c.Hash) || !subset(o.Read, c.Read) || !subset(o.Write, c.Write) || !subset(o.Sparkplug, c.Sparkplug) {
+			out[dev] = true
+		}
+	}
+	return out
+}
+
+// subset reports whether every element of a is in b.
+func subset(a, b []string) bool {
+	for _, s := range a {
+		found := false
+		for _, t := range b {
+			if s == t {
+				found = true
+				break
+			}
+		}
+		if !found {
+			return false
+		}
+	}
+	return true
+}
+
+// authenticator checks device credentials against its source, kept current.
 //
-// bcrypt is slow on purpose (tens of milliseconds); a fleet reconnecting at
-// once would spend minutes of CPU on it. So a password that passed once is
-// remembered as its SHA-256 next to the hash it passed against: a later
-// connect with the same password is checked in microseconds, and a changed
-// or removed line in the file makes the remembered check void.
+// A device secret's hash (fh1$...) is checked in about a microsecond: one
+// HMAC-SHA256. bcrypt is slow on purpose (tens of milliseconds); a fleet
+// reconnecting at once would spend minutes of CPU on it. So a bcrypt
+// password that passed once is remembered as its SHA-256 next to the hash it
+// passed against: a later connect with the same password is checked in
+// microseconds, and a changed or removed credential makes the remembered
+// check void.
 type authenticator struct {
-	file    *reload.File[Credentials]
+	src     CredentialSource
 	bcrypts atomic.Int64 // bcrypt comparisons run
 	mu      sync.Mutex
 	passed  map[string]passedCheck
@@ -205,36 +335,58 @@ type passedCheck struct {
 }
 
 func newAuthenticator(path string, log *slog.Logger) (*authenticator, error) {
-	f, err := reload.Load(path, "MQTT credentials file", ParseCredentials, log)
+	src, err := loadCredentialsFile(path, log)
 	if err != nil {
 		return nil, err
 	}
-	log.Info("MQTT device credentials loaded", "file", path, "devices", len(f.Get()))
-	return &authenticator{file: f, passed: map[string]passedCheck{}}, nil
+	return newAuthenticatorFrom(src), nil
 }
 
-// remembered reports whether password is device's password by the
-// remembered check alone (microseconds, no bcrypt): it passed before against
-// the hash the file holds now.
-func (a *authenticator) remembered(device string, password []byte) bool {
-	c, ok := a.file.Get()[device]
-	if !ok || len(password) == 0 {
-		return false
+func newAuthenticatorFrom(src CredentialSource) *authenticator {
+	return &authenticator{src: src, passed: map[string]passedCheck{}}
+}
+
+// creds is the version in use; nil until the source first loaded.
+func (a *authenticator) creds() Credentials { return a.src.Credentials() }
+
+// quick decides, when it can in microseconds, whether password is device's:
+// a device secret's hash is checked at once, a bcrypt password that passed
+// before against the hash in use by its remembered digest. decided is false
+// when only bcrypt can tell (or the device is unknown: admit treats it as a
+// bcrypt check, throttled).
+func (a *authenticator) quick(device string, password []byte) (ok, decided bool) {
+	c, known := a.creds()[device]
+	if !known || len(password) == 0 {
+		return false, false
+	}
+	if isSecretHash(c.Hash) {
+		return checkSecret(c.Hash, password), true
 	}
 	digest := sha256.Sum256(password)
 	a.mu.Lock()
 	p, seen := a.passed[device]
 	a.mu.Unlock()
-	return seen && p.hash == string(c.Hash) && subtle.ConstantTimeCompare(p.digest[:], digest[:]) == 1
+	if seen && p.hash == string(c.Hash) && subtle.ConstantTimeCompare(p.digest[:], digest[:]) == 1 {
+		return true, true
+	}
+	return false, false
 }
 
-// check reports whether password is device's password: the remembered check,
-// else bcrypt (tens of milliseconds of CPU at the default cost).
+// stillValid reports whether password, which admitted device a moment ago,
+// still stands against the credentials in use now: quick, a bcrypt hash
+// changed since being no longer valid.
+func (a *authenticator) stillValid(device string, password []byte) bool {
+	ok, decided := a.quick(device, password)
+	return ok && decided
+}
+
+// check reports whether password is device's password: quick, else bcrypt
+// (tens of milliseconds of CPU at the default cost).
 func (a *authenticator) check(device string, password []byte) bool {
-	if a.remembered(device, password) {
-		return true
+	if ok, decided := a.quick(device, password); decided {
+		return ok
 	}
-	c, ok := a.file.Get()[device]
+	c, ok := a.creds()[device]
 	if !ok || len(password) == 0 {
 		return false
 	}

@@ -150,7 +150,7 @@ func TestAuthenticatorCheck(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		a.file.Watch(ctx, 10*time.Millisecond, func(c Credentials) {
+		a.src.(*fileSource).f.Watch(ctx, 10*time.Millisecond, func(c Credentials) {
 			select {
 			case changed <- c:
 			default:

@@ -97,17 +97,24 @@ func New(cfg Config, p Producer, logger *slog.Logger, reg prometheus.Registerer)
 			return nil, err
 		}
 	}
-	if cfg.AuthFile != "" || certs != nil {
-		ah.acl = &acl{certs: certs, topic: read.Template(), rules: cfg.Rules, spb: cfg.Sparkplug, limits: cfg.Limits}
-		ih.acl = ah.acl
-	}
-	if cfg.AuthFile != "" {
-		a, err := newAuthenticator(cfg.AuthFile, log)
-		if err != nil {
+	var a *authenticator
+	switch {
+	case cfg.Credentials != nil:
+		a = newAuthenticatorFrom(cfg.Credentials)
+	case cfg.AuthFile == AuthRegistry:
+		cancel()
+		return nil, errors.New("--mqtt-auth postgres: the device registry was not set up (Config.Credentials)")
+	case cfg.AuthFile != "":
+		if a, err = newAuthenticator(cfg.AuthFile, log); err != nil {
 			cancel()
 			return nil, fmt.Errorf("load --mqtt-auth: %w", err)
 		}
-		ah.acl.auth = a
+	}
+	if a != nil || certs != nil {
+		ah.acl = &acl{auth: a, certs: certs, topic: read.Template(), rules: cfg.Rules, spb: cfg.Sparkplug, limits: cfg.Limits}
+		ih.acl = ah.acl
+	}
+	if a != nil {
 		ah.fails = newLoginThrottle(cfg.AuthFailBurst, cfg.AuthFailInterval, cfg.AuthFailAddresses)
 		ah.slots = newCheckSlots()
 	}
@@ -300,8 +307,9 @@ func (b *Broker) Run(ctx context.Context) error {
 	}
 	if a := b.auth.acl; a != nil && a.auth != nil {
 		wg.Go(func() {
-			a.auth.file.Watch(ctx, credentialsCheckInterval, func(c Credentials) {
-				b.log.Info("MQTT device credentials reloaded", "devices", len(c))
+			a.auth.src.Watch(ctx, func(old, cur Credentials) {
+				n := b.auth.revoke(old, cur)
+				b.log.Info("MQTT device credentials changed", "devices", len(cur), "disconnected", n)
 			})
 		})
 	}

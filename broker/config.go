@@ -41,6 +41,11 @@ const (
 	DefaultSparkplugStateTTL     = sparkplug.DefaultStateTTL
 )
 
+// AuthRegistry as --mqtt-auth reads the device credentials from the device
+// registry in PostgreSQL (package registry) instead of a file; a file of that
+// name is ./postgres.
+const AuthRegistry = "postgres"
+
 // Config is the broker's configuration. Zero fields take the defaults above
 // where a default exists; an empty address turns its listener off.
 type Config struct {
@@ -101,8 +106,13 @@ type Config struct {
 	// once.
 	SparkplugStateTTL time.Duration
 	// AuthFile is the device credentials file (--mqtt-auth); empty means
-	// anonymous access, the demo default. See ParseCredentials.
+	// anonymous access, the demo default. See ParseCredentials. AuthRegistry
+	// ("postgres") names the device registry instead, which the command
+	// sets up as Credentials.
 	AuthFile string
+	// Credentials, when not nil, are the device credentials (the device
+	// registry, for --mqtt-auth postgres), in place of AuthFile's file.
+	Credentials CredentialSource
 	// MaxClients bounds connected clients (--mqtt-max-clients, default 100,000).
 	MaxClients int
 	// MaxPacket bounds one MQTT packet in bytes (--mqtt-max-packet-bytes,
@@ -187,8 +197,10 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 		"a birth past it is refused (MQTT 5 0x95 packet too large). Per credential at most --sparkplug-max-nodes x this")
 	fs.DurationVar(&c.SparkplugStateTTL, "sparkplug-state-ttl", DefaultSparkplugStateTTL, "how long a Sparkplug B edge node's state is kept after the connection that published its NBIRTH ended\n"+
 		"without an NDEATH (an NDEATH removes it at once)")
-	fs.StringVar(&c.AuthFile, "mqtt-auth", "", "device credentials file (lines: device-id bcrypt-hash [read=FILTER ...] [write=FILTER ...] [sparkplug=GROUP ...];\n"+
-		"make them with firehose mqttpasswd); empty allows anonymous clients. With it everything a line does not allow is denied: a client\n"+
+	fs.StringVar(&c.AuthFile, "mqtt-auth", "", "device credentials: \"postgres\" for the device registry in --postgres (firehose devices; changes reach live clients within\n"+
+		"a second; loaded at start and kept while PostgreSQL is down), or a file (lines: device-id hash [read=FILTER ...] [write=FILTER ...]\n"+
+		"[sparkplug=GROUP ...]; hash: bcrypt from firehose mqttpasswd, or a device secret's fh1$ hash); empty allows anonymous clients.\n"+
+		"With it everything a device's credentials do not allow is denied: a client\n"+
 		"connects with its device id as username and client id; publishes (retained messages and wills too) only its own topics (devices/ID/#,\n"+
 		"mapped rows of its own device, its own Sparkplug B edge node in each sparkplug=GROUP) and what its write=FILTER fields grant (the\n"+
 		"only way to send Sparkplug commands or STATE: write=spBv1.0/STATE/HOST); subscribes only to topics under its id, plus its read=FILTER\n"+

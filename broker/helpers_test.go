@@ -698,3 +698,43 @@ func v5Creds(clientID, user, password string) *paho.Connect {
 	return &paho.Connect{ClientID: clientID, CleanStart: true, KeepAlive: 30,
 		Username: user, UsernameFlag: true, Password: []byte(password), PasswordFlag: true}
 }
+
+// publishUntilRevoked publishes on topic through c until the broker refuses
+// it (0x87) or disconnects c, as it does a client whose credentials were
+// revoked; it returns the publishes acknowledged before, and whether c was
+// disconnected (with DISCONNECT 0x87) rather than refused.
+func publishUntilRevoked(t *testing.T, c *v5Client, topic string, payload func(i int) string) (acked int, disconnected bool) {
+	t.Helper()
+	testenv.Eventually(t, 10*time.Second, func() bool {
+		code, err := tryPublishV5(c, topic, 1, payload(acked), 15*time.Second)
+		switch {
+		case err != nil:
+			select {
+			case <-c.Done():
+				disconnected = true
+				return true
+			case <-time.After(5 * time.Second):
+				t.Fatalf("publish to %s: %v", topic, err)
+			}
+		case code == 0:
+			acked++
+			return false
+		case code == codeNotAuthorized:
+			return true
+		default:
+			t.Fatalf("publish to %s while being revoked: reason code %#x", topic, code)
+		}
+		return false
+	}, "a client publishing on %s is neither refused nor disconnected after its credentials were revoked", topic)
+	if disconnected {
+		select {
+		case d := <-c.disconnects:
+			if d.ReasonCode != codeNotAuthorized {
+				t.Errorf("revoked client disconnected with reason %#x, want 0x87", d.ReasonCode)
+			}
+		case <-time.After(5 * time.Second):
+			t.Error("revoked client disconnected without a DISCONNECT packet")
+		}
+	}
+	return acked, disconnected
+}

@@ -39,7 +39,7 @@ func (h *authHook) ID() string { return "firehose-auth" }
 // for every event, several times per publish.
 func (h *authHook) Provides(b byte) bool {
 	switch b {
-	case mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnSubscribed, mqtt.OnWill:
+	case mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnSessionEstablished, mqtt.OnACLCheck, mqtt.OnSubscribed, mqtt.OnWill:
 		return true
 	}
 	return false
@@ -118,6 +118,45 @@ func (h *authHook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	return code
 }
 
+// OnSessionEstablished, under --mqtt-auth, tells the credential source of
+// the admitted device and checks its password once more against the
+// credentials in use now: mochi lists a client among its clients only after
+// admit, so a change revoking it that came in between (revoke found no
+// client to disconnect) is caught here, and the client disconnected. A client
+// admitted without a password (by other means) is left alone.
+func (h *authHook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
+	if h.acl == nil || h.acl.auth == nil || cl.Net.Inline {
+		return
+	}
+	user := string(cl.Properties.Username)
+	h.acl.auth.src.Connected(user)
+	if h.acl.certified(cl) || len(pk.Connect.Password) == 0 || h.acl.auth.stillValid(user, pk.Connect.Password) {
+		return // a certificate is its device's credential, not the password
+	}
+	h.log.Debug("mqtt client disconnected: its credentials changed while it connected", "device_id", user)
+	_ = h.srv.DisconnectClient(cl, packets.ErrNotAuthorized)
+}
+
+// revoke disconnects the live clients of the devices whose credentials the
+// change from old to cur revoked (see revoked): removed or disabled, a new
+// secret, a grant gone. Their sessions stay, for them to come back with
+// what now stands. It runs on the credential source's goroutine.
+func (h *authHook) revoke(old, cur Credentials) int {
+	gone := revoked(old, cur)
+	if len(gone) == 0 {
+		return 0
+	}
+	n := 0
+	for _, cl := range h.srv.Clients.GetAll() {
+		if cl.Net.Inline || cl.Closed() || !gone[string(cl.Properties.Username)] {
+			continue
+		}
+		_ = h.srv.DisconnectClient(cl, packets.ErrNotAuthorized)
+		n++
+	}
+	return n
+}
+
 // Reasons a CONNECT is refused under auth (the reason label of
 // firehose_mqtt_connects_refused_total).
 const (
@@ -126,25 +165,30 @@ const (
 	refusedClientID    = "client_id"
 	refusedWill        = "will_not_authorized"
 	refusedClosing     = "shutting_down"
-	// A client certificate that stands no more at CONNECT (revoked since
+		// A client certificate that stands no more at CONNECT (revoked since
 	// the handshake), and a username that is not the certificate's device.
 	refusedCertificate = "certificate"
 	refusedUsername    = "username"
+	refusedNotLoaded   = "credentials_not_loaded"
 )
 
-var connectRefusals = []string{refusedCredentials, refusedThrottled, refusedClientID, refusedWill, refusedClosing, refusedCertificate, refusedUsername}
+var connectRefusals = []string{refusedCredentials, refusedThrottled, refusedClientID, refusedWill, refusedClosing, refusedCertificate, refusedUsername, refusedNotLoaded}
 
 // admit checks an authenticating client, in this order:
 //
-//  0. a client of the certificate listener is the device its certificate
+//  0. that the credentials were ever loaded (the registry, when PostgreSQL
+//     was down since the start): else 0x88 server unavailable, 3.1.1 code 3;
+//     a client of the certificate listener is the device its certificate
 //     names, and needs no password (admitCertificate): a username naming
 //     another device -> 0x87 not authorized, 3.1.1 code 5;
-//  1. its password (a password that passed before is checked in
-//     microseconds; else, unless its address is throttled, bcrypt runs in one
-//     of a few slots): wrong -> MQTT 5 0x86 bad user name or password, 3.1.1
-//     return code 5 not authorized, and the address loses a token;
-//     throttled -> 0x9F connection rate exceeded, 3.1.1 code 3 server
-//     unavailable, before any bcrypt;
+//  1. any other client's password: a device secret (fh1$ hash) and a bcrypt
+//     password that passed before are checked in microseconds, wrong ->
+//     0x86, neither throttled nor taking a slot (a 128-bit secret cannot be
+//     guessed); else, unless its address is throttled, bcrypt runs in one of
+//     a few slots: wrong -> MQTT 5 0x86 bad user name or password, 3.1.1
+//     return code 5 not authorized, and the address loses a token; throttled
+//     -> 0x9F connection rate exceeded, 3.1.1 code 3 server unavailable,
+//     before any bcrypt;
 //  2. its client id: the username, or username/anything for a user whose
 //     line grants read filters (a dashboard per browser tab); an empty id
 //     becomes the username (MQTT 5 is told so in CONNACK) -> else 0x85
@@ -164,7 +208,10 @@ func (h *authHook) admit(cl *mqtt.Client, pk packets.Packet) (packets.Code, stri
 		}
 		return c3 // mochi turns it into the 3.1.1 return code
 	}
-	auth := h.acl.auth
+	auth := h.acl.auth // nil: certificates without --mqtt-auth
+	if auth != nil && auth.creds() == nil {
+		return packets.ErrServerUnavailable, refusedNotLoaded
+	}
 	user := string(pk.Connect.Username)
 	certified := h.acl.certified(cl)
 	if certified {
@@ -174,7 +221,14 @@ func (h *authHook) admit(cl *mqtt.Client, pk packets.Packet) (packets.Code, stri
 		}
 		user = id
 	}
-	if !certified && !auth.remembered(user, pk.Connect.Password) {
+	ok, decided := false, certified
+	if !certified {
+		ok, decided = auth.quick(user, pk.Connect.Password)
+		if decided && !ok {
+			return packets.ErrBadUsernameOrPassword, refusedCredentials
+		}
+	}
+	if !decided {
 		key := sourceKey(cl.Net.Remote)
 		if !h.fails.allow(key) {
 			return pick(packets.ErrConnectionRateExceeded, packets.ErrServerUnavailable), refusedThrottled
@@ -184,7 +238,6 @@ func (h *authHook) admit(cl *mqtt.Client, pk packets.Packet) (packets.Code, stri
 		}
 		// Re-check after the wait: the logins queued behind a flood of
 		// failures from the same address are refused without bcrypt.
-		ok := false
 		allowed := h.fails.allow(key)
 		if allowed {
 			ok = auth.check(user, pk.Connect.Password)

@@ -36,7 +36,7 @@ func TestHooksProvide(t *testing.T) {
 		{"OnDisconnect", mqtt.OnDisconnect, []string{"firehose", "firehose-bounds", "firehose-flow"}},
 		{"OnPacketEncode", mqtt.OnPacketEncode, []string{"firehose-bounds", "firehose-flow"}},
 		{"OnSessionEstablish", mqtt.OnSessionEstablish, []string{"firehose-bounds", "firehose-flow"}},
-		{"OnSessionEstablished", mqtt.OnSessionEstablished, []string{"firehose-flow"}},
+		{"OnSessionEstablished", mqtt.OnSessionEstablished, []string{"firehose-auth", "firehose-flow"}},
 		{"OnClientExpired", mqtt.OnClientExpired, []string{"firehose-bounds"}},
 		{"OnRetainMessage", mqtt.OnRetainMessage, []string{"firehose-bounds"}},
 		{"OnRetainedExpired", mqtt.OnRetainedExpired, []string{"firehose-bounds"}},

@@ -24,7 +24,7 @@ const flagsDocPath = "../../docs/flags.md"
 // difference from it.
 var flagsDocCommands = [][]string{
 	{"serve"}, {"config", "check"}, {"migrate"}, {"status"}, {"rejected", "list"}, {"rejected", "replay"},
-	{"demo"}, {"simulate"},
+	{"demo"}, {"simulate"}, {"devices", "add"},
 }
 
 // flagsDocWithout are the commands of the usage text that take no flags.

@@ -35,6 +35,8 @@ Usage:
   firehose status  [flags]          each shard: the bridge that owns it, backlog, checkpoint, lag, rows, rejected (--json)
   firehose apikey  NAME [DEVICES]   make a new API key and the line to add to the --http-api-keys file
   firehose mqttpasswd DEVICE        read a device's password on stdin, print its line for the --mqtt-auth file
+  firehose devices add|list|...     the device registry in PostgreSQL (serve --mqtt-auth postgres): add a device
+                                    and print its secret; disable, enable, grant, ungrant, rotate, remove
   firehose version                  print the version
 
 Run "firehose <command> --help" for a command's flags; every flag also reads an
@@ -75,6 +77,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = runAPIKey(rest, stdout)
 	case "mqttpasswd":
 		err = runMQTTPasswd(rest, os.Stdin, stdout)
+	case "devices":
+		err = runDevices(ctx, rest, stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintf(stdout, "firehose %s (%s, %s/%s)\n", buildVersion(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
 	case "help", "-h", "--help":

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
@@ -24,6 +25,7 @@ import (
 	"firehose/internal/retention"
 	"firehose/mqttmsg"
 	"firehose/partition"
+	"firehose/registry"
 	"firehose/schema"
 	"firehose/sparkplug"
 	"firehose/stream"
@@ -139,6 +141,11 @@ func startStack(ctx context.Context, cfg *serveConfig, logger *slog.Logger) (*st
 	}
 	if has(roleBroker) {
 		cfg.MQTT.SparkplugStore = spbStore
+		if cfg.MQTT.AuthFile == broker.AuthRegistry {
+			if cfg.MQTT.Credentials, err = openRegistry(ctx, cfg.Postgres, logger); err != nil {
+				return nil, err
+			}
+		}
 		if st.mqtt, err = broker.New(cfg.MQTT, st.producer, logger, st.reg); err != nil {
 			return nil, fmt.Errorf("mqtt broker: %w", err)
 		}
@@ -209,6 +216,27 @@ func startStack(ctx context.Context, cfg *serveConfig, logger *slog.Logger) (*st
 	st.parts.Add(endpoints...)
 	ok = true
 	return st, nil
+}
+
+// registryLoadTimeout bounds serve's wait at start for the device registry:
+// past it the broker starts anyway, answering CONNECTs 0x88 until the
+// registry's watch loads it.
+const registryLoadTimeout = 10 * time.Second
+
+// openRegistry is the device registry for --mqtt-auth postgres, loaded if
+// PostgreSQL answers within registryLoadTimeout: the broker does not wait
+// for PostgreSQL (its watch keeps trying; see registry.Source).
+func openRegistry(ctx context.Context, pgURL string, logger *slog.Logger) (*registry.Source, error) {
+	src, err := registry.Open(pgURL, logger)
+	if err != nil {
+		return nil, err
+	}
+	lctx, cancel := context.WithTimeout(ctx, registryLoadTimeout)
+	defer cancel()
+	if err := src.Load(lctx); err != nil {
+		logger.Warn("device registry not loaded: the broker answers CONNECTs 0x88 (server unavailable) until it is", "err", err)
+	}
+	return src, nil
 }
 
 // startSubscriber builds the subscriber role and opens its first session:
