@@ -58,6 +58,20 @@ const (
 // stormModes are every mode, in the order of the bench's table.
 var stormModes = []string{stormBcrypt, stormCert, stormSecretFile, stormRegistry}
 
+// stormAssembleParallel bounds the connections the fleet makes at once when
+// it first connects (see stormRun).
+const stormAssembleParallel = 500
+
+// stormTimeout is the devices' wait for a CONNACK (and a PUBACK) before they
+// give up and retry: 10 s, as the issue measured; FIREHOSE_STORM_TIMEOUT
+// sets another.
+func stormTimeout() string {
+	if d, err := time.ParseDuration(os.Getenv("FIREHOSE_STORM_TIMEOUT")); err == nil && d > 0 {
+		return d.String()
+	}
+	return "10s"
+}
+
 // stormOpts shape one storm.
 type stormOpts struct {
 	devices int
@@ -205,8 +219,17 @@ func stormRun(t *testing.T, mode string, o stormOpts) stormResult {
 		"--mqtt-tls-cert", f.pki.ServerCert, "--mqtt-tls-key", f.pki.ServerKey}, c.serve...)...)
 	// Every device sends a reading every 5 s: at most that after its
 	// readmission, it has published through the new process.
+	//
+	// The fleet assembles at most stormAssembleParallel connections at a
+	// time: the simulator fails a run of which one device cannot make its
+	// first connection in 10 s, and 10,000 TLS handshakes at once on 2
+	// cores take longer for some (the listen queue overflows: see
+	// RELIABILITY.md). The storm does not depend on it: after
+	// the restart every device reconnects at once by itself (the MQTT
+	// client's automatic reconnect, retrying after 1 s, then 2 s), and a
+	// device that times out then simply retries.
 	l := StartLoad(t, s, LoadOpts{Devices: o.devices, Protocol: "mqtt", Rate: float64(o.devices) / 5, Duration: 2 * time.Hour,
-		Extra: append([]string{"--run-id", f.run, "--connect-parallel", strconv.Itoa(o.devices), "--timeout", "10s",
+		Extra: append([]string{"--run-id", f.run, "--connect-parallel", strconv.Itoa(min(o.devices, stormAssembleParallel)), "--timeout", stormTimeout(),
 			"--mqtt", "ssl://" + tlsAddr, "--ca-file", f.pki.CA}, c.sim...)})
 	prefix := "sim-" + f.run + "-"
 
@@ -283,7 +306,7 @@ func stormRun(t *testing.T, mode string, o stormOpts) stormResult {
 	}
 	res := ResultOf(rep)
 	res.Scenario = "21. reconnect storm: " + mode
-	res.Load = LoadDesc(rep) + fmt.Sprintf(", over TLS, --connect-parallel %d", o.devices)
+	res.Load = LoadDesc(rep) + ", over TLS, every device reconnecting at once"
 	res.Faults = "serve (every role) restarted: SIGTERM, then the same command on the same ports; the whole fleet reconnects at once"
 	if mode == stormBcrypt {
 		res.Faults += fmt.Sprintf(" (the restarted serve reads bcrypt hashes at cost %d)", o.bcryptCost)
