@@ -587,7 +587,7 @@ func stormTable(results []stormResult, o stormOpts) string {
 		if r.fromStart > 0 {
 			cores = r.serveCPU / r.fromStart.Seconds()
 		}
-		fmt.Fprintf(&b, "| %s | %d | %d / %d | %s | %.2f | %.0f | %.2f | %.2f | %.2f | %.0f | %d |\n",
+		fmt.Fprintf(&b, "| %s | %d | %d / %d | %s | %.2f | %.1f | %.2f | %.2f | %.2f | %.0f | %d |\n",
 			r.mode, round[r.mode], r.readmitted, r.devices, back, r.fromReady.Seconds(), r.admittedPerS(), r.serveCPU, cores, r.simCPU, r.checks, r.lost)
 	}
 	// Medians against bcrypt. A capped storm counts as the cap: its time
