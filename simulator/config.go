@@ -70,6 +70,13 @@ type Config struct {
 	// is the password of devices without a line of their own. Overrides
 	// MQTTPassword for the devices it names.
 	MQTTPasswordFile string
+	// MQTTCert and MQTTKey are the PEM files of the client certificate and
+	// its key each MQTT device presents over ssl:// (--mqtt-cert,
+	// --mqtt-key); "{device_id}" in either is replaced by the device's id, so
+	// that each device has a certificate of its own. Every connection, a
+	// reconnect too, makes a full handshake: no TLS session is resumed.
+	// Default none.
+	MQTTCert, MQTTKey string
 	// MQTTTopic is the publish topic; {device_id} is replaced by the
 	// device's id. Default devices/{device_id}/readings.
 	MQTTTopic string
@@ -183,6 +190,9 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.APIKey, "api-key", "", "API key sent as Authorization: Bearer on every HTTP request")
 	fs.StringVar(&c.MQTTPassword, "mqtt-password", "", "MQTT password of every device (the username is the device id)")
 	fs.StringVar(&c.MQTTPasswordFile, "mqtt-password-file", "", "file of 'device password' lines (device * for the rest); overrides --mqtt-password")
+	fs.StringVar(&c.MQTTCert, "mqtt-cert", "", "PEM file of the client certificate each MQTT device presents over ssl:// ({device_id} is replaced by the device's id,\n"+
+		"e.g. certs/{device_id}.pem: a certificate each); every connection makes a full TLS handshake (no session resumption)")
+	fs.StringVar(&c.MQTTKey, "mqtt-key", "", "PEM file of the key of --mqtt-cert ({device_id} is replaced by the device's id)")
 	fs.StringVar(&c.MQTTTopic, "mqtt-topic", "devices/{device_id}/readings", "MQTT topic template; {device_id} is replaced by the device's id")
 	fs.IntVar(&c.Devices, "devices", 100, "fake devices in the fleet, each sim-<run id>-<n>")
 	fs.StringVar(&c.Protocol, "protocol", ProtocolHTTP, "http, mqtt, or mixed (even devices over MQTT, odd over HTTP)")
@@ -250,6 +260,12 @@ func (c *Config) Validate() error {
 		}
 		if strings.ContainsAny(c.MQTTTopic, "+#") {
 			return fmt.Errorf("--mqtt-topic %q: wildcards + and # are not allowed in a publish topic", c.MQTTTopic)
+		}
+		if (c.MQTTCert == "") != (c.MQTTKey == "") {
+			return errors.New("--mqtt-cert and --mqtt-key go together: a client certificate needs its key")
+		}
+		if c.MQTTCert != "" && !isTLSURL(c.MQTT) {
+			return fmt.Errorf("--mqtt-cert: a client certificate is presented over TLS; --mqtt %q is not an ssl:// URL", redact(c.MQTT))
 		}
 	}
 	if c.Batch < 1 || c.Batch > maxBatch {
@@ -329,6 +345,12 @@ func (c *Config) deviceUsesMQTT(idx int) bool {
 
 // DevicePrefix is what every device id of the run starts with.
 func (c *Config) DevicePrefix() string { return "sim-" + c.RunID + "-" }
+
+// isTLSURL reports whether an MQTT URL asks for TLS.
+func isTLSURL(raw string) bool {
+	u, err := url.Parse(raw)
+	return err == nil && (u.Scheme == "ssl" || u.Scheme == "tls" || u.Scheme == "mqtts")
+}
 
 func checkURL(flagName, raw string, schemes ...string) error {
 	u, err := url.Parse(raw)

@@ -152,6 +152,10 @@ func (f *fleet) dialMQTT(d *device, password string, tlsConf *tls.Config) (*mqtt
 		f.sparkplugOptions(d, opts)
 		topic = ""
 	}
+	tlsConf, err := f.deviceTLS(d, tlsConf)
+	if err != nil {
+		return nil, err
+	}
 	if tlsConf != nil {
 		opts.SetTLSConfig(tlsConf)
 	}
@@ -169,6 +173,30 @@ func (f *fleet) dialMQTT(d *device, password string, tlsConf *tls.Config) (*mqtt
 		topic:  topic,
 		timer:  stoppedTimer(),
 	}, nil
+}
+
+// deviceTLS is the TLS configuration device d connects with: the fleet's,
+// with d's own client certificate when Config.MQTTCert is set. It keeps no
+// session cache, so that every connection, a reconnect too, makes a full
+// handshake (a fleet reconnecting after a restart of the broker could not
+// resume anyway: the broker's ticket keys are gone with it).
+func (f *fleet) deviceTLS(d *device, fleetConf *tls.Config) (*tls.Config, error) {
+	if f.cfg.MQTTCert == "" {
+		return fleetConf, nil
+	}
+	certFile := strings.ReplaceAll(f.cfg.MQTTCert, "{device_id}", d.id)
+	keyFile := strings.ReplaceAll(f.cfg.MQTTKey, "{device_id}", d.id)
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("client certificate of %s: %w", d.id, err)
+	}
+	tc := &tls.Config{}
+	if fleetConf != nil {
+		tc = fleetConf.Clone()
+	}
+	tc.Certificates = []tls.Certificate{cert}
+	tc.ClientSessionCache = nil
+	return tc, nil
 }
 
 // resumeStore is paho's memory store of in-flight packets with one change

@@ -2,14 +2,18 @@ package simulator
 
 import (
 	"bytes"
+	"crypto/tls"
 	"encoding/json"
 	"flag"
 	"math"
+	"os"
 	"reflect"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"firehose/internal/testcert"
 )
 
 func TestPayloads(t *testing.T) {
@@ -339,6 +343,11 @@ func TestConfigValidate(t *testing.T) {
 		{"typed batches over mixed", func(c *Config) { c.Shape = ShapeTyped; c.Protocol = ProtocolMixed; c.Batch = 5 }, "--batch 5"},
 		{"typed on fast", func(c *Config) { c.Shape = ShapeTyped; c.Endpoint = EndpointFast }, "--endpoint v1"},
 		{"typed with extra fields", func(c *Config) { c.Shape = ShapeTyped; c.ExtraFields = 1 }, "--extra-fields"},
+		{"client certificate over ssl", func(c *Config) {
+			c.Protocol, c.MQTT, c.MQTTCert, c.MQTTKey = ProtocolMQTT, "ssl://127.0.0.1:8883", "certs/{device_id}.pem", "certs/{device_id}.key"
+		}, ""},
+		{"client certificate without key", func(c *Config) { c.Protocol, c.MQTT, c.MQTTCert = ProtocolMQTT, "ssl://127.0.0.1:8883", "c.pem" }, "go together"},
+		{"client certificate over tcp", func(c *Config) { c.Protocol, c.MQTTCert, c.MQTTKey = ProtocolMQTT, "c.pem", "c.key" }, "not an ssl:// URL"},
 		{"typed without metrics", func(c *Config) { c.Shape = ShapeTyped; c.MetricCount = 0 }, "--metric-count"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -392,6 +401,37 @@ func TestPasswordsFile(t *testing.T) {
 	writeTestFile(t, path, "lonely\n")
 	if _, err := loadPasswords("", path); err == nil || !strings.Contains(err.Error(), "line 1") {
 		t.Errorf("bad line: %v", err)
+	}
+}
+
+// TestDeviceTLS checks that each device presents the certificate its id
+// names, with no session cache (a full handshake each connection).
+func TestDeviceTLS(t *testing.T) {
+	certFile, keyFile, _ := testcert.SelfSigned(t)
+	dir := t.TempDir()
+	for _, id := range []string{"sim-a-1", "sim-a-2"} {
+		for from, to := range map[string]string{certFile: dir + "/" + id + ".pem", keyFile: dir + "/" + id + ".key"} {
+			b, err := os.ReadFile(from)
+			if err != nil {
+				t.Fatal(err)
+			}
+			writeTestFile(t, to, string(b))
+		}
+	}
+	cfg := DefaultConfig()
+	cfg.MQTTCert, cfg.MQTTKey = dir+"/{device_id}.pem", dir+"/{device_id}.key"
+	f := &fleet{cfg: &cfg}
+	fleetConf := &tls.Config{ServerName: "broker"}
+	got, err := f.deviceTLS(newDevice("a", 0, true), fleetConf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Certificates) != 1 || got.ServerName != "broker" || got.ClientSessionCache != nil || len(fleetConf.Certificates) != 0 {
+		t.Errorf("device TLS config: %d certificates, server name %q, session cache %v; the fleet's now has %d certificates",
+			len(got.Certificates), got.ServerName, got.ClientSessionCache, len(fleetConf.Certificates))
+	}
+	if _, err := f.deviceTLS(newDevice("a", 2, true), fleetConf); err == nil || !strings.Contains(err.Error(), "sim-a-3") {
+		t.Errorf("a device without a certificate file: %v, want an error naming it", err)
 	}
 }
 
