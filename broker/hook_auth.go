@@ -165,7 +165,7 @@ const (
 	refusedClientID    = "client_id"
 	refusedWill        = "will_not_authorized"
 	refusedClosing     = "shutting_down"
-		// A client certificate that stands no more at CONNECT (revoked since
+	// A client certificate that stands no more at CONNECT (revoked since
 	// the handshake), and a username that is not the certificate's device.
 	refusedCertificate = "certificate"
 	refusedUsername    = "username"
