@@ -19,6 +19,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"firehose/ingest"
+	"firehose/internal/devsecret"
 	"firehose/internal/reload"
 )
 
@@ -221,8 +222,8 @@ func HashPassword(password string) (string, error) {
 // "the password of DEVICE".
 func ValidateHash(hash string) error {
 	if strings.HasPrefix(hash, secretPrefix) {
-		if _, _, ok := parseSecretHash([]byte(hash)); !ok {
-			return fmt.Errorf("is not a device secret's hash: want %sSALT$MAC, %d and %d bytes in unpadded base64url (make one with firehose devices add)", secretPrefix, saltBytes, sha256.Size)
+		if !devsecret.Valid([]byte(hash)) {
+			return fmt.Errorf("is not a device secret's hash: want %sSALT$MAC, %d and %d bytes in unpadded base64url (make one with firehose devices add)", secretPrefix, devsecret.SaltBytes, sha256.Size)
 		}
 		return nil
 	}
@@ -268,6 +269,15 @@ func loadCredentialsFile(path string, log *slog.Logger) (*fileSource, error) {
 	}
 	log.Info("MQTT device credentials loaded", "file", path, "devices", len(f.Get()))
 	return &fileSource{f: f, every: credentialsCheckInterval}, nil
+}
+
+// OpenCredentialsFile loads the credentials file at path (see
+// ParseCredentials) as a CredentialSource, re-read when it changes while its
+// Watch runs. serve gives one to the broker (Config.Credentials) and to the
+// HTTP gateway (--http-device-auth mqtt), so both edges check the same
+// version.
+func OpenCredentialsFile(path string, log *slog.Logger) (CredentialSource, error) {
+	return loadCredentialsFile(path, log)
 }
 
 func (s *fileSource) Credentials() Credentials { return s.f.Get() }

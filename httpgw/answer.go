@@ -1,6 +1,7 @@
 package httpgw
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"net/http"
@@ -29,6 +30,10 @@ type apiError struct {
 	n      int    // readings refused; 0 means "count the request as one"
 	body   []byte // the JSON answer
 	close  bool   // close the connection after the answer
+	// challenge is the WWW-Authenticate of a 401; "" means Bearer (an API
+	// key).
+	challenge string
+	retry     bool // answer Retry-After: 1
 }
 
 func (e *apiError) Error() string { return string(e.body) }
@@ -78,7 +83,10 @@ func (s *Server) answerError(w http.ResponseWriter, err error, n int) int {
 		}
 		s.m.refuse(ae.reason, n)
 		if ae.code == http.StatusUnauthorized {
-			w.Header().Set("WWW-Authenticate", "Bearer")
+			w.Header().Set("WWW-Authenticate", cmp.Or(ae.challenge, "Bearer"))
+		}
+		if ae.retry {
+			w.Header().Set("Retry-After", "1")
 		}
 		if ae.close {
 			w.Header().Set("Connection", "close")

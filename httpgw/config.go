@@ -49,6 +49,18 @@ type Config struct {
 	// request on a connection whose certificate it now revokes is answered
 	// 403 and the connection closed. Empty: no revocation.
 	TLSCRL string
+	// DeviceAuth makes each device identify itself on /v1/readings and
+	// /readings/fast (--http-device-auth): "" (the default) asks nothing;
+	// DeviceAuthMQTT ("mqtt") takes HTTP Basic auth, the device id and its
+	// device secret, checked against Devices, the credentials of
+	// --mqtt-auth; a request may then carry only that device's readings
+	// (403 otherwise, nothing stored). With APIKeysFile too, a request must
+	// pass both (the key then goes in X-API-Key). Not with TLSClientCA: a
+	// client certificate already identifies the device.
+	DeviceAuth string
+	// Devices are the device credentials DeviceAuth checks; New requires
+	// them when DeviceAuth is set. Not a flag: set by the command.
+	Devices Devices
 	// APIKeysFile is the API key file (--http-api-keys); see the package
 	// comment for its format. Empty (the default) means no authentication.
 	// The file is re-read when it changes, so revoking a key needs no restart.
@@ -85,6 +97,9 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.TLSCRL, "http-tls-crl", "", "certificate revocation list `file` (PEM or DER, signed by a --http-tls-client-ca CA): a revoked certificate fails the handshake;\n"+
 		"re-read when it changes, and the next request on a connection it now revokes is answered 403")
 	fs.StringVar(&c.APIKeysFile, "http-api-keys", "", "API key `file`, lines of: name sha256-hex-of-key devices (comma-separated, or * for any);\nmake lines with: firehose apikey NAME [DEVICES]. Re-read when it changes. Empty: no authentication")
+	fs.StringVar(&c.DeviceAuth, "http-device-auth", "", "\"mqtt\": each device identifies itself on /v1/readings and /readings/fast with HTTP Basic auth, its device id and\n"+
+		"device secret, checked against the credentials of --mqtt-auth (file or postgres; device secrets only, not bcrypt), and\n"+
+		"posts only its own readings (403 otherwise). With --http-api-keys a request needs both (the key in X-API-Key). Default: off")
 	fs.Int64Var(&c.MaxBody, "http-max-body", DefaultMaxBody, "largest request body in `bytes` (1 MiB = 1048576); larger ones are answered 413")
 	fs.IntVar(&c.MaxItems, "http-max-items", DefaultMaxItems, "most readings in one /v1/readings request; more are answered 413")
 	fs.StringVar(&c.DefaultDevice, "default-device-id", DefaultDevice, "device `id` of /readings/fast requests without an X-Device-ID header")
@@ -125,6 +140,10 @@ func (c Config) Validate() error {
 		return fmt.Errorf("--http-tls-client-ca %s needs --http-tls-cert and --http-tls-key: client certificates are asked for over HTTPS", c.TLSClientCA)
 	case c.TLSCRL != "" && c.TLSClientCA == "":
 		return fmt.Errorf("--http-tls-crl %s needs --http-tls-client-ca: it revokes client certificates of those CAs", c.TLSCRL)
+	case c.DeviceAuth != "" && c.DeviceAuth != DeviceAuthMQTT:
+		return fmt.Errorf("--http-device-auth %q: want %q (the credentials of --mqtt-auth) or empty (off)", c.DeviceAuth, DeviceAuthMQTT)
+	case c.DeviceAuth != "" && c.TLSClientCA != "":
+		return fmt.Errorf("--http-device-auth and --http-tls-client-ca are both set: a client certificate already identifies the device, choose one")
 	case c.MaxBody <= 0:
 		return fmt.Errorf("--http-max-body %d: want a positive number of bytes", c.MaxBody)
 	case c.MaxItems <= 0:

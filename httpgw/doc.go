@@ -11,7 +11,7 @@
 //	GET  /health, /health/db, /livez, /readyz, /metrics
 //
 // A refused request is never acknowledged: 400/413/415/422 for bad requests,
-// 401/403 for API keys, 503 with Retry-After when the producer refuses
+// 401/403 for API keys, client certificates and device credentials, 503 with Retry-After when the producer refuses
 // (backlog over the high-water mark, Redis unreachable, overloaded, closing).
 //
 // API keys (optional, --http-api-keys) are listed by their SHA-256, one per
@@ -21,6 +21,11 @@
 //	# name     sha256-hex-of-key   devices (comma-separated ids, or * for any)
 //	gateway-a  9f86d08...          *
 //	pump-7     2c26b46...          pump-7,pump-8
+//
+// Device credentials (optional, --http-device-auth mqtt; see deviceauth.go):
+// each request names its device with HTTP Basic auth (device id, device
+// secret), checked against the broker's credentials (Config.Devices), and
+// carries only that device's readings.
 //
 // Use:
 //

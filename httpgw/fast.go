@@ -1,6 +1,7 @@
 package httpgw
 
 import (
+	"cmp"
 	"net/http"
 	"sync"
 	"time"
@@ -59,10 +60,11 @@ func (s *Server) handleFast(w http.ResponseWriter, req *http.Request) int {
 	if err != nil {
 		return s.answerError(w, err, 1)
 	}
-	device := s.cfg.DefaultDevice
-	if certDevice != "" {
-		device = certDevice
+	authDevice, err := s.authDevice(req)
+	if err != nil {
+		return s.answerError(w, err, 1)
 	}
+	device := cmp.Or(certDevice, authDevice, s.cfg.DefaultDevice)
 	if v := req.Header["X-Device-Id"]; len(v) > 0 {
 		device = v[0]
 	}
@@ -90,6 +92,10 @@ func (s *Server) handleFast(w http.ResponseWriter, req *http.Request) int {
 	if certDevice != "" && device != certDevice {
 		recycleFast(st)
 		return s.answerError(w, certForbidden(certDevice, device), 1)
+	}
+	if authDevice != "" && device != authDevice {
+		recycleFast(st)
+		return s.answerError(w, deviceForbidden(authDevice, device), 1)
 	}
 	if v := req.Header[headerIdempotencyKey]; len(v) > 0 {
 		r.ID = v[0]

@@ -33,12 +33,15 @@ const (
 	reasonForbidden    = "forbidden"
 	reasonCanceled     = "canceled" // the request was cancelled before its answer (503)
 	reasonError        = "error"    // an unexpected producer error (500)
+	// reasonUnavailable: --http-device-auth's credentials were never loaded
+	// (503).
+	reasonUnavailable = "credentials_unavailable"
 )
 
 // refusalReasons lists every reason, so that each series exists from the
 // start.
 func refusalReasons() []string {
-	rs := []string{reasonInvalid, reasonTooLarge, reasonMediaType, reasonUnauthorized, reasonForbidden, reasonCanceled, reasonError}
+	rs := []string{reasonInvalid, reasonTooLarge, reasonMediaType, reasonUnauthorized, reasonForbidden, reasonCanceled, reasonError, reasonUnavailable}
 	for _, err := range producerRefusals {
 		rs = append(rs, ingest.RefusalReason(err))
 	}

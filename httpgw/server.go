@@ -82,6 +82,7 @@ type Server struct {
 	log     *slog.Logger
 	keys    *keyStore            // nil: no authentication
 	certs   *clientcert.Verifier // nil: no client certificates
+	devices Devices              // nil: no device authentication (--http-device-auth)
 	m       *metrics
 	handler http.Handler
 	srv     *http.Server
@@ -120,6 +121,13 @@ func New(cfg Config, p Producer, dbCheck func(context.Context) error, logger *sl
 			return nil, fmt.Errorf("load --http-api-keys: %w", err)
 		}
 		s.keys = ks
+	}
+	if cfg.DeviceAuth != "" {
+		if cfg.Devices == nil {
+			return nil, errors.New("--http-device-auth: the device credentials were not set up (Config.Devices)")
+		}
+		s.devices = cfg.Devices
+		s.log.Info("device authentication on: each request names its device and secret (HTTP Basic auth)")
 	}
 	if cfg.TLSClientCA != "" {
 		v, err := clientcert.New(clientcert.Config{

@@ -51,6 +51,10 @@ func (s *Server) handleV1(w http.ResponseWriter, req *http.Request) int {
 	if err != nil {
 		return s.answerError(w, err, 1)
 	}
+	authDevice, err := s.authDevice(req)
+	if err != nil {
+		return s.answerError(w, err, 1)
+	}
 	ndjson, err := mediaType(req.Header.Get("Content-Type"))
 	if err != nil {
 		return s.answerError(w, err, 1)
@@ -85,6 +89,9 @@ func (s *Server) handleV1(w http.ResponseWriter, req *http.Request) int {
 		}
 	}
 	if err := certAllows(certDevice, rs); err != nil {
+		return s.answerError(w, err, len(rs))
+	}
+	if err := deviceAllows(authDevice, rs); err != nil {
 		return s.answerError(w, err, len(rs))
 	}
 	// The request's id names each of its readings (--dedup id), before

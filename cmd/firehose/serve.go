@@ -165,6 +165,9 @@ func (c *serveConfig) validate() error {
 	checks := []interface{ Validate() error }{c.Streams, c.Producer, c.Bridge, c.Partition}
 	if slices.Contains(roles, roleHTTP) {
 		checks = append(checks, c.HTTP)
+		if c.HTTP.DeviceAuth != "" && c.MQTT.AuthFile == "" {
+			return fmt.Errorf("--http-device-auth %s checks the device credentials of --mqtt-auth, which is not set: give --mqtt-auth FILE or --mqtt-auth postgres", c.HTTP.DeviceAuth)
+		}
 	}
 	if slices.Contains(roles, roleBroker) {
 		checks = append(checks, c.MQTT)

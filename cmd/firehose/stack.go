@@ -123,7 +123,7 @@ func startStack(ctx context.Context, cfg *serveConfig, logger *slog.Logger) (*st
 		"postgres", connect.RedactURL(cfg.Postgres), "redis", connect.RedactURL(cfg.Redis), "redis_prefix", cfg.Streams.Prefix,
 		"shards", cfg.Streams.Count, "batch_size", cfg.Bridge.BatchSize, "batch_age", cfg.Bridge.BatchAge,
 		"high_water", cfg.Producer.HighWater, "producer_pipelines", cfg.Producer.Pipelines,
-		"http_api_keys", cfg.HTTP.APIKeysFile != "", "http_tls", cfg.HTTP.TLSCert != "", "mqtt_auth", cfg.MQTT.AuthFile != "")
+		"http_api_keys", cfg.HTTP.APIKeysFile != "", "http_tls", cfg.HTTP.TLSCert != "", "http_device_auth", cfg.HTTP.DeviceAuth, "mqtt_auth", cfg.MQTT.AuthFile != "")
 
 	// Sparkplug B aliases and sequence numbers live beside the deployment's
 	// streams, where every broker sees them, under one hash tag (its writes
@@ -139,13 +139,28 @@ func startStack(ctx context.Context, cfg *serveConfig, logger *slog.Logger) (*st
 			return nil, err
 		}
 	}
+	// One source of device credentials for both edges (--mqtt-auth, and
+	// --http-device-auth mqtt): they check the same version, and it is read
+	// and watched once. The broker watches it when it runs here; otherwise
+	// the component "credentials" does.
+	var creds broker.CredentialSource
+	httpDevices := has(roleHTTP) && cfg.HTTP.DeviceAuth == httpgw.DeviceAuthMQTT
+	switch {
+	case (has(roleBroker) || httpDevices) && cfg.MQTT.AuthFile == broker.AuthRegistry:
+		if creds, err = openRegistry(ctx, cfg.Postgres, logger); err != nil {
+			return nil, err
+		}
+	case httpDevices:
+		if creds, err = broker.OpenCredentialsFile(cfg.MQTT.AuthFile, logger); err != nil {
+			return nil, fmt.Errorf("load --mqtt-auth for --http-device-auth: %w", err)
+		}
+	}
+	if httpDevices {
+		cfg.HTTP.Devices = credentialDevices{creds}
+	}
 	if has(roleBroker) {
 		cfg.MQTT.SparkplugStore = spbStore
-		if cfg.MQTT.AuthFile == broker.AuthRegistry {
-			if cfg.MQTT.Credentials, err = openRegistry(ctx, cfg.Postgres, logger); err != nil {
-				return nil, err
-			}
-		}
+		cfg.MQTT.Credentials = creds // nil: the broker reads --mqtt-auth FILE itself
 		if st.mqtt, err = broker.New(cfg.MQTT, st.producer, logger, st.reg); err != nil {
 			return nil, fmt.Errorf("mqtt broker: %w", err)
 		}
@@ -196,6 +211,14 @@ func startStack(ctx context.Context, cfg *serveConfig, logger *slog.Logger) (*st
 	if st.sub != nil {
 		edges = append(edges, lifecycle.Start(roleSubscriber, st.sub.Run))
 	}
+	if creds != nil && st.mqtt == nil {
+		edges = append(edges, lifecycle.Start("credentials", func(ctx context.Context) error {
+			creds.Watch(ctx, func(_, cur broker.Credentials) {
+				logger.Info("device credentials changed", "devices", len(cur))
+			})
+			return nil
+		}))
+	}
 	if st.ageBound != nil {
 		edges = append(edges, lifecycle.Start("retention", func(ctx context.Context) error {
 			return retention.Follow(ctx, st.rdb, cfg.Streams, st.ageBound, logger)
@@ -234,9 +257,23 @@ func openRegistry(ctx context.Context, pgURL string, logger *slog.Logger) (*regi
 	lctx, cancel := context.WithTimeout(ctx, registryLoadTimeout)
 	defer cancel()
 	if err := src.Load(lctx); err != nil {
-		logger.Warn("device registry not loaded: the broker answers CONNECTs 0x88 (server unavailable) until it is", "err", err)
+		logger.Warn("device registry not loaded: the broker answers CONNECTs 0x88 (server unavailable), and the HTTP gateway's device authentication 503, until it is", "err", err)
 	}
 	return src, nil
+}
+
+// credentialDevices is a broker.CredentialSource as the HTTP gateway's
+// httpgw.Devices: each request reads the version in use (an atomic load and
+// a map lookup), so a change applies from the next request on.
+type credentialDevices struct{ src broker.CredentialSource }
+
+func (d credentialDevices) Device(id string) (httpgw.Device, bool, error) {
+	creds := d.src.Credentials()
+	if creds == nil {
+		return httpgw.Device{}, false, httpgw.ErrDevicesNotLoaded
+	}
+	c, ok := creds[id]
+	return httpgw.Device{Hash: c.Hash}, ok, nil
 }
 
 // startSubscriber builds the subscriber role and opens its first session:

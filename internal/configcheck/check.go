@@ -182,7 +182,19 @@ func Roles(cfg Edges, mqtt, http bool) error {
 		}
 	}
 	if http {
-		if _, err := httpgw.New(cfg.HTTP, &sampleProducer{}, nil, logger, prometheus.NewRegistry()); err != nil {
+		hc := cfg.HTTP
+		if hc.DeviceAuth != "" && hc.Devices == nil {
+			// serve hands the gateway the credentials of --mqtt-auth: the
+			// file is read as serve reads it (the registry would need
+			// PostgreSQL: not checked here).
+			if f := cfg.MQTT.AuthFile; f != "" && f != broker.AuthRegistry {
+				if _, err := broker.OpenCredentialsFile(f, logger); err != nil {
+					return fmt.Errorf("load --mqtt-auth for --http-device-auth: %w", err)
+				}
+			}
+			hc.Devices = noDevices{}
+		}
+		if _, err := httpgw.New(hc, &sampleProducer{}, nil, logger, prometheus.NewRegistry()); err != nil {
 			return fmt.Errorf("http gateway: %w", err)
 		}
 		if cfg.HTTP.TLSCert != "" {
@@ -277,13 +289,20 @@ func MQTT(cfg Edges, topic string, payload []byte, now time.Time) *Sample {
 	return s
 }
 
+// noDevices stands for the device credentials serve would hand the
+// gateway: none are asked for here.
+type noDevices struct{}
+
+func (noDevices) Device(string) (httpgw.Device, bool, error) { return httpgw.Device{}, false, nil }
+
 // HTTP posts the body to the gateway's own handler, built from the
 // settings with a producer that keeps the readings, and reports what it
-// answered. API keys are not asked for: the sample is about the mapping.
+// answered. API keys and device credentials are not asked for: the sample is
+// about the mapping.
 func HTTP(cfg Edges, req HTTPRequest) (*Sample, error) {
 	s := &Sample{Protocol: "http", Endpoint: req.Endpoint, Rows: []Row{}}
 	hc := cfg.HTTP
-	hc.APIKeysFile = ""
+	hc.APIKeysFile, hc.DeviceAuth = "", ""
 	p := &sampleProducer{}
 	srv, err := httpgw.New(hc, p, nil, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
 	if err != nil {
