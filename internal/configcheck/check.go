@@ -172,7 +172,14 @@ type Refusal struct {
 func Roles(cfg Edges, mqtt, http bool) error {
 	logger := slog.New(slog.DiscardHandler)
 	if mqtt {
-		if _, err := broker.New(cfg.MQTT, &sampleProducer{}, logger, prometheus.NewRegistry()); err != nil {
+		mc := cfg.MQTT
+		if mc.AuthFile == broker.AuthRegistry && mc.Credentials == nil {
+			// The registry is in PostgreSQL, which config check does not
+			// reach: the broker is built as serve builds it before the
+			// first load.
+			mc.Credentials = unloadedRegistry{}
+		}
+		if _, err := broker.New(mc, &sampleProducer{}, logger, prometheus.NewRegistry()); err != nil {
 			return fmt.Errorf("mqtt broker: %w", err)
 		}
 		if cfg.MQTT.TLSAddr != "" {
@@ -506,3 +513,11 @@ func (rep *Report) WriteText(w io.Writer) {
 		fmt.Fprintf(w, "note: %s\n", s.Note)
 	}
 }
+
+// unloadedRegistry stands for the device registry in config check: not
+// loaded, as serve's is until PostgreSQL answers.
+type unloadedRegistry struct{}
+
+func (unloadedRegistry) Credentials() broker.Credentials                          { return nil }
+func (unloadedRegistry) Watch(context.Context, func(old, cur broker.Credentials)) {}
+func (unloadedRegistry) Connected(string)                                         {}
