@@ -75,18 +75,14 @@ func runDevices(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if devicesNeedID[sub] {
 		synopsis = "firehose devices " + sub + " ID [flags]"
 	}
-	fs := cli.NewFlagSet("devices "+sub, synopsis, strings.SplitN(devicesUsage, "\n\n", 3)[1])
-	fs.SetOutput(stderr)
-	cfg.registerFlags(fs.FlagSet)
-	fs.ConfigFile()
-	fs.Lists("roles", "subscribe-broker", "subscribe-topics")
-	fs.Section(rulesKey, cfg.decodeRules)
-	if sub == "add" || sub == "grant" || sub == "ungrant" {
-		fs.Var((*stringsFlag)(&g.Read), "read", "an MQTT topic filter the device may subscribe to beyond its own topics (repeat the flag)")
-		fs.Var((*stringsFlag)(&g.Write), "write", "an MQTT topic filter the device may publish on beyond its own topics (repeat the flag)")
-		fs.Var((*stringsFlag)(&g.Sparkplug), "sparkplug", "a Sparkplug B group in which the device is an edge node (repeat the flag)")
-		fs.CommandLineOnly("read", "write", "sparkplug")
-	}
+	fs := newSettingsFlags("devices "+sub, synopsis, strings.SplitN(devicesUsage, "\n\n", 3)[1], &cfg, stderr, func(fs *cli.FlagSet) {
+		if sub == "add" || sub == "grant" || sub == "ungrant" {
+			fs.Var((*stringsFlag)(&g.Read), "read", "an MQTT topic filter the device may subscribe to beyond its own topics (repeat the flag)")
+			fs.Var((*stringsFlag)(&g.Write), "write", "an MQTT topic filter the device may publish on beyond its own topics (repeat the flag)")
+			fs.Var((*stringsFlag)(&g.Sparkplug), "sparkplug", "a Sparkplug B group in which the device is an edge node (repeat the flag)")
+			fs.CommandLineOnly("read", "write", "sparkplug")
+		}
+	})
 	if err := cfg.parse(fs, "devices "+sub, rest); err != nil {
 		return err
 	}

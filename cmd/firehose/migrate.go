@@ -21,21 +21,9 @@ const migrateAbout = "Applies firehose's schema (embedded, versioned migrations)
 	"partitioned by its time column), saying what to do, and exits 1. It reads every setting serve reads;\n" +
 	"only --postgres and the rules matter here."
 
-// newMigrateFlags is migrate's flag set: serve's flags, --config and the
-// rules: section (as newServeFlags), so that it reads serve's file.
-func newMigrateFlags(cfg *serveConfig, stderr io.Writer) *cli.FlagSet {
-	fs := cli.NewFlagSet("migrate", "firehose migrate [flags]", migrateAbout)
-	fs.SetOutput(stderr)
-	cfg.registerFlags(fs.FlagSet)
-	fs.ConfigFile()
-	fs.Lists("roles", "subscribe-broker", "subscribe-topics")
-	fs.Section(rulesKey, cfg.decodeRules)
-	return fs
-}
-
 func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var cfg serveConfig
-	if err := cfg.parse(newMigrateFlags(&cfg, stderr), "migrate", args); err != nil {
+	if err := cfg.parse(newSettingsFlags("migrate", "firehose migrate [flags]", migrateAbout, &cfg, stderr, nil), "migrate", args); err != nil {
 		return err
 	}
 	var tables []typed.Table

@@ -232,9 +232,19 @@ const serveAbout = "Runs firehose's roles in this process until SIGTERM or Ctrl-
 // newServeFlags is serve's flag set: every role's flags, --config and the
 // configuration file's sections.
 func newServeFlags(cfg *serveConfig, stderr io.Writer) *cli.FlagSet {
-	fs := cli.NewFlagSet("serve", "firehose serve [flags]", serveAbout)
+	return newSettingsFlags("serve", "firehose serve [flags]", serveAbout, cfg, stderr, nil)
+}
+
+// newSettingsFlags is the flag set of command name that reads every
+// setting serve reads (serve's flags, --config and the file's sections),
+// with the command's own flags that more registers.
+func newSettingsFlags(name, synopsis, about string, cfg *serveConfig, stderr io.Writer, more func(*cli.FlagSet)) *cli.FlagSet {
+	fs := cli.NewFlagSet(name, synopsis, about)
 	fs.SetOutput(stderr)
 	cfg.registerFlags(fs.FlagSet)
+	if more != nil {
+		more(fs)
+	}
 	fs.ConfigFile()
 	fs.Lists("roles", "subscribe-broker", "subscribe-topics")
 	fs.Section(rulesKey, cfg.decodeRules)

@@ -14,25 +14,22 @@ import (
 	"firehose/subscriber"
 )
 
+const statusAbout = "Prints each shard of the deployment (--redis-prefix, --shards): the bridge session that owns it and its\n" +
+	"bridge process (host:pid), its backlog in Redis, its checkpoint, how far behind the bridge is (the age of the\n" +
+	"oldest uncommitted entry), the rows committed through it and the entries it rejected; then, without --json,\n" +
+	"the deployment's live bridges (bridge_members) and the shards each owns, the typed tables the rules of\n" +
+	"--config declare (their rows and size, estimated), and its subscribers to MQTT brokers (connected, session\n" +
+	"kept, messages in flight, resent and recognised). It reads every setting serve reads. Exits 1 when\n" +
+	"PostgreSQL or Redis cannot be read."
+
 func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var (
 		asJSON bool
 		cfg    serveConfig
 	)
-	fs := cli.NewFlagSet("status", "firehose status [flags]",
-		"Prints each shard of the deployment (--redis-prefix, --shards): the bridge session that owns it and its\n"+
-			"bridge process (host:pid), its backlog in Redis, its checkpoint, how far behind the bridge is (the age of the\n"+
-			"oldest uncommitted entry), the rows committed through it and the entries it rejected; then, without --json,\n"+
-			"the deployment's live bridges (bridge_members) and the shards each owns, the typed tables the rules of\n"+
-			"--config declare (their rows and size, estimated), and its subscribers to MQTT brokers (connected, session\n"+
-			"kept, messages in flight, resent and recognised). It reads every setting serve reads. Exits 1 when\n"+
-			"PostgreSQL or Redis cannot be read.")
-	fs.SetOutput(stderr)
-	cfg.registerFlags(fs.FlagSet)
-	fs.BoolVar(&asJSON, "json", false, "print a JSON array, one object per shard, for scripts")
-	fs.ConfigFile()
-	fs.Lists("roles", "subscribe-broker", "subscribe-topics")
-	fs.Section(rulesKey, cfg.decodeRules)
+	fs := newSettingsFlags("status", "firehose status [flags]", statusAbout, &cfg, stderr, func(fs *cli.FlagSet) {
+		fs.BoolVar(&asJSON, "json", false, "print a JSON array, one object per shard, for scripts")
+	})
 	if err := cfg.parse(fs, "status", args); err != nil {
 		return err
 	}
