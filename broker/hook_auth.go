@@ -25,7 +25,7 @@ type authHook struct {
 	srv   *mqtt.Server
 	acl   *acl           // nil: anonymous
 	fails *loginThrottle // failed logins by source address; with acl
-	slots checkSlots     // bcrypt checks at once; with acl
+	slots *checkSlots    // bcrypt checks at once, and those waiting; with acl
 	queue *sessions      // the bound on messages queued for disconnected sessions
 	maxKA uint16         // seconds
 	m     *metrics
@@ -170,9 +170,11 @@ const (
 	refusedCertificate = "certificate"
 	refusedUsername    = "username"
 	refusedNotLoaded   = "credentials_not_loaded"
+	// Too many connects wait for a bcrypt check already (checkSlots).
+	refusedBusy = "busy"
 )
 
-var connectRefusals = []string{refusedCredentials, refusedThrottled, refusedClientID, refusedWill, refusedClosing, refusedCertificate, refusedUsername, refusedNotLoaded}
+var connectRefusals = []string{refusedCredentials, refusedThrottled, refusedClientID, refusedWill, refusedClosing, refusedCertificate, refusedUsername, refusedNotLoaded, refusedBusy}
 
 // admit checks an authenticating client, in this order:
 //
@@ -188,7 +190,8 @@ var connectRefusals = []string{refusedCredentials, refusedThrottled, refusedClie
 //     a few slots: wrong -> MQTT 5 0x86 bad user name or password, 3.1.1
 //     return code 5 not authorized, and the address loses a token; throttled
 //     -> 0x9F connection rate exceeded, 3.1.1 code 3 server unavailable,
-//     before any bcrypt;
+//     before any bcrypt; too many connects waiting for a slot already ->
+//     0x89 server busy, 3.1.1 code 3, at once (the client comes back later);
 //  2. its client id: the username, or username/anything for a user whose
 //     line grants read filters (a dashboard per browser tab); an empty id
 //     becomes the username (MQTT 5 is told so in CONNACK) -> else 0x85
@@ -233,7 +236,10 @@ func (h *authHook) admit(cl *mqtt.Client, pk packets.Packet) (packets.Code, stri
 		if !h.fails.allow(key) {
 			return pick(packets.ErrConnectionRateExceeded, packets.ErrServerUnavailable), refusedThrottled
 		}
-		if !h.slots.acquire(h.ctx) {
+		switch got, busy := h.slots.acquire(h.ctx); {
+		case busy:
+			return pick(packets.ErrServerBusy, packets.ErrServerUnavailable), refusedBusy
+		case !got:
 			return packets.ErrServerUnavailable, refusedClosing
 		}
 		// Re-check after the wait: the logins queued behind a flood of

@@ -5,6 +5,7 @@ import (
 	"net"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -127,19 +128,41 @@ func sourceKey(remote string) string {
 // checkSlots bounds the bcrypt checks running at once, whoever asks: half
 // the CPUs (at least one), so that even a flood of logins from many
 // addresses leaves the other half to the readings. A connect waits for a
-// slot (its client waits for the CONNACK).
-type checkSlots chan struct{}
+// slot (its client waits for the CONNACK), but only so many wait: past
+// waitPerSlot a slot, a connect is refused at once as busy rather than
+// queued behind checks that would end after its client gave up (a client
+// waits about 10 s for its CONNACK; a check at bcrypt's default cost takes
+// 60-80 ms of one core). Unbounded, a fleet reconnecting at once spends the
+// slots on clients that are gone, and almost no one gets in.
+type checkSlots struct {
+	run     chan struct{}
+	waiting atomic.Int64
+	maxWait int64
+}
 
-func newCheckSlots() checkSlots { return make(checkSlots, max(1, runtime.GOMAXPROCS(0)/2)) }
+// waitPerSlot is how many connects may wait for each slot: 64 checks of
+// ~70 ms are 4.5 s, within the CONNACK timeout of the last in line.
+const waitPerSlot = 64
 
-// acquire waits for a slot; false if ctx ended first.
-func (s checkSlots) acquire(ctx context.Context) bool {
+func newCheckSlots() *checkSlots {
+	n := max(1, runtime.GOMAXPROCS(0)/2)
+	return &checkSlots{run: make(chan struct{}, n), maxWait: int64(n) * waitPerSlot}
+}
+
+// acquire waits for a slot: ok once it holds one; busy (at once) when too
+// many wait already; neither when ctx ended first.
+func (s *checkSlots) acquire(ctx context.Context) (ok, busy bool) {
+	if s.waiting.Add(1) > s.maxWait {
+		s.waiting.Add(-1)
+		return false, true
+	}
+	defer s.waiting.Add(-1)
 	select {
-	case s <- struct{}{}:
-		return true
+	case s.run <- struct{}{}:
+		return true, false
 	case <-ctx.Done():
-		return false
+		return false, false
 	}
 }
 
-func (s checkSlots) release() { <-s }
+func (s *checkSlots) release() { <-s.run }
