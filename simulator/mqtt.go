@@ -13,6 +13,7 @@ import (
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
+	"github.com/eclipse/paho.mqtt.golang/packets"
 
 	"firehose/internal/backoff"
 	"firehose/internal/pahostore"
@@ -126,6 +127,10 @@ func (f *fleet) connectMQTT(ctx context.Context, tlsConf *tls.Config) error {
 	return nil
 }
 
+// busyPatience is how long a device keeps coming back to a broker that
+// answers its CONNECT "server unavailable" before the run fails.
+const busyPatience = 30 * time.Second
+
 func (f *fleet) dialMQTT(d *device, password string, tlsConf *tls.Config) (*mqttDevice, error) {
 	opts := mqtt.NewClientOptions().
 		AddBroker(f.cfg.MQTT).
@@ -159,14 +164,27 @@ func (f *fleet) dialMQTT(d *device, password string, tlsConf *tls.Config) (*mqtt
 	if tlsConf != nil {
 		opts.SetTLSConfig(tlsConf)
 	}
-	cl := mqtt.NewClient(opts)
-	tok := cl.Connect()
-	if !tok.WaitTimeout(f.cfg.Timeout + time.Second) {
-		cl.Disconnect(0)
-		return nil, fmt.Errorf("connect %s: no CONNACK within %s", d.id, f.cfg.Timeout)
-	}
-	if err := tok.Error(); err != nil {
-		return nil, fmt.Errorf("connect %s: %w", d.id, err)
+	// A broker that answers "server unavailable" (3.1.1 code 3: busy,
+	// throttled, its credentials not loaded yet) asks the device to come
+	// back later: it does, backing off, for up to busyPatience.
+	bo := backoff.New(100*time.Millisecond, 2*time.Second)
+	giveUp := time.Now().Add(max(busyPatience, 3*f.cfg.Timeout))
+	var cl mqtt.Client
+	for {
+		cl = mqtt.NewClient(opts)
+		tok := cl.Connect()
+		if !tok.WaitTimeout(f.cfg.Timeout + time.Second) {
+			cl.Disconnect(0)
+			return nil, fmt.Errorf("connect %s: no CONNACK within %s", d.id, f.cfg.Timeout)
+		}
+		err := tok.Error()
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, packets.ErrorRefusedServerUnavailable) || time.Now().After(giveUp) {
+			return nil, fmt.Errorf("connect %s: %w", d.id, err)
+		}
+		time.Sleep(bo.Next())
 	}
 	return &mqttDevice{
 		client: cl,
