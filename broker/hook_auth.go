@@ -172,9 +172,12 @@ const (
 	refusedNotLoaded   = "credentials_not_loaded"
 	// Too many connects wait for a bcrypt check already (checkSlots).
 	refusedBusy = "busy"
+	// Its client closed the connection while the connect waited for a
+	// bcrypt slot: not checked, and no CONNACK reaches anyone.
+	refusedGone = "client_gone"
 )
 
-var connectRefusals = []string{refusedCredentials, refusedThrottled, refusedClientID, refusedWill, refusedClosing, refusedCertificate, refusedUsername, refusedNotLoaded, refusedBusy}
+var connectRefusals = []string{refusedCredentials, refusedThrottled, refusedClientID, refusedWill, refusedClosing, refusedCertificate, refusedUsername, refusedNotLoaded, refusedBusy, refusedGone}
 
 // admit checks an authenticating client, in this order:
 //
@@ -192,6 +195,8 @@ var connectRefusals = []string{refusedCredentials, refusedThrottled, refusedClie
 //     -> 0x9F connection rate exceeded, 3.1.1 code 3 server unavailable,
 //     before any bcrypt; too many connects waiting for a slot already ->
 //     0x89 server busy, 3.1.1 code 3, at once (the client comes back later);
+//     a connect whose client closed its connection while it waited for a
+//     slot is dropped before bcrypt (client_gone);
 //  2. its client id: the username, or username/anything for a user whose
 //     line grants read filters (a dashboard per browser tab); an empty id
 //     becomes the username (MQTT 5 is told so in CONNACK) -> else 0x85
@@ -241,6 +246,11 @@ func (h *authHook) admit(cl *mqtt.Client, pk packets.Packet) (packets.Code, stri
 			return pick(packets.ErrServerBusy, packets.ErrServerUnavailable), refusedBusy
 		case !got:
 			return packets.ErrServerUnavailable, refusedClosing
+		}
+		if clientGone(cl.Net.Conn) {
+			// It waited past its client's patience: no bcrypt for no one.
+			h.slots.release()
+			return packets.ErrServerUnavailable, refusedGone
 		}
 		// Re-check after the wait: the logins queued behind a flood of
 		// failures from the same address are refused without bcrypt.

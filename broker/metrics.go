@@ -55,7 +55,7 @@ func newMetrics(reg prometheus.Registerer, g gauges) *metrics {
 	}
 	m.connectsRefused = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "firehose_mqtt_connects_refused_total",
-		Help: "CONNECTs refused under --mqtt-auth or --mqtt-tls-client-ca, by reason (bad_credentials: 0x86 / 3.1.1 code 5; throttled: too many failed logins from the address, refused before bcrypt, 0x9F / code 3; client_id: not the username or certificate's device, 0x85 / code 2; will_not_authorized: a will on another device's readings topic, 0x87 / code 5; username: not the certificate's device, 0x87 / code 5; certificate: revoked since the handshake, 0x87 / code 5; shutting_down; credentials_not_loaded: the device registry never loaded since the start, 0x88 / code 3; busy: too many connects waiting for a bcrypt check, 0x89 / code 3).",
+		Help: "CONNECTs refused under --mqtt-auth or --mqtt-tls-client-ca, by reason (bad_credentials: 0x86 / 3.1.1 code 5; throttled: too many failed logins from the address, refused before bcrypt, 0x9F / code 3; client_id: not the username or certificate's device, 0x85 / code 2; will_not_authorized: a will on another device's readings topic, 0x87 / code 5; username: not the certificate's device, 0x87 / code 5; certificate: revoked since the handshake, 0x87 / code 5; shutting_down; credentials_not_loaded: the device registry never loaded since the start, 0x88 / code 3; busy: too many connects waiting for a bcrypt check, 0x89 / code 3; client_gone: its client closed the connection while it waited for a bcrypt check, not checked).",
 	}, []string{"reason"})
 	m.subsRefused = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "firehose_mqtt_subscriptions_refused_total",

@@ -9,27 +9,33 @@ import (
 	"firehose/internal/clientcert"
 )
 
-// Client certificates (--http-tls-client-ca): the handshake requires a
-// certificate of the operator's CA (clientcert checks the chain, the
-// clientAuth usage and the CRL), so a request without one never reaches a
-// handler. Each request to the readings endpoints is then checked again
-// against the CRL in use (a keep-alive connection outlives a revocation)
-// and may carry only the readings of the device its certificate names.
+// Client certificates (--http-tls-client-ca): a certificate a client
+// presents must be one of the operator's CA (clientcert checks the chain,
+// the clientAuth usage and the CRL at the handshake), but the handshake
+// does not demand one, so that probes and scrapers reach /livez, /readyz
+// and /metrics without it. A request to the readings endpoints needs one
+// (or, under --http-device-auth too, a device secret instead), is checked
+// again against the CRL in use (a keep-alive connection outlives a
+// revocation) and may carry only the readings of the device its
+// certificate names.
 
-// errNoCertificate answers a request without a verified client
-// certificate where one is required; the handshake refuses such clients,
-// so only a request that did not come through the listener (a test's
-// handler) can meet it.
-var errNoCertificate = refusal(http.StatusUnauthorized, reasonUnauthorized, "a client certificate is required")
+// errNoCertificate answers a readings request without a client
+// certificate where one is required.
+var errNoCertificate = refusal(http.StatusUnauthorized, reasonUnauthorized, "a client certificate is required (--http-tls-client-ca)")
 
 // certDevice returns the device req's client certificate names, or "" when
-// the gateway takes no client certificates. A certificate revoked since
-// its connection began is a 403, and the connection is closed.
+// the gateway takes no client certificates, or when the request has none
+// and may identify its device by a secret instead (--http-device-auth). A
+// certificate revoked since its connection began is a 403, and the
+// connection is closed.
 func (s *Server) certDevice(req *http.Request) (string, error) {
 	if s.certs == nil {
 		return "", nil
 	}
-	if req.TLS == nil {
+	if req.TLS == nil || len(req.TLS.PeerCertificates) == 0 {
+		if s.devices != nil {
+			return "", nil
+		}
 		return "", errNoCertificate
 	}
 	id, err := s.certs.Device(*req.TLS)

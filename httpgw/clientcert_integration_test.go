@@ -4,10 +4,12 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"log/slog"
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -18,6 +20,8 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"firehose/bridge"
+	"firehose/broker"
+	"firehose/internal/devsecret"
 	"firehose/internal/testcert"
 	"firehose/internal/testenv"
 	"firehose/stream"
@@ -45,12 +49,15 @@ func startBridge(t *testing.T, rdb *redis.Client, streams stream.Streams) *pgxpo
 	return pool
 }
 
-// curl posts body to path over HTTPS with a client certificate (cert ""
-// sends none) and returns the status code and the answer; err is curl's
-// failure (a refused handshake).
+// curl posts body to path over HTTPS (body "": gets it) with a client
+// certificate (cert "" sends none) and returns the status code and the
+// answer; err is curl's failure (a refused handshake).
 func curl(t *testing.T, base, ca, cert, key, path, body string, header ...string) (string, error) {
 	t.Helper()
-	args := []string{"-sS", "--cacert", ca, "-o", "-", "-w", " %{http_code}", "-H", "Content-Type: application/json", "--data-binary", body}
+	args := []string{"-sS", "--cacert", ca, "-o", "-", "-w", " %{http_code}"}
+	if body != "" {
+		args = append(args, "-H", "Content-Type: application/json", "--data-binary", body)
+	}
 	if cert != "" {
 		args = append(args, "--cert", cert, "--key", key)
 	}
@@ -66,8 +73,9 @@ func curl(t *testing.T, base, ca, cert, key, path, body string, header ...string
 // TestIntegrationClientCertificatesCurl serves HTTPS requiring certificates
 // of a CA made by openssl and posts with curl: the device's own readings
 // land in PostgreSQL, readings of another device are refused 403 naming it,
-// clients without a certificate or with an expired, revoked, server-only or
-// usage-less one fail the handshake, and a keep-alive connection whose
+// a client without a certificate reaches /livez and /metrics but is refused
+// 401 on the readings endpoints, clients with an expired, revoked,
+// server-only or usage-less one fail the handshake, and a keep-alive connection whose
 // certificate is revoked is refused at its next request.
 func TestIntegrationClientCertificatesCurl(t *testing.T) {
 	if _, err := exec.LookPath("curl"); err != nil {
@@ -107,7 +115,18 @@ func TestIntegrationClientCertificatesCurl(t *testing.T) {
 			t.Errorf("%s: curl: %v: %s; want %s saying %s", c.name, err, out, c.want, c.says)
 		}
 	}
-	refused := map[string][2]string{"no certificate": {"", ""}, "revoked": {revokedCert, revokedKey}}
+	// Without a certificate, the handshake passes (probes and scrapers
+	// need none) but the readings endpoints answer 401.
+	for path, want := range map[string]string{"/v1/readings": "401", "/readings/fast": "401", "/livez": "200", "/metrics": "200"} {
+		body := `{"device_id": "cert-dev", "reading": 8}`
+		if path == "/livez" || path == "/metrics" {
+			body = ""
+		}
+		if out, err := curl(t, base, pki.CA, "", "", path, body); err != nil || !strings.HasSuffix(out, " "+want) {
+			t.Errorf("no certificate, %s: curl: %v: %.200s; want %s", path, err, out, want)
+		}
+	}
+	refused := map[string][2]string{"revoked": {revokedCert, revokedKey}}
 	for _, o := range []struct {
 		name string
 		opts testcert.DeviceOptions
@@ -184,5 +203,52 @@ func TestIntegrationClientCertificatesCurl(t *testing.T) {
 	}
 	if len(others) > 0 {
 		t.Errorf("readings of %v landed: only the certificates' own devices may post", others)
+	}
+}
+
+// TestIntegrationCertificateOrSecret: with both --http-tls-client-ca and
+// --http-device-auth, a device identifies itself by either: a certificate
+// needs no secret, a secret needs no certificate, and neither is a 401;
+// each may post only its own readings.
+func TestIntegrationCertificateOrSecret(t *testing.T) {
+	if _, err := exec.LookPath("curl"); err != nil {
+		t.Skipf("curl not installed: %v", err)
+	}
+	pki := testcert.NewPKI(t)
+	cert, key := pki.Device("cert-dev", testcert.DeviceOptions{})
+	secret, hash, err := devsecret.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(t.TempDir(), "mqtt-auth")
+	if err := os.WriteFile(file, []byte("pump-1 "+hash+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	src, err := broker.OpenCredentialsFile(file, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	watch(t, src)
+	p, _, _ := startProducer(t)
+	s := newTestServer(t, Config{Addr: "127.0.0.1:0", TLSCert: pki.ServerCert, TLSKey: pki.ServerKey,
+		TLSClientCA: pki.CA, TLSCRL: pki.CRL, DeviceAuth: DeviceAuthMQTT, Devices: sourceDevices{src}}, p)
+	runServer(t, s)
+	base := "https://" + s.Addr().String()
+	basic := "Authorization: Basic " + base64.StdEncoding.EncodeToString([]byte("pump-1:"+secret))
+	for _, c := range []struct {
+		name, cert, key, body string
+		header                []string
+		want                  string
+	}{
+		{"certificate, no secret", cert, key, `{"device_id": "cert-dev", "reading": 1}`, nil, "200"},
+		{"secret, no certificate", "", "", `{"device_id": "pump-1", "reading": 2}`, []string{basic}, "200"},
+		{"neither", "", "", `{"device_id": "pump-1", "reading": 3}`, nil, "401"},
+		{"certificate, another device's reading", cert, key, `{"device_id": "pump-1", "reading": 4}`, nil, "403"},
+		{"secret, another device's reading", "", "", `{"device_id": "cert-dev", "reading": 5}`, []string{basic}, "403"},
+	} {
+		out, err := curl(t, base, pki.CA, c.cert, c.key, "/v1/readings", c.body, c.header...)
+		if err != nil || !strings.HasSuffix(out, " "+c.want) {
+			t.Errorf("%s: curl: %v: %s; want %s", c.name, err, out, c.want)
+		}
 	}
 }

@@ -90,16 +90,18 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Addr, "http-addr", DefaultAddr, "host:port the HTTP gateway listens on (port 0 picks a free one)")
 	fs.StringVar(&c.TLSCert, "http-tls-cert", "", "PEM certificate `file`; with --http-tls-key serves HTTPS (TLS 1.2+); default plain HTTP")
 	fs.StringVar(&c.TLSKey, "http-tls-key", "", "PEM private key `file` of --http-tls-cert")
-	fs.StringVar(&c.TLSClientCA, "http-tls-client-ca", "", "PEM `file` of the CAs that issue device certificates: HTTPS then requires a client certificate of theirs with the\n"+
-		"clientAuth extended key usage, and it identifies the device: /v1/readings and /readings/fast take only its readings (403\n"+
-		"naming the other device); /readings/fast without X-Device-ID is that device. Health and metrics requests need one too")
+	fs.StringVar(&c.TLSClientCA, "http-tls-client-ca", "", "PEM `file` of the CAs that issue device certificates: /v1/readings and /readings/fast then require a client\n"+
+		"certificate of theirs with the clientAuth extended key usage (401 without one; with --http-device-auth, a device secret\n"+
+		"does instead), and it identifies the device: they take only its readings (403 naming the other device); /readings/fast\n"+
+		"without X-Device-ID is that device. A certificate presented is checked at the handshake; health, readiness and metrics need none")
 	fs.StringVar(&c.TLSIdentity, "http-tls-identity", string(clientcert.CommonName), "where a client certificate names its device: cn (subject common name), san-uri (last segment of its URI SAN) or san-dns (its DNS SAN)")
 	fs.StringVar(&c.TLSCRL, "http-tls-crl", "", "certificate revocation list `file` (PEM or DER, signed by a --http-tls-client-ca CA): a revoked certificate fails the handshake;\n"+
 		"re-read when it changes, and the next request on a connection it now revokes is answered 403")
 	fs.StringVar(&c.APIKeysFile, "http-api-keys", "", "API key `file`, lines of: name sha256-hex-of-key devices (comma-separated, or * for any);\nmake lines with: firehose apikey NAME [DEVICES]. Re-read when it changes. Empty: no authentication")
 	fs.StringVar(&c.DeviceAuth, "http-device-auth", "", "\"mqtt\": each device identifies itself on /v1/readings and /readings/fast with HTTP Basic auth, its device id and\n"+
 		"device secret, checked against the credentials of --mqtt-auth (file or postgres; device secrets only, not bcrypt), and\n"+
-		"posts only its own readings (403 otherwise). With --http-api-keys a request needs both (the key in X-API-Key). Default: off")
+		"posts only its own readings (403 otherwise). With --http-api-keys a request needs both (the key in X-API-Key); with\n"+
+		"--http-tls-client-ca a client certificate identifies its device without a secret. Default: off")
 	fs.Int64Var(&c.MaxBody, "http-max-body", DefaultMaxBody, "largest request body in `bytes` (1 MiB = 1048576); larger ones are answered 413")
 	fs.IntVar(&c.MaxItems, "http-max-items", DefaultMaxItems, "most readings in one /v1/readings request; more are answered 413")
 	fs.StringVar(&c.DefaultDevice, "default-device-id", DefaultDevice, "device `id` of /readings/fast requests without an X-Device-ID header")
@@ -142,8 +144,6 @@ func (c Config) Validate() error {
 		return fmt.Errorf("--http-tls-crl %s needs --http-tls-client-ca: it revokes client certificates of those CAs", c.TLSCRL)
 	case c.DeviceAuth != "" && c.DeviceAuth != DeviceAuthMQTT:
 		return fmt.Errorf("--http-device-auth %q: want %q (the credentials of --mqtt-auth) or empty (off)", c.DeviceAuth, DeviceAuthMQTT)
-	case c.DeviceAuth != "" && c.TLSClientCA != "":
-		return fmt.Errorf("--http-device-auth and --http-tls-client-ca are both set: a client certificate already identifies the device, choose one")
 	case c.MaxBody <= 0:
 		return fmt.Errorf("--http-max-body %d: want a positive number of bytes", c.MaxBody)
 	case c.MaxItems <= 0:

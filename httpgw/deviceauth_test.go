@@ -28,8 +28,6 @@ func TestDeviceAuthConfig(t *testing.T) {
 	}{
 		{"unknown value", Config{DeviceAuth: "ldap", Devices: staticDevices{}}, `--http-device-auth "ldap"`},
 		{"no devices", Config{DeviceAuth: DeviceAuthMQTT}, "device credentials were not set up"},
-		{"with client certificates", Config{DeviceAuth: DeviceAuthMQTT, Devices: staticDevices{}, TLSCert: "c", TLSKey: "k", TLSClientCA: "ca"},
-			"a client certificate already identifies the device"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := New(tc.cfg, &fakeProducer{}, nil, slog.New(slog.DiscardHandler), prometheus.NewRegistry())

@@ -226,7 +226,7 @@ func (s *Server) Listen() error {
 		}
 		s.srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
 		if s.certs != nil {
-			s.certs.Apply(s.srv.TLSConfig)
+			s.certs.ApplyOptional(s.srv.TLSConfig)
 		}
 	}
 	ln, err := net.Listen("tcp", s.cfg.Addr)

@@ -242,6 +242,21 @@ func (v *Verifier) Apply(tc *tls.Config) {
 	tc.VerifyConnection = v.VerifyConnection
 }
 
+// ApplyOptional makes tc ask for a client certificate without requiring
+// one: a certificate presented must pass as under Apply; a client without
+// one completes the handshake, and its requests are for the server to
+// refuse (an HTTP gateway's readings endpoints) or serve (its probes).
+func (v *Verifier) ApplyOptional(tc *tls.Config) {
+	tc.ClientAuth = tls.VerifyClientCertIfGiven
+	tc.ClientCAs = v.pool
+	tc.VerifyConnection = func(cs tls.ConnectionState) error {
+		if len(cs.PeerCertificates) == 0 {
+			return nil
+		}
+		return v.VerifyConnection(cs)
+	}
+}
+
 // VerifyConnection checks what crypto/tls does not: the certificate lists
 // the clientAuth extended key usage, neither it nor a CA certificate sent
 // with it is revoked, and it names a device. crypto/tls has already checked
