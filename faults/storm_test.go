@@ -7,6 +7,7 @@ package faults
 // asserted: every device back and publishing, nothing acknowledged lost.
 
 import (
+	"cmp"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/hmac"
@@ -46,12 +47,10 @@ const (
 	// PKI's CA), --mqtt-tls-client-ca with a CRL; no password.
 	stormCert = "client-cert"
 	// stormSecretFile: the credentials file with device secrets (fh1$
-	// hashes, checked in microseconds). Needs the device registry's branch
-	// (h/registry): skipped until it is merged.
+	// hashes, checked in microseconds).
 	stormSecretFile = "secret-file"
 	// stormRegistry: device secrets in the registry (--mqtt-auth postgres,
-	// the table firehose_devices). Needs the device registry's branch
-	// (h/registry): skipped until it is merged.
+	// the table firehose_devices).
 	stormRegistry = "registry"
 )
 
@@ -82,6 +81,8 @@ type stormOpts struct {
 	// cap bounds the wait for the fleet to be back; 0: until the test's
 	// deadline, and not all back fails the test.
 	cap time.Duration
+	// kex is the simulator's --tls-key-exchange ("": its default, hybrid).
+	kex string
 }
 
 // stormResult is what one storm measured.
@@ -115,8 +116,7 @@ func (r stormResult) admittedPerS() float64 {
 // acknowledged may be lost. The time to readmit is reported, not asserted
 // (make faults' long form: 10,000 devices, bcrypt at its default cost; the
 // short form: 500 devices and bcrypt at its lowest cost, so that the short
-// form stays short — at cost 10 one core admits ~17 devices a second). The
-// modes that need the device registry are skipped until it is merged.
+// form stays short — at cost 10 one core admits ~17 devices a second).
 func TestStorm(t *testing.T) {
 	skipShort(t)
 	t.Parallel()
@@ -159,12 +159,20 @@ func TestStormBench(t *testing.T) {
 	if m := os.Getenv("FIREHOSE_STORM_MODES"); m != "" {
 		modes = strings.Split(m, ",")
 	}
+	kexes := []string{""}
+	if k := os.Getenv("FIREHOSE_STORM_KEX"); k != "" {
+		kexes = strings.Split(k, ",")
+	}
 	var results []stormResult
 	for round := 1; round <= rounds; round++ {
-		for _, mode := range modes {
-			t.Run(fmt.Sprintf("%s/round-%d", mode, round), func(t *testing.T) {
-				results = append(results, stormRun(t, mode, o))
-			})
+		for _, kex := range kexes {
+			for _, mode := range modes {
+				o := o
+				o.kex = kex
+				t.Run(fmt.Sprintf("%s/%s/round-%d", mode, cmp.Or(kex, "hybrid"), round), func(t *testing.T) {
+					results = append(results, stormRun(t, mode, o))
+				})
+			}
 		}
 	}
 	table := stormTable(results, o)
@@ -230,7 +238,7 @@ func stormRun(t *testing.T, mode string, o stormOpts) stormResult {
 	// device that times out then simply retries.
 	l := StartLoad(t, s, LoadOpts{Devices: o.devices, Protocol: "mqtt", Rate: float64(o.devices) / 5, Duration: 2 * time.Hour,
 		Extra: append([]string{"--run-id", f.run, "--connect-parallel", strconv.Itoa(min(o.devices, stormAssembleParallel)), "--timeout", stormTimeout(),
-			"--mqtt", "ssl://" + tlsAddr, "--ca-file", f.pki.CA}, c.sim...)})
+			"--mqtt", "ssl://" + tlsAddr, "--ca-file", f.pki.CA, "--tls-key-exchange", cmp.Or(o.kex, "hybrid")}, c.sim...)})
 	prefix := "sim-" + f.run + "-"
 
 	// The fleet is up: every device connected and landed a reading.
@@ -245,6 +253,9 @@ func stormRun(t *testing.T, mode string, o stormOpts) stormResult {
 
 	// The restart.
 	r := stormResult{mode: mode, devices: o.devices}
+	if o.kex != "" {
+		r.mode += ", " + o.kex + " key exchange"
+	}
 	down := time.Now()
 	s.Stop(2 * time.Minute)
 	if c.beforeRestart != nil {
@@ -609,16 +620,26 @@ func stormTable(results []stormResult, o stormOpts) string {
 	capped := func(mode string) bool {
 		return slices.ContainsFunc(results, func(r stormResult) bool { return r.mode == mode && !r.all })
 	}
-	base, ok := med(stormBcrypt, timeOf)
+	var modes []string // as labelled (with the key exchange), in the order run
+	for _, r := range results {
+		if !slices.Contains(modes, r.mode) {
+			modes = append(modes, r.mode)
+		}
+	}
+	bcryptMode := stormBcrypt
+	if i := slices.IndexFunc(modes, func(m string) bool { return strings.HasPrefix(m, stormBcrypt) }); i >= 0 {
+		bcryptMode = modes[i]
+	}
+	base, ok := med(bcryptMode, timeOf)
 	if !ok {
 		return b.String()
 	}
 	fmt.Fprintf(&b, "\nMedian time to readmit all, from the start of the new process, against the bcrypt file (cost %d) in the same run", o.bcryptCost)
-	if capped(stormBcrypt) {
+	if capped(bcryptMode) {
 		fmt.Fprintf(&b, " (bcrypt not back within the cap, %s: counted as the cap, so its ratios are lower bounds)", o.cap)
 	}
 	b.WriteString(":\n\n| mode | time (s) | faster than bcrypt | serve CPU (s) |\n|---|---|---|---|\n")
-	for _, mode := range stormModes {
+	for _, mode := range modes {
 		tm, ok := med(mode, timeOf)
 		if !ok {
 			continue
@@ -628,7 +649,7 @@ func stormTable(results []stormResult, o stormOpts) string {
 		if capped(mode) {
 			ts = "> " + ts
 		}
-		if capped(stormBcrypt) && mode != stormBcrypt {
+		if capped(bcryptMode) && mode != bcryptMode {
 			ratio = "> " + ratio
 		}
 		fmt.Fprintf(&b, "| %s | %s | %s | %.2f |\n", mode, ts, ratio, cpu)

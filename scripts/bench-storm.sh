@@ -17,9 +17,17 @@
 # the first start reads cost-4 hashes of the same password so that the fleet assembles
 # quickly), client-cert (an ECDSA P-256 certificate each, --mqtt-tls-client-ca with a CRL,
 # full handshakes: the simulator keeps no TLS session cache), secret-file (fh1$ device
-# secrets in the FILE) and registry (--mqtt-auth postgres): the last two need the device
-# registry (branch h/registry) and are skipped without it. Every mode runs over TLS (a
-# server certificate of an openssl-made CA), on loopback.
+# secrets in the FILE) and registry (--mqtt-auth postgres). Every mode runs over TLS (a
+# server certificate of an openssl-made CA), on loopback. KEX=hybrid,classic runs each mode
+# with the devices offering each key exchange (simulate --tls-key-exchange: hybrid, Go's and
+# OpenSSL 3.5's default, adds post-quantum ML-KEM to X25519; classic, X25519 alone, is what
+# OpenSSL 3.0 and mbedTLS devices offer); default hybrid.
+#
+# The kernel's accept queue must hold a fleet arriving at once: a listener's backlog is
+# net.core.somaxconn (Go asks for it), and a SYN that finds the queue full is dropped and
+# retried by the client 1, 3, 7 s later. When somaxconn (or tcp_max_syn_backlog) is below
+# DEVICES and the script may write it (root), it raises both to DEVICES for the run and puts
+# them back after (RAISE_BACKLOG=0: leave them); the values in force are printed.
 #
 # It runs faults' TestStormBench (the same code as the fault scenario TestStorm): a
 # database and key prefix of its own on the machine's PostgreSQL and Redis (127.0.0.1:5432
@@ -31,6 +39,8 @@ DEVICES=${DEVICES:-10000}
 ROUNDS=${ROUNDS:-1}
 CAP=${CAP:-120s}
 MODES=${MODES:-bcrypt-file,client-cert,secret-file,registry}
+KEX=${KEX:-hybrid}
+RAISE_BACKLOG=${RAISE_BACKLOG:-1}
 scripts/services.sh ensure
 # shellcheck source=scripts/benchlib.sh
 . scripts/benchlib.sh
@@ -48,20 +58,32 @@ if [ $((hi - lo)) -lt $((2 * DEVICES)) ]; then
 fi
 
 out=$(mktemp -d)
-trap 'rm -rf "$out"' EXIT
+restore=""
+trap 'rm -rf "$out"; [ -z "$restore" ] || sysctl -q -w $restore' EXIT
+somaxconn=$(cat /proc/sys/net/core/somaxconn)
+synbacklog=$(cat /proc/sys/net/ipv4/tcp_max_syn_backlog)
+if [ "$RAISE_BACKLOG" = 1 ] && { [ "$somaxconn" -lt "$DEVICES" ] || [ "$synbacklog" -lt "$DEVICES" ]; } &&
+  sysctl -q -w net.core.somaxconn="$((somaxconn > DEVICES ? somaxconn : DEVICES))" \
+    net.ipv4.tcp_max_syn_backlog="$((synbacklog > DEVICES ? synbacklog : DEVICES))" 2>/dev/null; then
+  restore="net.core.somaxconn=$somaxconn net.ipv4.tcp_max_syn_backlog=$synbacklog"
+fi
+overflows() { awk '/^TcpExt:/ { if (!h) { split($0, n); h = 1 } else { for (i = 2; i <= NF; i++) if (n[i] == "ListenOverflows") print $i } }' /proc/net/netstat; }
+overflows0=$(overflows)
 echo "bench-storm: $DEVICES devices, modes $MODES, $ROUNDS round(s), cap $CAP; ulimit -n $(ulimit -n)," \
-  "ephemeral ports $lo-$hi, tcp_tw_reuse $(cat /proc/sys/net/ipv4/tcp_tw_reuse)" >&2
+  "ephemeral ports $lo-$hi, tcp_tw_reuse $(cat /proc/sys/net/ipv4/tcp_tw_reuse)," \
+  "somaxconn $(cat /proc/sys/net/core/somaxconn), tcp_max_syn_backlog $(cat /proc/sys/net/ipv4/tcp_max_syn_backlog)${restore:+ (raised for the run)}" >&2
 FIREHOSE_STORM_BENCH=1 FIREHOSE_STORM_DEVICES=$DEVICES FIREHOSE_STORM_ROUNDS=$ROUNDS FIREHOSE_STORM_CAP=$CAP \
-  FIREHOSE_STORM_MODES=$MODES FIREHOSE_STORM_TABLE=$out/table.md \
+  FIREHOSE_STORM_MODES=$MODES FIREHOSE_STORM_KEX=$KEX FIREHOSE_STORM_TABLE=$out/table.md \
   go test -count=1 -timeout 0 -run '^TestStormBench$' -v ./faults/ > "$out/log" 2>&1 || {
   grep -E -- '--- (FAIL|SKIP)|storm_test.go' "$out/log" | grep -v 'result:' | tail -40 >&2
   [ -s "$out/table.md" ] || exit 1
 }
-grep -o 'needs the device registry.*' "$out/log" | sort -u | sed 's/^/bench-storm: skipped: /' >&2 || true
 
 echo
-echo "Command: \`ROUNDS=$ROUNDS CAP=$CAP DEVICES=$DEVICES MODES=$MODES scripts/bench-storm.sh\`"
+echo "Command: \`ROUNDS=$ROUNDS CAP=$CAP DEVICES=$DEVICES MODES=$MODES KEX=$KEX scripts/bench-storm.sh\`"
 echo
 cat "$out/table.md"
 echo
+echo "somaxconn $(cat /proc/sys/net/core/somaxconn), tcp_max_syn_backlog $(cat /proc/sys/net/ipv4/tcp_max_syn_backlog);" \
+  "listen queue overflows during the run (TcpExtListenOverflows): $(($(overflows) - overflows0))"
 bench_stamp

@@ -18,6 +18,12 @@ const (
 	ProtocolMixed = "mixed" // even-numbered devices over MQTT, odd-numbered over HTTP
 )
 
+// TLS key exchanges the devices offer (--tls-key-exchange).
+const (
+	KeyExchangeHybrid  = "hybrid"  // Go's default: X25519MLKEM768 first
+	KeyExchangeClassic = "classic" // X25519 and P-256 only
+)
+
 // HTTP endpoints the HTTP devices post to.
 const (
 	EndpointFast = "fast" // POST /readings/fast, the seed's shape, one reading a request
@@ -60,6 +66,12 @@ type Config struct {
 	// InsecureSkipVerify accepts any server certificate (self-signed test
 	// deployments only). Default false.
 	InsecureSkipVerify bool
+	// KeyExchange is what TLS key exchange devices offer (--tls-key-exchange):
+	// KeyExchangeHybrid, Go's default (the post-quantum hybrid
+	// X25519MLKEM768 first, then X25519 and the NIST curves, as OpenSSL 3.5
+	// does), or KeyExchangeClassic (X25519 and P-256 only, as OpenSSL 3.0
+	// and mbedTLS, on most devices today, do). Default ("") hybrid.
+	KeyExchange string
 	// APIKey is sent as "Authorization: Bearer <key>" on every HTTP request.
 	// Default none.
 	APIKey string
@@ -187,6 +199,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Metrics, "metrics", "", "URL of the target's Prometheus metrics, scraped each second for the stream backlog (default <http>/metrics when the fleet uses HTTP; off to disable)")
 	fs.StringVar(&c.CAFile, "ca-file", "", "PEM file of CA certificates to trust for https:// and ssl:// targets")
 	fs.BoolVar(&c.InsecureSkipVerify, "insecure-skip-verify", false, "accept any TLS certificate (self-signed test deployments only)")
+	fs.StringVar(&c.KeyExchange, "tls-key-exchange", KeyExchangeHybrid, "TLS key exchange the devices offer over https:// and ssl://: hybrid (Go's default: post-quantum X25519MLKEM768\n"+
+		"first, as OpenSSL 3.5 clients) or classic (X25519 and P-256 only, as OpenSSL 3.0 and mbedTLS clients); the server chooses")
 	fs.StringVar(&c.APIKey, "api-key", "", "API key sent as Authorization: Bearer on every HTTP request")
 	fs.StringVar(&c.MQTTPassword, "mqtt-password", "", "MQTT password of every device (the username is the device id)")
 	fs.StringVar(&c.MQTTPasswordFile, "mqtt-password-file", "", "file of 'device password' lines (device * for the rest); overrides --mqtt-password")
@@ -267,6 +281,9 @@ func (c *Config) Validate() error {
 		if c.MQTTCert != "" && !isTLSURL(c.MQTT) {
 			return fmt.Errorf("--mqtt-cert: a client certificate is presented over TLS; --mqtt %q is not an ssl:// URL", redact(c.MQTT))
 		}
+	}
+	if c.KeyExchange != "" && c.KeyExchange != KeyExchangeHybrid && c.KeyExchange != KeyExchangeClassic {
+		return fmt.Errorf("--tls-key-exchange %q: want %s or %s", c.KeyExchange, KeyExchangeHybrid, KeyExchangeClassic)
 	}
 	if c.Batch < 1 || c.Batch > maxBatch {
 		return fmt.Errorf("--batch %d: want 1 to %d", c.Batch, maxBatch)

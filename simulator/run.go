@@ -240,10 +240,13 @@ func (f *fleet) httpInFlight() int {
 }
 
 func tlsConfig(cfg *Config) (*tls.Config, error) {
-	if cfg.CAFile == "" && !cfg.InsecureSkipVerify {
+	if cfg.CAFile == "" && !cfg.InsecureSkipVerify && cfg.KeyExchange != KeyExchangeClassic {
 		return nil, nil
 	}
 	tc := &tls.Config{InsecureSkipVerify: cfg.InsecureSkipVerify} //nolint:gosec // asked for, for self-signed test deployments
+	if cfg.KeyExchange == KeyExchangeClassic {
+		tc.CurvePreferences = []tls.CurveID{tls.X25519, tls.CurveP256}
+	}
 	if cfg.CAFile != "" {
 		pem, err := os.ReadFile(cfg.CAFile)
 		if err != nil {
