@@ -14,8 +14,8 @@
 #   MODES=bcrypt-file,client-cert DEVICES=2000 scripts/bench-storm.sh
 #
 # Modes: bcrypt-file (--mqtt-auth FILE of bcrypt hashes at cost 10, firehose mqttpasswd's;
-# the first start reads cost-4 hashes of the same password so that the fleet assembles
-# quickly), client-cert (an ECDSA P-256 certificate each, --mqtt-tls-client-ca with a CRL,
+# the first start reads device-secret hashes of the same password so that the fleet
+# assembles quickly), client-cert (an ECDSA P-256 certificate each, --mqtt-tls-client-ca with a CRL,
 # full handshakes: the simulator keeps no TLS session cache), secret-file (fh1$ device
 # secrets in the FILE) and registry (--mqtt-auth postgres). Every mode runs over TLS (a
 # server certificate of an openssl-made CA), on loopback. KEX=hybrid,classic runs each mode
