@@ -8,43 +8,20 @@ import (
 	"golang.org/x/crypto/bcrypt"
 )
 
+// TestNewSecret: the broker's secrets are devsecret's (tested there): a
+// new one's hash is a valid credentials-file hash, and checks its secret
+// only.
 func TestNewSecret(t *testing.T) {
 	secret, hash, err := NewSecret()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(secret) != 32 {
-		t.Errorf("secret %q: %d characters, want 32 (192 bits of base64url)", secret, len(secret))
-	}
 	if err := ValidateHash(hash); err != nil {
 		t.Errorf("ValidateHash(%q): %v", hash, err)
 	}
-	other, hash2, _ := NewSecret()
-	if other == secret || hash2 == hash {
-		t.Error("two secrets (or hashes) alike")
-	}
-	again, err := HashSecret(secret)
-	if err != nil || again == hash {
-		t.Errorf("HashSecret of the same secret twice gave the same hash (no salt of its own): %q, %v", again, err)
-	}
-	for _, tc := range []struct {
-		name, hash, secret string
-		want               bool
-	}{
-		{"right", hash, secret, true},
-		{"right, another salt", again, secret, true},
-		{"wrong", hash, other, false},
-		{"one character off", hash, secret[:31] + "x", false},
-		{"prefix", hash, secret[:16], false},
-		{"empty", hash, "", false},
-		{"truncated hash", hash[:len(hash)-2], secret, false},
-		{"bcrypt hash", cheapHash(t, secret), secret, false},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			if got := checkSecret([]byte(tc.hash), []byte(tc.secret)); got != tc.want {
-				t.Errorf("checkSecret = %v, want %v", got, tc.want)
-			}
-		})
+	other, _, _ := NewSecret()
+	if !checkSecret([]byte(hash), []byte(secret)) || checkSecret([]byte(hash), []byte(other)) {
+		t.Error("a secret's hash does not check it, or checks another")
 	}
 	if _, err := HashSecret("short"); err == nil {
 		t.Error("HashSecret took a 5-character secret")
