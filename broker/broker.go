@@ -220,7 +220,7 @@ func (b *Broker) Listen() error {
 			return fmt.Errorf("listen on %s (%s): %w", addr, flag, err)
 		}
 		if tc != nil {
-			ln = tls.NewListener(ln, tc)
+			ln = newHandshakeListener(ln, tc, maxHandshakes, handshakeTimeout, b.auth.m.handshakes, b.log)
 		}
 		b.lns[id] = ln
 		return nil
