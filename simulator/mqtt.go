@@ -6,7 +6,10 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"net"
+	"net/url"
 	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -163,6 +166,7 @@ func (f *fleet) dialMQTT(d *device, password string, tlsConf *tls.Config) (*mqtt
 	}
 	if tlsConf != nil {
 		opts.SetTLSConfig(tlsConf)
+		opts.SetCustomOpenConnectionFn(f.openTLS(tlsConf))
 	}
 	// A broker that answers "server unavailable" (3.1.1 code 3: busy,
 	// throttled, its credentials not loaded yet) asks the device to come
@@ -191,6 +195,33 @@ func (f *fleet) dialMQTT(d *device, password string, tlsConf *tls.Config) (*mqtt
 		topic:  topic,
 		timer:  stoppedTimer(),
 	}, nil
+}
+
+// tlsGate bounds the TLS handshakes the simulator's devices make at once.
+// A real device has a CPU of its own for its handshake; the simulator's
+// thousands share its process's. Started all at once (a fleet reconnecting
+// after a restart of the broker), their handshakes would share that CPU
+// until each took longer than the devices' --timeout, time them out, and
+// start again: a storm of the simulator's own making. Queued, each
+// handshake runs at the speed a device's would, and the wait in the queue,
+// a device's own CPU being busy elsewhere, is not counted against it.
+var tlsGate = make(chan struct{}, 32*runtime.GOMAXPROCS(0))
+
+// openTLS is paho's OpenConnectionFunc for ssl:// (tls://, mqtts://):
+// the TCP connection and the TLS handshake with tc, within --timeout once
+// the device's turn in tlsGate came.
+func (f *fleet) openTLS(tc *tls.Config) mqtt.OpenConnectionFunc {
+	return func(uri *url.URL, _ mqtt.ClientOptions) (net.Conn, error) {
+		tlsGate <- struct{}{}
+		defer func() { <-tlsGate }()
+		ctx, cancel := context.WithTimeout(context.Background(), f.cfg.Timeout)
+		defer cancel()
+		c, err := (&tls.Dialer{Config: tc}).DialContext(ctx, "tcp", uri.Host) // ServerName: uri's host, as paho's
+		if err != nil {
+			return nil, fmt.Errorf("connect to %s over TLS: %w", uri.Host, err)
+		}
+		return c, nil
+	}
 }
 
 // deviceTLS is the TLS configuration device d connects with: the fleet's,
