@@ -26,7 +26,6 @@ import (
 	"firehose/mqttmsg"
 	"firehose/partition"
 	"firehose/registry"
-	"firehose/schema"
 	"firehose/sparkplug"
 	"firehose/stream"
 	"firehose/subscriber"
@@ -313,8 +312,9 @@ func newDecoder(cfg *serveConfig, spb *stream.SparkplugStore) (subscriber.Decode
 // runBridge, unless the schema was applied at start, waits until PostgreSQL
 // answers and applies it (connect.ApplySchemaWaiting, so a process whose
 // database is down still serves its edges); then it brings the rules' typed
-// tables up to date as firehose migrate --config does (a table changed by
-// hand in a way a rule contradicts stops the start, saying what to do), and
+// tables up to date as firehose migrate --config does, waiting out
+// PostgreSQL going away meanwhile (a table changed by hand in a way a rule
+// contradicts stops the start, saying what to do), and
 // runs the bridge until ctx ends, beside the maintenance of the partitions
 // of readings and of the typed tables.
 func (st *stack) runBridge(ctx context.Context, b *bridge.Bridge) error {
@@ -325,9 +325,9 @@ func (st *stack) runBridge(ctx context.Context, b *bridge.Bridge) error {
 	}
 	pcfg := st.cfg.Partition
 	if tables := st.cfg.MQTT.Rules.Tables(); len(tables) > 0 {
-		ch, err := schema.EnsureTables(ctx, st.pg, tables, st.log)
-		if err != nil {
-			return fmt.Errorf("typed tables: %w", err)
+		ch, err := connect.EnsureTablesWaiting(ctx, st.pg, tables, st.log)
+		if err != nil || ctx.Err() != nil {
+			return err
 		}
 		if len(ch.Created)+len(ch.Added)+len(ch.Indexed) > 0 {
 			st.log.Info("typed tables brought up to date", "created", ch.Created, "added", ch.Added, "indexed", ch.Indexed)

@@ -9,7 +9,9 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"firehose/internal/pgretry"
 	"firehose/schema"
+	"firehose/typed"
 )
 
 // Start-up checks: what the services reached promise, and the schema.
@@ -70,6 +72,36 @@ func ApplySchemaWaiting(ctx context.Context, pool *pgxpool.Pool, log *slog.Logge
 		case <-ctx.Done():
 			t.Stop()
 			return nil
+		case <-t.C:
+		}
+		wait = min(2*wait, 10*time.Second)
+	}
+}
+
+// EnsureTablesWaiting brings the rules' typed tables up to date
+// (schema.EnsureTables), waiting out PostgreSQL going away or restarting
+// meanwhile as ApplySchemaWaiting does: a transient error (pgretry) is
+// tried again, with backoff; anything else, a table a rule contradicts
+// among them, is returned. A ctx that ends returns no error.
+func EnsureTablesWaiting(ctx context.Context, pool *pgxpool.Pool, tables []typed.Table, log *slog.Logger) (schema.Changes, error) {
+	wait := 250 * time.Millisecond
+	for {
+		ch, err := schema.EnsureTables(ctx, pool, tables, log)
+		switch {
+		case err == nil:
+			return ch, nil
+		case ctx.Err() != nil:
+			return schema.Changes{}, nil
+		case !pgretry.Transient(err):
+			return schema.Changes{}, fmt.Errorf("typed tables: %w", err)
+		}
+		log.Warn("PostgreSQL went away while the typed tables were brought up to date: the bridge tries again (the edges keep taking readings into Redis)",
+			"err", err, "retry_in", wait)
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return schema.Changes{}, nil
 		case <-t.C:
 		}
 		wait = min(2*wait, 10*time.Second)
