@@ -64,9 +64,9 @@ type cEnv struct {
 	// addresses and its devices' credentials; the edge faults hit it too.
 	ident    *Stack
 	identity *cIdentity
-	// identDown says, for each pg-stop, how the identity devices' logins
-	// went while PostgreSQL was down (identLogins).
-	identDown []string
+	// identDown counts the identity devices' logins tried and admitted
+	// while PostgreSQL was down (identLogins, at each pg-stop).
+	identDown cIdentDown
 	epoch     atomic.Int64 // Redis restores so far
 	// mosq and sub are the subscribed class's Mosquitto and subscriber (nil
 	// without it); subDup and subRetried sum, over the subscriber's lives
@@ -350,13 +350,27 @@ func (e *cEnv) identLogins() {
 			}
 		}
 	}
-	note := fmt.Sprintf("%d of %d MQTT logins admitted, %d of %d HTTP secrets taken", admitted, 2*cIdentDevices, posted, cIdentDevices)
-	e.identDown = append(e.identDown, note)
-	e.Events = append(e.Events, cEvent{Action: "identity logins while PostgreSQL is down: " + note + "; not answered: " + cJoinOr(unanswered, "none"), At: time.Now()})
+	d := cIdentDown{Stops: 1, MQTT: admitted, MQTTTried: 2 * cIdentDevices, HTTP: posted, HTTPTried: cIdentDevices}
+	e.identDown.add(d)
+	e.Events = append(e.Events, cEvent{Action: "identity logins while PostgreSQL is down: " + d.String() + "; not answered: " + cJoinOr(unanswered, "none"), At: time.Now()})
 	if len(refused) > 0 {
 		e.Problems = append(e.Problems, cViolation{Invariant: "the identity edge admits the devices it loaded",
 			Detail: "while PostgreSQL was down: " + strings.Join(refused, "; ")})
 	}
+}
+
+// cIdentDown counts identity logins tried while PostgreSQL was down, over
+// Stops pg-stops: MQTT logins admitted, HTTP secrets taken.
+type cIdentDown struct {
+	Stops, MQTT, MQTTTried, HTTP, HTTPTried int
+}
+
+func (d *cIdentDown) add(o cIdentDown) {
+	d.Stops, d.MQTT, d.MQTTTried, d.HTTP, d.HTTPTried = d.Stops+o.Stops, d.MQTT+o.MQTT, d.MQTTTried+o.MQTTTried, d.HTTP+o.HTTP, d.HTTPTried+o.HTTPTried
+}
+
+func (d cIdentDown) String() string {
+	return fmt.Sprintf("%d of %d MQTT logins admitted, %d of %d HTTP secrets taken", d.MQTT, d.MQTTTried, d.HTTP, d.HTTPTried)
 }
 
 // edges are the stack's edges: the edge, and the identity edge with its class.
