@@ -160,8 +160,9 @@ const cRulesFile = `rules:
     indexes: *ctypedIdx
 `
 
-// startEnv starts the stack of plan on the shared PostgreSQL cluster pg.
-func startEnv(t *testing.T, plan *cPlan, pg *PGCluster) *cEnv {
+// startEnv starts the stack of plan on the shared PostgreSQL cluster pg
+// (with the identity class, its edge with certs).
+func startEnv(t *testing.T, plan *cPlan, pg *PGCluster, certs *cIdentCerts) *cEnv {
 	t.Helper()
 	e := &cEnv{t: t, plan: plan, pg: pg, Injected: map[string]int{}}
 	e.dbURL = pg.CreateDB(fmt.Sprintf("campaign_%d_%d", plan.Seed, time.Now().UnixNano()%1e6))
@@ -219,24 +220,21 @@ func startEnv(t *testing.T, plan *cPlan, pg *PGCluster) *cEnv {
 	}
 	if slices.Contains(plan.Classes, clsIdentity) {
 		// After the bridge's start: it made the registry's table.
-		e.startIdentity(edgeSvc, dir, append([]string{"--max-reading-age", plan.MaxAge.String()}, common...))
+		e.startIdentity(certs, edgeSvc, append([]string{"--max-reading-age", plan.MaxAge.String()}, common...))
 	}
 	return e
 }
 
-// startIdentity provisions the identity class's devices and starts its edge
-// (`serve --roles broker,httpgw`, the edge's Redis path, prefix and shards,
-// so the same bridge lands what it stores), with extra flags: the device
-// registry (--mqtt-auth postgres; registry devices cr0.. added with
-// registry.Add, each with a new secret; ci0.. too, for their grants) for
-// its plain MQTT listener and,
-// through --http-device-auth mqtt, its gateway; client certificates
-// (testcert.NewPKI: ci0.. and cx0.., the latter revoked in the CRL) on its
-// TLS listener (--mqtt-tls-client-ca, --mqtt-tls-crl). It reads
-// PostgreSQL at start (the registry), and keeps admitting from what it
-// loaded while PostgreSQL is down (pg-stop).
-func (e *cEnv) startIdentity(svc Services, dir string, extra []string) {
-	t := e.t
+// cIdentCerts are the identity class's certificates, made once for a
+// campaign run with testcert.NewPKI (openssl): a CA, the identity edge's
+// server certificate, a client certificate (clientAuth, CN the device id)
+// each for ci0.. and for cx0.., the latter revoked in the CRL.
+type cIdentCerts struct {
+	pki   *testcert.PKI
+	certs map[string]*tls.Config // device -> its TLS client configuration
+}
+
+func newIdentCerts(t *testing.T) *cIdentCerts {
 	t.Helper()
 	pki := testcert.NewPKI(t)
 	roots := x509.NewCertPool()
@@ -244,14 +242,14 @@ func (e *cEnv) startIdentity(svc Services, dir string, extra []string) {
 	if err != nil || !roots.AppendCertsFromPEM(ca) {
 		t.Fatalf("the test CA %s: %v", pki.CA, err)
 	}
-	id := &cIdentity{Secrets: map[string]string{}, Certs: map[string]*tls.Config{}}
+	c := &cIdentCerts{pki: pki, certs: map[string]*tls.Config{}}
 	certify := func(dev string) string {
 		certFile, keyFile := pki.Device(dev, testcert.DeviceOptions{})
 		pair, err := tls.LoadX509KeyPair(certFile, keyFile)
 		if err != nil {
 			t.Fatalf("certificate of %s: %v", dev, err)
 		}
-		id.Certs[dev] = &tls.Config{RootCAs: roots, Certificates: []tls.Certificate{pair}}
+		c.certs[dev] = &tls.Config{RootCAs: roots, Certificates: []tls.Certificate{pair}}
 		return certFile
 	}
 	for i := range cIdentDevices {
@@ -260,6 +258,24 @@ func (e *cEnv) startIdentity(svc Services, dir string, extra []string) {
 	for i := range cIdentRevoked {
 		pki.Revoke(certify(fmt.Sprintf("cx%d", i)))
 	}
+	return c
+}
+
+// startIdentity provisions the identity class's devices and starts its edge
+// (`serve --roles broker,httpgw`, the edge's Redis path, prefix and shards,
+// so the same bridge lands what it stores), with extra flags: the device
+// registry (--mqtt-auth postgres; registry devices cr0.. added with
+// registry.Add, each with a new secret; ci0.. too, for their grants) for
+// its plain MQTT listener and, through --http-device-auth mqtt, its
+// gateway; client certificates (certs: ci0.., and cx0.. revoked in the CRL)
+// on its TLS listener (--mqtt-tls-client-ca, --mqtt-tls-crl). It reads
+// PostgreSQL at start (the registry), and keeps admitting from what it
+// loaded while PostgreSQL is down (pg-stop).
+func (e *cEnv) startIdentity(certs *cIdentCerts, svc Services, extra []string) {
+	t := e.t
+	t.Helper()
+	pki := certs.pki
+	id := &cIdentity{Secrets: map[string]string{}, Certs: certs.certs}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	conn, err := pgx.Connect(ctx, e.dbURL)

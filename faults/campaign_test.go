@@ -64,10 +64,14 @@ func TestCampaign(t *testing.T) {
 	skipShort(t)
 	s, seeds := campaignSettings(t)
 	pg := StartPGCluster(t)
+	var certs *cIdentCerts
+	if slices.Contains(s.Classes, clsIdentity) {
+		certs = newIdentCerts(t) // one PKI for every seed: openssl takes ~0.5 s for it
+	}
 	var rows []cTableRow
 	for _, seed := range seeds {
 		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
-			rows = append(rows, runSeed(t, pg, seed, s))
+			rows = append(rows, runSeed(t, pg, certs, seed, s))
 		})
 	}
 	t.Logf("campaign (classes %s):\n%s", strings.Join(s.Classes, ","), cTable(rows))
@@ -212,7 +216,7 @@ func cFaultCounts(m map[string]int) string {
 }
 
 // runSeed runs one seed: plan, stack, operations with faults, drain, check.
-func runSeed(t *testing.T, pg *PGCluster, seed uint64, s cSettings) cTableRow {
+func runSeed(t *testing.T, pg *PGCluster, certs *cIdentCerts, seed uint64, s cSettings) cTableRow {
 	start := time.Now()
 	plan := generate(seed, start, s)
 	var sched []string
@@ -234,7 +238,7 @@ func runSeed(t *testing.T, pg *PGCluster, seed uint64, s cSettings) cTableRow {
 	}
 	t.Logf("seed %d: %d ops, %s; faults: %s", seed, len(plan.Ops), settings, strings.Join(sched, "; "))
 
-	e := startEnv(t, plan, pg)
+	e := startEnv(t, plan, pg, certs)
 	tg := cTargets{HTTP: e.edge.HTTP(), MQTT: e.edge.MQTTAddr, Auth: plan.Auth, Epoch: &e.epoch, Commands: &cInbox{}, Ident: e.identity}
 	if e.mosq != nil {
 		tg.Upstream = e.mosq.Addr()
