@@ -41,6 +41,15 @@ package faults
 //     that breaks a column's type is never a row; acknowledged, it must be
 //     an MQTT 3.1.1 publish kept whole as an edge dead letter (MQTT 5 and
 //     HTTP refuse it);
+//   - the identity class's devices, at the identity edge: what they send is
+//     judged as readings are; a certificate or registry device publishing
+//     another device's reading, a registry device posting one (alone or
+//     beside its own), a device whose certificate is revoked publishing its
+//     own: never acknowledged, nothing of it stored; and the edge never
+//     refuses the valid certificate or secret of a device it loaded (a
+//     CONNACK refusal, a TLS alert, HTTP 401 or 503 "not loaded"), under
+//     any fault, PostgreSQL down included (cEnv.identLogins tries every
+//     device then);
 //   - after the drain Redis used_memory and the processes' RSS are within
 //     cRedisMemoryBound and cRSSBound.
 //
@@ -143,7 +152,14 @@ type cSummary struct {
 	// 3.1.1), the others refused or unknown.
 	TypedAcked, TypedRows  int
 	TypedBad, TypedBadDead int
-	Violations             []cViolation
+	// IdentAcked and IdentRows are the identity class's messages
+	// acknowledged (by the identity edge, probes aside) and the rows of its
+	// devices judged; IdentProbes its probes sent, of them IdentProbesRefused
+	// answered with a refusal (the others unknown: an MQTT 3.1.1 client is
+	// disconnected, a fault may hide the answer).
+	IdentAcked, IdentRows           int
+	IdentProbes, IdentProbesRefused int
+	Violations                      []cViolation
 }
 
 // check states the invariants over a seed's answers and store, in phases:
@@ -160,6 +176,9 @@ func check(plan *cPlan, answers []cAnswer, windows []cWindow, st cStore) cSummar
 		sum.Rows++
 		if s.Table != "" {
 			sum.TypedRows++
+		}
+		if cIdentDevice(s.Device) {
+			sum.IdentRows++
 		}
 		if expects[s.key()] == nil {
 			sum.Violations = append(sum.Violations, cViolation{Invariant: "nothing stored that no client sent",
@@ -250,16 +269,37 @@ func cExpectations(plan *cPlan, answers []cAnswer, sum *cSummary) (map[string]*c
 				if op.Kind == "typed" || op.Kind == "typed-http" {
 					sum.TypedAcked++
 				}
+				if op.Kind == "ident-mqtt" || op.Kind == "ident-http" {
+					sum.IdentAcked++
+				}
 			case ansRefused:
 				sum.Refused++
 			default:
 				sum.Unknown++
 			}
 		}
+		if op.Kind == "ident-probe" || op.Kind == "ident-probe-http" {
+			sum.IdentProbes++
+			if slices.Contains(a.Outcomes, ansRefused) {
+				sum.IdentProbesRefused++
+			}
+		}
 		if op.Refuse && slices.Contains(a.Outcomes, ansAcked) {
-			sum.Violations = append(sum.Violations, cViolation{Invariant: "no device writes another's topics",
+			v := cViolation{Invariant: "no device writes another's topics",
 				Detail:   fmt.Sprintf("op %d: %s publishing to %s was acknowledged", op.ID, op.Client, op.Topic),
-				Attempts: []cAttempt{{Op: op.ID, Kind: op.Kind, Outcome: ansAcked, Sent: a.Sent, At: a.At}}})
+				Attempts: []cAttempt{{Op: op.ID, Kind: op.Kind, Outcome: ansAcked, Sent: a.Sent, At: a.At, Detail: a.Detail}}}
+			switch {
+			case op.Kind == "ident-probe-http":
+				v.Detail = fmt.Sprintf("op %d: %s posting %s's readings to %s was acknowledged", op.ID, op.Client, op.Target, op.Path)
+			case cIdentIsRevoked(op.Client):
+				v.Invariant = "a revoked certificate is refused"
+			}
+			sum.Violations = append(sum.Violations, v)
+		}
+		if a.Denied != "" {
+			sum.Violations = append(sum.Violations, cViolation{Invariant: "the identity edge admits the devices it loaded",
+				Detail:   fmt.Sprintf("op %d: %s (%s) refused: %s", op.ID, op.Client, cProtoName(op), a.Denied),
+				Attempts: []cAttempt{{Op: op.ID, Kind: op.Kind, Outcome: a.Outcomes[0], Sent: a.Sent, At: a.At, Detail: a.Detail}}})
 		}
 		for _, r := range op.Rows {
 			out := ansUnknown
@@ -386,6 +426,8 @@ func cJudge(plan *cPlan, windows []cWindow, st cStore, e *cExpect, got []cStored
 		}
 	}
 	switch {
+	case len(got) > hi && probes > 0 && cIdentIsRevoked(e.row.Device):
+		v.Invariant, v.Detail = "a revoked certificate is refused", fmt.Sprintf("%d rows of a reading its revoked certificate's device published", len(got))
 	case len(got) > hi && probes > 0:
 		v.Invariant, v.Detail = "no device changes another's data", fmt.Sprintf("%d rows of a reading published under another device's id", len(got))
 	case len(got) > hi && e.row.Bad:
@@ -404,6 +446,12 @@ func cJudge(plan *cPlan, windows []cWindow, st cStore, e *cExpect, got []cStored
 		return vs, false, extra, underDedup
 	}
 	return append(vs, v), false, extra, underDedup
+}
+
+// cIdentDevice says whether dev is a device of the identity class (ci..,
+// cr.., cx..).
+func cIdentDevice(dev string) bool {
+	return len(dev) > 2 && (dev[:2] == "ci" || dev[:2] == "cr" || dev[:2] == "cx")
 }
 
 // cProtoName names the path an op took, for a violation's detail.

@@ -23,11 +23,14 @@ func TestCampaignCheckerCatches(t *testing.T) {
 		return s
 	}
 	// rowOf is row 0, or with typed set (a case's typed field) the typed
-	// table's row 0, as the typed class makes it.
-	rowOf := func(typed string) cRow {
+	// table's row 0, as the typed class makes it; of device when set.
+	rowOf := func(typed, device string) cRow {
 		r := row(0)
 		if typed != "" {
 			r.Table, r.Metric, r.Tag, r.Seq = cTypedTable, "", "t0.0", 42
+		}
+		if device != "" {
+			r.Device = device
 		}
 		return r
 	}
@@ -53,7 +56,12 @@ func TestCampaignCheckerCatches(t *testing.T) {
 		// or "http"; bad: it breaks a column's type.
 		typed string
 		bad   bool
-		want  map[string]int
+		// kind, client and device: the identity class's op kind, its
+		// device, and the device its row names (default cd1); denied: what
+		// the identity edge answered to its device's valid credentials.
+		kind, client, device string
+		denied               string
+		want                 map[string]int
 	}{
 		{name: "acked and stored once", outs: []string{ansAcked}, stored: func(r []cRow) []cStored { return []cStored{stored(r[0])} }, want: map[string]int{}},
 		{name: "acked, missing", outs: []string{ansAcked}, stored: func(r []cRow) []cStored { return nil },
@@ -172,6 +180,25 @@ func TestCampaignCheckerCatches(t *testing.T) {
 			want: map[string]int{}},
 		{name: "typed, bad, acked over MQTT 3.1.1, not dead-lettered", typed: "mqtt3", bad: true, outs: []string{ansAcked}, stored: func(r []cRow) []cStored { return nil },
 			want: map[string]int{"a message its table refuses is refused": 1}},
+		// The identity class: the identity edge's devices.
+		{name: "identity, acked and stored once", kind: "ident-mqtt", client: "ci1", device: "ci1", outs: []string{ansAcked},
+			stored: func(r []cRow) []cStored { return []cStored{stored(r[0])} }, want: map[string]int{}},
+		{name: "identity, acked over HTTP, missing", kind: "ident-http", client: "cr1", device: "cr1", outs: []string{ansAcked},
+			stored: func(r []cRow) []cStored { return nil }, want: map[string]int{"acknowledged means stored": 1}},
+		{name: "identity, a loaded device refused", kind: "ident-mqtt", client: "cr2", device: "cr2", outs: []string{ansRefused}, denied: "CONNACK refused 0x88",
+			stored: func(r []cRow) []cStored { return nil }, want: map[string]int{"the identity edge admits the devices it loaded": 1}},
+		{name: "identity, a registry device's secret refused over HTTP", kind: "ident-http", client: "cr2", device: "cr2", outs: []string{ansRefused}, denied: "401",
+			stored: func(r []cRow) []cStored { return nil }, want: map[string]int{"the identity edge admits the devices it loaded": 1}},
+		{name: "identity, a certificate device writing another's readings, acked", kind: "ident-probe", client: "ci0", device: "cr3", refuse: true, outs: []string{ansAcked},
+			stored: func(r []cRow) []cStored { return nil }, want: map[string]int{"no device writes another's topics": 1}},
+		{name: "identity, a registry device posting another's readings, stored", kind: "ident-probe-http", client: "cr0", device: "ci3", refuse: true, outs: []string{ansRefused},
+			stored: func(r []cRow) []cStored { return []cStored{stored(r[0])} }, want: map[string]int{"no device changes another's data": 1}},
+		{name: "identity, a probe refused, not stored", kind: "ident-probe", client: "cr0", device: "ci3", refuse: true, outs: []string{ansRefused},
+			stored: func(r []cRow) []cStored { return nil }, want: map[string]int{}},
+		{name: "identity, a revoked certificate acked", kind: "ident-probe", client: "cx1", device: "cx1", refuse: true, outs: []string{ansAcked},
+			stored: func(r []cRow) []cStored { return nil }, want: map[string]int{"a revoked certificate is refused": 1}},
+		{name: "identity, a revoked certificate's reading stored", kind: "ident-probe", client: "cx0", device: "cx0", refuse: true, outs: []string{ansUnknown},
+			stored: func(r []cRow) []cStored { return []cStored{stored(r[0])} }, want: map[string]int{"a revoked certificate is refused": 1}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -183,9 +210,15 @@ func TestCampaignCheckerCatches(t *testing.T) {
 			var answers []cAnswer
 			for i, out := range tc.outs {
 				// Every op carries the same row: later ones are resends.
-				r := rowOf(tc.typed)
+				r := rowOf(tc.typed, tc.device)
 				r.Old, r.Bad = tc.old, tc.bad
 				op := &cOp{ID: i, Kind: "v1", Client: "cd1", Rows: []cRow{r}, Refuse: tc.refuse}
+				if tc.kind != "" {
+					op.Kind, op.Client = tc.kind, tc.client
+					if tc.kind == "ident-mqtt" || tc.kind == "ident-probe" {
+						op.Proto, op.QoS, op.Topic = cIdentProto(tc.client), 1, "devices/"+tc.device+"/readings"
+					}
+				}
 				switch tc.typed {
 				case "http":
 					op.Kind, op.Path = "typed-http", "/v1/readings?rule=campaign-typed-http"
@@ -202,11 +235,11 @@ func TestCampaignCheckerCatches(t *testing.T) {
 				if i < len(tc.at) {
 					at = tc.at[i]
 				}
-				answers = append(answers, cAnswer{Op: i, Outcomes: []string{out}, Sent: at.Add(-time.Millisecond), At: at})
+				answers = append(answers, cAnswer{Op: i, Outcomes: []string{out}, Sent: at.Add(-time.Millisecond), At: at, Denied: tc.denied})
 			}
-			st := cStore{Rows: tc.stored([]cRow{rowOf(tc.typed)}), Commands: tc.cmds, SubResent: tc.resent}
+			st := cStore{Rows: tc.stored([]cRow{rowOf(tc.typed, tc.device)}), Commands: tc.cmds, SubResent: tc.resent}
 			if tc.dead {
-				tag := strconv.Quote(rowOf(tc.typed).Tag)
+				tag := strconv.Quote(rowOf(tc.typed, tc.device).Tag)
 				st.DeadLetters = func(needle []byte) (bool, error) { return string(needle) == tag, nil }
 			}
 			sum := check(plan, answers, tc.windows, st)

@@ -9,10 +9,14 @@ package faults
 // clients routed to it, so each client's operations go out in order. The
 // subscribed class's devices publish to the upstream Mosquitto over
 // connections of their own: there acked means PUBACK, or at QoS 2 PUBCOMP.
+// The identity class's devices talk to the identity edge: over MQTT TLS
+// with their client certificate, or with their registry secret over plain
+// MQTT and HTTP Basic auth.
 
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -49,6 +53,11 @@ type cAnswer struct {
 	Detail   string    `json:"detail,omitempty"`
 	Sent     time.Time `json:"sent"` // when the client started sending
 	At       time.Time `json:"at"`   // when the last answer came
+	// Denied: the identity edge refused the credentials of a device it
+	// loaded (a CONNACK refusal or a TLS alert for a valid certificate or
+	// secret, HTTP 401, or 503 "not loaded"), which it never may once it
+	// loaded them, PostgreSQL down or not.
+	Denied string `json:"denied,omitempty"`
 }
 
 // cTargets are the addresses the clients use; Epoch counts Redis restores
@@ -62,6 +71,72 @@ type cTargets struct {
 	Epoch    *atomic.Int64
 	// Commands records what subscribers to devices/ID/commands received.
 	Commands *cInbox
+	// Ident is the identity class's edge and its devices' credentials (nil
+	// without the class).
+	Ident *cIdentity
+}
+
+// cIdentity is the identity edge (serve --mqtt-auth postgres
+// --mqtt-tls-client-ca --http-device-auth mqtt) and the credentials of the
+// identity class's devices: registry devices log in on its plain MQTT
+// listener with their secret as password and post to its gateway with HTTP
+// Basic auth; certificate devices connect to its TLS listener with their
+// client certificate and no password.
+type cIdentity struct {
+	MQTT, TLS, HTTP string
+	Secrets         map[string]string      // registry device -> its secret
+	Certs           map[string]*tls.Config // certificate device -> its TLS client configuration
+}
+
+// login is how identity device dev connects.
+func (id *cIdentity) login(dev string) cLogin {
+	if cIdentCert(dev) {
+		return cLogin{Addr: id.TLS, TLS: id.Certs[dev]}
+	}
+	return cLogin{Addr: id.MQTT, User: dev, Password: id.Secrets[dev]}
+}
+
+// cLogin is how an MQTT client connects: where, over TLS (with its client
+// certificate) or plain TCP, and with which username and password ("":
+// none).
+type cLogin struct {
+	Addr           string
+	TLS            *tls.Config
+	User, Password string
+}
+
+// login is how client user connects to the edge (with its password under
+// --mqtt-auth).
+func (tg cTargets) login(user string) cLogin {
+	l := cLogin{Addr: tg.MQTT}
+	if tg.Auth {
+		l.User, l.Password = user, cPassword(user)
+	}
+	return l
+}
+
+// dial opens the connection, the TLS handshake included.
+func (l cLogin) dial(ctx context.Context) (net.Conn, error) {
+	d := &net.Dialer{}
+	if l.TLS == nil {
+		return d.DialContext(ctx, "tcp", l.Addr)
+	}
+	return (&tls.Dialer{NetDialer: d, Config: l.TLS}).DialContext(ctx, "tcp", l.Addr)
+}
+
+// cConnackError is a CONNECT the broker refused in its CONNACK: the MQTT
+// 3.1.1 return code or the MQTT 5 reason code.
+type cConnackError struct{ Code byte }
+
+func (e *cConnackError) Error() string { return fmt.Sprintf("CONNACK refused 0x%02x", e.Code) }
+
+// cServerRefused says whether err is the broker refusing a login: a
+// CONNACK code, or a TLS alert it sent (a certificate it did not take),
+// not a timeout or a lost connection. crypto/tls gives a received alert
+// only as text ("remote error: tls: ...").
+func cServerRefused(err error) bool {
+	var ce *cConnackError
+	return errors.As(err, &ce) || err != nil && strings.Contains(err.Error(), "remote error: tls:")
 }
 
 // cInbox collects received command messages.
@@ -97,12 +172,16 @@ type cWorker struct {
 	// up3 and up5 are the clients' connections to the upstream Mosquitto.
 	up3 map[string]*c311
 	up5 map[string]*paho.Client
+	// id3 and id5 are the identity devices' connections to the identity edge.
+	id3 map[string]*c311
+	id5 map[string]*paho.Client
 }
 
 func newWorker(tg cTargets) *cWorker {
 	return &cWorker{tg: tg, http: &http.Client{Timeout: cOpTimeout},
 		v3: map[string]*c311{}, v5: map[string]*paho.Client{}, spb: map[string]*cSpbNode{},
-		up3: map[string]*c311{}, up5: map[string]*paho.Client{}}
+		up3: map[string]*c311{}, up5: map[string]*paho.Client{},
+		id3: map[string]*c311{}, id5: map[string]*paho.Client{}}
 }
 
 // close ends every connection of the worker.
@@ -113,10 +192,16 @@ func (w *cWorker) close() {
 	for _, c := range w.up3 {
 		c.conn.Close()
 	}
+	for _, c := range w.id3 {
+		c.conn.Close()
+	}
 	for _, c := range w.v5 {
 		cClose5(c)
 	}
 	for _, c := range w.up5 {
+		cClose5(c)
+	}
+	for _, c := range w.id5 {
 		cClose5(c)
 	}
 	for _, n := range w.spb {
@@ -158,6 +243,12 @@ func (w *cWorker) run(op *cOp) cAnswer {
 	case "subscribed":
 		out, detail = w.publishUpstream(op.Client, op.Proto, op.Topic, op.QoS, []byte(op.Body))
 		a.Outcomes = []string{out}
+	case "ident-mqtt", "ident-probe":
+		out, detail = w.publishIdent(op, &a)
+		a.Outcomes = []string{out}
+	case "ident-http", "ident-probe-http":
+		out, detail = w.postIdent(op, &a)
+		a.Outcomes = []string{out}
 	default:
 		a.Outcomes, detail = []string{ansRefused}, "unknown kind "+op.Kind
 	}
@@ -165,31 +256,117 @@ func (w *cWorker) run(op *cOp) cAnswer {
 	return a
 }
 
-// post sends one HTTP request: 200 acked, another 4xx refused (nothing was
-// stored), anything else unknown.
+// post sends one HTTP request to the edge: 200 acked, another 4xx refused
+// (nothing was stored), anything else unknown.
 func (w *cWorker) post(path string, header map[string]string, body string) (string, string) {
-	req, err := http.NewRequest(http.MethodPost, w.tg.HTTP+path, strings.NewReader(body))
+	out, detail, _ := w.postTo(w.tg.HTTP, path, header, body, "", "")
+	return out, detail
+}
+
+// postTo sends one HTTP request to base (with HTTP Basic auth when user is
+// set) and classifies its answer as post does; status is 0 without one.
+func (w *cWorker) postTo(base, path string, header map[string]string, body, user, password string) (out, detail string, status int) {
+	req, err := http.NewRequest(http.MethodPost, base+path, strings.NewReader(body))
 	if err != nil {
-		return ansRefused, err.Error()
+		return ansRefused, err.Error(), 0
 	}
 	req.Header.Set("Content-Type", "application/json")
 	for k, v := range header {
 		req.Header.Set(k, v)
 	}
+	if user != "" {
+		req.SetBasicAuth(user, password)
+	}
 	resp, err := w.http.Do(req)
 	if err != nil {
-		return ansUnknown, err.Error()
+		return ansUnknown, err.Error(), 0
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+	detail = fmt.Sprintf("%d %s", resp.StatusCode, bytes.TrimSpace(b))
 	switch {
 	case resp.StatusCode == http.StatusOK:
-		return ansAcked, ""
+		return ansAcked, "", resp.StatusCode
 	case resp.StatusCode >= 400 && resp.StatusCode < 500 && resp.StatusCode != http.StatusRequestTimeout && resp.StatusCode != http.StatusTooManyRequests:
-		return ansRefused, fmt.Sprintf("%d %s", resp.StatusCode, bytes.TrimSpace(b))
+		return ansRefused, detail, resp.StatusCode
 	default:
-		return ansUnknown, fmt.Sprintf("%d %s", resp.StatusCode, bytes.TrimSpace(b))
+		return ansUnknown, detail, resp.StatusCode
 	}
+}
+
+// postIdent sends an identity op's request to the identity edge's gateway
+// with its registry device's secret. It sets a.Denied when the gateway did
+// not take a secret it loaded (cIdentDenied).
+func (w *cWorker) postIdent(op *cOp, a *cAnswer) (out, detail string) {
+	id := w.tg.Ident
+	out, detail, status := w.postTo("http://"+id.HTTP, op.Path, op.Header, op.Body, op.Client, id.Secrets[op.Client])
+	if cIdentDenied(status, detail) {
+		a.Denied = detail
+	}
+	return out, detail
+}
+
+// cIdentDenied says whether the identity edge's gateway answered a
+// registry device's request by not taking the secret it loaded: 401, or 503
+// saying the credentials are not loaded (yet).
+func cIdentDenied(status int, detail string) bool {
+	return status == http.StatusUnauthorized || status == http.StatusServiceUnavailable && strings.Contains(detail, "not loaded")
+}
+
+// publishIdent sends an identity op's publish over its device's connection
+// to the identity edge, made on first use, after a failure, and anew when
+// op.Reconnect (the device logs in again): TLS with the device's
+// certificate, or plain TCP with its secret. It sets a.Denied when the edge
+// refused the login of a device whose credentials it loaded (a revoked
+// certificate's refusal is expected).
+func (w *cWorker) publishIdent(op *cOp, a *cAnswer) (out, detail string) {
+	login := w.tg.Ident.login(op.Client)
+	refused := func(err error) (string, string) {
+		if cServerRefused(err) && !cIdentIsRevoked(op.Client) {
+			a.Denied = err.Error()
+		}
+		return ansRefused, "connect: " + err.Error() // nothing was sent
+	}
+	if op.Proto == 3 {
+		c := w.id3[op.Client]
+		if c != nil && op.Reconnect {
+			c.conn.Close()
+			c = nil
+		}
+		if c == nil {
+			var err error
+			if c, err = dial311As(login, op.Client); err != nil {
+				delete(w.id3, op.Client)
+				return refused(err)
+			}
+			w.id3[op.Client] = c
+		}
+		out, detail, broken := c.publish(op.Topic, op.QoS, []byte(op.Body))
+		if broken {
+			c.conn.Close()
+			delete(w.id3, op.Client)
+		}
+		return out, detail
+	}
+	c := w.id5[op.Client]
+	if c != nil && op.Reconnect {
+		cClose5(c)
+		c = nil
+	}
+	if c == nil {
+		var err error
+		if c, err = dial5As(login, op.Client, nil); err != nil {
+			delete(w.id5, op.Client)
+			return refused(err)
+		}
+		w.id5[op.Client] = c
+	}
+	out, detail, broken := publish5(c, op.Topic, op.QoS, []byte(op.Body))
+	if broken {
+		cClose5(c)
+		delete(w.id5, op.Client)
+	}
+	return out, detail
 }
 
 // publish sends one MQTT publish over the client's connection (made on
@@ -344,7 +521,15 @@ type c311 struct {
 }
 
 func dial311(tg cTargets, clientID, user string) (*c311, error) {
-	conn, err := net.DialTimeout("tcp", tg.MQTT, cOpTimeout)
+	return dial311As(tg.login(user), clientID)
+}
+
+// dial311As connects an MQTT 3.1.1 client (clean session) as login says;
+// a refusing CONNACK is a *cConnackError.
+func dial311As(login cLogin, clientID string) (*c311, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), cOpTimeout)
+	defer cancel()
+	conn, err := login.dial(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -353,8 +538,8 @@ func dial311(tg cTargets, clientID, user string) (*c311, error) {
 	cp.ProtocolName, cp.ProtocolVersion = "MQTT", 4
 	cp.CleanSession, cp.Keepalive = true, 600
 	cp.ClientIdentifier = clientID
-	if tg.Auth {
-		cp.Username, cp.UsernameFlag, cp.Password, cp.PasswordFlag = user, true, []byte(cPassword(user)), true
+	if login.User != "" {
+		cp.Username, cp.UsernameFlag, cp.Password, cp.PasswordFlag = login.User, true, []byte(login.Password), true
 	}
 	if err := cp.Write(conn); err != nil {
 		conn.Close()
@@ -365,9 +550,14 @@ func dial311(tg cTargets, clientID, user string) (*c311, error) {
 		conn.Close()
 		return nil, fmt.Errorf("read CONNACK: %w", err)
 	}
-	if ca, ok := pk.(*mqttpk.ConnackPacket); !ok || ca.ReturnCode != 0 {
+	ca, ok := pk.(*mqttpk.ConnackPacket)
+	switch {
+	case !ok:
 		conn.Close()
 		return nil, fmt.Errorf("CONNECT answered %v", pk)
+	case ca.ReturnCode != 0:
+		conn.Close()
+		return nil, &cConnackError{Code: ca.ReturnCode}
 	}
 	return &c311{conn: conn}, nil
 }
@@ -429,19 +619,28 @@ func (c *c311) publish(topic string, qos byte, payload []byte) (out, detail stri
 
 // dial5 connects an MQTT 5 client (clean start) with an optional will.
 func dial5(tg cTargets, clientID, user string, will *paho.WillMessage) (*paho.Client, error) {
+	return dial5As(tg.login(user), clientID, will)
+}
+
+// dial5As connects an MQTT 5 client (clean start) as login says, with an
+// optional will; a refusing CONNACK is a *cConnackError.
+func dial5As(login cLogin, clientID string, will *paho.WillMessage) (*paho.Client, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), cOpTimeout)
 	defer cancel()
-	conn, err := (&net.Dialer{}).DialContext(ctx, "tcp", tg.MQTT)
+	conn, err := login.dial(ctx)
 	if err != nil {
 		return nil, err
 	}
 	c := paho.NewClient(paho.ClientConfig{Conn: conn, PacketTimeout: cOpTimeout, PingHandler: mqtttest.NoPinger{}})
 	cp := &paho.Connect{ClientID: clientID, CleanStart: true, KeepAlive: 600, WillMessage: will}
-	if tg.Auth {
-		cp.Username, cp.UsernameFlag, cp.Password, cp.PasswordFlag = user, true, []byte(cPassword(user)), true
+	if login.User != "" {
+		cp.Username, cp.UsernameFlag, cp.Password, cp.PasswordFlag = login.User, true, []byte(login.Password), true
 	}
-	if _, err := c.Connect(ctx, cp); err != nil {
+	if ca, err := c.Connect(ctx, cp); err != nil {
 		conn.Close()
+		if ca != nil && ca.ReasonCode >= 0x80 {
+			err = &cConnackError{Code: ca.ReasonCode}
+		}
 		return nil, fmt.Errorf("connect: %w", err)
 	}
 	return c, nil

@@ -6,17 +6,24 @@ package faults
 // edge -> Redis, bridge -> Redis and bridge -> PostgreSQL paths so a fault
 // can freeze each; with the subscribed class, a Mosquitto of its own and a
 // subscriber (`serve --roles subscriber`) that reads it into the same
-// deployment, its Redis path the edge's. A fault starts before the op the
+// deployment, its Redis path the edge's; with the identity class, a second
+// edge (the identity edge: the device registry, client certificates, device
+// secrets over HTTP) on the same Redis path, which the edge faults hit with
+// the edge. A fault starts before the op the
 // schedule names and is healed before the op its length names; what
 // happened, and when, is kept for the checker (a Redis restore's loss
 // window) and the failure file.
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -24,11 +31,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/eclipse/paho.golang/paho"
 	"github.com/jackc/pgx/v5"
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/crypto/bcrypt"
 
+	"firehose/internal/testcert"
 	"firehose/internal/testenv"
+	"firehose/registry"
 	"firehose/stream"
 )
 
@@ -50,7 +60,14 @@ type cEnv struct {
 	pxBPG   *tcpProxy // bridge -> PostgreSQL
 	edge    *Stack
 	bridge  *Stack
-	epoch   atomic.Int64 // Redis restores so far
+	// ident is the identity class's edge (nil without it), identity its
+	// addresses and its devices' credentials; the edge faults hit it too.
+	ident    *Stack
+	identity *cIdentity
+	// identDown counts the identity devices' logins tried and admitted
+	// while PostgreSQL was down (identLogins, at each pg-stop).
+	identDown cIdentDown
+	epoch     atomic.Int64 // Redis restores so far
 	// mosq and sub are the subscribed class's Mosquitto and subscriber (nil
 	// without it); subDup and subRetried sum, over the subscriber's lives
 	// (its counters start again with it), the PUBLISHes Mosquitto resent to
@@ -143,8 +160,9 @@ const cRulesFile = `rules:
     indexes: *ctypedIdx
 `
 
-// startEnv starts the stack of plan on the shared PostgreSQL cluster pg.
-func startEnv(t *testing.T, plan *cPlan, pg *PGCluster) *cEnv {
+// startEnv starts the stack of plan on the shared PostgreSQL cluster pg
+// (with the identity class, its edge with certs).
+func startEnv(t *testing.T, plan *cPlan, pg *PGCluster, certs *cIdentCerts) *cEnv {
 	t.Helper()
 	e := &cEnv{t: t, plan: plan, pg: pg, Injected: map[string]int{}}
 	e.dbURL = pg.CreateDB(fmt.Sprintf("campaign_%d_%d", plan.Seed, time.Now().UnixNano()%1e6))
@@ -200,7 +218,183 @@ func startEnv(t *testing.T, plan *cPlan, pg *PGCluster) *cEnv {
 		e.mosq = testenv.StartMosquitto(t)
 		e.sub = e.startSubscriber(edgeSvc, append([]string{"--max-reading-age", plan.MaxAge.String()}, common...))
 	}
+	if slices.Contains(plan.Classes, clsIdentity) {
+		// After the bridge's start: it made the registry's table.
+		e.startIdentity(certs, edgeSvc, append([]string{"--max-reading-age", plan.MaxAge.String()}, common...))
+	}
 	return e
+}
+
+// cIdentCerts are the identity class's certificates, made once for a
+// campaign run with testcert.NewPKI (openssl): a CA, the identity edge's
+// server certificate, a client certificate (clientAuth, CN the device id)
+// each for ci0.. and for cx0.., the latter revoked in the CRL.
+type cIdentCerts struct {
+	pki   *testcert.PKI
+	certs map[string]*tls.Config // device -> its TLS client configuration
+}
+
+func newIdentCerts(t *testing.T) *cIdentCerts {
+	t.Helper()
+	pki := testcert.NewPKI(t)
+	roots := x509.NewCertPool()
+	ca, err := os.ReadFile(pki.CA)
+	if err != nil || !roots.AppendCertsFromPEM(ca) {
+		t.Fatalf("the test CA %s: %v", pki.CA, err)
+	}
+	c := &cIdentCerts{pki: pki, certs: map[string]*tls.Config{}}
+	certify := func(dev string) string {
+		certFile, keyFile := pki.Device(dev, testcert.DeviceOptions{})
+		pair, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			t.Fatalf("certificate of %s: %v", dev, err)
+		}
+		c.certs[dev] = &tls.Config{RootCAs: roots, Certificates: []tls.Certificate{pair}}
+		return certFile
+	}
+	for i := range cIdentDevices {
+		certify(fmt.Sprintf("ci%d", i))
+	}
+	for i := range cIdentRevoked {
+		pki.Revoke(certify(fmt.Sprintf("cx%d", i)))
+	}
+	return c
+}
+
+// startIdentity provisions the identity class's devices and starts its edge
+// (`serve --roles broker,httpgw`, the edge's Redis path, prefix and shards,
+// so the same bridge lands what it stores), with extra flags: the device
+// registry (--mqtt-auth postgres; registry devices cr0.. added with
+// registry.Add, each with a new secret; ci0.. too, for their grants) for
+// its plain MQTT listener and, through --http-device-auth mqtt, its
+// gateway; client certificates (certs: ci0.., and cx0.. revoked in the CRL)
+// on its TLS listener (--mqtt-tls-client-ca, --mqtt-tls-crl). It reads
+// PostgreSQL at start (the registry), and keeps admitting from what it
+// loaded while PostgreSQL is down (pg-stop).
+func (e *cEnv) startIdentity(certs *cIdentCerts, svc Services, extra []string) {
+	t := e.t
+	t.Helper()
+	pki := certs.pki
+	id := &cIdentity{Secrets: map[string]string{}, Certs: certs.certs}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, e.dbURL)
+	if err != nil {
+		t.Fatalf("provision the registry: %v", err)
+	}
+	defer conn.Close(context.Background())
+	// Every device, certificate ones too, has a read grant on its own
+	// commands, which lets it use client ids ID/anything (identLogins'), as
+	// in the credentials file of --mqtt-auth; registry devices have a
+	// secret each (a certificate device's goes unused).
+	for i := range cIdentDevices {
+		for _, dev := range []string{fmt.Sprintf("cr%d", i), fmt.Sprintf("ci%d", i)} {
+			if id.Secrets[dev], err = registry.Add(ctx, conn, dev, registry.Grants{Read: []string{"devices/" + dev + "/commands"}}); err != nil {
+				t.Fatalf("provision the registry: %v", err)
+			}
+		}
+	}
+	id.TLS = fmt.Sprintf("127.0.0.1:%d", FreePort(t))
+	e.ident = StartStack(t, svc, append([]string{"--roles", "broker,httpgw", "--mqtt-auth", "postgres", "--http-device-auth", "mqtt",
+		"--mqtt-tls-addr", id.TLS, "--mqtt-tls-cert", pki.ServerCert, "--mqtt-tls-key", pki.ServerKey,
+		"--mqtt-tls-client-ca", pki.CA, "--mqtt-tls-crl", pki.CRL}, extra...)...)
+	id.MQTT, id.HTTP = e.ident.MQTTAddr, e.ident.HTTPAddr
+	e.identity = id
+}
+
+// identLogins logs each identity device in once at the identity edge as it
+// logs in itself (its certificate or its secret; MQTT 3.1.1 or 5), with
+// client id ID/login (its read grant allows it) so that no device's own
+// connection is taken over, and has each registry device post over HTTP a
+// reading without a value (422 once its secret passed: nothing is
+// stored). Run while PostgreSQL is stopped (before pg-stop heals): the edge
+// admits from the registry it loaded, and a refusal (a CONNACK code, a TLS
+// alert, HTTP 401 or 503 "not loaded") is a violation. An answer that does
+// not come (cOpTimeout on a loaded box) is only noted.
+func (e *cEnv) identLogins() {
+	id := e.identity
+	client := &http.Client{Timeout: cOpTimeout}
+	defer client.CloseIdleConnections()
+	admitted, posted := 0, 0
+	var refused, unanswered []string
+	for i := range cIdentDevices {
+		for _, dev := range []string{fmt.Sprintf("ci%d", i), fmt.Sprintf("cr%d", i)} {
+			var err error
+			if cIdentProto(dev) == 3 {
+				var c *c311
+				if c, err = dial311As(id.login(dev), dev+"/login"); err == nil {
+					c.conn.Close()
+				}
+			} else {
+				var c *paho.Client
+				if c, err = dial5As(id.login(dev), dev+"/login", nil); err == nil {
+					cClose5(c)
+				}
+			}
+			switch {
+			case err == nil:
+				admitted++
+			case cServerRefused(err):
+				refused = append(refused, fmt.Sprintf("%s over MQTT %d: %v", dev, cIdentProto(dev), err))
+			default:
+				unanswered = append(unanswered, fmt.Sprintf("%s over MQTT: %v", dev, err))
+			}
+			if cIdentCert(dev) {
+				continue
+			}
+			req, err := http.NewRequest(http.MethodPost, "http://"+id.HTTP+"/v1/readings", strings.NewReader(fmt.Sprintf(`{"device_id":%q}`, dev)))
+			if err != nil {
+				e.t.Fatal(err)
+			}
+			req.Header.Set("Content-Type", "application/json")
+			req.SetBasicAuth(dev, id.Secrets[dev])
+			resp, err := client.Do(req)
+			if err != nil {
+				unanswered = append(unanswered, fmt.Sprintf("%s over HTTP: %v", dev, err))
+				continue
+			}
+			b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+			resp.Body.Close()
+			detail := fmt.Sprintf("%d %s", resp.StatusCode, strings.TrimSpace(string(b)))
+			switch {
+			case resp.StatusCode == http.StatusUnprocessableEntity:
+				posted++
+			case cIdentDenied(resp.StatusCode, detail):
+				refused = append(refused, fmt.Sprintf("%s over HTTP: %s", dev, detail))
+			default:
+				unanswered = append(unanswered, fmt.Sprintf("%s over HTTP: %s", dev, detail))
+			}
+		}
+	}
+	d := cIdentDown{Stops: 1, MQTT: admitted, MQTTTried: 2 * cIdentDevices, HTTP: posted, HTTPTried: cIdentDevices}
+	e.identDown.add(d)
+	e.Events = append(e.Events, cEvent{Action: "identity logins while PostgreSQL is down: " + d.String() + "; not answered: " + cJoinOr(unanswered, "none"), At: time.Now()})
+	if len(refused) > 0 {
+		e.Problems = append(e.Problems, cViolation{Invariant: "the identity edge admits the devices it loaded",
+			Detail: "while PostgreSQL was down: " + strings.Join(refused, "; ")})
+	}
+}
+
+// cIdentDown counts identity logins tried while PostgreSQL was down, over
+// Stops pg-stops: MQTT logins admitted, HTTP secrets taken.
+type cIdentDown struct {
+	Stops, MQTT, MQTTTried, HTTP, HTTPTried int
+}
+
+func (d *cIdentDown) add(o cIdentDown) {
+	d.Stops, d.MQTT, d.MQTTTried, d.HTTP, d.HTTPTried = d.Stops+o.Stops, d.MQTT+o.MQTT, d.MQTTTried+o.MQTTTried, d.HTTP+o.HTTP, d.HTTPTried+o.HTTPTried
+}
+
+func (d cIdentDown) String() string {
+	return fmt.Sprintf("%d of %d MQTT logins admitted, %d of %d HTTP secrets taken", d.MQTT, d.MQTTTried, d.HTTP, d.HTTPTried)
+}
+
+// edges are the stack's edges: the edge, and the identity edge with its class.
+func (e *cEnv) edges() []*Stack {
+	if e.ident == nil {
+		return []*Stack{e.edge}
+	}
+	return []*Stack{e.edge, e.ident}
 }
 
 // Settings of the subscribed class: the subscriber reads csub/{device_id}/readings
@@ -295,6 +489,9 @@ func (e *cEnv) subFence() error {
 // a fault): the check needs a bridge to drain; it is reported as a
 // violation by the caller.
 func (e *cEnv) revive() (exited []string) {
+	if e.ident != nil && e.ident.Proc.Exited() {
+		exited = append(exited, "identity edge: "+cTail(e.ident.Proc.Output())) // the drain does not need it
+	}
 	if e.bridge.Proc.Exited() {
 		exited = append(exited, "bridge: "+cTail(e.bridge.Proc.Output()))
 		e.bridge.Proc = StartProc(e.t, "bridge", binary, e.bridge.Args...)
@@ -391,13 +588,25 @@ func (e *cEnv) apply(s cStep) {
 	t.Helper()
 	switch s.action {
 	case fEdgeKill:
-		e.edge.Proc.Kill()
+		for _, s := range e.edges() {
+			s.Proc.Kill()
+		}
 	case "heal " + fEdgeKill:
-		e.edge.Restart()
+		// Both start at once, then each is waited for.
+		for _, s := range e.edges() {
+			s.Proc = StartProc(t, "firehose serve", binary, s.Args...)
+		}
+		for _, s := range e.edges() {
+			s.WaitReady(20 * time.Second)
+		}
 	case fEdgeStop:
-		e.edge.Proc.Signal(syscall.SIGSTOP)
+		for _, s := range e.edges() {
+			s.Proc.Signal(syscall.SIGSTOP)
+		}
 	case "heal " + fEdgeStop:
-		e.edge.Proc.Signal(syscall.SIGCONT)
+		for _, s := range e.edges() {
+			s.Proc.Signal(syscall.SIGCONT)
+		}
 	case fBridgeKill:
 		e.bridge.Proc.Kill()
 	case "heal " + fBridgeKill:
@@ -452,6 +661,9 @@ func (e *cEnv) apply(s cStep) {
 	case fPGStop:
 		e.pg.Stop()
 	case "heal " + fPGStop:
+		if e.ident != nil {
+			e.identLogins()
+		}
 		e.pg.Start()
 	case fFreezeEdgeR:
 		e.pxER.Freeze()

@@ -34,6 +34,7 @@ const (
 	clsRetention  = "retention"  // readings on both sides of the retention's age bound, over HTTP and MQTT 3.1.1 and 5 (hole 8)
 	clsSubscribed = "subscribed" // MQTT 3.1.1 and 5 at QoS 1/2 to an upstream Mosquitto that the subscriber role reads (issue 18)
 	clsTyped      = "typed"      // rows of the typed table ctyped (issue 19): MQTT 3.1.1 and 5 at QoS 1/2, /v1/readings?rule= single and NDJSON, some breaking a column's type
+	clsIdentity   = "identity"   // device identity (issue 20), at an edge of its own: client certificates over MQTT TLS, registry secrets over MQTT and HTTP, devices writing as another
 )
 
 // campaignAllClasses lists every class; campaignDefaultClasses the mix of
@@ -42,7 +43,7 @@ const (
 // Sparkplug under faults break the invariants: RELIABILITY.md, "hole
 // classes on the old code").
 var (
-	campaignAllClasses     = []string{clsReadings, clsHTTP, clsMapped, clsSparkplug, clsResend, clsAgeLimit, clsAuth, clsSpbWill, clsSpbEarly, clsDedupMerge, clsRetention, clsSubscribed, clsTyped}
+	campaignAllClasses     = []string{clsReadings, clsHTTP, clsMapped, clsSparkplug, clsResend, clsAgeLimit, clsAuth, clsSpbWill, clsSpbEarly, clsDedupMerge, clsRetention, clsSubscribed, clsTyped, clsIdentity}
 	campaignDefaultClasses = campaignAllClasses
 )
 
@@ -99,7 +100,7 @@ type cFault struct {
 type cOp struct {
 	ID       int               `json:"id"`
 	Class    string            `json:"class"`
-	Kind     string            `json:"kind"`            // mqtt, fast, v1, v1-array, v1-ndjson, mapped, spb-data, spb-death, spb-takeover, spb-early, auth-cmd, auth-reading, subscribed, typed, typed-http
+	Kind     string            `json:"kind"`            // mqtt, fast, v1, v1-array, v1-ndjson, mapped, spb-data, spb-death, spb-takeover, spb-early, auth-cmd, auth-reading, subscribed, typed, typed-http, ident-mqtt, ident-http, ident-probe, ident-probe-http
 	Client   string            `json:"client"`          // the device (or edge node) whose connection sends it
 	Proto    int               `json:"proto,omitempty"` // MQTT 3 (3.1.1) or 5
 	QoS      byte              `json:"qos,omitempty"`
@@ -114,6 +115,9 @@ type cOp struct {
 	ResendOf int               `json:"resend_of,omitempty"` // 1 + the original's id
 	Refuse   bool              `json:"must_refuse,omitempty"`
 	Target   string            `json:"target,omitempty"` // auth probes: the device attacked
+	// Reconnect: an identity device logs in again before it publishes
+	// (closes its connection to the identity edge, connects anew).
+	Reconnect bool `json:"reconnect,omitempty"`
 }
 
 // cRow is a row an op lands if stored: its identity (device, metric and the
@@ -216,7 +220,7 @@ func generate(seed uint64, base time.Time, s cSettings) *cPlan {
 	var mix []weighted
 	for _, w := range []weighted{{clsReadings, 30}, {clsHTTP, 25}, {clsMapped, 10}, {clsSparkplug, 20}, {clsResend, 8},
 		{clsAgeLimit, 3}, {clsAuth, 4}, {clsSpbWill, 3}, {clsSpbEarly, 2}, {clsDedupMerge, 3}, {clsRetention, 2}, {clsSubscribed, 10},
-		{clsTyped, 12}} {
+		{clsTyped, 12}, {clsIdentity, 12}} {
 		if !has(w.class) {
 			continue
 		}
@@ -330,7 +334,7 @@ func (g *cGen) op(id int, class string) *cOp {
 				break
 			}
 			orig := g.p.Ops[r.IntN(len(g.p.Ops))]
-			if orig.ResendOf != 0 || orig.Refuse || !slices.Contains([]string{"mqtt", "fast", "v1", "v1-array", "v1-ndjson", "mapped", "subscribed", "typed", "typed-http"}, orig.Kind) {
+			if orig.ResendOf != 0 || orig.Refuse || !slices.Contains([]string{"mqtt", "fast", "v1", "v1-array", "v1-ndjson", "mapped", "subscribed", "typed", "typed-http", "ident-mqtt", "ident-http"}, orig.Kind) {
 				continue
 			}
 			op := *orig
@@ -353,6 +357,8 @@ func (g *cGen) op(id int, class string) *cOp {
 		return op
 	case clsTyped:
 		return g.typed(id, dev, g.ts, false)
+	case clsIdentity:
+		return g.identity(id)
 	case clsAgeLimit:
 		// Just inside (stored) or just outside (refused 422) --max-reading-age.
 		ts := g.p.Base.Add(-g.p.MaxAge + 10*time.Minute)
@@ -480,6 +486,106 @@ func (g *cGen) typedBody(r cRow, withDevice bool) string {
 	}
 	b, _ := json.Marshal(m)
 	return string(b)
+}
+
+// Devices of the identity class, all at the identity edge (cEnv.ident):
+// certificate devices ci0.. (MQTT over TLS with a client certificate, no
+// password), registry devices cr0.. (a device secret each in the registry:
+// MQTT with it as password, HTTP Basic auth), and cx0, cx1, whose
+// certificates the CRL revokes. A device speaks one MQTT version (an even
+// number 3.1.1, an odd one 5), over one connection with its id as client id.
+const (
+	cIdentDevices = 4 // of each kind, certificate and registry
+	cIdentRevoked = 2
+)
+
+// cIdentProto is the MQTT version identity device dev speaks.
+func cIdentProto(dev string) int {
+	if (dev[len(dev)-1]-'0')%2 == 0 {
+		return 3
+	}
+	return 5
+}
+
+// cIdentCert says whether identity device dev proves itself by a client
+// certificate (else by its registry secret).
+func cIdentCert(dev string) bool { return strings.HasPrefix(dev, "ci") || strings.HasPrefix(dev, "cx") }
+
+// cIdentIsRevoked says whether identity device dev's certificate is revoked.
+func cIdentIsRevoked(dev string) bool { return strings.HasPrefix(dev, "cx") }
+
+// identity draws an op of the identity class: a certificate or registry
+// device publishing its own reading at QoS 1 or 2, a registry device
+// posting its own readings (one, or NDJSON of 2-3) with its secret; or a
+// probe that must be refused, nothing of it stored: a certificate or
+// registry device publishing another identity device's reading, a registry
+// device posting another's reading (alone, or after one of its own: the
+// request is refused whole, 403), a revoked certificate's device publishing
+// its own.
+func (g *cGen) identity(id int) *cOp {
+	r := g.r
+	cert := fmt.Sprintf("ci%d", r.IntN(cIdentDevices))
+	reg := fmt.Sprintf("cr%d", r.IntN(cIdentDevices))
+	other := func(dev string) string {
+		for {
+			if d := fmt.Sprintf("%s%d", []string{"ci", "cr"}[r.IntN(2)], r.IntN(cIdentDevices)); d != dev {
+				return d
+			}
+		}
+	}
+	publish := func(dev string, row cRow) *cOp {
+		// One publish in three logs in anew, so that logins go on under
+		// every fault (PostgreSQL down: from the registry the edge loaded).
+		return &cOp{Kind: "ident-mqtt", Client: dev, Proto: cIdentProto(dev), QoS: byte(1 + r.IntN(2)), Topic: "devices/" + row.Device + "/readings",
+			Body: g.reading(row, false), Rows: []cRow{row}, Reconnect: r.IntN(3) == 0}
+	}
+	probe := func(op *cOp, target string) *cOp {
+		op.Kind, op.Refuse, op.Target = "ident-probe", true, target
+		return op
+	}
+	ts := g.ts(id, 0)
+	switch n := r.IntN(20); {
+	case n < 6:
+		return publish(cert, g.row(cert, "reading", id, 0, ts))
+	case n < 10:
+		return publish(reg, g.row(reg, "reading", id, 0, ts))
+	case n < 14:
+		op := &cOp{Kind: "ident-http", Client: reg, Path: "/v1/readings"}
+		if r.IntN(2) == 0 {
+			op.Rows = []cRow{g.row(reg, "reading", id, 0, ts)}
+			op.Body = g.reading(op.Rows[0], true)
+			return op
+		}
+		var lines []string
+		for k := range 2 + r.IntN(2) {
+			row := g.row(reg, "reading", id, k, g.ts(id, k))
+			op.Rows, lines = append(op.Rows, row), append(lines, g.reading(row, true))
+		}
+		op.Header, op.Body = map[string]string{"Content-Type": "application/x-ndjson"}, strings.Join(lines, "\n")+"\n"
+		return op
+	case n < 17:
+		dev := cert
+		if r.IntN(2) == 0 {
+			dev = reg
+		}
+		t := other(dev)
+		return probe(publish(dev, g.row(t, "reading", id, 0, ts)), t)
+	case n < 19:
+		t := other(reg)
+		op := &cOp{Kind: "ident-probe-http", Client: reg, Path: "/v1/readings", Refuse: true, Target: t}
+		if r.IntN(2) == 0 {
+			op.Rows = []cRow{g.row(t, "reading", id, 0, ts)}
+			op.Body = g.reading(op.Rows[0], true)
+			return op
+		}
+		op.Rows = []cRow{g.row(reg, "reading", id, 0, ts), g.row(t, "reading", id, 1, g.ts(id, 1))}
+		op.Header = map[string]string{"Content-Type": "application/x-ndjson"}
+		op.Body = g.reading(op.Rows[0], true) + "\n" + g.reading(op.Rows[1], true) + "\n"
+		return op
+	default:
+		dev := fmt.Sprintf("cx%d", r.IntN(cIdentRevoked))
+		return probe(publish(dev, g.row(dev, "reading", id, 0, ts)), dev)
+	}
 }
 
 // cSubTopic is the topic a device of the subscribed class publishes to at

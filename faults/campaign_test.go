@@ -30,6 +30,7 @@ import (
 	"hash/fnv"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -63,10 +64,14 @@ func TestCampaign(t *testing.T) {
 	skipShort(t)
 	s, seeds := campaignSettings(t)
 	pg := StartPGCluster(t)
+	var certs *cIdentCerts
+	if slices.Contains(s.Classes, clsIdentity) {
+		certs = newIdentCerts(t) // one PKI for every seed: openssl takes ~0.5 s for it
+	}
 	var rows []cTableRow
 	for _, seed := range seeds {
 		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
-			rows = append(rows, runSeed(t, pg, seed, s))
+			rows = append(rows, runSeed(t, pg, certs, seed, s))
 		})
 	}
 	t.Logf("campaign (classes %s):\n%s", strings.Join(s.Classes, ","), cTable(rows))
@@ -135,6 +140,14 @@ func campaignSettings(t *testing.T) (cSettings, []uint64) {
 		t.Logf("WARNING: %v (scripts/testtools.sh ensure installs it): the campaign runs without the subscribed class, so its seeds draw other plans", err)
 		s.Classes = slices.DeleteFunc(slices.Clone(s.Classes), func(c string) bool { return c == clsSubscribed })
 	}
+	if _, err := exec.LookPath("openssl"); err != nil && slices.Contains(s.Classes, clsIdentity) {
+		// The identity class makes its certificates with it (testcert.NewPKI).
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("openssl not installed (%v): the identity class needs it", err)
+		}
+		t.Logf("WARNING: openssl not installed (%v): the campaign runs without the identity class, so its seeds draw other plans", err)
+		s.Classes = slices.DeleteFunc(slices.Clone(s.Classes), func(c string) bool { return c == clsIdentity })
+	}
 	if v := os.Getenv("FIREHOSE_CAMPAIGN_FAULTS"); v != "" {
 		s.Faults = nil
 		for _, f := range strings.Split(v, ",") {
@@ -163,6 +176,8 @@ type cTableRow struct {
 	SubRows    int            `json:"sub_rows"`    // subscribed: rows judged
 	TypedAcked int            `json:"typed_acked"` // typed: messages acknowledged
 	TypedRows  int            `json:"typed_rows"`  // typed: rows of the typed table judged
+	IdentAcked int            `json:"ident_acked"` // identity: messages the identity edge acknowledged (probes aside)
+	IdentRows  int            `json:"ident_rows"`  // identity: rows of its devices judged
 	Settings   string         `json:"settings"`
 	Faults     map[string]int `json:"faults"`
 	Violations int            `json:"violations"`
@@ -172,14 +187,14 @@ type cTableRow struct {
 
 func cTable(rows []cTableRow) string {
 	var b strings.Builder
-	b.WriteString("| seed | settings | ops | acked | unknown | refused | rows | subscribed acked / rows | typed acked / rows | faults injected | violations | s |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	b.WriteString("| seed | settings | ops | acked | unknown | refused | rows | subscribed acked / rows | typed acked / rows | identity acked / rows | faults injected | violations | s |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range rows {
 		v := strconv.Itoa(r.Violations)
 		if r.Summary != "" {
 			v += " (" + r.Summary + ")"
 		}
-		fmt.Fprintf(&b, "| %d | %s | %d | %d | %d | %d | %d | %d / %d | %d / %d | %s | %s | %.0f |\n", r.Seed, r.Settings, r.Ops, r.Acked, r.Unknown, r.Refused, r.Rows, r.SubAcked, r.SubRows,
-			r.TypedAcked, r.TypedRows, cFaultCounts(r.Faults), v, r.Seconds)
+		fmt.Fprintf(&b, "| %d | %s | %d | %d | %d | %d | %d | %d / %d | %d / %d | %d / %d | %s | %s | %.0f |\n", r.Seed, r.Settings, r.Ops, r.Acked, r.Unknown, r.Refused, r.Rows, r.SubAcked, r.SubRows,
+			r.TypedAcked, r.TypedRows, r.IdentAcked, r.IdentRows, cFaultCounts(r.Faults), v, r.Seconds)
 	}
 	return b.String()
 }
@@ -201,7 +216,7 @@ func cFaultCounts(m map[string]int) string {
 }
 
 // runSeed runs one seed: plan, stack, operations with faults, drain, check.
-func runSeed(t *testing.T, pg *PGCluster, seed uint64, s cSettings) cTableRow {
+func runSeed(t *testing.T, pg *PGCluster, certs *cIdentCerts, seed uint64, s cSettings) cTableRow {
 	start := time.Now()
 	plan := generate(seed, start, s)
 	var sched []string
@@ -223,8 +238,8 @@ func runSeed(t *testing.T, pg *PGCluster, seed uint64, s cSettings) cTableRow {
 	}
 	t.Logf("seed %d: %d ops, %s; faults: %s", seed, len(plan.Ops), settings, strings.Join(sched, "; "))
 
-	e := startEnv(t, plan, pg)
-	tg := cTargets{HTTP: e.edge.HTTP(), MQTT: e.edge.MQTTAddr, Auth: plan.Auth, Epoch: &e.epoch, Commands: &cInbox{}}
+	e := startEnv(t, plan, pg, certs)
+	tg := cTargets{HTTP: e.edge.HTTP(), MQTT: e.edge.MQTTAddr, Auth: plan.Auth, Epoch: &e.epoch, Commands: &cInbox{}, Ident: e.identity}
 	if e.mosq != nil {
 		tg.Upstream = e.mosq.Addr()
 	}
@@ -288,6 +303,9 @@ func runSeed(t *testing.T, pg *PGCluster, seed uint64, s cSettings) cTableRow {
 	// included) on SIGTERM; the bridge commits until every stream's
 	// checkpoint is its last id.
 	st := cStore{RSS: map[string]int64{"edge": RSS(e.edge.Proc.Pid()), "bridge": RSS(e.bridge.Proc.Pid())}}
+	if e.ident != nil {
+		st.RSS["identity edge"] = RSS(e.ident.Proc.Pid())
+	}
 	exited := e.revive()
 	if e.sub != nil {
 		if err := e.subFence(); err != nil {
@@ -301,9 +319,13 @@ func runSeed(t *testing.T, pg *PGCluster, seed uint64, s cSettings) cTableRow {
 			t.Errorf("the subscriber did not exit within a minute of SIGTERM")
 		}
 	}
-	e.edge.Proc.Signal(syscall.SIGTERM)
-	if _, ok := e.edge.Proc.Wait(time.Minute); !ok {
-		t.Errorf("the edge did not exit within a minute of SIGTERM")
+	for _, edge := range e.edges() {
+		edge.Proc.Signal(syscall.SIGTERM)
+	}
+	for _, edge := range e.edges() {
+		if _, ok := edge.Proc.Wait(time.Minute); !ok {
+			t.Errorf("an edge (%s) did not exit within a minute of SIGTERM", edge.HTTP())
+		}
 	}
 	cWaitDrained(t, e)
 	ctx := context.Background()
@@ -340,7 +362,7 @@ func runSeed(t *testing.T, pg *PGCluster, seed uint64, s cSettings) cTableRow {
 	sum.Violations = append(sum.Violations, e.Problems...)
 
 	row := cTableRow{Seed: seed, Ops: len(plan.Ops), Acked: sum.Acked, Unknown: sum.Unknown, Refused: sum.Refused, Rows: sum.Rows, SubAcked: sum.SubAcked, SubRows: sum.SubRows,
-		TypedAcked: sum.TypedAcked, TypedRows: sum.TypedRows, Settings: settings, Faults: e.Injected, Violations: len(sum.Violations), Seconds: time.Since(start).Seconds()}
+		TypedAcked: sum.TypedAcked, TypedRows: sum.TypedRows, IdentAcked: sum.IdentAcked, IdentRows: sum.IdentRows, Settings: settings, Faults: e.Injected, Violations: len(sum.Violations), Seconds: time.Since(start).Seconds()}
 	subLine := ""
 	if e.sub != nil {
 		subLine = fmt.Sprintf("; subscribed: %d messages acked by Mosquitto, %d rows, %d stored again at QoS 1, %d of them under --dedup (allowed %d: Mosquitto resent %.0f, the subscriber retried %.0f stores), RSS subscriber %s",
@@ -349,9 +371,14 @@ func runSeed(t *testing.T, pg *PGCluster, seed uint64, s cSettings) cTableRow {
 			t.Logf("seed %d: stored again through the subscriber at QoS 1: %s", seed, strings.Join(sum.SubAgain, ", "))
 		}
 	}
-	t.Logf("seed %d: %d ops, %d messages acked, %d unknown, %d refused; %d rows (%d readings found as dead letters; typed: %d messages acked, %d rows of %s, %d messages breaking a type, %d of them acked as edge dead letters); Redis %s, RSS edge %s bridge %s; faults injected: %s%s; %d violations",
+	identLine := ""
+	if e.ident != nil {
+		identLine = fmt.Sprintf("; identity: %d messages acked by the identity edge, %d rows of its devices, %d probes (%d refused, the others unknown), while PostgreSQL was down (%d pg-stops) %s, RSS identity edge %s",
+			sum.IdentAcked, sum.IdentRows, sum.IdentProbes, sum.IdentProbesRefused, e.identDown.Stops, e.identDown, outMiB(st.RSS["identity edge"]))
+	}
+	t.Logf("seed %d: %d ops, %d messages acked, %d unknown, %d refused; %d rows (%d readings found as dead letters; typed: %d messages acked, %d rows of %s, %d messages breaking a type, %d of them acked as edge dead letters); Redis %s, RSS edge %s bridge %s; faults injected: %s%s%s; %d violations",
 		seed, len(plan.Ops), sum.Acked, sum.Unknown, sum.Refused, sum.Rows, sum.DeadLettered, sum.TypedAcked, sum.TypedRows, cTypedTable, sum.TypedBad, sum.TypedBadDead, outMiB(st.RedisMemory), outMiB(st.RSS["edge"]), outMiB(st.RSS["bridge"]),
-		cFaultCounts(e.Injected), subLine, len(sum.Violations))
+		cFaultCounts(e.Injected), subLine, identLine, len(sum.Violations))
 	if len(sum.Violations) > 0 {
 		row.Summary = cViolationSummary(sum.Violations)
 		path := cWriteFailure(t, plan, s, e, answers, sum)

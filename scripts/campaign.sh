@@ -36,9 +36,9 @@ if [ "$status" != 0 ] && ! grep -q 'violations (' "$log"; then
   cat "$log" >&2
 fi
 echo
-echo "| seed | settings | ops | acked | unknown | refused | rows | subscribed acked / rows | typed acked / rows | faults injected | violations |"
-echo "|---|---|---|---|---|---|---|---|---|---|---|"
-jq -r '"| \(.seed) | \(.settings) | \(.ops) | \(.acked) | \(.unknown) | \(.refused) | \(.rows) | \(.sub_acked // 0) / \(.sub_rows // 0) | \(.typed_acked // 0) / \(.typed_rows // 0) | \(.faults | to_entries | map("\(.key)×\(.value)") | join(" ")) | \(.violations)\(if .summary then " (" + .summary + ")" else "" end) |"' "$table"
+echo "| seed | settings | ops | acked | unknown | refused | rows | subscribed acked / rows | typed acked / rows | identity acked / rows | faults injected | violations |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
+jq -r '"| \(.seed) | \(.settings) | \(.ops) | \(.acked) | \(.unknown) | \(.refused) | \(.rows) | \(.sub_acked // 0) / \(.sub_rows // 0) | \(.typed_acked // 0) / \(.typed_rows // 0) | \(.ident_acked // 0) / \(.ident_rows // 0) | \(.faults | to_entries | map("\(.key)×\(.value)") | join(" ")) | \(.violations)\(if .summary then " (" + .summary + ")" else "" end) |"' "$table"
 jq -s '"total: \(length) seeds, \(map(.ops) | add) ops, \(map(.acked) | add) acked, \(map(.faults | to_entries | map(.value) | add // 0) | add) faults, \(map(.violations) | add) violations"' -r "$table"
 echo "classes: ${CAMPAIGN_CLASSES:-default}; machine: $(nproc) cores, $(date -u +%Y-%m-%d)"
 exit "$status"
