@@ -138,6 +138,9 @@ func TestIntegrationClientCertificatesMosquitto(t *testing.T) {
 	case <-time.After(15 * time.Second):
 		t.Fatal("the subscriber whose certificate was revoked is still connected 15s after the CRL was rewritten")
 	}
+	// Counted once the CRL's pass over the clients ends, after it
+	// disconnected them.
+	testenv.Await(t, func() bool { return s.metric("firehose_mqtt_certificates_revoked_disconnects_total") >= 1 }, "the revocation counted")
 	if n := s.metric("firehose_mqtt_certificates_revoked_disconnects_total"); n != 1 {
 		t.Errorf("firehose_mqtt_certificates_revoked_disconnects_total = %v, want 1", n)
 	}
