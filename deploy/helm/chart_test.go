@@ -15,6 +15,8 @@ import (
 
 	"helm.sh/helm/v4/pkg/chart/common"
 	"helm.sh/helm/v4/pkg/chart/common/util"
+	"helm.sh/helm/v4/pkg/chart/v2/lint"
+	"helm.sh/helm/v4/pkg/chart/v2/lint/support"
 	"helm.sh/helm/v4/pkg/chart/v2/loader"
 	"helm.sh/helm/v4/pkg/engine"
 	appsv1 "k8s.io/api/apps/v1"
@@ -240,8 +242,9 @@ func podOf(o any) (string, corev1.PodTemplateSpec, bool) {
 }
 
 // checkServices checks that every Service, PodDisruptionBudget and workload
-// selector selects pods of the release, and a Service's target ports are ports
-// of those pods.
+// selector selects pods of the release, a Service's target ports are ports of
+// those pods, the ServiceMonitor's ports are ports of Services, and a
+// StatefulSet's Service is there.
 func checkServices(t *testing.T, objs []any) {
 	t.Helper()
 	var pods []corev1.PodTemplateSpec
@@ -288,6 +291,23 @@ func checkServices(t *testing.T, objs []any) {
 			}
 			if strings.HasSuffix(o.Name, "-broker") && o.Spec.SessionAffinity != corev1.ServiceAffinityClientIP {
 				t.Errorf("Service %s: session affinity %q, want ClientIP (MQTT sessions live in one broker)", o.Name, o.Spec.SessionAffinity)
+			}
+		case *serviceMonitor:
+			for _, ep := range o.Spec.Endpoints {
+				if !slices.ContainsFunc(objs, func(so any) bool {
+					svc, ok := so.(*corev1.Service)
+					return ok && labels.SelectorFromSet(o.Spec.Selector.MatchLabels).Matches(labels.Set(svc.Labels)) &&
+						slices.ContainsFunc(svc.Spec.Ports, func(p corev1.ServicePort) bool { return p.Name == ep.Port })
+				}) {
+					t.Errorf("ServiceMonitor %s: no Service it selects has a port %s", o.Name, ep.Port)
+				}
+			}
+		case *appsv1.StatefulSet:
+			if !slices.ContainsFunc(objs, func(so any) bool {
+				svc, ok := so.(*corev1.Service)
+				return ok && svc.Name == o.Spec.ServiceName && svc.Spec.ClusterIP == corev1.ClusterIPNone
+			}) {
+				t.Errorf("StatefulSet %s: its serviceName %s is no headless Service of the release", o.Name, o.Spec.ServiceName)
 			}
 		case *policyv1.PodDisruptionBudget:
 			if len(selected(o.Spec.Selector.MatchLabels)) != 1 {
@@ -459,10 +479,14 @@ func checkProcess(t *testing.T, bin string, help map[string]commandHelp, pod cor
 	if err := yaml.Unmarshal(out, &rep); err != nil {
 		t.Fatalf("config check --json: %v\n%s", err, out)
 	}
-	if cmd == "serve" {
-		return rep.Roles
+	if cmd != "serve" {
+		return nil
 	}
-	return nil
+	// One role a workload, the one its pods are labelled with.
+	if want := pod.Labels["app.kubernetes.io/component"]; !slices.Equal(rep.Roles, []string{want}) {
+		t.Errorf("runs the roles %v, want [%s]", rep.Roles, want)
+	}
+	return rep.Roles
 }
 
 // commandHelp is what a command's --help lists: its flags and variables.
@@ -532,4 +556,21 @@ func TestMain(m *testing.M) {
 		os.RemoveAll(buildDir)
 	}
 	os.Exit(code)
+}
+
+// TestChartLint runs `helm lint`'s rules on the chart with a value set; a
+// warning fails too (an informational message, such as the missing icon, does
+// not).
+func TestChartLint(t *testing.T) {
+	vals, err := common.ReadValues([]byte(valueSets[0].values))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range lint.RunAll(chartDir, vals, "iot").Messages {
+		if m.Severity >= support.WarningSev {
+			t.Error(m)
+		} else {
+			t.Log(m)
+		}
+	}
 }
