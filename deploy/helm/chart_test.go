@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"helm.sh/helm/v4/pkg/chart/common"
 	"helm.sh/helm/v4/pkg/chart/common/util"
@@ -444,6 +445,7 @@ func checkProcess(t *testing.T, bin string, help map[string]commandHelp, pod cor
 	// The command line: each flag as its FIREHOSE_* twin, which config check
 	// reads as serve would.
 	configFile := ""
+	var stopping time.Duration // --shutdown-delay + --shutdown-timeout
 	for _, a := range c.Args[1:] {
 		name, value, ok := strings.Cut(strings.TrimPrefix(a, "--"), "=")
 		if !strings.HasPrefix(a, "--") || !ok {
@@ -458,10 +460,20 @@ func checkProcess(t *testing.T, bin string, help map[string]commandHelp, pod cor
 			configFile = local(value)
 			continue
 		}
+		if name == "shutdown-delay" || name == "shutdown-timeout" {
+			d, err := time.ParseDuration(value)
+			if err != nil {
+				t.Errorf("--%s=%s: %v", name, value, err)
+			}
+			stopping += d
+		}
 		env["FIREHOSE_"+strings.ToUpper(strings.ReplaceAll(name, "-", "_"))] = local(value)
 	}
 	if configFile == "" {
 		t.Fatal("passes no --config")
+	}
+	if g := pod.Spec.TerminationGracePeriodSeconds; cmd == "serve" && (g == nil || time.Duration(*g)*time.Second <= stopping) {
+		t.Errorf("terminationGracePeriodSeconds %v leaves no room for --shutdown-delay + --shutdown-timeout (%s)", g, stopping)
 	}
 	check := exec.Command(bin, "config", "check", configFile, "--json")
 	check.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + root}

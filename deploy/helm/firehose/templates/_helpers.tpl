@@ -78,7 +78,7 @@ spec:
   {{- end }}
   securityContext:
     {{- toYaml $root.Values.securityContext | nindent 4 }}
-  terminationGracePeriodSeconds: {{ add (include "firehose.seconds" $root.Values.shutdownDelay) (include "firehose.seconds" $root.Values.shutdownTimeout) 5 }}
+  terminationGracePeriodSeconds: {{ add $root.Values.shutdownDelaySeconds $root.Values.shutdownTimeoutSeconds 5 }}
   containers:
     - name: firehose
       image: {{ printf "%s:%s" $root.Values.image.repository ($root.Values.image.tag | default $root.Chart.AppVersion) | quote }}
@@ -90,9 +90,9 @@ spec:
         - {{ . | quote }}
         {{- end }}
         {{- if .edge }}
-        - --shutdown-delay={{ $root.Values.shutdownDelay }}
+        - --shutdown-delay={{ $root.Values.shutdownDelaySeconds }}s
         {{- end }}
-        - --shutdown-timeout={{ $root.Values.shutdownTimeout }}
+        - --shutdown-timeout={{ $root.Values.shutdownTimeoutSeconds }}s
         {{- with .values.memoryLimit }}
         - --memory-limit={{ . }}
         {{- end }}
@@ -150,15 +150,6 @@ spec:
   affinity:
     {{- toYaml . | nindent 4 }}
   {{- end }}
-{{- end -}}
-
-{{/* Whole seconds of a duration written as 15s, 2m or 0s. */}}
-{{- define "firehose.seconds" -}}
-{{- $d := toString . -}}
-{{- if hasSuffix "ms" $d -}}1
-{{- else if hasSuffix "m" $d -}}{{ mul (trimSuffix "m" $d | int) 60 }}
-{{- else -}}{{ trimSuffix "s" $d | int }}
-{{- end -}}
 {{- end -}}
 
 {{/* A role's PodDisruptionBudget. */}}
