@@ -6,7 +6,7 @@ VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 # Fuzz time per target in `make test` (short); `make fuzz` runs longer.
 FUZZTIME ?= 5s
 
-.PHONY: all build demo test unit vet fuzz faults campaign soak services testtools bench clean
+.PHONY: all build demo test helm unit vet fuzz faults campaign soak services testtools bench clean
 
 all: build
 
@@ -27,6 +27,7 @@ demo: services build
 # (integration tests against the real PostgreSQL and Redis), and short fuzz runs.
 test: services testtools vet
 	$(GO) test -race -count=1 -timeout 15m ./...
+	$(MAKE) helm
 	scripts/fuzz.sh $(FUZZTIME)
 
 # Best effort: Chromium (the simulator report test) and mosquitto-clients (the broker interop
@@ -38,6 +39,14 @@ vet:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$out" ]; then echo "gofmt needed on: $$out"; exit 1; fi
 	$(GO) vet ./...
+	cd deploy/helm && $(GO) vet ./...
+
+# The Helm chart (deploy/helm/firehose) rendered for a few value sets with Helm's Go SDK, every
+# object decoded strictly into the Kubernetes API types, each process's flags, environment and
+# configuration file checked against the binary (docs/helm.md). Its own Go module: Helm's and
+# Kubernetes' dependencies stay out of firehose's go.mod.
+helm:
+	cd deploy/helm && $(GO) test -count=1 -timeout 10m ./...
 
 # Unit tests only: no services needed.
 unit:
