@@ -1,38 +1,19 @@
 package connect
 
 import (
-	"bytes"
 	"io"
 	"log/slog"
 	"net"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"firehose/internal/syncbuf"
 	"firehose/internal/testenv"
 	"firehose/typed"
 )
-
-// lockedBuffer is a log destination the test reads while the code writes.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // TestIntegrationEnsureTablesWaitsForPostgres: the bridge's start brings
 // the typed tables up to date through a PostgreSQL that is not answering
@@ -59,7 +40,7 @@ func TestIntegrationEnsureTablesWaitsForPostgres(t *testing.T) {
 	}
 	t.Cleanup(pool.Close)
 
-	var logs lockedBuffer
+	var logs syncbuf.Buffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))
 	table := typed.Table{Name: "waited_for", Rule: "w", TimeColumn: "time",
 		Columns: []typed.Column{{Name: "time", Type: typed.Timestamptz}, {Name: "v", Type: typed.Real}}}
