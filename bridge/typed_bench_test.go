@@ -1,10 +1,13 @@
 package bridge
 
 import (
+	"encoding/binary"
 	"fmt"
+	"math"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/redis/go-redis/v9"
 
 	"firehose/ingest"
@@ -20,33 +23,64 @@ var benchShape = &typed.Shape{Table: "sim_telemetry", Columns: []typed.Column{
 	{Name: "msg_id", Type: typed.Text}, {Name: "extra", Type: typed.JSONB},
 }}
 
-// benchEntry is a batch entry of n typed rows, as the producer writes it.
-func benchEntry(n int) redis.XMessage {
+// simRows are n typed rows of sim_telemetry, as the simulator's fleet
+// sends them.
+func simRows(n int) []ingest.Reading {
 	now := time.Now()
-	rs := make([]*ingest.Reading, n)
+	rs := make([]ingest.Reading, n)
 	for i := range rs {
 		dev := fmt.Sprintf("sim-bench-%d", i%200)
-		rs[i] = &ingest.Reading{DeviceID: dev, Time: now, ReceivedAt: now, Row: &typed.Row{Shape: benchShape, Values: []typed.Value{
+		rs[i] = ingest.Reading{DeviceID: dev, Time: now, ReceivedAt: now, Row: &typed.Row{Shape: benchShape, Values: []typed.Value{
 			{Str: dev}, typed.TimeValue(now), typed.TimeValue(now), {Str: "site1"}, {Str: "line2"}, {Float: 21.5},
 			{Float: 3.075}, {Int: 1200 + int64(i%50)}, {Int: int64(i)}, {Str: fmt.Sprintf("%s-%d", dev, i)}, {Null: true},
 		}}}
 	}
-	body := ingest.FinishBatch(func() []byte {
-		b := make([]byte, ingest.BatchHeaderLen)
-		for _, r := range rs {
-			b = ingest.AppendBatchItemAs(b, ingest.CodecTyped, r)
-		}
-		return b
-	}(), n)
+	return rs
+}
+
+// everyTypeRows are n rows of press_telemetry (typed_integration_test.go),
+// a column of each type.
+func everyTypeRows(n int) []ingest.Reading {
+	rs := make([]ingest.Reading, n)
+	for i := range rs {
+		rs[i] = pressRow(fmt.Sprintf("press-bench-%d", i%200), i)
+	}
+	return rs
+}
+
+// benchEntry is a batch entry of rs, as the producer writes it.
+func benchEntry(rs []ingest.Reading) redis.XMessage {
+	body := make([]byte, ingest.BatchHeaderLen)
+	for i := range rs {
+		body = ingest.AppendBatchItemAs(body, ingest.CodecTyped, &rs[i])
+	}
+	body = ingest.FinishBatch(body, len(rs))
 	return redis.XMessage{ID: "1-1", Values: map[string]any{
-		ingest.FieldVersion: ingest.CodecTypedBatch, ingest.FieldBody: string(body), ingest.FieldCount: fmt.Sprint(n)}}
+		ingest.FieldVersion: ingest.CodecTypedBatch, ingest.FieldBody: string(body), ingest.FieldCount: fmt.Sprint(len(rs))}}
+}
+
+// benchOIDs are the types of sim_telemetry's columns, as PostgreSQL
+// describes them to a COPY.
+var benchOIDs = map[typed.Type]uint32{
+	typed.Text: pgtype.TextOID, typed.Boolean: pgtype.BoolOID, typed.Smallint: pgtype.Int2OID, typed.Integer: pgtype.Int4OID,
+	typed.Bigint: pgtype.Int8OID, typed.Real: pgtype.Float4OID, typed.Double: pgtype.Float8OID, typed.Numeric: pgtype.NumericOID,
+	typed.Timestamptz: pgtype.TimestamptzOID, typed.JSONB: pgtype.JSONBOID, typed.DoubleArray: pgtype.Float8ArrayOID,
+	typed.TextArray: pgtype.TextArrayOID,
 }
 
 // BenchmarkTypedRows is the bridge's work on a typed row between Redis and
-// pgx: decoding its batch entry, grouping by table, and the values COPY
-// sends. ns/op is per row.
+// PostgreSQL: decoding its batch entry, grouping by table, and encoding the
+// row in COPY's binary format, for sim_telemetry's rows and for rows of a
+// column of each type. ns/row is per row.
 func BenchmarkTypedRows(b *testing.B) {
-	msg := benchEntry(500)
+	b.Run("sim_telemetry", func(b *testing.B) { benchTypedRows(b, simRows(500)) })
+	b.Run("every_type", func(b *testing.B) { benchTypedRows(b, everyTypeRows(500)) })
+}
+
+func benchTypedRows(b *testing.B, rs []ingest.Reading) {
+	msg := benchEntry(rs)
+	m := pgtype.NewMap()
+	var out []byte
 	b.ReportAllocs()
 	b.ResetTimer()
 	for b.Loop() {
@@ -61,11 +95,26 @@ func BenchmarkTypedRows(b *testing.B) {
 		for _, t := range targets(rows) {
 			src := &typedSource{rows: t.rows}
 			for src.Next() {
-				if _, err := src.Values(); err != nil {
+				vals, err := src.Values()
+				if err != nil {
 					b.Fatal(err)
+				}
+				// As pgx's CopyFrom encodes them (encodeCopyValue).
+				out = binary.BigEndian.AppendUint16(out[:0], uint16(len(vals)))
+				for i, v := range vals {
+					sp := len(out)
+					out = binary.BigEndian.AppendUint32(out, math.MaxUint32)
+					nb, err := m.Encode(benchOIDs[src.rows[0].r.Row.Shape.Columns[i].Type], pgtype.BinaryFormatCode, v, out)
+					if err != nil {
+						b.Fatal(err)
+					}
+					if nb != nil {
+						out = nb
+						binary.BigEndian.PutUint32(out[sp:], uint32(len(out)-sp-4))
+					}
 				}
 			}
 		}
 	}
-	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*500), "ns/row")
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(rs)), "ns/row")
 }
