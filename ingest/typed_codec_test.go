@@ -2,6 +2,7 @@ package ingest_test
 
 import (
 	"errors"
+	"fmt"
 	"math"
 	"strconv"
 	"strings"
@@ -198,6 +199,8 @@ func TestValidateTypedRow(t *testing.T) {
 		{name: "values short", r: ok(func(r *ingest.Reading) { r.Row.Values = r.Row.Values[1:] }), wantField: "row", wantType: "format"},
 		{name: "column twice", r: ok(func(r *ingest.Reading) { r.Row.Shape.Columns[1].Name = "device_id" }), wantField: "row", wantType: "format"},
 		{name: "column name quoted", r: ok(func(r *ingest.Reading) { r.Row.Shape.Columns[1].Name = `a"b` }), wantField: "row", wantType: "format"},
+		{name: "many columns", r: ok(func(r *ingest.Reading) { widen(r.Row, 40) })},
+		{name: "column twice of many", r: ok(func(r *ingest.Reading) { widen(r.Row, 40); r.Row.Shape.Columns[39].Name = "c5" }), wantField: "row", wantType: "format"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			err := tt.r.Validate(ingest.DefaultLimits)
@@ -209,5 +212,13 @@ func TestValidateTypedRow(t *testing.T) {
 			}
 			wantFieldError(t, err, tt.wantField, tt.wantType)
 		})
+	}
+}
+
+// widen adds columns c0, c1, ... to row until it has n, each NULL.
+func widen(row *typed.Row, n int) {
+	for i := 0; len(row.Shape.Columns) < n; i++ {
+		row.Shape.Columns = append(row.Shape.Columns, typed.Column{Name: fmt.Sprintf("c%d", i), Type: typed.Integer})
+		row.Values = append(row.Values, typed.Value{Null: true})
 	}
 }
