@@ -199,15 +199,15 @@ func pgValue(t typed.Type, v *typed.Value) (any, error) {
 	case typed.JSONB:
 		return v.Str, nil // pgx sends a string to a jsonb column as it is: JSON text
 	case typed.DoubleArray:
-		if v.Floats == nil {
+		if v.Floats() == nil {
 			return []float64{}, nil // not NULL: an empty array
 		}
-		return v.Floats, nil
+		return v.Floats(), nil
 	case typed.TextArray:
-		if v.Strs == nil {
+		if v.Strs() == nil {
 			return []string{}, nil
 		}
-		return v.Strs, nil
+		return v.Strs(), nil
 	}
 	return nil, fmt.Errorf("unknown column type %d", t)
 }

@@ -87,7 +87,7 @@ func TestPGValue(t *testing.T) {
 		{typed.Double, typed.Value{Float: 1.5}, "float64 1.5"},
 		{typed.JSONB, typed.Value{Str: `{"a":1}`}, `string {"a":1}`},
 		{typed.DoubleArray, typed.Value{}, "[]float64 []"},
-		{typed.TextArray, typed.Value{Strs: []string{"x"}}, "[]string [x]"},
+		{typed.TextArray, typed.StrsValue([]string{"x"}), "[]string [x]"},
 		{typed.Integer, typed.Value{Null: true, Int: 3}, "<nil> <nil>"},
 	} {
 		v, err := pgValue(tt.typ, &tt.v)

@@ -247,20 +247,20 @@ func appendBinary(buf []byte, t typed.Type, v *typed.Value) ([]byte, bool) {
 		buf = be.AppendUint32(buf, uint32(1+len(v.Str)))
 		return append(append(buf, 1), v.Str...), true // version 1, then the JSON text
 	case typed.DoubleArray:
-		buf = be.AppendUint32(buf, uint32(arrayHeaderLen+12*len(v.Floats)))
-		buf = appendArrayHeader(buf, pgtype.Float8OID, len(v.Floats))
-		for _, f := range v.Floats {
+		buf = be.AppendUint32(buf, uint32(arrayHeaderLen+12*len(v.Floats())))
+		buf = appendArrayHeader(buf, pgtype.Float8OID, len(v.Floats()))
+		for _, f := range v.Floats() {
 			buf = be.AppendUint64(be.AppendUint32(buf, 8), math.Float64bits(f))
 		}
 		return buf, true
 	case typed.TextArray:
 		size := arrayHeaderLen
-		for _, s := range v.Strs {
+		for _, s := range v.Strs() {
 			size += 4 + len(s)
 		}
 		buf = be.AppendUint32(buf, uint32(size))
-		buf = appendArrayHeader(buf, pgtype.TextOID, len(v.Strs))
-		for _, s := range v.Strs {
+		buf = appendArrayHeader(buf, pgtype.TextOID, len(v.Strs()))
+		for _, s := range v.Strs() {
 			buf = append(be.AppendUint32(buf, uint32(len(s))), s...)
 		}
 		return buf, true

@@ -59,8 +59,8 @@ var everyColumn = []struct {
 		typed.TimeValue(time.Date(1678, 1, 2, 0, 0, 0, 1001, time.UTC)), typed.TimeValue(time.Date(2261, 12, 31, 23, 59, 59, 999999000, time.UTC)),
 		{Null: true}}},
 	{"j", typed.JSONB, []typed.Value{{Str: `{"a":1,"b":[true,null,"x"]}`}, {Str: `[]`}, {Str: `"ü"`}, {Str: `1.50`}, {Null: true}}},
-	{"fs", typed.DoubleArray, []typed.Value{{Floats: []float64{1, 2.5, -1e-300}}, {Floats: []float64{}}, {}, {Null: true}}},
-	{"ts", typed.TextArray, []typed.Value{{Strs: []string{"a", "", "NULL", "x,y", `"q"`}}, {Strs: []string{}}, {}, {Null: true}}},
+	{"fs", typed.DoubleArray, []typed.Value{typed.FloatsValue([]float64{1, 2.5, -1e-300}), typed.FloatsValue([]float64{}), {}, {Null: true}}},
+	{"ts", typed.TextArray, []typed.Value{typed.StrsValue([]string{"a", "", "NULL", "x,y", `"q"`}), typed.StrsValue([]string{}), {}, {Null: true}}},
 }
 
 // everyTypeRows are n rows of everyColumn's shape in table, row i taking

@@ -41,8 +41,8 @@ func TestAppendBinaryAsPgx(t *testing.T) {
 		typed.Timestamptz: {at("2026-12-05T10:00:00.123456789Z"), at("1999-12-31T23:59:59.9999995Z"), at("2000-01-01T00:00:00Z"),
 			at("1969-12-31T23:59:59.999999999Z"), at("1678-01-02T00:00:00.000001001Z"), at("2261-12-31T23:59:59.999999Z"), {Int: -1}, {Int: 1}},
 		typed.JSONB:       {{Str: `{"a":1}`}, {Str: `[]`}, {Str: `"x"`}},
-		typed.DoubleArray: {{Floats: []float64{1, 2.5}}, {Floats: []float64{}}, {}},
-		typed.TextArray:   {{Strs: []string{"a", ""}}, {Strs: []string{}}, {}, {Strs: []string{"ü"}}},
+		typed.DoubleArray: {typed.FloatsValue([]float64{1, 2.5}), typed.FloatsValue([]float64{}), {}},
+		typed.TextArray:   {typed.StrsValue([]string{"a", ""}), typed.StrsValue([]string{}), {}, typed.StrsValue([]string{"ü"})},
 	}
 	for typ, vals := range cases {
 		for _, v := range vals {

@@ -25,7 +25,7 @@ func typedRow(table string) *typed.Row {
 	return &typed.Row{Shape: shape, Values: []typed.Value{
 		{Str: "press-1"}, typed.TimeValue(time.Date(2026, 12, 5, 10, 0, 0, 123, time.UTC)),
 		{Bool: true}, {Int: -1200}, {Int: 7}, {Int: 1 << 60}, {Float: 21.5}, {Float: -0.125},
-		{Str: "12.50"}, {Str: `{"a":1}`}, {Floats: []float64{1, 2.5}}, {Strs: []string{"x", ""}}, {Null: true},
+		{Str: "12.50"}, {Str: `{"a":1}`}, typed.FloatsValue([]float64{1, 2.5}), typed.StrsValue([]string{"x", ""}), {Null: true},
 	}}
 }
 

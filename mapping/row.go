@@ -306,11 +306,11 @@ func appendKeyValue(b []byte, v *typed.Value, typ typed.Type) []byte {
 	case typed.Real, typed.Double:
 		repr = strconv.AppendFloat(repr, v.Float, 'g', -1, 64)
 	case typed.DoubleArray:
-		for _, f := range v.Floats {
+		for _, f := range v.Floats() {
 			repr = binary.LittleEndian.AppendUint64(repr, math.Float64bits(f))
 		}
 	case typed.TextArray:
-		for _, s := range v.Strs {
+		for _, s := range v.Strs() {
 			repr = appendKeyPart(repr, s)
 		}
 	}
@@ -379,39 +379,41 @@ func convert(j gjson.Result, typ typed.Type, depth int, v *typed.Value) error {
 			return fmt.Errorf("want an array of numbers, found %s", describe(j))
 		}
 		var err error
-		v.Floats = []float64{}
+		fs := []float64{}
 		j.ForEach(func(_, e gjson.Result) bool {
 			if e.Type != gjson.Number {
-				err = fmt.Errorf("element %d: want a number, found %s", len(v.Floats), describe(e))
+				err = fmt.Errorf("element %d: want a number, found %s", len(fs), describe(e))
 				return false
 			}
 			f, ferr := parseFloat(e.Raw, typed.Double)
 			if ferr != nil {
-				err = fmt.Errorf("element %d: %v", len(v.Floats), ferr)
+				err = fmt.Errorf("element %d: %v", len(fs), ferr)
 				return false
 			}
-			v.Floats = append(v.Floats, f)
+			fs = append(fs, f)
 			return true
 		})
+		*v = typed.FloatsValue(fs)
 		return err
 	case typed.TextArray:
 		if !j.IsArray() {
 			return fmt.Errorf("want an array of strings, found %s", describe(j))
 		}
 		var err error
-		v.Strs = []string{}
+		ss := []string{}
 		j.ForEach(func(_, e gjson.Result) bool {
 			if e.Type != gjson.String {
-				err = fmt.Errorf("element %d: want a string, found %s", len(v.Strs), describe(e))
+				err = fmt.Errorf("element %d: want a string, found %s", len(ss), describe(e))
 			} else if terr := checkText(e.Str); terr != nil {
-				err = fmt.Errorf("element %d: %v", len(v.Strs), terr)
+				err = fmt.Errorf("element %d: %v", len(ss), terr)
 			}
 			if err != nil {
 				return false
 			}
-			v.Strs = append(v.Strs, e.Str)
+			ss = append(ss, e.Str)
 			return true
 		})
+		*v = typed.StrsValue(ss)
 		return err
 	default:
 		return fmt.Errorf("no conversion to %s", typ) // compile allows none other

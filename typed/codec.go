@@ -58,13 +58,13 @@ func AppendRow(dst []byte, r *Row) []byte {
 		case Text, Numeric, JSONB:
 			dst = appendString(dst, v.Str)
 		case DoubleArray:
-			dst = binary.AppendUvarint(dst, uint64(len(v.Floats)))
-			for _, f := range v.Floats {
+			dst = binary.AppendUvarint(dst, uint64(len(v.Floats())))
+			for _, f := range v.Floats() {
 				dst = binary.LittleEndian.AppendUint64(dst, math.Float64bits(f))
 			}
 		case TextArray:
-			dst = binary.AppendUvarint(dst, uint64(len(v.Strs)))
-			for _, s := range v.Strs {
+			dst = binary.AppendUvarint(dst, uint64(len(v.Strs())))
+			for _, s := range v.Strs() {
 				dst = appendString(dst, s)
 			}
 		}
@@ -129,16 +129,18 @@ func DecodeRow(s string) (Row, int, error) {
 			v.Str = d.str(c.Name)
 		case DoubleArray:
 			k := d.count(c.Name, 8)
-			v.Floats = make([]float64, k)
-			for j := range v.Floats {
-				v.Floats[j] = d.float(c.Name)
+			fs := make([]float64, k)
+			for j := range fs {
+				fs[j] = d.float(c.Name)
 			}
+			*v = FloatsValue(fs)
 		case TextArray:
 			k := d.count(c.Name, 1)
-			v.Strs = make([]string, k)
-			for j := range v.Strs {
-				v.Strs[j] = d.str(c.Name)
+			ss := make([]string, k)
+			for j := range ss {
+				ss[j] = d.str(c.Name)
 			}
+			*v = StrsValue(ss)
 		}
 		if d.err != nil {
 			return Row{}, 0, d.err

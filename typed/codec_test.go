@@ -5,6 +5,7 @@ import (
 	"reflect"
 	"testing"
 	"time"
+	"unsafe"
 )
 
 func sampleRow() *Row {
@@ -18,7 +19,7 @@ func sampleRow() *Row {
 	return &Row{Shape: shape, Values: []Value{
 		{Str: "berlin"}, {Bool: true}, {Int: -1200}, {Int: 7}, {Int: 1 << 60}, {Float: 21.5},
 		{Float: -0.125}, {Str: "12.50"}, TimeValue(time.Date(2026, 12, 5, 10, 0, 0, 123, time.UTC)),
-		{Str: `{"a":1}`}, {Floats: []float64{1, 2.5}}, {Strs: []string{"x", ""}}, {Null: true},
+		{Str: `{"a":1}`}, FloatsValue([]float64{1, 2.5}), StrsValue([]string{"x", ""}), {Null: true},
 	}}
 }
 
@@ -94,5 +95,16 @@ func TestParseType(t *testing.T) {
 		if _, err := ParseType(in); err == nil {
 			t.Errorf("ParseType(%q): no error", in)
 		}
+	}
+}
+
+// TestValueSize: a row holds a Value a column; the arrays behind a pointer
+// keep it at 48 bytes (it was 88 with their slices in it).
+func TestValueSize(t *testing.T) {
+	if n := unsafe.Sizeof(Value{}); n != 48 {
+		t.Errorf("a Value takes %d bytes, want 48", n)
+	}
+	if v := FloatsValue(nil); v.Floats() != nil || v.Strs() != nil || (Value{}).Floats() != nil {
+		t.Errorf("an empty array: %v %v", v.Floats(), v.Strs())
 	}
 }
