@@ -2,6 +2,7 @@ package typed
 
 import (
 	"errors"
+	"fmt"
 	"reflect"
 	"testing"
 	"time"
@@ -106,5 +107,37 @@ func TestValueSize(t *testing.T) {
 	}
 	if v := FloatsValue(nil); v.Floats() != nil || v.Strs() != nil || (Value{}).Floats() != nil {
 		t.Errorf("an empty array: %v %v", v.Floats(), v.Strs())
+	}
+}
+
+// TestDecodeRowShapes: rows of several shapes, in turn, each decode with
+// their own, one *Shape a shape however often it comes back (DecodeRow
+// tries the last shape first: one of the same table and first columns is
+// not taken for it).
+func TestDecodeRowShapes(t *testing.T) {
+	a := &Shape{Table: "t", Columns: []Column{{Name: "a", Type: Integer}}}
+	ab := &Shape{Table: "t", Columns: []Column{{Name: "a", Type: Integer}, {Name: "b", Type: Text}}}
+	a2 := &Shape{Table: "t", Columns: []Column{{Name: "a", Type: Bigint}}}
+	rows := []*Row{
+		{Shape: a, Values: []Value{{Int: 1}}},
+		{Shape: ab, Values: []Value{{Int: 2}, {Str: "x"}}},
+		{Shape: ab, Values: []Value{{Int: 3}, {Null: true}}},
+		{Shape: a2, Values: []Value{{Int: 4}}},
+		{Shape: a, Values: []Value{{Int: 5}}},
+	}
+	seen := map[string]*Shape{}
+	for i, r := range rows {
+		got, _, err := DecodeRow(string(AppendRow(nil, r)))
+		if err != nil {
+			t.Fatalf("row %d: %v", i, err)
+		}
+		if !reflect.DeepEqual(*got.Shape, *r.Shape) || !reflect.DeepEqual(got.Values, r.Values) {
+			t.Errorf("row %d: %+v %+v, want %+v %+v", i, *got.Shape, got.Values, *r.Shape, r.Values)
+		}
+		key := fmt.Sprint(*r.Shape)
+		if s, ok := seen[key]; ok && s != got.Shape {
+			t.Errorf("row %d: a second *Shape for %s", i, key)
+		}
+		seen[key] = got.Shape
 	}
 }
