@@ -23,30 +23,32 @@ import (
 const maxExponent = 1000
 
 // mapTable maps a message (root) of a rule with a table: one reading per
-// message, or per sample, whose Row is a row of the table.
-func (mt Match) mapTable(root gjson.Result, device, id string, receivedAt time.Time, lim ingest.Limits) ([]ingest.Reading, error) {
+// message, or per sample, whose Row is a row of the table, appended to dst
+// (returned as it was on error).
+func (mt Match) mapTable(dst []ingest.Reading, root gjson.Result, device, id string, receivedAt time.Time, lim ingest.Limits) ([]ingest.Reading, error) {
 	r := mt.rule
+	n := len(dst)
 	if r.Samples == "" {
-		out := make([]ingest.Reading, 1)
-		if err := r.mapRow(&out[0], root, mt.caps, device, id, receivedAt, lim); err != nil {
-			return nil, err
+		out := append(dst, ingest.Reading{})
+		if err := r.mapRow(&out[n], root, mt.caps, device, id, receivedAt, lim); err != nil {
+			return dst, err
 		}
-		ingest.NameRows(out, id)
+		ingest.NameRows(out[n:], id)
 		return out, nil
 	}
 	arr := root.Get(r.Samples)
 	if !arr.IsArray() {
-		return nil, &Error{Rule: r.Name, Path: r.Samples, Msg: "the samples must be an array, found " + describe(arr)}
+		return dst, &Error{Rule: r.Name, Path: r.Samples, Msg: "the samples must be an array, found " + describe(arr)}
 	}
-	var out []ingest.Reading
+	out := dst
 	var err error
 	arr.ForEach(func(_, s gjson.Result) bool {
-		at := func() string { return r.Samples + "." + strconv.Itoa(len(out)) }
+		at := func() string { return r.Samples + "." + strconv.Itoa(len(out)-n) }
 		if !s.IsObject() {
 			err = &Error{Rule: r.Name, Path: at(), Msg: "a sample must be an object, found " + describe(s)}
 			return false
 		}
-		if len(out) == MaxRows {
+		if len(out)-n == MaxRows {
 			err = &Error{Rule: r.Name, Path: r.Samples, Msg: fmt.Sprintf("the message maps to more than %d rows", MaxRows)}
 			return false
 		}
@@ -62,12 +64,12 @@ func (mt Match) mapTable(root gjson.Result, device, id string, receivedAt time.T
 		return true
 	})
 	if err != nil {
-		return nil, err
+		return dst, err
 	}
-	if len(out) == 0 {
-		return nil, &Error{Rule: r.Name, Path: r.Samples, Msg: "the samples array is empty"}
+	if len(out) == n {
+		return dst, &Error{Rule: r.Name, Path: r.Samples, Msg: "the samples array is empty"}
 	}
-	ingest.NameRows(out, id)
+	ingest.NameRows(out[n:], id)
 	return out, nil
 }
 
