@@ -328,6 +328,9 @@ func validateDeviceID(id string, max int, slash bool) error {
 		case c == '/' && slash:
 		case c == '/' || c == '+' || c == '#':
 			return fieldErr("device_id", "format", "must not contain %q (it is one MQTT topic level)", c)
+		case c > ' ' && c < 0x7f:
+			// Printable ASCII but the space: most ids are only that, and
+			// each reading's is checked.
 		case unicode.IsControl(c) || unicode.IsSpace(c) || !unicode.IsPrint(c):
 			return fieldErr("device_id", "format", "must not contain control or space characters (found %U)", c)
 		}
