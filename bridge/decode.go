@@ -8,6 +8,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"firehose/ingest"
+	"firehose/typed"
 )
 
 // entry is one stream entry in the buffer: a decoded reading, or what to
@@ -82,9 +83,10 @@ func appendBatch(buf []entry, id, version, body string) []entry {
 		return append(buf, entry{id: id, version: version, raw: body, bad: err})
 	}
 	item, _ := ingest.ItemCodec(version)
+	var checked *typed.Shape
 	for i, p := range parts {
 		e := entry{id: id, item: i + 1, version: item, raw: p}
-		e.r, e.bad = decodeItem(item, p)
+		e.r, e.bad = decodeChecked(item, p, &checked)
 		buf = append(buf, e)
 	}
 	return buf

@@ -98,17 +98,17 @@ func shapeKey(s *typed.Shape) string {
 // copier is what a COPY runs on: a transaction or a savepoint of one.
 type copier interface {
 	CopyFrom(ctx context.Context, table pgx.Identifier, columns []string, src pgx.CopyFromSource) (int64, error)
+	// Conn is the transaction's connection (copyTyped).
+	Conn() *pgx.Conn
 }
 
 // copyRows COPYs rows, all of target t, into t's table, and returns
 // PostgreSQL's error as it is (see refusedAs, copyErr).
 func copyRows(ctx context.Context, tx copier, t *target, rows []*entry) error {
-	var err error
 	if t.typed() {
-		_, err = tx.CopyFrom(ctx, pgx.Identifier{t.name}, t.columns, &typedSource{rows: rows})
-	} else {
-		_, err = tx.CopyFrom(ctx, readingsTable, columnsFor(rows), newRowSource(rows))
+		return copyTyped(ctx, tx, t, rows)
 	}
+	_, err := tx.CopyFrom(ctx, readingsTable, columnsFor(rows), newRowSource(rows))
 	return err
 }
 
@@ -157,9 +157,10 @@ func classify(t *target, err error) refusal {
 
 // encodeRefused reports whether a COPY failed because a value could not be
 // encoded for its column on this side (a typed table's column whose type
-// was changed by hand, a numeric that does not parse): pgx then ends the
-// COPY with CopyFail, and PostgreSQL answers 57014 quoting pgx's "unable
-// to encode" (typedSource's errors say it too). A cancelled statement
+// was changed by hand, a numeric that does not parse): typedReader's Read
+// fails with "unable to encode column ...", pgconn ends the COPY with
+// CopyFail quoting it, and PostgreSQL answers 57014 with that text (pgx's
+// CopyFrom says "unable to encode" too). A cancelled statement
 // (statement_timeout, pg_cancel_backend) is 57014 too, without that text,
 // and transient.
 func encodeRefused(err error) bool {
@@ -167,39 +168,11 @@ func encodeRefused(err error) bool {
 	return errors.As(err, &pe) && pe.Code == "57014" && strings.Contains(pe.Message, "unable to encode")
 }
 
-// typedSource feeds typed rows of one table and column list to COPY.
-type typedSource struct {
-	rows []*entry
-	i    int
-	vals []any
-}
-
-func (s *typedSource) Next() bool {
-	s.i++
-	return s.i <= len(s.rows)
-}
-
-func (s *typedSource) Values() ([]any, error) {
-	row := s.rows[s.i-1].r.Row
-	s.vals = s.vals[:0]
-	for j, c := range row.Shape.Columns {
-		v, err := pgValue(c.Type, &row.Values[j])
-		if err != nil {
-			// Said as pgx says its own, so that the COPY's failure is
-			// taken for a refused row (encodeRefused).
-			return nil, fmt.Errorf("unable to encode column %s: %w", c.Name, err)
-		}
-		s.vals = append(s.vals, v)
-	}
-	return s.vals, nil
-}
-
-func (s *typedSource) Err() error { return nil }
-
 // pgValue is v, of a column of type t, as a Go value pgx encodes for that
 // type (and, where the table's column was changed to a compatible type, for
 // that one): nil for NULL; the integers as int64, so that pgx checks the
-// range of the table's column.
+// range of the table's column. copyTyped encodes most values itself and
+// leaves the others to pgx as pgValue has them (appendViaPgx).
 func pgValue(t typed.Type, v *typed.Value) (any, error) {
 	if v.Null {
 		return nil, nil
@@ -226,15 +199,15 @@ func pgValue(t typed.Type, v *typed.Value) (any, error) {
 	case typed.JSONB:
 		return v.Str, nil // pgx sends a string to a jsonb column as it is: JSON text
 	case typed.DoubleArray:
-		if v.Floats == nil {
+		if v.Floats() == nil {
 			return []float64{}, nil // not NULL: an empty array
 		}
-		return v.Floats, nil
+		return v.Floats(), nil
 	case typed.TextArray:
-		if v.Strs == nil {
+		if v.Strs() == nil {
 			return []string{}, nil
 		}
-		return v.Strs, nil
+		return v.Strs(), nil
 	}
 	return nil, fmt.Errorf("unknown column type %d", t)
 }
@@ -243,11 +216,24 @@ func pgValue(t typed.Type, v *typed.Value) (any, error) {
 // typed row's frame (ingest.CheckRow: a row COPY cannot take is rejected
 // when read, not retried).
 func decodeItem(version, body string) (ingest.Reading, error) {
+	return decodeChecked(version, body, nil)
+}
+
+// decodeChecked is decodeItem, for the readings of one batch entry: checked
+// (when not nil) holds the shape of a row CheckRow passed. Decoded rows of
+// one shape share their *Shape, which no one changes, and hold a value a
+// column (typed.DecodeRow): a row of the shape checked before is not checked
+// again, and one checked is recorded.
+func decodeChecked(version, body string, checked **typed.Shape) (ingest.Reading, error) {
 	r, err := ingest.Decode(version, body)
-	if err == nil && r.Row != nil {
-		if err := ingest.CheckRow(r.Row); err != nil {
-			return ingest.Reading{}, fmt.Errorf("%w: %w", ingest.ErrCorruptEntry, err)
-		}
+	if err != nil || r.Row == nil || checked != nil && r.Row.Shape == *checked {
+		return r, err
 	}
-	return r, err
+	if err := ingest.CheckRow(r.Row); err != nil {
+		return ingest.Reading{}, fmt.Errorf("%w: %w", ingest.ErrCorruptEntry, err)
+	}
+	if checked != nil {
+		*checked = r.Row.Shape
+	}
+	return r, nil
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
 
@@ -87,7 +88,7 @@ func TestPGValue(t *testing.T) {
 		{typed.Double, typed.Value{Float: 1.5}, "float64 1.5"},
 		{typed.JSONB, typed.Value{Str: `{"a":1}`}, `string {"a":1}`},
 		{typed.DoubleArray, typed.Value{}, "[]float64 []"},
-		{typed.TextArray, typed.Value{Strs: []string{"x"}}, "[]string [x]"},
+		{typed.TextArray, typed.StrsValue([]string{"x"}), "[]string [x]"},
 		{typed.Integer, typed.Value{Null: true, Int: 3}, "<nil> <nil>"},
 	} {
 		v, err := pgValue(tt.typ, &tt.v)
@@ -100,5 +101,37 @@ func TestPGValue(t *testing.T) {
 	}
 	if _, err := pgValue(typed.Numeric, &typed.Value{Str: "12x"}); err == nil {
 		t.Error("a numeric that does not parse: no error")
+	}
+}
+
+// TestAppendBatchChecksRows: in a batch entry the rows of a shape COPY can
+// take decode, each of its own shape, and every row of a shape it cannot
+// (a column name that is not an identifier) is rejected, whichever came
+// first and however often it comes back.
+func TestAppendBatchChecksRows(t *testing.T) {
+	good := &typed.Shape{Table: "t", Columns: []typed.Column{{Name: "a", Type: typed.Integer}}}
+	bad := &typed.Shape{Table: "t", Columns: []typed.Column{{Name: "A", Type: typed.Integer}}}
+	other := &typed.Shape{Table: "u", Columns: []typed.Column{{Name: "b", Type: typed.Bigint}}}
+	shapes := []*typed.Shape{good, bad, good, good, bad, other, bad, good}
+	rs := make([]ingest.Reading, len(shapes))
+	for i, s := range shapes {
+		rs[i] = ingest.Reading{DeviceID: "d", Time: time.Unix(1, 0), ReceivedAt: time.Unix(1, 0),
+			Row: &typed.Row{Shape: s, Values: []typed.Value{{Int: int64(i)}}}}
+	}
+	buf, _ := appendDecoded(nil, benchEntry(rs))
+	if len(buf) != len(shapes) {
+		t.Fatalf("%d entries, want %d", len(buf), len(shapes))
+	}
+	for i, e := range buf {
+		switch {
+		case shapes[i] == bad:
+			if !errors.Is(e.bad, ingest.ErrCorruptEntry) {
+				t.Errorf("row %d (bad shape): %v, want rejected as corrupt", i, e.bad)
+			}
+		case e.bad != nil:
+			t.Errorf("row %d: %v", i, e.bad)
+		case e.r.Row.Shape.Table != shapes[i].Table || e.r.Row.Shape.Columns[0] != shapes[i].Columns[0] || e.r.Row.Values[0].Int != int64(i):
+			t.Errorf("row %d: %+v %+v", i, *e.r.Row.Shape, e.r.Row.Values)
+		}
 	}
 }

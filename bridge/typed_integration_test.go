@@ -62,7 +62,7 @@ func pressRow(device string, seq int) ingest.Reading {
 	return ingest.Reading{DeviceID: device, Time: at, ReceivedAt: now, Row: &typed.Row{Shape: pressShape, Values: []typed.Value{
 		{Str: device}, {Str: "berlin"}, typed.TimeValue(at), {Bool: seq%2 == 0}, {Int: 7}, {Int: int64(seq)},
 		{Int: 1 << 40}, {Float: 21.5}, {Float: -0.125}, {Str: "12.50"}, {Str: `{"x":1}`},
-		{Floats: []float64{1, 2.5}}, {Strs: []string{"a", ""}},
+		typed.FloatsValue([]float64{1, 2.5}), typed.StrsValue([]string{"a", ""}),
 	}}}
 }
 

@@ -240,13 +240,13 @@ func RowValue(t typed.Type, v *typed.Value) any {
 		}
 		return v.Str
 	case typed.DoubleArray:
-		out := make([]any, len(v.Floats))
-		for i, f := range v.Floats {
+		out := make([]any, len(v.Floats()))
+		for i, f := range v.Floats() {
 			out[i] = float(f)
 		}
 		return out
 	case typed.TextArray:
-		return v.Strs
+		return v.Strs()
 	}
 	return v.Str
 }

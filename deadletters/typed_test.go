@@ -18,7 +18,7 @@ func typedReading(received time.Time) ingest.Reading {
 		Shape: &typed.Shape{Table: "press_telemetry", Columns: []typed.Column{
 			{Name: "time", Type: typed.Timestamptz}, {Name: "rpm", Type: typed.Integer}, {Name: "temp", Type: typed.Real},
 			{Name: "extra", Type: typed.JSONB}, {Name: "fs", Type: typed.DoubleArray}, {Name: "site", Type: typed.Text}}},
-		Values: []typed.Value{typed.TimeValue(at), {Int: -1}, {Float: math.Inf(1)}, {Str: `{"a":1}`}, {Floats: []float64{1, math.NaN()}}, {Null: true}},
+		Values: []typed.Value{typed.TimeValue(at), {Int: -1}, {Float: math.Inf(1)}, {Str: `{"a":1}`}, typed.FloatsValue([]float64{1, math.NaN()}), {Null: true}},
 	}}
 }
 

@@ -319,12 +319,15 @@ func (s *Server) mapV1(rule string, body []byte, ndjson bool, now time.Time) ([]
 			msgs = append(msgs, line) // blank lines are skipped below, but keep the numbering
 		}
 	}
-	var rs []ingest.Reading
+	// A reading a message, as most rules make: the slice grows only for
+	// more (samples, metrics).
+	rs := make([]ingest.Reading, 0, min(len(msgs), s.cfg.MaxItems))
 	for i, m := range msgs {
 		if ndjson && len(bytes.TrimSpace(m)) == 0 {
 			continue
 		}
-		got, err := mt.Map(m, now, s.cfg.Limits)
+		var err error
+		rs, err = mt.AppendMap(rs, m, now, s.cfg.Limits)
 		if err != nil {
 			var me *mapping.Error
 			if !errors.As(err, &me) {
@@ -340,11 +343,10 @@ func (s *Server) mapV1(rule string, body []byte, ndjson bool, now time.Time) ([]
 			}
 			return nil, refusal(http.StatusUnprocessableEntity, reasonInvalid, me.Error(), extra...)
 		}
-		if len(rs)+len(got) > s.cfg.MaxItems {
+		if len(rs) > s.cfg.MaxItems {
 			return nil, refusal(http.StatusRequestEntityTooLarge, reasonTooLarge,
 				"the request maps to more than "+strconv.Itoa(s.cfg.MaxItems)+" readings")
 		}
-		rs = append(rs, got...)
 	}
 	if len(rs) == 0 {
 		return nil, refusal(http.StatusBadRequest, reasonInvalid, "no message in the body")

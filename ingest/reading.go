@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -251,18 +252,34 @@ func CheckRow(row *typed.Row) error {
 	case len(row.Values) != len(row.Shape.Columns):
 		return fieldErr("row", "format", "table %s: %d values for %d columns", row.Shape.Table, len(row.Values), len(row.Shape.Columns))
 	}
-	seen := make(map[string]struct{}, len(row.Shape.Columns))
-	for _, c := range row.Shape.Columns {
+	cols := row.Shape.Columns
+	// A table of a few columns (most) is checked for a column twice
+	// without a map: each row of a batch is checked, and a map per row
+	// was most of the bridge's allocations for a typed row.
+	var seen map[string]struct{}
+	if len(cols) > smallShape {
+		seen = make(map[string]struct{}, len(cols))
+	}
+	for i, c := range cols {
 		if !identifier(c.Name) {
 			return fieldErr("row", "format", "table %s: column %q is not a PostgreSQL identifier ([a-z_][a-z0-9_]*, at most 63 bytes)", row.Shape.Table, c.Name)
 		}
-		if _, dup := seen[c.Name]; dup {
+		dup := false
+		if seen == nil {
+			dup = slices.ContainsFunc(cols[:i], func(d typed.Column) bool { return d.Name == c.Name })
+		} else {
+			_, dup = seen[c.Name]
+			seen[c.Name] = struct{}{}
+		}
+		if dup {
 			return fieldErr("row", "format", "table %s: column %s twice", row.Shape.Table, c.Name)
 		}
-		seen[c.Name] = struct{}{}
 	}
 	return nil
 }
+
+// smallShape is the most columns CheckRow compares pairwise.
+const smallShape = 32
 
 // identifier reports whether s is a PostgreSQL identifier that needs no
 // quoting: [a-z_][a-z0-9_]*, 1 to 63 bytes.
@@ -311,6 +328,9 @@ func validateDeviceID(id string, max int, slash bool) error {
 		case c == '/' && slash:
 		case c == '/' || c == '+' || c == '#':
 			return fieldErr("device_id", "format", "must not contain %q (it is one MQTT topic level)", c)
+		case c > ' ' && c < 0x7f:
+			// Printable ASCII but the space: most ids are only that, and
+			// each reading's is checked.
 		case unicode.IsControl(c) || unicode.IsSpace(c) || !unicode.IsPrint(c):
 			return fieldErr("device_id", "format", "must not contain control or space characters (found %U)", c)
 		}

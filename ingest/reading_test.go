@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode"
 
 	"firehose/ingest"
 )
@@ -177,6 +178,17 @@ func TestValidate(t *testing.T) {
 	}
 }
 
+// TestValidateDeviceIDASCII: each ASCII character is allowed in an id
+// exactly when it is printable, not a space and not one of / + #.
+func TestValidateDeviceIDASCII(t *testing.T) {
+	for c := rune(0); c < 0x80; c++ {
+		want := unicode.IsPrint(c) && !unicode.IsSpace(c) && !strings.ContainsRune("/+#", c)
+		if err := ingest.ValidateDeviceID("a"+string(c)+"b", 0); (err == nil) != want {
+			t.Errorf("%U: %v, want allowed %v", c, err, want)
+		}
+	}
+}
+
 func TestValidateDeviceID(t *testing.T) {
 	tests := []struct {
 		name     string
@@ -211,6 +223,8 @@ func TestValidateDeviceID(t *testing.T) {
 		{name: "plus", id: "a+", wantType: "format"},
 		{name: "hash", id: "#", wantType: "format"},
 		{name: "mqtt wildcard topic", id: "devices/+/readings", wantType: "format"},
+		{name: "delete", id: "a\x7fb", wantType: "format"},
+		{name: "tilde and bang", id: "~!"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

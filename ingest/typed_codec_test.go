@@ -2,6 +2,7 @@ package ingest_test
 
 import (
 	"errors"
+	"fmt"
 	"math"
 	"strconv"
 	"strings"
@@ -24,7 +25,7 @@ func typedRow(table string) *typed.Row {
 	return &typed.Row{Shape: shape, Values: []typed.Value{
 		{Str: "press-1"}, typed.TimeValue(time.Date(2026, 12, 5, 10, 0, 0, 123, time.UTC)),
 		{Bool: true}, {Int: -1200}, {Int: 7}, {Int: 1 << 60}, {Float: 21.5}, {Float: -0.125},
-		{Str: "12.50"}, {Str: `{"a":1}`}, {Floats: []float64{1, 2.5}}, {Strs: []string{"x", ""}}, {Null: true},
+		{Str: "12.50"}, {Str: `{"a":1}`}, typed.FloatsValue([]float64{1, 2.5}), typed.StrsValue([]string{"x", ""}), {Null: true},
 	}}
 }
 
@@ -198,6 +199,8 @@ func TestValidateTypedRow(t *testing.T) {
 		{name: "values short", r: ok(func(r *ingest.Reading) { r.Row.Values = r.Row.Values[1:] }), wantField: "row", wantType: "format"},
 		{name: "column twice", r: ok(func(r *ingest.Reading) { r.Row.Shape.Columns[1].Name = "device_id" }), wantField: "row", wantType: "format"},
 		{name: "column name quoted", r: ok(func(r *ingest.Reading) { r.Row.Shape.Columns[1].Name = `a"b` }), wantField: "row", wantType: "format"},
+		{name: "many columns", r: ok(func(r *ingest.Reading) { widen(r.Row, 40) })},
+		{name: "column twice of many", r: ok(func(r *ingest.Reading) { widen(r.Row, 40); r.Row.Shape.Columns[39].Name = "c5" }), wantField: "row", wantType: "format"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			err := tt.r.Validate(ingest.DefaultLimits)
@@ -209,5 +212,13 @@ func TestValidateTypedRow(t *testing.T) {
 			}
 			wantFieldError(t, err, tt.wantField, tt.wantType)
 		})
+	}
+}
+
+// widen adds columns c0, c1, ... to row until it has n, each NULL.
+func widen(row *typed.Row, n int) {
+	for i := 0; len(row.Shape.Columns) < n; i++ {
+		row.Shape.Columns = append(row.Shape.Columns, typed.Column{Name: fmt.Sprintf("c%d", i), Type: typed.Integer})
+		row.Values = append(row.Values, typed.Value{Null: true})
 	}
 }

@@ -148,27 +148,38 @@ func (m *Mapper) ForEndpoint(endpoint, name string) (Match, bool) {
 // validated against lim; any problem refuses the whole message with an
 // *Error.
 func (mt Match) Map(payload []byte, receivedAt time.Time, lim ingest.Limits) ([]ingest.Reading, error) {
+	rs, err := mt.AppendMap(nil, payload, receivedAt, lim)
+	if err != nil {
+		return nil, err
+	}
+	return rs, nil
+}
+
+// AppendMap is Map appending the readings to dst, for a caller mapping
+// many messages into one slice (a request of NDJSON). On error it returns
+// dst as it was (its spare capacity may have been written).
+func (mt Match) AppendMap(dst []ingest.Reading, payload []byte, receivedAt time.Time, lim ingest.Limits) ([]ingest.Reading, error) {
 	r := mt.rule
 	fail := func(path, format string, args ...any) error {
 		return &Error{Rule: r.Name, Path: path, Msg: fmt.Sprintf(format, args...)}
 	}
 	if !gjson.ValidBytes(payload) {
-		return nil, fail("", "the payload is not valid JSON")
+		return dst, fail("", "the payload is not valid JSON")
 	}
 	root := gjson.ParseBytes(payload)
 	if !root.IsObject() {
-		return nil, fail("", "the payload is not a JSON object")
+		return dst, fail("", "the payload is not a JSON object")
 	}
 	device := mt.caps[deviceCapture]
 	if r.Device != "" {
 		v := root.Get(r.Device)
 		if v.Type != gjson.String || v.Str == "" {
-			return nil, fail(r.Device, "the device id must be a non-empty string, found %s", describe(v))
+			return dst, fail(r.Device, "the device id must be a non-empty string, found %s", describe(v))
 		}
 		device = v.Str
 	}
 	if err := ingest.ValidateDeviceID(device, lim.MaxDeviceID); err != nil {
-		return nil, fail(r.Device, "device id %q: %v", device, err)
+		return dst, fail(r.Device, "device id %q: %v", device, err)
 	}
 	var id string
 	if r.ID != "" {
@@ -179,11 +190,11 @@ func (mt Match) Map(payload []byte, receivedAt time.Time, lim ingest.Limits) ([]
 			id = v.Raw
 		}
 		if id == "" {
-			return nil, fail(r.ID, "the message id must be a non-empty string or a number, found %s", describe(root.Get(r.ID)))
+			return dst, fail(r.ID, "the message id must be a non-empty string or a number, found %s", describe(root.Get(r.ID)))
 		}
 	}
 	if r.table != nil {
-		return mt.mapTable(root, device, id, receivedAt, lim)
+		return mt.mapTable(dst, root, device, id, receivedAt, lim)
 	}
 	tags := mt.tags()
 	series := seriesOf(tags)
@@ -191,14 +202,14 @@ func (mt Match) Map(payload []byte, receivedAt time.Time, lim ingest.Limits) ([]
 	if r.Samples == "" {
 		rows, err := r.mapOne(root, true, device, tags, series, receivedAt, lim)
 		if err != nil {
-			return nil, err
+			return dst, err
 		}
 		ingest.NameRows(rows, id)
-		return rows, nil
+		return append(dst, rows...), nil
 	}
 	arr := root.Get(r.Samples)
 	if !arr.IsArray() {
-		return nil, fail(r.Samples, "the samples must be an array, found %s", describe(arr))
+		return dst, fail(r.Samples, "the samples must be an array, found %s", describe(arr))
 	}
 	var err error
 	i := 0
@@ -224,13 +235,13 @@ func (mt Match) Map(payload []byte, receivedAt time.Time, lim ingest.Limits) ([]
 		return true
 	})
 	if err != nil {
-		return nil, err
+		return dst, err
 	}
 	if len(out) == 0 {
-		return nil, fail(r.Samples, "the samples array is empty")
+		return dst, fail(r.Samples, "the samples array is empty")
 	}
 	ingest.NameRows(out, id)
-	return out, nil
+	return append(dst, out...), nil
 }
 
 // tags are the topic's captures other than the device, sorted by name.

@@ -23,30 +23,32 @@ import (
 const maxExponent = 1000
 
 // mapTable maps a message (root) of a rule with a table: one reading per
-// message, or per sample, whose Row is a row of the table.
-func (mt Match) mapTable(root gjson.Result, device, id string, receivedAt time.Time, lim ingest.Limits) ([]ingest.Reading, error) {
+// message, or per sample, whose Row is a row of the table, appended to dst
+// (returned as it was on error).
+func (mt Match) mapTable(dst []ingest.Reading, root gjson.Result, device, id string, receivedAt time.Time, lim ingest.Limits) ([]ingest.Reading, error) {
 	r := mt.rule
+	n := len(dst)
 	if r.Samples == "" {
-		out := make([]ingest.Reading, 1)
-		if err := r.mapRow(&out[0], root, mt.caps, device, id, receivedAt, lim); err != nil {
-			return nil, err
+		out := append(dst, ingest.Reading{})
+		if err := r.mapRow(&out[n], root, mt.caps, device, id, receivedAt, lim); err != nil {
+			return dst, err
 		}
-		ingest.NameRows(out, id)
+		ingest.NameRows(out[n:], id)
 		return out, nil
 	}
 	arr := root.Get(r.Samples)
 	if !arr.IsArray() {
-		return nil, &Error{Rule: r.Name, Path: r.Samples, Msg: "the samples must be an array, found " + describe(arr)}
+		return dst, &Error{Rule: r.Name, Path: r.Samples, Msg: "the samples must be an array, found " + describe(arr)}
 	}
-	var out []ingest.Reading
+	out := dst
 	var err error
 	arr.ForEach(func(_, s gjson.Result) bool {
-		at := func() string { return r.Samples + "." + strconv.Itoa(len(out)) }
+		at := func() string { return r.Samples + "." + strconv.Itoa(len(out)-n) }
 		if !s.IsObject() {
 			err = &Error{Rule: r.Name, Path: at(), Msg: "a sample must be an object, found " + describe(s)}
 			return false
 		}
-		if len(out) == MaxRows {
+		if len(out)-n == MaxRows {
 			err = &Error{Rule: r.Name, Path: r.Samples, Msg: fmt.Sprintf("the message maps to more than %d rows", MaxRows)}
 			return false
 		}
@@ -62,12 +64,12 @@ func (mt Match) mapTable(root gjson.Result, device, id string, receivedAt time.T
 		return true
 	})
 	if err != nil {
-		return nil, err
+		return dst, err
 	}
-	if len(out) == 0 {
-		return nil, &Error{Rule: r.Name, Path: r.Samples, Msg: "the samples array is empty"}
+	if len(out) == n {
+		return dst, &Error{Rule: r.Name, Path: r.Samples, Msg: "the samples array is empty"}
 	}
-	ingest.NameRows(out, id)
+	ingest.NameRows(out[n:], id)
 	return out, nil
 }
 
@@ -80,9 +82,25 @@ func (r *compiled) mapRow(rd *ingest.Reading, obj gjson.Result, caps map[string]
 		return &Error{Rule: r.Name, Column: column, Path: path, Msg: fmt.Sprintf(format, args...)}
 	}
 	timeName := t.cols[t.timeCol].name
+	// One pass over obj's fields finds the values of the plain paths and
+	// the unknown fields (a GJSON Get a path would read obj from its start
+	// each time).
+	var stack [16]gjson.Result
+	got := stack[:0]
+	if t.slots <= len(stack) {
+		got = stack[:t.slots]
+	} else {
+		got = make([]gjson.Result, t.slots)
+	}
+	depth := lim.MaxDepth
+	if depth <= 0 {
+		depth = ingest.DefaultLimits.MaxDepth
+	}
+	var kept [8][2]string
+	unknown, size, driftErr := t.scan(obj, got, kept[:0], depth, fail)
 	var ts time.Time
 	if r.Time != "" {
-		v := obj.Get(r.Time)
+		v := t.value(obj, got, t.timeSlot, r.Time)
 		if !v.Exists() {
 			return fail(timeName, r.Time, "no time there")
 		}
@@ -106,10 +124,6 @@ func (r *compiled) mapRow(rd *ingest.Reading, obj gjson.Result, caps map[string]
 		}
 		return fail(column, path, "%v", err)
 	}
-	depth := lim.MaxDepth
-	if depth <= 0 {
-		depth = ingest.DefaultLimits.MaxDepth
-	}
 	vals := make([]typed.Value, len(t.shape.Columns))
 	for i := range t.cols {
 		c, v := &t.cols[i], &vals[i]
@@ -131,7 +145,7 @@ func (r *compiled) mapRow(rd *ingest.Reading, obj gjson.Result, caps map[string]
 				return fail(c.name, r.ID, "the message id: %v", err)
 			}
 		case fromPath:
-			j := obj.Get(c.path)
+			j := t.value(obj, got, c.slot, c.path)
 			if !j.Exists() || j.Type == gjson.Null {
 				if c.required {
 					return fail(c.name, c.path, "required, and the message has %s there", describe(j))
@@ -145,7 +159,10 @@ func (r *compiled) mapRow(rd *ingest.Reading, obj gjson.Result, caps map[string]
 		}
 	}
 	if t.unknown != UnknownIgnore {
-		if err := t.drift(obj, vals, depth, lim.MaxPayload, fail); err != nil {
+		if driftErr != nil {
+			return driftErr
+		}
+		if err := t.keep(unknown, size, vals, lim.MaxPayload, fail); err != nil {
 			return err
 		}
 	}
@@ -154,43 +171,67 @@ func (r *compiled) mapRow(rd *ingest.Reading, obj gjson.Result, caps map[string]
 	return nil
 }
 
-// drift applies the table's drift policy to the unknown fields of obj:
-// UnknownRefuse refuses the first, UnknownKeep puts them all in the extra
-// column of vals as a compact JSON object (NULL without any), checked as
-// jsonb (values nested at most depth-1 deep, the object at most
-// maxPayload bytes).
-func (t *table) drift(obj gjson.Result, vals []typed.Value, depth, maxPayload int, fail func(column, path, format string, args ...any) error) error {
-	var err error
+// scan reads obj's fields in one pass: into got[slot] the first of each
+// slotted field (see table.fields), and the unknown ones unless the policy
+// ignores them. UnknownRefuse refuses the first (err); UnknownKeep checks
+// each as jsonb (values nested at most depth-1 deep: err is the first that
+// is not) and appends its raw key and value to kept, returned with the
+// size of the object they make, to write it in one allocation of its size
+// (mapRow's kept is an array of 8: a message rarely has more).
+func (t *table) scan(obj gjson.Result, got []gjson.Result, kept [][2]string, depth int, fail func(column, path, format string, args ...any) error) (
+	fields [][2]string, size int, err error) {
+	fields, size = kept, 1 // {
+	if len(got) == 0 && t.unknown == UnknownIgnore {
+		return fields, size, nil
+	}
 	extra := ""
 	if t.extra >= 0 {
 		extra = t.shape.Columns[t.extra].Name
 	}
-	// The unknown fields' raw keys and values, to write the object in one
-	// allocation of its size; a message rarely has more than a few.
-	var buf [8][2]string
-	fields := buf[:0]
-	size := 1 // {
 	obj.ForEach(func(k, v gjson.Result) bool {
-		if t.known[k.Str] {
+		if slot, known := t.fields[k.Str]; known {
+			if slot >= 0 && !got[slot].Exists() {
+				got[slot] = v
+			}
+			return true
+		}
+		if t.unknown == UnknownIgnore || err != nil {
 			return true
 		}
 		if t.unknown == UnknownRefuse {
 			err = fail("", escapePath(k.Str), "unknown field %q: no column reads it, and the rule refuses unknown fields (unknown: refuse)", k.Str)
-			return false
+			return true
 		}
 		for _, s := range []string{k.Raw, v.Raw} {
 			if cerr := ingest.CheckJSON(unsafeBytes(s), max(depth-1, 1)); cerr != nil {
 				err = fail(extra, escapePath(k.Str), "unknown field %q: %s", k.Str, fieldMsg(cerr))
-				return false
+				return true
 			}
 		}
 		fields = append(fields, [2]string{k.Raw, v.Raw})
 		size += len(k.Raw) + len(v.Raw) + 2 // :, and , or }
 		return true
 	})
-	if err != nil || t.extra < 0 {
-		return err
+	return fields, size, err
+}
+
+// value is the value of path in obj: the one scan found in its slot, or
+// (slot -1) GJSON's.
+func (t *table) value(obj gjson.Result, got []gjson.Result, slot int, path string) gjson.Result {
+	if slot >= 0 {
+		return got[slot]
 	}
+	return obj.Get(path)
+}
+
+// keep puts the unknown fields scan kept (UnknownKeep), of an object of
+// size bytes, in the extra column of vals as a compact JSON object (NULL
+// without any), at most maxPayload bytes.
+func (t *table) keep(fields [][2]string, size int, vals []typed.Value, maxPayload int, fail func(column, path, format string, args ...any) error) error {
+	if t.extra < 0 {
+		return nil
+	}
+	extra := t.shape.Columns[t.extra].Name
 	if len(fields) == 0 {
 		vals[t.extra].Null = true
 		return nil
@@ -267,11 +308,11 @@ func appendKeyValue(b []byte, v *typed.Value, typ typed.Type) []byte {
 	case typed.Real, typed.Double:
 		repr = strconv.AppendFloat(repr, v.Float, 'g', -1, 64)
 	case typed.DoubleArray:
-		for _, f := range v.Floats {
+		for _, f := range v.Floats() {
 			repr = binary.LittleEndian.AppendUint64(repr, math.Float64bits(f))
 		}
 	case typed.TextArray:
-		for _, s := range v.Strs {
+		for _, s := range v.Strs() {
 			repr = appendKeyPart(repr, s)
 		}
 	}
@@ -340,39 +381,41 @@ func convert(j gjson.Result, typ typed.Type, depth int, v *typed.Value) error {
 			return fmt.Errorf("want an array of numbers, found %s", describe(j))
 		}
 		var err error
-		v.Floats = []float64{}
+		fs := []float64{}
 		j.ForEach(func(_, e gjson.Result) bool {
 			if e.Type != gjson.Number {
-				err = fmt.Errorf("element %d: want a number, found %s", len(v.Floats), describe(e))
+				err = fmt.Errorf("element %d: want a number, found %s", len(fs), describe(e))
 				return false
 			}
 			f, ferr := parseFloat(e.Raw, typed.Double)
 			if ferr != nil {
-				err = fmt.Errorf("element %d: %v", len(v.Floats), ferr)
+				err = fmt.Errorf("element %d: %v", len(fs), ferr)
 				return false
 			}
-			v.Floats = append(v.Floats, f)
+			fs = append(fs, f)
 			return true
 		})
+		*v = typed.FloatsValue(fs)
 		return err
 	case typed.TextArray:
 		if !j.IsArray() {
 			return fmt.Errorf("want an array of strings, found %s", describe(j))
 		}
 		var err error
-		v.Strs = []string{}
+		ss := []string{}
 		j.ForEach(func(_, e gjson.Result) bool {
 			if e.Type != gjson.String {
-				err = fmt.Errorf("element %d: want a string, found %s", len(v.Strs), describe(e))
+				err = fmt.Errorf("element %d: want a string, found %s", len(ss), describe(e))
 			} else if terr := checkText(e.Str); terr != nil {
-				err = fmt.Errorf("element %d: %v", len(v.Strs), terr)
+				err = fmt.Errorf("element %d: %v", len(ss), terr)
 			}
 			if err != nil {
 				return false
 			}
-			v.Strs = append(v.Strs, e.Str)
+			ss = append(ss, e.Str)
 			return true
 		})
+		*v = typed.StrsValue(ss)
 		return err
 	default:
 		return fmt.Errorf("no conversion to %s", typ) // compile allows none other

@@ -56,6 +56,9 @@ type column struct {
 	capture  string // fromCapture
 	path     string // fromPath
 	required bool
+	// slot is where mapRow's pass over the object puts the value of a
+	// plain path (plainPath); -1 when the path is read by itself.
+	slot int
 }
 
 // table is the compiled table part of a rule.
@@ -72,10 +75,17 @@ type table struct {
 	unknown string
 	// identity are the indexes of the identity columns, in their order.
 	identity []int
-	// known are the top-level fields of the object a row is read from (the
-	// message, or a sample) that are not unknown: a path's first field,
-	// the time's, and (without samples) the device's and the id's.
-	known map[string]bool
+	// fields are the top-level fields of the object a row is read from
+	// (the message, or a sample) that are not unknown: a path's first
+	// field, the time's, and (without samples) the device's and the id's.
+	// A field a plain path reads has a slot (>= 0, fewer than slots): mapRow
+	// reads every slotted field in one pass over the object, the pass that
+	// finds the unknown ones; the others are -1.
+	fields map[string]int
+	slots  int
+	// timeSlot is the slot of the time's field, -1 when the time's path is
+	// not plain (or the rule reads no time).
+	timeSlot int
 	// series is the start of every row's Series: the table's name.
 	series []byte
 	// decl is the table as Tables reports it.
@@ -117,7 +127,7 @@ func compileTable(r Rule, levels []level) (*table, error) {
 	case len(r.Columns) == 0:
 		return nil, bad("table %q has no columns: list them (name, type, and one of source, capture or path)", r.Table)
 	}
-	t := &table{timeCol: -1, extra: -1, unknown: cmp.Or(r.Unknown, UnknownKeep), known: map[string]bool{}}
+	t := &table{timeCol: -1, extra: -1, unknown: cmp.Or(r.Unknown, UnknownKeep), fields: map[string]int{}, timeSlot: -1}
 	switch t.unknown {
 	case UnknownKeep, UnknownIgnore, UnknownRefuse:
 	default:
@@ -155,12 +165,12 @@ func compileTable(r Rule, levels []level) (*table, error) {
 		if n != 1 {
 			return nil, badCol(i, "give exactly one of source (device, time, received or id), capture (a topic capture) or path (a GJSON path)")
 		}
-		c := column{name: cr.Name, typ: typ, capture: cr.Capture, path: cr.Path, required: cr.Required}
+		c := column{name: cr.Name, typ: typ, capture: cr.Capture, path: cr.Path, required: cr.Required, slot: -1}
 		var want typed.Type // what the source or capture holds
 		switch {
 		case cr.Path != "":
 			c.from = fromPath
-			t.known[topField(cr.Path)] = true
+			c.slot = t.field(cr.Path)
 		case cr.Capture != "":
 			c.from, want = fromCapture, typed.Text
 			switch {
@@ -218,14 +228,14 @@ func compileTable(r Rule, levels []level) (*table, error) {
 		shape.Columns = append(shape.Columns, typed.Column{Name: name, Type: typed.JSONB})
 	}
 	if r.Time != "" {
-		t.known[topField(r.Time)] = true
+		t.timeSlot = t.field(r.Time)
 	}
 	if r.Samples == "" {
 		// The fields of the message the device and the id are read from;
 		// with samples they are not fields of a sample.
 		for _, p := range []string{r.Device, r.ID} {
 			if p != "" {
-				t.known[topField(p)] = true
+				t.know(topField(p)) // Map reads them
 			}
 		}
 	}
@@ -272,6 +282,47 @@ func compileTable(r Rule, levels []level) (*table, error) {
 	t.series = appendKeyPart(nil, "")
 	t.series = slices.Clip(appendKeyPart(t.series, r.Table)) // shared by rows: an append must copy
 	return t, nil
+}
+
+// field records the top-level field path reads as known, and returns the
+// slot of its value when path is plain (one field, read in mapRow's pass
+// over the object), else -1.
+func (t *table) field(path string) int {
+	if !plainPath(path) {
+		t.know(topField(path))
+		return -1
+	}
+	if slot, ok := t.fields[path]; ok && slot >= 0 {
+		return slot // another column, or the time, reads it too
+	}
+	t.fields[path] = t.slots
+	t.slots++
+	return t.slots - 1
+}
+
+// know records the top-level field name as known, not unknown.
+func (t *table) know(name string) {
+	if _, ok := t.fields[name]; !ok {
+		t.fields[name] = -1
+	}
+}
+
+// plainPath reports whether the GJSON path p names one top-level field by
+// its name: letters, digits, '_' and '-', none of GJSON's special
+// characters, so that the field whose name is p is what p reads (the first
+// of that name, as GJSON's Get finds it).
+func plainPath(p string) bool {
+	if p == "" {
+		return false
+	}
+	for i := 0; i < len(p); i++ {
+		switch c := p[i]; {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '_', c == '-':
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // sameTable says how a and b, two rules' declarations of one table,

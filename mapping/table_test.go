@@ -172,12 +172,12 @@ func TestTableTypes(t *testing.T) {
 		{name: "jsonb number", typ: "jsonb", value: `7`, want: typed.Value{Str: `7`}},
 		{name: "jsonb too deep", typ: "jsonb", value: deep, err: "deeper than 16"},
 		{name: "jsonb NUL", typ: "jsonb", value: `{"a": "\u0000"}`, err: `\u0000`},
-		{name: "double array", typ: "double precision[]", value: `[1, 2.5, -3e2]`, want: typed.Value{Floats: []float64{1, 2.5, -300}}},
-		{name: "double array empty", typ: "float8[]", value: `[]`, want: typed.Value{Floats: []float64{}}},
+		{name: "double array", typ: "double precision[]", value: `[1, 2.5, -3e2]`, want: typed.FloatsValue([]float64{1, 2.5, -300})},
+		{name: "double array empty", typ: "float8[]", value: `[]`, want: typed.FloatsValue([]float64{})},
 		{name: "double array string element", typ: "double precision[]", value: `[1, "x"]`, err: "element 1: want a number, found a string"},
 		{name: "double array null element", typ: "double precision[]", value: `[null]`, err: "element 0: want a number, found null"},
 		{name: "double array of a number", typ: "double precision[]", value: `3`, err: "want an array of numbers"},
-		{name: "text array", typ: "text[]", value: `["a", ""]`, want: typed.Value{Strs: []string{"a", ""}}},
+		{name: "text array", typ: "text[]", value: `["a", ""]`, want: typed.StrsValue([]string{"a", ""})},
 		{name: "text array number element", typ: "text[]", value: `["a", 1]`, err: "element 1: want a string, found a number"},
 		{name: "missing is NULL", typ: "integer", value: ``, want: typed.Value{Null: true}},
 		{name: "null is NULL", typ: "text", value: `null`, want: typed.Value{Null: true}},
@@ -622,4 +622,43 @@ func FuzzMapTable(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestTablePaths: a column reads what GJSON's Get reads at its path,
+// whether the path names one field (read in the pass that finds the
+// unknown fields) or not: the first of fields named twice (escaped or
+// not), a field two columns or a column and the time read, a nested path,
+// a wildcard; every field a path starts at is known, the others kept.
+func TestTablePaths(t *testing.T) {
+	m := mustMapper(t, mapping.Rule{
+		Name: "paths", Endpoint: "/v1/readings", Device: "device", Time: "t", TimeFormat: "unix_ms", Table: "paths",
+		Columns: []mapping.ColumnRule{
+			{Name: "time", Type: "timestamptz", Source: "time"},
+			{Name: "a", Type: "integer", Path: "a"},
+			{Name: "a_again", Type: "bigint", Path: "a"},
+			{Name: "t_ms", Type: "bigint", Path: "t"},
+			{Name: "nested", Type: "integer", Path: "n.x"},
+			{Name: "dash", Type: "real", Path: "te-mp"},
+			{Name: "wild", Type: "integer", Path: "w*"},
+			{Name: "absent", Type: "text", Path: "nope"},
+			{Name: "null", Type: "text", Path: "z"},
+		},
+	})
+	mt, ok := m.ForEndpoint("/v1/readings", "paths")
+	if !ok {
+		t.Fatal("no rule paths")
+	}
+	msg := `{"device":"d1","t":1733040000000,"a":1,"a":2,"n":{"x":5},"te-mp":1.5,"wx":7,"q\u0041":"u","\u0061":3,"z":null,"n":{"x":6}}`
+	rs, err := mt.Map([]byte(msg), received, lim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]typed.Value{
+		"time": typed.TimeValue(time.UnixMilli(1733040000000)), "a": {Int: 1}, "a_again": {Int: 1}, "t_ms": {Int: 1733040000000},
+		"nested": {Int: 5}, "dash": {Float: 1.5}, "wild": {Int: 7}, "absent": {Null: true}, "null": {Null: true},
+		"extra": {Str: `{"wx":7,"q\u0041":"u"}`},
+	}
+	if got := values(t, rs[0]); !reflect.DeepEqual(got, want) {
+		t.Errorf("values\n%+v, want\n%+v", got, want)
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"math"
 	"strings"
 	"sync"
+	"sync/atomic"
 )
 
 // ErrCorrupt means an encoded row does not decode.
@@ -58,13 +59,13 @@ func AppendRow(dst []byte, r *Row) []byte {
 		case Text, Numeric, JSONB:
 			dst = appendString(dst, v.Str)
 		case DoubleArray:
-			dst = binary.AppendUvarint(dst, uint64(len(v.Floats)))
-			for _, f := range v.Floats {
+			dst = binary.AppendUvarint(dst, uint64(len(v.Floats())))
+			for _, f := range v.Floats() {
 				dst = binary.LittleEndian.AppendUint64(dst, math.Float64bits(f))
 			}
 		case TextArray:
-			dst = binary.AppendUvarint(dst, uint64(len(v.Strs)))
-			for _, s := range v.Strs {
+			dst = binary.AppendUvarint(dst, uint64(len(v.Strs())))
+			for _, s := range v.Strs() {
 				dst = appendString(dst, s)
 			}
 		}
@@ -83,25 +84,34 @@ func appendString(dst []byte, s string) []byte {
 // maxShapes of them): a caller must not change it.
 func DecodeRow(s string) (Row, int, error) {
 	d := decoder{s: s}
-	d.str("table")
-	n := d.uvarint("column count")
-	if d.err == nil && n > MaxColumns {
-		d.fail(fmt.Sprintf("%d columns, over PostgreSQL's %d", n, MaxColumns))
-	}
-	for range n {
+	var shape *Shape
+	if last := lastShape.Load(); last != nil && strings.HasPrefix(s, last.enc) {
+		// The shape of the row before (a batch's rows are mostly of one
+		// table): a shape's encoding is read from its own lengths, so s
+		// starting with it holds that shape and nothing longer.
+		shape, d.off = last.shape, len(last.enc)
+	} else {
+		d.str("table")
+		n := d.uvarint("column count")
+		if d.err == nil && n > MaxColumns {
+			d.fail(fmt.Sprintf("%d columns, over PostgreSQL's %d", n, MaxColumns))
+		}
+		for range n {
+			if d.err != nil {
+				break
+			}
+			d.str("column name")
+			if t := Type(d.byte("column type")); d.err == nil && !t.valid() {
+				d.fail(fmt.Sprintf("unknown column type %d", t))
+			}
+		}
 		if d.err != nil {
-			break
+			return Row{}, 0, d.err
 		}
-		d.str("column name")
-		if t := Type(d.byte("column type")); d.err == nil && !t.valid() {
-			d.fail(fmt.Sprintf("unknown column type %d", t))
-		}
+		shape = shapeOf(s[:d.off])
 	}
-	if d.err != nil {
-		return Row{}, 0, d.err
-	}
-	shape := shapeOf(s[:d.off])
-	bitmap := d.take(int(n+7)/8, "null bitmap")
+	n := len(shape.Columns)
+	bitmap := d.take((n+7)/8, "null bitmap")
 	if d.err != nil {
 		return Row{}, 0, d.err
 	}
@@ -129,16 +139,18 @@ func DecodeRow(s string) (Row, int, error) {
 			v.Str = d.str(c.Name)
 		case DoubleArray:
 			k := d.count(c.Name, 8)
-			v.Floats = make([]float64, k)
-			for j := range v.Floats {
-				v.Floats[j] = d.float(c.Name)
+			fs := make([]float64, k)
+			for j := range fs {
+				fs[j] = d.float(c.Name)
 			}
+			*v = FloatsValue(fs)
 		case TextArray:
 			k := d.count(c.Name, 1)
-			v.Strs = make([]string, k)
-			for j := range v.Strs {
-				v.Strs[j] = d.str(c.Name)
+			ss := make([]string, k)
+			for j := range ss {
+				ss[j] = d.str(c.Name)
 			}
+			*v = StrsValue(ss)
 		}
 		if d.err != nil {
 			return Row{}, 0, d.err
@@ -151,33 +163,44 @@ func DecodeRow(s string) (Row, int, error) {
 // for each row (a deployment has a table and column list per rule).
 const maxShapes = 4096
 
+// knownShape is a decoded shape and its encoding (its own copy: a Shape
+// kept must not pin the entry it was read from).
+type knownShape struct {
+	enc   string
+	shape *Shape
+}
+
 // shapes are the shapes decoded so far, by their encoding.
 var shapes = struct {
 	sync.RWMutex
-	m map[string]*Shape
-}{m: map[string]*Shape{}}
+	m map[string]*knownShape
+}{m: map[string]*knownShape{}}
+
+// lastShape is the shape shapeOf returned last: DecodeRow tries it first.
+var lastShape atomic.Pointer[knownShape]
 
 // shapeOf is the Shape encoded in enc, a well-formed shape (DecodeRow
 // checked it): the one decoded before, or a new one.
 func shapeOf(enc string) *Shape {
 	shapes.RLock()
-	sh, ok := shapes.m[enc]
+	ks, ok := shapes.m[enc]
 	shapes.RUnlock()
-	if ok {
-		return sh
+	if !ok {
+		d := decoder{s: strings.Clone(enc)}
+		sh := &Shape{Table: d.str("")}
+		sh.Columns = make([]Column, d.uvarint(""))
+		for i := range sh.Columns {
+			sh.Columns[i] = Column{Name: d.str(""), Type: Type(d.byte(""))}
+		}
+		ks = &knownShape{enc: d.s, shape: sh}
+		shapes.Lock()
+		if len(shapes.m) < maxShapes {
+			shapes.m[d.s] = ks
+		}
+		shapes.Unlock()
 	}
-	d := decoder{s: strings.Clone(enc)} // the Shape's strings must not pin the entry
-	sh = &Shape{Table: d.str("")}
-	sh.Columns = make([]Column, d.uvarint(""))
-	for i := range sh.Columns {
-		sh.Columns[i] = Column{Name: d.str(""), Type: Type(d.byte(""))}
-	}
-	shapes.Lock()
-	if len(shapes.m) < maxShapes {
-		shapes.m[d.s] = sh
-	}
-	shapes.Unlock()
-	return sh
+	lastShape.Store(ks)
+	return ks.shape
 }
 
 // decoder reads s from off; the first failure sticks in err.

@@ -2,9 +2,11 @@ package typed
 
 import (
 	"errors"
+	"fmt"
 	"reflect"
 	"testing"
 	"time"
+	"unsafe"
 )
 
 func sampleRow() *Row {
@@ -18,7 +20,7 @@ func sampleRow() *Row {
 	return &Row{Shape: shape, Values: []Value{
 		{Str: "berlin"}, {Bool: true}, {Int: -1200}, {Int: 7}, {Int: 1 << 60}, {Float: 21.5},
 		{Float: -0.125}, {Str: "12.50"}, TimeValue(time.Date(2026, 12, 5, 10, 0, 0, 123, time.UTC)),
-		{Str: `{"a":1}`}, {Floats: []float64{1, 2.5}}, {Strs: []string{"x", ""}}, {Null: true},
+		{Str: `{"a":1}`}, FloatsValue([]float64{1, 2.5}), StrsValue([]string{"x", ""}), {Null: true},
 	}}
 }
 
@@ -94,5 +96,48 @@ func TestParseType(t *testing.T) {
 		if _, err := ParseType(in); err == nil {
 			t.Errorf("ParseType(%q): no error", in)
 		}
+	}
+}
+
+// TestValueSize: a row holds a Value a column; the arrays behind a pointer
+// keep it at 48 bytes (it was 88 with their slices in it).
+func TestValueSize(t *testing.T) {
+	if n := unsafe.Sizeof(Value{}); n != 48 {
+		t.Errorf("a Value takes %d bytes, want 48", n)
+	}
+	if v := FloatsValue(nil); v.Floats() != nil || v.Strs() != nil || (Value{}).Floats() != nil {
+		t.Errorf("an empty array: %v %v", v.Floats(), v.Strs())
+	}
+}
+
+// TestDecodeRowShapes: rows of several shapes, in turn, each decode with
+// their own, one *Shape a shape however often it comes back (DecodeRow
+// tries the last shape first: one of the same table and first columns is
+// not taken for it).
+func TestDecodeRowShapes(t *testing.T) {
+	a := &Shape{Table: "t", Columns: []Column{{Name: "a", Type: Integer}}}
+	ab := &Shape{Table: "t", Columns: []Column{{Name: "a", Type: Integer}, {Name: "b", Type: Text}}}
+	a2 := &Shape{Table: "t", Columns: []Column{{Name: "a", Type: Bigint}}}
+	rows := []*Row{
+		{Shape: a, Values: []Value{{Int: 1}}},
+		{Shape: ab, Values: []Value{{Int: 2}, {Str: "x"}}},
+		{Shape: ab, Values: []Value{{Int: 3}, {Null: true}}},
+		{Shape: a2, Values: []Value{{Int: 4}}},
+		{Shape: a, Values: []Value{{Int: 5}}},
+	}
+	seen := map[string]*Shape{}
+	for i, r := range rows {
+		got, _, err := DecodeRow(string(AppendRow(nil, r)))
+		if err != nil {
+			t.Fatalf("row %d: %v", i, err)
+		}
+		if !reflect.DeepEqual(*got.Shape, *r.Shape) || !reflect.DeepEqual(got.Values, r.Values) {
+			t.Errorf("row %d: %+v %+v, want %+v %+v", i, *got.Shape, got.Values, *r.Shape, r.Values)
+		}
+		key := fmt.Sprint(*r.Shape)
+		if s, ok := seen[key]; ok && s != got.Shape {
+			t.Errorf("row %d: a second *Shape for %s", i, key)
+		}
+		seen[key] = got.Shape
 	}
 }

@@ -24,7 +24,9 @@ type Row struct {
 }
 
 // Value is one column's value. Which field holds it follows the column's
-// Type; Null is SQL NULL whatever the type.
+// Type; Null is SQL NULL whatever the type. A row holds a Value a column,
+// so it is kept small (48 bytes): the arrays, rare, are behind a pointer
+// (FloatsValue, StrsValue).
 type Value struct {
 	Null bool
 	// Bool: boolean.
@@ -36,10 +38,15 @@ type Value struct {
 	// Str: text; numeric as a decimal number ("-12.5", "1e3"); jsonb as
 	// compact JSON.
 	Str string
-	// Floats: double precision[].
-	Floats []float64
-	// Strs: text[].
-	Strs []string
+	// list: double precision[] (Floats) and text[] (Strs); nil is an
+	// empty array.
+	list *list
+}
+
+// list is an array Value's elements.
+type list struct {
+	floats []float64
+	strs   []string
 }
 
 // TimeValue is the timestamptz Value of t.
@@ -47,3 +54,27 @@ func TimeValue(t time.Time) Value { return Value{Int: t.UnixNano()} }
 
 // Time is v as a timestamptz.
 func (v Value) Time() time.Time { return time.Unix(0, v.Int).UTC() }
+
+// FloatsValue is the double precision[] Value of fs (nil or empty: an
+// empty array). The Value holds fs, not a copy.
+func FloatsValue(fs []float64) Value { return Value{list: &list{floats: fs}} }
+
+// Floats is v's elements as a double precision[], nil for none.
+func (v Value) Floats() []float64 {
+	if v.list == nil {
+		return nil
+	}
+	return v.list.floats
+}
+
+// StrsValue is the text[] Value of ss (nil or empty: an empty array). The
+// Value holds ss, not a copy.
+func StrsValue(ss []string) Value { return Value{list: &list{strs: ss}} }
+
+// Strs is v's elements as a text[], nil for none.
+func (v Value) Strs() []string {
+	if v.list == nil {
+		return nil
+	}
+	return v.list.strs
+}

@@ -402,9 +402,9 @@ func goValue(t typed.Type, v typed.Value) any {
 	case t == typed.JSONB:
 		return json.RawMessage(v.Str)
 	case t == typed.DoubleArray:
-		return v.Floats
+		return v.Floats()
 	case t == typed.TextArray:
-		return v.Strs
+		return v.Strs()
 	}
 	return v.Str
 }
