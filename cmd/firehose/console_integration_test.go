@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -126,6 +127,12 @@ func TestIntegrationConsoleOverviewInChromium(t *testing.T) {
 	plotMax := read(t, ctx, "the plot's scale", chromedp.Text(chromedp.CSS("#plot-max")))
 	points := read(t, ctx, "the plot", chromedp.AttributeValue(chromedp.CSS("#plot-rows"), "points")).Value
 	health := read(t, ctx, "health", chromedp.Text(chromedp.CSS("#health")))
+	if dir := os.Getenv("FIREHOSE_SCREENSHOTS"); dir != "" { // the picture docs/console.md shows
+		png := read(t, ctx, "a screenshot", chromedp.FullScreenshot(100))
+		if err := os.WriteFile(filepath.Join(dir, "console-overview.png"), png, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if max, err := strconv.Atoi(plotMax); err != nil || max <= 1 {
 		t.Errorf("the plot's scale is %q: want the fleet's rows/s, above 1", plotMax)
 	}

@@ -29,7 +29,8 @@
     history.forEach(function (p) { max = Math.max(max, p[0], p[1]); });
     [0, 1].forEach(function (k) {
       var pts = history.map(function (p, i) {
-        return (i * 600 / (keep - 1)).toFixed(1) + "," + (158 - p[k] / max * 150).toFixed(1);
+        var x = 600 - (history.length - 1 - i) * 600 / (keep - 1); // the newest at the right edge
+        return x.toFixed(1) + "," + (158 - p[k] / max * 150).toFixed(1);
       });
       document.getElementById(k === 0 ? "plot-readings" : "plot-rows").setAttribute("points", pts.join(" "));
     });
