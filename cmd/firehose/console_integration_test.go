@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -109,10 +110,16 @@ func TestIntegrationConsoleOverviewInChromium(t *testing.T) {
 		t.Fatalf("log in: %v", err)
 	}
 
-	code, out, _ := simulate(t, "--http", st.http, "--postgres", st.pgURL, "--metrics", "off",
-		"--duration", "4s", "--rate", "300", "--devices", "10")
+	fleet := []string{"--http", st.http, "--postgres", st.pgURL, "--metrics", "off", "--duration", "4s", "--rate", "300", "--devices", "10"}
+	if st.mqtt != "" {
+		fleet = append(fleet, "--protocol", "mixed", "--mqtt", st.mqtt, "--qos", "1")
+	}
+	code, out, _ := simulate(t, fleet...)
 	if code != 0 {
 		t.Fatalf("simulate exited %d:\n%s", code, out)
+	}
+	if code, body := post(t, st.http+"/v1/readings", "application/json", "", `{"device_id":"no-reading"}`); code != http.StatusUnprocessableEntity {
+		t.Fatalf("an invalid reading answered %d %s, want 422", code, body)
 	}
 	rows := countRows(t, st.pgURL, "SELECT count(*) FROM readings")
 	if rows == 0 {
@@ -124,6 +131,20 @@ func TestIntegrationConsoleOverviewInChromium(t *testing.T) {
 		shown := read(t, ctx, "rows committed", chromedp.Text(chromedp.CSS("#rows-committed")))
 		return shown == strconv.Itoa(rows)
 	}, "the console never showed the %d rows committed PostgreSQL holds", rows)
+	testenv.Eventually(t, 30*time.Second, func() bool {
+		refusals := read(t, ctx, "refusals", chromedp.Evaluate[string](`Array.from(document.querySelectorAll("#refusals td"), td => td.textContent).join(" ")`))
+		return refusals == "http invalid 1"
+	}, "the refusals table never showed the one invalid reading (http, invalid, 1)")
+	byPath := map[string]string{}
+	for _, id := range []string{"http-in", "mqtt-in"} {
+		byPath[id] = read(t, ctx, id, chromedp.Text(chromedp.CSS("#"+id)))
+	}
+	if n, err := strconv.Atoi(byPath["http-in"]); err != nil || n == 0 {
+		t.Errorf("readings in over HTTP shows %q, want the fleet's", byPath["http-in"])
+	}
+	if n, err := strconv.Atoi(byPath["mqtt-in"]); st.mqtt != "" && (err != nil || n == 0) {
+		t.Errorf("readings in over MQTT shows %q, want the fleet's", byPath["mqtt-in"])
+	}
 	plotMax := read(t, ctx, "the plot's scale", chromedp.Text(chromedp.CSS("#plot-max")))
 	points := read(t, ctx, "the plot", chromedp.AttributeValue(chromedp.CSS("#plot-rows"), "points")).Value
 	health := read(t, ctx, "health", chromedp.Text(chromedp.CSS("#health")))
