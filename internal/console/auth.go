@@ -6,6 +6,7 @@ import (
 	"crypto/subtle"
 	"encoding/hex"
 	"net/http"
+	"net/url"
 	"strings"
 )
 
@@ -36,4 +37,17 @@ func (c *Console) authorized(r *http.Request) bool {
 	}
 	ck, err := r.Cookie(cookieName)
 	return err == nil && equal(ck.Value, c.session)
+}
+
+// sameOrigin says whether a form POST comes from the console's own pages: a
+// browser sends Origin with every POST, and another site's page cannot
+// forge it. A request without Origin (curl, a script with the token) is not
+// a browser's cross-site request.
+func sameOrigin(r *http.Request) bool {
+	o := r.Header.Get("Origin")
+	if o == "" {
+		return true
+	}
+	u, err := url.Parse(o)
+	return err == nil && u.Host == r.Host
 }

@@ -150,3 +150,18 @@ func TestEventsGiveRates(t *testing.T) {
 		t.Errorf("second snapshot: rate %v, committed %v; want a positive rate and 52", second.RowsRate, second.RowsCommitted)
 	}
 }
+
+func TestLoginRefusesAnotherOrigin(t *testing.T) {
+	srv, _ := newTestServer(t)
+	req, _ := http.NewRequest("POST", srv.URL+"/console/login", strings.NewReader("token=s3cret"))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Origin", "https://evil.example")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden || len(resp.Cookies()) != 0 {
+		t.Errorf("a login from another origin: %d, cookies %v; want 403 and none", resp.StatusCode, resp.Cookies())
+	}
+}
