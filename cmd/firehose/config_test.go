@@ -96,7 +96,7 @@ func TestConfigCheck(t *testing.T) {
 	clearFirehoseEnv(t)
 	t.Setenv("FIREHOSE_SHARDS", "8")
 	// Nothing listens on port 1: config check must not try to connect.
-	file := writeConfig(t, "roles: [broker, httpgw]\nbatch-size: 2000\nredis: redis://:hunter2@127.0.0.1:1/0\npostgres: postgres://fh:s3cret@127.0.0.1:1/firehose?password=s3cret\nmqtt-addr: \"\"\nmqtt-ws-addr: \":0\"\n")
+	file := writeConfig(t, "roles: [broker, httpgw]\nbatch-size: 2000\nredis: redis://:hunter2@127.0.0.1:1/0\npostgres: postgres://fh:s3cret@127.0.0.1:1/firehose?password=s3cret\nmqtt-addr: \"\"\nmqtt-ws-addr: \":0\"\nadmin-addr: 127.0.0.1:1\nadmin-token: t0psecret\n")
 	check := func(t *testing.T, args ...string) (int, string, string) {
 		t.Helper()
 		var out, errOut bytes.Buffer
@@ -109,13 +109,16 @@ func TestConfigCheck(t *testing.T) {
 		if code != 0 {
 			t.Fatalf("exit %d: %s", code, errOut)
 		}
-		for _, want := range []string{"valid", "roles broker, httpgw", file + ":2", "FIREHOSE_SHARDS", "redis://:xxxxx@127.0.0.1:1/0", "mqtt-topic"} {
+		for _, want := range []string{"valid", "roles broker, httpgw", file + ":2", "FIREHOSE_SHARDS", "redis://:xxxxx@127.0.0.1:1/0", "mqtt-topic", "admin-token"} {
 			if !strings.Contains(out, want) {
 				t.Errorf("output lacks %q:\n%s", want, out)
 			}
 		}
-		if strings.Contains(out, "hunter2") || strings.Contains(out, "s3cret") {
+		if strings.Contains(out, "hunter2") || strings.Contains(out, "s3cret") || strings.Contains(out, "t0psecret") {
 			t.Errorf("output shows a password:\n%s", out)
+		}
+		if f := strings.Fields(settingLine(out, "admin-token")); len(f) != 3 || f[1] != "xxxxx" {
+			t.Errorf("admin-token line %q: want its value hidden", settingLine(out, "admin-token"))
 		}
 		line := settingLine(out, "batch-size")
 		if f := strings.Fields(line); len(f) != 3 || f[1] != "2000" || f[2] != file+":2" {

@@ -122,6 +122,7 @@ func TestUsageErrors(t *testing.T) {
 		{"bad batch size", []string{"serve", "--batch-size", "0"}, 2, "--batch-size 0"},
 		{"bad log level", []string{"serve", "--log-level", "loud"}, 2, "--log-level"},
 		{"negative shutdown delay", []string{"serve", "--shutdown-delay", "-1s"}, 2, "--shutdown-delay -1s"},
+		{"console without an address", []string{"serve", "--admin-token", "x"}, 2, "--admin-token turns on the console on --admin-addr"},
 		{"bad redis cluster mode", []string{"serve", "--redis-cluster", "maybe"}, 2, "--redis-cluster \"maybe\": want auto, yes or no"},
 		{"cluster and sentinel", []string{"serve", "--redis-cluster", "yes", "--redis-sentinel-master", "m"}, 2, "a Redis Cluster fails over by itself"},
 		{"bad cluster url", []string{"serve", "--redis-cluster", "yes", "--redis", "http://x"}, 2, "is not a Redis Cluster URL"},

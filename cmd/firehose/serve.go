@@ -64,11 +64,13 @@ type serveConfig struct {
 	// keys (refused by default: it can delete streams of acknowledged readings).
 	RedisAllowEviction bool
 	AdminAddr          string
-	DebugAddr          string
-	LogLevel           string
-	LogFormat          string
-	ShutdownTimeout    time.Duration
-	ShutdownDelay      time.Duration
+	// AdminToken turns the web console on at AdminAddr (internal/console).
+	AdminToken      string
+	DebugAddr       string
+	LogLevel        string
+	LogFormat       string
+	ShutdownTimeout time.Duration
+	ShutdownDelay   time.Duration
 	// RedisWait bounds how long serve waits at start for a Redis that
 	// answers but does not serve yet (a Redis Cluster forming).
 	RedisWait   time.Duration
@@ -109,7 +111,8 @@ func (c *serveConfig) registerFlags(fs *flag.FlagSet) {
 	c.MQTT.RegisterFlags(fs)
 	c.Subscribe.RegisterFlags(fs)
 	fs.BoolVar(&c.RedisAllowEviction, "redis-allow-eviction", false, "start even though Redis's maxmemory-policy is not noeviction (it may then delete streams of\nacknowledged readings under memory pressure); without it firehose refuses to start")
-	fs.StringVar(&c.AdminAddr, "admin-addr", "", "address for /metrics, /livez and /readyz when the httpgw role does not run here (they are on\n--http-addr when it does); /readyz answers 503 while the broker's producer refuses readings or\nthe process is shutting down")
+	fs.StringVar(&c.AdminAddr, "admin-addr", "", "address for /metrics, /livez and /readyz when the httpgw role does not run here (they are on\n--http-addr when it does); /readyz answers 503 while the broker's producer refuses readings or\nthe process is shutting down; with --admin-token it also serves the web console, httpgw role or not")
+	fs.StringVar(&c.AdminToken, "admin-token", "", "turns on the web console at http://ADMIN-ADDR/console/ (docs/console.md), on --admin-addr even when the httpgw\nrole runs here; every page asks for this token once (a login form; or Authorization: Bearer). Empty: no console")
 	fs.StringVar(&c.DebugAddr, "debug-addr", "", "address for Go's /debug/pprof profiles (off when empty; bind it to loopback)")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 15*time.Second, "on SIGTERM, the longest to wait for in-flight requests and the final commit")
 	fs.StringVar(&c.MemoryLimit, "memory-limit", "", "soft limit of the process's memory, e.g. 384MiB or 2GiB (Go's runtime/debug.SetMemoryLimit): the garbage\ncollector works harder as the heap nears it instead of letting garbage grow to twice the live data;\nempty: Go's default (GOMEMLIMIT if set, else none). Set it under the container's limit; see the MQTT memory bounds")
@@ -160,6 +163,9 @@ func (c *serveConfig) validate() error {
 	}
 	if c.ShutdownDelay < 0 || c.ShutdownDelay > maxShutdownDelay {
 		return fmt.Errorf("--shutdown-delay %s: want 0 (none) up to %s", c.ShutdownDelay, maxShutdownDelay)
+	}
+	if c.AdminToken != "" && c.AdminAddr == "" {
+		return fmt.Errorf("--admin-token turns on the console on --admin-addr, which is not set: give --admin-addr ADDR")
 	}
 	roles, _ := c.roles()
 	checks := []interface{ Validate() error }{c.Streams, c.Producer, c.Bridge, c.Partition}

@@ -21,6 +21,7 @@ import (
 	"firehose/ingest"
 	"firehose/internal/admin"
 	"firehose/internal/connect"
+	"firehose/internal/console"
 	"firehose/internal/lifecycle"
 	"firehose/internal/retention"
 	"firehose/mqttmsg"
@@ -176,13 +177,20 @@ func startStack(ctx context.Context, cfg *serveConfig, logger *slog.Logger) (*st
 			return nil, err
 		}
 		logger.Info("http gateway listening", "addr", st.http.Addr().String())
-	} else if cfg.AdminAddr != "" {
+	}
+	// The gateway serves /metrics and /readyz itself; the admin address
+	// still serves them beside the console when there is one.
+	if cfg.AdminAddr != "" && (st.http == nil || cfg.AdminToken != "") {
 		var p admin.Producer // none in a bridge-only process
 		if st.producer != nil {
 			p = st.producer
 		}
 		if st.admin, err = admin.Listen(cfg.AdminAddr, st.reg, admin.Readyz(&st.draining, p), logger); err != nil {
 			return nil, err
+		}
+		if cfg.AdminToken != "" {
+			console.New(console.Config{Token: cfg.AdminToken, Gatherer: st.reg, Checks: st.healthChecks()}, logger).Register(st.admin.Mux())
+			logger.Info("web console on", "url", "http://"+st.admin.Addr().String()+"/console/")
 		}
 	}
 	var b *bridge.Bridge
@@ -335,6 +343,16 @@ func (st *stack) runBridge(ctx context.Context, b *bridge.Bridge) error {
 		pcfg.Tables = tables
 	}
 	return partition.New(pcfg, st.pg, st.log, st.reg).RunBeside(ctx, b.Run)
+}
+
+// healthChecks are the services the console shows the health of: Redis,
+// and PostgreSQL where a role here uses it.
+func (st *stack) healthChecks() []console.Check {
+	checks := []console.Check{{Name: "Redis", Ping: func(ctx context.Context) error { return st.rdb.Ping(ctx).Err() }}}
+	if st.pg != nil {
+		checks = append(checks, console.Check{Name: "PostgreSQL", Ping: st.pg.Ping})
+	}
+	return checks
 }
 
 // wait runs until ctx ends or a component fails, then stops the components

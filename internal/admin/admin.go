@@ -49,6 +49,10 @@ func ListenDebug(addr string, log *slog.Logger) (func(context.Context) error, er
 type Server struct {
 	srv *http.Server
 	ln  net.Listener
+	mux *http.ServeMux
+	// stop ends the requests' context when Run's ends, so long-lived
+	// responses (the console's server-sent events) let Shutdown finish.
+	stop context.CancelFunc
 }
 
 // Listen binds --admin-addr: /metrics of g, /livez and /health (200 while
@@ -64,8 +68,17 @@ func Listen(addr string, g prometheus.Gatherer, readyz http.HandlerFunc, log *sl
 	mux.HandleFunc("GET /health", writeOK)
 	mux.HandleFunc("GET /readyz", readyz)
 	log.Info("admin endpoint listening", "addr", ln.Addr().String())
-	return &Server{srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}, ln: ln}, nil
+	base, stop := context.WithCancel(context.Background())
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second,
+		BaseContext: func(net.Listener) context.Context { return base }}
+	return &Server{srv: srv, ln: ln, mux: mux, stop: stop}, nil
 }
+
+// Addr is the address the endpoint listens on.
+func (s *Server) Addr() net.Addr { return s.ln.Addr() }
+
+// Mux is the endpoint's routes, for more handlers (the console) before Run.
+func (s *Server) Mux() *http.ServeMux { return s.mux }
 
 // Run serves until ctx ends, then shuts down within 2 s.
 func (s *Server) Run(ctx context.Context) error {
@@ -75,6 +88,7 @@ func (s *Server) Run(ctx context.Context) error {
 	case err := <-errc:
 		return fmt.Errorf("admin endpoint: %w", err)
 	case <-ctx.Done():
+		s.stop()
 		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		return s.srv.Shutdown(sctx)
@@ -82,7 +96,10 @@ func (s *Server) Run(ctx context.Context) error {
 }
 
 // Close closes the listener (already closed after a Shutdown; harmless).
-func (s *Server) Close() { s.ln.Close() }
+func (s *Server) Close() {
+	s.stop()
+	s.ln.Close()
+}
 
 var bodyOK = []byte(`{"status":"ok"}`)
 

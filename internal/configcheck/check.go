@@ -63,6 +63,9 @@ func Settings(fs *cli.FlagSet) []Setting {
 		}
 		o := fs.Origin(f.Name)
 		s := Setting{Flag: f.Name, Value: RedactSetting(f.Value.String()), From: "default"}
+		if strings.HasSuffix(f.Name, "-token") && s.Value != "" {
+			s.Value = "xxxxx" // a secret itself, such as --admin-token
+		}
 		switch o.Source {
 		case cli.FromFile:
 			s.From, s.Line = "file", o.Line

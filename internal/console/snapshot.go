@@ -1,0 +1,198 @@
+package console
+
+import (
+	"context"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+)
+
+// The metrics the overview reads (their producers document them).
+const (
+	metricWritten       = "firehose_producer_entries_written_total"
+	metricHTTPAccepted  = "firehose_http_readings_accepted_total"
+	metricMQTTAccepted  = "firehose_mqtt_readings_accepted_total"
+	metricCommitted     = "firehose_bridge_rows_committed_total"
+	metricHTTPRefused   = "firehose_http_readings_refused_total"
+	metricMQTTRefused   = "firehose_mqtt_readings_refused_total"
+	metricBacklog       = "firehose_stream_backlog_entries"
+	metricShardLag      = "firehose_bridge_shard_lag_seconds"
+	metricMQTTConnected = "firehose_mqtt_clients_connected"
+)
+
+// Snapshot is what the overview shows at one instant. Totals count since
+// the process started; rates are per second over the last sampling
+// interval (nil on the first sample, before there is an interval).
+type Snapshot struct {
+	Time          time.Time `json:"time"`
+	ReadingsIn    float64   `json:"readings_in"`
+	HTTPIn        float64   `json:"http_in"`
+	MQTTIn        float64   `json:"mqtt_in"`
+	RowsCommitted float64   `json:"rows_committed"`
+	ReadingsRate  *float64  `json:"readings_per_second"`
+	RowsRate      *float64  `json:"rows_per_second"`
+	Refusals      []Refusal `json:"refusals"`
+	Shards        []Shard   `json:"shards"`
+	MQTTDevices   *float64  `json:"mqtt_devices"` // nil: no broker role here
+	Health        []Health  `json:"health"`
+}
+
+// Refusal is the readings refused on one path for one reason.
+type Refusal struct {
+	Path   string  `json:"path"`
+	Reason string  `json:"reason"`
+	Count  float64 `json:"count"`
+}
+
+// Shard is one shard's backlog (readings not yet committed) and, where a
+// bridge here owns it, its lag.
+type Shard struct {
+	Shard      string   `json:"shard"`
+	Backlog    float64  `json:"backlog"`
+	LagSeconds *float64 `json:"lag_seconds"`
+}
+
+// Health is one service's answer to a ping.
+type Health struct {
+	Name  string `json:"name"`
+	OK    bool   `json:"ok"`
+	Error string `json:"error,omitempty"`
+}
+
+// Check pings one service the process uses.
+type Check struct {
+	Name string
+	Ping func(context.Context) error
+}
+
+// checkTimeout bounds each health check of a sample.
+const checkTimeout = time.Second
+
+// sample gathers g and runs the checks into a snapshot; prev (or nil) gives
+// the rates.
+func sample(ctx context.Context, g prometheus.Gatherer, checks []Check, prev *Snapshot) (*Snapshot, error) {
+	mfs, err := g.Gather()
+	if err != nil {
+		return nil, err
+	}
+	s := &Snapshot{Time: time.Now(), Refusals: []Refusal{}, Shards: []Shard{}, Health: []Health{}}
+	lags := map[string]float64{}
+	for _, mf := range mfs {
+		switch mf.GetName() {
+		case metricWritten:
+			s.ReadingsIn = sum(mf)
+		case metricHTTPAccepted:
+			s.HTTPIn = sum(mf)
+		case metricMQTTAccepted:
+			s.MQTTIn = sum(mf)
+		case metricCommitted:
+			s.RowsCommitted = sum(mf)
+		case metricHTTPRefused, metricMQTTRefused:
+			path := "http"
+			if mf.GetName() == metricMQTTRefused {
+				path = "mqtt"
+			}
+			for _, m := range mf.GetMetric() {
+				if v := value(m); v > 0 {
+					s.Refusals = append(s.Refusals, Refusal{Path: path, Reason: label(m, "reason"), Count: v})
+				}
+			}
+		case metricBacklog:
+			for _, m := range mf.GetMetric() {
+				s.Shards = append(s.Shards, Shard{Shard: label(m, "shard"), Backlog: value(m)})
+			}
+		case metricShardLag:
+			for _, m := range mf.GetMetric() {
+				lags[label(m, "shard")] = value(m)
+			}
+		case metricMQTTConnected:
+			v := sum(mf)
+			s.MQTTDevices = &v
+		}
+	}
+	for sh, lag := range lags {
+		i := slices.IndexFunc(s.Shards, func(x Shard) bool { return x.Shard == sh })
+		if i < 0 {
+			s.Shards = append(s.Shards, Shard{Shard: sh})
+			i = len(s.Shards) - 1
+		}
+		s.Shards[i].LagSeconds = &lag
+	}
+	slices.SortFunc(s.Shards, func(a, b Shard) int { return shardNumber(a.Shard) - shardNumber(b.Shard) })
+	if prev != nil {
+		if dt := s.Time.Sub(prev.Time).Seconds(); dt > 0 {
+			in, rows := rate(prev.ReadingsIn, s.ReadingsIn, dt), rate(prev.RowsCommitted, s.RowsCommitted, dt)
+			s.ReadingsRate, s.RowsRate = &in, &rows
+		}
+	}
+	s.Health = ping(ctx, checks)
+	return s, nil
+}
+
+// ping runs the checks in parallel, each bounded by checkTimeout.
+func ping(ctx context.Context, checks []Check) []Health {
+	out := make([]Health, len(checks))
+	var wg sync.WaitGroup
+	for i, c := range checks {
+		wg.Go(func() {
+			cctx, cancel := context.WithTimeout(ctx, checkTimeout)
+			defer cancel()
+			out[i] = Health{Name: c.Name, OK: true}
+			if err := c.Ping(cctx); err != nil {
+				out[i] = Health{Name: c.Name, Error: err.Error()}
+			}
+		})
+	}
+	wg.Wait()
+	return out
+}
+
+// rate is a counter's increase per second; a counter that went down (the
+// process restarted: not here, but harmless) counts from zero.
+func rate(before, after, seconds float64) float64 {
+	if after < before {
+		return after / seconds
+	}
+	return (after - before) / seconds
+}
+
+func sum(mf *dto.MetricFamily) float64 {
+	var t float64
+	for _, m := range mf.GetMetric() {
+		t += value(m)
+	}
+	return t
+}
+
+func value(m *dto.Metric) float64 {
+	switch {
+	case m.Counter != nil:
+		return m.Counter.GetValue()
+	case m.Gauge != nil:
+		return m.Gauge.GetValue()
+	case m.Untyped != nil:
+		return m.Untyped.GetValue()
+	}
+	return 0
+}
+
+func label(m *dto.Metric, name string) string {
+	for _, lp := range m.GetLabel() {
+		if lp.GetName() == name {
+			return lp.GetValue()
+		}
+	}
+	return ""
+}
+
+func shardNumber(s string) int {
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		return -1
+	}
+	return n
+}
