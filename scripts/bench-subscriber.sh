@@ -47,6 +47,11 @@
 #              where firehose's readings has its primary key and (device_id, ts) index;
 #              TELEGRAF_TABLE=indexed creates it beforehand with an id in a primary key
 #              (id, time) and an index on (topic, time), as firehose's)
+#   FH_TABLE   readings (default): firehose lands each message as a row of its readings
+#              table (primary key, (device_id, ts) index, the other fields in jsonb payload);
+#              typed: a mapping rule routes it to a typed table of Telegraf's shape instead
+#              (docs/tables.md): bench_readings (time, device_id, reading, seq, battery), no
+#              index, as outputs.postgresql creates its own
 # Each consumer writes to a database of its own (firehose_bench_sub_<pid>,
 # telegraf_bench_sub_<pid>), emptied (TRUNCATE) before each phase; both are dropped at the end.
 #
@@ -76,8 +81,10 @@ QUIET_WAIT=${QUIET_WAIT:-1200}
 EXTRA_FLAGS=${EXTRA_FLAGS:-}
 MOSQ_MAX_INFLIGHT=${MOSQ_MAX_INFLIGHT:-0}
 TELEGRAF_TABLE=${TELEGRAF_TABLE:-own}
+FH_TABLE=${FH_TABLE:-readings}
 for c in $CONSUMERS; do [[ $c == firehose || $c == telegraf ]] || { echo "unknown consumer $c (firehose, telegraf)" >&2; exit 2; }; done
 [[ $TELEGRAF_TABLE == own || $TELEGRAF_TABLE == indexed ]] || { echo "TELEGRAF_TABLE=$TELEGRAF_TABLE: own or indexed" >&2; exit 2; }
+[[ $FH_TABLE == readings || $FH_TABLE == typed ]] || { echo "FH_TABLE=$FH_TABLE: readings or typed" >&2; exit 2; }
 for p in $PHASES; do [[ $p == live || $p == drain || $p == crash ]] || { echo "unknown phase $p (live, drain, crash)" >&2; exit 2; }; done
 command -v jq >/dev/null || { echo "jq is not installed: apt-get install -y jq" >&2; exit 1; }
 command -v redis-server >/dev/null || { echo "redis-server is not installed: scripts/services.sh ensure installs it" >&2; exit 1; }
@@ -143,6 +150,24 @@ MOSQ_VERSION=$({ "$MOSQUITTO" -h 2>&1 || true; } | awk 'NR == 1 { print $3 }')
 set_round() {
   FH_CLIENT=fh-bench-$$-$1 TG_CLIENT=tg-bench-$$-$1
   FH_PREFIX=bench/f$1 TG_PREFIX=bench/t$1
+  # firehose's config: with FH_TABLE=typed, the rule that routes the round's messages to a
+  # table of Telegraf's shape.
+  : >"$work/firehose.yaml"
+  if [ "$FH_TABLE" = typed ]; then cat >"$work/firehose.yaml" <<CONF
+rules:
+  - name: bench
+    topic: $FH_PREFIX/{device_id}/readings
+    time: ts
+    table: bench_readings
+    columns:
+      - {name: time,      type: timestamptz,      source: time}
+      - {name: device_id, type: text,             source: device}
+      - {name: reading,   type: double precision, path: reading}
+      - {name: seq,       type: bigint,           path: seq}
+      - {name: battery,   type: double precision, path: battery}
+    unknown: ignore
+CONF
+  fi
   cat >"$work/telegraf.conf" <<CONF
 [agent]
   interval = "10s"
@@ -199,16 +224,21 @@ quiet() {
 
 # The consumer's database, its table and how a row's message is named.
 db_of() { if [ "$1" = firehose ]; then echo "$DB"; else echo "$TDB"; fi; }
-key_of() { if [ "$1" = firehose ]; then echo "device_id, payload->>'seq'"; else echo "topic, seq"; fi; }
+table_of() { if [ "$1" = firehose ] && [ "$FH_TABLE" = typed ]; then echo bench_readings; else echo readings; fi; }
+key_of() {
+  if [ "$1" = telegraf ]; then echo "topic, seq"
+  elif [ "$FH_TABLE" = typed ]; then echo "device_id, seq"
+  else echo "device_id, payload->>'seq'"; fi
+}
 # of_run C RUN: the SQL condition on C's rows of a simulate run (devices sim-RUN-<n>): a
 # consumer stopped with SIGTERM may get an earlier phase's unacknowledged messages again.
 of_run() { if [ "$1" = firehose ]; then echo "device_id LIKE 'sim-$2-%'"; else echo "topic LIKE '$TG_PREFIX/sim-$2-%'"; fi; }
 sql() { PGAPPNAME=$BENCH_VERIFY_APP psql -h 127.0.0.1 -d "$1" -tAqc "$2" 2>/dev/null; }
 # rows C RUN: C's rows of RUN (0 while Telegraf has not created its table yet).
-rows() { local r; r=$(sql "$(db_of "$1")" "SELECT count(*) FROM readings WHERE $(of_run "$1" "$2")") || r=0; echo "${r:-0}"; }
+rows() { local r; r=$(sql "$(db_of "$1")" "SELECT count(*) FROM $(table_of "$1") WHERE $(of_run "$1" "$2")") || r=0; echo "${r:-0}"; }
 # counts C RUN: "rows distinct" of RUN in C's table.
-counts() { sql "$(db_of "$1")" "SELECT count(*), count(DISTINCT ($(key_of "$1"))) FROM readings WHERE $(of_run "$1" "$2")" | tr '|' ' '; }
-empty() { sql "$(db_of "$1")" "TRUNCATE readings" >/dev/null || true; }
+counts() { sql "$(db_of "$1")" "SELECT count(*), count(DISTINCT ($(key_of "$1"))) FROM $(table_of "$1") WHERE $(of_run "$1" "$2")" | tr '|' ' '; }
+empty() { sql "$(db_of "$1")" "TRUNCATE $(table_of "$1")" >/dev/null || true; }
 
 # tg_connects: the connections Telegraf logged so far.
 tg_connects() { local n; n=$(grep -c 'Connected \[' "$work/telegraf.log" 2>/dev/null) || true; echo "${n:-0}"; }
@@ -218,7 +248,7 @@ start_consumer() {
   if [ "$1" = firehose ]; then
     FH_ADMIN=$(free_port)
     # shellcheck disable=SC2086
-    bin/firehose serve --roles subscriber,bridge --postgres "$PG" --redis "redis://127.0.0.1:$RPORT/0" \
+    bin/firehose serve --config "$work/firehose.yaml" --roles subscriber,bridge --postgres "$PG" --redis "redis://127.0.0.1:$RPORT/0" \
       --redis-prefix bench --admin-addr "127.0.0.1:$FH_ADMIN" --log-level warn \
       --mqtt-topic "$FH_PREFIX/{device_id}/readings" --subscribe-broker "$MQTT" \
       --subscribe-client-id "$FH_CLIENT" --subscribe-qos 1 $EXTRA_FLAGS 2>>"$work/firehose.log" & CONSUMER_PID=$!
@@ -383,6 +413,7 @@ for round in $(seq 1 "$ROUNDS"); do
   order=$CONSUMERS
   [ $((round % 2)) = 0 ] && order=$(echo "$CONSUMERS" | tr ' ' '\n' | tac | tr '\n' ' ')
   set_round "$round"
+  if [ "$FH_TABLE" = typed ]; then bin/firehose migrate --config "$work/firehose.yaml" --postgres "$PG" >/dev/null; fi
   for c in $order; do
     echo "round $round: $c" >&2
     start_consumer "$c"
@@ -451,4 +482,4 @@ if [[ " $CONSUMERS " == *" firehose "* && " $CONSUMERS " == *" telegraf "* ]]; t
   echo
 fi
 echo "quiet box: 1-minute load under $QUIET_LOAD before each phase; waited ${WAITED}s in all (budget ${QUIET_WAIT}s); phases started on a busy box: $BUSY_PHASES."
-echo "$(bench_stamp); Mosquitto $MOSQ_VERSION; $ROUNDS rounds, consumers alternating in order; fleet: firehose simulate, MQTT 3.1.1 QoS 1, $(n "$DEVICES") devices, on the same box; Telegraf's table: $TELEGRAF_TABLE."
+echo "$(bench_stamp); Mosquitto $MOSQ_VERSION; $ROUNDS rounds, consumers alternating in order; fleet: firehose simulate, MQTT 3.1.1 QoS 1, $(n "$DEVICES") devices, on the same box; firehose's table: $FH_TABLE; Telegraf's table: $TELEGRAF_TABLE."
