@@ -114,7 +114,7 @@ func (b *batcher) next(now time.Time, caughtUp bool) readPlan {
 		r.block = min(r.block, left)
 		if caughtUp {
 			// Gather what arrives for a while, then take it in one read.
-			r.pause = min(readPace(b.age), left)
+			r.pause = min(max(readPace(b.age), b.untilFull(now)), left)
 			r.block = -1
 		}
 	}
@@ -130,6 +130,24 @@ func (b *batcher) shutdownRead() (count int64, ok bool) {
 		return 0, false
 	}
 	return b.entriesFor(room), true
+}
+
+// untilFull is how long the batch takes to fill at the rate it has filled
+// since its first entry (0 when that is not known yet: no time has passed).
+// A shard whose batch fills slower than its age reads once more just before
+// the age, not every readPace: at 5,000 readings a second over 4 shards, 2
+// or 3 reads a batch instead of 5, each a round trip and a metadata check.
+func (b *batcher) untilFull(now time.Time) time.Duration {
+	elapsed := now.Sub(b.oldest)
+	if elapsed <= 0 || len(b.buf) == 0 {
+		return 0
+	}
+	room := b.size - len(b.buf)
+	if room <= 0 {
+		return 0
+	}
+	// room / (len/elapsed), in float: room * elapsed overflows past ~9e18 ns.
+	return time.Duration(float64(elapsed) * float64(room) / float64(len(b.buf)))
 }
 
 // readPace is how long a shard that has caught up with its stream waits

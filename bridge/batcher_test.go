@@ -138,6 +138,37 @@ func TestBatcherFlushWhenStreamGoesQuiet(t *testing.T) {
 	}
 }
 
+// A shard that has caught up paces its reads by the rate its batch fills:
+// one that fills slower than its age reads once more, just before the age;
+// one that fills within a pace reads every pace, as before.
+func TestBatcherPaceFollowsFillRate(t *testing.T) {
+	const age = 200 * time.Millisecond
+	b := newBatcher(5000, age)
+	b.add(batchOf("1-0", 10), t0)
+	b.add(batchOf("1-1", 240), t0.Add(50*time.Millisecond))
+	// 250 readings in 50 ms: 5,000 a second, full in another 950 ms.
+	now := t0.Add(50 * time.Millisecond)
+	if r := b.next(now, true); r.pause != 150*time.Millisecond || r.block != -1 {
+		t.Fatalf("slow shard's read = %+v, want pause 150ms (the time left to the age), no block", r)
+	}
+
+	b.reset()
+	b.add(batchOf("2-0", 10), t0)
+	b.add(batchOf("2-1", 3990), t0.Add(10*time.Millisecond))
+	// 4,000 readings in 10 ms: full in 2.5 ms, sooner than a pace.
+	if r := b.next(t0.Add(10*time.Millisecond), true); r.pause != readPace(age) {
+		t.Fatalf("fast shard's read = %+v, want pause %s", r, readPace(age))
+	}
+
+	b.reset()
+	b.add(batchOf("3-0", 1000), t0)
+	b.add(batchOf("3-1", 1000), t0.Add(40*time.Millisecond))
+	// 2,000 in 40 ms: full in 60 ms more, between the pace and the age.
+	if r := b.next(t0.Add(40*time.Millisecond), true); r.pause != 60*time.Millisecond {
+		t.Fatalf("read = %+v, want pause 60ms (until full)", r)
+	}
+}
+
 // At shutdown the session takes one more read of what fits, then flushes
 // whatever the batch holds, neither full nor old.
 func TestBatcherFlushAtShutdown(t *testing.T) {

@@ -34,10 +34,12 @@
 #   Mosquitto  own process on a free loopback port, persistence true, max_queued_messages 0,
 #              max_inflight_messages MOSQ_MAX_INFLIGHT, default 0 (no broker cap on
 #              unacknowledged messages to a client: firehose asks for
-#              --subscribe-receive-maximum 1000 in its MQTT 5 CONNECT, Telegraf's MQTT 3.1.1
+#              --subscribe-receive-maximum in its MQTT 5 CONNECT, Telegraf's MQTT 3.1.1
 #              client has only its own max_undelivered_messages)
 #   firehose   serve --roles subscriber,bridge, defaults: --batch-size 5000, --batch-age 200ms,
-#              --subscribe-receive-maximum 1000, 4 shards; own redis-server (AOF everysec)
+#              4 shards; --subscribe-receive-maximum FH_RECEIVE_MAX (10000: Telegraf's
+#              max_undelivered_messages; firehose's default is 1000); own redis-server
+#              (AOF everysec)
 #   Telegraf   built by scripts/telegraf.sh (TELEGRAF_VERSION, default v1.39.3);
 #              agent metric_batch_size 5000, flush_interval 200ms, flush_jitter 0s,
 #              metric_buffer_limit 10000 (its default); mqtt_consumer qos 1,
@@ -82,6 +84,7 @@ EXTRA_FLAGS=${EXTRA_FLAGS:-}
 MOSQ_MAX_INFLIGHT=${MOSQ_MAX_INFLIGHT:-0}
 TELEGRAF_TABLE=${TELEGRAF_TABLE:-own}
 FH_TABLE=${FH_TABLE:-readings}
+FH_RECEIVE_MAX=${FH_RECEIVE_MAX:-10000}
 for c in $CONSUMERS; do [[ $c == firehose || $c == telegraf ]] || { echo "unknown consumer $c (firehose, telegraf)" >&2; exit 2; }; done
 [[ $TELEGRAF_TABLE == own || $TELEGRAF_TABLE == indexed ]] || { echo "TELEGRAF_TABLE=$TELEGRAF_TABLE: own or indexed" >&2; exit 2; }
 [[ $FH_TABLE == readings || $FH_TABLE == typed ]] || { echo "FH_TABLE=$FH_TABLE: readings or typed" >&2; exit 2; }
@@ -251,7 +254,7 @@ start_consumer() {
     bin/firehose serve --config "$work/firehose.yaml" --roles subscriber,bridge --postgres "$PG" --redis "redis://127.0.0.1:$RPORT/0" \
       --redis-prefix bench --admin-addr "127.0.0.1:$FH_ADMIN" --log-level warn \
       --mqtt-topic "$FH_PREFIX/{device_id}/readings" --subscribe-broker "$MQTT" \
-      --subscribe-client-id "$FH_CLIENT" --subscribe-qos 1 $EXTRA_FLAGS 2>>"$work/firehose.log" & CONSUMER_PID=$!
+      --subscribe-client-id "$FH_CLIENT" --subscribe-qos 1 --subscribe-receive-maximum "$FH_RECEIVE_MAX" $EXTRA_FLAGS 2>>"$work/firehose.log" & CONSUMER_PID=$!
     for _ in $(seq 1 300); do
       curl -sf "http://127.0.0.1:$FH_ADMIN/metrics" 2>/dev/null | grep -q '^firehose_subscriber_connected 1' && return 0
       sleep 0.05
@@ -482,4 +485,4 @@ if [[ " $CONSUMERS " == *" firehose "* && " $CONSUMERS " == *" telegraf "* ]]; t
   echo
 fi
 echo "quiet box: 1-minute load under $QUIET_LOAD before each phase; waited ${WAITED}s in all (budget ${QUIET_WAIT}s); phases started on a busy box: $BUSY_PHASES."
-echo "$(bench_stamp); Mosquitto $MOSQ_VERSION; $ROUNDS rounds, consumers alternating in order; fleet: firehose simulate, MQTT 3.1.1 QoS 1, $(n "$DEVICES") devices, on the same box; firehose's table: $FH_TABLE; Telegraf's table: $TELEGRAF_TABLE."
+echo "$(bench_stamp); Mosquitto $MOSQ_VERSION; $ROUNDS rounds, consumers alternating in order; fleet: firehose simulate, MQTT 3.1.1 QoS 1, $(n "$DEVICES") devices, on the same box; firehose's table: $FH_TABLE, --subscribe-receive-maximum $FH_RECEIVE_MAX; Telegraf's table: $TELEGRAF_TABLE."
