@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -79,6 +80,25 @@ func Members(ctx context.Context, pg Querier, prefix string) ([]MemberStatus, er
 		return nil
 	}); err != nil {
 		return nil, fmt.Errorf("read bridge_members: %w", err)
+	}
+	return out, nil
+}
+
+// Owners reads which bridge process (host:pid, as ShardStatus.Bridge) owns
+// each shard of streams now, by shard number; a shard no bridge holds is
+// left out. One query per shard, as Status makes.
+func Owners(ctx context.Context, pg Querier, streams stream.Streams) (map[int]string, error) {
+	out := map[int]string{}
+	for shard, key := range streams.Keys() {
+		var owner, app string
+		err := pg.QueryRow(ctx, ownerQuery, LockKey(key)).Scan(&owner, &app)
+		switch {
+		case errors.Is(err, pgx.ErrNoRows):
+			continue
+		case err != nil:
+			return nil, fmt.Errorf("read the owner of %s: %w", key, err)
+		}
+		out[shard] = cmp.Or(BridgeOf(app), owner)
 	}
 	return out, nil
 }

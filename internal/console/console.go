@@ -2,6 +2,7 @@ package console
 
 import (
 	"bytes"
+	"context"
 	"embed"
 	"encoding/json"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -34,6 +36,9 @@ var templates = template.Must(template.New("").Funcs(template.FuncMap{
 		}
 		return fmt.Sprintf("%.1f s", *v)
 	},
+	"millis":   millis,
+	"owner":    owner,
+	"subState": subState,
 }).ParseFS(templateFS, "templates/*.html"))
 
 // DefaultInterval is how often the overview's figures are sampled and sent.
@@ -49,15 +54,31 @@ type Config struct {
 	Checks []Check
 	// Interval between samples; 0 is DefaultInterval.
 	Interval time.Duration
+	// Owners returns the bridge (host:pid) owning each shard of the
+	// deployment, by shard number; nil when this process cannot know
+	// (no PostgreSQL here). Read at most every ownersEvery.
+	Owners func(context.Context) (map[int]string, error)
+	// Subscriptions returns the state of this process's subscriber
+	// sessions; nil without the subscriber role.
+	Subscriptions func() []Subscription
 }
+
+// ownersEvery is how often the shards' owners are read from PostgreSQL,
+// whatever the number of browsers watching.
+const ownersEvery = 5 * time.Second
 
 // Console is the web console's handlers.
 type Console struct {
 	token, session string
 	g              prometheus.Gatherer
-	checks         []Check
+	src            sources
 	interval       time.Duration
 	log            *slog.Logger
+
+	readOwners func(context.Context) (map[int]string, error)
+	ownersMu   sync.Mutex
+	ownersAt   time.Time
+	owners     map[int]string // nil: not read, or the last read failed
 }
 
 // New is the console of cfg; cfg.Token must not be empty.
@@ -65,8 +86,32 @@ func New(cfg Config, log *slog.Logger) *Console {
 	if cfg.Interval <= 0 {
 		cfg.Interval = DefaultInterval
 	}
-	return &Console{token: cfg.Token, session: sessionValue(cfg.Token), g: cfg.Gatherer, checks: cfg.Checks,
-		interval: cfg.Interval, log: log.With("component", "console")}
+	c := &Console{token: cfg.Token, session: sessionValue(cfg.Token), g: cfg.Gatherer,
+		interval: cfg.Interval, log: log.With("component", "console"), readOwners: cfg.Owners}
+	c.src = sources{checks: cfg.Checks, subs: cfg.Subscriptions}
+	if cfg.Owners != nil {
+		c.src.owners = c.shardOwners
+	}
+	return c
+}
+
+// shardOwners is the shards' owners as last read, read again when older
+// than ownersEvery; nil when the read failed.
+func (c *Console) shardOwners(ctx context.Context) map[int]string {
+	c.ownersMu.Lock()
+	defer c.ownersMu.Unlock()
+	if time.Since(c.ownersAt) < ownersEvery {
+		return c.owners
+	}
+	rctx, cancel := context.WithTimeout(ctx, checkTimeout)
+	defer cancel()
+	owners, err := c.readOwners(rctx)
+	if err != nil {
+		c.log.Debug("read the shards' owners", "err", err)
+		owners = nil
+	}
+	c.owners, c.ownersAt = owners, time.Now()
+	return owners
 }
 
 // Register adds the console's routes under /console/ to mux.
@@ -100,7 +145,7 @@ func (c *Console) overview(w http.ResponseWriter, r *http.Request) {
 		c.render(w, http.StatusUnauthorized, "login.html", loginPage{})
 		return
 	}
-	s, err := sample(r.Context(), c.g, c.checks, nil)
+	s, err := sample(r.Context(), c.g, c.src, nil, nil)
 	if err != nil {
 		http.Error(w, "gather metrics: "+err.Error(), http.StatusInternalServerError)
 		return
@@ -153,12 +198,20 @@ func (c *Console) events(w http.ResponseWriter, r *http.Request) {
 	tick := time.NewTicker(c.interval)
 	defer tick.Stop()
 	var prev *Snapshot
+	var window []*Snapshot // the last latencyWindow samples, oldest first: the latencies' base
 	for {
-		s, err := sample(r.Context(), c.g, c.checks, prev)
+		var base *Snapshot
+		if len(window) > 0 {
+			base = window[0]
+		}
+		s, err := sample(r.Context(), c.g, c.src, prev, base)
 		if err != nil {
 			c.log.Warn("gather metrics", "err", err)
 		} else {
 			prev = s
+			if window = append(window, s); len(window) > latencyWindow {
+				window = window[1:]
+			}
 			b, _ := json.Marshal(s)
 			if _, err := fmt.Fprintf(w, "event: snapshot\ndata: %s\n\n", b); err != nil {
 				return

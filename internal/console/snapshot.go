@@ -2,6 +2,7 @@ package console
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strconv"
 	"sync"
@@ -39,6 +40,26 @@ type Snapshot struct {
 	Shards        []Shard   `json:"shards"`
 	MQTTDevices   *float64  `json:"mqtt_devices"` // nil: no broker role here
 	Health        []Health  `json:"health"`
+	Latencies     []Latency `json:"latencies"`
+	// Subscriptions are this process's subscriber sessions (none without
+	// the subscriber role).
+	Subscriptions []Subscription `json:"subscriptions"`
+
+	hists map[string]hist // the latency histograms' state, for the next windows
+}
+
+// Subscription is the subscriber role's session with its broker.
+type Subscription struct {
+	Broker         string    `json:"broker"`
+	ClientID       string    `json:"client_id"`
+	Connected      bool      `json:"connected"`
+	SessionPresent bool      `json:"session_present"`
+	Protocol       string    `json:"protocol"`
+	Since          time.Time `json:"since"` // of the last connection or loss of it
+	LastError      string    `json:"last_error,omitempty"`
+	InFlight       int64     `json:"in_flight"`
+	Received       int64     `json:"received"`
+	Redeliveries   int64     `json:"redeliveries"`
 }
 
 // Refusal is the readings refused on one path for one reason.
@@ -48,12 +69,13 @@ type Refusal struct {
 	Count  float64 `json:"count"`
 }
 
-// Shard is one shard's backlog (readings not yet committed) and, where a
-// bridge here owns it, its lag.
+// Shard is one shard's backlog (readings not yet committed), where a bridge
+// here owns it its lag, and the bridge that owns it (any process).
 type Shard struct {
 	Shard      string   `json:"shard"`
 	Backlog    float64  `json:"backlog"`
 	LagSeconds *float64 `json:"lag_seconds"`
+	Bridge     string   `json:"bridge"` // host:pid of its owner; "" none; "?" not known here
 }
 
 // Health is one service's answer to a ping.
@@ -72,16 +94,30 @@ type Check struct {
 // checkTimeout bounds each health check of a sample.
 const checkTimeout = time.Second
 
+// sources are where a snapshot's figures come from besides the metrics.
+type sources struct {
+	checks []Check
+	owners func(context.Context) map[int]string // nil: not known here
+	subs   func() []Subscription                // nil: no subscriber role
+}
+
 // sample gathers g and runs the checks into a snapshot; prev (or nil) gives
-// the rates.
-func sample(ctx context.Context, g prometheus.Gatherer, checks []Check, prev *Snapshot) (*Snapshot, error) {
+// the rates, base (or nil: since the start) the start of the latencies'
+// window.
+func sample(ctx context.Context, g prometheus.Gatherer, src sources, prev, base *Snapshot) (*Snapshot, error) {
 	mfs, err := g.Gather()
 	if err != nil {
 		return nil, err
 	}
-	s := &Snapshot{Time: time.Now(), Refusals: []Refusal{}, Shards: []Shard{}, Health: []Health{}}
+	s := &Snapshot{Time: time.Now(), Refusals: []Refusal{}, Shards: []Shard{}, Health: []Health{},
+		Subscriptions: []Subscription{}, hists: map[string]hist{}}
 	lags := map[string]float64{}
 	for _, mf := range mfs {
+		for _, lm := range latencyMetrics {
+			if mf.GetName() == lm.metric {
+				s.hists[lm.name] = readHist(mf, lm.endpoint)
+			}
+		}
 		switch mf.GetName() {
 		case metricWritten:
 			s.ReadingsIn = sum(mf)
@@ -123,13 +159,31 @@ func sample(ctx context.Context, g prometheus.Gatherer, checks []Check, prev *Sn
 		s.Shards[i].LagSeconds = &lag
 	}
 	slices.SortFunc(s.Shards, func(a, b Shard) int { return shardNumber(a.Shard) - shardNumber(b.Shard) })
+	var owners map[int]string
+	if src.owners != nil {
+		owners = src.owners(ctx)
+	}
+	for i := range s.Shards {
+		s.Shards[i].Bridge = "?"
+		if owners != nil {
+			s.Shards[i].Bridge = owners[shardNumber(s.Shards[i].Shard)]
+		}
+	}
+	var bh map[string]hist
+	if base != nil {
+		bh = base.hists
+	}
+	s.Latencies = latencies(s.hists, bh)
+	if src.subs != nil {
+		s.Subscriptions = append(s.Subscriptions, src.subs()...)
+	}
 	if prev != nil {
 		if dt := s.Time.Sub(prev.Time).Seconds(); dt > 0 {
 			in, rows := rate(prev.ReadingsIn, s.ReadingsIn, dt), rate(prev.RowsCommitted, s.RowsCommitted, dt)
 			s.ReadingsRate, s.RowsRate = &in, &rows
 		}
 	}
-	s.Health = ping(ctx, checks)
+	s.Health = ping(ctx, src.checks)
 	return s, nil
 }
 
@@ -195,4 +249,45 @@ func shardNumber(s string) int {
 		return -1
 	}
 	return n
+}
+
+// The overview's cells, as the page's script writes them too
+// (assets/console.js).
+
+// millis is a latency in milliseconds, "–" when there is none.
+func millis(v *float64) string {
+	switch {
+	case v == nil:
+		return "–"
+	case *v < 0.01:
+		return fmt.Sprintf("%.2f ms", *v*1000)
+	}
+	return fmt.Sprintf("%.1f ms", *v*1000)
+}
+
+// owner is a shard's bridge: "none" when no bridge holds it, "–" when this
+// process cannot know.
+func owner(b string) string {
+	switch b {
+	case "":
+		return "none"
+	case "?":
+		return "–"
+	}
+	return b
+}
+
+// subState says whether a subscription is connected and with what session.
+func subState(s Subscription) string {
+	if !s.Connected {
+		if s.LastError != "" {
+			return "disconnected: " + s.LastError
+		}
+		return "disconnected"
+	}
+	st := "connected, MQTT " + s.Protocol
+	if s.SessionPresent {
+		st += ", session resumed"
+	}
+	return st
 }

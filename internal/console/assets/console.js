@@ -8,13 +8,24 @@
   function text(id, v) { document.getElementById(id).textContent = v; }
   function count(v) { return String(Math.round(v)); }
   function rate(v) { return v === null || v === undefined ? "–" : v.toFixed(1); }
-  function rows(id, items, cells, empty) {
+  // millis, owner and subState write the cells as the server's templates do.
+  function millis(v) {
+    if (v === null || v === undefined) { return "–"; }
+    return v < 0.01 ? (v * 1000).toFixed(2) + " ms" : (v * 1000).toFixed(1) + " ms";
+  }
+  function owner(b) { return b === "" ? "none" : b === "?" ? "–" : b; }
+  function subState(s) {
+    if (!s.connected) { return s.last_error ? "disconnected: " + s.last_error : "disconnected"; }
+    return "connected, MQTT " + s.protocol + (s.session_present ? ", session resumed" : "");
+  }
+  function rows(id, items, cells, empty, span) {
+    span = span || 3;
     var body = document.getElementById(id);
     body.replaceChildren();
     if (items.length === 0) { items = [null]; }
     items.forEach(function (it) {
       var tr = document.createElement("tr");
-      (it === null ? [[empty, "muted", 3]] : cells(it)).forEach(function (c) {
+      (it === null ? [[empty, "muted", span]] : cells(it)).forEach(function (c) {
         var td = document.createElement("td");
         td.textContent = c[0];
         if (c[1]) { td.className = c[1]; }
@@ -48,8 +59,15 @@
     rows("health", s.health, function (h) { return [[h.name], [h.ok ? "ok" : h.error, h.ok ? "ok" : "bad"]]; }, "");
     rows("refusals", s.refusals, function (r) { return [[r.path], [r.reason], [count(r.count)]]; }, "none");
     rows("shards", s.shards, function (sh) {
-      return [[sh.shard], [count(sh.backlog)], [sh.lag_seconds === null ? "–" : sh.lag_seconds.toFixed(1) + " s"]];
-    }, "no producer or bridge here");
+      return [[sh.shard], [count(sh.backlog)], [sh.lag_seconds === null ? "–" : sh.lag_seconds.toFixed(1) + " s"], [owner(sh.bridge)]];
+    }, "no producer or bridge here", 4);
+    rows("latencies", s.latencies, function (l) {
+      return [[l.name], [millis(l.p50_seconds)], [millis(l.p99_seconds)], [count(l.count)]];
+    }, "none here", 4);
+    rows("subscriptions", s.subscriptions, function (u) {
+      return [[u.broker], [u.client_id], [subState(u), u.connected ? "ok" : "bad"], [String(u.in_flight)],
+        [String(u.received)], [String(u.redeliveries)]];
+    }, "no subscriber role here", 6);
     if (s.readings_per_second !== null) {
       history.push([s.readings_per_second, s.rows_per_second]);
       if (history.length > keep) { history.shift(); }
