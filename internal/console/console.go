@@ -49,6 +49,9 @@ type Config struct {
 	Checks []Check
 	// Interval between samples; 0 is DefaultInterval.
 	Interval time.Duration
+	// DeadLetters lists and replays the dead letters; nil in a process
+	// without PostgreSQL (the page says so).
+	DeadLetters DeadLetters
 }
 
 // Console is the web console's handlers.
@@ -58,6 +61,7 @@ type Console struct {
 	checks         []Check
 	interval       time.Duration
 	log            *slog.Logger
+	letters        DeadLetters
 }
 
 // New is the console of cfg; cfg.Token must not be empty.
@@ -66,7 +70,7 @@ func New(cfg Config, log *slog.Logger) *Console {
 		cfg.Interval = DefaultInterval
 	}
 	return &Console{token: cfg.Token, session: sessionValue(cfg.Token), g: cfg.Gatherer, checks: cfg.Checks,
-		interval: cfg.Interval, log: log.With("component", "console")}
+		interval: cfg.Interval, log: log.With("component", "console"), letters: cfg.DeadLetters}
 }
 
 // Register adds the console's routes under /console/ to mux.
@@ -76,6 +80,7 @@ func (c *Console) Register(mux *http.ServeMux) {
 	mux.HandleFunc("POST /console/login", c.login)
 	mux.HandleFunc("POST /console/logout", c.logout)
 	mux.HandleFunc("GET /console/events", c.events)
+	c.registerDeadLetters(mux)
 	assets, _ := fs.Sub(assetFS, "assets")
 	mux.Handle("GET /console/assets/", http.StripPrefix("/console/assets/", http.FileServerFS(assets)))
 }
