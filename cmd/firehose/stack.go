@@ -189,7 +189,8 @@ func startStack(ctx context.Context, cfg *serveConfig, logger *slog.Logger) (*st
 			return nil, err
 		}
 		if cfg.AdminToken != "" {
-			console.New(console.Config{Token: cfg.AdminToken, Gatherer: st.reg, Checks: st.healthChecks()}, logger).Register(st.admin.Mux())
+			console.New(console.Config{Token: cfg.AdminToken, Gatherer: st.reg, Checks: st.healthChecks(),
+				DeadLetters: st.deadLetters(spbStore)}, logger).Register(st.admin.Mux())
 			logger.Info("web console on", "url", "http://"+st.admin.Addr().String()+"/console/")
 		}
 	}
@@ -353,6 +354,18 @@ func (st *stack) healthChecks() []console.Check {
 		checks = append(checks, console.Check{Name: "PostgreSQL", Ping: st.pg.Ping})
 	}
 	return checks
+}
+
+// deadLetters is what the console lists and replays the dead letters
+// with: nil (the page says so) when no role here uses PostgreSQL. Edge dead
+// letters resolve as the broker would now, against the Sparkplug B state
+// in spb.
+func (st *stack) deadLetters(spb *stream.SparkplugStore) console.DeadLetters {
+	if st.pg == nil {
+		return nil
+	}
+	return &consoleLetters{pg: st.pg, rdb: st.rdb, streams: st.cfg.Streams, limits: st.cfg.Limits,
+		resolver: mqttmsg.NewResolver(spb, st.cfg.MQTT.Rules, st.cfg.Limits), wait: consoleReplayWait}
 }
 
 // wait runs until ctx ends or a component fails, then stops the components
