@@ -245,8 +245,12 @@ func (c *Console) replay(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	c.log.Info("dead letters replayed", "rows", len(p.IDs), "all", p.All, "sent", p.Sent, "landed", p.Outcome.Landed,
-		"refused_again", len(p.Outcome.Refused), "waiting", p.Outcome.Waiting, "skipped", len(p.Skipped), "err", err)
+	attrs := []any{"rows", len(p.IDs), "all", p.All, "sent", p.Sent, "landed", p.Outcome.Landed,
+		"refused_again", len(p.Outcome.Refused), "waiting", p.Outcome.Waiting, "skipped", len(p.Skipped)}
+	if err != nil {
+		attrs = append(attrs, "err", err)
+	}
+	c.log.Info("dead letters replayed from the console", attrs...)
 	c.render(w, code, "replay.html", p)
 }
 
