@@ -68,6 +68,15 @@ func TestIntegrationListPlanSendLandOnce(t *testing.T) {
 	if len(rows) != 2 || rows[0].ID != corrupt || rows[0].Status() != "pending" || !strings.Contains(rows[0].Preview(), "does not decode") {
 		t.Fatalf("List: %+v", rows)
 	}
+	// The console's pages: newest first, then the rows below the last id.
+	page, err := List(ctx, pg, Filter{Prefix: prefixOf, Replayed: true, Newest: true, Limit: 1})
+	if err != nil || len(page) != 1 || page[0].ID != heldID {
+		t.Fatalf("List newest first: %+v, %v; want row %d", page, err, heldID)
+	}
+	page, err = List(ctx, pg, Filter{Prefix: prefixOf, Replayed: true, Newest: true, Limit: 1, Before: heldID})
+	if err != nil || len(page) != 1 || page[0].ID != corrupt {
+		t.Fatalf("List's next page: %+v, %v; want row %d", page, err, corrupt)
+	}
 	if n, err := CountOthers(ctx, pg, prefixOf); err != nil || n != 0 {
 		t.Fatalf("CountOthers = %d, %v", n, err)
 	}
@@ -84,7 +93,7 @@ func TestIntegrationListPlanSendLandOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	page, err := PendingPage(ctx, pg, prefixOf, time.Time{}, corrupt)
+	page, err = PendingPage(ctx, pg, prefixOf, time.Time{}, corrupt)
 	if err != nil || len(page) != 1 || page[0].ID != heldID {
 		t.Fatalf("PendingPage after %d: %+v, %v", corrupt, page, err)
 	}

@@ -148,9 +148,14 @@ type Filter struct {
 	Since    time.Time // rejected since then; zero: any time
 	Replayed bool      // also rows already replayed
 	Limit    int       // at most this many; 0: all
+	// Newest lists the newest first (by id) instead of the oldest; with
+	// Before, only rows whose id is below it (0: no bound), for pages.
+	Newest bool
+	Before int64
 }
 
-// List reads the deployment's rows that f selects, oldest first.
+// List reads the deployment's rows that f selects, oldest first (newest
+// first with f.Newest).
 func List(ctx context.Context, pg *pgxpool.Pool, f Filter) ([]Row, error) {
 	var since *time.Time
 	if !f.Since.IsZero() {
@@ -160,8 +165,16 @@ func List(ctx context.Context, pg *pgxpool.Pool, f Filter) ([]Row, error) {
 	if f.Limit > 0 {
 		limit = &f.Limit
 	}
+	var before *int64
+	if f.Before > 0 {
+		before = &f.Before
+	}
+	order := "r.id"
+	if f.Newest {
+		order = "r.id DESC"
+	}
 	return query(ctx, pg, `WHERE starts_with(r.stream, $1) AND ($2::timestamptz IS NULL OR r.rejected_at >= $2)
-	AND ($3 OR r.replayed_at IS NULL) ORDER BY r.id LIMIT $4`, f.Prefix, since, f.Replayed, limit)
+	AND ($3 OR r.replayed_at IS NULL) AND ($5::bigint IS NULL OR r.id < $5) ORDER BY `+order+` LIMIT $4`, f.Prefix, since, f.Replayed, limit, before)
 }
 
 // CountOthers counts the rows of streams of other deployments (whose keys

@@ -189,7 +189,7 @@ func startStack(ctx context.Context, cfg *serveConfig, logger *slog.Logger) (*st
 			return nil, err
 		}
 		if cfg.AdminToken != "" {
-			console.New(st.consoleConfig(), logger).Register(st.admin.Mux())
+			console.New(st.consoleConfig(spbStore), logger).Register(st.admin.Mux())
 			logger.Info("web console on", "url", "http://"+st.admin.Addr().String()+"/console/")
 		}
 	}
@@ -346,10 +346,10 @@ func (st *stack) runBridge(ctx context.Context, b *bridge.Bridge) error {
 }
 
 // consoleConfig is what the console shows of this process: its metrics,
-// the health of the services it uses, the shards' owners (where it has
-// PostgreSQL) and its subscriber's session.
-func (st *stack) consoleConfig() console.Config {
-	cfg := console.Config{Token: st.cfg.AdminToken, Gatherer: st.reg, Checks: st.healthChecks()}
+// the health of the services it uses, the shards' owners and the dead
+// letters (where it has PostgreSQL) and its subscriber's session.
+func (st *stack) consoleConfig(spb *stream.SparkplugStore) console.Config {
+	cfg := console.Config{Token: st.cfg.AdminToken, Gatherer: st.reg, Checks: st.healthChecks(), DeadLetters: st.deadLetters(spb)}
 	if st.pg != nil {
 		cfg.Owners = func(ctx context.Context) (map[int]string, error) { return bridge.Owners(ctx, st.pg, st.cfg.Streams) }
 	}
@@ -372,6 +372,18 @@ func (st *stack) healthChecks() []console.Check {
 		checks = append(checks, console.Check{Name: "PostgreSQL", Ping: st.pg.Ping})
 	}
 	return checks
+}
+
+// deadLetters is what the console lists and replays the dead letters
+// with: nil (the page says so) when no role here uses PostgreSQL. Edge dead
+// letters resolve as the broker would now, against the Sparkplug B state
+// in spb.
+func (st *stack) deadLetters(spb *stream.SparkplugStore) console.DeadLetters {
+	if st.pg == nil {
+		return nil
+	}
+	return &consoleLetters{pg: st.pg, rdb: st.rdb, streams: st.cfg.Streams, limits: st.cfg.Limits,
+		resolver: mqttmsg.NewResolver(spb, st.cfg.MQTT.Rules, st.cfg.Limits), wait: consoleReplayWait}
 }
 
 // wait runs until ctx ends or a component fails, then stops the components

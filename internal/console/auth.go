@@ -42,8 +42,12 @@ func (c *Console) authorized(r *http.Request) bool {
 // sameOrigin says whether a form POST comes from the console's own pages: a
 // browser sends Origin with every POST, and another site's page cannot
 // forge it. A request without Origin (curl, a script with the token) is not
-// a browser's cross-site request.
+// a browser's cross-site request. A browser's Sec-Fetch-Site, when it
+// sends one, must say the same.
 func sameOrigin(r *http.Request) bool {
+	if s := r.Header.Get("Sec-Fetch-Site"); s != "" && s != "same-origin" && s != "none" {
+		return false
+	}
 	o := r.Header.Get("Origin")
 	if o == "" {
 		return true

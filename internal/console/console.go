@@ -61,6 +61,9 @@ type Config struct {
 	// Subscriptions returns the state of this process's subscriber
 	// sessions; nil without the subscriber role.
 	Subscriptions func() []Subscription
+	// DeadLetters lists and replays the dead letters; nil in a process
+	// without PostgreSQL (the page says so).
+	DeadLetters DeadLetters
 }
 
 // ownersEvery is how often the shards' owners are read from PostgreSQL,
@@ -74,6 +77,7 @@ type Console struct {
 	src            sources
 	interval       time.Duration
 	log            *slog.Logger
+	letters        DeadLetters
 
 	readOwners func(context.Context) (map[int]string, error)
 	ownersMu   sync.Mutex
@@ -87,7 +91,7 @@ func New(cfg Config, log *slog.Logger) *Console {
 		cfg.Interval = DefaultInterval
 	}
 	c := &Console{token: cfg.Token, session: sessionValue(cfg.Token), g: cfg.Gatherer,
-		interval: cfg.Interval, log: log.With("component", "console"), readOwners: cfg.Owners}
+		interval: cfg.Interval, log: log.With("component", "console"), readOwners: cfg.Owners, letters: cfg.DeadLetters}
 	c.src = sources{checks: cfg.Checks, subs: cfg.Subscriptions}
 	if cfg.Owners != nil {
 		c.src.owners = c.shardOwners
@@ -121,6 +125,7 @@ func (c *Console) Register(mux *http.ServeMux) {
 	mux.HandleFunc("POST /console/login", c.login)
 	mux.HandleFunc("POST /console/logout", c.logout)
 	mux.HandleFunc("GET /console/events", c.events)
+	c.registerDeadLetters(mux)
 	assets, _ := fs.Sub(assetFS, "assets")
 	mux.Handle("GET /console/assets/", http.StripPrefix("/console/assets/", http.FileServerFS(assets)))
 }
