@@ -33,8 +33,14 @@ type SparkplugStore struct {
 	prefix string
 }
 
+// SparkplugPrefix is where a deployment's Sparkplug B state lives: beside
+// its streams, under one hash tag ("{firehose:spb}:"). Every process that
+// reads or writes the state (the edges, `firehose rejected replay`, the
+// console's replay) must use this one.
+func (s Streams) SparkplugPrefix() string { return "{" + s.prefix() + ":spb}:" }
+
 // NewSparkplugStore returns a SparkplugStore keeping its keys under prefix
-// (for example "{firehose:spb}:").
+// (a deployment's is Streams.SparkplugPrefix).
 func NewSparkplugStore(rdb redis.Cmdable, prefix string) *SparkplugStore {
 	return &SparkplugStore{rdb: rdb, prefix: prefix}
 }

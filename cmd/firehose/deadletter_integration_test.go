@@ -30,7 +30,7 @@ func (e *rejectedEnv) startBroker() string {
 	go func() { defer close(pdone); _ = p.Run(pctx) }()
 	e.t.Cleanup(func() { stopProducer(); <-pdone })
 	cfg := broker.Config{Addr: "127.0.0.1:0", Sparkplug: true, ShutdownTimeout: 5 * time.Second,
-		SparkplugStore: stream.NewSparkplugStore(e.rdb, e.streams.Prefix+":spb:")}
+		SparkplugStore: stream.NewSparkplugStore(e.rdb, e.streams.SparkplugPrefix())}
 	b, err := broker.New(cfg, p, log, prometheus.NewRegistry())
 	if err != nil {
 		e.t.Fatal(err)

@@ -216,7 +216,7 @@ func replayRejected(ctx context.Context, pg *pgxpool.Pool, rdb redis.UniversalCl
 	rp := &deadletters.Replayer{PG: pg, Redis: rdb, Streams: cfg.conn.Streams, Limits: cfg.Limits,
 		// Edge dead letters resolve as the broker would now: Sparkplug B
 		// against the edge nodes' state the brokers keep beside the streams.
-		Resolver: mqttmsg.NewResolver(stream.NewSparkplugStore(rdb, cfg.conn.Streams.Prefix+":spb:"), cfg.conn.MQTT.Rules, cfg.Limits),
+		Resolver: mqttmsg.NewResolver(stream.NewSparkplugStore(rdb, cfg.conn.Streams.SparkplugPrefix()), cfg.conn.MQTT.Rules, cfg.Limits),
 		Skipped:  func(err error) { fmt.Fprintf(stderr, "skipped %s\n", err) },
 		Progress: func(done, total int64) {
 			if total > deadletters.Batch {

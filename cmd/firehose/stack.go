@@ -129,7 +129,7 @@ func startStack(ctx context.Context, cfg *serveConfig, logger *slog.Logger) (*st
 	// streams, where every broker sees them, under one hash tag (its writes
 	// are scripts over a node's hash and the account). Their size counts
 	// toward --high-water at every edge, HTTP gateways included.
-	spbStore := stream.NewSparkplugStore(st.rdb, "{"+cfg.Streams.Prefix+":spb}:")
+	spbStore := stream.NewSparkplugStore(st.rdb, cfg.Streams.SparkplugPrefix())
 	cfg.Producer.StateBytesKey = spbStore.BytesKey()
 	if hasEdges {
 		st.producer = stream.NewProducer(st.rdb, cfg.Streams, cfg.Producer, logger, st.reg)
