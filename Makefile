@@ -6,7 +6,7 @@ VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 # Fuzz time per target in `make test` (short); `make fuzz` runs longer.
 FUZZTIME ?= 5s
 
-.PHONY: all build demo test helm unit vet fuzz faults campaign soak services testtools bench clean
+.PHONY: all build demo test helm unit vet fuzz faults campaign soak services testtools bench screenshots clean
 
 all: build
 
@@ -47,6 +47,11 @@ vet:
 # Kubernetes' dependencies stay out of firehose's go.mod.
 helm:
 	cd deploy/helm && $(GO) test -count=1 -timeout 10m ./...
+
+# The pictures of the web console's pages in docs/ (docs/console.md), taken by its browser tests
+# in Debian's headless Chromium: each test saves its page once it shows what the test asserts.
+screenshots: services testtools
+	FIREHOSE_SCREENSHOTS=$(CURDIR)/docs/img CI=true $(GO) test -count=1 -run 'InChromium' ./cmd/firehose
 
 # Unit tests only: no services needed.
 unit:

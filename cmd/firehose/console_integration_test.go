@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -144,6 +145,19 @@ func TestIntegrationConsoleOverviewInChromium(t *testing.T) {
 	}
 	if n, err := strconv.Atoi(byPath["mqtt-in"]); st.mqtt != "" && (err != nil || n == 0) {
 		t.Errorf("readings in over MQTT shows %q, want the fleet's", byPath["mqtt-in"])
+	}
+	// This process's bridge owns every shard (host:pid), and the latencies
+	// count what the fleet sent over each path (the window of 10 s may have
+	// passed since: then nothing is counted, and that is what it shows).
+	testenv.Eventually(t, 30*time.Second, func() bool {
+		owners := read(t, ctx, "owners", chromedp.Evaluate[string](`Array.from(document.querySelectorAll("#shards tr"), tr => tr.lastElementChild.textContent).join(" ")`))
+		host, _ := os.Hostname()
+		want := strings.TrimSpace(strings.Repeat(fmt.Sprintf("%s:%d ", host, st.pid), 4))
+		return owners == want
+	}, "the shards table never showed this process's bridge as the owner of every shard")
+	latencies := read(t, ctx, "latencies", chromedp.Evaluate[string](`Array.from(document.querySelectorAll("#latencies td:first-child"), td => td.textContent).join(",")`))
+	if latencies != "HTTP ack,MQTT ack,receipt to commit" {
+		t.Errorf("the latency table lists %q: want HTTP ack, MQTT ack and receipt to commit", latencies)
 	}
 	plotMax := read(t, ctx, "the plot's scale", chromedp.Text(chromedp.CSS("#plot-max")))
 	points := read(t, ctx, "the plot", chromedp.AttributeValue(chromedp.CSS("#plot-rows"), "points")).Value

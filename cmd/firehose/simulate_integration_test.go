@@ -29,6 +29,7 @@ import (
 // loopback ports.
 type simStack struct {
 	pgURL, http, mqtt string // mqtt is "" without a broker
+	pid               int    // of the serve process
 }
 
 var brokerCheck = sync.OnceValue(func() bool {
@@ -59,6 +60,7 @@ func startSimStack(t *testing.T, extra ...string) simStack {
 	}
 	p := start(t, append(args, extra...)...)
 	waitReady(t, p, st.http)
+	st.pid = p.cmd.Process.Pid
 	return st
 }
 
