@@ -189,7 +189,7 @@ func startStack(ctx context.Context, cfg *serveConfig, logger *slog.Logger) (*st
 			return nil, err
 		}
 		if cfg.AdminToken != "" {
-			console.New(console.Config{Token: cfg.AdminToken, Gatherer: st.reg, Checks: st.healthChecks()}, logger).Register(st.admin.Mux())
+			console.New(st.consoleConfig(), logger).Register(st.admin.Mux())
 			logger.Info("web console on", "url", "http://"+st.admin.Addr().String()+"/console/")
 		}
 	}

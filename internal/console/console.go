@@ -49,6 +49,14 @@ type Config struct {
 	Checks []Check
 	// Interval between samples; 0 is DefaultInterval.
 	Interval time.Duration
+	// Map maps the playground's samples (/console/playground) through the
+	// process's own edge settings; nil: the page says there is nothing to try.
+	Map MapFunc
+	// Devices answers the device pages (/console/devices); nil: none.
+	Devices Devices
+	// Partitions lists the partitions and the retention (/console/partitions);
+	// nil: none.
+	Partitions PartitionsFunc
 }
 
 // Console is the web console's handlers.
@@ -58,6 +66,9 @@ type Console struct {
 	checks         []Check
 	interval       time.Duration
 	log            *slog.Logger
+	mapSample      MapFunc
+	devices        Devices
+	partitions     PartitionsFunc
 }
 
 // New is the console of cfg; cfg.Token must not be empty.
@@ -66,7 +77,8 @@ func New(cfg Config, log *slog.Logger) *Console {
 		cfg.Interval = DefaultInterval
 	}
 	return &Console{token: cfg.Token, session: sessionValue(cfg.Token), g: cfg.Gatherer, checks: cfg.Checks,
-		interval: cfg.Interval, log: log.With("component", "console")}
+		interval: cfg.Interval, log: log.With("component", "console"),
+		mapSample: cfg.Map, devices: cfg.Devices, partitions: cfg.Partitions}
 }
 
 // Register adds the console's routes under /console/ to mux.
@@ -76,6 +88,11 @@ func (c *Console) Register(mux *http.ServeMux) {
 	mux.HandleFunc("POST /console/login", c.login)
 	mux.HandleFunc("POST /console/logout", c.logout)
 	mux.HandleFunc("GET /console/events", c.events)
+	mux.HandleFunc("GET /console/playground", c.playground)
+	mux.HandleFunc("POST /console/playground", c.playground)
+	mux.HandleFunc("GET /console/devices", c.deviceSearch)
+	mux.HandleFunc("GET /console/devices/{id}", c.device)
+	mux.HandleFunc("GET /console/partitions", c.partitionsPage)
 	assets, _ := fs.Sub(assetFS, "assets")
 	mux.Handle("GET /console/assets/", http.StripPrefix("/console/assets/", http.FileServerFS(assets)))
 }
