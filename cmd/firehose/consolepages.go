@@ -60,7 +60,6 @@ func consoleMapped(s *configcheck.Sample) *console.Mapped {
 	return m
 }
 
-
 // consoleConfig is the console of this process: its metrics, health
 // checks and the pages over its edge settings and services.
 func (st *stack) consoleConfig() console.Config {

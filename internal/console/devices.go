@@ -50,11 +50,11 @@ type DeviceReading struct {
 
 // Credentials are a device's entry in the registry.
 type Credentials struct {
-	Registered            bool // false: the registry does not hold the device
-	Enabled               bool
+	Registered             bool // false: the registry does not hold the device
+	Enabled                bool
 	Read, Write, Sparkplug []string
-	Created               time.Time
-	LastSeen              time.Time // last connected (within the brokers' flush interval); zero: never
+	Created                time.Time
+	LastSeen               time.Time // last connected (within the brokers' flush interval); zero: never
 }
 
 // Bounds of the device pages.

@@ -82,7 +82,7 @@ func TestPlayground(t *testing.T) {
 		{name: "without the token", form: good, code: http.StatusUnauthorized, want: []string{`name="token"`}, reject: []string{"press_telemetry"}},
 		{name: "from another origin", token: "s3cret", origin: "https://evil.example", form: good, code: http.StatusForbidden, reject: []string{"press_telemetry"}},
 		{name: "a typed row", token: "s3cret", origin: srv.URL, form: good, code: http.StatusOK,
-			want: []string{`data-table="press_telemetry"`, `<tr data-column="rpm"><td>rpm</td><td>integer</td><td class="value">1450</td></tr>`, "note: mapped by rule press"},
+			want:   []string{`data-table="press_telemetry"`, `<tr data-column="rpm"><td>rpm</td><td>integer</td><td class="value">1450</td></tr>`, "note: mapped by rule press"},
 			reject: []string{`id="refusal"`}},
 		{name: "a refusal", token: "s3cret", form: url.Values{"protocol": {"mqtt"}, "topic": {"factory/a/press-1/telemetry"}, "payload": {`{"rpm": "fast"}`}}, code: http.StatusOK,
 			want: []string{`id="refusal"`, `rule &#34;press&#34;: column &#34;rpm&#34;: path &#34;rpm&#34;: integer: want an integer, found a string`}},
