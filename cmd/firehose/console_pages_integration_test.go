@@ -86,7 +86,7 @@ func TestIntegrationConsolePlaygroundInChromium(t *testing.T) {
 		}
 	}
 
-	bad := `{"t": ` + strconv.FormatInt(ms, 10) + `, "rpm": "fast"}`
+	bad := `{"t": ` + strconv.FormatInt(ms, 10) + `, "rpm": "fast", "msg_id": "m-2"}`
 	if err := browse(ctx,
 		chromedp.SetValue(chromedp.CSS("#payload"), bad),
 		chromedp.Click(chromedp.CSS("#try")),

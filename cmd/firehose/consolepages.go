@@ -1,9 +1,18 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"firehose/broker"
+	"firehose/registry"
 
 	"firehose/internal/configcheck"
 	"firehose/internal/console"
@@ -63,5 +72,87 @@ func consoleMapped(s *configcheck.Sample) *console.Mapped {
 // consoleConfig is the console of this process: its metrics, health
 // checks and the pages over its edge settings and services.
 func (st *stack) consoleConfig() console.Config {
-	return console.Config{Token: st.cfg.AdminToken, Gatherer: st.reg, Checks: st.healthChecks(), Map: st.playground}
+	return console.Config{Token: st.cfg.AdminToken, Gatherer: st.reg, Checks: st.healthChecks(), Map: st.playground,
+		Devices: consoleDevices{pg: st.pg, mqtt: st.mqtt, registry: st.cfg.MQTT.AuthFile == broker.AuthRegistry}}
+}
+
+// consoleDevices is the console's device pages over this process's
+// PostgreSQL (readings and the registry) and its broker.
+type consoleDevices struct {
+	pg       *pgxpool.Pool  // nil: no role here uses PostgreSQL
+	mqtt     *broker.Broker // nil: no broker role here
+	registry bool           // --mqtt-auth postgres
+}
+
+// errNoPostgres is a device page's source that needs a pool this process
+// does not have.
+var errNoPostgres = errors.New("this process does not connect to PostgreSQL (no bridge or httpgw role here)")
+
+func (d consoleDevices) Search(ctx context.Context, prefix string, limit int) ([]string, error) {
+	var ids []string
+	if d.registry {
+		if d.pg == nil {
+			return nil, errNoPostgres
+		}
+		var err error
+		if ids, err = registry.Search(ctx, d.pg, prefix, limit); err != nil {
+			return nil, err
+		}
+	}
+	if d.mqtt != nil {
+		ids = append(ids, d.mqtt.ConnectedDevices(prefix, limit)...)
+		slices.Sort(ids)
+		ids = slices.Compact(ids)
+	}
+	return ids[:min(len(ids), limit)], nil
+}
+
+func (d consoleDevices) Device(ctx context.Context, id string, limit int) *console.Device {
+	dev := &console.Device{ID: id}
+	if d.mqtt != nil {
+		c := d.mqtt.Connected(id)
+		dev.Connected = &c
+	}
+	if d.pg == nil {
+		dev.Errors = append(dev.Errors, "readings: "+errNoPostgres.Error())
+		return dev
+	}
+	var err error
+	if dev.Readings, err = latestReadings(ctx, d.pg, id, limit); err != nil {
+		dev.Errors = append(dev.Errors, err.Error())
+	}
+	for _, r := range dev.Readings {
+		if r.ReceivedAt.After(dev.LastReading) {
+			dev.LastReading = r.ReceivedAt
+		}
+	}
+	if d.registry {
+		reg, ok, err := registry.Get(ctx, d.pg, id)
+		if err != nil {
+			dev.Errors = append(dev.Errors, err.Error())
+		} else {
+			dev.Credentials = &console.Credentials{Registered: ok, Enabled: reg.Enabled, Read: reg.Read, Write: reg.Write,
+				Sparkplug: reg.Sparkplug, Created: reg.CreatedAt, LastSeen: reg.LastSeen}
+		}
+	}
+	return dev
+}
+
+// latestReadings is device id's newest limit rows of readings, by ts
+// (readings_device_ts_idx).
+func latestReadings(ctx context.Context, pg *pgxpool.Pool, id string, limit int) ([]console.DeviceReading, error) {
+	rows, err := pg.Query(ctx, `SELECT ts, received_at, metric, reading, coalesce(payload::text, '')
+		FROM readings WHERE device_id = $1 ORDER BY ts DESC LIMIT $2`, id, limit)
+	if err != nil {
+		return nil, fmt.Errorf("read the readings of %q: %w", id, err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (console.DeviceReading, error) {
+		var dr console.DeviceReading
+		err := r.Scan(&dr.TS, &dr.ReceivedAt, &dr.Metric, &dr.Reading, &dr.Payload)
+		return dr, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read the readings of %q: %w", id, err)
+	}
+	return out, nil
 }

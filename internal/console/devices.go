@@ -40,6 +40,9 @@ type Device struct {
 	Errors []string
 }
 
+// IsConnected says whether Connected says yes.
+func (d *Device) IsConnected() bool { return d.Connected != nil && *d.Connected }
+
 // DeviceReading is one row of readings.
 type DeviceReading struct {
 	TS, ReceivedAt time.Time
