@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"firehose/broker"
+	"firehose/partition"
 	"firehose/registry"
 
 	"firehose/internal/configcheck"
@@ -72,8 +73,12 @@ func consoleMapped(s *configcheck.Sample) *console.Mapped {
 // consoleConfig is the console of this process: its metrics, health
 // checks and the pages over its edge settings and services.
 func (st *stack) consoleConfig() console.Config {
-	return console.Config{Token: st.cfg.AdminToken, Gatherer: st.reg, Checks: st.healthChecks(), Map: st.playground,
+	cfg := console.Config{Token: st.cfg.AdminToken, Gatherer: st.reg, Checks: st.healthChecks(), Map: st.playground,
 		Devices: consoleDevices{pg: st.pg, mqtt: st.mqtt, registry: st.cfg.MQTT.AuthFile == broker.AuthRegistry}}
+	if st.pg != nil {
+		cfg.Partitions = st.partitions
+	}
+	return cfg
 }
 
 // consoleDevices is the console's device pages over this process's
@@ -153,6 +158,37 @@ func latestReadings(ctx context.Context, pg *pgxpool.Pool, id string, limit int)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("read the readings of %q: %w", id, err)
+	}
+	return out, nil
+}
+
+// partitions is the console's partitions page: the partitions of readings
+// and of the rules' typed tables (partition.List), the retention in force
+// in this process (--retention, or the deployment's recorded one) and the
+// partition it drops next.
+func (st *stack) partitions(ctx context.Context) (*console.Partitions, error) {
+	roles, _ := st.cfg.roles()
+	out := &console.Partitions{Retention: st.cfg.Partition.Retention, Maintained: slices.Contains(roles, roleBridge)}
+	names := []string{partition.Parent}
+	for _, t := range st.cfg.MQTT.Rules.Tables() {
+		names = append(names, t.Name)
+	}
+	for _, name := range names {
+		ps, err := partition.List(ctx, st.pg, name)
+		if err != nil {
+			return nil, err
+		}
+		t := console.PartitionedTable{Name: name}
+		for _, p := range ps {
+			t.Partitions = append(t.Partitions, console.Partition{Name: p.Name, From: p.From, To: p.To, Rows: p.Rows, Bytes: p.Bytes})
+			if p.To == nil {
+				continue
+			}
+			if at := partition.DropAt(*p.To, out.Retention); !at.IsZero() && (out.NextDrop == nil || at.Before(out.NextDrop.At)) {
+				out.NextDrop = &console.Drop{Table: name, Partition: p.Name, At: at}
+			}
+		}
+		out.Tables = append(out.Tables, t)
 	}
 	return out, nil
 }
