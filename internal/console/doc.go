@@ -2,8 +2,11 @@
 // (--admin-addr, turned on by --admin-token): an overview page rendered
 // from Go templates whose figures update live over server-sent events,
 // computed from the process's own Prometheus registry and its health
-// checks of Redis and PostgreSQL.
+// checks of Redis and PostgreSQL; a mapping playground, device pages and
+// the partitions with their retention, each read through a function or
+// interface of Config that cmd/firehose implements (the console imports
+// none of the roles).
 //
-//	c := console.New(console.Config{Token: token, Gatherer: reg, Checks: checks}, logger)
-//	c.Register(mux) // GET /console/, POST /console/login, GET /console/events
+//	c := console.New(console.Config{Token: token, Gatherer: reg, Checks: checks, Map: mapSample}, logger)
+//	c.Register(mux) // GET /console/, POST /console/login, GET /console/events, /console/playground, ...
 package console
