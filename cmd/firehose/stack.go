@@ -345,25 +345,6 @@ func (st *stack) runBridge(ctx context.Context, b *bridge.Bridge) error {
 	return partition.New(pcfg, st.pg, st.log, st.reg).RunBeside(ctx, b.Run)
 }
 
-// consoleConfig is what the console shows of this process: its metrics,
-// the health of the services it uses, the shards' owners and the dead
-// letters (where it has PostgreSQL) and its subscriber's session.
-func (st *stack) consoleConfig(spb *stream.SparkplugStore) console.Config {
-	cfg := console.Config{Token: st.cfg.AdminToken, Gatherer: st.reg, Checks: st.healthChecks(), DeadLetters: st.deadLetters(spb)}
-	if st.pg != nil {
-		cfg.Owners = func(ctx context.Context) (map[int]string, error) { return bridge.Owners(ctx, st.pg, st.cfg.Streams) }
-	}
-	if st.sub != nil {
-		cfg.Subscriptions = func() []console.Subscription {
-			s := st.sub.State()
-			return []console.Subscription{{Broker: s.Broker, ClientID: s.ClientID, Connected: s.Connected,
-				SessionPresent: s.SessionPresent, Protocol: s.Protocol, Since: s.Since, LastError: s.LastError,
-				InFlight: s.InFlight, Received: s.Received, Redeliveries: s.Redeliveries}}
-		}
-	}
-	return cfg
-}
-
 // healthChecks are the services the console shows the health of: Redis,
 // and PostgreSQL where a role here uses it.
 func (st *stack) healthChecks() []console.Check {

@@ -412,6 +412,10 @@ func goValue(t typed.Type, v typed.Value) any {
 	return v.Str
 }
 
+// Text is the column's value as config check's text shows it: NULL, a
+// quoted string, a time in RFC 3339, JSON otherwise.
+func (c TypedColumn) Text() string { return textValue(c.Value) }
+
 // textValue is v as config check's text shows it.
 func textValue(v any) string {
 	switch x := v.(type) {

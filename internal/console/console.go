@@ -64,6 +64,14 @@ type Config struct {
 	// DeadLetters lists and replays the dead letters; nil in a process
 	// without PostgreSQL (the page says so).
 	DeadLetters DeadLetters
+	// Map maps the playground's samples (/console/playground) through the
+	// process's own edge settings; nil: the page says there is nothing to try.
+	Map MapFunc
+	// Devices answers the device pages (/console/devices); nil: none.
+	Devices Devices
+	// Partitions lists the partitions and the retention (/console/partitions);
+	// nil: none.
+	Partitions PartitionsFunc
 }
 
 // ownersEvery is how often the shards' owners are read from PostgreSQL,
@@ -78,6 +86,9 @@ type Console struct {
 	interval       time.Duration
 	log            *slog.Logger
 	letters        DeadLetters
+	mapSample      MapFunc
+	devices        Devices
+	partitions     PartitionsFunc
 
 	readOwners func(context.Context) (map[int]string, error)
 	ownersMu   sync.Mutex
@@ -91,7 +102,8 @@ func New(cfg Config, log *slog.Logger) *Console {
 		cfg.Interval = DefaultInterval
 	}
 	c := &Console{token: cfg.Token, session: sessionValue(cfg.Token), g: cfg.Gatherer,
-		interval: cfg.Interval, log: log.With("component", "console"), readOwners: cfg.Owners, letters: cfg.DeadLetters}
+		interval: cfg.Interval, log: log.With("component", "console"), readOwners: cfg.Owners, letters: cfg.DeadLetters,
+		mapSample: cfg.Map, devices: cfg.Devices, partitions: cfg.Partitions}
 	c.src = sources{checks: cfg.Checks, subs: cfg.Subscriptions}
 	if cfg.Owners != nil {
 		c.src.owners = c.shardOwners
@@ -126,6 +138,11 @@ func (c *Console) Register(mux *http.ServeMux) {
 	mux.HandleFunc("POST /console/logout", c.logout)
 	mux.HandleFunc("GET /console/events", c.events)
 	c.registerDeadLetters(mux)
+	mux.HandleFunc("GET /console/playground", c.playground)
+	mux.HandleFunc("POST /console/playground", c.playground)
+	mux.HandleFunc("GET /console/devices", c.deviceSearch)
+	mux.HandleFunc("GET /console/devices/{id}", c.device)
+	mux.HandleFunc("GET /console/partitions", c.partitionsPage)
 	assets, _ := fs.Sub(assetFS, "assets")
 	mux.Handle("GET /console/assets/", http.StripPrefix("/console/assets/", http.FileServerFS(assets)))
 }
