@@ -155,6 +155,10 @@ func TestIntegrationConsoleOverviewInChromium(t *testing.T) {
 		want := strings.TrimSpace(strings.Repeat(fmt.Sprintf("%s:%d ", host, st.pid), 4))
 		return owners == want
 	}, "the shards table never showed this process's bridge as the owner of every shard")
+	testenv.Eventually(t, 30*time.Second, func() bool {
+		tables := read(t, ctx, "tables", chromedp.Evaluate[string](`Array.from(document.querySelectorAll("#tables td"), td => td.textContent).slice(0, 2).join(" ")`))
+		return tables == "readings "+strconv.Itoa(rows)
+	}, "the rows committed by table never showed readings with the %d rows PostgreSQL holds", rows)
 	latencies := read(t, ctx, "latencies", chromedp.Evaluate[string](`Array.from(document.querySelectorAll("#latencies td:first-child"), td => td.textContent).join(",")`))
 	if latencies != "HTTP ack,MQTT ack,receipt to commit" {
 		t.Errorf("the latency table lists %q: want HTTP ack, MQTT ack and receipt to commit", latencies)

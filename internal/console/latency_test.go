@@ -46,7 +46,14 @@ func TestOverviewLatencyOwnersSubscriptions(t *testing.T) {
 	httpDur := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "firehose_http_request_duration_seconds",
 		Buckets: prometheus.ExponentialBuckets(0.001, 2, 8)}, []string{"endpoint"})
 	backlog := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: metricBacklog}, []string{"shard"})
-	reg.MustRegister(ack, httpDur, backlog)
+	tableRows := prometheus.NewCounterVec(prometheus.CounterOpts{Name: metricTableRows}, []string{"table"})
+	written := prometheus.NewCounter(prometheus.CounterOpts{Name: metricWritten})
+	mqttIn := prometheus.NewCounter(prometheus.CounterOpts{Name: metricMQTTAccepted})
+	reg.MustRegister(ack, httpDur, backlog, tableRows, written, mqttIn)
+	tableRows.WithLabelValues("readings").Add(30)
+	tableRows.WithLabelValues("press_telemetry").Add(12)
+	written.Add(50)
+	mqttIn.Add(20) // the subscriber's: the other 30
 	for range 100 {
 		ack.Observe(0.003) // in the (0.002, 0.004] bucket
 	}
@@ -72,6 +79,8 @@ func TestOverviewLatencyOwnersSubscriptions(t *testing.T) {
 		"<td>HTTP ack</td><td>–</td><td>–</td><td>0</td>",
 		"<td>0</td><td>1</td><td>–</td><td>edge-1:4242</td>",
 		"<td>1</td><td>2</td><td>–</td><td>none</td>",
+		"<td>http</td><td>0</td><td>–</td></tr>\n<tr><td>mqtt</td><td>20</td><td>–</td></tr>\n<tr><td>subscriber</td><td>30</td><td>–</td>",
+		"<td>press_telemetry</td><td>12</td><td>–</td></tr>\n<tr><td>readings</td><td>30</td><td>–</td>",
 		"<td>mqtt.example:1883</td><td>fh-1</td><td class=\"ok\">connected, MQTT 5, session resumed</td><td>7</td><td>99</td>",
 	} {
 		if !strings.Contains(body, want) {

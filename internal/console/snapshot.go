@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -23,6 +24,7 @@ const (
 	metricBacklog       = "firehose_stream_backlog_entries"
 	metricShardLag      = "firehose_bridge_shard_lag_seconds"
 	metricMQTTConnected = "firehose_mqtt_clients_connected"
+	metricTableRows     = "firehose_bridge_table_rows_committed_total"
 )
 
 // Snapshot is what the overview shows at one instant. Totals count since
@@ -41,6 +43,11 @@ type Snapshot struct {
 	MQTTDevices   *float64  `json:"mqtt_devices"` // nil: no broker role here
 	Health        []Health  `json:"health"`
 	Latencies     []Latency `json:"latencies"`
+	// Paths are the readings in by edge (http, mqtt, and subscriber when
+	// the role runs here), Tables the rows committed by table; their rates
+	// are over the latencies' window (smoother than a second's).
+	Paths  []Flow `json:"paths"`
+	Tables []Flow `json:"tables"`
 	// Subscriptions are this process's subscriber sessions (none without
 	// the subscriber role).
 	Subscriptions []Subscription `json:"subscriptions"`
@@ -60,6 +67,14 @@ type Subscription struct {
 	InFlight       int64     `json:"in_flight"`
 	Received       int64     `json:"received"`
 	Redeliveries   int64     `json:"redeliveries"`
+}
+
+// Flow is a total since the start and its rate per second over the last
+// window (nil before there is one).
+type Flow struct {
+	Name  string   `json:"name"`
+	Total float64  `json:"total"`
+	Rate  *float64 `json:"per_second"`
 }
 
 // Refusal is the readings refused on one path for one reason.
@@ -110,7 +125,7 @@ func sample(ctx context.Context, g prometheus.Gatherer, src sources, prev, base 
 		return nil, err
 	}
 	s := &Snapshot{Time: time.Now(), Refusals: []Refusal{}, Shards: []Shard{}, Health: []Health{},
-		Subscriptions: []Subscription{}, hists: map[string]hist{}}
+		Subscriptions: []Subscription{}, Tables: []Flow{}, hists: map[string]hist{}}
 	lags := map[string]float64{}
 	for _, mf := range mfs {
 		for _, lm := range latencyMetrics {
@@ -145,6 +160,10 @@ func sample(ctx context.Context, g prometheus.Gatherer, src sources, prev, base 
 			for _, m := range mf.GetMetric() {
 				lags[label(m, "shard")] = value(m)
 			}
+		case metricTableRows:
+			for _, m := range mf.GetMetric() {
+				s.Tables = append(s.Tables, Flow{Name: label(m, "table"), Total: value(m)})
+			}
 		case metricMQTTConnected:
 			v := sum(mf)
 			s.MQTTDevices = &v
@@ -177,6 +196,17 @@ func sample(ctx context.Context, g prometheus.Gatherer, src sources, prev, base 
 	if src.subs != nil {
 		s.Subscriptions = append(s.Subscriptions, src.subs()...)
 	}
+	s.Paths = []Flow{{Name: "http", Total: s.HTTPIn}, {Name: "mqtt", Total: s.MQTTIn}}
+	if src.subs != nil {
+		// The subscriber's readings are the rest of what this process's
+		// producer wrote.
+		s.Paths = append(s.Paths, Flow{Name: "subscriber", Total: max(0, s.ReadingsIn-s.HTTPIn-s.MQTTIn)})
+	}
+	slices.SortFunc(s.Tables, func(a, b Flow) int { return strings.Compare(a.Name, b.Name) })
+	if base != nil {
+		windowRates(s.Paths, base.Paths, s.Time.Sub(base.Time).Seconds())
+		windowRates(s.Tables, base.Tables, s.Time.Sub(base.Time).Seconds())
+	}
 	if prev != nil {
 		if dt := s.Time.Sub(prev.Time).Seconds(); dt > 0 {
 			in, rows := rate(prev.ReadingsIn, s.ReadingsIn, dt), rate(prev.RowsCommitted, s.RowsCommitted, dt)
@@ -203,6 +233,22 @@ func ping(ctx context.Context, checks []Check) []Health {
 	}
 	wg.Wait()
 	return out
+}
+
+// windowRates sets each flow's rate against its total in base, seconds
+// earlier (a flow new since then counts from zero).
+func windowRates(flows, base []Flow, seconds float64) {
+	if seconds <= 0 {
+		return
+	}
+	for i := range flows {
+		var before float64
+		if j := slices.IndexFunc(base, func(b Flow) bool { return b.Name == flows[i].Name }); j >= 0 {
+			before = base[j].Total
+		}
+		r := rate(before, flows[i].Total, seconds)
+		flows[i].Rate = &r
+	}
 }
 
 // rate is a counter's increase per second; a counter that went down (the

@@ -61,6 +61,9 @@
     rows("shards", s.shards, function (sh) {
       return [[sh.shard], [count(sh.backlog)], [sh.lag_seconds === null ? "–" : sh.lag_seconds.toFixed(1) + " s"], [owner(sh.bridge)]];
     }, "no producer or bridge here", 4);
+    var flow = function (f) { return [[f.name], [count(f.total)], [rate(f.per_second)]]; };
+    rows("paths", s.paths, flow, "");
+    rows("tables", s.tables, flow, "none committed here");
     rows("latencies", s.latencies, function (l) {
       return [[l.name], [millis(l.p50_seconds)], [millis(l.p99_seconds)], [count(l.count)]];
     }, "none here", 4);
