@@ -383,6 +383,12 @@ func postKeyed(t *testing.T, url, contentType, device, key, body string) (int, s
 	if key != "" {
 		req.Header.Set("Idempotency-Key", key)
 	}
+	return send(t, req)
+}
+
+// send sends req and returns the answer's status and body.
+func send(t *testing.T, req *http.Request) (int, string) {
+	t.Helper()
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)

@@ -42,6 +42,13 @@ func newTestServer(t *testing.T) (*httptest.Server, prometheus.Counter) {
 func get(t *testing.T, url string, hdr ...string) (int, string) {
 	t.Helper()
 	req, _ := http.NewRequest("GET", url, nil)
+	return do(t, req, hdr...)
+}
+
+// do sends req with the header pairs hdr (name, value, ...) and returns
+// the answer's status and body.
+func do(t *testing.T, req *http.Request, hdr ...string) (int, string) {
+	t.Helper()
 	for i := 0; i+1 < len(hdr); i += 2 {
 		req.Header.Set(hdr[i], hdr[i+1])
 	}

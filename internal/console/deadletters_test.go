@@ -2,7 +2,6 @@ package console
 
 import (
 	"context"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -150,16 +149,7 @@ func postReplay(t *testing.T, srv *httptest.Server, form string, hdr ...string) 
 	t.Helper()
 	req, _ := http.NewRequest("POST", srv.URL+"/console/deadletters/replay", strings.NewReader(form))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	for i := 0; i+1 < len(hdr); i += 2 {
-		req.Header.Set(hdr[i], hdr[i+1])
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
+	return do(t, req, hdr...)
 }
 
 func TestReplayNeedsTheTokenAndTheSameOrigin(t *testing.T) {

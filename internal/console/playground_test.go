@@ -2,7 +2,6 @@ package console
 
 import (
 	"errors"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -30,19 +29,14 @@ func postForm(t *testing.T, url, token, origin string, form url.Values) (int, st
 	t.Helper()
 	req, _ := http.NewRequest("POST", url, strings.NewReader(form.Encode()))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	var hdr []string
 	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
+		hdr = append(hdr, "Authorization", "Bearer "+token)
 	}
 	if origin != "" {
-		req.Header.Set("Origin", origin)
+		hdr = append(hdr, "Origin", origin)
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
+	return do(t, req, hdr...)
 }
 
 // fakeMap maps every MQTT sample with "rpm": 1450 to a typed row, any other
