@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"net/http"
 	"strings"
 	"testing"
@@ -44,18 +43,7 @@ func TestIntegrationConsoleDevicePageWithRegistry(t *testing.T) {
 	waitReady(t, p, "http://"+httpAddr)
 	console := "http://" + adminAddr + "/console/"
 
-	code8, c := connectDevice(t, mqttAddr, "pump-7", secret)
-	if code8 != 0 {
-		t.Fatalf("pump-7 with its secret: CONNACK %#x", code8)
-	}
-	ctx, cancel := context.WithTimeout(t.Context(), 15*time.Second)
-	defer cancel()
-	if resp, err := c.Publish(ctx, &paho.Publish{Topic: "devices/pump-7/readings", QoS: 1, Payload: []byte("21.5")}); err != nil || resp.ReasonCode != 0 {
-		t.Fatalf("pump-7 publishing its reading: %v, %v", resp, err)
-	}
-	testenv.Eventually(t, 15*time.Second, func() bool {
-		return countRows(t, pgURL, "SELECT count(*) FROM readings WHERE device_id = 'pump-7'") == 1
-	}, "pump-7's reading did not land")
+	c := publishAsPump7(t, mqttAddr, pgURL, secret)
 
 	code, body := consoleGet(t, console+"devices/pump-7", token)
 	for _, want := range []string{`<dd id="connected"><span class="ok">yes</span></dd>`, `<dd id="credentials"><span class="ok">enabled</span></dd>`,

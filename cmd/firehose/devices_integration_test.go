@@ -122,18 +122,7 @@ func TestIntegrationDevicesCommand(t *testing.T) {
 	if code, _ := connectDevice(t, mqttAddr, "pump-7", secret[:len(secret)-1]+"x"); code != 0x86 {
 		t.Errorf("pump-7 with a wrong secret: CONNACK %#x, want 0x86", code)
 	}
-	code8, c := connectDevice(t, mqttAddr, "pump-7", secret)
-	if code8 != 0 {
-		t.Fatalf("pump-7 with its secret: CONNACK %#x", code8)
-	}
-	ctx, cancel := context.WithTimeout(t.Context(), 15*time.Second)
-	defer cancel()
-	if resp, err := c.Publish(ctx, &paho.Publish{Topic: "devices/pump-7/readings", QoS: 1, Payload: []byte("21.5")}); err != nil || resp.ReasonCode != 0 {
-		t.Fatalf("pump-7 publishing its reading: %v, %v", resp, err)
-	}
-	testenv.Eventually(t, 5*time.Second, func() bool {
-		return countRows(t, pgURL, "SELECT count(*) FROM readings WHERE device_id = 'pump-7'") == 1
-	}, "pump-7's reading did not land")
+	c := publishAsPump7(t, mqttAddr, pgURL, secret)
 
 	start := time.Now()
 	if code, _, errOut := devicesCmd(t, pgURL, "disable", "pump-7"); code != 0 {
@@ -173,4 +162,23 @@ func TestIntegrationDevicesCommand(t *testing.T) {
 	if code, _, errOut := devicesCmd(t, pgURL, "remove", "pump-7"); code != 0 {
 		t.Fatalf("devices remove: exit %d: %s", code, errOut)
 	}
+}
+
+// publishAsPump7 connects pump-7 with its secret, publishes one reading and
+// waits until it landed; the client stays connected.
+func publishAsPump7(t *testing.T, mqttAddr, pgURL, secret string) *deviceClient {
+	t.Helper()
+	code, c := connectDevice(t, mqttAddr, "pump-7", secret)
+	if code != 0 {
+		t.Fatalf("pump-7 with its secret: CONNACK %#x", code)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 15*time.Second)
+	defer cancel()
+	if resp, err := c.Publish(ctx, &paho.Publish{Topic: "devices/pump-7/readings", QoS: 1, Payload: []byte("21.5")}); err != nil || resp.ReasonCode != 0 {
+		t.Fatalf("pump-7 publishing its reading: %v, %v", resp, err)
+	}
+	testenv.Eventually(t, 15*time.Second, func() bool {
+		return countRows(t, pgURL, "SELECT count(*) FROM readings WHERE device_id = 'pump-7'") == 1
+	}, "pump-7's reading did not land")
+	return c
 }
