@@ -90,6 +90,11 @@ type Console struct {
 	devices        Devices
 	partitions     PartitionsFunc
 
+	checks     []Check
+	healthMu   sync.Mutex
+	healthAt   time.Time
+	lastHealth []Health
+
 	readOwners func(context.Context) (map[int]string, error)
 	ownersMu   sync.Mutex
 	ownersAt   time.Time
@@ -104,11 +109,25 @@ func New(cfg Config, log *slog.Logger) *Console {
 	c := &Console{token: cfg.Token, session: sessionValue(cfg.Token), g: cfg.Gatherer,
 		interval: cfg.Interval, log: log.With("component", "console"), readOwners: cfg.Owners, letters: cfg.DeadLetters,
 		mapSample: cfg.Map, devices: cfg.Devices, partitions: cfg.Partitions}
-	c.src = sources{checks: cfg.Checks, subs: cfg.Subscriptions}
+	c.checks = cfg.Checks
+	c.src = sources{health: c.health, subs: cfg.Subscriptions}
 	if cfg.Owners != nil {
 		c.src.owners = c.shardOwners
 	}
 	return c
+}
+
+// health is the services' health, pinged at most once an interval
+// whatever the number of browsers watching: each viewer's stream samples
+// every interval, and they share the pings.
+func (c *Console) health(ctx context.Context) []Health {
+	c.healthMu.Lock()
+	defer c.healthMu.Unlock()
+	if time.Since(c.healthAt) < c.interval/2 && c.lastHealth != nil {
+		return c.lastHealth
+	}
+	c.lastHealth, c.healthAt = ping(ctx, c.checks), time.Now()
+	return c.lastHealth
 }
 
 // shardOwners is the shards' owners as last read, read again when older

@@ -111,7 +111,7 @@ const checkTimeout = time.Second
 
 // sources are where a snapshot's figures come from besides the metrics.
 type sources struct {
-	checks []Check
+	health func(context.Context) []Health
 	owners func(context.Context) map[int]string // nil: not known here
 	subs   func() []Subscription                // nil: no subscriber role
 }
@@ -213,7 +213,7 @@ func sample(ctx context.Context, g prometheus.Gatherer, src sources, prev, base 
 			s.ReadingsRate, s.RowsRate = &in, &rows
 		}
 	}
-	s.Health = ping(ctx, src.checks)
+	s.Health = src.health(ctx)
 	return s, nil
 }
 
