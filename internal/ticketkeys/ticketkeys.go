@@ -33,7 +33,14 @@ type Keys struct {
 // 32-byte key in hex or base64, or a file without a key is an error naming
 // flag and the line.
 func Load(path, flag string, log *slog.Logger) (*Keys, error) {
-	f, err := reload.Load(path, "TLS session ticket key file ("+flag+")", Parse, log)
+	parse := func(path string, data []byte) ([][KeySize]byte, error) {
+		keys, err := Parse(path, data)
+		if err != nil {
+			return nil, fmt.Errorf("%s %w", flag, err)
+		}
+		return keys, nil
+	}
+	f, err := reload.Load(path, "TLS session ticket key file ("+flag+")", parse, log)
 	if err != nil {
 		return nil, err
 	}
