@@ -19,6 +19,7 @@ import (
 
 	"firehose/ingest"
 	"firehose/internal/clientcert"
+	"firehose/internal/ticketkeys"
 	"firehose/mqttmsg"
 	"firehose/sparkplug"
 )
@@ -40,8 +41,11 @@ type Broker struct {
 	ingest *ingestHook // the publish path to the producer
 	bounds *boundsHook // sessions, wills and retained messages within bounds
 	flow   *flowHook   // each MQTT 5 client's Receive Maximum
-	log    *slog.Logger
-	stop   context.CancelFunc // ends the hooks' ctx after the drain
+	// tickets are the TLS listener's session ticket keys
+	// (--mqtt-tls-ticket-keys), or nil.
+	tickets *ticketkeys.Keys
+	log     *slog.Logger
+	stop    context.CancelFunc // ends the hooks' ctx after the drain
 
 	mu      sync.Mutex
 	lns     map[string]net.Listener // by listener id: tcp, tls, ws
@@ -93,6 +97,13 @@ func New(cfg Config, p Producer, logger *slog.Logger, reg prometheus.Registerer)
 			Flag:     "--mqtt-tls",
 		}, log)
 		if err != nil {
+			cancel()
+			return nil, err
+		}
+	}
+	var tickets *ticketkeys.Keys
+	if cfg.TLSTicketKeys != "" {
+		if tickets, err = ticketkeys.Load(cfg.TLSTicketKeys, "--mqtt-tls-ticket-keys", log); err != nil {
 			cancel()
 			return nil, err
 		}
@@ -197,7 +208,7 @@ func New(cfg Config, p Producer, logger *slog.Logger, reg prometheus.Registerer)
 			return nil, fmt.Errorf("add broker hook: %w", err)
 		}
 	}
-	return &Broker{cfg: cfg, srv: srv, auth: ah, ingest: ih, bounds: bh, flow: fh, log: log, stop: cancel, lns: map[string]net.Listener{}}, nil
+	return &Broker{cfg: cfg, srv: srv, auth: ah, ingest: ih, bounds: bh, flow: fh, tickets: tickets, log: log, stop: cancel, lns: map[string]net.Listener{}}, nil
 }
 
 // Listen binds every configured listener. A port in use is an error naming
@@ -234,6 +245,9 @@ func (b *Broker) Listen() error {
 		tc = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
 		if c := b.certs(); c != nil {
 			c.Apply(tc)
+		}
+		if b.tickets != nil {
+			b.tickets.Apply(tc)
 		}
 	}
 	err := errors.Join(
@@ -304,6 +318,9 @@ func (b *Broker) Run(ctx context.Context) error {
 	wg.Go(func() { b.ingest.storeWills(ctx) })
 	if c := b.certs(); c != nil && c.HasCRL() {
 		wg.Go(func() { c.Watch(ctx, crlCheckInterval, b.disconnectRevoked) })
+	}
+	if k := b.tickets; k != nil {
+		wg.Go(func() { k.Watch(ctx, crlCheckInterval) })
 	}
 	if a := b.auth.acl; a != nil && a.auth != nil {
 		wg.Go(func() {

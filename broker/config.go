@@ -76,6 +76,14 @@ type Config struct {
 	// clients connected with a certificate it now revokes are
 	// disconnected. Empty: no revocation.
 	TLSCRL string
+	// TLSTicketKeys is a file of TLS session ticket keys, one 32-byte key a
+	// line in hex or base64, the first encrypting, all decrypting
+	// (--mqtt-tls-ticket-keys; see package ticketkeys). Shared by the edges
+	// of a deployment, it lets a device resume its TLS session (an
+	// abbreviated handshake) on any of them and after a restart. Re-read
+	// when it changes. Empty: keys of this process's own, so no resumption
+	// across edges or restarts.
+	TLSTicketKeys string
 	// WSAddr is the WebSocket listener for browsers, e.g. ":8083"
 	// (--mqtt-ws-addr); MQTT over ws:// at any path. Empty: off.
 	WSAddr string
@@ -187,6 +195,9 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 		"spiffe://fleet/device/pump-7 -> pump-7) or san-dns (its DNS SAN)")
 	fs.StringVar(&c.TLSCRL, "mqtt-tls-crl", "", "certificate revocation list `file` (PEM or DER, signed by a --mqtt-tls-client-ca CA): a revoked certificate fails the\n"+
 		"handshake; re-read when it changes, and clients connected with a certificate it now revokes are disconnected (MQTT 5: 0x87)")
+	fs.StringVar(&c.TLSTicketKeys, "mqtt-tls-ticket-keys", "", "`file` of TLS session ticket keys shared by every edge: one 32-byte key a line in hex or base64 (openssl rand -hex 32);\n"+
+		"the first encrypts, all decrypt (rotate by adding a new first line). A device then resumes its TLS session, an abbreviated\n"+
+		"handshake, on any edge and after a restart. Re-read when it changes. Default: per-process keys, no resumption across restarts")
 	fs.StringVar(&c.WSAddr, "mqtt-ws-addr", "", "MQTT over WebSocket listener address, e.g. :8083 (for browser dashboards)")
 	fs.StringVar(&c.Topic, "mqtt-topic", DefaultTopic, "readings topic; {device_id} marks the level naming the device")
 	fs.BoolVar(&c.Sparkplug, "mqtt-sparkplug", true, "store Sparkplug B messages (spBv1.0/GROUP/NBIRTH|DBIRTH|NDATA|DDATA|NDEATH|DDEATH/EDGE[/DEVICE]): a row per metric,\n"+
@@ -309,6 +320,8 @@ func (c Config) Validate() error {
 		return errors.New("--mqtt-tls-cert and --mqtt-tls-key need --mqtt-tls-addr")
 	case c.TLSClientCA != "" && c.TLSAddr == "":
 		return errors.New("--mqtt-tls-client-ca needs --mqtt-tls-addr: client certificates are asked for on the TLS listener")
+	case c.TLSTicketKeys != "" && c.TLSAddr == "":
+		return errors.New("--mqtt-tls-ticket-keys needs --mqtt-tls-addr: session tickets are issued on the TLS listener")
 	case c.TLSCRL != "" && c.TLSClientCA == "":
 		return errors.New("--mqtt-tls-crl needs --mqtt-tls-client-ca: it revokes client certificates of those CAs")
 	case c.MaxPacket < 0 || c.MaxPacket > 256<<20:

@@ -30,6 +30,8 @@ func TestConfigValidate(t *testing.T) {
 		{name: "bad topic", cfg: Config{Addr: ":1883", Topic: "devices/#"}, wantErr: "--mqtt-topic"},
 		{name: "client certificates", cfg: Config{TLSAddr: ":8883", TLSCert: "c.pem", TLSKey: "k.pem", TLSClientCA: "ca.pem", TLSCRL: "ca.crl", TLSIdentity: "san-uri"}},
 		{name: "client CA without tls", cfg: Config{Addr: ":1883", TLSClientCA: "ca.pem"}, wantErr: "--mqtt-tls-client-ca needs --mqtt-tls-addr"},
+		{name: "ticket keys", cfg: Config{TLSAddr: ":8883", TLSCert: "c.pem", TLSKey: "k.pem", TLSTicketKeys: "keys"}},
+		{name: "ticket keys without TLS", cfg: Config{Addr: ":1883", TLSTicketKeys: "keys"}, wantErr: "--mqtt-tls-ticket-keys needs --mqtt-tls-addr"},
 		{name: "CRL without client CA", cfg: Config{TLSAddr: ":8883", TLSCert: "c.pem", TLSKey: "k.pem", TLSCRL: "ca.crl"}, wantErr: "--mqtt-tls-crl needs --mqtt-tls-client-ca"},
 		{name: "unknown identity", cfg: Config{TLSAddr: ":8883", TLSCert: "c.pem", TLSKey: "k.pem", TLSIdentity: "email"}, wantErr: "--mqtt-tls-identity"},
 	} {

@@ -60,6 +60,33 @@ const (
 	handshakeShed   = "shed"        // the queue was full: closed at once
 )
 
+// newHandshakeCounts makes firehose_mqtt_tls_handshakes_total, by result
+// and, for a handshake made (ok, failed), whether the client's session
+// resumed (resumed="true": the server accepted its session ticket, an
+// abbreviated handshake; a failure then is the certificate in the session
+// refused, e.g. revoked since). Six series.
+func newHandshakeCounts() *prometheus.CounterVec {
+	c := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "firehose_mqtt_tls_handshakes_total",
+		Help: "TLS handshakes of --mqtt-tls-addr's connections, made first come first served, a bounded number at a time, by result (ok; failed: a refused certificate, a protocol error, 10 s passed; client_gone: its client left while it waited, none made; shed: 100,000 waited already, closed at once) and, for ok and failed, resumed: true when the client resumed its TLS session with a session ticket (an abbreviated handshake: no signature, no certificate chain verification; --mqtt-tls-ticket-keys makes tickets outlive a restart), false for a full handshake.",
+	}, []string{"result", "resumed"})
+	for _, r := range []string{handshakeOK, handshakeFailed} {
+		c.WithLabelValues(r, "true")
+		c.WithLabelValues(r, "false")
+	}
+	c.WithLabelValues(handshakeGone, "")
+	c.WithLabelValues(handshakeShed, "")
+	return c
+}
+
+// resumedLabel is the resumed label of a handshake made.
+func resumedLabel(c *tls.Conn) string {
+	if c.ConnectionState().DidResume {
+		return "true"
+	}
+	return "false"
+}
+
 // maxHandshakes bounds the handshakes running at once: enough to keep the
 // CPUs busy while handshakes wait on their clients' replies (a TLS 1.3
 // handshake waits one round trip for the client's Finished, longer when
@@ -121,7 +148,7 @@ func (l *handshakeListener) acceptLoop() {
 			return
 		}
 		if full {
-			l.counts.WithLabelValues(handshakeShed).Inc()
+			l.counts.WithLabelValues(handshakeShed, "").Inc()
 			_ = c.Close()
 			continue
 		}
@@ -169,7 +196,7 @@ func (l *handshakeListener) worker() {
 			return
 		}
 		if clientGone(raw) {
-			l.counts.WithLabelValues(handshakeGone).Inc()
+			l.counts.WithLabelValues(handshakeGone, "").Inc()
 			_ = raw.Close()
 			continue
 		}
@@ -180,12 +207,13 @@ func (l *handshakeListener) worker() {
 		l.busy.Add(-1)
 		cancel()
 		if err != nil {
-			l.counts.WithLabelValues(handshakeFailed).Inc()
-			l.log.Debug("mqtt tls handshake failed", "remote", raw.RemoteAddr().String(), "err", err)
+			resumed := resumedLabel(c)
+			l.counts.WithLabelValues(handshakeFailed, resumed).Inc()
+			l.log.Debug("mqtt tls handshake failed", "remote", raw.RemoteAddr().String(), "resumed", resumed, "err", err)
 			_ = c.Close()
 			continue
 		}
-		l.counts.WithLabelValues(handshakeOK).Inc()
+		l.counts.WithLabelValues(handshakeOK, resumedLabel(c)).Inc()
 		select {
 		case l.ready <- c:
 		case <-l.ctx.Done():

@@ -34,14 +34,19 @@ func newHandshakeFixture(t *testing.T, workers int, timeout time.Duration) *hand
 	if err != nil {
 		t.Fatal(err)
 	}
-	counts := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "handshakes"}, []string{"result"})
+	counts := newHandshakeCounts()
 	l := newHandshakeListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}}, workers, timeout, counts, slog.New(slog.DiscardHandler))
 	t.Cleanup(func() { _ = l.Close() })
 	return &handshakeFixture{l: l, client: &tls.Config{RootCAs: pool, ServerName: "localhost"}, counts: counts}
 }
 
+// count is the handshakes of result, resumed or not.
 func (f *handshakeFixture) count(result string) float64 {
-	return testutil.ToFloat64(f.counts.WithLabelValues(result))
+	var n float64
+	for _, resumed := range []string{"", "true", "false"} {
+		n += testutil.ToFloat64(f.counts.WithLabelValues(result, resumed))
+	}
+	return n
 }
 
 // dial connects a TLS client and handshakes in the background; the result

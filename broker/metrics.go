@@ -104,13 +104,7 @@ func newMetrics(reg prometheus.Registerer, g gauges) *metrics {
 		Name: "firehose_mqtt_certificates_revoked_disconnects_total",
 		Help: "Clients disconnected because a new --mqtt-tls-crl revoked the client certificate they connected with (MQTT 5: DISCONNECT 0x87).",
 	})
-	m.handshakes = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "firehose_mqtt_tls_handshakes_total",
-		Help: "TLS handshakes of --mqtt-tls-addr's connections, made first come first served, a bounded number at a time, by result (ok; failed: a refused certificate, a protocol error, 10 s passed; client_gone: its client left while it waited, none made; shed: 100,000 waited already, closed at once).",
-	}, []string{"result"})
-	for _, r := range []string{handshakeOK, handshakeFailed, handshakeGone, handshakeShed} {
-		m.handshakes.WithLabelValues(r)
-	}
+	m.handshakes = newHandshakeCounts()
 	reg.MustRegister(m.certRevoked, m.handshakes, m.publishes, m.accepted, m.refused, m.ack, m.rebirths, m.spbStateBytes, m.spbStateNodes, m.deadLetters,
 		m.connectsRefused, m.subsRefused, m.sessionsParked, m.sessionsEvicted, m.retainDropped,
 		prometheus.NewCounterFunc(prometheus.CounterOpts{

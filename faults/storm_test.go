@@ -16,6 +16,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/pem"
 	"fmt"
 	"io"
@@ -84,6 +85,11 @@ type stormOpts struct {
 	cap time.Duration
 	// kex is the simulator's --tls-key-exchange ("": its default, hybrid).
 	kex string
+	// resume runs serve with --mqtt-tls-ticket-keys (a key file of the
+	// storm's own, the same for both processes), so that the devices
+	// (simulate --tls-resume, its default) resume their TLS sessions after
+	// the restart. Off: tickets die with the process, full handshakes.
+	resume bool
 }
 
 // stormResult is what one storm measured.
@@ -99,6 +105,7 @@ type stormResult struct {
 	serveCPU   float64       // CPU seconds of the new serve process, from its start to fromStart
 	simCPU     float64       // CPU seconds of the simulator over the same window
 	checks     float64       // bcrypt comparisons the new process ran
+	resumed    float64       // TLS handshakes of the new process that resumed a session
 	refused    float64       // CONNECTs it refused, every reason
 	lost       int64         // acknowledged readings missing
 }
@@ -139,7 +146,7 @@ func TestStorm(t *testing.T) {
 // FIREHOSE_STORM_TABLE. Skipped unless FIREHOSE_STORM_BENCH is set.
 //
 //	FIREHOSE_STORM_BENCH=1 FIREHOSE_STORM_DEVICES=10000 FIREHOSE_STORM_ROUNDS=2 \
-//	  FIREHOSE_STORM_CAP=120s FIREHOSE_STORM_MODES=bcrypt-file,client-cert \
+//	  FIREHOSE_STORM_CAP=120s FIREHOSE_STORM_MODES=bcrypt-file,client-cert FIREHOSE_STORM_RESUME=off,on \
 //	  go test -count=1 -timeout 0 -run '^TestStormBench$' ./faults/
 func TestStormBench(t *testing.T) {
 	if os.Getenv("FIREHOSE_STORM_BENCH") == "" {
@@ -164,15 +171,21 @@ func TestStormBench(t *testing.T) {
 	if k := os.Getenv("FIREHOSE_STORM_KEX"); k != "" {
 		kexes = strings.Split(k, ",")
 	}
+	resumes := []string{"off"}
+	if r := os.Getenv("FIREHOSE_STORM_RESUME"); r != "" {
+		resumes = strings.Split(r, ",")
+	}
 	var results []stormResult
 	for round := 1; round <= rounds; round++ {
 		for _, kex := range kexes {
-			for _, mode := range modes {
-				o := o
-				o.kex = kex
-				t.Run(fmt.Sprintf("%s/%s/round-%d", mode, cmp.Or(kex, "hybrid"), round), func(t *testing.T) {
-					results = append(results, stormRun(t, mode, o))
-				})
+			for _, resume := range resumes {
+				for _, mode := range modes {
+					o := o
+					o.kex, o.resume = kex, resume == "on"
+					t.Run(fmt.Sprintf("%s/%s/resume-%s/round-%d", mode, cmp.Or(kex, "hybrid"), resume, round), func(t *testing.T) {
+						results = append(results, stormRun(t, mode, o))
+					})
+				}
 			}
 		}
 	}
@@ -223,6 +236,9 @@ func stormRun(t *testing.T, mode string, o stormOpts) stormResult {
 	default:
 		t.Fatalf("storm mode %q: want one of %v", mode, stormModes)
 	}
+	if o.resume {
+		c.serve = append(c.serve, "--mqtt-tls-ticket-keys", f.ticketKeys())
+	}
 	tlsAddr := fmt.Sprintf("127.0.0.1:%d", FreePort(t))
 	s := StartStack(t, svc, append([]string{"--mqtt-addr", "", "--mqtt-tls-addr", tlsAddr,
 		"--mqtt-tls-cert", f.pki.ServerCert, "--mqtt-tls-key", f.pki.ServerKey}, c.serve...)...)
@@ -256,6 +272,9 @@ func stormRun(t *testing.T, mode string, o stormOpts) stormResult {
 	r := stormResult{mode: mode, devices: o.devices}
 	if o.kex != "" {
 		r.mode += ", " + o.kex + " key exchange"
+	}
+	if o.resume {
+		r.mode += ", ticket keys"
 	}
 	down := time.Now()
 	s.Stop(2 * time.Minute)
@@ -300,6 +319,7 @@ func stormRun(t *testing.T, mode string, o stormOpts) stormResult {
 	}
 	r.checks, _ = stormMetric(client, s, "firehose_mqtt_auth_password_checks_total")
 	r.refused, _ = stormMetric(client, s, "firehose_mqtt_connects_refused_total")
+	r.resumed, _ = stormMetric(client, s, `firehose_mqtt_tls_handshakes_total{result="ok",resumed="true"}`)
 	if !r.all && o.cap == 0 {
 		t.Fatalf("%d of %d devices back after %s; simulator output:\n%s", r.readmitted, o.devices, r.fromStart, l.Output())
 	}
@@ -323,8 +343,11 @@ func stormRun(t *testing.T, mode string, o stormOpts) stormResult {
 	if mode == stormBcrypt {
 		res.Faults += fmt.Sprintf(" (the restarted serve reads bcrypt hashes at cost %d)", o.bcryptCost)
 	}
-	res.Notes = fmt.Sprintf("%d of %d back %.2f s after the new process started (%.2f s after ready, %.0f admitted/s; outage before it %.2f s); every device published through it after %.2f s; new serve CPU %.2f s, simulator CPU %.2f s; %.0f bcrypt checks, %.0f CONNECTs refused",
-		r.readmitted, o.devices, r.fromStart.Seconds(), r.fromReady.Seconds(), r.admittedPerS(), r.outage.Seconds(), r.publishing.Seconds(), r.serveCPU, r.simCPU, r.checks, r.refused)
+	if o.resume {
+		res.Faults += "; serve shares a session ticket key file (--mqtt-tls-ticket-keys) across the restart"
+	}
+	res.Notes = fmt.Sprintf("%d of %d back %.2f s after the new process started (%.2f s after ready, %.0f admitted/s; outage before it %.2f s); every device published through it after %.2f s; new serve CPU %.2f s, simulator CPU %.2f s; %.0f bcrypt checks, %.0f CONNECTs refused, %.0f TLS sessions resumed",
+		r.readmitted, o.devices, r.fromStart.Seconds(), r.fromReady.Seconds(), r.admittedPerS(), r.outage.Seconds(), r.publishing.Seconds(), r.serveCPU, r.simCPU, r.checks, r.refused, r.resumed)
 	Record(t, res)
 	return r
 }
@@ -481,6 +504,18 @@ func (f *stormFleet) clientCerts() stormCreds {
 	}
 }
 
+// ticketKeys writes a session ticket key file of one random key, as
+// openssl rand -hex 32 makes, and returns its path.
+func (f *stormFleet) ticketKeys() string {
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		f.t.Fatal(err)
+	}
+	path := filepath.Join(f.dir, "ticket-keys")
+	edgeWriteFile(f.t, path, []byte(hex.EncodeToString(key)+"\n"))
+	return path
+}
+
 // stormLoadCA reads the PKI's CA certificate and key (openssl's PKCS #8 or
 // SEC 1 EC key).
 func stormLoadCA(t *testing.T, p *testcert.PKI) (*x509.Certificate, any) {
@@ -587,8 +622,8 @@ func (f *stormFleet) registry() stormCreds {
 // run, and the median of each mode against bcrypt's.
 func stormTable(results []stormResult, o stormOpts) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "| mode | round | back / devices | time to readmit all, from start (s) | from ready (s) | admitted/s | serve CPU (s) | serve cores | simulator CPU (s) | bcrypt checks | lost |\n")
-	fmt.Fprintf(&b, "|---|---|---|---|---|---|---|---|---|---|---|\n")
+	fmt.Fprintf(&b, "| mode | round | back / devices | time to readmit all, from start (s) | from ready (s) | admitted/s | serve CPU (s) | serve cores | simulator CPU (s) | bcrypt checks | TLS resumed | lost |\n")
+	fmt.Fprintf(&b, "|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	round := map[string]int{}
 	for _, r := range results {
 		round[r.mode]++
@@ -600,8 +635,8 @@ func stormTable(results []stormResult, o stormOpts) string {
 		if r.fromStart > 0 {
 			cores = r.serveCPU / r.fromStart.Seconds()
 		}
-		fmt.Fprintf(&b, "| %s | %d | %d / %d | %s | %.2f | %.1f | %.2f | %.2f | %.2f | %.0f | %d |\n",
-			r.mode, round[r.mode], r.readmitted, r.devices, back, r.fromReady.Seconds(), r.admittedPerS(), r.serveCPU, cores, r.simCPU, r.checks, r.lost)
+		fmt.Fprintf(&b, "| %s | %d | %d / %d | %s | %.2f | %.1f | %.2f | %.2f | %.2f | %.0f | %.0f | %d |\n",
+			r.mode, round[r.mode], r.readmitted, r.devices, back, r.fromReady.Seconds(), r.admittedPerS(), r.serveCPU, cores, r.simCPU, r.checks, r.resumed, r.lost)
 	}
 	// Medians against bcrypt. A capped storm counts as the cap: its time
 	// is longer, so the ratio is a lower bound ("> Nx").

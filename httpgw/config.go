@@ -49,6 +49,13 @@ type Config struct {
 	// request on a connection whose certificate it now revokes is answered
 	// 403 and the connection closed. Empty: no revocation.
 	TLSCRL string
+	// TLSTicketKeys is a file of TLS session ticket keys shared by the
+	// edges of a deployment (--http-tls-ticket-keys; needs TLSCert): one
+	// 32-byte key a line in hex or base64, the first encrypting, all
+	// decrypting; see package ticketkeys. A client then resumes its TLS
+	// session on any edge and after a restart. Re-read when it changes.
+	// Empty: keys of this process's own.
+	TLSTicketKeys string
 	// DeviceAuth makes each device identify itself on /v1/readings and
 	// /readings/fast (--http-device-auth): "" (the default) asks nothing;
 	// DeviceAuthMQTT ("mqtt") takes HTTP Basic auth, the device id and its
@@ -97,6 +104,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.TLSIdentity, "http-tls-identity", string(clientcert.CommonName), "where a client certificate names its device: cn (subject common name), san-uri (last segment of its URI SAN) or san-dns (its DNS SAN)")
 	fs.StringVar(&c.TLSCRL, "http-tls-crl", "", "certificate revocation list `file` (PEM or DER, signed by a --http-tls-client-ca CA): a revoked certificate fails the handshake;\n"+
 		"re-read when it changes, and the next request on a connection it now revokes is answered 403")
+	fs.StringVar(&c.TLSTicketKeys, "http-tls-ticket-keys", "", "`file` of TLS session ticket keys shared by every edge, as --mqtt-tls-ticket-keys (may be the same file): clients resume\n"+
+		"their TLS sessions on any edge and after a restart. Re-read when it changes. Default: per-process keys")
 	fs.StringVar(&c.APIKeysFile, "http-api-keys", "", "API key `file`, lines of: name sha256-hex-of-key devices (comma-separated, or * for any);\nmake lines with: firehose apikey NAME [DEVICES]. Re-read when it changes. Empty: no authentication")
 	fs.StringVar(&c.DeviceAuth, "http-device-auth", "", "\"mqtt\": each device identifies itself on /v1/readings and /readings/fast with HTTP Basic auth, its device id and\n"+
 		"device secret, checked against the credentials of --mqtt-auth (file or postgres; device secrets only, not bcrypt), and\n"+
@@ -142,6 +151,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("--http-tls-client-ca %s needs --http-tls-cert and --http-tls-key: client certificates are asked for over HTTPS", c.TLSClientCA)
 	case c.TLSCRL != "" && c.TLSClientCA == "":
 		return fmt.Errorf("--http-tls-crl %s needs --http-tls-client-ca: it revokes client certificates of those CAs", c.TLSCRL)
+	case c.TLSTicketKeys != "" && c.TLSCert == "":
+		return fmt.Errorf("--http-tls-ticket-keys %s needs --http-tls-cert and --http-tls-key: session tickets are issued over HTTPS", c.TLSTicketKeys)
 	case c.DeviceAuth != "" && c.DeviceAuth != DeviceAuthMQTT:
 		return fmt.Errorf("--http-device-auth %q: want %q (the credentials of --mqtt-auth) or empty (off)", c.DeviceAuth, DeviceAuthMQTT)
 	case c.MaxBody <= 0:

@@ -23,6 +23,7 @@ import (
 
 	"firehose/ingest"
 	"firehose/internal/clientcert"
+	"firehose/internal/ticketkeys"
 )
 
 // Producer is what the gateway needs of stream.Producer.
@@ -82,6 +83,7 @@ type Server struct {
 	log     *slog.Logger
 	keys    *keyStore            // nil: no authentication
 	certs   *clientcert.Verifier // nil: no client certificates
+	tickets *ticketkeys.Keys     // nil: per-process session ticket keys
 	devices Devices              // nil: no device authentication (--http-device-auth)
 	m       *metrics
 	handler http.Handler
@@ -141,6 +143,13 @@ func New(cfg Config, p Producer, dbCheck func(context.Context) error, logger *sl
 			return nil, err
 		}
 		s.certs = v
+	}
+	if cfg.TLSTicketKeys != "" {
+		k, err := ticketkeys.Load(cfg.TLSTicketKeys, "--http-tls-ticket-keys", s.log)
+		if err != nil {
+			return nil, err
+		}
+		s.tickets = k
 	}
 	s.handler = s.routes(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	s.srv = &http.Server{
@@ -228,6 +237,11 @@ func (s *Server) Listen() error {
 		if s.certs != nil {
 			s.certs.ApplyOptional(s.srv.TLSConfig)
 		}
+		if s.tickets != nil {
+			// Survives ServeTLS's clone of the config: the keys in use are
+			// looked up at each handshake.
+			s.tickets.Apply(s.srv.TLSConfig)
+		}
 	}
 	ln, err := net.Listen("tcp", s.cfg.Addr)
 	if err != nil {
@@ -299,6 +313,10 @@ func (s *Server) Run(ctx context.Context) error {
 		// Each request checks its certificate against the CRL in use:
 		// nothing to do on a change.
 		wg.Go(func() { s.certs.Watch(watchCtx, s.keyCheckEvery, nil) })
+	}
+
+	if s.tickets != nil {
+		wg.Go(func() { s.tickets.Watch(watchCtx, s.keyCheckEvery) })
 	}
 
 	served := make(chan error, 1)

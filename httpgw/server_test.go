@@ -242,6 +242,7 @@ func TestConfigValidate(t *testing.T) {
 		{name: "client CA without HTTPS", change: func(c *Config) { c.TLSClientCA = "ca.pem" }, wantErr: "--http-tls-client-ca ca.pem needs --http-tls-cert"},
 		{name: "CRL without client CA", change: func(c *Config) { c.TLSCRL = "ca.crl" }, wantErr: "--http-tls-crl ca.crl needs --http-tls-client-ca"},
 		{name: "unknown identity", change: func(c *Config) { c.TLSIdentity = "email" }, wantErr: "--http-tls-identity"},
+		{name: "ticket keys without HTTPS", change: func(c *Config) { c.TLSTicketKeys = "keys" }, wantErr: "--http-tls-ticket-keys keys needs --http-tls-cert"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -16,12 +16,16 @@
 # Modes: bcrypt-file (--mqtt-auth FILE of bcrypt hashes at cost 10, firehose mqttpasswd's;
 # the first start reads device-secret hashes of the same password so that the fleet
 # assembles quickly), client-cert (an ECDSA P-256 certificate each, --mqtt-tls-client-ca with a CRL,
-# full handshakes: the simulator keeps no TLS session cache), secret-file (fh1$ device
+# no password), secret-file (fh1$ device
 # secrets in the FILE) and registry (--mqtt-auth postgres). Every mode runs over TLS (a
 # server certificate of an openssl-made CA), on loopback. KEX=hybrid,classic runs each mode
 # with the devices offering each key exchange (simulate --tls-key-exchange: hybrid, Go's and
 # OpenSSL 3.5's default, adds post-quantum ML-KEM to X25519; classic, X25519 alone, is what
-# OpenSSL 3.0 and mbedTLS devices offer); default hybrid.
+# OpenSSL 3.0 and mbedTLS devices offer); default hybrid. The devices cache their TLS
+# sessions (simulate --tls-resume, its default), but without shared ticket keys the restarted
+# serve cannot open their tickets: full handshakes. RESUME=on runs serve with
+# --mqtt-tls-ticket-keys (one key file for both processes), so the fleet resumes its sessions;
+# RESUME=off,on runs each mode both ways (default off). The table counts resumed sessions.
 #
 # The kernel's accept queue must hold a fleet arriving at once: a listener's backlog is
 # net.core.somaxconn (Go asks for it), and a SYN that finds the queue full is dropped and
@@ -40,6 +44,7 @@ ROUNDS=${ROUNDS:-1}
 CAP=${CAP:-120s}
 MODES=${MODES:-bcrypt-file,client-cert,secret-file,registry}
 KEX=${KEX:-hybrid}
+RESUME=${RESUME:-off}
 RAISE_BACKLOG=${RAISE_BACKLOG:-1}
 scripts/services.sh ensure
 # shellcheck source=scripts/benchlib.sh
@@ -73,14 +78,14 @@ echo "bench-storm: $DEVICES devices, modes $MODES, $ROUNDS round(s), cap $CAP; u
   "ephemeral ports $lo-$hi, tcp_tw_reuse $(cat /proc/sys/net/ipv4/tcp_tw_reuse)," \
   "somaxconn $(cat /proc/sys/net/core/somaxconn), tcp_max_syn_backlog $(cat /proc/sys/net/ipv4/tcp_max_syn_backlog)${restore:+ (raised for the run)}" >&2
 FIREHOSE_STORM_BENCH=1 FIREHOSE_STORM_DEVICES=$DEVICES FIREHOSE_STORM_ROUNDS=$ROUNDS FIREHOSE_STORM_CAP=$CAP \
-  FIREHOSE_STORM_MODES=$MODES FIREHOSE_STORM_KEX=$KEX FIREHOSE_STORM_TABLE=$out/table.md \
+  FIREHOSE_STORM_MODES=$MODES FIREHOSE_STORM_KEX=$KEX FIREHOSE_STORM_RESUME=$RESUME FIREHOSE_STORM_TABLE=$out/table.md \
   go test -count=1 -timeout 0 -run '^TestStormBench$' -v ./faults/ > "$out/log" 2>&1 || {
   grep -E -- '--- (FAIL|SKIP)|storm_test.go' "$out/log" | grep -v 'result:' | tail -40 >&2
   [ -s "$out/table.md" ] || exit 1
 }
 
 echo
-echo "Command: \`ROUNDS=$ROUNDS CAP=$CAP DEVICES=$DEVICES MODES=$MODES KEX=$KEX scripts/bench-storm.sh\`"
+echo "Command: \`ROUNDS=$ROUNDS CAP=$CAP DEVICES=$DEVICES MODES=$MODES KEX=$KEX RESUME=$RESUME scripts/bench-storm.sh\`"
 echo
 cat "$out/table.md"
 echo

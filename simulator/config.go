@@ -85,10 +85,16 @@ type Config struct {
 	// MQTTCert and MQTTKey are the PEM files of the client certificate and
 	// its key each MQTT device presents over ssl:// (--mqtt-cert,
 	// --mqtt-key); "{device_id}" in either is replaced by the device's id, so
-	// that each device has a certificate of its own. Every connection, a
-	// reconnect too, makes a full handshake: no TLS session is resumed.
-	// Default none.
+	// that each device has a certificate of its own. Default none.
 	MQTTCert, MQTTKey string
+	// TLSResume gives each MQTT device over ssl:// a TLS session cache of
+	// its own (one session), kept across its reconnects in this process, as
+	// a device's TLS stack with session caching does: a reconnect resumes
+	// its session, an abbreviated handshake, when the broker accepts the
+	// ticket (after a restart of the broker only with shared ticket keys,
+	// firehose serve --mqtt-tls-ticket-keys). False: every connection makes
+	// a full handshake. Default (DefaultConfig, --tls-resume) true.
+	TLSResume bool
 	// MQTTTopic is the publish topic; {device_id} is replaced by the
 	// device's id. Default devices/{device_id}/readings.
 	MQTTTopic string
@@ -205,8 +211,11 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.MQTTPassword, "mqtt-password", "", "MQTT password of every device (the username is the device id)")
 	fs.StringVar(&c.MQTTPasswordFile, "mqtt-password-file", "", "file of 'device password' lines (device * for the rest); overrides --mqtt-password")
 	fs.StringVar(&c.MQTTCert, "mqtt-cert", "", "PEM file of the client certificate each MQTT device presents over ssl:// ({device_id} is replaced by the device's id,\n"+
-		"e.g. certs/{device_id}.pem: a certificate each); every connection makes a full TLS handshake (no session resumption)")
+		"e.g. certs/{device_id}.pem: a certificate each)")
 	fs.StringVar(&c.MQTTKey, "mqtt-key", "", "PEM file of the key of --mqtt-cert ({device_id} is replaced by the device's id)")
+	fs.BoolVar(&c.TLSResume, "tls-resume", true, "each MQTT device over ssl:// keeps a TLS session cache of its own across its reconnects, as device TLS stacks with\n"+
+		"session caching do: a reconnect resumes (an abbreviated handshake) when the broker takes the ticket, after a broker\n"+
+		"restart only with serve --mqtt-tls-ticket-keys; --tls-resume=false makes every connection a full handshake")
 	fs.StringVar(&c.MQTTTopic, "mqtt-topic", "devices/{device_id}/readings", "MQTT topic template; {device_id} is replaced by the device's id")
 	fs.IntVar(&c.Devices, "devices", 100, "fake devices in the fleet, each sim-<run id>-<n>")
 	fs.StringVar(&c.Protocol, "protocol", ProtocolHTTP, "http, mqtt, or mixed (even devices over MQTT, odd over HTTP)")

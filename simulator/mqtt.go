@@ -220,18 +220,35 @@ func (f *fleet) openTLS(tc *tls.Config) mqtt.OpenConnectionFunc {
 		if err != nil {
 			return nil, fmt.Errorf("connect to %s over TLS: %w", uri.Host, err)
 		}
+		if c.(*tls.Conn).ConnectionState().DidResume {
+			f.c.tlsResumed.Add(1)
+		} else {
+			f.c.tlsFull.Add(1)
+		}
 		return c, nil
 	}
 }
 
-// deviceTLS is the TLS configuration device d connects with: the fleet's,
-// with d's own client certificate when Config.MQTTCert is set. It keeps no
-// session cache, so that every connection, a reconnect too, makes a full
-// handshake (a fleet reconnecting after a restart of the broker could not
-// resume anyway: the broker's ticket keys are gone with it).
+// deviceTLS is the TLS configuration device d connects with over ssl://:
+// the fleet's, with d's own client certificate when Config.MQTTCert is set
+// and d's own session cache (one session) when Config.TLSResume is, kept
+// for all its connections, so that a reconnect resumes the session as a
+// device's TLS stack would. Without either, the fleet's (nil: paho's).
 func (f *fleet) deviceTLS(d *device, fleetConf *tls.Config) (*tls.Config, error) {
-	if f.cfg.MQTTCert == "" {
+	resume := f.cfg.TLSResume && isTLSURL(f.cfg.MQTT)
+	if f.cfg.MQTTCert == "" && !resume {
 		return fleetConf, nil
+	}
+	tc := &tls.Config{}
+	if fleetConf != nil {
+		tc = fleetConf.Clone()
+	}
+	tc.ClientSessionCache = nil
+	if resume {
+		tc.ClientSessionCache = tls.NewLRUClientSessionCache(1)
+	}
+	if f.cfg.MQTTCert == "" {
+		return tc, nil
 	}
 	certFile := strings.ReplaceAll(f.cfg.MQTTCert, "{device_id}", d.id)
 	keyFile := strings.ReplaceAll(f.cfg.MQTTKey, "{device_id}", d.id)
@@ -239,12 +256,7 @@ func (f *fleet) deviceTLS(d *device, fleetConf *tls.Config) (*tls.Config, error)
 	if err != nil {
 		return nil, fmt.Errorf("client certificate of %s: %w", d.id, err)
 	}
-	tc := &tls.Config{}
-	if fleetConf != nil {
-		tc = fleetConf.Clone()
-	}
 	tc.Certificates = []tls.Certificate{cert}
-	tc.ClientSessionCache = nil
 	return tc, nil
 }
 

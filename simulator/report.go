@@ -109,6 +109,11 @@ type Send struct {
 	QoS0        int64 `json:"qos0"`
 	QoS0Offline int64 `json:"qos0_offline"`
 	Reconnects  int64 `json:"reconnects"`
+	// TLSFull and TLSResumed count the MQTT devices' TLS handshakes made
+	// through the simulator's dialer (ssl:// with --ca-file, a client
+	// certificate or --tls-resume): in full, and resuming a session.
+	TLSFull    int64 `json:"tls_full"`
+	TLSResumed int64 `json:"tls_resumed"`
 	// Unconfirmed counts MQTT QoS 1/2 readings whose connection was lost
 	// while they were in flight: the client resent them after reconnecting
 	// and reported them done without showing a PUBACK, so they count as
@@ -286,7 +291,7 @@ func (f *fleet) report(sendEnd time.Time, interrupted bool, land *Landing) *Repo
 		Sent: c.sent.Load(), Requests: c.requests.Load(), Acked: c.acked.Load(), AckedAfterResend: c.ackedResent.Load(),
 		Refused: c.refused.Load(), Errors: c.errors.Load(), Rejected: c.rejected.Load(), RejectedBy: c.rejectionsCopy(),
 		GivenUp: c.givenUp.Load(), FirstError: f.firstErr,
-		QoS0: c.qos0.Load(), QoS0Offline: c.offline.Load(), Reconnects: c.reconnects.Load(), Unconfirmed: c.unconfirmed.Load(),
+		QoS0: c.qos0.Load(), QoS0Offline: c.offline.Load(), Reconnects: c.reconnects.Load(), TLSFull: c.tlsFull.Load(), TLSResumed: c.tlsResumed.Load(), Unconfirmed: c.unconfirmed.Load(),
 		SendS: round3(sendS),
 	}
 	r.Send.ClientCPUCores, r.Send.ClientCores = round3(f.cpu.Seconds()/sendS), runtime.NumCPU()
@@ -596,6 +601,9 @@ func (r *Report) rows() []row {
 	add("given up", count(s.GivenUp)+" "+u, fmt.Sprintf("no acknowledgement after %d attempts or by the end", c.MaxAttempts), "")
 	if s.Reconnects > 0 {
 		add("MQTT reconnects", count(s.Reconnects), "connections lost and re-made by the devices", "")
+	}
+	if n := s.TLSFull + s.TLSResumed; n > 0 {
+		add("MQTT TLS handshakes", count(n), count(s.TLSResumed)+" resumed a session (abbreviated), "+count(s.TLSFull)+" full", "")
 	}
 	if s.Unconfirmed > 0 {
 		add("unconfirmed (MQTT)", count(s.Unconfirmed)+" "+u, "in flight when the connection was lost: resent by the client, outcome unseen", "")

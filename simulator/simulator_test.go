@@ -2,16 +2,21 @@ package simulator
 
 import (
 	"bytes"
+	"crypto/rand"
 	"crypto/tls"
 	"encoding/json"
 	"flag"
 	"math"
+	"net"
+	"net/url"
 	"os"
 	"reflect"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"firehose/internal/testcert"
 )
@@ -405,7 +410,8 @@ func TestPasswordsFile(t *testing.T) {
 }
 
 // TestDeviceTLS checks that each device presents the certificate its id
-// names, with no session cache (a full handshake each connection).
+// names, and has a session cache of its own over ssl:// with --tls-resume
+// (none without: a full handshake each connection).
 func TestDeviceTLS(t *testing.T) {
 	certFile, keyFile, _ := testcert.SelfSigned(t)
 	dir := t.TempDir()
@@ -419,6 +425,10 @@ func TestDeviceTLS(t *testing.T) {
 		}
 	}
 	cfg := DefaultConfig()
+	if !cfg.TLSResume {
+		t.Error("--tls-resume is off by default")
+	}
+	cfg.MQTT = "ssl://127.0.0.1:8883"
 	cfg.MQTTCert, cfg.MQTTKey = dir+"/{device_id}.pem", dir+"/{device_id}.key"
 	f := &fleet{cfg: &cfg}
 	fleetConf := &tls.Config{ServerName: "broker"}
@@ -426,12 +436,99 @@ func TestDeviceTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(got.Certificates) != 1 || got.ServerName != "broker" || got.ClientSessionCache != nil || len(fleetConf.Certificates) != 0 {
-		t.Errorf("device TLS config: %d certificates, server name %q, session cache %v; the fleet's now has %d certificates",
-			len(got.Certificates), got.ServerName, got.ClientSessionCache, len(fleetConf.Certificates))
+	if len(got.Certificates) != 1 || got.ServerName != "broker" || got.ClientSessionCache == nil || len(fleetConf.Certificates) != 0 || fleetConf.ClientSessionCache != nil {
+		t.Errorf("device TLS config: %d certificates, server name %q, session cache %v; the fleet's now has %d certificates, cache %v",
+			len(got.Certificates), got.ServerName, got.ClientSessionCache, len(fleetConf.Certificates), fleetConf.ClientSessionCache)
+	}
+	other, err := f.deviceTLS(newDevice("a", 1, true), fleetConf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if other.ClientSessionCache == got.ClientSessionCache {
+		t.Error("two devices share a session cache")
 	}
 	if _, err := f.deviceTLS(newDevice("a", 2, true), fleetConf); err == nil || !strings.Contains(err.Error(), "sim-a-3") {
 		t.Errorf("a device without a certificate file: %v, want an error naming it", err)
+	}
+	cfg.TLSResume = false
+	if got, err := f.deviceTLS(newDevice("a", 0, true), fleetConf); err != nil || got.ClientSessionCache != nil || len(got.Certificates) != 1 {
+		t.Errorf("--tls-resume=false: %v, session cache %v; want none", err, got.ClientSessionCache)
+	}
+	cfg.MQTTCert, cfg.MQTTKey, cfg.TLSResume = "", "", true
+	if got, err := f.deviceTLS(newDevice("a", 0, true), nil); err != nil || got == nil || got.ClientSessionCache == nil {
+		t.Errorf("no certificate, --tls-resume: %v, %+v; want a configuration with a session cache", err, got)
+	}
+	cfg.MQTT = "tcp://127.0.0.1:1883"
+	if got, err := f.deviceTLS(newDevice("a", 0, true), nil); err != nil || got != nil {
+		t.Errorf("over tcp://: %v, %+v; want no TLS configuration", err, got)
+	}
+}
+
+// TestOpenTLSResumesAcrossRestarts: a device's connections through the
+// simulator's dialer resume its TLS session on a restarted listener that
+// shares the session ticket key, as an edge with --mqtt-tls-ticket-keys,
+// and the report counts them.
+func TestOpenTLSResumesAcrossRestarts(t *testing.T) {
+	certFile, keyFile, pool := testcert.SelfSigned(t)
+	pair, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var key [32]byte
+	if _, err := rand.Read(key[:]); err != nil {
+		t.Fatal(err)
+	}
+	// listen serves TLS handshakes and one byte each (the byte carries the
+	// session ticket to the client) until the test ends or stop.
+	listen := func() (addr string, stop func()) {
+		sc := &tls.Config{Certificates: []tls.Certificate{pair}}
+		sc.SetSessionTicketKeys([][32]byte{key})
+		ln, err := tls.Listen("tcp", "127.0.0.1:0", sc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		wg.Go(func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				_, _ = c.Write([]byte{1})
+				_ = c.Close()
+			}
+		})
+		var once sync.Once
+		stop = func() { once.Do(func() { _ = ln.Close(); wg.Wait() }) }
+		t.Cleanup(stop)
+		return ln.Addr().String(), stop
+	}
+	cfg := DefaultConfig()
+	cfg.MQTT = "ssl://localhost:8883"
+	f := &fleet{cfg: &cfg}
+	tc, err := f.deviceTLS(newDevice("a", 0, true), &tls.Config{RootCAs: pool})
+	if err != nil {
+		t.Fatal(err)
+	}
+	connect := func(addr string) {
+		t.Helper()
+		_, port, _ := net.SplitHostPort(addr)
+		c, err := f.openTLS(tc)(&url.URL{Scheme: "ssl", Host: "localhost:" + port}, mqtt.ClientOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if _, err := c.Read(make([]byte, 1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	addr, stop := listen()
+	connect(addr)
+	stop()
+	addr, _ = listen()
+	connect(addr)
+	if full, resumed := f.c.tlsFull.Load(), f.c.tlsResumed.Load(); full != 1 || resumed != 1 {
+		t.Errorf("handshakes: %d full, %d resumed; want 1 full, then 1 resumed on the restarted listener", full, resumed)
 	}
 }
 

@@ -23,6 +23,8 @@ type counters struct {
 	qos0        atomic.Int64 // readings published at QoS 0
 	offline     atomic.Int64 // QoS 0 readings not published: the device was reconnecting
 	reconnects  atomic.Int64 // MQTT connections lost
+	tlsFull     atomic.Int64 // MQTT TLS handshakes made in full (openTLS)
+	tlsResumed  atomic.Int64 // MQTT TLS handshakes that resumed a session
 	unconfirmed atomic.Int64 // MQTT publishes whose connection was lost in flight: outcome unknown
 	ackedResent atomic.Int64 // acknowledged readings that had been (or may have been) sent more than once
 
