@@ -8,9 +8,9 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
-	"math/big"
 	"fmt"
 	"maps"
+	"math/big"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -587,7 +587,9 @@ func newPKI(t *testing.T) pki {
 	if err != nil {
 		t.Fatal(err)
 	}
-	enc := func(typ string, der []byte) string { return string(pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der})) }
+	enc := func(typ string, der []byte) string {
+		return string(pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}))
+	}
 	return pki{
 		cert: enc("CERTIFICATE", certDER), key: enc("PRIVATE KEY", keyDER),
 		ca: enc("CERTIFICATE", caDER), crl: enc("X509 CRL", crlDER),
