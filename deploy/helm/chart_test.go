@@ -611,87 +611,14 @@ func checkProcess(t *testing.T, bin string, help map[string]commandHelp, pod cor
 	if !ok {
 		t.Fatalf("runs firehose %s, want serve or migrate", cmd)
 	}
-	root := t.TempDir()
-	// The files the pod mounts, under root.
-	volumes := map[string]corev1.Volume{}
-	for _, v := range pod.Spec.Volumes {
-		volumes[v.Name] = v
-	}
-	for _, m := range c.VolumeMounts {
-		v, ok := volumes[m.Name]
-		if !ok {
-			t.Fatalf("mounts volume %s, which the pod does not have", m.Name)
-		}
-		var data map[string]string
-		var items []corev1.KeyToPath
-		switch {
-		case v.ConfigMap != nil:
-			data, items = configMaps[v.ConfigMap.Name], v.ConfigMap.Items
-		case v.Secret != nil:
-			data, items = secrets[v.Secret.SecretName], v.Secret.Items
-		}
-		if data == nil {
-			t.Fatalf("volume %s: no ConfigMap or Secret of the release holds it", m.Name)
-		}
-		files := map[string]string{}
-		for _, it := range items {
-			files[it.Path] = data[it.Key]
-		}
-		if len(items) == 0 {
-			files = data
-		}
-		for name, content := range files {
-			path := filepath.Join(root, m.MountPath, name)
-			if m.SubPath != "" {
-				if name != m.SubPath {
-					continue
-				}
-				path = filepath.Join(root, m.MountPath)
-			}
-			if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
+	root := podFiles(t, pod, configMaps, secrets)
 	local := func(v string) string {
 		if strings.HasPrefix(v, "/etc/firehose/") {
 			return filepath.Join(root, v)
 		}
 		return v
 	}
-	// The environment, as Kubernetes builds it: Secret keys, the pod's name,
-	// $(NAME) of variables before.
-	env := map[string]string{}
-	var referenced []string
-	for _, e := range c.Env {
-		var v string
-		switch {
-		case e.ValueFrom == nil:
-			v = os.Expand(strings.ReplaceAll(strings.ReplaceAll(e.Value, "$(", "${"), ")", "}"), func(name string) string {
-				referenced = append(referenced, name)
-				if val, ok := env[name]; ok {
-					return val
-				}
-				t.Errorf("%s refers to $(%s), not set before it", e.Name, name)
-				return ""
-			})
-		case e.ValueFrom.SecretKeyRef != nil:
-			ref := e.ValueFrom.SecretKeyRef
-			val, ok := secrets[ref.Name][ref.Key]
-			if !ok {
-				t.Errorf("%s: Secret %s has no key %s", e.Name, ref.Name, ref.Key)
-			}
-			v = val
-		case e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "metadata.name":
-			v = podName
-		default:
-			t.Errorf("%s: unexpected source %+v", e.Name, e.ValueFrom)
-		}
-		env[e.Name] = v
-	}
+	env, referenced := podEnv(t, c, secrets, podName)
 	for name := range env {
 		if strings.HasPrefix(name, "FIREHOSE_") {
 			if !h.envs[name] {
@@ -758,6 +685,95 @@ func checkProcess(t *testing.T, bin string, help map[string]commandHelp, pod cor
 		t.Errorf("runs the roles %v, want [%s]", rep.Roles, want)
 	}
 	return rep.Roles
+}
+
+// podFiles writes the files a pod's container mounts (its ConfigMaps' and
+// Secrets' keys) under a directory of the test, at their mount paths, and
+// returns the directory.
+func podFiles(t *testing.T, pod corev1.PodTemplateSpec, configMaps, secrets map[string]map[string]string) string {
+	t.Helper()
+	c := pod.Spec.Containers[0]
+	root := t.TempDir()
+	// The files the pod mounts, under root.
+	volumes := map[string]corev1.Volume{}
+	for _, v := range pod.Spec.Volumes {
+		volumes[v.Name] = v
+	}
+	for _, m := range c.VolumeMounts {
+		v, ok := volumes[m.Name]
+		if !ok {
+			t.Fatalf("mounts volume %s, which the pod does not have", m.Name)
+		}
+		var data map[string]string
+		var items []corev1.KeyToPath
+		switch {
+		case v.ConfigMap != nil:
+			data, items = configMaps[v.ConfigMap.Name], v.ConfigMap.Items
+		case v.Secret != nil:
+			data, items = secrets[v.Secret.SecretName], v.Secret.Items
+		}
+		if data == nil {
+			t.Fatalf("volume %s: no ConfigMap or Secret of the release holds it", m.Name)
+		}
+		files := map[string]string{}
+		for _, it := range items {
+			files[it.Path] = data[it.Key]
+		}
+		if len(items) == 0 {
+			files = data
+		}
+		for name, content := range files {
+			path := filepath.Join(root, m.MountPath, name)
+			if m.SubPath != "" {
+				if name != m.SubPath {
+					continue
+				}
+				path = filepath.Join(root, m.MountPath)
+			}
+			if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	return root
+}
+
+// podEnv is a container's environment as Kubernetes builds it: Secret keys,
+// the pod's name, $(NAME) of variables before; and the names $(NAME) refers to.
+func podEnv(t *testing.T, c corev1.Container, secrets map[string]map[string]string, podName string) (map[string]string, []string) {
+	t.Helper()
+	env := map[string]string{}
+	var referenced []string
+	for _, e := range c.Env {
+		var v string
+		switch {
+		case e.ValueFrom == nil:
+			v = os.Expand(strings.ReplaceAll(strings.ReplaceAll(e.Value, "$(", "${"), ")", "}"), func(name string) string {
+				referenced = append(referenced, name)
+				if val, ok := env[name]; ok {
+					return val
+				}
+				t.Errorf("%s refers to $(%s), not set before it", e.Name, name)
+				return ""
+			})
+		case e.ValueFrom.SecretKeyRef != nil:
+			ref := e.ValueFrom.SecretKeyRef
+			val, ok := secrets[ref.Name][ref.Key]
+			if !ok {
+				t.Errorf("%s: Secret %s has no key %s", e.Name, ref.Name, ref.Key)
+			}
+			v = val
+		case e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "metadata.name":
+			v = podName
+		default:
+			t.Errorf("%s: unexpected source %+v", e.Name, e.ValueFrom)
+		}
+		env[e.Name] = v
+	}
+	return env, referenced
 }
 
 // commandHelp is what a command's --help lists: its flags and variables.
