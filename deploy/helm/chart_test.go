@@ -40,15 +40,8 @@ import (
 
 const chartDir = "firehose"
 
-// valueSets are the deployments the chart is rendered for: its defaults with a
-// single Redis, Sentinel with every credential the chart makes a Secret of, a
-// Redis Cluster with a Secret of the user's and subscribers, the console with
-// the chart's Secret and with the user's, and the edges over TLS with device
-// certificates. %m is replaced by a line of `firehose mqttpasswd`, %k by one of
-// `firehose apikey`, and in the data of external Secrets and ConfigMaps %cert,
-// %key, %ca and %crl by the PEM of a server certificate, its key, the CA of
-// device certificates and that CA's revocation list.
-var valueSets = []struct {
+// valueSet is a deployment the chart is rendered for.
+type valueSet struct {
 	name   string
 	values string
 	// secret is the data of credentials.existingSecret, which the chart
@@ -59,7 +52,17 @@ var valueSets = []struct {
 	secrets, configMaps map[string]map[string]string
 	// console says whether the web console is on.
 	console bool
-}{
+}
+
+// valueSets are the deployments the chart is rendered for: its defaults with a
+// single Redis, Sentinel with every credential the chart makes a Secret of, a
+// Redis Cluster with a Secret of the user's and subscribers, the console with
+// the chart's Secret and with the user's, and the edges over TLS with device
+// certificates. %m is replaced by a line of `firehose mqttpasswd`, %k by one of
+// `firehose apikey`, and in the data of external Secrets and ConfigMaps %cert,
+// %key, %ca and %crl by the PEM of a server certificate, its key, the CA of
+// device certificates and that CA's revocation list.
+var valueSets = []valueSet{
 	{name: "single", values: `
 credentials: {postgresURL: "postgres://firehose:pw@pg.example:5432/firehose?sslmode=require"}
 `},
@@ -142,39 +145,12 @@ serviceMonitor: {enabled: true, tlsConfig: {serverName: gw.example.com, ca: {sec
 func TestChartRendersValidObjects(t *testing.T) {
 	bin := firehoseBinary(t)
 	help := map[string]commandHelp{"serve": helpOf(t, bin, "serve"), "migrate": helpOf(t, bin, "migrate")}
-	mqttLine := runBin(t, bin, "dev-1\n", "mqttpasswd", "dev-1")
-	keyOut := strings.Split(runBin(t, bin, "", "apikey", "gw-1"), "\n")
-	apiKeyLine := strings.TrimSpace(keyOut[len(keyOut)-1])
-
-	pki := newPKI(t)
-	files := strings.NewReplacer("%cert", pki.cert, "%key", pki.key, "%ca", pki.ca, "%crl", pki.crl)
-	external := func(objs map[string]map[string]string) map[string]map[string]string {
-		out := map[string]map[string]string{}
-		for name, data := range objs {
-			out[name] = map[string]string{}
-			for k, v := range data {
-				out[name][k] = files.Replace(v)
-			}
-		}
-		return out
-	}
+	fx := newFixtures(t, bin)
 
 	roles := map[string]bool{}
 	for _, vs := range valueSets {
 		t.Run(vs.name, func(t *testing.T) {
-			values := strings.NewReplacer("%m", strings.TrimSpace(mqttLine), "%k", apiKeyLine).Replace(vs.values)
-			objs := render(t, values)
-			secrets := external(vs.secrets)
-			secrets["firehose-credentials"] = vs.secret
-			configMaps := external(vs.configMaps)
-			for _, o := range objs {
-				switch o := o.(type) {
-				case *corev1.Secret:
-					secrets[o.Name] = o.StringData
-				case *corev1.ConfigMap:
-					configMaps[o.Name] = o.Data
-				}
-			}
+			objs, secrets, configMaps := fx.render(t, vs)
 			checkServices(t, objs)
 			for _, o := range objs {
 				name, pod, ok := podOf(o)
@@ -216,6 +192,51 @@ func TestChartRefusesIncompleteValues(t *testing.T) {
 			}
 		})
 	}
+}
+
+// fixtures fill the placeholders of the value sets: credentials lines the
+// binary makes, and the PEM files of a PKI.
+type fixtures struct{ values, files *strings.Replacer }
+
+func newFixtures(t *testing.T, bin string) fixtures {
+	t.Helper()
+	mqttLine := runBin(t, bin, "dev-1\n", "mqttpasswd", "dev-1")
+	keyOut := strings.Split(runBin(t, bin, "", "apikey", "gw-1"), "\n")
+	apiKeyLine := strings.TrimSpace(keyOut[len(keyOut)-1])
+	pki := newPKI(t)
+	return fixtures{
+		values: strings.NewReplacer("%m", strings.TrimSpace(mqttLine), "%k", apiKeyLine),
+		files:  strings.NewReplacer("%cert", pki.cert, "%key", pki.key, "%ca", pki.ca, "%crl", pki.crl),
+	}
+}
+
+// render renders a value set with its placeholders filled, and returns its
+// objects and the data of the Secrets and ConfigMaps its pods read by name:
+// the release's and the user's.
+func (f fixtures) render(t *testing.T, vs valueSet) (objs []any, secrets, configMaps map[string]map[string]string) {
+	t.Helper()
+	objs = render(t, f.values.Replace(vs.values))
+	external := func(objs map[string]map[string]string) map[string]map[string]string {
+		out := map[string]map[string]string{}
+		for name, data := range objs {
+			out[name] = map[string]string{}
+			for k, v := range data {
+				out[name][k] = f.files.Replace(v)
+			}
+		}
+		return out
+	}
+	secrets, configMaps = external(vs.secrets), external(vs.configMaps)
+	secrets["firehose-credentials"] = vs.secret
+	for _, o := range objs {
+		switch o := o.(type) {
+		case *corev1.Secret:
+			secrets[o.Name] = o.StringData
+		case *corev1.ConfigMap:
+			configMaps[o.Name] = o.Data
+		}
+	}
+	return objs, secrets, configMaps
 }
 
 // renderText renders the chart as `helm install fh` would, hooks included, into
