@@ -61,9 +61,8 @@ func runPod(t *testing.T, bin string, pod corev1.PodTemplateSpec, podName string
 	// Each container port on a free port of the loopback interface.
 	ports := map[string]string{} // container port name -> host:port
 	addrs := map[string]string{} // address flag -> host:port
-	for _, cp := range c.Ports {
-		addr := freeAddr(t)
-		ports[cp.Name], addrs[portFlags[cp.Name]] = addr, addr
+	for i, addr := range freeAddrs(t, len(c.Ports)) {
+		ports[c.Ports[i].Name], addrs[portFlags[c.Ports[i].Name]] = addr, addr
 	}
 	args := []string{c.Args[0]}
 	for _, a := range c.Args[1:] {
@@ -176,15 +175,20 @@ func waitFor(t *testing.T, what string, f func() error) {
 	}
 }
 
-// freeAddr is a loopback address with a port no one listens on now.
-func freeAddr(t *testing.T) string {
+// freeAddrs are n distinct loopback addresses with ports no one listens on
+// now (each is held until all are chosen, so none is chosen twice).
+func freeAddrs(t *testing.T, n int) []string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	var addrs []string
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		addrs = append(addrs, l.Addr().String())
 	}
-	defer l.Close()
-	return l.Addr().String()
+	return addrs
 }
 
 func randomID(t *testing.T) string {
