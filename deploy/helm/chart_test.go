@@ -184,6 +184,15 @@ func TestChartRefusesIncompleteValues(t *testing.T) {
 		{name: "sentinel without master", values: `{credentials: {postgresURL: "postgres://h/db"}, redis: {mode: sentinel}}`, want: "redis.sentinelMaster"},
 		{name: "subscriber without broker", values: `{credentials: {postgresURL: "postgres://h/db"}, subscriber: {enabled: true}}`, want: "subscriber.broker"},
 		{name: "auth file without lines", values: `{credentials: {postgresURL: "postgres://h/db"}, broker: {auth: file}}`, want: "credentials.mqttAuth"},
+		{name: "console without token", values: `{credentials: {postgresURL: "postgres://h/db"}, console: {enabled: true}}`, want: "console.enabled needs credentials.adminToken"},
+		{name: "client CA without TLS", values: `{credentials: {postgresURL: "postgres://h/db"}, broker: {clientCA: {secret: ca}}}`, want: "broker.clientCA needs broker.tls"},
+		{name: "CRL without client CA", values: `{credentials: {postgresURL: "postgres://h/db"}, httpgw: {tls: gw-tls, crl: {configMap: crl}}}`, want: "httpgw.crl needs httpgw.clientCA"},
+		{name: "client CA in two places", values: `{credentials: {postgresURL: "postgres://h/db"}, broker: {tls: t, clientCA: {secret: ca, configMap: ca}}}`, want: "broker.clientCA: give secret or configMap, not both"},
+		{name: "CRL without key", values: `{credentials: {postgresURL: "postgres://h/db"}, httpgw: {tls: t, clientCA: {secret: ca}, crl: {secret: crl, key: ""}}}`, want: "httpgw.crl: key names the file in crl"},
+		{name: "no MQTT listener", values: `{credentials: {postgresURL: "postgres://h/db"}, broker: {plainMQTT: false}}`, want: "broker.plainMQTT false needs broker.tls"},
+		{name: "device auth without credentials", values: `{credentials: {postgresURL: "postgres://h/db"}, httpgw: {deviceAuth: mqtt}}`, want: "httpgw.deviceAuth mqtt checks the devices' credentials of broker.auth"},
+		{name: "unknown device auth", values: `{credentials: {postgresURL: "postgres://h/db"}, broker: {auth: postgres}, httpgw: {deviceAuth: basic}}`, want: `httpgw.deviceAuth "basic"`},
+		{name: "device auth file without lines", values: `{credentials: {postgresURL: "postgres://h/db"}, broker: {enabled: false, auth: file}, httpgw: {deviceAuth: mqtt}}`, want: "credentials.mqttAuth"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := renderText(tc.values)
