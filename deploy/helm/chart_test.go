@@ -410,6 +410,9 @@ func checkServices(t *testing.T, objs []any) {
 					}
 				}
 			}
+			if o.Spec.Type != corev1.ServiceTypeClusterIP && o.Spec.Type != "" && slices.ContainsFunc(o.Spec.Ports, func(p corev1.ServicePort) bool { return p.Name == "admin" }) {
+				t.Errorf("Service %s of type %s exposes the admin port (plain HTTP, the console)", o.Name, o.Spec.Type)
+			}
 			if strings.HasSuffix(o.Name, "-broker") && o.Spec.SessionAffinity != corev1.ServiceAffinityClientIP {
 				t.Errorf("Service %s: session affinity %q, want ClientIP (MQTT sessions live in one broker)", o.Name, o.Spec.SessionAffinity)
 			}
