@@ -96,15 +96,18 @@ func runPod(t *testing.T, bin string, pod corev1.PodTemplateSpec, podName string
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start firehose: %v", err)
 	}
+	exited := make(chan struct{}) // closed when the process has ended
+	go func() {
+		_ = cmd.Wait()
+		close(exited)
+	}()
 	t.Cleanup(func() {
 		_ = cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan error, 1)
-		go func() { done <- cmd.Wait() }()
 		select {
-		case <-done:
+		case <-exited:
 		case <-time.After(30 * time.Second):
 			_ = cmd.Process.Kill()
-			<-done
+			<-exited
 		}
 		// The keys the process made under its prefix.
 		keys, err := exec.Command("redis-cli", "-u", redisURL, "--scan", "--pattern", prefix+"*").Output()
@@ -143,21 +146,21 @@ func runPod(t *testing.T, bin string, pod corev1.PodTemplateSpec, podName string
 	for kind, p := range map[string]*corev1.Probe{"readiness": c.ReadinessProbe, "liveness": c.LivenessProbe, "startup": c.StartupProbe} {
 		g := p.HTTPGet
 		url := fmt.Sprintf("%s://%s%s", strings.ToLower(string(g.Scheme)), ports[g.Port.String()], g.Path)
-		waitFor(t, kind+" probe "+url, func() error { return get(url, nil) })
+		waitFor(t, exited, kind+" probe "+url, func() error { return get(url, nil) })
 	}
 	token := env["FIREHOSE_ADMIN_TOKEN"]
 	if token == "" {
 		t.Fatal("the console is on, but the process gets no token")
 	}
 	url := "http://" + ports["admin"] + "/console/"
-	waitFor(t, "the console at "+url, func() error {
+	waitFor(t, exited, "the console at "+url, func() error {
 		return get(url, http.Header{"Authorization": {"Bearer " + token}})
 	})
 }
 
-// waitFor polls f until it succeeds, failing the test after a minute with
-// its last error.
-func waitFor(t *testing.T, what string, f func() error) {
+// waitFor polls f until it succeeds, failing the test with its last error
+// when the process has exited or after a minute.
+func waitFor(t *testing.T, exited <-chan struct{}, what string, f func() error) {
 	t.Helper()
 	deadline := time.After(time.Minute)
 	tick := time.NewTicker(100 * time.Millisecond)
@@ -168,6 +171,8 @@ func waitFor(t *testing.T, what string, f func() error) {
 			return
 		}
 		select {
+		case <-exited:
+			t.Fatalf("%s: %v; the process has exited", what, err)
 		case <-deadline:
 			t.Fatalf("%s: %v", what, err)
 		case <-tick.C:
