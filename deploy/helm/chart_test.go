@@ -878,19 +878,23 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// TestChartLint runs `helm lint`'s rules on the chart with a value set; a
+// TestChartLint runs `helm lint`'s rules on the chart with each value set; a
 // warning fails too (an informational message, such as the missing icon, does
 // not).
 func TestChartLint(t *testing.T) {
-	vals, err := common.ReadValues([]byte(valueSets[0].values))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, m := range lint.RunAll(chartDir, vals, "iot").Messages {
-		if m.Severity >= support.WarningSev {
-			t.Error(m)
-		} else {
-			t.Log(m)
-		}
+	for _, vs := range valueSets {
+		t.Run(vs.name, func(t *testing.T) {
+			vals, err := common.ReadValues([]byte(vs.values))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, m := range lint.RunAll(chartDir, vals, "iot").Messages {
+				if m.Severity >= support.WarningSev {
+					t.Error(m)
+				} else {
+					t.Log(m)
+				}
+			}
+		})
 	}
 }
