@@ -2,8 +2,15 @@ package helm
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"fmt"
 	"maps"
+	"math/big"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -33,17 +40,29 @@ import (
 
 const chartDir = "firehose"
 
-// valueSets are the deployments the chart is rendered for: its defaults with a
-// single Redis, Sentinel with every credential the chart makes a Secret of, and a
-// Redis Cluster with a Secret of the user's and subscribers. %s is replaced by a
-// line of `firehose mqttpasswd` and %k by one of `firehose apikey`.
-var valueSets = []struct {
+// valueSet is a deployment the chart is rendered for.
+type valueSet struct {
 	name   string
 	values string
 	// secret is the data of credentials.existingSecret, which the chart
 	// does not render.
 	secret map[string]string
-}{
+	// secrets and configMaps are the other objects of the user's the values
+	// name (TLS certificates, CAs, CRLs), by name.
+	secrets, configMaps map[string]map[string]string
+	// console says whether the web console is on.
+	console bool
+}
+
+// valueSets are the deployments the chart is rendered for: its defaults with a
+// single Redis, Sentinel with every credential the chart makes a Secret of, a
+// Redis Cluster with a Secret of the user's and subscribers, the console with
+// the chart's Secret and with the user's, and the edges over TLS with device
+// certificates. %m is replaced by a line of `firehose mqttpasswd`, %k by one of
+// `firehose apikey`, and in the data of external Secrets and ConfigMaps %cert,
+// %key, %ca and %crl by the PEM of a server certificate, its key, the CA of
+// device certificates and that CA's revocation list.
+var valueSets = []valueSet{
 	{name: "single", values: `
 credentials: {postgresURL: "postgres://firehose:pw@pg.example:5432/firehose?sslmode=require"}
 `},
@@ -72,30 +91,66 @@ podDisruptionBudget: {maxUnavailable: 2}
 		"redis-password":     "s3cret",
 		"subscribe-password": "broker-pw",
 	}},
+	{name: "console", console: true, values: `
+credentials: {postgresURL: "postgres://firehose:pw@pg.example:5432/firehose", adminToken: 0123456789abcdef}
+console: {enabled: true}
+subscriber: {enabled: true, broker: "tcp://mosquitto:1883"}
+serviceMonitor: {enabled: true}
+`},
+	{name: "console existing secret", console: true, values: `
+credentials: {existingSecret: firehose-credentials}
+console: {enabled: true}
+subscriber: {enabled: true, broker: "tcp://mosquitto:1883"}
+`, secret: map[string]string{
+		"postgres-url": "postgres://firehose:pw@pg.example:5432/firehose",
+		"admin-token":  "0123456789abcdef",
+	}},
+	{name: "tls", values: `
+credentials: {postgresURL: "postgres://firehose:pw@pg.example:5432/firehose"}
+broker:
+  auth: postgres
+  plainMQTT: false
+  tls: mqtt-server-tls
+  clientCA: {configMap: fleet-ca, key: ca.pem}
+  crl: {secret: fleet-crl}
+httpgw:
+  tls: gw-server-tls
+  clientCA: {secret: mqtt-server-tls, key: ca.crt}
+  crl: {configMap: fleet-ca, key: crl.pem}
+  deviceAuth: mqtt
+serviceMonitor: {enabled: true}
+`, secrets: map[string]map[string]string{
+		"mqtt-server-tls": {"tls.crt": "%cert", "tls.key": "%key", "ca.crt": "%ca"},
+		"gw-server-tls":   {"tls.crt": "%cert", "tls.key": "%key"},
+		"fleet-crl":       {"crl.pem": "%crl"},
+	}, configMaps: map[string]map[string]string{
+		"fleet-ca": {"ca.pem": "%ca", "crl.pem": "%crl"},
+	}},
+	{name: "tls file auth console", console: true, values: `
+credentials:
+  postgresURL: "postgres://firehose:pw@pg.example:5432/firehose"
+  mqttAuth: "%m"
+  httpAPIKeys: "%k"
+  adminToken: 0123456789abcdef
+console: {enabled: true}
+broker: {auth: file, tls: server-tls, clientCA: {secret: server-tls, key: ca.crt}, crl: {secret: server-tls, key: crl.pem}}
+httpgw: {tls: server-tls, clientCA: {secret: server-tls, key: ca.crt}, crl: {secret: server-tls, key: crl.pem}, deviceAuth: mqtt, apiKeys: true}
+bridge: {enabled: false}
+serviceMonitor: {enabled: true, tlsConfig: {serverName: gw.example.com, ca: {secret: {name: server-tls, key: ca.crt}}}}
+`, secrets: map[string]map[string]string{
+		"server-tls": {"tls.crt": "%cert", "tls.key": "%key", "ca.crt": "%ca", "crl.pem": "%crl"},
+	}},
 }
 
 func TestChartRendersValidObjects(t *testing.T) {
 	bin := firehoseBinary(t)
 	help := map[string]commandHelp{"serve": helpOf(t, bin, "serve"), "migrate": helpOf(t, bin, "migrate")}
-	mqttLine := runBin(t, bin, "dev-1\n", "mqttpasswd", "dev-1")
-	keyOut := strings.Split(runBin(t, bin, "", "apikey", "gw-1"), "\n")
-	apiKeyLine := strings.TrimSpace(keyOut[len(keyOut)-1])
+	fx := newFixtures(t, bin)
 
 	roles := map[string]bool{}
 	for _, vs := range valueSets {
 		t.Run(vs.name, func(t *testing.T) {
-			values := strings.NewReplacer("%m", strings.TrimSpace(mqttLine), "%k", apiKeyLine).Replace(vs.values)
-			objs := render(t, values)
-			secrets := map[string]map[string]string{"firehose-credentials": vs.secret}
-			configMaps := map[string]map[string]string{}
-			for _, o := range objs {
-				switch o := o.(type) {
-				case *corev1.Secret:
-					secrets[o.Name] = o.StringData
-				case *corev1.ConfigMap:
-					configMaps[o.Name] = o.Data
-				}
-			}
+			objs, secrets, configMaps := fx.render(t, vs)
 			checkServices(t, objs)
 			for _, o := range objs {
 				name, pod, ok := podOf(o)
@@ -104,6 +159,8 @@ func TestChartRendersValidObjects(t *testing.T) {
 				}
 				t.Run(name, func(t *testing.T) {
 					checkProbes(t, pod)
+					checkMounts(t, pod)
+					checkConsole(t, pod, vs.console, configMaps)
 					for _, r := range checkProcess(t, bin, help, pod, name+"-0", configMaps, secrets) {
 						roles[r] = true
 					}
@@ -127,6 +184,15 @@ func TestChartRefusesIncompleteValues(t *testing.T) {
 		{name: "sentinel without master", values: `{credentials: {postgresURL: "postgres://h/db"}, redis: {mode: sentinel}}`, want: "redis.sentinelMaster"},
 		{name: "subscriber without broker", values: `{credentials: {postgresURL: "postgres://h/db"}, subscriber: {enabled: true}}`, want: "subscriber.broker"},
 		{name: "auth file without lines", values: `{credentials: {postgresURL: "postgres://h/db"}, broker: {auth: file}}`, want: "credentials.mqttAuth"},
+		{name: "console without token", values: `{credentials: {postgresURL: "postgres://h/db"}, console: {enabled: true}}`, want: "console.enabled needs credentials.adminToken"},
+		{name: "client CA without TLS", values: `{credentials: {postgresURL: "postgres://h/db"}, broker: {clientCA: {secret: ca}}}`, want: "broker.clientCA needs broker.tls"},
+		{name: "CRL without client CA", values: `{credentials: {postgresURL: "postgres://h/db"}, httpgw: {tls: gw-tls, crl: {configMap: crl}}}`, want: "httpgw.crl needs httpgw.clientCA"},
+		{name: "client CA in two places", values: `{credentials: {postgresURL: "postgres://h/db"}, broker: {tls: t, clientCA: {secret: ca, configMap: ca}}}`, want: "broker.clientCA: give secret or configMap, not both"},
+		{name: "CRL without key", values: `{credentials: {postgresURL: "postgres://h/db"}, httpgw: {tls: t, clientCA: {secret: ca}, crl: {secret: crl, key: ""}}}`, want: "httpgw.crl: key names the file in crl"},
+		{name: "no MQTT listener", values: `{credentials: {postgresURL: "postgres://h/db"}, broker: {plainMQTT: false}}`, want: "broker.plainMQTT false needs broker.tls"},
+		{name: "device auth without credentials", values: `{credentials: {postgresURL: "postgres://h/db"}, httpgw: {deviceAuth: mqtt}}`, want: "httpgw.deviceAuth mqtt checks the devices' credentials of broker.auth"},
+		{name: "unknown device auth", values: `{credentials: {postgresURL: "postgres://h/db"}, broker: {auth: postgres}, httpgw: {deviceAuth: basic}}`, want: `httpgw.deviceAuth "basic"`},
+		{name: "device auth file without lines", values: `{credentials: {postgresURL: "postgres://h/db"}, broker: {enabled: false, auth: file}, httpgw: {deviceAuth: mqtt}}`, want: "credentials.mqttAuth"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := renderText(tc.values)
@@ -135,6 +201,51 @@ func TestChartRefusesIncompleteValues(t *testing.T) {
 			}
 		})
 	}
+}
+
+// fixtures fill the placeholders of the value sets: credentials lines the
+// binary makes, and the PEM files of a PKI.
+type fixtures struct{ values, files *strings.Replacer }
+
+func newFixtures(t *testing.T, bin string) fixtures {
+	t.Helper()
+	mqttLine := runBin(t, bin, "dev-1\n", "mqttpasswd", "dev-1")
+	keyOut := strings.Split(runBin(t, bin, "", "apikey", "gw-1"), "\n")
+	apiKeyLine := strings.TrimSpace(keyOut[len(keyOut)-1])
+	pki := newPKI(t)
+	return fixtures{
+		values: strings.NewReplacer("%m", strings.TrimSpace(mqttLine), "%k", apiKeyLine),
+		files:  strings.NewReplacer("%cert", pki.cert, "%key", pki.key, "%ca", pki.ca, "%crl", pki.crl),
+	}
+}
+
+// render renders a value set with its placeholders filled, and returns its
+// objects and the data of the Secrets and ConfigMaps its pods read by name:
+// the release's and the user's.
+func (f fixtures) render(t *testing.T, vs valueSet) (objs []any, secrets, configMaps map[string]map[string]string) {
+	t.Helper()
+	objs = render(t, f.values.Replace(vs.values))
+	external := func(objs map[string]map[string]string) map[string]map[string]string {
+		out := map[string]map[string]string{}
+		for name, data := range objs {
+			out[name] = map[string]string{}
+			for k, v := range data {
+				out[name][k] = f.files.Replace(v)
+			}
+		}
+		return out
+	}
+	secrets, configMaps = external(vs.secrets), external(vs.configMaps)
+	secrets["firehose-credentials"] = vs.secret
+	for _, o := range objs {
+		switch o := o.(type) {
+		case *corev1.Secret:
+			secrets[o.Name] = o.StringData
+		case *corev1.ConfigMap:
+			configMaps[o.Name] = o.Data
+		}
+	}
+	return objs, secrets, configMaps
 }
 
 // renderText renders the chart as `helm install fh` would, hooks included, into
@@ -183,9 +294,18 @@ type serviceMonitor struct {
 	Spec              struct {
 		Selector  metav1.LabelSelector `json:"selector"`
 		Endpoints []struct {
-			Port     string `json:"port"`
-			Path     string `json:"path"`
-			Interval string `json:"interval"`
+			Port      string `json:"port"`
+			Path      string `json:"path"`
+			Interval  string `json:"interval"`
+			Scheme    string `json:"scheme,omitempty"`
+			TLSConfig *struct {
+				InsecureSkipVerify bool   `json:"insecureSkipVerify,omitempty"`
+				ServerName         string `json:"serverName,omitempty"`
+				CA                 *struct {
+					Secret    *corev1.SecretKeySelector    `json:"secret,omitempty"`
+					ConfigMap *corev1.ConfigMapKeySelector `json:"configMap,omitempty"`
+				} `json:"ca,omitempty"`
+			} `json:"tlsConfig,omitempty"`
 		} `json:"endpoints"`
 	} `json:"spec"`
 }
@@ -290,11 +410,21 @@ func checkServices(t *testing.T, objs []any) {
 					}
 				}
 			}
+			if o.Spec.Type != corev1.ServiceTypeClusterIP && o.Spec.Type != "" && slices.ContainsFunc(o.Spec.Ports, func(p corev1.ServicePort) bool { return p.Name == "admin" }) {
+				t.Errorf("Service %s of type %s exposes the admin port (plain HTTP, the console)", o.Name, o.Spec.Type)
+			}
 			if strings.HasSuffix(o.Name, "-broker") && o.Spec.SessionAffinity != corev1.ServiceAffinityClientIP {
 				t.Errorf("Service %s: session affinity %q, want ClientIP (MQTT sessions live in one broker)", o.Name, o.Spec.SessionAffinity)
 			}
 		case *serviceMonitor:
 			for _, ep := range o.Spec.Endpoints {
+				// The gateway's port is named https when it serves TLS.
+				if https := ep.Port == "https"; https != (ep.Scheme == "https") || https != (ep.TLSConfig != nil) {
+					t.Errorf("ServiceMonitor %s: port %s scraped with scheme %q and tlsConfig %v", o.Name, ep.Port, ep.Scheme, ep.TLSConfig)
+				}
+				if c := ep.TLSConfig; c != nil && c.CA != nil && c.InsecureSkipVerify {
+					t.Errorf("ServiceMonitor %s: port %s has a CA to verify with, and insecureSkipVerify", o.Name, ep.Port)
+				}
 				if !slices.ContainsFunc(objs, func(so any) bool {
 					svc, ok := so.(*corev1.Service)
 					return ok && labels.SelectorFromSet(o.Spec.Selector.MatchLabels).Matches(labels.Set(svc.Labels)) &&
@@ -318,22 +448,184 @@ func checkServices(t *testing.T, objs []any) {
 	}
 }
 
-// checkProbes checks that a process has readiness and liveness probes on
-// /readyz and /livez at one of its ports.
+// portFlags names the flag whose address each container port serves.
+var portFlags = map[string]string{"http": "http-addr", "https": "http-addr", "admin": "admin-addr", "mqtt": "mqtt-addr", "mqtts": "mqtt-tls-addr"}
+
+// flagsOf is a container's --flag=value arguments by flag name.
+func flagsOf(c corev1.Container) map[string]string {
+	flags := map[string]string{}
+	for _, a := range c.Args[1:] {
+		if name, value, ok := strings.Cut(strings.TrimPrefix(a, "--"), "="); ok {
+			flags[name] = value
+		}
+	}
+	return flags
+}
+
+// checkProbes checks that each container port is the port of the address
+// flag that serves it (and each address flag has its port), and that a
+// process has readiness, liveness and start-up probes on /readyz and /livez
+// where serve answers them: the gateway's address when the process runs the
+// httpgw role (over HTTPS when the gateway serves TLS: its port is then
+// https), else --admin-addr, plain HTTP.
 func checkProbes(t *testing.T, pod corev1.PodTemplateSpec) {
 	t.Helper()
 	c := pod.Spec.Containers[0]
 	if c.Args[0] != "serve" {
 		return
 	}
-	for path, p := range map[string]*corev1.Probe{"/readyz": c.ReadinessProbe, "/livez": c.LivenessProbe} {
-		if p == nil || p.HTTPGet == nil || p.HTTPGet.Path != path {
-			t.Errorf("no probe on %s: %+v", path, p)
+	flags := flagsOf(c)
+	served := map[string]bool{}
+	for _, cp := range c.Ports {
+		f, ok := portFlags[cp.Name]
+		if !ok {
+			t.Errorf("container port %s: no address flag serves it", cp.Name)
 			continue
 		}
-		if !slices.ContainsFunc(c.Ports, func(cp corev1.ContainerPort) bool { return cp.Name == p.HTTPGet.Port.String() }) {
-			t.Errorf("probe of %s on port %s, which the container does not expose", path, p.HTTPGet.Port.String())
+		served[f] = true
+		if want := fmt.Sprintf(":%d", cp.ContainerPort); flags[f] != want {
+			t.Errorf("container port %s (%d): --%s=%q, want %s", cp.Name, cp.ContainerPort, f, flags[f], want)
 		}
+	}
+	for _, f := range portFlags {
+		if flags[f] != "" && !served[f] {
+			t.Errorf("--%s=%s: no container port of it", f, flags[f])
+		}
+	}
+	_, tls := flags["http-tls-cert"]
+	if https := slices.ContainsFunc(c.Ports, func(cp corev1.ContainerPort) bool { return cp.Name == "https" }); tls != https {
+		t.Errorf("--http-tls-cert given: %v; a port named https: %v", tls, https)
+	}
+	port, scheme := "admin", corev1.URISchemeHTTP
+	if flags["roles"] == "httpgw" {
+		port = "http"
+		if tls {
+			port, scheme = "https", corev1.URISchemeHTTPS
+		}
+	}
+	for _, p := range []struct {
+		kind, path string
+		probe      *corev1.Probe
+	}{
+		{"readiness", "/readyz", c.ReadinessProbe},
+		{"liveness", "/livez", c.LivenessProbe},
+		{"startup", "/livez", c.StartupProbe},
+	} {
+		if p.probe == nil || p.probe.HTTPGet == nil || p.probe.HTTPGet.Path != p.path {
+			t.Errorf("no %s probe on %s: %+v", p.kind, p.path, p.probe)
+			continue
+		}
+		if g := p.probe.HTTPGet; g.Port.String() != port || g.Scheme != scheme {
+			t.Errorf("%s probe: %s on port %s, want %s on %s (where serve answers %s)", p.kind, g.Scheme, g.Port.String(), scheme, port, p.path)
+		}
+	}
+}
+
+// checkMounts checks that every file a process reads is mounted read-only,
+// and that only the configuration file is mounted by subPath: a subPath mount
+// never sees an update of its Secret or ConfigMap, and serve re-reads the
+// credentials files and the CRL when they change.
+func checkMounts(t *testing.T, pod corev1.PodTemplateSpec) {
+	t.Helper()
+	for _, m := range pod.Spec.Containers[0].VolumeMounts {
+		if !m.ReadOnly {
+			t.Errorf("volume %s is mounted writable at %s", m.Name, m.MountPath)
+		}
+		if m.SubPath != "" && m.Name != "config" {
+			t.Errorf("volume %s is mounted by subPath %s: updates would not reach it", m.Name, m.SubPath)
+		}
+	}
+}
+
+// checkConsole checks that with the console on a process listens on
+// --admin-addr (its port named admin) and reads the token from the Secret's
+// admin-token key as FIREHOSE_ADMIN_TOKEN, and that the token is never on the
+// command line or in a ConfigMap; with the console off, no token is given.
+func checkConsole(t *testing.T, pod corev1.PodTemplateSpec, on bool, configMaps map[string]map[string]string) {
+	t.Helper()
+	c := pod.Spec.Containers[0]
+	if c.Args[0] != "serve" {
+		return
+	}
+	flags := flagsOf(c)
+	if _, ok := flags["admin-token"]; ok {
+		t.Error("passes --admin-token on the command line: whoever reads the pod sees it")
+	}
+	for name, data := range configMaps {
+		for k, v := range data {
+			if strings.Contains(v, "admin-token") {
+				t.Errorf("ConfigMap %s: %s holds admin-token", name, k)
+			}
+		}
+	}
+	i := slices.IndexFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == "FIREHOSE_ADMIN_TOKEN" })
+	switch {
+	case !on && i >= 0:
+		t.Error("sets FIREHOSE_ADMIN_TOKEN with the console off")
+	case !on:
+	case i < 0:
+		t.Error("the console is on, but the process gets no FIREHOSE_ADMIN_TOKEN")
+	case c.Env[i].Value != "" || c.Env[i].ValueFrom == nil || c.Env[i].ValueFrom.SecretKeyRef == nil || c.Env[i].ValueFrom.SecretKeyRef.Key != "admin-token":
+		t.Errorf("FIREHOSE_ADMIN_TOKEN is %+v, want the Secret's admin-token key", c.Env[i])
+	case flags["admin-addr"] == "" || !slices.ContainsFunc(c.Ports, func(cp corev1.ContainerPort) bool { return cp.Name == "admin" }):
+		t.Errorf("the console is on, but --admin-addr is %q and the ports are %v", flags["admin-addr"], c.Ports)
+	}
+}
+
+// pki is what the TLS value sets mount, PEM: a server certificate and key,
+// the CA of device certificates, and that CA's revocation list.
+type pki struct{ cert, key, ca, crl string }
+
+// newPKI makes a CA, a server certificate it signs and an empty revocation
+// list of it.
+func newPKI(t *testing.T) pki {
+	t.Helper()
+	now := time.Now()
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "Fleet device CA"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, err := x509.ParseCertificate(caDER)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certDER, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{
+		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "firehose.example"}, DNSNames: []string{"firehose.example"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}, ca, &key.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	crlDER, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{
+		Number: big.NewInt(1), ThisUpdate: now.Add(-time.Hour), NextUpdate: now.Add(24 * time.Hour),
+	}, ca, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc := func(typ string, der []byte) string {
+		return string(pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}))
+	}
+	return pki{
+		cert: enc("CERTIFICATE", certDER), key: enc("PRIVATE KEY", keyDER),
+		ca: enc("CERTIFICATE", caDER), crl: enc("X509 CRL", crlDER),
 	}
 }
 
@@ -352,87 +644,14 @@ func checkProcess(t *testing.T, bin string, help map[string]commandHelp, pod cor
 	if !ok {
 		t.Fatalf("runs firehose %s, want serve or migrate", cmd)
 	}
-	root := t.TempDir()
-	// The files the pod mounts, under root.
-	volumes := map[string]corev1.Volume{}
-	for _, v := range pod.Spec.Volumes {
-		volumes[v.Name] = v
-	}
-	for _, m := range c.VolumeMounts {
-		v, ok := volumes[m.Name]
-		if !ok {
-			t.Fatalf("mounts volume %s, which the pod does not have", m.Name)
-		}
-		var data map[string]string
-		var items []corev1.KeyToPath
-		switch {
-		case v.ConfigMap != nil:
-			data, items = configMaps[v.ConfigMap.Name], v.ConfigMap.Items
-		case v.Secret != nil:
-			data, items = secrets[v.Secret.SecretName], v.Secret.Items
-		}
-		if data == nil {
-			t.Fatalf("volume %s: no ConfigMap or Secret of the release holds it", m.Name)
-		}
-		files := map[string]string{}
-		for _, it := range items {
-			files[it.Path] = data[it.Key]
-		}
-		if len(items) == 0 {
-			files = data
-		}
-		for name, content := range files {
-			path := filepath.Join(root, m.MountPath, name)
-			if m.SubPath != "" {
-				if name != m.SubPath {
-					continue
-				}
-				path = filepath.Join(root, m.MountPath)
-			}
-			if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
+	root := podFiles(t, pod, configMaps, secrets)
 	local := func(v string) string {
 		if strings.HasPrefix(v, "/etc/firehose/") {
 			return filepath.Join(root, v)
 		}
 		return v
 	}
-	// The environment, as Kubernetes builds it: Secret keys, the pod's name,
-	// $(NAME) of variables before.
-	env := map[string]string{}
-	var referenced []string
-	for _, e := range c.Env {
-		var v string
-		switch {
-		case e.ValueFrom == nil:
-			v = os.Expand(strings.ReplaceAll(strings.ReplaceAll(e.Value, "$(", "${"), ")", "}"), func(name string) string {
-				referenced = append(referenced, name)
-				if val, ok := env[name]; ok {
-					return val
-				}
-				t.Errorf("%s refers to $(%s), not set before it", e.Name, name)
-				return ""
-			})
-		case e.ValueFrom.SecretKeyRef != nil:
-			ref := e.ValueFrom.SecretKeyRef
-			val, ok := secrets[ref.Name][ref.Key]
-			if !ok {
-				t.Errorf("%s: Secret %s has no key %s", e.Name, ref.Name, ref.Key)
-			}
-			v = val
-		case e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "metadata.name":
-			v = podName
-		default:
-			t.Errorf("%s: unexpected source %+v", e.Name, e.ValueFrom)
-		}
-		env[e.Name] = v
-	}
+	env, referenced := podEnv(t, c, secrets, podName)
 	for name := range env {
 		if strings.HasPrefix(name, "FIREHOSE_") {
 			if !h.envs[name] {
@@ -499,6 +718,95 @@ func checkProcess(t *testing.T, bin string, help map[string]commandHelp, pod cor
 		t.Errorf("runs the roles %v, want [%s]", rep.Roles, want)
 	}
 	return rep.Roles
+}
+
+// podFiles writes the files a pod's container mounts (its ConfigMaps' and
+// Secrets' keys) under a directory of the test, at their mount paths, and
+// returns the directory.
+func podFiles(t *testing.T, pod corev1.PodTemplateSpec, configMaps, secrets map[string]map[string]string) string {
+	t.Helper()
+	c := pod.Spec.Containers[0]
+	root := t.TempDir()
+	// The files the pod mounts, under root.
+	volumes := map[string]corev1.Volume{}
+	for _, v := range pod.Spec.Volumes {
+		volumes[v.Name] = v
+	}
+	for _, m := range c.VolumeMounts {
+		v, ok := volumes[m.Name]
+		if !ok {
+			t.Fatalf("mounts volume %s, which the pod does not have", m.Name)
+		}
+		var data map[string]string
+		var items []corev1.KeyToPath
+		switch {
+		case v.ConfigMap != nil:
+			data, items = configMaps[v.ConfigMap.Name], v.ConfigMap.Items
+		case v.Secret != nil:
+			data, items = secrets[v.Secret.SecretName], v.Secret.Items
+		}
+		if data == nil {
+			t.Fatalf("volume %s: no ConfigMap or Secret of the release holds it", m.Name)
+		}
+		files := map[string]string{}
+		for _, it := range items {
+			files[it.Path] = data[it.Key]
+		}
+		if len(items) == 0 {
+			files = data
+		}
+		for name, content := range files {
+			path := filepath.Join(root, m.MountPath, name)
+			if m.SubPath != "" {
+				if name != m.SubPath {
+					continue
+				}
+				path = filepath.Join(root, m.MountPath)
+			}
+			if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	return root
+}
+
+// podEnv is a container's environment as Kubernetes builds it: Secret keys,
+// the pod's name, $(NAME) of variables before; and the names $(NAME) refers to.
+func podEnv(t *testing.T, c corev1.Container, secrets map[string]map[string]string, podName string) (map[string]string, []string) {
+	t.Helper()
+	env := map[string]string{}
+	var referenced []string
+	for _, e := range c.Env {
+		var v string
+		switch {
+		case e.ValueFrom == nil:
+			v = os.Expand(strings.ReplaceAll(strings.ReplaceAll(e.Value, "$(", "${"), ")", "}"), func(name string) string {
+				referenced = append(referenced, name)
+				if val, ok := env[name]; ok {
+					return val
+				}
+				t.Errorf("%s refers to $(%s), not set before it", e.Name, name)
+				return ""
+			})
+		case e.ValueFrom.SecretKeyRef != nil:
+			ref := e.ValueFrom.SecretKeyRef
+			val, ok := secrets[ref.Name][ref.Key]
+			if !ok {
+				t.Errorf("%s: Secret %s has no key %s", e.Name, ref.Name, ref.Key)
+			}
+			v = val
+		case e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "metadata.name":
+			v = podName
+		default:
+			t.Errorf("%s: unexpected source %+v", e.Name, e.ValueFrom)
+		}
+		env[e.Name] = v
+	}
+	return env, referenced
 }
 
 // commandHelp is what a command's --help lists: its flags and variables.
@@ -570,19 +878,23 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// TestChartLint runs `helm lint`'s rules on the chart with a value set; a
+// TestChartLint runs `helm lint`'s rules on the chart with each value set; a
 // warning fails too (an informational message, such as the missing icon, does
 // not).
 func TestChartLint(t *testing.T) {
-	vals, err := common.ReadValues([]byte(valueSets[0].values))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, m := range lint.RunAll(chartDir, vals, "iot").Messages {
-		if m.Severity >= support.WarningSev {
-			t.Error(m)
-		} else {
-			t.Log(m)
-		}
+	for _, vs := range valueSets {
+		t.Run(vs.name, func(t *testing.T) {
+			vals, err := common.ReadValues([]byte(vs.values))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, m := range lint.RunAll(chartDir, vals, "iot").Messages {
+				if m.Severity >= support.WarningSev {
+					t.Error(m)
+				} else {
+					t.Log(m)
+				}
+			}
+		})
 	}
 }

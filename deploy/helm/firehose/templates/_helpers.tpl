@@ -57,8 +57,11 @@ app.kubernetes.io/component: {{ .component }}
 The pod template of a role. Parameters: root (the chart's context), component (its name),
 values (the role's values), edge (true for a role behind a Service: it gets --shutdown-delay),
 args (serve's flags for the role), ports (containerPorts),
-probePort (the port name of /livez and /readyz), env (more environment, YAML), files (keys of
-the Secret mounted under /etc/firehose/secrets).
+probePort (the port name of /livez and /readyz), probeScheme (HTTPS when that port serves
+TLS; default HTTP), env (more environment, YAML), files (keys of the Secret mounted under
+/etc/firehose/secrets), volumes (more read-only mounts, from firehose.edgeTLS).
+With console.enabled every process gets the console's token from the Secret's admin-token key
+(FIREHOSE_ADMIN_TOKEN); its --admin-addr is the role's.
 */}}
 {{- define "firehose.pod" -}}
 {{- $root := .root -}}
@@ -104,19 +107,24 @@ spec:
         {{- with .env }}
         {{- . | nindent 8 }}
         {{- end }}
+        {{- if $root.Values.console.enabled }}
+        - name: FIREHOSE_ADMIN_TOKEN
+          valueFrom:
+            secretKeyRef: {name: {{ include "firehose.secretName" $root }}, key: admin-token}
+        {{- end }}
       ports:
         {{- toYaml .ports | nindent 8 }}
       readinessProbe:
-        httpGet: {path: /readyz, port: {{ .probePort }}}
+        httpGet: {path: /readyz, port: {{ .probePort }}, scheme: {{ .probeScheme | default "HTTP" }}}
         periodSeconds: 2
         failureThreshold: 2
       livenessProbe:
-        httpGet: {path: /livez, port: {{ .probePort }}}
+        httpGet: {path: /livez, port: {{ .probePort }}, scheme: {{ .probeScheme | default "HTTP" }}}
         periodSeconds: 10
         failureThreshold: 3
       startupProbe:
         # /livez answers once the process listens: after connecting, applying the schema at start
-        httpGet: {path: /livez, port: {{ .probePort }}}
+        httpGet: {path: /livez, port: {{ .probePort }}, scheme: {{ .probeScheme | default "HTTP" }}}
         periodSeconds: 2
         failureThreshold: 45
       resources:
@@ -125,6 +133,9 @@ spec:
         - {name: config, mountPath: /etc/firehose/firehose.yaml, subPath: firehose.yaml, readOnly: true}
         {{- if .files }}
         - {name: secrets, mountPath: /etc/firehose/secrets, readOnly: true}
+        {{- end }}
+        {{- range .volumes }}
+        - {name: {{ .name }}, mountPath: {{ .mountPath }}, readOnly: true}
         {{- end }}
   volumes:
     - name: config
@@ -136,6 +147,20 @@ spec:
         items:
           {{- range .files }}
           - {key: {{ . }}, path: {{ . }}}
+          {{- end }}
+    {{- end }}
+    {{- range .volumes }}
+    - name: {{ .name }}
+      {{- if .secret }}
+      secret:
+        secretName: {{ .secret }}
+      {{- else }}
+      configMap:
+        name: {{ .configMap }}
+      {{- end }}
+        items:
+          {{- range .keys }}
+          - {key: {{ . | quote }}, path: {{ . | quote }}}
           {{- end }}
     {{- end }}
   {{- with $root.Values.nodeSelector }}
@@ -168,4 +193,36 @@ spec:
     matchLabels:
       {{- include "firehose.selector" . | nindent 6 }}
 {{- end }}
+{{- end -}}
+
+{{/*
+The TLS files of an edge (root, component: broker or httpgw, flag: mqtt or http) from its
+values tls (a Secret with tls.crt and tls.key), clientCA and crl ({secret or configMap, key}),
+as JSON: {"args": serve's --<flag>-tls-* flags, "volumes": firehose.pod's volumes}. Each is
+mounted as a directory, without subPath, so that a changed Secret or ConfigMap reaches the
+file (the kubelet updates it within its sync period); serve re-reads the CRL when it changes.
+*/}}
+{{- define "firehose.edgeTLS" -}}
+{{- $v := index .root.Values .component -}}
+{{- $args := list -}}
+{{- $volumes := list -}}
+{{- if $v.tls -}}
+{{- $args = append $args (printf "--%s-tls-cert=/etc/firehose/tls/tls.crt" .flag) -}}
+{{- $args = append $args (printf "--%s-tls-key=/etc/firehose/tls/tls.key" .flag) -}}
+{{- $volumes = append $volumes (dict "name" "tls" "mountPath" "/etc/firehose/tls" "secret" $v.tls "keys" (list "tls.crt" "tls.key")) -}}
+{{- end -}}
+{{- range $name := list "clientCA" "crl" -}}
+{{- $ref := index $v $name | default dict -}}
+{{- $what := printf "%s.%s" $.component $name -}}
+{{- if or $ref.secret $ref.configMap -}}
+{{- if and $ref.secret $ref.configMap }}{{ fail (printf "%s: give secret or configMap, not both" $what) }}{{ end -}}
+{{- if not $ref.key }}{{ fail (printf "%s: key names the file in %s" $what ($ref.secret | default $ref.configMap)) }}{{ end -}}
+{{- if not $v.tls }}{{ fail (printf "%s needs %s.tls: client certificates are asked for on the TLS listener" $what $.component) }}{{ end -}}
+{{- if and (eq $name "crl") (not (or $v.clientCA.secret $v.clientCA.configMap)) }}{{ fail (printf "%s needs %s.clientCA: the list revokes certificates of its CAs" $what $.component) }}{{ end -}}
+{{- $dir := ternary "/etc/firehose/client-ca" "/etc/firehose/crl" (eq $name "clientCA") -}}
+{{- $args = append $args (printf "--%s-tls-%s=%s/%s" $.flag (ternary "client-ca" "crl" (eq $name "clientCA")) $dir $ref.key) -}}
+{{- $volumes = append $volumes (dict "name" (ternary "client-ca" "crl" (eq $name "clientCA")) "mountPath" $dir "secret" $ref.secret "configMap" $ref.configMap "keys" (list $ref.key)) -}}
+{{- end -}}
+{{- end -}}
+{{- dict "args" $args "volumes" $volumes | toJson -}}
 {{- end -}}
