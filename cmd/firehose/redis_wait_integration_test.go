@@ -1,11 +1,15 @@
 package main
 
 import (
+	"crypto/tls"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
+	"firehose/internal/testcert"
 	"firehose/internal/testenv"
 )
 
@@ -67,6 +71,33 @@ func TestIntegrationServeWaitsForRedisCluster(t *testing.T) {
 		if n := countRows(t, pgURL, "SELECT count(*) FROM readings WHERE device_id = 'wait-early'"); n != 0 {
 			t.Errorf("the reading refused while waiting landed (%d rows)", n)
 		}
+	})
+	// The gateway serves HTTPS: so does its wait, so that a probe asking
+	// over HTTPS (Kubernetes' scheme: HTTPS) gets the 503, not a handshake
+	// error that counts as a failed start.
+	t.Run("over HTTPS", func(t *testing.T) {
+		t.Parallel()
+		cluster := testenv.StartRedisClusterNodes(t, 3)
+		certFile, keyFile, pool := testcert.SelfSigned(t)
+		addr := freeAddr(t)
+		p := start(t, "serve", "--postgres", testenv.Postgres(t), "--redis", cluster.Nodes[0].URL(), "--redis-prefix", "fhtest-"+testenv.ID(),
+			"--http-addr", addr, "--http-tls-cert", certFile, "--http-tls-key", keyFile, "--mqtt-addr", freeAddr(t),
+			"--log-level", "warn", "--redis-wait", "10m")
+		client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+		testenv.Await(t, func() bool {
+			select {
+			case <-p.done:
+				t.Fatalf("serve exited while the cluster was not formed: %s", p.stderr.String())
+			default:
+			}
+			resp, err := client.Get("https://" + addr + "/readyz")
+			if err != nil {
+				return false
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			return resp.StatusCode == http.StatusServiceUnavailable && strings.Contains(string(b), "redis_not_serving")
+		}, "/readyz over HTTPS did not answer 503 redis_not_serving while the cluster was not formed; output: %s", p.stderr)
 	})
 	t.Run("gives up", func(t *testing.T) {
 		t.Parallel()

@@ -3,6 +3,7 @@ package main
 import (
 	"cmp"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -77,11 +78,19 @@ func startStack(ctx context.Context, cfg *serveConfig, logger *slog.Logger) (*st
 
 	var err error
 	waitAddr := cfg.AdminAddr // where /readyz answers 503 while Redis is not serving yet
+	var waitTLS *tls.Config   // and over TLS where the gateway will serve HTTPS
 	if has(roleHTTP) {
 		waitAddr = cfg.HTTP.Addr
+		if cfg.HTTP.TLSCert != "" {
+			cert, err := tls.LoadX509KeyPair(cfg.HTTP.TLSCert, cfg.HTTP.TLSKey)
+			if err != nil {
+				return nil, fmt.Errorf("--http-tls-cert: %w", err)
+			}
+			waitTLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		}
 	}
 	if st.rdb, err = connect.RedisWaiting(ctx, cfg.redisOptions(cfg.Producer.Pipelines+cfg.Streams.Count+8), connect.Wait{
-		For: cfg.RedisWait, ProbeAddr: waitAddr, Check: cfg.Streams.Check, Log: logger}); err != nil {
+		For: cfg.RedisWait, ProbeAddr: waitAddr, ProbeTLS: waitTLS, Check: cfg.Streams.Check, Log: logger}); err != nil {
 		return nil, err
 	}
 	cfg.Bridge.Streams = cfg.Streams // with the deployment's key layout

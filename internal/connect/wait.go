@@ -1,6 +1,7 @@
 package connect
 
 import (
+	"crypto/tls"
 	"context"
 	"encoding/json"
 	"errors"
@@ -56,6 +57,10 @@ type Wait struct {
 	// /livez, answers 503 while Redis is not serving (the HTTP gateway's or
 	// the admin endpoint's address, bound by the real listener later).
 	ProbeAddr string
+	// ProbeTLS, when not nil, serves ProbeAddr over TLS with it, as the
+	// real listener will (the HTTP gateway with --http-tls-cert): a probe
+	// that asks over HTTPS gets its 503, not a failed handshake.
+	ProbeTLS *tls.Config
 	// Check, when not nil, runs once Redis serves (e.g. the deployment's key
 	// layout, Streams.Check); an error of it that NotServingYet reports
 	// waits too.
@@ -104,7 +109,7 @@ func RedisWaiting(ctx context.Context, o RedisOptions, w Wait) (redis.UniversalC
 		if probe == nil && w.ProbeAddr != "" {
 			// Best effort: a port in use is reported when the real
 			// listener binds it.
-			probe, _ = startWaitingEndpoint(w.ProbeAddr, "redis_not_serving")
+			probe, _ = startWaitingEndpoint(w.ProbeAddr, w.ProbeTLS, "redis_not_serving")
 		}
 		if probe != nil {
 			probe.setError(err)
@@ -166,10 +171,13 @@ type waitingEndpoint struct {
 	last string // the last error
 }
 
-func startWaitingEndpoint(addr, reason string) (*waitingEndpoint, error) {
+func startWaitingEndpoint(addr string, tc *tls.Config, reason string) (*waitingEndpoint, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
+	}
+	if tc != nil {
+		ln = tls.NewListener(ln, tc)
 	}
 	w := &waitingEndpoint{done: make(chan struct{})}
 	mux := http.NewServeMux()
