@@ -20,6 +20,12 @@ const maxIdleBlock = time.Second
 
 const maxReadPace = 50 * time.Millisecond
 
+// maxFillPause bounds the wait of a shard whose batch fills slowly (see
+// untilFull): with a long batch age the session must still come round to
+// its lease's ping and its context, and the buffer keep up with the
+// stream, at least this often.
+const maxFillPause = 200 * time.Millisecond
+
 // batcher is a shard's buffer of decoded entries and the decisions on it:
 // when the batch is due (by size or by age, a quiet stream included), how
 // long the next read may wait, and how many entries it may take. It does no
@@ -114,7 +120,7 @@ func (b *batcher) next(now time.Time, caughtUp bool) readPlan {
 		r.block = min(r.block, left)
 		if caughtUp {
 			// Gather what arrives for a while, then take it in one read.
-			r.pause = min(max(readPace(b.age), b.untilFull(now)), left)
+			r.pause = min(max(readPace(b.age), min(b.untilFull(now), maxFillPause)), left)
 			r.block = -1
 		}
 	}
@@ -135,8 +141,9 @@ func (b *batcher) shutdownRead() (count int64, ok bool) {
 // untilFull is how long the batch takes to fill at the rate it has filled
 // since its first entry (0 when that is not known yet: no time has passed).
 // A shard whose batch fills slower than its age reads once more just before
-// the age, not every readPace: at 5,000 readings a second over 4 shards, 2
-// or 3 reads a batch instead of 5, each a round trip and a metadata check.
+// the age (or after maxFillPause, whichever is first), not every readPace:
+// at 5,000 readings a second over 4 shards, 2 or 3 reads a batch instead of
+// 5, each a round trip and a metadata check.
 func (b *batcher) untilFull(now time.Time) time.Duration {
 	elapsed := now.Sub(b.oldest)
 	if elapsed <= 0 || len(b.buf) == 0 {

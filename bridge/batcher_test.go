@@ -160,6 +160,15 @@ func TestBatcherPaceFollowsFillRate(t *testing.T) {
 		t.Fatalf("fast shard's read = %+v, want pause %s", r, readPace(age))
 	}
 
+	// A long batch age: the wait is still bounded (the lease's ping, the
+	// context, a buffer that keeps up with the stream).
+	long := newBatcher(100000, time.Hour)
+	long.add(batchOf("4-0", 10), t0)
+	long.add(batchOf("4-1", 10), t0.Add(10*time.Millisecond))
+	if r := long.next(t0.Add(10*time.Millisecond), true); r.pause != maxFillPause {
+		t.Fatalf("slow shard with an hour's batch age: read = %+v, want pause %s", r, maxFillPause)
+	}
+
 	b.reset()
 	b.add(batchOf("3-0", 1000), t0)
 	b.add(batchOf("3-1", 1000), t0.Add(40*time.Millisecond))
