@@ -12,6 +12,9 @@ import (
 const (
 	triggerSize = "size" // the batch holds BatchSize readings
 	triggerAge  = "age"  // its oldest reading has waited BatchAge (a quiet stream included)
+	// triggerQuiet: a paced read found nothing new: the stream went quiet
+	// before the batch was full or its age came (see quiet).
+	triggerQuiet = "quiet"
 )
 
 // maxIdleBlock bounds one blocking read, so a shard notices the end of its
@@ -125,6 +128,30 @@ func (b *batcher) next(now time.Time, caughtUp bool) readPlan {
 		}
 	}
 	return r
+}
+
+// burstFill: a batch that fills within this (or its age, if shorter) at
+// the rate it has filled is a burst's (see quiet).
+const burstFill = 200 * time.Millisecond
+
+// quiet reports whether a read made at now by plan found that a burst
+// ended: the shard had caught up and waited (plan.pause), the read brought
+// nothing, and the batch had been filling fast enough to be full within
+// burstFill (or its age, if shorter). The batch is then committed at once:
+// nothing came in a whole pause, so waiting out the age would only delay
+// its readings. It is the end of a drained backlog or of a large burst. A
+// batch that fills slower is left to its age (read once more just before
+// it, see untilFull), so a trickle of readings, or a fleet's small bursts
+// under a long age, still commits once per age, not once per burst.
+func (b *batcher) quiet(plan readPlan, read int, now time.Time) bool {
+	if plan.pause <= 0 || read > 0 || len(b.buf) == 0 || b.full() {
+		return false
+	}
+	// elapsed·size/len < limit: at its rate the batch would fill within
+	// the limit (floats: elapsed·size overflows past ~9e18 ns).
+	limit := min(b.age, burstFill)
+	elapsed := now.Sub(b.oldest)
+	return float64(elapsed)*float64(b.size) < float64(limit)*float64(len(b.buf))
 }
 
 // shutdownRead is the count of the one read without blocking a shutdown

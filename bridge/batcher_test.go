@@ -178,6 +178,54 @@ func TestBatcherPaceFollowsFillRate(t *testing.T) {
 	}
 }
 
+// A paced read that finds nothing ends a burst: a batch that was filling
+// fast enough to be full within burstFill commits at once (the end of a
+// drained backlog); one that fills slower waits for its age, so a trickle
+// commits once per age, not once per reading.
+func TestBatcherQuietAfterBurst(t *testing.T) {
+	const age = 200 * time.Millisecond
+	b := newBatcher(5000, age)
+	b.add(batchOf("1-0", 4000), t0)
+	b.add(batchOf("1-1", 500), t0.Add(60*time.Millisecond))
+	now := t0.Add(60 * time.Millisecond)
+	plan := b.next(now, true)
+	if plan.pause <= 0 {
+		t.Fatalf("caught-up read = %+v, want a pause", plan)
+	}
+	now = now.Add(plan.pause)
+	if !b.quiet(plan, 0, now) {
+		t.Fatalf("4,500 readings in %s, then a paced read brought nothing: not quiet", now.Sub(t0))
+	}
+	if b.quiet(plan, 1, now) {
+		t.Fatal("a read that brought an entry is quiet")
+	}
+	if b.quiet(readPlan{block: maxIdleBlock}, 0, now) {
+		t.Fatal("a blocking read (a shard behind or empty) is quiet")
+	}
+
+	// A trickle: 3 readings in 50 ms fill 5,000 long after the age.
+	b.reset()
+	b.add(single("2-0", 1), t0)
+	b.add(single("2-1", 1), t0.Add(20*time.Millisecond))
+	b.add(single("2-2", 1), t0.Add(50*time.Millisecond))
+	plan = b.next(t0.Add(50*time.Millisecond), true)
+	if b.quiet(plan, 0, t0.Add(50*time.Millisecond).Add(plan.pause)) {
+		t.Fatal("a trickle is quiet: it would commit per reading")
+	}
+	// Small bursts under a long age: 100 readings at once fill 5,000 in
+	// seconds. They wait for the age, gathering the bursts that follow.
+	long := newBatcher(5000, 10*time.Second)
+	long.add(batchOf("3-0", 100), t0)
+	plan = long.next(t0, true)
+	if long.quiet(plan, 0, t0.Add(plan.pause)) {
+		t.Fatalf("100 readings, then nothing for %s, under a 10s age: quiet", plan.pause)
+	}
+	b.reset()
+	if b.quiet(plan, 0, t0) {
+		t.Fatal("an empty batch is quiet")
+	}
+}
+
 // At shutdown the session takes one more read of what fits, then flushes
 // whatever the batch holds, neither full nor old.
 func TestBatcherFlushAtShutdown(t *testing.T) {

@@ -346,7 +346,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 		flushes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "firehose_bridge_flushes_total",
-			Help: "Batches committed, by the trigger that fired (size, age, shutdown, handover, read_error).",
+			Help: "Batches committed, by the trigger that fired (size, age, quiet: a burst ended before either, shutdown, handover, read_error).",
 		}, []string{"trigger"}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "firehose_bridge_errors_total",
@@ -404,7 +404,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}, []string{"shard"})
 	reg.MustRegister(m.committed, m.rejected, m.tableRows, m.missingTable, m.batchRows, m.commitDur, m.flushes, m.errors, m.owned, m.buffered, m.lag, m.evicted, m.newStream,
 		m.members, m.share, m.handovers, m.shardOwned, m.shardLag)
-	for _, t := range []string{"size", "age", "shutdown", "handover", "read_error"} {
+	for _, t := range []string{triggerSize, triggerAge, triggerQuiet, "shutdown", "handover", "read_error"} {
 		m.flushes.WithLabelValues(t)
 	}
 	for _, r := range []string{"decode", "refused", "edge"} {

@@ -237,6 +237,27 @@ func TestIntegrationQuietStreamFlushesByAge(t *testing.T) {
 	}
 }
 
+// The end of a burst commits at once, not at the batch's age: 3,000
+// readings read in a few milliseconds, then nothing.
+func TestIntegrationBurstFlushesWhenQuiet(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, 1)
+	var rs []ingest.Reading
+	for i := range 3000 {
+		rs = append(rs, reading("burst", i))
+	}
+	e.add(rs...)
+	r := e.start(Config{BatchSize: 5000, BatchAge: time.Hour})
+	// No time bound: with an hour's age only the quiet trigger commits
+	// these rows before the test's own deadline.
+	e.waitRows(3000, time.Minute)
+	flushes := func(trigger string) float64 { return testutil.ToFloat64(r.b.m.flushes.WithLabelValues(trigger)) }
+	testenv.Await(t, func() bool { return flushes(triggerQuiet) >= 1 }, "quiet flushes = %v, want 1", flushes(triggerQuiet))
+	if n := flushes(triggerAge) + flushes(triggerSize); n != 0 {
+		t.Errorf("age or size flushes = %v, want 0", n)
+	}
+}
+
 func TestIntegrationFlushesBySize(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, 1)

@@ -146,8 +146,15 @@ func (s *session) consume(ctx context.Context) error {
 		read, full := s.addAll(res)
 		s.caughtUp = read > 0 && int64(read) < next.count
 		s.reportLag(read == 0)
-		if full {
-			if err := s.flush(dctx, triggerSize); err != nil {
+		trigger := ""
+		switch {
+		case full:
+			trigger = triggerSize
+		case s.batch.quiet(next, read, time.Now()):
+			trigger = triggerQuiet
+		}
+		if trigger != "" {
+			if err := s.flush(dctx, trigger); err != nil {
 				return err
 			}
 		}
