@@ -105,8 +105,9 @@ type readPlan struct {
 	// 0: read at once.
 	pause time.Duration
 	// block: how long the read may wait for entries (XREAD BLOCK): at most
-	// maxIdleBlock, and never past the batch's age, so a quiet stream's
-	// batch is flushed on time; -1: not at all (what is there now).
+	// maxIdleBlock, and with a batch in hand at most a pace and never past
+	// its age, so a quiet stream's batch is flushed on time; -1: not at all
+	// (what is there now).
 	block time.Duration
 	count int64 // entries to read (XREAD COUNT; see entriesFor)
 }
@@ -120,7 +121,9 @@ func (b *batcher) next(now time.Time, caughtUp bool) readPlan {
 		// At least a millisecond (as due promises): XREAD BLOCK 0 would
 		// wait for ever.
 		left := max(b.untilAge(now), time.Millisecond)
-		r.block = min(r.block, left)
+		// Not past a pace either: a read that waits that long for nothing
+		// may find a burst's end (quiet), as a paced one does.
+		r.block = min(r.block, left, readPace(b.age))
 		if caughtUp {
 			// Gather what arrives for a while, then take it in one read.
 			r.pause = min(max(readPace(b.age), min(b.untilFull(now), maxFillPause)), left)
@@ -135,7 +138,7 @@ func (b *batcher) next(now time.Time, caughtUp bool) readPlan {
 const burstFill = 200 * time.Millisecond
 
 // quiet reports whether a read made at now by plan found that a burst
-// ended: the shard had caught up and waited (plan.pause), the read brought
+// ended: the read waited (paced, or blocked for up to a pace) and brought
 // nothing, and the batch had been filling fast enough to be full within
 // burstFill (or its age, if shorter). The batch is then committed at once:
 // nothing came in a whole pause, so waiting out the age would only delay
@@ -144,7 +147,8 @@ const burstFill = 200 * time.Millisecond
 // it, see untilFull), so a trickle of readings, or a fleet's small bursts
 // under a long age, still commits once per age, not once per burst.
 func (b *batcher) quiet(plan readPlan, read int, now time.Time) bool {
-	if plan.pause <= 0 || read > 0 || len(b.buf) == 0 || b.full() {
+	waited := plan.pause > 0 || plan.block > 0
+	if !waited || read > 0 || len(b.buf) == 0 || b.full() {
 		return false
 	}
 	// elapsed·size/len < limit: at its rate the batch would fill within

@@ -98,8 +98,9 @@ func TestBatcherFlushByAge(t *testing.T) {
 }
 
 // A quiet stream: nothing arrives after the first readings. The reads that
-// follow may block only until the batch's age, and the batch is then due, so
-// its readings are not stranded waiting for a next entry (the seed's bug).
+// follow may block only for a pace and never past the batch's age, and the
+// batch is then due, so its readings are not stranded waiting for a next
+// entry (the seed's bug).
 func TestBatcherFlushWhenStreamGoesQuiet(t *testing.T) {
 	const age = 200 * time.Millisecond
 	b := newBatcher(5000, age)
@@ -110,16 +111,20 @@ func TestBatcherFlushWhenStreamGoesQuiet(t *testing.T) {
 	}
 	b.add(batchOf("1-0", 10), t0)
 	now := t0
-	for _, elapsed := range []time.Duration{0, 50 * time.Millisecond, 199 * time.Millisecond} {
+	for _, elapsed := range []time.Duration{0, 50 * time.Millisecond, 100 * time.Millisecond, 150 * time.Millisecond, 199 * time.Millisecond} {
 		now = t0.Add(elapsed)
 		if got := b.due(now); got != "" {
 			t.Fatalf("due at +%s: %q", elapsed, got)
 		}
 		r := b.next(now, false)
-		if want := age - elapsed; r.block != want {
-			t.Fatalf("read at +%s blocks %s, want at most the batch's age: %s", elapsed, r.block, want)
+		if want := min(age-elapsed, readPace(age)); r.block != want {
+			t.Fatalf("read at +%s blocks %s, want a pace at most and not past the batch's age: %s", elapsed, r.block, want)
 		}
-		// The read returns nothing: the batch is unchanged.
+		// The read returns nothing: the batch is unchanged, and 10
+		// readings fill 5,000 slowly: not quiet.
+		if b.quiet(r, 0, now.Add(r.block)) {
+			t.Fatalf("10 readings then nothing until +%s: quiet", now.Add(r.block).Sub(t0))
+		}
 		now = now.Add(r.block)
 	}
 	if got := b.due(now); got != triggerAge {
@@ -199,8 +204,11 @@ func TestBatcherQuietAfterBurst(t *testing.T) {
 	if b.quiet(plan, 1, now) {
 		t.Fatal("a read that brought an entry is quiet")
 	}
-	if b.quiet(readPlan{block: maxIdleBlock}, 0, now) {
-		t.Fatal("a blocking read (a shard behind or empty) is quiet")
+	if !b.quiet(readPlan{block: readPace(age)}, 0, now) {
+		t.Fatal("a read that blocked a pace for nothing (a shard that was behind) is not quiet")
+	}
+	if b.quiet(readPlan{block: -1}, 0, now) {
+		t.Fatal("a read that did not wait is quiet")
 	}
 
 	// A trickle: 3 readings in 50 ms fill 5,000 long after the age.
