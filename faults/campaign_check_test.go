@@ -154,12 +154,14 @@ type cSummary struct {
 	TypedBad, TypedBadDead int
 	// IdentAcked and IdentRows are the identity class's messages
 	// acknowledged (by the identity edge, probes aside) and the rows of its
-	// devices judged; IdentProbes its probes sent, of them IdentProbesRefused
-	// answered with a refusal (the others unknown: an MQTT 3.1.1 client is
-	// disconnected, a fault may hide the answer).
-	IdentAcked, IdentRows           int
-	IdentProbes, IdentProbesRefused int
-	Violations                      []cViolation
+	// devices judged; of IdentAcked, IdentCertHTTP the requests over HTTPS
+	// that a client certificate identified; IdentProbes its probes sent, of
+	// them IdentProbesRefused answered with a refusal (the others unknown:
+	// an MQTT 3.1.1 client is disconnected, a revoked certificate's HTTPS
+	// handshake fails, a fault may hide the answer).
+	IdentAcked, IdentRows, IdentCertHTTP int
+	IdentProbes, IdentProbesRefused      int
+	Violations                           []cViolation
 }
 
 // check states the invariants over a seed's answers and store, in phases:
@@ -272,6 +274,9 @@ func cExpectations(plan *cPlan, answers []cAnswer, sum *cSummary) (map[string]*c
 				if op.Kind == "ident-mqtt" || op.Kind == "ident-http" {
 					sum.IdentAcked++
 				}
+				if op.Kind == "ident-http" && cIdentCert(op.Client) {
+					sum.IdentCertHTTP++
+				}
 			case ansRefused:
 				sum.Refused++
 			default:
@@ -288,10 +293,10 @@ func cExpectations(plan *cPlan, answers []cAnswer, sum *cSummary) (map[string]*c
 			v := cViolation{Invariant: "no device writes another's topics",
 				Detail:   fmt.Sprintf("op %d: %s publishing to %s was acknowledged", op.ID, op.Client, op.Topic),
 				Attempts: []cAttempt{{Op: op.ID, Kind: op.Kind, Outcome: ansAcked, Sent: a.Sent, At: a.At, Detail: a.Detail}}}
-			switch {
-			case op.Kind == "ident-probe-http":
+			if op.Kind == "ident-probe-http" {
 				v.Detail = fmt.Sprintf("op %d: %s posting %s's readings to %s was acknowledged", op.ID, op.Client, op.Target, op.Path)
-			case cIdentIsRevoked(op.Client):
+			}
+			if cIdentIsRevoked(op.Client) {
 				v.Invariant = "a revoked certificate is refused"
 			}
 			sum.Violations = append(sum.Violations, v)

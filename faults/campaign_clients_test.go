@@ -83,9 +83,19 @@ type cTargets struct {
 // Basic auth; certificate devices connect to its TLS listener with their
 // client certificate and no password.
 type cIdentity struct {
-	MQTT, TLS, HTTP string
+	MQTT, TLS, HTTP string                 // HTTP: the gateway, serving HTTPS
 	Secrets         map[string]string      // registry device -> its secret
 	Certs           map[string]*tls.Config // certificate device -> its TLS client configuration
+	clients         map[string]*http.Client
+}
+
+// httpClient is the HTTPS client identity device dev posts with: its
+// client certificate, or none ("" and registry devices: a secret).
+func (id *cIdentity) httpClient(dev string) *http.Client {
+	if c, ok := id.clients[dev]; ok {
+		return c
+	}
+	return id.clients[""]
 }
 
 // login is how identity device dev connects.
@@ -259,13 +269,13 @@ func (w *cWorker) run(op *cOp) cAnswer {
 // post sends one HTTP request to the edge: 200 acked, another 4xx refused
 // (nothing was stored), anything else unknown.
 func (w *cWorker) post(path string, header map[string]string, body string) (string, string) {
-	out, detail, _ := w.postTo(w.tg.HTTP, path, header, body, "", "")
+	out, detail, _ := w.postTo(w.http, w.tg.HTTP, path, header, body, "", "")
 	return out, detail
 }
 
 // postTo sends one HTTP request to base (with HTTP Basic auth when user is
 // set) and classifies its answer as post does; status is 0 without one.
-func (w *cWorker) postTo(base, path string, header map[string]string, body, user, password string) (out, detail string, status int) {
+func (w *cWorker) postTo(client *http.Client, base, path string, header map[string]string, body, user, password string) (out, detail string, status int) {
 	req, err := http.NewRequest(http.MethodPost, base+path, strings.NewReader(body))
 	if err != nil {
 		return ansRefused, err.Error(), 0
@@ -277,7 +287,7 @@ func (w *cWorker) postTo(base, path string, header map[string]string, body, user
 	if user != "" {
 		req.SetBasicAuth(user, password)
 	}
-	resp, err := w.http.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		return ansUnknown, err.Error(), 0
 	}
@@ -295,11 +305,17 @@ func (w *cWorker) postTo(base, path string, header map[string]string, body, user
 }
 
 // postIdent sends an identity op's request to the identity edge's gateway
-// with its registry device's secret. It sets a.Denied when the gateway did
-// not take a secret it loaded (cIdentDenied).
+// over HTTPS, with its certificate device's client certificate or its
+// registry device's secret. It sets a.Denied when the gateway did not take
+// a secret or a certificate it loaded (cIdentDenied; a revoked certificate
+// fails its handshake: no answer).
 func (w *cWorker) postIdent(op *cOp, a *cAnswer) (out, detail string) {
 	id := w.tg.Ident
-	out, detail, status := w.postTo("http://"+id.HTTP, op.Path, op.Header, op.Body, op.Client, id.Secrets[op.Client])
+	user, password := op.Client, id.Secrets[op.Client]
+	if cIdentCert(op.Client) {
+		user, password = "", ""
+	}
+	out, detail, status := w.postTo(id.httpClient(op.Client), "https://"+id.HTTP, op.Path, op.Header, op.Body, user, password)
 	if cIdentDenied(status, detail) {
 		a.Denied = detail
 	}

@@ -231,6 +231,7 @@ func startEnv(t *testing.T, plan *cPlan, pg *PGCluster, certs *cIdentCerts) *cEn
 // each for ci0.. and for cx0.., the latter revoked in the CRL.
 type cIdentCerts struct {
 	pki   *testcert.PKI
+	roots *x509.CertPool         // the CA, trusted by every client of the identity edge
 	certs map[string]*tls.Config // device -> its TLS client configuration
 }
 
@@ -242,7 +243,7 @@ func newIdentCerts(t *testing.T) *cIdentCerts {
 	if err != nil || !roots.AppendCertsFromPEM(ca) {
 		t.Fatalf("the test CA %s: %v", pki.CA, err)
 	}
-	c := &cIdentCerts{pki: pki, certs: map[string]*tls.Config{}}
+	c := &cIdentCerts{pki: pki, roots: roots, certs: map[string]*tls.Config{}}
 	certify := func(dev string) string {
 		certFile, keyFile := pki.Device(dev, testcert.DeviceOptions{})
 		pair, err := tls.LoadX509KeyPair(certFile, keyFile)
@@ -268,14 +269,26 @@ func newIdentCerts(t *testing.T) *cIdentCerts {
 // registry.Add, each with a new secret; ci0.. too, for their grants) for
 // its plain MQTT listener and, through --http-device-auth mqtt, its
 // gateway; client certificates (certs: ci0.., and cx0.. revoked in the CRL)
-// on its TLS listener (--mqtt-tls-client-ca, --mqtt-tls-crl). It reads
+// on its MQTT TLS listener (--mqtt-tls-client-ca, --mqtt-tls-crl) and on
+// its gateway, which serves HTTPS (--http-tls-client-ca, --http-tls-crl:
+// a device posts with its certificate or its secret). It reads
 // PostgreSQL at start (the registry), and keeps admitting from what it
 // loaded while PostgreSQL is down (pg-stop).
 func (e *cEnv) startIdentity(certs *cIdentCerts, svc Services, extra []string) {
 	t := e.t
 	t.Helper()
 	pki := certs.pki
-	id := &cIdentity{Secrets: map[string]string{}, Certs: certs.certs}
+	id := &cIdentity{Secrets: map[string]string{}, Certs: certs.certs, clients: map[string]*http.Client{}}
+	// An HTTPS client per device: its certificate, or none (a secret).
+	tr := func(c *tls.Config) *http.Client {
+		hc := &http.Client{Timeout: cOpTimeout, Transport: &http.Transport{TLSClientConfig: c}}
+		t.Cleanup(hc.CloseIdleConnections)
+		return hc
+	}
+	id.clients[""] = tr(&tls.Config{RootCAs: certs.roots})
+	for dev, c := range certs.certs {
+		id.clients[dev] = tr(c)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	conn, err := pgx.Connect(ctx, e.dbURL)
@@ -295,9 +308,11 @@ func (e *cEnv) startIdentity(certs *cIdentCerts, svc Services, extra []string) {
 		}
 	}
 	id.TLS = fmt.Sprintf("127.0.0.1:%d", FreePort(t))
-	e.ident = StartStack(t, svc, append([]string{"--roles", "broker,httpgw", "--mqtt-auth", "postgres", "--http-device-auth", "mqtt",
+	e.ident = StartStackTLS(t, svc, certs.roots, append([]string{"--roles", "broker,httpgw", "--mqtt-auth", "postgres", "--http-device-auth", "mqtt",
 		"--mqtt-tls-addr", id.TLS, "--mqtt-tls-cert", pki.ServerCert, "--mqtt-tls-key", pki.ServerKey,
-		"--mqtt-tls-client-ca", pki.CA, "--mqtt-tls-crl", pki.CRL}, extra...)...)
+		"--mqtt-tls-client-ca", pki.CA, "--mqtt-tls-crl", pki.CRL,
+		"--http-tls-cert", pki.ServerCert, "--http-tls-key", pki.ServerKey,
+		"--http-tls-client-ca", pki.CA, "--http-tls-crl", pki.CRL}, extra...)...)
 	id.MQTT, id.HTTP = e.ident.MQTTAddr, e.ident.HTTPAddr
 	e.identity = id
 }
@@ -313,8 +328,7 @@ func (e *cEnv) startIdentity(certs *cIdentCerts, svc Services, extra []string) {
 // not come (cOpTimeout on a loaded box) is only noted.
 func (e *cEnv) identLogins() {
 	id := e.identity
-	client := &http.Client{Timeout: cOpTimeout}
-	defer client.CloseIdleConnections()
+	client := id.httpClient("")
 	admitted, posted := 0, 0
 	var refused, unanswered []string
 	for i := range cIdentDevices {
@@ -342,7 +356,7 @@ func (e *cEnv) identLogins() {
 			if cIdentCert(dev) {
 				continue
 			}
-			req, err := http.NewRequest(http.MethodPost, "http://"+id.HTTP+"/v1/readings", strings.NewReader(fmt.Sprintf(`{"device_id":%q}`, dev)))
+			req, err := http.NewRequest(http.MethodPost, "https://"+id.HTTP+"/v1/readings", strings.NewReader(fmt.Sprintf(`{"device_id":%q}`, dev)))
 			if err != nil {
 				e.t.Fatal(err)
 			}

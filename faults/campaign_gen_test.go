@@ -34,7 +34,7 @@ const (
 	clsRetention  = "retention"  // readings on both sides of the retention's age bound, over HTTP and MQTT 3.1.1 and 5 (hole 8)
 	clsSubscribed = "subscribed" // MQTT 3.1.1 and 5 at QoS 1/2 to an upstream Mosquitto that the subscriber role reads (issue 18)
 	clsTyped      = "typed"      // rows of the typed table ctyped (issue 19): MQTT 3.1.1 and 5 at QoS 1/2, /v1/readings?rule= single and NDJSON, some breaking a column's type
-	clsIdentity   = "identity"   // device identity (issue 20), at an edge of its own: client certificates over MQTT TLS, registry secrets over MQTT and HTTP, devices writing as another
+	clsIdentity   = "identity"   // device identity (issue 20), at an edge of its own: client certificates over MQTT TLS and HTTPS, registry secrets over MQTT and HTTPS, devices writing as another
 )
 
 // campaignAllClasses lists every class; campaignDefaultClasses the mix of
@@ -515,13 +515,13 @@ func cIdentCert(dev string) bool { return strings.HasPrefix(dev, "ci") || string
 func cIdentIsRevoked(dev string) bool { return strings.HasPrefix(dev, "cx") }
 
 // identity draws an op of the identity class: a certificate or registry
-// device publishing its own reading at QoS 1 or 2, a registry device
-// posting its own readings (one, or NDJSON of 2-3) with its secret; or a
-// probe that must be refused, nothing of it stored: a certificate or
-// registry device publishing another identity device's reading, a registry
-// device posting another's reading (alone, or after one of its own: the
-// request is refused whole, 403), a revoked certificate's device publishing
-// its own.
+// device publishing its own reading at QoS 1 or 2, or posting its own
+// readings (one, or NDJSON of 2-3) over HTTPS with its client certificate
+// or its secret; or a probe that must be refused, nothing of it stored: a
+// certificate or registry device publishing another identity device's
+// reading, or posting another's reading (alone, or after one of its own:
+// the request is refused whole, 403), a revoked certificate's device
+// publishing or posting its own.
 func (g *cGen) identity(id int) *cOp {
 	r := g.r
 	cert := fmt.Sprintf("ci%d", r.IntN(cIdentDevices))
@@ -550,15 +550,19 @@ func (g *cGen) identity(id int) *cOp {
 	case n < 10:
 		return publish(reg, g.row(reg, "reading", id, 0, ts))
 	case n < 14:
-		op := &cOp{Kind: "ident-http", Client: reg, Path: "/v1/readings"}
+		dev := reg
 		if r.IntN(2) == 0 {
-			op.Rows = []cRow{g.row(reg, "reading", id, 0, ts)}
+			dev = cert
+		}
+		op := &cOp{Kind: "ident-http", Client: dev, Path: "/v1/readings"}
+		if r.IntN(2) == 0 {
+			op.Rows = []cRow{g.row(dev, "reading", id, 0, ts)}
 			op.Body = g.reading(op.Rows[0], true)
 			return op
 		}
 		var lines []string
 		for k := range 2 + r.IntN(2) {
-			row := g.row(reg, "reading", id, k, g.ts(id, k))
+			row := g.row(dev, "reading", id, k, g.ts(id, k))
 			op.Rows, lines = append(op.Rows, row), append(lines, g.reading(row, true))
 		}
 		op.Header, op.Body = map[string]string{"Content-Type": "application/x-ndjson"}, strings.Join(lines, "\n")+"\n"
@@ -571,19 +575,30 @@ func (g *cGen) identity(id int) *cOp {
 		t := other(dev)
 		return probe(publish(dev, g.row(t, "reading", id, 0, ts)), t)
 	case n < 19:
-		t := other(reg)
-		op := &cOp{Kind: "ident-probe-http", Client: reg, Path: "/v1/readings", Refuse: true, Target: t}
+		dev := reg
+		if r.IntN(2) == 0 {
+			dev = cert
+		}
+		t := other(dev)
+		op := &cOp{Kind: "ident-probe-http", Client: dev, Path: "/v1/readings", Refuse: true, Target: t}
 		if r.IntN(2) == 0 {
 			op.Rows = []cRow{g.row(t, "reading", id, 0, ts)}
 			op.Body = g.reading(op.Rows[0], true)
 			return op
 		}
-		op.Rows = []cRow{g.row(reg, "reading", id, 0, ts), g.row(t, "reading", id, 1, g.ts(id, 1))}
+		op.Rows = []cRow{g.row(dev, "reading", id, 0, ts), g.row(t, "reading", id, 1, g.ts(id, 1))}
 		op.Header = map[string]string{"Content-Type": "application/x-ndjson"}
 		op.Body = g.reading(op.Rows[0], true) + "\n" + g.reading(op.Rows[1], true) + "\n"
 		return op
 	default:
 		dev := fmt.Sprintf("cx%d", r.IntN(cIdentRevoked))
+		if r.IntN(2) == 0 {
+			// Over HTTPS: its handshake fails, nothing is sent.
+			op := &cOp{Kind: "ident-probe-http", Client: dev, Path: "/v1/readings", Refuse: true, Target: dev,
+				Rows: []cRow{g.row(dev, "reading", id, 0, ts)}}
+			op.Body = g.reading(op.Rows[0], true)
+			return op
+		}
 		return probe(publish(dev, g.row(dev, "reading", id, 0, ts)), dev)
 	}
 }

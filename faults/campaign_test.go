@@ -373,8 +373,8 @@ func runSeed(t *testing.T, pg *PGCluster, certs *cIdentCerts, seed uint64, s cSe
 	}
 	identLine := ""
 	if e.ident != nil {
-		identLine = fmt.Sprintf("; identity: %d messages acked by the identity edge, %d rows of its devices, %d probes (%d refused, the others unknown), while PostgreSQL was down (%d pg-stops) %s, RSS identity edge %s",
-			sum.IdentAcked, sum.IdentRows, sum.IdentProbes, sum.IdentProbesRefused, e.identDown.Stops, e.identDown, outMiB(st.RSS["identity edge"]))
+		identLine = fmt.Sprintf("; identity: %d messages acked by the identity edge (%d of them HTTPS requests with a client certificate), %d rows of its devices, %d probes (%d refused, the others unknown), while PostgreSQL was down (%d pg-stops) %s, RSS identity edge %s",
+			sum.IdentAcked, sum.IdentCertHTTP, sum.IdentRows, sum.IdentProbes, sum.IdentProbesRefused, e.identDown.Stops, e.identDown, outMiB(st.RSS["identity edge"]))
 	}
 	t.Logf("seed %d: %d ops, %d messages acked, %d unknown, %d refused; %d rows (%d readings found as dead letters; typed: %d messages acked, %d rows of %s, %d messages breaking a type, %d of them acked as edge dead letters); Redis %s, RSS edge %s bridge %s; faults injected: %s%s%s; %d violations",
 		seed, len(plan.Ops), sum.Acked, sum.Unknown, sum.Refused, sum.Rows, sum.DeadLettered, sum.TypedAcked, sum.TypedRows, cTypedTable, sum.TypedBad, sum.TypedBadDead, outMiB(st.RedisMemory), outMiB(st.RSS["edge"]), outMiB(st.RSS["bridge"]),

@@ -7,6 +7,8 @@ package faults
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -167,10 +169,26 @@ type Stack struct {
 	MQTTAddr string // host:port of the broker ("" without the broker role)
 	Args     []string
 	Proc     *Proc
+	// httpc reaches a gateway that serves HTTPS (StartStackTLS); nil: plain
+	// HTTP with http.DefaultClient.
+	httpc *http.Client
 }
 
 // HTTP is the gateway's base URL.
-func (s *Stack) HTTP() string { return "http://" + s.HTTPAddr }
+func (s *Stack) HTTP() string {
+	if s.httpc != nil {
+		return "https://" + s.HTTPAddr
+	}
+	return "http://" + s.HTTPAddr
+}
+
+// client is what the test reaches the gateway's probes and metrics with.
+func (s *Stack) client() *http.Client {
+	if s.httpc != nil {
+		return s.httpc
+	}
+	return http.DefaultClient
+}
 
 // MQTT is the broker's URL.
 func (s *Stack) MQTT() string { return "tcp://" + s.MQTTAddr }
@@ -180,7 +198,22 @@ func (s *Stack) MQTT() string { return "tcp://" + s.MQTTAddr }
 // and waits until it is ready.
 func StartStack(t *testing.T, svc Services, extra ...string) *Stack {
 	t.Helper()
-	s := &Stack{t: t, Services: svc,
+	return startStack(t, svc, nil, extra...)
+}
+
+// StartStackTLS is StartStack for a gateway serving HTTPS (extra has its
+// --http-tls-cert and --http-tls-key): the test reaches its probes and
+// metrics trusting roots, without a client certificate.
+func StartStackTLS(t *testing.T, svc Services, roots *x509.CertPool, extra ...string) *Stack {
+	t.Helper()
+	httpc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}}
+	t.Cleanup(httpc.CloseIdleConnections)
+	return startStack(t, svc, httpc, extra...)
+}
+
+func startStack(t *testing.T, svc Services, httpc *http.Client, extra ...string) *Stack {
+	t.Helper()
+	s := &Stack{t: t, Services: svc, httpc: httpc,
 		HTTPAddr: fmt.Sprintf("127.0.0.1:%d", FreePort(t)),
 		MQTTAddr: fmt.Sprintf("127.0.0.1:%d", FreePort(t)),
 	}
@@ -219,7 +252,7 @@ func (s *Stack) WaitReady(timeout time.Duration) {
 		if s.Proc.Exited() {
 			s.t.Fatalf("firehose exited during start-up: %s", s.Proc.Output())
 		}
-		resp, err := http.Get(s.HTTP() + "/readyz")
+		resp, err := s.client().Get(s.HTTP() + "/readyz")
 		if err != nil {
 			return false
 		}
@@ -250,7 +283,7 @@ func (s *Stack) Stop(timeout time.Duration) {
 // Metric reads one unlabelled sample (or the first matching line for a
 // name with labels, e.g. `x{reason="invalid"}`) from the stack's /metrics.
 func (s *Stack) Metric(name string) (float64, bool) {
-	resp, err := http.Get(s.HTTP() + "/metrics")
+	resp, err := s.client().Get(s.HTTP() + "/metrics")
 	if err != nil {
 		return 0, false
 	}
