@@ -12,15 +12,23 @@ import (
 type readerDecoder struct {
 	rd    *mqttmsg.Reader
 	owner string // the Sparkplug B session owner: the subscriber's client id
+	// rebirths queues the Rebirth requests for the session to publish; a
+	// full queue drops one (the edge node's next unresolvable message asks
+	// again).
+	rebirths chan RebirthRequest
 }
 
 // NewDecoder is the Decoder of rd: the readings topic, the mapping rules and
-// Sparkplug B, exactly as the embedded broker reads them. Sparkplug B state
-// is owned by clientID. The subscriber decodes in arrival order (Sparkplug
-// B's sequence numbers need it).
+// Sparkplug B, exactly as the embedded broker reads them, Rebirth requests
+// included (it is a Rebirther). Sparkplug B state is owned by clientID. The
+// subscriber decodes in arrival order (Sparkplug B's sequence numbers need
+// it).
 func NewDecoder(rd *mqttmsg.Reader, clientID string) Decoder {
-	return readerDecoder{rd: rd, owner: clientID}
+	return readerDecoder{rd: rd, owner: clientID, rebirths: make(chan RebirthRequest, 64)}
 }
+
+// Rebirths are the Rebirth requests Decode asked for.
+func (d readerDecoder) Rebirths() <-chan RebirthRequest { return d.rebirths }
 
 func (d readerDecoder) Decode(ctx context.Context, m Message) ([]ingest.Reading, error) {
 	rt := d.rd.Route(m.Topic)
@@ -33,9 +41,16 @@ func (d readerDecoder) Decode(ctx context.Context, m Message) ([]ingest.Reading,
 	}
 	res, err := d.rd.Read(ctx, rt, mqttmsg.Message{Topic: m.Topic, Payload: m.Payload, MessageID: m.MessageID, QoS: m.QoS,
 		ReceivedAt: m.ReceivedAt, Owner: d.owner})
-	switch {
-	case errors.Is(err, mqttmsg.ErrStateUnavailable):
+	if errors.Is(err, mqttmsg.ErrStateUnavailable) {
 		return nil, err // transient: retried
+	}
+	if rb := res.Rebirth; rb != nil {
+		select {
+		case d.rebirths <- RebirthRequest{Group: rb.Group, EdgeNode: rb.EdgeNode}:
+		default:
+		}
+	}
+	switch {
 	case err != nil:
 		// Invalid, or over the Sparkplug B state bounds: the broker
 		// refuses those to the device; here nobody can be told, so the

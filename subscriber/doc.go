@@ -17,7 +17,9 @@
 // is recognised and not stored again; at QoS 1 a redelivery is stored again
 // (a duplicate, counted), bounded by the messages in flight: Receive Maximum
 // with a broker that keeps to it (Mosquitto 2.0 sends past it: PUBACKs it
-// had not read when the connection broke count too).
+// had not read when the connection broke count too). A decoder that is a
+// Rebirther (NewDecoder's) has the session publish its Sparkplug B Rebirth
+// requests to the broker (QoS 0).
 //
 // The wire format is mochi-mqtt's packets codec (MQTT 3.1.1 and 5), over
 // TCP, TLS or WebSocket (wire.go).

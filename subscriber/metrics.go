@@ -13,6 +13,7 @@ type metrics struct {
 	qos0Dropped *prometheus.CounterVec
 	ack         prometheus.Histogram
 	batch       prometheus.Histogram // messages per batch stored
+	rebirths    prometheus.Counter   // Sparkplug B Rebirth requests published
 
 	// The counters of messages and acked by label, looked up once.
 	byQoS     [4]prometheus.Counter
@@ -33,6 +34,8 @@ func newMetrics(reg prometheus.Registerer, s *Subscriber) *metrics {
 			Help: "Connections to the broker, by result."}, []string{"result"}),
 		qos0Dropped: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "firehose_subscriber_qos0_dropped_total",
 			Help: "QoS 0 messages not stored (at most once: nobody is told), by reason."}, []string{"reason"}),
+		rebirths: prometheus.NewCounter(prometheus.CounterOpts{Name: "firehose_subscriber_sparkplug_rebirths_total",
+			Help: "Sparkplug B Rebirth requests (NCMD Node Control/Rebirth, QoS 0) published to the broker for edge nodes whose DATA used an alias no birth gave, came before its birth, or skipped a seq."}),
 		ack: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "firehose_subscriber_ack_seconds",
 			Help:    "From a message's receipt to its acknowledgement to the broker.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
@@ -62,7 +65,7 @@ func newMetrics(reg prometheus.Registerer, s *Subscriber) *metrics {
 		return 0
 	})
 	if reg != nil {
-		reg.MustRegister(m.messages, m.dup, m.acked, m.retries, m.connects, m.qos0Dropped, m.ack, m.batch, connected, present)
+		reg.MustRegister(m.messages, m.dup, m.acked, m.retries, m.connects, m.qos0Dropped, m.ack, m.batch, m.rebirths, connected, present)
 	}
 	return m
 }

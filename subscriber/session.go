@@ -14,6 +14,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"firehose/ingest"
+	"firehose/sparkplug"
 	"firehose/stream"
 )
 
@@ -317,6 +318,9 @@ func (ss *session) run(ctx context.Context) error {
 	acked := make(chan struct{})
 	aux.Go(func() { ss.acker(); close(acked) })
 	aux.Go(func() { ss.pinger() })
+	if rb, ok := s.dec.(Rebirther); ok {
+		aux.Go(func() { ss.rebirther(rb.Rebirths()) })
+	}
 	ss.stores.Go(ss.batcher)
 	readDone := make(chan struct{})
 	go func() {
@@ -614,6 +618,31 @@ func (ss *session) pinger() {
 				ss.fail(fmt.Errorf("write to the broker: %w", err))
 				return
 			}
+		}
+	}
+}
+
+// rebirther publishes the Sparkplug B Rebirth requests the decoder asks
+// for (QoS 0: the broker does not answer, and a lost one is asked again by
+// the edge node's next unresolvable message) until the session ends. The
+// broker must let the subscriber publish to spBv1.0/+/NCMD/+ (docs/subscribe.md).
+func (ss *session) rebirther(reqs <-chan RebirthRequest) {
+	for {
+		select {
+		case <-ss.failed:
+			return
+		case r := <-reqs:
+			topic, payload, err := sparkplug.RebirthRequest(r.Group, r.EdgeNode, time.Now())
+			if err != nil {
+				ss.s.log.Warn("sparkplug rebirth request not sent", "group", r.Group, "edge_node", r.EdgeNode, "err", err)
+				continue
+			}
+			pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish}, TopicName: topic, Payload: payload, ProtocolVersion: ss.v}
+			if err := ss.write(pk, true); err != nil {
+				ss.fail(fmt.Errorf("write to the broker: %w", err))
+				return
+			}
+			ss.s.m.rebirths.Inc()
 		}
 	}
 }

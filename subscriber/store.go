@@ -59,6 +59,18 @@ type Decoder interface {
 	Decode(ctx context.Context, m Message) ([]ingest.Reading, error)
 }
 
+// Rebirther is a Decoder that also asks Sparkplug B edge nodes for a
+// rebirth (a DATA message before its birth, with an alias no birth gave, or
+// after a gap in seq): the subscriber publishes each request it sends
+// (NCMD "Node Control/Rebirth", QoS 0) to the broker, as firehose's own
+// broker does to its clients.
+type Rebirther interface {
+	Rebirths() <-chan RebirthRequest
+}
+
+// RebirthRequest names the edge node to ask for a rebirth.
+type RebirthRequest struct{ Group, EdgeNode string }
+
 // InvalidError is a message that cannot become readings: Kind is its decode
 // path (ingest.KindTopic, KindRule, KindSparkplug) and Device its device, if
 // known, for its dead letter.

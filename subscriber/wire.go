@@ -189,6 +189,8 @@ func encode(buf *bytes.Buffer, pk packets.Packet) error {
 		return pk.ConnectEncode(buf)
 	case packets.Subscribe:
 		return pk.SubscribeEncode(buf)
+	case packets.Publish:
+		return pk.PublishEncode(buf)
 	case packets.Puback:
 		return pk.PubackEncode(buf)
 	case packets.Pubrec:
