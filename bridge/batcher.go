@@ -43,6 +43,7 @@ type batcher struct {
 
 	buf    []entry
 	oldest time.Time // when the first buffered entry was added
+	newest time.Time // when the last one was added
 	// declared: the readings the buffer's entries count in the shard's
 	// backlog (see appendDecoded); the session's trim counts them down.
 	declared int64
@@ -63,6 +64,7 @@ func (b *batcher) add(msg redis.XMessage, now time.Time) (full bool) {
 	if len(b.buf) == 0 {
 		b.oldest = now
 	}
+	b.newest = now
 	before := len(b.buf)
 	var declared int64
 	b.buf, declared = appendDecoded(b.buf, msg)
@@ -137,25 +139,27 @@ func (b *batcher) next(now time.Time, caughtUp bool) readPlan {
 // the rate it has filled is a burst's (see quiet).
 const burstFill = 200 * time.Millisecond
 
-// quiet reports whether a read made at now by plan found that a burst
+// quiet reports whether a read made by plan found that a burst
 // ended: the read waited (paced, or blocked for up to a pace) and brought
 // nothing, and the batch had been filling fast enough to be full within
-// burstFill (or its age, if shorter). The batch is then committed at once:
+// burstFill (or its age, if shorter): its readings over the time from its
+// first entry to its last, or a pace if longer (one read's worth tells no
+// rate), not counting the wait for nothing. The batch is then committed at once:
 // nothing came in a whole pause, so waiting out the age would only delay
 // its readings. It is the end of a drained backlog or of a large burst. A
 // batch that fills slower is left to its age (read once more just before
 // it, see untilFull), so a trickle of readings, or a fleet's small bursts
 // under a long age, still commits once per age, not once per burst.
-func (b *batcher) quiet(plan readPlan, read int, now time.Time) bool {
+func (b *batcher) quiet(plan readPlan, read int) bool {
 	waited := plan.pause > 0 || plan.block > 0
 	if !waited || read > 0 || len(b.buf) == 0 || b.full() {
 		return false
 	}
-	// elapsed·size/len < limit: at its rate the batch would fill within
-	// the limit (floats: elapsed·size overflows past ~9e18 ns).
+	// filled·size/len < limit: at its rate the batch would fill within
+	// the limit (floats: filled·size overflows past ~9e18 ns).
 	limit := min(b.age, burstFill)
-	elapsed := now.Sub(b.oldest)
-	return float64(elapsed)*float64(b.size) < float64(limit)*float64(len(b.buf))
+	filled := max(b.newest.Sub(b.oldest), readPace(b.age))
+	return float64(filled)*float64(b.size) < float64(limit)*float64(len(b.buf))
 }
 
 // shutdownRead is the count of the one read without blocking a shutdown
@@ -226,5 +230,5 @@ func (b *batcher) flush() (batch []entry, declared int64) {
 func (b *batcher) reset() {
 	b.buf = b.buf[:0]
 	b.declared = 0
-	b.oldest = time.Time{}
+	b.oldest, b.newest = time.Time{}, time.Time{}
 }

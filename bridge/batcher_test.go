@@ -122,7 +122,7 @@ func TestBatcherFlushWhenStreamGoesQuiet(t *testing.T) {
 		}
 		// The read returns nothing: the batch is unchanged, and 10
 		// readings fill 5,000 slowly: not quiet.
-		if b.quiet(r, 0, now.Add(r.block)) {
+		if b.quiet(r, 0) {
 			t.Fatalf("10 readings then nothing until +%s: quiet", now.Add(r.block).Sub(t0))
 		}
 		now = now.Add(r.block)
@@ -197,17 +197,24 @@ func TestBatcherQuietAfterBurst(t *testing.T) {
 	if plan.pause <= 0 {
 		t.Fatalf("caught-up read = %+v, want a pause", plan)
 	}
-	now = now.Add(plan.pause)
-	if !b.quiet(plan, 0, now) {
+	if !b.quiet(plan, 0) {
 		t.Fatalf("4,500 readings in %s, then a paced read brought nothing: not quiet", now.Sub(t0))
 	}
-	if b.quiet(plan, 1, now) {
+	// However long the box took between the reads that brought them, the
+	// wait for nothing does not count: 4,500 in 150 ms is still a burst.
+	slow := newBatcher(5000, age)
+	slow.add(batchOf("5-0", 4000), t0)
+	slow.add(batchOf("5-1", 500), t0.Add(150*time.Millisecond))
+	if !slow.quiet(readPlan{pause: maxFillPause, block: -1}, 0) {
+		t.Fatal("4,500 readings in 150 ms, then a long pace for nothing: not quiet")
+	}
+	if b.quiet(plan, 1) {
 		t.Fatal("a read that brought an entry is quiet")
 	}
-	if !b.quiet(readPlan{block: readPace(age)}, 0, now) {
+	if !b.quiet(readPlan{block: readPace(age)}, 0) {
 		t.Fatal("a read that blocked a pace for nothing (a shard that was behind) is not quiet")
 	}
-	if b.quiet(readPlan{block: -1}, 0, now) {
+	if b.quiet(readPlan{block: -1}, 0) {
 		t.Fatal("a read that did not wait is quiet")
 	}
 
@@ -217,7 +224,7 @@ func TestBatcherQuietAfterBurst(t *testing.T) {
 	b.add(single("2-1", 1), t0.Add(20*time.Millisecond))
 	b.add(single("2-2", 1), t0.Add(50*time.Millisecond))
 	plan = b.next(t0.Add(50*time.Millisecond), true)
-	if b.quiet(plan, 0, t0.Add(50*time.Millisecond).Add(plan.pause)) {
+	if b.quiet(plan, 0) {
 		t.Fatal("a trickle is quiet: it would commit per reading")
 	}
 	// Small bursts under a long age: 100 readings at once fill 5,000 in
@@ -225,11 +232,11 @@ func TestBatcherQuietAfterBurst(t *testing.T) {
 	long := newBatcher(5000, 10*time.Second)
 	long.add(batchOf("3-0", 100), t0)
 	plan = long.next(t0, true)
-	if long.quiet(plan, 0, t0.Add(plan.pause)) {
+	if long.quiet(plan, 0) {
 		t.Fatalf("100 readings, then nothing for %s, under a 10s age: quiet", plan.pause)
 	}
 	b.reset()
-	if b.quiet(plan, 0, t0) {
+	if b.quiet(plan, 0) {
 		t.Fatal("an empty batch is quiet")
 	}
 }

@@ -150,7 +150,7 @@ func (s *session) consume(ctx context.Context) error {
 		switch {
 		case full:
 			trigger = triggerSize
-		case s.batch.quiet(next, read, time.Now()):
+		case s.batch.quiet(next, read):
 			trigger = triggerQuiet
 		}
 		if trigger != "" {

@@ -168,6 +168,7 @@ func (ss *session) storePlain(plain []*pending) {
 				for _, p := range plain {
 					p.once = s.doubts.add(s.cfg.ClientID, p.o.pid)
 				}
+				s.m.inDoubt.Add(float64(len(plain)))
 			}
 			return err
 		}

@@ -14,6 +14,7 @@ type metrics struct {
 	ack         prometheus.Histogram
 	batch       prometheus.Histogram // messages per batch stored
 	rebirths    prometheus.Counter   // Sparkplug B Rebirth requests published
+	inDoubt     prometheus.Counter   // QoS 1 messages whose store failed in doubt
 
 	// The counters of messages and acked by label, looked up once.
 	byQoS     [4]prometheus.Counter
@@ -36,6 +37,8 @@ func newMetrics(reg prometheus.Registerer, s *Subscriber) *metrics {
 			Help: "QoS 0 messages not stored (at most once: nobody is told), by reason."}, []string{"reason"}),
 		rebirths: prometheus.NewCounter(prometheus.CounterOpts{Name: "firehose_subscriber_sparkplug_rebirths_total",
 			Help: "Sparkplug B Rebirth requests (NCMD Node Control/Rebirth, QoS 0) published to the broker for edge nodes whose DATA used an alias no birth gave, came before its birth, or skipped a seq."}),
+		inDoubt: prometheus.NewCounter(prometheus.CounterOpts{Name: "firehose_subscriber_stored_in_doubt_total",
+			Help: "QoS 1 messages whose store failed in doubt (Redis may hold them: a timeout, WAIT short of replicas) and was made again under a doubt key: each may land twice, as a message the broker resends may."}),
 		ack: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "firehose_subscriber_ack_seconds",
 			Help:    "From a message's receipt to its acknowledgement to the broker.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
@@ -65,7 +68,7 @@ func newMetrics(reg prometheus.Registerer, s *Subscriber) *metrics {
 		return 0
 	})
 	if reg != nil {
-		reg.MustRegister(m.messages, m.dup, m.acked, m.retries, m.connects, m.qos0Dropped, m.ack, m.batch, m.rebirths, connected, present)
+		reg.MustRegister(m.messages, m.dup, m.acked, m.retries, m.connects, m.qos0Dropped, m.ack, m.batch, m.rebirths, m.inDoubt, connected, present)
 	}
 	return m
 }

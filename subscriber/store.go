@@ -186,6 +186,7 @@ func (s *Subscriber) storeQoS1(ctx context.Context, topic string, it item, pid u
 		out, err = s.storeOnce(it, once)
 		if err != nil && once == nil && inDoubt(err) {
 			once = s.doubts.add(s.cfg.ClientID, pid)
+			s.m.inDoubt.Inc()
 		}
 		return err
 	})
