@@ -126,6 +126,15 @@ func reading(device string, seq int) ingest.Reading {
 	}
 }
 
+// readingsOf is n readings of device, sequence 0 to n-1.
+func readingsOf(device string, n int) []ingest.Reading {
+	rs := make([]ingest.Reading, n)
+	for i := range rs {
+		rs[i] = reading(device, i)
+	}
+	return rs
+}
+
 func (e *env) count(query string, args ...any) int {
 	e.t.Helper()
 	var n int
@@ -244,11 +253,7 @@ func TestIntegrationQuietStreamFlushesByAge(t *testing.T) {
 func TestIntegrationBurstFlushesWhenQuiet(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, 1)
-	var rs []ingest.Reading
-	for i := range 3000 {
-		rs = append(rs, reading("burst", i))
-	}
-	e.add(rs...)
+	e.add(readingsOf("burst", 3000)...)
 	r := e.start(Config{BatchSize: 5000, BatchAge: 10 * time.Second})
 	e.waitRows(3000, time.Minute)
 	flushes := func(trigger string) float64 { return testutil.ToFloat64(r.b.m.flushes.WithLabelValues(trigger)) }
@@ -265,11 +270,7 @@ func TestIntegrationBurstFlushesWhenQuiet(t *testing.T) {
 func TestIntegrationFlushesBySize(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, 1)
-	var rs []ingest.Reading
-	for i := range 1000 {
-		rs = append(rs, reading("sized", i))
-	}
-	e.add(rs...)
+	e.add(readingsOf("sized", 1000)...)
 	r := e.start(Config{BatchSize: 100, BatchAge: time.Minute})
 	e.waitRows(1000, 10*time.Second)
 	// The metric counts a flush after its commit: the last one's rows can
