@@ -418,12 +418,17 @@ func TestIntegrationSubscriberResentAfterLostAck(t *testing.T) {
 			testenv.Await(t, func() bool {
 				return acks(t, h.reg, "stored")+acks(t, h.reg, "redelivered") >= 3
 			}, "acks: stored %v, redelivered %v", acks(t, h.reg, "stored"), acks(t, h.reg, "redelivered"))
-			want := int64(3)
-			if qos == 1 {
-				want = 4 // the resent message stored again
+			if got := h.stored(); qos == 2 && got != 3 {
+				t.Fatalf("stored %d readings, want 3", got)
 			}
-			if got := h.stored(); got != want {
-				t.Fatalf("stored %d readings, want %d", got, want)
+			// At QoS 1 the lost one is stored twice (its first store in
+			// doubt, then under its doubt key, which recognises the
+			// broker's resend). b, published after the loss, may be stored
+			// too before the failed session ends (in flight, never
+			// acknowledged: the broker resends it, stored again), within
+			// the in-flight bound; on a busy box it sometimes is.
+			if got := h.stored(); qos == 1 && (got < 4 || got > 5) {
+				t.Fatalf("stored %d readings, want 4 (5 when b was in flight at the session's end)", got)
 			}
 			if qos == 2 && acks(t, h.reg, "redelivered") != 1 {
 				t.Errorf("redelivered acks %v, want 1", acks(t, h.reg, "redelivered"))
