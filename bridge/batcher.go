@@ -12,8 +12,9 @@ import (
 const (
 	triggerSize = "size" // the batch holds BatchSize readings
 	triggerAge  = "age"  // its oldest reading has waited BatchAge (a quiet stream included)
-	// triggerQuiet: a paced read found nothing new: the stream went quiet
-	// before the batch was full or its age came (see quiet).
+	// triggerQuiet: a read that waited found nothing new after a burst:
+	// the stream went quiet before the batch was full or its age came
+	// (see quiet).
 	triggerQuiet = "quiet"
 )
 
@@ -139,13 +140,13 @@ func (b *batcher) next(now time.Time, caughtUp bool) readPlan {
 // the rate it has filled is a burst's (see quiet).
 const burstFill = 200 * time.Millisecond
 
-// quiet reports whether a read made by plan found that a burst
-// ended: the read waited (paced, or blocked for up to a pace) and brought
-// nothing, and the batch had been filling fast enough to be full within
-// burstFill (or its age, if shorter): its readings over the time from its
-// first entry to its last, or a pace if longer (one read's worth tells no
-// rate), not counting the wait for nothing. The batch is then committed at once:
-// nothing came in a whole pause, so waiting out the age would only delay
+// quiet reports whether a read made by plan found that a burst ended: the
+// read waited (paced, or blocked for up to a pace) and brought nothing, and
+// the batch had been filling fast enough to be full within burstFill (or
+// its age, if shorter), judged by its readings over the time from its first
+// entry to its last, or a pace if longer (one read's worth tells no rate),
+// not counting the wait for nothing. The batch is then committed at once:
+// nothing came in a whole wait, so waiting out the age would only delay
 // its readings. It is the end of a drained backlog or of a large burst. A
 // batch that fills slower is left to its age (read once more just before
 // it, see untilFull), so a trickle of readings, or a fleet's small bursts
